@@ -1,0 +1,71 @@
+# One Makefile for people and CI. Every target sets itself up (virtualenv, install, data).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+VAR ?= var
+PACKAGES := lez loader server clients
+PROTO := proto/lez/api/v1/access.proto
+
+RUN_PLATES ?= 300000
+BENCH_PLATES ?= 8000000
+
+.PHONY: install tools gen gen-check check lint test test-slow test-all run bench bench-quick \
+        bench-build data clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	@touch $(STAMP)
+
+# Debian's lmdb-utils gives mdb_stat, used by the tests to prove the store is a standard LMDB.
+tools:
+	@command -v mdb_stat >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq lmdb-utils) >/dev/null; \
+	  else echo "mdb_stat missing: apt-get install lmdb-utils"; fi; }
+
+gen: install
+	$(PY) -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. \
+	  --mypy_out=. --mypy_grpc_out=. $(PROTO)
+
+gen-check: gen
+	@git diff --exit-code -- lez/api || { echo "generated code drifted: run 'make gen' and commit"; exit 1; }
+
+lint: install
+	$(BIN)/ruff format $(PACKAGES) tests bench
+	$(BIN)/ruff check --fix $(PACKAGES) tests bench
+
+check: install
+	$(BIN)/ruff format --check $(PACKAGES) tests bench
+	$(BIN)/ruff check $(PACKAGES) tests bench
+	$(BIN)/mypy $(PACKAGES)
+	@if [ -f $(PROTO) ]; then $(MAKE) -s gen-check; fi
+
+test: install tools
+	$(BIN)/pytest -q
+
+test-slow: install tools
+	$(BIN)/pytest -q -m slow
+
+test-all: test test-slow
+
+# The main job on the embedded default register (see README).
+run: install
+	$(PY) -m clients.demo --var $(VAR) --plates $(RUN_PLATES)
+
+bench: install tools
+	$(PY) -m bench.run --plates $(BENCH_PLATES) --runs 5 --out bench/results
+
+bench-quick: install tools
+	$(PY) -m bench.run --quick --out $(VAR)/bench-quick
+
+bench-build: install
+	$(PY) -m bench.build_bench --plates $(BENCH_PLATES) --runs 3
+
+clean:
+	rm -rf $(VAR) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

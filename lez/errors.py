@@ -1,0 +1,131 @@
+"""The one error model of the project.
+
+Every failure a caller can meet is a `LezError` subclass carrying a stable `code` (a short
+snake-case string) and a message that says what to change. The server maps these classes to
+gRPC status codes in one table (`server/status.py`); the clients map them back. No message ever
+contains a raw plate: callers pass pseudonymised key prefixes or row numbers instead.
+"""
+
+from __future__ import annotations
+
+
+class LezError(Exception):
+    """Base of all domain errors. `code` is stable and machine-readable."""
+
+    code = "lez_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidPlate(LezError):
+    """A plate that cannot be read. `rule` names the rule it broke; the plate is never echoed."""
+
+    code = "invalid_plate"
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"plate rejected ({rule}): {detail}")
+        self.rule = rule
+
+
+class InvalidRequest(LezError):
+    """A request that is malformed as a whole (unknown zone, bad date, empty batch...)."""
+
+    code = "invalid_request"
+
+
+class BatchTooLarge(InvalidRequest):
+    """A chunk or message over the configured limit."""
+
+    code = "batch_too_large"
+
+    def __init__(self, size: int, limit: int, what: str = "pairs in one chunk") -> None:
+        super().__init__(f"{size} {what} exceeds the limit of {limit}; send smaller chunks")
+        self.size = size
+        self.limit = limit
+
+
+class UnknownZone(InvalidRequest):
+    """A zone id that no loaded rule revision knows."""
+
+    code = "unknown_zone"
+
+
+class UnknownRuleset(LezError):
+    """A pinned rule revision that is not loaded in the current store."""
+
+    code = "unknown_ruleset"
+
+
+class PermissionDenied(LezError):
+    """The caller's organisation or role may not make this call (finality, minimisation)."""
+
+    code = "permission_denied"
+
+
+class Unauthenticated(LezError):
+    """No usable client identity."""
+
+    code = "unauthenticated"
+
+
+class RateLimited(LezError):
+    """The caller's per-minute or per-day quota is used up."""
+
+    code = "rate_limited"
+
+
+class Overloaded(LezError):
+    """The server is at its concurrency limit; retry later."""
+
+    code = "overloaded"
+
+
+class StoreNotReady(LezError):
+    """No store is published yet, or it is being switched."""
+
+    code = "store_not_ready"
+
+
+class StoreFormatMismatch(LezError):
+    """The store was written with a format version or key id this code does not accept."""
+
+    code = "store_format_mismatch"
+
+
+class StoreCorrupt(LezError):
+    """The store failed verification."""
+
+    code = "store_corrupt"
+
+
+class KeyFileError(LezError):
+    """The HMAC key file is missing, unreadable or malformed."""
+
+    code = "key_file_error"
+
+
+class ExtractError(LezError):
+    """A DIV extract that cannot be loaded as a whole (not a bad row: those are rejects)."""
+
+    code = "extract_error"
+
+
+class RuleTableError(LezError):
+    """A rule-table file with a mistake, located by file, line and field."""
+
+    code = "rule_table_error"
+
+    def __init__(self, path: str, line: int | None, field: str, problem: str) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: field '{field}': {problem}")
+        self.path = path
+        self.line = line
+        self.field = field
+
+
+class RegistrationFileError(LezError):
+    """A registrations file with a bad row, located by line and field."""
+
+    code = "registration_file_error"

@@ -1,0 +1,133 @@
+"""Pseudonymisation: HMAC-SHA256 of the country-qualified normalised plate, truncated to 16 bytes.
+
+The message is the two-letter country followed by the normalised plate (`BE1ABC234`), so one
+key serves both the register (Belgian plates) and the cities' registrations (any country), and
+a batch item needs exactly one HMAC. The secret lives in a key file (`lez-loader keygen`),
+never in the store, a log or an error; the store records only the key id, a fingerprint.
+
+Batch keying uses the precomputed inner/outer SHA-256 states of HMAC and copies them per
+message, 2.6x faster than `hmac.digest` (reference/performance-baseline.md) and byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, NewType
+
+import numpy as np
+import numpy.typing as npt
+
+from lez.errors import KeyFileError
+
+PlateKey = NewType("PlateKey", bytes)
+"""A 16-byte pseudonymised plate key."""
+
+KEY_BYTES: Final = 16
+SECRET_BYTES: Final = 32
+_BLOCK: Final = 64
+_KEY_FILE_HEADER: Final = "lez-hmac-key-v1"
+
+
+@dataclass(frozen=True, slots=True)
+class PlateKeyer:
+    """Computes plate keys with one secret. Build with `PlateKeyer.from_secret` or `load_key`."""
+
+    key_id: str
+    _inner: object = field(repr=False)
+    _outer: object = field(repr=False)
+    _secret: bytes = field(repr=False)
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> PlateKeyer:
+        if len(secret) < 16:
+            raise KeyFileError("the HMAC secret must be at least 16 bytes; run `lez-loader keygen`")
+        padded = secret.ljust(_BLOCK, b"\x00") if len(secret) <= _BLOCK else (
+            hashlib.sha256(secret).digest().ljust(_BLOCK, b"\x00")
+        )
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+        return cls(key_id=key_id_of(secret), _inner=inner, _outer=outer, _secret=secret)
+
+    def key(self, country: str, plate: str) -> PlateKey:
+        """Key of one normalised plate (reference path, plain `hmac`)."""
+        message = (country + plate).encode("ascii")
+        return PlateKey(hmac.digest(self._secret, message, "sha256")[:KEY_BYTES])
+
+    def key_messages(self, messages: Iterable[bytes]) -> bytes:
+        """Keys of many messages (`country + plate` bytes) as one concatenated bytes blob."""
+        inner_copy = self._inner.copy  # type: ignore[attr-defined]
+        outer_copy = self._outer.copy  # type: ignore[attr-defined]
+        out = bytearray()
+        extend = out.extend
+        for msg in messages:
+            h = inner_copy()
+            h.update(msg)
+            o = outer_copy()
+            o.update(h.digest())
+            extend(o.digest()[:KEY_BYTES])
+        return bytes(out)
+
+    def key_matrix(
+        self, countries: npt.NDArray[np.uint8], plates: npt.NDArray[np.uint8]
+    ) -> npt.NDArray[np.uint8]:
+        """Keys of normalised plates given as NUL-padded matrices: an (n, 16) uint8 matrix.
+
+        `countries` is (n, 2), `plates` (n, w) as made by `lez.plates.normalise_many`.
+        """
+        n = plates.shape[0]
+        if n == 0:
+            return np.zeros((0, KEY_BYTES), dtype=np.uint8)
+        both = np.concatenate([countries, plates], axis=1)
+        width = both.shape[1]
+        messages = np.ascontiguousarray(both).view(f"S{width}").ravel().tolist()
+        blob = self.key_messages(messages)  # `S` dtype strips trailing NULs, as intended
+        return np.frombuffer(blob, dtype=np.uint8).reshape(n, KEY_BYTES)
+
+
+def key_id_of(secret: bytes) -> str:
+    """Fingerprint of a secret: safe to store and log, useless to recover the secret."""
+    return hashlib.sha256(b"lez-key-id\x00" + secret).hexdigest()[:16]
+
+
+def generate_key_file(path: Path) -> str:
+    """Write a new random secret to `path` (mode 0600, refuses to overwrite); returns its id."""
+    secret = secrets.token_bytes(SECRET_BYTES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path} exists; remove it first or choose another path") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{_KEY_FILE_HEADER}\n{secret.hex()}\n")
+    return key_id_of(secret)
+
+
+def load_key(path: Path) -> PlateKeyer:
+    """Read a key file written by `generate_key_file`."""
+    try:
+        lines = path.read_text().split()
+    except OSError as exc:
+        raise KeyFileError(
+            f"cannot read key file {path}: {exc.strerror}; create one with `lez-loader keygen`"
+        ) from None
+    if len(lines) != 2 or lines[0] != _KEY_FILE_HEADER:
+        raise KeyFileError(f"{path} is not a lez key file (expected header {_KEY_FILE_HEADER})")
+    try:
+        secret = bytes.fromhex(lines[1])
+    except ValueError:
+        raise KeyFileError(f"{path}: the secret is not hexadecimal") from None
+    return PlateKeyer.from_secret(secret)
+
+
+def keys_to_u64(keys: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """Split (n, 16) keys into big-endian high and low uint64 halves (memcmp order)."""
+    k = np.ascontiguousarray(keys)
+    hi = k[:, :8].copy().view(">u8").ravel().astype(np.uint64)
+    lo = k[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
+    return hi, lo

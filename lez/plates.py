@@ -1,0 +1,260 @@
+"""Plate normalisation and validation: the single definition of what a plate is.
+
+A plate as a camera, a citizen or the register writes it (`1-abc-234`, `1 ABC 234`, `1.ABC.234`)
+becomes its *normalised* form: upper case, separators removed (`1ABC234`), the form that is
+keyed by `lez.keys`. Separators are ASCII space, tab, `-`, `.` and NUL (padding of packed
+columns). Everything else outside `A-Z0-9` is a bad character.
+
+Rules (reference/lez-rules.md section 5.4; an official DIV normalisation spec was NOT FOUND, so
+the alphabet A-Z0-9 is the inference documented there):
+- Belgian plates (country `BE`): 2 to 8 characters once normalised (a personalised plate is at
+  most 8 including hyphens, a standard `1-ABC-234` is 7 without them), at least one letter
+  (digits-only plates are reserved for the royal family and are not in the register).
+- Foreign plates: 1 to `FOREIGN_MAX_LEN` characters; the country is an ISO 3166 alpha-2 code.
+
+There is a scalar form (`normalise`) and a vectorised form over packed byte matrices
+(`normalise_many`); they agree on every input (a hypothesis property checks it). Errors name the
+rule broken and never echo the plate.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Final, NewType
+
+import numpy as np
+import numpy.typing as npt
+
+from lez.errors import InvalidPlate
+
+Plate = NewType("Plate", str)
+"""A normalised plate: upper case A-Z0-9, no separators."""
+
+PLATE_WIDTH: Final = 10
+"""Width in bytes of a normalised plate in packed arrays (NUL padded)."""
+BELGIAN_MIN_LEN: Final = 2
+BELGIAN_MAX_LEN: Final = 8
+FOREIGN_MAX_LEN: Final = PLATE_WIDTH
+BELGIUM: Final = "BE"
+
+_SEPARATORS: Final = frozenset(" \t-.\x00")
+
+
+class PlateRule(enum.IntEnum):
+    """Why a plate was refused. 0 means accepted. Values travel in packed columns."""
+
+    OK = 0
+    EMPTY = 1
+    BAD_CHARACTER = 2
+    TOO_LONG = 3
+    TOO_SHORT = 4
+    NO_LETTER = 5
+    BAD_COUNTRY = 6
+
+    @property
+    def explanation(self) -> str:
+        return _EXPLANATIONS[self]
+
+
+_EXPLANATIONS: Final = {
+    PlateRule.OK: "accepted",
+    PlateRule.EMPTY: "the plate is empty once spaces, dashes and dots are removed",
+    PlateRule.BAD_CHARACTER: "only letters A-Z, digits, spaces, dashes and dots are allowed",
+    PlateRule.TOO_LONG: (
+        f"a Belgian plate has at most {BELGIAN_MAX_LEN} letters and digits, "
+        f"a foreign one at most {FOREIGN_MAX_LEN}"
+    ),
+    PlateRule.TOO_SHORT: f"a Belgian plate has at least {BELGIAN_MIN_LEN} letters and digits",
+    PlateRule.NO_LETTER: "a Belgian plate has at least one letter",
+    PlateRule.BAD_COUNTRY: "the country must be an ISO 3166 two-letter code such as BE or NL",
+}
+
+
+class PlateSeries(enum.IntEnum):
+    """Which Belgian series a normalised plate belongs to (section 5.4 of lez-rules.md)."""
+
+    CURRENT = 1  # 1-ABC-234, 2-ABC-234 (Euro plate since 2010; 2- since 2021)
+    CURRENT_DIGITS_FIRST = 2  # 9-123-ABC
+    LETTER_PREFIX = 3  # G-ABC-123 tractors, M-/W- motorcycles, O- oldtimers, Q- trailers, ...
+    TWO_LETTER = 4  # WX-16-ABC, UA-23-ABC (temporary)
+    OLD_1973 = 5  # ABC-123 (1973-2008)
+    OLD_2008 = 6  # 123-ABC (2008-2010)
+    OLD_1962 = 7  # AB-123 (1962-1973)
+    OLD_1953 = 8  # A-1234 / 1234-A (1953-1962)
+    DIPLOMATIC = 9  # CD-...
+    PERSONALISED = 10  # anything else with 2-8 characters and a letter
+    FOREIGN = 11
+
+
+_SERIES_PATTERNS: Final = (
+    (PlateSeries.CURRENT, re.compile(r"[1-9][A-Z]{3}[0-9]{3}")),
+    (PlateSeries.CURRENT_DIGITS_FIRST, re.compile(r"[1-9][0-9]{3}[A-Z]{3}")),
+    (PlateSeries.DIPLOMATIC, re.compile(r"CD[A-Z]?[0-9]{1,4}")),
+    (PlateSeries.LETTER_PREFIX, re.compile(r"[A-Z][A-Z]{3}[0-9]{3}")),
+    (PlateSeries.TWO_LETTER, re.compile(r"[A-Z]{2}[0-9]{2}[A-Z]{3}")),
+    (PlateSeries.OLD_1973, re.compile(r"[A-Z]{3}[0-9]{3}")),
+    (PlateSeries.OLD_2008, re.compile(r"[0-9]{3}[A-Z]{3}")),
+    (PlateSeries.OLD_1962, re.compile(r"[A-Z]{2}[0-9]{3}")),
+    (PlateSeries.OLD_1953, re.compile(r"[A-Z][0-9]{4}|[0-9]{4}[A-Z]")),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NormalisedPlate:
+    """A plate that passed validation, with its country."""
+
+    country: str
+    plate: Plate
+
+    @property
+    def is_belgian(self) -> bool:
+        return self.country == BELGIUM
+
+
+def normalise_country(country: str) -> str:
+    """Upper-case ISO alpha-2 country; raises InvalidPlate(BAD_COUNTRY) otherwise."""
+    if not _is_country(country):
+        raise InvalidPlate(PlateRule.BAD_COUNTRY.name, PlateRule.BAD_COUNTRY.explanation)
+    return country.upper()
+
+
+def check(raw: str, country: str = BELGIUM) -> tuple[str, PlateRule]:
+    """Normalise without raising: (normalised text or '', the rule broken or OK)."""
+    if not _is_country(country):
+        return "", PlateRule.BAD_COUNTRY
+    chars: list[str] = []
+    for ch in raw:
+        if ch in _SEPARATORS:
+            continue
+        up = ch.upper() if "a" <= ch <= "z" else ch
+        if not ("A" <= up <= "Z" or "0" <= up <= "9"):
+            return "", PlateRule.BAD_CHARACTER
+        chars.append(up)
+    text = "".join(chars)
+    rule = _length_rule(len(text), any("A" <= c <= "Z" for c in text), country.upper())
+    return (text if rule is PlateRule.OK else ""), rule
+
+
+def normalise(raw: str, country: str = BELGIUM) -> NormalisedPlate:
+    """Normalise and validate one plate; raises `InvalidPlate` naming the rule broken."""
+    text, rule = check(raw, country)
+    if rule is not PlateRule.OK:
+        raise InvalidPlate(rule.name, rule.explanation)
+    return NormalisedPlate(country=country.upper(), plate=Plate(text))
+
+
+def series(plate: Plate) -> PlateSeries:
+    """The Belgian series of a normalised Belgian plate (PERSONALISED when none matches)."""
+    for kind, pattern in _SERIES_PATTERNS:
+        if pattern.fullmatch(plate):
+            return kind
+    return PlateSeries.PERSONALISED
+
+
+def _is_country(country: str) -> bool:
+    return len(country) == 2 and all("A" <= c <= "Z" or "a" <= c <= "z" for c in country)
+
+
+def _length_rule(length: int, has_letter: bool, country: str) -> PlateRule:
+    if length == 0:
+        return PlateRule.EMPTY
+    if country == BELGIUM:
+        if length > BELGIAN_MAX_LEN:
+            return PlateRule.TOO_LONG
+        if length < BELGIAN_MIN_LEN:
+            return PlateRule.TOO_SHORT
+        if not has_letter:
+            return PlateRule.NO_LETTER
+        return PlateRule.OK
+    return PlateRule.TOO_LONG if length > FOREIGN_MAX_LEN else PlateRule.OK
+
+
+# ---- vectorised form -------------------------------------------------------------------------
+
+_DROP: Final = 0
+_BAD: Final = 0xFF
+
+
+def _build_lut() -> npt.NDArray[np.uint8]:
+    lut = np.full(256, _BAD, dtype=np.uint8)
+    for c in range(ord("A"), ord("Z") + 1):
+        lut[c] = c
+        lut[c + 32] = c  # lower case
+    for c in range(ord("0"), ord("9") + 1):
+        lut[c] = c
+    for ch in _SEPARATORS:
+        lut[ord(ch)] = _DROP
+    return lut
+
+
+_LUT: Final = _build_lut()
+
+
+def as_matrix(values: npt.ArrayLike, width: int | None = None) -> npt.NDArray[np.uint8]:
+    """A packed (n, width) uint8 matrix from an array of `S` bytes or a list of str/bytes."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "U":
+        arr = np.char.encode(arr, "utf-8")
+    if arr.dtype.kind != "S":
+        raise TypeError("plates must be str or bytes")
+    w = width or max(arr.dtype.itemsize, 1)
+    fixed = arr.astype(f"S{w}")
+    return fixed.view(np.uint8).reshape(len(fixed), w)
+
+
+def countries_matrix(values: npt.ArrayLike, n: int) -> npt.NDArray[np.uint8]:
+    """A (n, 2) uint8 matrix of upper-cased country codes; a scalar is broadcast."""
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        arr = np.full(n, arr)
+    if arr.dtype.kind == "U":
+        arr = np.char.encode(arr, "ascii", errors="replace") if arr.size else arr.astype("S2")
+    mat = arr.astype("S2").view(np.uint8).reshape(len(arr), 2).copy()
+    lower = (mat >= ord("a")) & (mat <= ord("z"))
+    mat[lower] -= 32
+    return mat
+
+
+def normalise_many(
+    plates: npt.NDArray[np.uint8], countries: npt.NDArray[np.uint8]
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """Vectorised `check` over a packed (n, w) plate matrix and an (n, 2) country matrix.
+
+    Returns the normalised plates as an (n, PLATE_WIDTH) NUL-padded matrix (all NUL where
+    refused) and the `PlateRule` of each row. Agrees with `check` row by row.
+    """
+    n, w = plates.shape
+    mapped = _LUT[plates]
+    bad_char = (mapped == _BAD).any(axis=1)
+    keep = (mapped != _DROP) & (mapped != _BAD)
+    length = keep.sum(axis=1)
+    pos = np.cumsum(keep, axis=1) - 1
+    rows, cols = np.nonzero(keep & (pos < PLATE_WIDTH))
+    out = np.zeros((n, PLATE_WIDTH), dtype=np.uint8)
+    out[rows, pos[rows, cols]] = mapped[rows, cols]
+    is_letter = (mapped >= ord("A")) & (mapped <= ord("Z"))
+    has_letter = (is_letter & keep).any(axis=1)
+
+    cty_ok = ((countries >= ord("A")) & (countries <= ord("Z"))).all(axis=1)
+    belgian = (countries[:, 0] == ord("B")) & (countries[:, 1] == ord("E"))
+
+    rule = np.zeros(n, dtype=np.uint8)
+    too_long = np.where(belgian, length > BELGIAN_MAX_LEN, length > FOREIGN_MAX_LEN)
+    # Order matters: the first rule broken is the one reported, as in `check`.
+    rule[belgian & ~has_letter] = PlateRule.NO_LETTER
+    rule[belgian & (length < BELGIAN_MIN_LEN)] = PlateRule.TOO_SHORT
+    rule[too_long] = PlateRule.TOO_LONG
+    rule[length == 0] = PlateRule.EMPTY
+    rule[bad_char] = PlateRule.BAD_CHARACTER
+    rule[~cty_ok] = PlateRule.BAD_COUNTRY
+    out[rule != PlateRule.OK] = 0
+    return out, rule
+
+
+def matrix_to_strings(matrix: npt.NDArray[np.uint8]) -> list[str]:
+    """Normalised plate matrix back to str (for tests and one-item paths)."""
+    width = matrix.shape[1]
+    flat = np.ascontiguousarray(matrix).view(f"S{width}").ravel()
+    return [b.decode("ascii") for b in flat.tolist()]

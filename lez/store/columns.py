@@ -1,0 +1,172 @@
+"""Sorted key columns and the vectorised batch lookup shared by every reader.
+
+A table (vehicles or registrations) is held as four columns: `key_hi` and `key_lo` (the two
+big-endian halves of each 16-byte key as native uint64, sorted in memcmp order), `offsets`
+(uint64, one more than the keys) and `records` (all rows, grouped by key). Row group `i` is
+`records[offsets[i]:offsets[i + 1]]`. A batch of query keys is located with one
+`searchsorted` over the sorted `key_hi` (queries argsorted first for locality), never one call
+per plate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from lez.days import DAY_OPEN
+from lez.keys import KEY_BYTES, keys_to_u64
+from lez.vehicle import VEHICLE_DTYPE, VehicleArray, empty
+
+MAX_VERSIONS_SCAN: Final = 64
+"""A plate with more versions than this is still answered (the scan continues), only slower."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedRecords:
+    """One table as sorted columns. Arrays may be zero-copy views into an LMDB map."""
+
+    key_hi: npt.NDArray[np.uint64]
+    key_lo: npt.NDArray[np.uint64]
+    offsets: npt.NDArray[np.uint64]
+    records: npt.NDArray[np.void]
+
+    @property
+    def size(self) -> int:
+        return len(self.key_hi)
+
+    def key_bytes(self, i: int) -> bytes:
+        return int(self.key_hi[i]).to_bytes(8, "big") + int(self.key_lo[i]).to_bytes(8, "big")
+
+    def rows_of(self, i: int) -> npt.NDArray[np.void]:
+        return self.records[int(self.offsets[i]) : int(self.offsets[i + 1])]
+
+    def find(self, keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+        """Index of each query key in the table, -1 where absent."""
+        n = len(keys)
+        if n == 0 or self.size == 0:
+            return np.full(n, -1, dtype=np.int64)
+        hi, lo = keys_to_u64(keys)
+        order = np.argsort(hi, kind="stable")
+        pos_sorted = np.searchsorted(self.key_hi, hi[order], side="left")
+        pos = np.empty(n, dtype=np.int64)
+        pos[order] = pos_sorted
+        result = np.full(n, -1, dtype=np.int64)
+        # Walk forward over equal high halves (a 64-bit prefix collision is rare but legal).
+        pending = np.arange(n)
+        while len(pending):
+            p = pos[pending]
+            inside = p < self.size
+            pending, p = pending[inside], p[inside]
+            same_hi = self.key_hi[p] == hi[pending]
+            pending, p = pending[same_hi], p[same_hi]
+            hit = self.key_lo[p] == lo[pending]
+            result[pending[hit]] = p[hit]
+            pending = pending[~hit]
+            pos[pending] += 1
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleLookup:
+    """Result of a batch lookup, aligned with the query.
+
+    `records[i]` is the version valid on the query's day where `found[i]`; elsewhere it holds
+    unknown sentinels. `known[i]` says the plate exists in the register at all (on some day).
+    """
+
+    records: VehicleArray
+    found: npt.NDArray[np.bool_]
+    known: npt.NDArray[np.bool_]
+
+
+def versions_on(
+    table: KeyedRecords, keys: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
+) -> VehicleLookup:
+    """For each (key, day): the vehicle version valid that day."""
+    n = len(keys)
+    idx = table.find(keys)
+    known = idx >= 0
+    out = empty(n)
+    found = np.zeros(n, dtype=np.bool_)
+    q = np.flatnonzero(known)
+    if len(q):
+        start = table.offsets[idx[q]].astype(np.int64)
+        stop = table.offsets[idx[q] + 1].astype(np.int64)
+        d = days[q]
+        vf = table.records["valid_from"]
+        vt = table.records["valid_to"]
+        j = 0
+        while len(q):
+            cand = start + j
+            alive = cand < stop
+            q, start, stop, d, cand = q[alive], start[alive], stop[alive], d[alive], cand[alive]
+            hit = (vf[cand] <= d) & (d < vt[cand])
+            out[q[hit]] = table.records[cand[hit]]
+            found[q[hit]] = True
+            miss = ~hit
+            q, start, stop, d = q[miss], start[miss], stop[miss], d[miss]
+            j += 1
+    return VehicleLookup(records=out, found=found, known=known)
+
+
+def rows_for(
+    table: KeyedRecords, keys: npt.NDArray[np.uint8]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
+    """All rows of each query key, flattened: (query index per row, rows)."""
+    idx = table.find(keys)
+    q = np.flatnonzero(idx >= 0)
+    if len(q) == 0:
+        return np.zeros(0, dtype=np.int64), table.records[:0]
+    start = table.offsets[idx[q]].astype(np.int64)
+    count = table.offsets[idx[q] + 1].astype(np.int64) - start
+    query_of_row = np.repeat(q, count)
+    first = np.repeat(start - np.cumsum(count) + count, count)
+    row = first + np.arange(int(count.sum()), dtype=np.int64)
+    return query_of_row, table.records[row]
+
+
+def group_by_key(
+    keys: npt.NDArray[np.uint8], records: npt.NDArray[np.void], order_field: str = "valid_from"
+) -> KeyedRecords:
+    """Sort rows by (key, `order_field`) and group them into columns.
+
+    `keys` is an (m, 16) matrix, one key per row of `records`.
+    """
+    if keys.ndim != 2 or keys.shape[1] != KEY_BYTES or len(keys) != len(records):
+        raise ValueError("keys must be an (m, 16) uint8 matrix aligned with records")
+    hi, lo = keys_to_u64(keys)
+    order = np.lexsort((records[order_field], lo, hi))
+    hi, lo, recs = hi[order], lo[order], records[order]
+    if len(hi):
+        new = np.empty(len(hi), dtype=np.bool_)
+        new[0] = True
+        new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+        starts = np.flatnonzero(new)
+    else:
+        starts = np.zeros(0, dtype=np.int64)
+    offsets = np.empty(len(starts) + 1, dtype=np.uint64)
+    offsets[:-1] = starts
+    offsets[-1] = len(hi)
+    return KeyedRecords(
+        key_hi=np.ascontiguousarray(hi[starts]),
+        key_lo=np.ascontiguousarray(lo[starts]),
+        offsets=offsets,
+        records=np.ascontiguousarray(recs),
+    )
+
+
+def empty_table(dtype: np.dtype[np.void] = VEHICLE_DTYPE) -> KeyedRecords:
+    return KeyedRecords(
+        key_hi=np.zeros(0, dtype=np.uint64),
+        key_lo=np.zeros(0, dtype=np.uint64),
+        offsets=np.zeros(1, dtype=np.uint64),
+        records=np.zeros(0, dtype=dtype),
+    )
+
+
+def open_interval(records: npt.NDArray[np.void]) -> npt.NDArray[np.bool_]:
+    """Rows whose validity has no end."""
+    return np.asarray(records["valid_to"] == DAY_OPEN)

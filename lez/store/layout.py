@@ -1,0 +1,68 @@
+"""The single definition of the LMDB layout: directory, named databases, meta keys.
+
+A store root holds `builds/<snapshot_id>/` (one LMDB environment each) and a `current` symlink
+naming the published build; publishing is one `rename` of that link. Inside an environment:
+
+- `meta`: `format_version`, `key_id`, `snapshot_id`, ... (UTF-8 values, see `StoreMeta`).
+- `vehicles`: 16-byte plate key -> packed `VEHICLE_DTYPE` versions, sorted by `valid_from`.
+- `registrations`: 16-byte plate key -> packed `REGISTRATION_DTYPE` rows.
+- `rulesets`: revision id -> the rule-table file text the store was built with.
+- `columns`: the same data as sorted columns for vectorised batch lookup
+  (`<table>/key_hi`, `<table>/key_lo`, `<table>/offsets`, `<table>/records`), each one LMDB value
+  read zero-copy from the memory map.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Final
+
+META_DB: Final = b"meta"
+VEHICLES_DB: Final = b"vehicles"
+REGISTRATIONS_DB: Final = b"registrations"
+RULESETS_DB: Final = b"rulesets"
+COLUMNS_DB: Final = b"columns"
+ALL_DBS: Final = (META_DB, VEHICLES_DB, REGISTRATIONS_DB, RULESETS_DB, COLUMNS_DB)
+MAX_DBS: Final = 8
+
+BUILDS_DIR: Final = "builds"
+CURRENT_LINK: Final = "current"
+TMP_SUFFIX: Final = ".tmp"
+
+VEHICLES_TABLE: Final = "vehicles"
+REGISTRATIONS_TABLE: Final = "registrations"
+COLUMN_PARTS: Final = ("key_hi", "key_lo", "offsets", "records")
+
+
+def column_key(table: str, part: str) -> bytes:
+    """Key of one column value in the `columns` database."""
+    return f"{table}/{part}".encode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreMeta:
+    """What a store says about itself; stored as one JSON value per field in `meta`."""
+
+    format_version: int
+    key_id: str
+    snapshot_id: str
+    snapshot_seq: int
+    source_date: str  # ISO date of the DIV extract
+    built_at: str  # ISO timestamp, UTC
+    plates: int
+    versions: int
+    registrations: int
+    mutation_watermark: str = ""  # last applied DIV mutation id (daily sync)
+    rulesets: tuple[str, ...] = ()
+    build_report: dict[str, object] = field(default_factory=dict)
+
+    def to_items(self) -> list[tuple[bytes, bytes]]:
+        return sorted((k.encode(), json.dumps(v).encode()) for k, v in asdict(self).items())
+
+    @classmethod
+    def from_items(cls, items: dict[bytes, bytes]) -> StoreMeta:
+        values = {k.decode(): json.loads(v) for k, v in items.items()}
+        values["rulesets"] = tuple(values.get("rulesets", ()))
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,72 @@
+"""An in-memory reader with the same contract as the LMDB reader (tests and tools)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import numpy.typing as npt
+
+from lez import vehicle
+from lez.store.columns import KeyedRecords, VehicleLookup, rows_for, versions_on
+from lez.store.layout import StoreMeta
+
+
+class MemorySnapshot:
+    """A snapshot over arrays held in memory."""
+
+    def __init__(
+        self,
+        meta: StoreMeta,
+        vehicles: KeyedRecords,
+        registrations: KeyedRecords,
+        rulesets: dict[str, str],
+    ) -> None:
+        self.meta = meta
+        self.vehicles = vehicles
+        self.registrations = registrations
+        self._rulesets = rulesets
+        self._index = {vehicles.key_bytes(i): i for i in range(vehicles.size)}
+
+    def vehicles_on(
+        self, keys: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
+    ) -> VehicleLookup:
+        return versions_on(self.vehicles, keys, days)
+
+    def registrations_of(
+        self, keys: npt.NDArray[np.uint8]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
+        q, rows = rows_for(self.registrations, keys)
+        return q, rows.copy()
+
+    def history(self, key: bytes) -> vehicle.VehicleArray:
+        i = self._index.get(key)
+        return vehicle.empty(0) if i is None else self.vehicles.rows_of(i).copy()
+
+    def ruleset_texts(self) -> dict[str, str]:
+        return dict(self._rulesets)
+
+    def vehicle_entries(self) -> int:
+        return len(self._index)
+
+
+class MemoryReader:
+    """Holds one snapshot in memory."""
+
+    def __init__(
+        self,
+        meta: StoreMeta,
+        vehicles: KeyedRecords,
+        registrations: KeyedRecords,
+        rulesets: dict[str, str] | None = None,
+    ) -> None:
+        self.meta = meta
+        self._snap = MemorySnapshot(meta, vehicles, registrations, rulesets or {})
+
+    @contextmanager
+    def snapshot(self) -> Iterator[MemorySnapshot]:
+        yield self._snap
+
+    def close(self) -> None:
+        return None
