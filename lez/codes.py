@@ -77,7 +77,9 @@ class CodeList:
                 ids[i] = got
         return ids, unrecognised
 
-    def column(self, name: str, dtype: type[np.generic], default: int = 0) -> npt.NDArray[np.generic]:
+    def column(
+        self, name: str, dtype: type[np.generic], default: int = 0
+    ) -> npt.NDArray[np.generic]:
         """An id-indexed lookup array built from an integer column."""
         out = np.full(self.size, default, dtype=dtype)
         for c in self.codes:
@@ -97,7 +99,9 @@ def load(name: str) -> CodeList:
     codes = []
     for row in rows:
         extra = {k: v for k, v in row.items() if k not in ("code", "id", "name")}
-        codes.append(Code(code=canonical(row["code"]), id=int(row["id"]), name=row["name"], columns=extra))
+        codes.append(
+            Code(code=canonical(row["code"]), id=int(row["id"]), name=row["name"], columns=extra)
+        )
     if any(c.id == UNKNOWN or c.id > 255 for c in codes):
         raise ValueError(f"{name}.csv: ids must be 1..255 (0 is UNKNOWN)")
     return CodeList(
@@ -148,7 +152,9 @@ class CategoryGroup(enum.IntEnum):
     OTHER = 6
 
 
-def _names_to_ids(lst: CodeList, column: str, enum_type: type[enum.IntEnum]) -> npt.NDArray[np.uint8]:
+def _names_to_ids(
+    lst: CodeList, column: str, enum_type: type[enum.IntEnum]
+) -> npt.NDArray[np.uint8]:
     out = np.zeros(lst.size, dtype=np.uint8)
     for c in lst.codes:
         out[c.id] = enum_type[c.columns[column].upper()]

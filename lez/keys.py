@@ -47,8 +47,10 @@ class PlateKeyer:
     def from_secret(cls, secret: bytes) -> PlateKeyer:
         if len(secret) < 16:
             raise KeyFileError("the HMAC secret must be at least 16 bytes; run `lez-loader keygen`")
-        padded = secret.ljust(_BLOCK, b"\x00") if len(secret) <= _BLOCK else (
-            hashlib.sha256(secret).digest().ljust(_BLOCK, b"\x00")
+        padded = (
+            secret.ljust(_BLOCK, b"\x00")
+            if len(secret) <= _BLOCK
+            else (hashlib.sha256(secret).digest().ljust(_BLOCK, b"\x00"))
         )
         inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
         outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
@@ -125,7 +127,9 @@ def load_key(path: Path) -> PlateKeyer:
     return PlateKeyer.from_secret(secret)
 
 
-def keys_to_u64(keys: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+def keys_to_u64(
+    keys: npt.NDArray[np.uint8],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
     """Split (n, 16) keys into big-endian high and low uint64 halves (memcmp order)."""
     k = np.ascontiguousarray(keys)
     hi = k[:, :8].copy().view(">u8").ravel().astype(np.uint64)

@@ -225,7 +225,7 @@ def normalise_many(
     Returns the normalised plates as an (n, PLATE_WIDTH) NUL-padded matrix (all NUL where
     refused) and the `PlateRule` of each row. Agrees with `check` row by row.
     """
-    n, w = plates.shape
+    n = plates.shape[0]
     mapped = _LUT[plates]
     bad_char = (mapped == _BAD).any(axis=1)
     keep = (mapped != _DROP) & (mapped != _BAD)

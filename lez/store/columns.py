@@ -139,14 +139,14 @@ def group_by_key(
         raise ValueError("keys must be an (m, 16) uint8 matrix aligned with records")
     hi, lo = keys_to_u64(keys)
     order = np.lexsort((records[order_field], lo, hi))
-    hi, lo, recs = hi[order], lo[order], records[order]
-    if len(hi):
-        new = np.empty(len(hi), dtype=np.bool_)
-        new[0] = True
-        new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
-        starts = np.flatnonzero(new)
-    else:
-        starts = np.zeros(0, dtype=np.int64)
+    return group_sorted(hi[order], lo[order], records[order])
+
+
+def group_sorted(
+    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], records: npt.NDArray[np.void]
+) -> KeyedRecords:
+    """Group rows already sorted by key into columns."""
+    starts = group_starts(hi, lo)
     offsets = np.empty(len(starts) + 1, dtype=np.uint64)
     offsets[:-1] = starts
     offsets[-1] = len(hi)
@@ -154,8 +154,18 @@ def group_by_key(
         key_hi=np.ascontiguousarray(hi[starts]),
         key_lo=np.ascontiguousarray(lo[starts]),
         offsets=offsets,
-        records=np.ascontiguousarray(recs),
+        records=np.ascontiguousarray(records),
     )
+
+
+def group_starts(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+    """Positions where a new key starts in key-sorted halves."""
+    if len(hi) == 0:
+        return np.zeros(0, dtype=np.int64)
+    new = np.empty(len(hi), dtype=np.bool_)
+    new[0] = True
+    new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    return np.flatnonzero(new)
 
 
 def empty_table(dtype: np.dtype[np.void] = VEHICLE_DTYPE) -> KeyedRecords:

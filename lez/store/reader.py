@@ -82,7 +82,7 @@ class _LmdbSnapshot:
         value = self._txn.get(layout.column_key(table, part), db=self._reader.columns_db)
         if value is None:
             raise StoreCorrupt(f"column {table}/{part} is missing; rebuild the store")
-        return value  # type: ignore[no-any-return]
+        return value if isinstance(value, memoryview) else memoryview(value)
 
     def _table(self, table: str, dtype: np.dtype[np.void]) -> KeyedRecords:
         return KeyedRecords(

@@ -68,7 +68,9 @@ class StoreBuilder:
         env = self._open_env(tmp)
         try:
             self._write_table(env, layout.VEHICLES_DB, vehicles, progress, "vehicles")
-            self._write_table(env, layout.REGISTRATIONS_DB, registrations, progress, "registrations")
+            self._write_table(
+                env, layout.REGISTRATIONS_DB, registrations, progress, "registrations"
+            )
             with env.begin(write=True) as txn:
                 self._write_columns(txn, env, layout.VEHICLES_TABLE, vehicles)
                 self._write_columns(txn, env, layout.REGISTRATIONS_TABLE, registrations)
@@ -166,7 +168,7 @@ class StoreBuilder:
             hi = min(n, lo + PUT_BATCH)
             items = _items(key_blob, rec_blob, offs, lo, hi)
             with env.begin(write=True, db=db) as txn, txn.cursor() as cur:
-                consumed, added = cur.putmulti(items, append=True)
+                _consumed, added = cur.putmulti(items, append=True)
                 if added != hi - lo:
                     raise StoreCorrupt(f"{label}: keys not strictly increasing near row {lo}")
             progress(label, hi, n)
@@ -183,7 +185,7 @@ class StoreBuilder:
             "records": np.ascontiguousarray(data.records),
         }
         for part, arr in parts.items():
-            txn.put(layout.column_key(table, part), memoryview(arr).cast("B"), db=cdb)
+            txn.put(layout.column_key(table, part), arr.data.cast("B"), db=cdb)
 
     def _publish(self, build: Path) -> None:
         link = self.root / layout.CURRENT_LINK
@@ -218,7 +220,7 @@ class StoreBuilder:
 
 def _items(
     key_blob: bytes, rec_blob: memoryview, offs: list[int], lo: int, hi: int
-) -> Iterator[tuple[bytes, bytes]]:
+) -> Iterator[tuple[bytes, bytes | memoryview]]:
     for i in range(lo, hi):
         yield key_blob[16 * i : 16 * i + 16], rec_blob[offs[i] : offs[i + 1]]
 

@@ -1,0 +1,232 @@
+"""`lez-loader`: the operator's command line for keys, registers, stores and registrations."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+from lez.errors import LezError
+from loader.config import (
+    DEFAULT_MAX_REJECT_SHARE,
+    DEFAULT_RETENTION_DAYS,
+    LoaderConfig,
+    env_path,
+)
+from loader.progress import ProgressBar
+
+EPILOG = """\
+examples:
+  lez-loader keygen --key var/keys/hmac.key
+  lez-loader synth --plates 300000 --seed 7 --out var/register
+  lez-loader build var/register/extract.csv --key var/keys/hmac.key --out var/store
+  lez-loader registrations regs.csv --key var/keys/hmac.key --store var/store
+  lez-loader info --store var/store
+
+Environment: LEZ_KEY_FILE, LEZ_STORE, LEZ_RULES set the defaults of --key, --out/--store, --rules.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lez-loader",
+        description="Compile the DIV register subset and the cities' registrations into the "
+        "pseudonymised LMDB store the LEZ server reads.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    kg = sub.add_parser("keygen", help="create a new HMAC key file (mode 0600)")
+    kg.add_argument(
+        "--key",
+        type=Path,
+        default=env_path("LEZ_KEY_FILE", "var/keys/hmac.key"),
+        help="where to write the key (refuses to overwrite) [%(default)s]",
+    )
+
+    sy = sub.add_parser("synth", help="generate a synthetic but realistic Belgian register")
+    sy.add_argument("--plates", type=int, required=True, help="number of plates")
+    sy.add_argument("--seed", type=int, default=1, help="random seed (same seed, same file)")
+    sy.add_argument("--out", type=Path, required=True, help="output directory")
+    sy.add_argument("--source-date", default="2026-11-01", help="extract date YYYY-MM-DD")
+    sy.add_argument("--gzip", action="store_true", help="write extract.csv.gz")
+
+    bd = sub.add_parser("build", help="build a store from a DIV extract and publish it")
+    bd.add_argument(
+        "extract", type=Path, help="extract file (.csv or .csv.gz), see docs/extract-format.md"
+    )
+    _store_args(bd, "--out")
+    bd.add_argument(
+        "--rules",
+        type=Path,
+        default=env_path("LEZ_RULES", "rules"),
+        help="directory of rule revisions compiled into the store [%(default)s]",
+    )
+    bd.add_argument(
+        "--source-date",
+        default=None,
+        help="date of the extract YYYY-MM-DD (default: newest valid_from)",
+    )
+    bd.add_argument(
+        "--retention-days",
+        type=int,
+        default=DEFAULT_RETENTION_DAYS,
+        help="purge versions closed longer ago than this [%(default)s]",
+    )
+    bd.add_argument(
+        "--max-reject-share",
+        type=float,
+        default=DEFAULT_MAX_REJECT_SHARE,
+        help="fail if more than this share of rows is rejected [%(default)s]",
+    )
+    bd.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes for HMAC keying [%(default)s]",
+    )
+    bd.add_argument("--snapshot-id", default=None, help="snapshot id (default: time + random)")
+    bd.add_argument("--json", action="store_true", help="print the build report as JSON")
+
+    rg = sub.add_parser("registrations", help="import the cities' registrations (idempotent)")
+    rg.add_argument("file", type=Path, help="registrations file, see docs/registrations.md")
+    _store_args(rg, "--store")
+
+    inf = sub.add_parser("info", help="show what the published store holds")
+    inf.add_argument(
+        "--store",
+        type=Path,
+        default=env_path("LEZ_STORE", "var/store"),
+        help="store root [%(default)s]",
+    )
+    return p
+
+
+def _store_args(p: argparse.ArgumentParser, flag: str) -> None:
+    p.add_argument(
+        "--key",
+        type=Path,
+        default=env_path("LEZ_KEY_FILE", "var/keys/hmac.key"),
+        help="HMAC key file [%(default)s]",
+    )
+    p.add_argument(
+        flag,
+        dest="store",
+        type=Path,
+        default=env_path("LEZ_STORE", "var/store"),
+        help="store root [%(default)s]",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(_COMMANDS[args.command](args))
+    except (LezError, ValueError, OSError) as exc:
+        print(f"lez-loader {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from lez.keys import generate_key_file
+
+    key_id = generate_key_file(args.key)
+    print(f"wrote {args.key} (key id {key_id}); keep it secret, back it up")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from loader.synth import generate
+
+    summary = generate(
+        args.plates,
+        args.seed,
+        args.out,
+        source_date=dt.date.fromisoformat(args.source_date),
+        compress=args.gzip,
+        progress=ProgressBar(),
+    )
+    print(f"wrote {summary.path} ({summary.rows:,} rows for {summary.plates:,} plates)")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from loader.build import BuildFailed, build_store
+
+    config = LoaderConfig(
+        store_root=args.store,
+        key_file=args.key,
+        rules_dir=args.rules if args.rules and args.rules.exists() else None,
+        reports_dir=args.store / "reports",
+        source_date=dt.date.fromisoformat(args.source_date) if args.source_date else None,
+        retention_days=args.retention_days,
+        max_reject_share=args.max_reject_share,
+        workers=args.workers,
+    ).validate()
+    try:
+        report = build_store(
+            config, args.extract, progress=ProgressBar(), snapshot_id=args.snapshot_id
+        )
+    except BuildFailed as exc:
+        print(f"lez-loader build: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(report.to_json())
+        return 0
+    total = sum(report.seconds.values())
+    print(f"published snapshot {report.snapshot_id} in {total:.1f} s")
+    print(
+        f"  rows read {report.rows_read:,}, rejected {report.rows_rejected:,}"
+        + (f" (see {report.rejects_file})" if report.rows_rejected else "")
+    )
+    print(
+        f"  plates {report.plates:,}, versions {report.versions:,}, purged {report.versions_purged:,}"
+    )
+    unknown = {k: v["unrecognised"] for k, v in report.unknown_codes.items() if v["unrecognised"]}
+    if unknown:
+        print(f"  unrecognised codes counted as UNKNOWN: {unknown}")
+    print(f"  rule revisions: {', '.join(report.rulesets) or 'none'}")
+    print(f"  store {report.store_bytes / 2**20:,.0f} MiB at {report.build_dir}")
+    print("  stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))
+    return 0
+
+
+def _registrations(args: argparse.Namespace) -> int:
+    from lez.keys import load_key
+    from loader.registrations import import_registrations
+
+    result = import_registrations(args.store, args.file, load_key(args.key))
+    print(result)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from lez.store import open_store
+
+    reader = open_store(args.store)
+    try:
+        meta = reader.meta
+        print(
+            json.dumps(
+                {k: getattr(meta, k) for k in meta.__dataclass_fields__}, indent=2, default=list
+            )
+        )
+    finally:
+        reader.close()
+    return 0
+
+
+_COMMANDS = {
+    "keygen": _keygen,
+    "synth": _synth,
+    "build": _build,
+    "registrations": _registrations,
+    "info": _info,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""The register build: extract -> validate -> key -> sort -> LMDB, verified and published.
+
+`build_store` is what `lez-loader build` runs. It parses the extract (`loader.extract`), keys
+every plate with the HMAC key (`lez.keys`, batch form, split over worker processes), drops
+versions past retention, refuses overlapping versions, groups versions by key
+(`lez.store.group_by_key`), compiles the rule revisions, and hands everything to
+`StoreBuilder`, which writes a new build and switches the store to it atomically. If the share
+of rejected rows exceeds the configured limit the build fails before anything is published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import itertools
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from lez import keys
+from lez.days import DAY_OPEN, parse_day, to_day
+from lez.errors import ExtractError
+from lez.keys import PlateKeyer
+from lez.registrations import REGISTRATION_DTYPE
+from lez.store import StoreBuilder, StoreMeta
+from lez.store.columns import KeyedRecords, empty_table, group_sorted
+from lez.store.reader import open_store
+from lez.store.writer import utc_now
+from lez.vehicle import FORMAT_VERSION
+from loader.config import LoaderConfig
+from loader.extract import Extract, Reject, load_extract, reject_summary
+
+Progress = Callable[[str, int, int], None]
+MIN_ROWS_PER_KEY_WORKER = 200_000
+"""Below this many rows forking a keying worker costs more than it saves."""
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class BuildReport:
+    """What a build did; written as JSON beside the store and summarised for people."""
+
+    snapshot_id: str = ""
+    published: bool = False
+    build_dir: str = ""
+    rows_read: int = 0
+    rows_rejected: int = 0
+    rejects_by_rule: dict[str, int] = field(default_factory=dict)
+    rejects_file: str = ""
+    plates: int = 0
+    versions: int = 0
+    versions_purged: int = 0
+    unknown_codes: dict[str, dict[str, int]] = field(default_factory=dict)
+    rulesets: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    store_bytes: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {k: getattr(self, k) for k in self.__dataclass_fields__}, indent=2, sort_keys=True
+        )
+
+
+class BuildFailed(ExtractError):
+    """The build stopped before publishing; the previous store is untouched."""
+
+    def __init__(self, message: str, report: BuildReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def key_plates(
+    keyer: PlateKeyer, normalised: npt.NDArray[np.uint8], workers: int
+) -> npt.NDArray[np.uint8]:
+    """Keys of Belgian normalised plates; the HMAC loop is split over `workers` processes.
+
+    Children are forked (they inherit the keyer and the plates, nothing is pickled) and send
+    their keys back through a pipe.
+    """
+    n = len(normalised)
+    countries = np.tile(np.frombuffer(b"BE", dtype=np.uint8), (n, 1))
+    if workers <= 1 or n < MIN_ROWS_PER_KEY_WORKER:
+        return keyer.key_matrix(countries, normalised)
+    bounds = np.linspace(0, n, workers + 1).astype(int).tolist()
+    spans = list(itertools.pairwise(bounds))
+    children: list[tuple[int, int]] = []
+    for a, b in spans[1:]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: compute, send, leave without running any parent cleanup
+            os.close(read_fd)
+            try:
+                blob = keyer.key_matrix(countries[a:b], normalised[a:b]).tobytes()
+                with os.fdopen(write_fd, "wb") as out:
+                    out.write(blob)
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        children.append((pid, read_fd))
+    a0, b0 = spans[0]
+    parts = [keyer.key_matrix(countries[a0:b0], normalised[a0:b0])]
+    for (pid, read_fd), (a, b) in zip(children, spans[1:], strict=True):
+        with os.fdopen(read_fd, "rb") as inp:
+            blob = inp.read()
+        _, status = os.waitpid(pid, 0)
+        if status != 0 or len(blob) != (b - a) * keys.KEY_BYTES:
+            raise RuntimeError("a keying worker failed; rerun with --workers 1 to see why")
+        parts.append(np.frombuffer(blob, dtype=np.uint8).reshape(-1, keys.KEY_BYTES))
+    return np.concatenate(parts)
+
+
+def overlapping_versions(
+    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], records: npt.NDArray[np.void]
+) -> npt.NDArray[np.int64]:
+    """Rows (of key-sorted input) whose version starts before the previous one of its plate ends."""
+    if len(hi) < 2:
+        return np.zeros(0, dtype=np.int64)
+    same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+    clash = same & (records["valid_from"][1:] < records["valid_to"][:-1])
+    return np.flatnonzero(clash) + 1
+
+
+def build_store(
+    config: LoaderConfig,
+    extract_path: Path,
+    *,
+    progress: Progress = _quiet,
+    snapshot_id: str | None = None,
+) -> BuildReport:
+    """Build and publish a store from an extract. Raises BuildFailed without publishing."""
+    report = BuildReport()
+    timer = _Timer(report)
+    keyer = keys.load_key(config.key_file)
+
+    progress("parse", 0, 1)
+    with timer("parse"):
+        ext = load_extract(extract_path)
+    progress("parse", 1, 1)
+    report.rows_read = ext.rows_read
+    report.unknown_codes = ext.unknown_codes
+
+    source_day = to_day(config.source_date) if config.source_date else _latest_day(ext)
+    with timer("purge"):
+        cutoff = source_day - config.retention_days
+        expired = (ext.records["valid_to"] != DAY_OPEN) & (ext.records["valid_to"] <= cutoff)
+        report.versions_purged = int(expired.sum())
+        kept_plates, kept_records, kept_lines = (
+            ext.plates[~expired],
+            ext.records[~expired],
+            ext.lines[~expired],
+        )
+
+    progress("key", 0, len(kept_plates))
+    with timer("key"):
+        plate_keys = key_plates(keyer, kept_plates, config.workers)
+    progress("key", len(kept_plates), len(kept_plates))
+
+    with timer("sort"):
+        hi, lo = keys.keys_to_u64(plate_keys)
+        order = np.lexsort((kept_records["valid_from"], lo, hi))
+        hi, lo, sorted_records = hi[order], lo[order], kept_records[order]
+        clash = overlapping_versions(hi, lo, sorted_records)
+        rejects = list(ext.rejects)
+        rejects.extend(
+            Reject(line=int(x), column="valid_from", rule="versions of a plate overlap")
+            for x in kept_lines[order][clash].tolist()
+        )
+        keep = np.ones(len(hi), dtype=np.bool_)
+        keep[clash] = False
+        vehicles = group_sorted(hi[keep], lo[keep], sorted_records[keep])
+    rejects.sort(key=lambda r: r.line)
+
+    report.rows_rejected = len(rejects)
+    report.rejects_by_rule = reject_summary(rejects)
+    report.plates = vehicles.size
+    report.versions = len(vehicles.records)
+    config.reports_dir.mkdir(parents=True, exist_ok=True)
+    snapshot_id = snapshot_id or _new_snapshot_id()
+    report.snapshot_id = snapshot_id
+    rejects_file = config.reports_dir / f"rejects-{snapshot_id}.csv"
+    _write_rejects(rejects_file, rejects)
+    report.rejects_file = str(rejects_file)
+
+    share = report.rows_rejected / max(1, report.rows_read)
+    if share > config.max_reject_share:
+        _write_report(config, report)
+        raise BuildFailed(
+            f"{report.rows_rejected} of {report.rows_read} rows rejected ({share:.2%}), over the "
+            f"limit of {config.max_reject_share:.2%}; see {rejects_file}. The published store "
+            "is unchanged.",
+            report,
+        )
+
+    with timer("rules"):
+        rulesets = _rule_texts(config)
+    report.rulesets = sorted(rulesets)
+
+    previous_seq = _previous_seq(config.store_root)
+    registrations = _carry_registrations(config.store_root, keyer.key_id)
+    meta = StoreMeta(
+        format_version=FORMAT_VERSION,
+        key_id=keyer.key_id,
+        snapshot_id=snapshot_id,
+        snapshot_seq=previous_seq + 1,
+        source_date=(
+            config.source_date or dt.date(1970, 1, 1) + dt.timedelta(days=source_day)
+        ).isoformat(),
+        built_at=utc_now(),
+        plates=vehicles.size,
+        versions=len(vehicles.records),
+        registrations=len(registrations.records),
+        build_report={"rows_read": report.rows_read, "rows_rejected": report.rows_rejected},
+    )
+    with timer("write"):
+        builder = StoreBuilder(config.store_root, map_size=config.map_size, keep=config.keep_builds)
+        final = builder.build(
+            meta=meta,
+            vehicles=vehicles,
+            registrations=registrations,
+            rulesets=rulesets,
+            progress=progress,
+        )
+    report.published = True
+    report.build_dir = str(final)
+    report.store_bytes = (final / "data.mdb").stat().st_size
+    _write_report(config, report)
+    return report
+
+
+def _latest_day(ext: Extract) -> int:
+    vf = ext.records["valid_from"]
+    return int(vf.max()) if len(vf) else to_day(dt.date.today())
+
+
+def _rule_texts(config: LoaderConfig) -> dict[str, str]:
+    if config.rules_dir is None:
+        return {}
+    from lez import rules  # imported late: the engine is only needed when rules are compiled
+
+    texts = rules.read_rule_texts(config.rules_dir)
+    rules.load_catalog(texts)  # refuses a bad revision before anything is written
+    return texts
+
+
+def _previous_seq(root: Path) -> int:
+    try:
+        reader = open_store(root)
+    except Exception:
+        return 0
+    try:
+        return reader.meta.snapshot_seq
+    finally:
+        reader.close()
+
+
+def _carry_registrations(root: Path, key_id: str) -> KeyedRecords:
+    """Registrations are the cities' data, not DIV's: a register rebuild keeps them."""
+    try:
+        reader = open_store(root, expected_key_id=key_id)
+    except Exception:
+        return empty_table(REGISTRATION_DTYPE)
+    try:
+        with reader.snapshot() as snap:
+            reg = snap.registrations
+            return KeyedRecords(
+                key_hi=reg.key_hi.copy(),
+                key_lo=reg.key_lo.copy(),
+                offsets=reg.offsets.copy(),
+                records=reg.records.copy(),
+            )
+    finally:
+        reader.close()
+
+
+def _new_snapshot_id() -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{secrets.token_hex(3)}"
+
+
+def _write_rejects(path: Path, rejects: list[Reject]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as fh:
+        fh.write("line,column,rule\n")
+        for r in rejects:
+            fh.write(f"{r.line},{r.column},{r.rule}\n")
+    os.replace(tmp, path)
+
+
+def _write_report(config: LoaderConfig, report: BuildReport) -> None:
+    path = config.reports_dir / f"build-{report.snapshot_id}.json"
+    path.write_text(report.to_json())
+
+
+def parse_source_date(text: str | None) -> dt.date | None:
+    if not text:
+        return None
+    parse_day(text)
+    return dt.date.fromisoformat(text)
+
+
+class _Timer:
+    def __init__(self, report: BuildReport) -> None:
+        self.report = report
+
+    def __call__(self, stage: str) -> _Stage:
+        return _Stage(self.report, stage)
+
+
+class _Stage:
+    def __init__(self, report: BuildReport, stage: str) -> None:
+        self.report, self.stage = report, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.report.seconds[self.stage] = round(time.perf_counter() - self.start, 3)

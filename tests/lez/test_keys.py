@@ -1,0 +1,77 @@
+"""Pseudonymisation: deterministic, fixed length, key-dependent, batch == reference."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lez import keys, plates
+from lez.errors import KeyFileError
+
+plate_text = st.text(alphabet="ABCDEFGHJKLMNPRSTUVWXYZ0123456789", min_size=2, max_size=8)
+secret = st.binary(min_size=16, max_size=80)
+
+
+@given(secret, plate_text)
+def test_key_is_deterministic_and_fixed_length(sec: bytes, plate: str) -> None:
+    keyer = keys.PlateKeyer.from_secret(sec)
+    a = keyer.key("BE", plate)
+    assert a == keys.PlateKeyer.from_secret(sec).key("BE", plate)
+    assert len(a) == keys.KEY_BYTES
+    assert a == hmac.new(sec, ("BE" + plate).encode(), hashlib.sha256).digest()[:16]
+
+
+@given(secret, secret, plate_text)
+def test_key_depends_on_the_secret(s1: bytes, s2: bytes, plate: str) -> None:
+    if s1 == s2:
+        return
+    assert keys.PlateKeyer.from_secret(s1).key("BE", plate) != keys.PlateKeyer.from_secret(s2).key(
+        "BE", plate
+    )
+
+
+@given(secret, st.lists(st.tuples(st.sampled_from(["BE", "NL", "FR"]), plate_text), max_size=30))
+def test_batch_keys_equal_reference(sec: bytes, items: list[tuple[str, str]]) -> None:
+    keyer = keys.PlateKeyer.from_secret(sec)
+    n = len(items)
+    pm = plates.as_matrix([p for _, p in items] or [""], width=plates.PLATE_WIDTH)[:n]
+    cm = plates.countries_matrix(np.array([c for c, _ in items] or ["BE"]), max(n, 1))[:n]
+    got = keyer.key_matrix(cm, pm)
+    assert got.shape == (n, keys.KEY_BYTES)
+    for i, (c, p) in enumerate(items):
+        assert got[i].tobytes() == keyer.key(c, p)
+
+
+def test_country_qualifies_the_key() -> None:
+    keyer = keys.PlateKeyer.from_secret(b"k" * 32)
+    assert keyer.key("BE", "AB123") != keyer.key("NL", "AB123")
+
+
+def test_key_file_roundtrip_and_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "k" / "hmac.key"
+    key_id = keys.generate_key_file(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    keyer = keys.load_key(path)
+    assert keyer.key_id == key_id
+    secret_hex = path.read_text().split()[1]
+    assert secret_hex not in repr(keyer)
+    assert secret_hex not in key_id
+    with pytest.raises(KeyFileError, match="exists"):
+        keys.generate_key_file(path)
+
+
+def test_bad_key_files_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="keygen"):
+        keys.load_key(tmp_path / "missing.key")
+    bad = tmp_path / "bad.key"
+    bad.write_text("hello\n")
+    with pytest.raises(KeyFileError, match="not a lez key file"):
+        keys.load_key(bad)

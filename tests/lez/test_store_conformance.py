@@ -1,0 +1,114 @@
+"""One contract, two readers: the LMDB store and the in-memory reader answer alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lez import plates, vehicle
+from lez.days import DAY_OPEN
+from lez.keys import PlateKeyer
+from lez.registrations import REGISTRATION_DTYPE, RegistrationKind
+from lez.store import StoreBuilder, StoreMeta, group_by_key, open_store
+from lez.store.memory import MemoryReader
+
+PLATES = ["1ABC234", "2XYZ999", "GABC123", "JAN2"]
+
+
+def _keys(keyer: PlateKeyer, items: list[str], country: str = "BE") -> np.ndarray:
+    pm = plates.as_matrix(items, width=plates.PLATE_WIDTH)
+    return keyer.key_matrix(plates.countries_matrix(country, len(items)), pm)
+
+
+def _data(keyer: PlateKeyer) -> tuple[StoreMeta, Any, Any]:
+    # plate 0 has two versions (moved to another vehicle on day 1000); plate 3 ended on day 500
+    rec = vehicle.empty(5)
+    rec["valid_from"] = [0, 1000, 10, 20, 30]
+    rec["valid_to"] = [1000, DAY_OPEN, DAY_OPEN, DAY_OPEN, 500]
+    rec["fuel"] = [2, 1, 2, 4, 1]
+    rec["euro"] = [5, 9, 6, 0, 3]
+    owners = _keys(keyer, [PLATES[0], PLATES[0], PLATES[1], PLATES[2], PLATES[3]])
+    order = np.array([1, 0, 3, 2, 4])  # deliberately unsorted input
+    vehicles = group_by_key(owners[order], rec[order])
+    reg = np.zeros(3, dtype=REGISTRATION_DTYPE)
+    reg["kind"] = [
+        RegistrationKind.DAY_PASS,
+        RegistrationKind.FOREIGN_VEHICLE,
+        RegistrationKind.LOCAL_PERMIT,
+    ]
+    reg["valid_from"] = [50, 0, 60]
+    reg["valid_to"] = [51, DAY_OPEN, 90]
+    reg["zone"] = [1, 0, 2]
+    reg_keys = np.concatenate(
+        [_keys(keyer, [PLATES[1]]), _keys(keyer, ["AB123"], "NL"), _keys(keyer, [PLATES[1]])]
+    )
+    registrations = group_by_key(reg_keys, reg)
+    meta = StoreMeta(
+        format_version=vehicle.FORMAT_VERSION,
+        key_id=keyer.key_id,
+        snapshot_id="s1",
+        snapshot_seq=1,
+        source_date="2026-11-01",
+        built_at="now",
+        plates=vehicles.size,
+        versions=len(vehicles.records),
+        registrations=len(registrations.records),
+    )
+    return meta, vehicles, registrations
+
+
+@pytest.fixture(params=["lmdb", "memory"])
+def reader(request: pytest.FixtureRequest, keyer: PlateKeyer, tmp_path: Path) -> Iterator[Any]:
+    meta, vehicles, registrations = _data(keyer)
+    if request.param == "memory":
+        yield MemoryReader(meta, vehicles, registrations, {"r1": "text"})
+        return
+    StoreBuilder(tmp_path / "store").build(
+        meta=meta, vehicles=vehicles, registrations=registrations, rulesets={"r1": "text"}
+    )
+    r = open_store(tmp_path / "store", expected_key_id=keyer.key_id)
+    yield r
+    r.close()
+
+
+def test_batch_lookup_is_aligned_with_the_query(reader: Any, keyer: PlateKeyer) -> None:
+    query = [PLATES[1], "NOPE99", PLATES[0], PLATES[0], PLATES[3], PLATES[3], PLATES[2]]
+    days = np.array([100, 100, 999, 1000, 499, 500, 5], dtype=np.int32)
+    with reader.snapshot() as snap:
+        got = snap.vehicles_on(_keys(keyer, query), days)
+        assert got.known.tolist() == [True, False, True, True, True, True, True]
+        assert got.found.tolist() == [True, False, True, True, True, False, False]
+        assert got.records["fuel"].tolist() == [2, 0, 2, 1, 1, 0, 0]
+        assert got.records["euro"].tolist()[:5] == [6, 0, 5, 9, 3]
+
+
+def test_registrations_rows_per_query(reader: Any, keyer: PlateKeyer) -> None:
+    with reader.snapshot() as snap:
+        keys = np.concatenate([_keys(keyer, ["AB123"], "NL"), _keys(keyer, [PLATES[0], PLATES[1]])])
+        q, rows = snap.registrations_of(keys)
+        pairs = sorted(zip(q.tolist(), rows["kind"].tolist(), strict=True))
+        assert pairs == [
+            (0, RegistrationKind.FOREIGN_VEHICLE),
+            (2, RegistrationKind.LOCAL_PERMIT),
+            (2, RegistrationKind.DAY_PASS),
+        ]
+
+
+def test_history_and_rulesets(reader: Any, keyer: PlateKeyer) -> None:
+    with reader.snapshot() as snap:
+        hist = snap.history(_keys(keyer, [PLATES[0]])[0].tobytes())
+        assert hist["valid_from"].tolist() == [0, 1000]
+        assert len(snap.history(b"\x00" * 16)) == 0
+        assert snap.ruleset_texts() == {"r1": "text"}
+        assert snap.vehicle_entries() == 4
+    assert reader.meta.plates == 4 and reader.meta.versions == 5
+
+
+def test_empty_query(reader: Any) -> None:
+    with reader.snapshot() as snap:
+        got = snap.vehicles_on(np.zeros((0, 16), np.uint8), np.zeros(0, np.int32))
+        assert len(got.records) == 0
