@@ -17,7 +17,7 @@ BENCH_PLATES ?= 8000000
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py lez/_hmac.c
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,bench]"
@@ -30,7 +30,7 @@ tools:
 	  else echo "mdb_stat missing: apt-get install lmdb-utils"; fi; }
 
 gen: install
-	$(PY) -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. \
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. \
 	  --mypy_out=. --mypy_grpc_out=. $(PROTO)
 
 gen-check: gen

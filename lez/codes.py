@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import enum
 from dataclasses import dataclass, field
-from importlib import resources
+from pathlib import Path
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 UNKNOWN: Final = 0
+_CODES_DIR: Final = Path(__file__).with_name("codes")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +95,7 @@ def canonical(code: str) -> str:
 
 def load(name: str) -> CodeList:
     """Read `lez/codes/<name>.csv` (comment lines start with '#')."""
-    text = resources.files("lez").joinpath("codes", f"{name}.csv").read_text(encoding="utf-8")
+    text = (_CODES_DIR / f"{name}.csv").read_text(encoding="utf-8")
     rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
     codes = []
     for row in rows:

@@ -225,32 +225,100 @@ def normalise_many(
     Returns the normalised plates as an (n, PLATE_WIDTH) NUL-padded matrix (all NUL where
     refused) and the `PlateRule` of each row. Agrees with `check` row by row.
     """
-    n = plates.shape[0]
+    n, width = plates.shape
     mapped = _LUT[plates]
     bad_char = (mapped == _BAD).any(axis=1)
     keep = (mapped != _DROP) & (mapped != _BAD)
-    length = keep.sum(axis=1)
-    pos = np.cumsum(keep, axis=1) - 1
-    rows, cols = np.nonzero(keep & (pos < PLATE_WIDTH))
+    length = keep.sum(axis=1, dtype=np.int64)
+    # Compact each row (drop separators) one source column at a time: a flat scatter per
+    # column is much cheaper than a 2-D nonzero over the whole matrix.
     out = np.zeros((n, PLATE_WIDTH), dtype=np.uint8)
-    out[rows, pos[rows, cols]] = mapped[rows, cols]
+    flat = out.reshape(-1)
+    target = np.zeros(n, dtype=np.int64)  # next free output column of each row
+    row_base = np.arange(n, dtype=np.int64) * PLATE_WIDTH
+    for col in range(width):
+        k = keep[:, col]
+        sel = k & (target < PLATE_WIDTH)
+        flat[row_base[sel] + target[sel]] = mapped[sel, col]
+        target += k
     is_letter = (mapped >= ord("A")) & (mapped <= ord("Z"))
     has_letter = (is_letter & keep).any(axis=1)
 
+    rule = _rules(length, has_letter, bad_char, countries)
+    out[rule != PlateRule.OK] = 0
+    return out, rule
+
+
+def _segment_sum(
+    values: npt.NDArray[np.bool_], starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Sum of `values` over each segment [start, start + length) (0 for empty segments)."""
+    if len(values) == 0:
+        return np.zeros(len(starts), dtype=np.int64)
+    total = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
+    return total[starts + lengths] - total[starts]
+
+
+def normalise_flat(
+    data: npt.NDArray[np.uint8],
+    starts: npt.NDArray[np.int64],
+    lengths: npt.NDArray[np.int64],
+    countries: npt.NDArray[np.uint8],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """`normalise_many` for plates packed as one byte buffer with starts and lengths.
+
+    This is the shape of an Arrow string column and of the wire's packed plate column; all the
+    work is on 1-D arrays (no per-row matrix until the compact result), so it is the fast path.
+    """
+    n = len(starts)
+    mapped = _LUT[data]
+    bad = mapped == _BAD
+    keep = (mapped != _DROP) & ~bad
+    letter = keep & (mapped >= ord("A")) & (mapped <= ord("Z"))
+    bad_char = _segment_sum(bad, starts, lengths) > 0
+    length = _segment_sum(keep, starts, lengths)
+    has_letter = _segment_sum(letter, starts, lengths) > 0
+    compact = mapped[keep]
+    new_start = np.cumsum(length) - length
+    out = np.zeros((n, PLATE_WIDTH), dtype=np.uint8)
+    if len(compact):
+        last = len(compact) - 1
+        for col in range(PLATE_WIDTH):
+            out[:, col] = np.where(length > col, compact[np.minimum(new_start + col, last)], 0)
+    rule = _rules(length, has_letter, bad_char, countries)
+    out[rule != PlateRule.OK] = 0
+    return out, rule
+
+
+def _rules(
+    length: npt.NDArray[np.int64],
+    has_letter: npt.NDArray[np.bool_],
+    bad_char: npt.NDArray[np.bool_],
+    countries: npt.NDArray[np.uint8],
+) -> npt.NDArray[np.uint8]:
+    """The first rule each row breaks, in the order `check` applies them."""
     cty_ok = ((countries >= ord("A")) & (countries <= ord("Z"))).all(axis=1)
     belgian = (countries[:, 0] == ord("B")) & (countries[:, 1] == ord("E"))
-
-    rule = np.zeros(n, dtype=np.uint8)
+    rule = np.zeros(len(length), dtype=np.uint8)
     too_long = np.where(belgian, length > BELGIAN_MAX_LEN, length > FOREIGN_MAX_LEN)
-    # Order matters: the first rule broken is the one reported, as in `check`.
     rule[belgian & ~has_letter] = PlateRule.NO_LETTER
     rule[belgian & (length < BELGIAN_MIN_LEN)] = PlateRule.TOO_SHORT
     rule[too_long] = PlateRule.TOO_LONG
     rule[length == 0] = PlateRule.EMPTY
     rule[bad_char] = PlateRule.BAD_CHARACTER
     rule[~cty_ok] = PlateRule.BAD_COUNTRY
-    out[rule != PlateRule.OK] = 0
-    return out, rule
+    return rule
+
+
+def flatten(
+    values: list[str] | list[bytes],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Pack strings into (data, starts, lengths) for `normalise_flat` (UTF-8 for str)."""
+    encoded = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+    lengths = np.array([len(v) for v in encoded], dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8) if encoded else np.zeros(0, np.uint8)
+    return data, starts, lengths
 
 
 def matrix_to_strings(matrix: npt.NDArray[np.uint8]) -> list[str]:

@@ -184,7 +184,8 @@ def _build(args: argparse.Namespace) -> int:
         + (f" (see {report.rejects_file})" if report.rows_rejected else "")
     )
     print(
-        f"  plates {report.plates:,}, versions {report.versions:,}, purged {report.versions_purged:,}"
+        f"  plates {report.plates:,}, versions {report.versions:,}, "
+        f"purged {report.versions_purged:,}"
     )
     unknown = {k: v["unrecognised"] for k, v in report.unknown_codes.items() if v["unrecognised"]}
     if unknown:

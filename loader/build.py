@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import itertools
 import os
 import secrets
 import time
@@ -26,7 +25,6 @@ import numpy.typing as npt
 from lez import keys
 from lez.days import DAY_OPEN, parse_day, to_day
 from lez.errors import ExtractError
-from lez.keys import PlateKeyer
 from lez.registrations import REGISTRATION_DTYPE
 from lez.store import StoreBuilder, StoreMeta
 from lez.store.columns import KeyedRecords, empty_table, group_sorted
@@ -37,8 +35,6 @@ from loader.config import LoaderConfig
 from loader.extract import Extract, Reject, load_extract, reject_summary
 
 Progress = Callable[[str, int, int], None]
-MIN_ROWS_PER_KEY_WORKER = 200_000
-"""Below this many rows forking a keying worker costs more than it saves."""
 
 
 def _quiet(stage: str, done: int, total: int) -> None:
@@ -78,46 +74,6 @@ class BuildFailed(ExtractError):
         self.report = report
 
 
-def key_plates(
-    keyer: PlateKeyer, normalised: npt.NDArray[np.uint8], workers: int
-) -> npt.NDArray[np.uint8]:
-    """Keys of Belgian normalised plates; the HMAC loop is split over `workers` processes.
-
-    Children are forked (they inherit the keyer and the plates, nothing is pickled) and send
-    their keys back through a pipe.
-    """
-    n = len(normalised)
-    countries = np.tile(np.frombuffer(b"BE", dtype=np.uint8), (n, 1))
-    if workers <= 1 or n < MIN_ROWS_PER_KEY_WORKER:
-        return keyer.key_matrix(countries, normalised)
-    bounds = np.linspace(0, n, workers + 1).astype(int).tolist()
-    spans = list(itertools.pairwise(bounds))
-    children: list[tuple[int, int]] = []
-    for a, b in spans[1:]:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: compute, send, leave without running any parent cleanup
-            os.close(read_fd)
-            try:
-                blob = keyer.key_matrix(countries[a:b], normalised[a:b]).tobytes()
-                with os.fdopen(write_fd, "wb") as out:
-                    out.write(blob)
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        children.append((pid, read_fd))
-    a0, b0 = spans[0]
-    parts = [keyer.key_matrix(countries[a0:b0], normalised[a0:b0])]
-    for (pid, read_fd), (a, b) in zip(children, spans[1:], strict=True):
-        with os.fdopen(read_fd, "rb") as inp:
-            blob = inp.read()
-        _, status = os.waitpid(pid, 0)
-        if status != 0 or len(blob) != (b - a) * keys.KEY_BYTES:
-            raise RuntimeError("a keying worker failed; rerun with --workers 1 to see why")
-        parts.append(np.frombuffer(blob, dtype=np.uint8).reshape(-1, keys.KEY_BYTES))
-    return np.concatenate(parts)
-
-
 def overlapping_versions(
     hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], records: npt.NDArray[np.void]
 ) -> npt.NDArray[np.int64]:
@@ -143,7 +99,7 @@ def build_store(
 
     progress("parse", 0, 1)
     with timer("parse"):
-        ext = load_extract(extract_path)
+        ext = load_extract(extract_path, keyer, config.workers)
     progress("parse", 1, 1)
     report.rows_read = ext.rows_read
     report.unknown_codes = ext.unknown_codes
@@ -153,16 +109,11 @@ def build_store(
         cutoff = source_day - config.retention_days
         expired = (ext.records["valid_to"] != DAY_OPEN) & (ext.records["valid_to"] <= cutoff)
         report.versions_purged = int(expired.sum())
-        kept_plates, kept_records, kept_lines = (
-            ext.plates[~expired],
+        plate_keys, kept_records, kept_lines = (
+            ext.keys[~expired],
             ext.records[~expired],
             ext.lines[~expired],
         )
-
-    progress("key", 0, len(kept_plates))
-    with timer("key"):
-        plate_keys = key_plates(keyer, kept_plates, config.workers)
-    progress("key", len(kept_plates), len(kept_plates))
 
     with timer("sort"):
         hi, lo = keys.keys_to_u64(plate_keys)

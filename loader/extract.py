@@ -9,6 +9,7 @@ plate. Unknown DIV codes are not rejects: they become UNKNOWN (0) and are counte
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -19,11 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from lez import codes, plates
+from lez import codes, keys, plates
 from lez.codes import CodeList
 from lez.days import DAY_OPEN, DAY_UNKNOWN
 from lez.errors import ExtractError
+from lez.keys import PlateKeyer
 from lez.vehicle import U8_UNKNOWN, U16_UNKNOWN, U32_UNKNOWN, Flag, empty
+from loader.parallel import run_forked
 
 COLUMNS: Final = (
     "plate",
@@ -83,6 +86,7 @@ class Extract:
     """The accepted rows of an extract, aligned: normalised plates and vehicle records."""
 
     plates: npt.NDArray[np.uint8]  # (n, PLATE_WIDTH) normalised, NUL padded
+    keys: npt.NDArray[np.uint8]  # (n, 16) plate keys, or (n, 0) when read without a key
     records: npt.NDArray[np.void]  # (n,) VEHICLE_DTYPE
     lines: npt.NDArray[np.int64]  # physical line of each accepted row
     rows_read: int
@@ -101,8 +105,12 @@ def read_table(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray
         invalid.append(row.number)  # never look at row.text: it holds a plate
         return "skip"
 
-    def parse(threads: bool) -> pa.Table:
+    def parse(threads: bool, typed: bool) -> pa.Table:
         invalid.clear()
+        types = dict.fromkeys(COLUMNS, pa.string())
+        if typed:
+            types.update(dict.fromkeys(_DATE_COLUMNS, pa.date32()))
+            types.update(dict.fromkeys(_INT_COLUMNS, pa.int64()))
         return pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(use_threads=threads, block_size=16 << 20),
@@ -110,23 +118,31 @@ def read_table(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray
                 invalid_row_handler=on_invalid, ignore_empty_lines=False
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in COLUMNS},
+                column_types=types,
                 strings_can_be_null=False,
                 include_columns=list(COLUMNS),
             ),
         )
 
     try:
-        table = parse(threads=True)
+        try:
+            # Fast path: Arrow parses dates and numbers itself. Any malformed value makes it
+            # fail as a whole; then everything is read as text and checked row by row.
+            table = parse(threads=True, typed=True)
+        except pa.ArrowInvalid as exc:
+            if "conversion error" not in str(exc):
+                raise
+            table = parse(threads=True, typed=False)
         if invalid:  # line numbers are only computed by the single-threaded reader
-            table = parse(threads=False)
+            typed = all(table.column(c).type == pa.date32() for c in _DATE_COLUMNS)
+            table = parse(threads=False, typed=typed)
     except pa.ArrowInvalid as exc:
         message = str(exc).split("\n")[0]
         if "column" in message.lower() and "not" in message.lower():
             raise ExtractError(
                 f"{path}: the header must name the columns {', '.join(COLUMNS)}"
             ) from None
-        raise ExtractError(f"{path}: not a readable CSV extract ({message[:120]})") from None
+        raise ExtractError(f"{path}: not a readable CSV extract ({message[:80]})") from None
     skipped = np.array(sorted(n for n in invalid if n is not None), dtype=np.int64)
     return table, _row_lines(table.num_rows, skipped), skipped
 
@@ -143,46 +159,142 @@ def _row_lines(n: int, skipped: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         shift = new_shift
 
 
+StringParts = list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint8]]]
+"""Per Arrow chunk: value starts, value lengths and the data buffer, as NumPy views."""
+
+
+def string_parts(column: pa.ChunkedArray) -> StringParts:
+    """NumPy views of a string column's Arrow buffers, chunk by chunk."""
+    parts: StringParts = []
+    for chunk in column.chunks:
+        bufs = chunk.buffers()
+        n = len(chunk)
+        offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=chunk.offset * 4)
+        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else None
+        parts.append(
+            (
+                offsets[:-1].astype(np.int64),
+                np.diff(offsets).astype(np.int64),
+                data if data is not None and len(data) else np.zeros(1, dtype=np.uint8),
+            )
+        )
+    return parts
+
+
+def parts_matrix(
+    parts: StringParts, width: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """A (n, w) NUL-padded byte matrix (w = longest value, at most `width`) and the lengths."""
+    total = sum(len(length) for _, length, _ in parts)
+    longest = max((int(length.max()) for _, length, _ in parts if len(length)), default=0)
+    w = max(1, min(width, longest))
+    out = np.zeros((total, w), dtype=np.uint8)
+    row = 0
+    for start, length, data in parts:
+        m = len(start)
+        last = len(data) - 1
+        for k in range(w):
+            out[row : row + m, k] = np.where(length > k, data[np.minimum(start + k, last)], 0)
+        row += m
+    lengths = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    return out, lengths
+
+
 def string_matrix(
     column: pa.ChunkedArray, width: int
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
-    """A (n, width) NUL-padded byte matrix of a string column, and each value's byte length."""
-    parts = []
-    lengths = []
-    for chunk in column.chunks:
-        arr = chunk.cast(pa.string()) if chunk.type != pa.string() else chunk
-        n = len(arr)
-        bufs = arr.buffers()
-        offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
-        data = (
-            np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
-        )
-        start = offsets[:-1].astype(np.int64)
-        length = (offsets[1:] - offsets[:-1]).astype(np.int64)
-        take = np.minimum(length, width)
-        cols = np.arange(width, dtype=np.int64)
-        mask = cols[None, :] < take[:, None]
-        idx = np.where(mask, start[:, None] + cols[None, :], 0)
-        mat = np.where(mask, data[np.minimum(idx, max(len(data) - 1, 0))], 0).astype(np.uint8)
-        parts.append(mat)
-        lengths.append(length)
-    if not parts:
-        return np.zeros((0, width), dtype=np.uint8), np.zeros(0, dtype=np.int64)
-    return np.concatenate(parts), np.concatenate(lengths)
+    """A (n, w) NUL-padded byte matrix of a string column and each value's byte length."""
+    return parts_matrix(string_parts(column), width)
+
+
+def plate_columns(
+    column: pa.ChunkedArray, keyer: PlateKeyer | None, workers: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """Normalised plates, their PlateRule and (with a keyer) their keys, for a plate column.
+
+    The work is split by Arrow chunk over `workers` processes: this stage (byte matrix,
+    normalisation, HMAC) is most of the CPU time of a build.
+    """
+    parts = string_parts(column)
+    rows = np.array([len(p[0]) for p in parts], dtype=np.int64)
+    bounds = np.searchsorted(np.cumsum(rows), np.linspace(0, rows.sum(), workers + 1)[1:-1])
+    groups = [g for g in np.split(np.arange(len(parts)), bounds) if len(g)] or [np.arange(0)]
+    key_bytes = keys.KEY_BYTES if keyer else 0
+    record = plates.PLATE_WIDTH + 1 + key_bytes
+
+    def task(group: npt.NDArray[np.int64]) -> Callable[[], bytes]:
+        def run() -> bytes:
+            chunks = [parts[i] for i in group]
+            belgium = np.frombuffer(plates.BELGIUM.encode(), dtype=np.uint8)
+            norm_parts, rule_parts = [], []
+            for start, length, data in chunks:
+                countries = np.tile(belgium, (len(start), 1))
+                norm, rule = plates.normalise_flat(data, start, length, countries)
+                rule[length > RAW_PLATE_WIDTH] = plates.PlateRule.TOO_LONG
+                norm_parts.append(norm)
+                rule_parts.append(rule)
+            norm = (
+                np.concatenate(norm_parts)
+                if norm_parts
+                else np.zeros((0, plates.PLATE_WIDTH), np.uint8)
+            )
+            rule = np.concatenate(rule_parts) if rule_parts else np.zeros(0, np.uint8)
+            countries = np.tile(belgium, (len(norm), 1))
+            out = np.zeros((len(norm), record), dtype=np.uint8)
+            out[:, : plates.PLATE_WIDTH] = norm
+            out[:, plates.PLATE_WIDTH] = rule
+            if keyer:
+                out[:, plates.PLATE_WIDTH + 1 :] = keyer.key_matrix(countries, norm)
+            return out.tobytes()
+
+        return run
+
+    blobs = run_forked([task(g) for g in groups])
+    merged = np.concatenate([np.frombuffer(b, dtype=np.uint8).reshape(-1, record) for b in blobs])
+    return (
+        np.ascontiguousarray(merged[:, : plates.PLATE_WIDTH]),
+        merged[:, plates.PLATE_WIDTH].copy(),
+        np.ascontiguousarray(merged[:, plates.PLATE_WIDTH + 1 :]),
+    )
+
+
+_DAYS_BEFORE_MONTH: Final = np.array([0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
+_MONTH_DAYS: Final = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 
 
 def _dates(column: pa.ChunkedArray) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
-    """Days of an ISO date column (blank -> DAY_UNKNOWN) and a mask of malformed values."""
-    blank = pc.equal(column, "").to_numpy(zero_copy_only=False)
-    parsed = pc.strptime(column, format="%Y-%m-%d", unit="s", error_is_null=True)
-    is_null = pc.is_null(parsed).to_numpy(zero_copy_only=False)
-    # strptime rolls 2016-02-30 over to March: a date is valid only if it prints back the same
-    round_trip = pc.strftime(parsed, format="%Y-%m-%d")
-    well_formed = pc.fill_null(pc.equal(round_trip, column), False).to_numpy(zero_copy_only=False)
-    secs = pc.fill_null(parsed.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-    days = (secs // 86400).astype(np.int64)
-    bad = (~blank) & (is_null | ~well_formed)
-    days = np.where(blank | bad, DAY_UNKNOWN, days)
+    """Days of an ISO date column (blank -> DAY_UNKNOWN) and a mask of malformed values.
+
+    Parsed arithmetically from the bytes: digits and dashes in place, month 1-12, day within
+    the month (leap years included), so 2016-02-30 is refused rather than rolled over.
+    """
+    if pa.types.is_date32(column.type):
+        values = pc.fill_null(column.cast(pa.int32()), DAY_UNKNOWN).to_numpy(zero_copy_only=False)
+        return values.astype(np.int32), np.zeros(len(values), dtype=np.bool_)
+    mat, length = string_matrix(column, 10)
+    n = len(length)
+    blank = length == 0
+    if mat.shape[1] < 10:
+        return np.full(n, DAY_UNKNOWN, dtype=np.int32), ~blank
+    d = mat.astype(np.int64) - ord("0")
+    digits_ok = ((d[:, [0, 1, 2, 3, 5, 6, 8, 9]] >= 0) & (d[:, [0, 1, 2, 3, 5, 6, 8, 9]] <= 9)).all(
+        1
+    )
+    dashes_ok = (mat[:, 4] == ord("-")) & (mat[:, 7] == ord("-"))
+    year = d[:, 0] * 1000 + d[:, 1] * 100 + d[:, 2] * 10 + d[:, 3]
+    month = d[:, 5] * 10 + d[:, 6]
+    day = d[:, 8] * 10 + d[:, 9]
+    month_ok = (month >= 1) & (month <= 12)
+    safe_month = np.where(month_ok, month, 1)
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    max_day = _MONTH_DAYS[safe_month] - ((safe_month == 2) & ~leap)
+    ok = (length == 10) & digits_ok & dashes_ok & month_ok & (day >= 1) & (day <= max_day)
+    # days since 1970-01-01 (proleptic Gregorian)
+    y = year - 1
+    days_before_year = y * 365 + y // 4 - y // 100 + y // 400 - 719162
+    days = days_before_year + _DAYS_BEFORE_MONTH[safe_month] + ((safe_month > 2) & leap) + day - 1
+    bad = ~blank & ~ok
+    days = np.where(ok, days, DAY_UNKNOWN)
     return days.astype(np.int32), bad
 
 
@@ -190,6 +302,10 @@ def _ints(
     column: pa.ChunkedArray, maximum: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Values of a non-negative integer column, a blank mask and a malformed mask."""
+    if pa.types.is_integer(column.type):
+        blank_typed = pc.is_null(column).to_numpy(zero_copy_only=False)
+        vals = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        return vals, blank_typed, (vals < 0) | (vals > maximum)
     blank = pc.equal(column, "").to_numpy(zero_copy_only=False)
     ok = pc.match_substring_regex(column, r"^[0-9]{1,10}$").to_numpy(zero_copy_only=False)
     safe = pc.if_else(pc.match_substring_regex(column, r"^[0-9]{1,10}$"), column, "0")
@@ -214,8 +330,11 @@ def _codes(column: pa.ChunkedArray, code_list: CodeList) -> tuple[npt.NDArray[np
     return ids[indices], blanks, unrecognised
 
 
-def load_extract(path: Path) -> Extract:
-    """Parse and validate an extract. Rows that break a rule become rejects."""
+def load_extract(path: Path, keyer: PlateKeyer | None = None, workers: int = 1) -> Extract:
+    """Parse and validate an extract. Rows that break a rule become rejects.
+
+    With a keyer, each accepted row's plate key is computed too (`Extract.keys`).
+    """
     table, lines, skipped = read_table(path)
     n = table.num_rows
     rejects = [
@@ -231,10 +350,7 @@ def load_extract(path: Path) -> Extract:
             rejects.append(Reject(line=int(line), column=column, rule=rule))
         failed[new] = True
 
-    raw, raw_len = string_matrix(table.column("plate"), RAW_PLATE_WIDTH)
-    countries = np.tile(np.frombuffer(b"BE", dtype=np.uint8), (n, 1))
-    normalised, rule = plates.normalise_many(raw, countries)
-    rule = np.where(raw_len > RAW_PLATE_WIDTH, plates.PlateRule.TOO_LONG, rule).astype(np.uint8)
+    normalised, rule, plate_keys = plate_columns(table.column("plate"), keyer, workers)
     for plate_rule in plates.PlateRule:
         if plate_rule is not plates.PlateRule.OK:
             reject(rule == plate_rule, "plate", f"plate {plate_rule.name.lower()}")
@@ -273,6 +389,7 @@ def load_extract(path: Path) -> Extract:
     rejects.sort(key=lambda r: r.line)
     return Extract(
         plates=normalised[keep],
+        keys=plate_keys[keep],
         records=records[keep],
         lines=lines[keep],
         rows_read=n + len(skipped),

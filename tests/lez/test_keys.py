@@ -45,9 +45,16 @@ def test_batch_keys_equal_reference(sec: bytes, items: list[tuple[str, str]]) ->
     pm = plates.as_matrix([p for _, p in items] or [""], width=plates.PLATE_WIDTH)[:n]
     cm = plates.countries_matrix(np.array([c for c, _ in items] or ["BE"]), max(n, 1))[:n]
     got = keyer.key_matrix(cm, pm)
+    python = keyer.key_matrix(cm, pm, native=False)
     assert got.shape == (n, keys.KEY_BYTES)
+    assert got.tobytes() == python.tobytes()
     for i, (c, p) in enumerate(items):
         assert got[i].tobytes() == keyer.key(c, p)
+
+
+def test_native_keying_is_built() -> None:
+    # The extension is optional for installs, but this project's machines build it.
+    assert keys.NATIVE, "lez._hmac was not built: install gcc and libssl-dev, then make install"
 
 
 def test_country_qualifies_the_key() -> None:
