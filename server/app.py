@@ -1,0 +1,169 @@
+"""One serving process: a `grpc.aio` server with AccessService, health and reflection.
+
+`App` wires config, key, store holder, auth, rate limits and audit into the servicer, binds the
+port (mutual TLS, or plain TCP on loopback), starts the hot-reload watcher, and reports health:
+`grpc.health.v1` says SERVING (for "" and `lez.api.v1.AccessService`) only while a store is
+loaded, NOT_SERVING before that and during shutdown. Message size limits and the concurrency
+limit come from the config. `stop()` is graceful: health goes NOT_SERVING, new calls are
+refused, calls in flight get `grace_period_s` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from lez.api.v1 import access_pb2 as pb
+from lez.api.v1 import access_pb2_grpc as pb_grpc
+from lez.keys import PlateKeyer, load_key
+from server.audit import AuditLog
+from server.auth import Authenticator, Identity, RateLimiter
+from server.config import ServerConfig
+from server.service import AccessService
+from server.state import Served, StoreHolder
+
+log = logging.getLogger("lez.server")
+
+SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
+
+
+def server_options(config: ServerConfig, *, reuse_port: bool) -> list[tuple[str, Any]]:
+    """Channel arguments of the server: explicit message limits, SO_REUSEPORT on demand."""
+    return [
+        ("grpc.max_receive_message_length", config.max_receive_message_bytes),
+        ("grpc.max_send_message_length", config.max_send_message_bytes),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ]
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    """Mutual TLS: the server's pair plus the CA whose client certificates are required."""
+    assert config.tls_cert and config.tls_key and config.tls_ca
+    return grpc.ssl_server_credentials(
+        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+        root_certificates=config.tls_ca.read_bytes(),
+        require_client_auth=True,
+    )
+
+
+@dataclass
+class App:
+    """A running (or ready to start) serving process."""
+
+    config: ServerConfig
+    worker: int = 0
+    reuse_port: bool = False
+    keyer: PlateKeyer | None = None
+    clients: dict[str, Identity] | None = None
+    port: int = 0
+    server: grpc.aio.Server | None = None
+    holder: StoreHolder | None = None
+    service: AccessService | None = None
+    health: Any = None
+    audit: AuditLog | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> int:
+        """Build everything, bind, start; returns the bound port. Store errors are fatal."""
+        config = self.config
+        keyer = self.keyer or load_key(config.key_file)
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.holder = StoreHolder(
+            config.store_root,
+            key_id=keyer.key_id,
+            rules_dir=config.rules_dir,
+            warm=config.warm_store,
+        )
+        loaded = await asyncio.to_thread(self.holder.load)
+        if not loaded:
+            log.warning("no store published under %s yet: NOT_SERVING", config.store_root)
+        self.audit = AuditLog(
+            config.audit_dir, worker=self.worker, inline_keys=config.audit_inline_keys
+        )
+        self.service = AccessService(
+            config=config,
+            holder=self.holder,
+            keyer=keyer,
+            auth=Authenticator(config, self.clients),
+            limiter=RateLimiter(),
+            audit=self.audit,
+        )
+        self.server = grpc.aio.server(
+            options=server_options(config, reuse_port=self.reuse_port),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        )
+        pb_grpc.add_AccessServiceServicer_to_server(self.service, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        if config.tls:
+            self.port = self.server.add_secure_port(config.address, server_credentials(config))
+        else:
+            self.port = self.server.add_insecure_port(config.address)
+        if self.port == 0:
+            raise OSError(f"cannot bind {config.address}")
+        await self.server.start()
+        await self._set_health(self.holder.current)
+        self.holder.on_change = self._on_change
+        self._tasks.append(asyncio.create_task(self.holder.watch(config.reload_interval_s)))
+        log.info(
+            "worker %d listening on port %d (%s)",
+            self.worker,
+            self.port,
+            "mutual TLS" if config.tls else "plain TCP, loopback only",
+        )
+        return self.port
+
+    def _on_change(self, served: Served | None) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self._set_health(served)))
+
+    async def _set_health(self, served: Served | None) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if served is not None
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING, refuse new calls, let calls in flight finish."""
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        if self.server is not None:
+            await self.server.stop(self.config.grace_period_s if grace is None else grace)
+        if self.service is not None:
+            self.service.close()
+        if self.holder is not None:
+            self.holder.close()
+        if self.audit is not None:
+            self.audit.close()
+
+    async def wait(self) -> None:
+        assert self.server is not None
+        await self.server.wait_for_termination()
+
+
+async def serve_forever(config: ServerConfig, *, worker: int = 0, reuse_port: bool = False) -> None:
+    """Run one serving process until SIGTERM/SIGINT, then stop gracefully."""
+    import signal
+
+    app = App(config, worker=worker, reuse_port=reuse_port)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("worker %d stopping (grace %.1fs)", worker, config.grace_period_s)
+    await app.stop()

@@ -1,0 +1,271 @@
+"""Who is calling and what they may do: identities, roles, zones (finality) and rate limits.
+
+With mutual TLS the identity is the Common Name of the client certificate, looked up in the
+clients file (TOML):
+
+    [[client]]
+    identity = "gent-enforcement"     # certificate CN
+    organisation = "Stad Gent"
+    roles = ["enforcement"]           # public, desk, enforcement, appeals, monitoring, operator
+    zones = ["gent"]                  # zone names or ids; absent or empty = every zone
+    calls_per_minute = 120            # 0 = unlimited; absent = the server default
+    pairs_per_day = 2000000           # 0 = unlimited; a unary check counts one pair
+
+Plain TCP is accepted only from a loopback peer (development); such callers get the identity
+named by `dev_identity` from the clients file, or, without a clients file, an operator identity
+for every zone. Limits are counted per worker process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import threading
+import time
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import grpc.aio
+
+from lez.errors import PermissionDenied, RateLimited, Unauthenticated
+from server.config import ServerConfig, is_loopback
+
+BRUSSELS: Final = ZoneInfo("Europe/Brussels")
+SECONDS_PER_MINUTE: Final = 60.0
+
+
+class Role(enum.IntEnum):
+    """Client roles; values equal the proto `Role` enum."""
+
+    PUBLIC = 1
+    DESK = 2
+    ENFORCEMENT = 3
+    APPEALS = 4
+    MONITORING = 5
+    OPERATOR = 6
+
+
+class Rpc(enum.Enum):
+    """The calls of AccessService."""
+
+    CHECK = "Check"
+    CHECK_STREAM = "CheckStream"
+    RECHECK = "Recheck"
+    FLEET_STATS = "FleetStats"
+    SERVER_INFO = "ServerInfo"
+
+
+ALLOWED_ROLES: Final[dict[Rpc, frozenset[Role]]] = {
+    Rpc.CHECK: frozenset({Role.PUBLIC, Role.DESK, Role.ENFORCEMENT, Role.APPEALS, Role.OPERATOR}),
+    Rpc.CHECK_STREAM: frozenset({Role.ENFORCEMENT, Role.OPERATOR}),
+    Rpc.RECHECK: frozenset({Role.APPEALS, Role.OPERATOR}),
+    Rpc.FLEET_STATS: frozenset({Role.MONITORING, Role.OPERATOR}),
+    Rpc.SERVER_INFO: frozenset(Role),
+}
+"""Which roles may make which call."""
+
+TECHNICAL_ROLES: Final = frozenset({Role.DESK, Role.ENFORCEMENT, Role.APPEALS, Role.OPERATOR})
+"""Roles that receive reasons and technical data; the public role sees outcome, euro and
+allowed-until only (minimisation, DESIGN.md section 6)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """A client organisation as the clients file describes it."""
+
+    identity: str
+    organisation: str
+    roles: frozenset[Role]
+    zones: frozenset[str] = frozenset()  # casefolded names or decimal ids; empty = every zone
+    calls_per_minute: int = 0
+    pairs_per_day: int = 0
+
+    @property
+    def sees_technical(self) -> bool:
+        return bool(self.roles & TECHNICAL_ROLES)
+
+    @property
+    def public_only(self) -> bool:
+        return self.roles == frozenset({Role.PUBLIC})
+
+    def require(self, rpc: Rpc) -> None:
+        """Raise PermissionDenied unless one of the roles may make `rpc`."""
+        if not self.roles & ALLOWED_ROLES[rpc]:
+            held = ", ".join(sorted(r.name.lower() for r in self.roles)) or "none"
+            needed = ", ".join(sorted(r.name.lower() for r in ALLOWED_ROLES[rpc]))
+            raise PermissionDenied(
+                f"{rpc.value} needs one of the roles {needed}; {self.organisation} has {held}"
+            )
+
+    def require_zone(self, zone_id: int, zone_name: str) -> None:
+        """Raise PermissionDenied unless the zone is among the allowed ones (finality)."""
+        if self.zones and not ({zone_name.casefold(), str(zone_id)} & self.zones):
+            allowed = ", ".join(sorted(self.zones))
+            raise PermissionDenied(
+                f"{self.organisation} may only consult the zones {allowed}, not {zone_name}"
+            )
+
+
+def _parse_role(value: str, where: str) -> Role:
+    try:
+        return Role[value.strip().upper()]
+    except KeyError:
+        names = ", ".join(r.name.lower() for r in Role)
+        raise ValueError(f"{where}: unknown role {value!r}; use one of {names}") from None
+
+
+def load_clients(path: Path, config: ServerConfig) -> dict[str, Identity]:
+    """Read a clients file; raises ValueError naming the entry and field at fault."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"clients file {path}: {exc}") from None
+    out: dict[str, Identity] = {}
+    for i, entry in enumerate(data.get("client", [])):
+        where = f"{path} client #{i + 1}"
+        if not isinstance(entry, dict) or not entry.get("identity"):
+            raise ValueError(f"{where}: 'identity' (certificate CN) is required")
+        ident = str(entry["identity"])
+        if ident in out:
+            raise ValueError(f"{where}: identity {ident!r} appears twice")
+        roles = frozenset(_parse_role(str(r), where) for r in entry.get("roles", []))
+        if not roles:
+            raise ValueError(f"{where}: 'roles' must list at least one role")
+        out[ident] = Identity(
+            identity=ident,
+            organisation=str(entry.get("organisation", ident)),
+            roles=roles,
+            zones=frozenset(str(z).casefold() for z in entry.get("zones", [])),
+            calls_per_minute=int(entry.get("calls_per_minute", config.default_calls_per_minute)),
+            pairs_per_day=int(entry.get("pairs_per_day", config.default_pairs_per_day)),
+        )
+    return out
+
+
+def dev_operator(config: ServerConfig) -> Identity:
+    """The identity of loopback callers when no clients file is configured."""
+    return Identity(
+        identity=config.dev_identity,
+        organisation="local development",
+        roles=frozenset(Role),
+        calls_per_minute=config.default_calls_per_minute,
+        pairs_per_day=config.default_pairs_per_day,
+    )
+
+
+def _first(auth: Mapping[str, Iterable[bytes]], key: str) -> str | None:
+    for value in auth.get(key, ()):
+        return value.decode("utf-8", "replace")
+    return None
+
+
+def peer_host(peer: str) -> str:
+    """Host part of a gRPC peer string (`ipv4:127.0.0.1:5000`, `ipv6:[::1]:5000`)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]").split("%")[0]
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "unix":
+        return "localhost"
+    return rest
+
+
+class Authenticator:
+    """Resolves the caller of a call to an Identity."""
+
+    def __init__(self, config: ServerConfig, clients: dict[str, Identity] | None = None) -> None:
+        self.config = config
+        if clients is None and config.clients_file is not None:
+            clients = load_clients(config.clients_file, config)
+        self.clients = clients
+        if clients is None:
+            self.dev: Identity | None = dev_operator(config)
+        else:
+            self.dev = clients.get(config.dev_identity)
+
+    def identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        auth = context.auth_context()
+        cn = _first(auth, "x509_common_name")
+        if cn is not None:
+            if self.clients is None:
+                raise Unauthenticated(
+                    "the server has no clients file; certificate callers cannot be identified"
+                )
+            found = self.clients.get(cn)
+            if found is None:
+                raise Unauthenticated(
+                    f"certificate CN {cn!r} is not in the clients file; ask the operator"
+                )
+            return found
+        if self.config.tls:
+            raise Unauthenticated("a client certificate is required")
+        if not is_loopback(peer_host(context.peer() or "")):
+            raise Unauthenticated("plain-TCP calls are accepted from loopback only")
+        if self.dev is None:
+            raise Unauthenticated(
+                f"no clients-file entry for the development identity {self.config.dev_identity!r}"
+            )
+        return self.dev
+
+
+@dataclass(slots=True)
+class _Quota:
+    tokens: float
+    stamp: float
+    day: dt.date
+    pairs_today: int = 0
+
+
+@dataclass(slots=True)
+class RateLimiter:
+    """Per-identity calls per minute (token bucket) and pairs per Brussels calendar day."""
+
+    clock: Any = time.monotonic
+    today: Any = field(default=lambda: dt.datetime.now(BRUSSELS).date())
+    _quotas: dict[str, _Quota] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def charge_call(self, who: Identity) -> None:
+        """Count one call; raises RateLimited when the per-minute quota is used up."""
+        if who.calls_per_minute <= 0:
+            return
+        with self._lock:
+            q = self._quota(who)
+            now = self.clock()
+            rate = who.calls_per_minute / SECONDS_PER_MINUTE
+            q.tokens = min(float(who.calls_per_minute), q.tokens + (now - q.stamp) * rate)
+            q.stamp = now
+            if q.tokens < 1.0:
+                raise RateLimited(
+                    f"{who.organisation} is limited to {who.calls_per_minute} calls per minute; "
+                    "retry in a few seconds"
+                )
+            q.tokens -= 1.0
+
+    def charge_pairs(self, who: Identity, pairs: int) -> None:
+        """Count pairs; raises RateLimited when the daily quota would be exceeded."""
+        if who.pairs_per_day <= 0:
+            return
+        with self._lock:
+            q = self._quota(who)
+            if q.pairs_today + pairs > who.pairs_per_day:
+                raise RateLimited(
+                    f"{who.organisation} is limited to {who.pairs_per_day} pairs per day "
+                    f"({q.pairs_today} used); retry tomorrow or ask for a higher quota"
+                )
+            q.pairs_today += pairs
+
+    def _quota(self, who: Identity) -> _Quota:
+        today = self.today()
+        q = self._quotas.get(who.identity)
+        if q is None:
+            q = _Quota(tokens=float(who.calls_per_minute), stamp=self.clock(), day=today)
+            self._quotas[who.identity] = q
+        if q.day != today:
+            q.day, q.pairs_today = today, 0
+        return q

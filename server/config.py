@@ -1,0 +1,262 @@
+"""The server's one configuration object, built once from argv and `LEZ_*` environment variables.
+
+Precedence: command-line option, then environment variable, then the default here. Every limit
+the server enforces lives in `ServerConfig`; no other module holds a magic number for one.
+`validate()` refuses combinations that would be unsafe (plain TCP off loopback) or useless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+ENV_PREFIX: Final = "LEZ_"
+MIB: Final = 2**20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """Everything `lez-server serve` needs. Paths are not opened here."""
+
+    address: str = "127.0.0.1:50051"
+    """host:port to listen on (port 0 picks a free port; in-process tests only)."""
+    workers: int = 1
+    """Worker processes sharing the port with SO_REUSEPORT (one per core is the sweet spot)."""
+    store_root: Path = Path("var/store")
+    """Store root written by `lez-loader` (holds `current` -> `builds/<snapshot>`)."""
+    key_file: Path = Path("var/hmac.key")
+    """HMAC key file; its key id must match the store's."""
+    rules_dir: Path | None = None
+    """Extra rule-table files (`<revision>.*`) served in addition to the store's revisions."""
+    clients_file: Path | None = None
+    """TOML file mapping certificate identities to organisations, roles, zones, limits."""
+    tls_cert: Path | None = None
+    """Server certificate (PEM). With `tls_key` and `tls_ca`: mutual TLS."""
+    tls_key: Path | None = None
+    """Server private key (PEM)."""
+    tls_ca: Path | None = None
+    """CA that signs client certificates (PEM); client certificates are required."""
+    dev_identity: str = "dev"
+    """Identity given to plain-TCP loopback callers (development only)."""
+    max_receive_message_bytes: int = 32 * MIB
+    """Largest message the server accepts."""
+    max_send_message_bytes: int = 32 * MIB
+    """Largest message the server sends."""
+    max_chunk_pairs: int = 100_000
+    """Most pairs in one CheckChunk."""
+    max_plate_bytes: int = 32
+    """Longest plate (bytes as written, separators included) read from a packed column."""
+    max_recheck_items: int = 1_000
+    """Most earlier decisions in one RecheckRequest."""
+    max_concurrent_rpcs: int = 256
+    """Calls in progress per worker before RESOURCE_EXHAUSTED."""
+    default_calls_per_minute: int = 0
+    """Per-client call quota when the clients file gives none (0 = unlimited)."""
+    default_pairs_per_day: int = 0
+    """Per-client pair quota when the clients file gives none (0 = unlimited)."""
+    audit_dir: Path = Path("var/audit")
+    """Directory of the hash-chained audit logs (one file per worker)."""
+    audit_inline_keys: int = 64
+    """Calls with at most this many pairs list their keys in the record; larger ones write a
+    sidecar key file whose digest the record holds."""
+    reload_interval_s: float = 1.0
+    """How often the `current` link of the store root is checked for a new build."""
+    warm_store: bool = True
+    """Read the store's pages once at load so lookups never fault to disk."""
+    grace_period_s: float = 10.0
+    """On SIGTERM: how long calls in flight may take to finish."""
+    min_cell_size: int = 10
+    """FleetStats: cells with fewer vehicles are suppressed."""
+    restart_backoff_s: float = 1.0
+    """Supervisor: pause before restarting a dead worker."""
+    log_level: str = "INFO"
+    """Python logging level name."""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    def validate(self) -> ServerConfig:
+        """Check the combination; returns self. Raises ValueError saying what to change."""
+        if ":" not in self.address:
+            raise ValueError(f"address {self.address!r} must be host:port")
+        try:
+            port = self.port
+        except ValueError:
+            raise ValueError(f"address {self.address!r}: the port is not a number") from None
+        if not 0 <= port <= 65535:
+            raise ValueError(f"address {self.address!r}: port out of range")
+        tls_parts = (self.tls_cert, self.tls_key, self.tls_ca)
+        if any(p is not None for p in tls_parts) and not all(p is not None for p in tls_parts):
+            raise ValueError("mutual TLS needs all of --tls-cert, --tls-key and --tls-ca")
+        if not self.tls and not is_loopback(self.host):
+            raise ValueError(
+                f"plain TCP is only allowed on loopback, not {self.host}; "
+                "give --tls-cert/--tls-key/--tls-ca (see `lez-server certs`)"
+            )
+        positive = (
+            "workers",
+            "max_receive_message_bytes",
+            "max_send_message_bytes",
+            "max_chunk_pairs",
+            "max_plate_bytes",
+            "max_recheck_items",
+            "max_concurrent_rpcs",
+            "min_cell_size",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.reload_interval_s <= 0 or self.grace_period_s < 0:
+            raise ValueError("reload_interval_s must be positive and grace_period_s >= 0")
+        return self
+
+    def redacted(self) -> dict[str, str]:
+        """The effective configuration for the startup log (no secrets: paths only)."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+_PATH_FIELDS: Final = {
+    "store_root",
+    "key_file",
+    "rules_dir",
+    "clients_file",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "audit_dir",
+}
+_INT_FIELDS: Final = {
+    "workers",
+    "max_receive_message_bytes",
+    "max_send_message_bytes",
+    "max_chunk_pairs",
+    "max_plate_bytes",
+    "max_recheck_items",
+    "max_concurrent_rpcs",
+    "default_calls_per_minute",
+    "default_pairs_per_day",
+    "audit_inline_keys",
+    "min_cell_size",
+}
+_FLOAT_FIELDS: Final = {"reload_interval_s", "grace_period_s", "restart_backoff_s"}
+_BOOL_FIELDS: Final = {"warm_store"}
+
+
+def _convert(name: str, raw: str) -> Any:
+    if name in _PATH_FIELDS:
+        return Path(raw) if raw else None
+    if name in _INT_FIELDS:
+        return int(raw)
+    if name in _FLOAT_FIELDS:
+        return float(raw)
+    if name in _BOOL_FIELDS:
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return raw
+
+
+def _help_of(name: str) -> str:
+    doc = _FIELD_DOCS.get(name, "")
+    default = getattr(ServerConfig(), name)
+    return f"{doc} [env {_env_name(name)}; default {default}]"
+
+
+_FIELD_DOCS: Final = {
+    "address": "host:port to listen on",
+    "workers": "worker processes sharing the port (SO_REUSEPORT)",
+    "store_root": "store root directory written by lez-loader",
+    "key_file": "HMAC key file (its key id must match the store)",
+    "rules_dir": "extra rule-table files served besides the store's revisions",
+    "clients_file": "TOML clients file (identities, roles, zones, limits)",
+    "tls_cert": "server certificate PEM (mutual TLS with --tls-key and --tls-ca)",
+    "tls_key": "server private key PEM",
+    "tls_ca": "CA certificate PEM that signs client certificates",
+    "dev_identity": "clients-file identity of plain-TCP loopback callers",
+    "max_receive_message_bytes": "largest accepted message in bytes",
+    "max_send_message_bytes": "largest sent message in bytes",
+    "max_chunk_pairs": "most pairs in one CheckChunk",
+    "max_plate_bytes": "longest plate as written in a packed column",
+    "max_recheck_items": "most earlier decisions in one Recheck",
+    "max_concurrent_rpcs": "calls in progress per worker before RESOURCE_EXHAUSTED",
+    "default_calls_per_minute": "per-client calls per minute when the clients file gives none",
+    "default_pairs_per_day": "per-client pairs per day when the clients file gives none",
+    "audit_dir": "directory of the hash-chained audit logs",
+    "audit_inline_keys": "calls with at most this many pairs list their keys inline",
+    "reload_interval_s": "seconds between checks for a newly published store",
+    "warm_store": "read the store once at load (1/0)",
+    "grace_period_s": "seconds calls in flight get on SIGTERM",
+    "min_cell_size": "FleetStats small-cell suppression threshold",
+    "restart_backoff_s": "pause before restarting a dead worker",
+    "log_level": "logging level (DEBUG, INFO, WARNING)",
+}
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per config field; unset options fall back to LEZ_* then the default."""
+    for f in fields(ServerConfig):
+        parser.add_argument(
+            _option(f.name), dest=f.name, default=None, metavar="VALUE", help=_help_of(f.name)
+        )
+
+
+def build_config(
+    args: argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> ServerConfig:
+    """Config from parsed options, then `LEZ_*` variables, then defaults; validated."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(ServerConfig):
+        raw = getattr(args, f.name, None) if args is not None else None
+        if raw is None:
+            raw = env.get(_env_name(f.name))
+        if raw is not None:
+            try:
+                values[f.name] = _convert(f.name, str(raw))
+            except ValueError:
+                raise ValueError(
+                    f"{_option(f.name)} / {_env_name(f.name)}: cannot read {raw!r}"
+                ) from None
+    config = replace(ServerConfig(), **values)
+    if overrides:
+        config = replace(config, **overrides)
+    return config.validate()
+
+
+def parse_serve_args(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Shortcut used by tests: the `serve` options alone."""
+    parser = argparse.ArgumentParser(prog="lez-server serve")
+    add_serve_arguments(parser)
+    return build_config(parser.parse_args(list(argv)), environ)

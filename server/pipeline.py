@@ -1,0 +1,264 @@
+"""The hot path: packed columns in, packed decision columns out, one chunk at a time.
+
+Per chunk, all vectorised: decode the packed columns (zero-copy `np.frombuffer` views), validate
+countries, plates and days (a bad item becomes OUTCOME_INVALID with its INVALID_* reason; the
+rest goes on), `lez.plates.normalise_many`, `PlateKeyer.key_matrix` (the only per-item Python:
+the HMAC loop), one sorted batch lookup of vehicle versions and registrations in one read
+transaction, `lez.rules.evaluate`, then the result columns as bytes. Rows stay aligned with the
+input: result row i answers input pair i, duplicates and invalid items included.
+
+Nothing here knows about gRPC beyond reading a chunk's fields; the servicer does the rest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+import lez.rules
+from lez.days import DAY_OPEN, DAY_UNKNOWN, to_day
+from lez.decision import BatchInput, Decisions, Outcome, Reason
+from lez.errors import BatchTooLarge, InvalidRequest
+from lez.keys import KEY_BYTES, PlateKeyer
+from lez.plates import PlateRule, normalise_many
+from lez.store import Snapshot, VehicleLookup
+
+EARLIEST_DAY: Final = to_day(dt.date(1900, 1, 1))
+"""Days before this are unreadable (INVALID_DAY): no LEZ question is that old."""
+LATEST_DAY: Final = to_day(dt.date(2199, 12, 31))
+"""Days after this are unreadable (INVALID_DAY)."""
+OUTCOMES: Final = len(Outcome)
+COUNTRY_BYTES: Final = 2
+BE: Final = np.frombuffer(b"BE", dtype=np.uint8)
+NL: Final = np.frombuffer(b"NL", dtype=np.uint8)
+
+
+@dataclass(frozen=True, slots=True)
+class Pairs:
+    """n decoded pairs ready for lookup, aligned with the input."""
+
+    keys: npt.NDArray[np.uint8]  # (n, 16); zero rows where invalid
+    countries: npt.NDArray[np.uint8]  # (n, 2) upper case
+    days: npt.NDArray[np.int32]  # (n,); 0 where invalid
+    invalid: npt.NDArray[np.uint8]  # (n,) 0 or a Reason.INVALID_* value
+
+    @property
+    def size(self) -> int:
+        return len(self.days)
+
+    def valid_keys_bytes(self) -> bytes:
+        """The keys of the readable pairs, concatenated (for the audit log)."""
+        if not self.invalid.any():
+            return bytes(self.keys.tobytes())
+        return bytes(self.keys[self.invalid == 0].tobytes())
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """Decisions for n pairs plus the lookup that fed them."""
+
+    decisions: Decisions
+    lookup: VehicleLookup
+
+    def outcome_counts(self) -> npt.NDArray[np.int64]:
+        return np.bincount(self.decisions.outcome, minlength=OUTCOMES)[:OUTCOMES]
+
+
+# ---- decoding ------------------------------------------------------------------------------
+
+
+def plate_matrix(
+    data: bytes, offsets: bytes, width: int, n: int, max_plate_bytes: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """An (n, w) plate matrix from a packed column, and a mask of plates longer than allowed.
+
+    Fixed width: a zero-copy view. Offsets: one vectorised gather into a NUL-padded matrix.
+    """
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if not offsets:
+        if width <= 0:
+            raise InvalidRequest("plates need either offsets or a fixed width")
+        if width > max_plate_bytes:
+            raise InvalidRequest(f"plate width {width} exceeds the limit of {max_plate_bytes}")
+        if len(raw) != n * width:
+            raise InvalidRequest(f"plates hold {len(raw)} bytes; expected {n} x {width}")
+        return raw.reshape(n, width), np.zeros(n, dtype=np.bool_)
+    if len(offsets) != 4 * (n + 1):
+        raise InvalidRequest(f"plate offsets must hold {n + 1} uint32 values")
+    off = np.frombuffer(offsets, dtype="<u4").astype(np.int64)
+    lengths = np.diff(off)
+    if off[0] != 0 or off[-1] != len(raw) or (lengths < 0).any():
+        raise InvalidRequest("plate offsets must start at 0, rise, and end at the data length")
+    too_long = lengths > max_plate_bytes
+    w = int(min(lengths.max(initial=1), max_plate_bytes)) or 1
+    cols = np.arange(w, dtype=np.int64)
+    take = off[:-1, None] + cols
+    mask = cols < lengths[:, None]
+    padded = np.concatenate([raw, np.zeros(1, dtype=np.uint8)])
+    matrix = padded[np.where(mask, take, len(raw))]
+    return matrix, too_long
+
+
+def country_matrix(countries: bytes, n: int) -> npt.NDArray[np.uint8]:
+    """(n, 2) upper-case country codes; empty means all BE."""
+    if not countries:
+        return np.broadcast_to(BE, (n, COUNTRY_BYTES))
+    if len(countries) != COUNTRY_BYTES * n:
+        raise InvalidRequest(f"countries hold {len(countries)} bytes; expected {n} x 2")
+    mat = np.frombuffer(countries, dtype=np.uint8).reshape(n, COUNTRY_BYTES)
+    lower = (mat >= ord("a")) & (mat <= ord("z"))
+    if lower.any():
+        mat = mat - (lower * 32).astype(np.uint8)
+    return mat
+
+
+def day_column(days: bytes, n: int) -> npt.NDArray[np.int32]:
+    if len(days) != 4 * n:
+        raise InvalidRequest(f"days hold {len(days)} bytes; expected {n} little-endian int32")
+    return np.frombuffer(days, dtype="<i4").astype(np.int32, copy=False)
+
+
+def _day_invalid(days: npt.NDArray[np.int32]) -> npt.NDArray[np.bool_]:
+    return (days < EARLIEST_DAY) | (days > LATEST_DAY)
+
+
+def chunk_size(chunk: Any) -> int:
+    """Number of pairs a CheckChunk claims (from its day column)."""
+    return len(chunk.days) // 4
+
+
+def check_chunk_size(n: int, max_chunk_pairs: int) -> None:
+    if n > max_chunk_pairs:
+        raise BatchTooLarge(n, max_chunk_pairs)
+
+
+def decode_plates(
+    keyer: PlateKeyer,
+    plates: npt.NDArray[np.uint8],
+    too_long: npt.NDArray[np.bool_],
+    countries: npt.NDArray[np.uint8],
+    days: npt.NDArray[np.int32],
+) -> Pairs:
+    """Validate, normalise and key n plates (keys only for the readable ones)."""
+    n = len(days)
+    normalised, rule = normalise_many(plates, np.ascontiguousarray(countries))
+    invalid = np.zeros(n, dtype=np.uint8)
+    invalid[_day_invalid(days)] = Reason.INVALID_DAY
+    invalid[(rule != PlateRule.OK) | too_long] = Reason.INVALID_PLATE
+    invalid[rule == PlateRule.BAD_COUNTRY] = Reason.INVALID_COUNTRY
+    return _keyed(keyer, normalised, countries, days, invalid)
+
+
+def _keyed(
+    keyer: PlateKeyer,
+    normalised: npt.NDArray[np.uint8],
+    countries: npt.NDArray[np.uint8],
+    days: npt.NDArray[np.int32],
+    invalid: npt.NDArray[np.uint8],
+) -> Pairs:
+    valid = invalid == 0
+    if valid.all():
+        keys = keyer.key_matrix(countries, normalised)
+        return Pairs(keys=keys, countries=countries, days=days, invalid=invalid)
+    keys = np.zeros((len(days), KEY_BYTES), dtype=np.uint8)
+    if valid.any():
+        keys[valid] = keyer.key_matrix(countries[valid], normalised[valid])
+    safe_days = np.where(valid, days, 0).astype(np.int32)
+    return Pairs(keys=keys, countries=countries, days=safe_days, invalid=invalid)
+
+
+def decode_keys(
+    keys: bytes, countries: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
+) -> Pairs:
+    """Pairs from pre-pseudonymised keys: no normalisation, no keying."""
+    n = len(days)
+    if len(keys) != KEY_BYTES * n:
+        raise InvalidRequest(f"keys hold {len(keys)} bytes; expected {n} x {KEY_BYTES}")
+    mat = np.frombuffer(keys, dtype=np.uint8).reshape(n, KEY_BYTES)
+    letters = (countries >= ord("A")) & (countries <= ord("Z"))
+    invalid = np.zeros(n, dtype=np.uint8)
+    invalid[_day_invalid(days)] = Reason.INVALID_DAY
+    invalid[~letters.all(axis=1)] = Reason.INVALID_COUNTRY
+    if invalid.any():
+        days = np.where(invalid == 0, days, 0).astype(np.int32)
+    return Pairs(keys=mat, countries=countries, days=days, invalid=invalid)
+
+
+# ---- deciding ------------------------------------------------------------------------------
+
+
+def evaluate(
+    snap: Snapshot,
+    revision: Any,
+    zone_id: int,
+    pairs: Pairs,
+    claimed_first_registration: npt.NDArray[np.int32] | None = None,
+) -> Evaluated:
+    """Look up and decide n pairs on one snapshot; INVALID rows are forced INVALID."""
+    lookup = snap.vehicles_on(pairs.keys, pairs.days)
+    reg_query, reg_rows = snap.registrations_of(pairs.keys)
+    c = pairs.countries
+    belgian = (c[:, 0] == BE[0]) & (c[:, 1] == BE[1])
+    dutch = (c[:, 0] == NL[0]) & (c[:, 1] == NL[1])
+    batch = BatchInput(
+        records=lookup.records,
+        found=lookup.found,
+        known=lookup.known,
+        days=pairs.days,
+        belgian=belgian,
+        dutch=dutch,
+        invalid=pairs.invalid,
+        reg_query=reg_query,
+        reg_rows=reg_rows,
+        claimed_first_registration=claimed_first_registration,
+    )
+    decisions = lez.rules.evaluate(revision, zone_id, batch)
+    bad = pairs.invalid != 0
+    if bad.any():
+        decisions.outcome[bad] = Outcome.INVALID
+        decisions.reason[bad] = pairs.invalid[bad]
+        decisions.allowed_until[bad] = DAY_UNKNOWN
+    return Evaluated(decisions=decisions, lookup=lookup)
+
+
+# ---- encoding ------------------------------------------------------------------------------
+
+
+def _b(values: npt.NDArray[Any], dtype: str) -> bytes:
+    return np.ascontiguousarray(values, dtype=dtype).tobytes()
+
+
+def result_columns(ev: Evaluated, *, technical: bool) -> dict[str, Any]:
+    """The DecisionChunk column fields (bytes) for n decisions; minimised unless `technical`."""
+    d = ev.decisions
+    n = len(d.outcome)
+    cols: dict[str, Any] = {
+        "count": n,
+        "outcome": _b(d.outcome, "u1"),
+        "allowed_until": _b(d.allowed_until, "<i4"),
+        "euro": _b(d.euro, "u1"),
+    }
+    if technical:
+        rec = ev.lookup.records
+        cols["reason"] = _b(d.reason, "u1")
+        cols["derived"] = _b(d.derived, "u1")
+        cols["technical"] = {
+            "category": _b(d.category, "u1"),
+            "fuel": _b(rec["fuel"], "u1"),
+            "first_registration": _b(rec["first_registration"], "<i4"),
+            "max_mass_kg": _b(rec["max_mass"], "<u4"),
+            "co2_g_km": _b(rec["co2"], "<u2"),
+            "power_kw": _b(rec["power_kw"], "<u2"),
+        }
+    else:
+        cols["reason"] = bytes(n)
+        cols["derived"] = bytes(n)
+    return cols
+
+
+def is_open(day: int) -> bool:
+    return day == DAY_OPEN

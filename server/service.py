@@ -1,0 +1,644 @@
+"""The AccessService servicer: a thin translation between proto messages and the domain.
+
+Each call: identify the caller (`auth`), check role, zone and quota, lease the current store
+(`state`), run the vectorised pipeline (`pipeline`), write the audit record (`audit`) and only
+then complete the answer. Errors travel through the one table in `status`. Plates are never
+logged or echoed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
+
+import grpc
+import grpc.aio
+import numpy as np
+import numpy.typing as npt
+
+from lez import codes
+from lez.api.v1 import access_pb2 as pb
+from lez.api.v1 import access_pb2_grpc as pb_grpc
+from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, to_day
+from lez.decision import Derived, Outcome, Reason
+from lez.errors import BatchTooLarge, InvalidRequest, UnknownZone
+from lez.keys import KEY_BYTES, PlateKeyer
+from lez.plates import as_matrix, countries_matrix
+from lez.store import StoreMeta
+from server import pipeline
+from server.audit import AuditLog, KeyBatch
+from server.auth import BRUSSELS, Authenticator, Identity, RateLimiter, Rpc
+from server.config import ServerConfig
+from server.state import Served, StoreHolder
+from server.status import DeadlineExceeded, KeyMismatch, translate_errors, translate_stream_errors
+
+log = logging.getLogger("lez.server")
+
+SERVER_VERSION: Final = "0.1.0"
+CODE_LISTS: Final = (("euro", codes.EURO), ("category", codes.CATEGORY), ("fuel", codes.FUEL))
+REGISTRATION_REASONS: Final = frozenset(
+    {
+        Reason.REGISTERED_DISABLED_PERSON,
+        Reason.REGISTERED_OLDTIMER,
+        Reason.REGISTERED_TRACTOR_UNDER_130KW,
+        Reason.REGISTERED_PRIORITY_VEHICLE,
+        Reason.REGISTERED_WHEELCHAIR_LIFT,
+        Reason.LOCAL_PERMIT,
+        Reason.DAY_PASS,
+        Reason.FOREIGN_REGISTERED,
+    }
+)
+NO_DATA_OUTCOMES: Final = frozenset({Outcome.UNKNOWN_PLATE, Outcome.INVALID, Outcome.UNSPECIFIED})
+
+
+# ---- catalog adapters (the engine's objects seen through a narrow lens) ---------------------
+
+
+def revision_name(revision: Any) -> str:
+    """The id of a rule revision object (or a revision id already)."""
+    if isinstance(revision, str):
+        return revision
+    for attr in ("revision", "id", "name"):
+        value = getattr(revision, attr, None)
+        if isinstance(value, str):
+            return value
+    return str(revision)
+
+
+def revision_names(catalog: Any) -> list[str]:
+    return [revision_name(r) for r in catalog.revisions]
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRef:
+    """A resolved zone."""
+
+    id: int
+    name: str
+    region: str
+
+
+def resolve_zone(catalog: Any, text: str) -> ZoneRef:
+    """The zone named by id or name in a revision (or the catalog's newest); UnknownZone lists
+    the known ones."""
+    text = text.strip()
+    if not text:
+        raise InvalidRequest("a zone is required; ServerInfo lists the zones")
+    key: int | str = int(text) if text.isdigit() else text
+    try:
+        zone = catalog.zone(key)
+    except UnknownZone:
+        raise
+    except (KeyError, LookupError):
+        names = ", ".join(z.name for z in catalog.zones)
+        raise UnknownZone(f"unknown zone {text!r}; known zones: {names}") from None
+    region = getattr(zone.region, "name", str(zone.region))
+    return ZoneRef(id=int(zone.id), name=str(zone.name), region=str(region))
+
+
+def _day_or_invalid(text: str, today: int) -> int:
+    if not text:
+        return today
+    try:
+        return parse_day(text)
+    except ValueError:
+        return DAY_UNKNOWN  # becomes INVALID_DAY
+
+
+def today_brussels() -> int:
+    return to_day(dt.datetime.now(BRUSSELS).date())
+
+
+def _code_text(lst: codes.CodeList, ident: int) -> str:
+    found = lst.by_id.get(int(ident))
+    return found.code if found is not None else ""
+
+
+def _date_text(day: int) -> str:
+    return "" if day in (DAY_UNKNOWN, DAY_OPEN) else format_day(day)
+
+
+def _positive(value: int, unknown: int) -> int:
+    return 0 if value == unknown else int(value)
+
+
+# ---- the servicer ---------------------------------------------------------------------------
+
+
+class AccessService(pb_grpc.AccessServiceServicer):
+    """Translates AccessService calls to the pipeline, with auth, limits and audit."""
+
+    def __init__(
+        self,
+        *,
+        config: ServerConfig,
+        holder: StoreHolder,
+        keyer: PlateKeyer,
+        auth: Authenticator,
+        limiter: RateLimiter,
+        audit: AuditLog,
+    ) -> None:
+        self.config = config
+        self.holder = holder
+        self.keyer = keyer
+        self.auth = auth
+        self.limiter = limiter
+        self.audit = audit
+        # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lez-chunk")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- shared steps --
+
+    def _enter(self, rpc: Rpc, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        who = self.auth.identify(context)
+        who.require(rpc)
+        self.limiter.charge_call(who)
+        _check_deadline(context)
+        return who
+
+    def _revision(self, served: Served, pinned: str) -> Any:
+        return served.catalog.get(pinned or None)
+
+    def _check_key_id(self, key_id: str, served: Served) -> None:
+        if key_id != served.meta.key_id:
+            raise KeyMismatch(
+                f"the keys were made with key id {key_id or '(none given)'}, the store uses "
+                f"{served.meta.key_id}; send plates, or keys made with the store's key"
+            )
+
+    def _audit(
+        self,
+        rpc: Rpc,
+        who: Identity,
+        *,
+        zone: str,
+        revision: str,
+        meta: StoreMeta,
+        pairs: int,
+        counts: npt.NDArray[np.int64],
+        keys: KeyBatch,
+    ) -> str:
+        outcomes = {Outcome(i).name: int(c) for i, c in enumerate(counts) if c}
+        return self.audit.record(
+            rpc=rpc.value,
+            identity=who.identity,
+            organisation=who.organisation,
+            roles=[r.name.lower() for r in who.roles],
+            zone=zone,
+            ruleset_revision=revision,
+            snapshot_id=meta.snapshot_id,
+            pairs=pairs,
+            outcomes=outcomes,
+            keys=keys,
+        )
+
+    def _decision(self, ev: pipeline.Evaluated, i: int, who: Identity) -> pb.Decision:
+        d = ev.decisions
+        outcome = int(d.outcome[i])
+        until = int(d.allowed_until[i])
+        allowed = outcome == Outcome.ALLOWED
+        msg = pb.Decision(
+            outcome=outcome,  # type: ignore[arg-type]
+            allowed_until=_date_text(until) if allowed else "",
+            open_ended=allowed and until == DAY_OPEN,
+            euro=_code_text(codes.EURO, int(d.euro[i])),
+        )
+        if who.sees_technical:
+            rec = ev.lookup.records[i]
+            msg.reason = int(d.reason[i])  # type: ignore[assignment]
+            msg.derived = int(d.derived[i])
+            msg.technical.CopyFrom(
+                pb.TechnicalData(
+                    category=_code_text(codes.CATEGORY, int(d.category[i])),
+                    fuel=_code_text(codes.FUEL, int(rec["fuel"])),
+                    first_registration=_date_text(int(rec["first_registration"])),
+                    max_mass_kg=_positive(int(rec["max_mass"]), 0xFFFFFFFF),
+                    co2_g_km=_positive(int(rec["co2"]), 0xFFFF),
+                    power_kw=_positive(int(rec["power_kw"]), 0xFFFF),
+                    version_valid_from=_date_text(int(rec["valid_from"]))
+                    if ev.lookup.found[i]
+                    else "",
+                )
+            )
+        return msg
+
+    def _single_pairs(
+        self,
+        *,
+        which: str,
+        plate: str,
+        key: bytes,
+        country: str,
+        day: int,
+        key_id: str,
+        served: Served,
+    ) -> pipeline.Pairs:
+        """Pairs of one item given as plate or key (unary calls)."""
+        cty = countries_matrix(country or "BE", 1)
+        days = np.array([day], dtype=np.int32)
+        if which == "key":
+            self._check_key_id(key_id, served)
+            if len(key) != KEY_BYTES:
+                raise InvalidRequest(f"a key is {KEY_BYTES} bytes, not {len(key)}")
+            return pipeline.decode_keys(key, cty, days)
+        if which != "plate":
+            raise InvalidRequest("give a plate or a key")
+        raw = plate.encode("utf-8", "replace")
+        too_long = np.array([len(raw) > self.config.max_plate_bytes])
+        mat = as_matrix([raw[: self.config.max_plate_bytes] or b"\x00"])
+        return pipeline.decode_plates(self.keyer, mat, too_long, cty, days)
+
+    # -- Check --
+
+    @translate_errors
+    async def Check(
+        self, request: pb.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CheckResponse:
+        who = self._enter(Rpc.CHECK, context)
+        self.limiter.charge_pairs(who, 1)
+        with self.holder.lease() as served:
+            revision = self._revision(served, request.ruleset_revision)
+            rev_name = revision_name(revision)
+            zone = resolve_zone(revision, request.zone)
+            who.require_zone(zone.id, zone.name)
+            day = _day_or_invalid(request.date, today_brussels())
+            claimed: npt.NDArray[np.int32] | None = None
+            if request.first_registration:
+                claimed = np.array(
+                    [_day_or_invalid(request.first_registration, DAY_UNKNOWN)], dtype=np.int32
+                )
+            elif who.public_only:
+                raise InvalidRequest(
+                    "the public checker needs the first-registration date of the vehicle"
+                )
+            which = request.WhichOneof("subject") or ""
+            pairs = self._single_pairs(
+                which=which,
+                plate=request.plate,
+                key=request.key,
+                country=request.country,
+                day=day,
+                key_id=request.key_id,
+                served=served,
+            )
+            with served.reader.snapshot() as snap:
+                ev = pipeline.evaluate(snap, revision, zone.id, pairs, claimed)
+            decision = self._decision(ev, 0, who)
+            keys = KeyBatch()
+            keys.add(pairs.valid_keys_bytes())
+            self._audit(
+                Rpc.CHECK,
+                who,
+                zone=zone.name,
+                revision=rev_name,
+                meta=served.meta,
+                pairs=1,
+                counts=ev.outcome_counts(),
+                keys=keys,
+            )
+            return pb.CheckResponse(
+                decision=decision,
+                snapshot_id=served.meta.snapshot_id,
+                ruleset_revision=rev_name,
+                zone=zone.name,
+                date=_date_text(day),
+            )
+
+    # -- CheckStream --
+
+    def _compute_chunk(
+        self, served: Served, revision: Any, zone_id: int, chunk: pb.CheckChunk, technical: bool
+    ) -> tuple[dict[str, Any], npt.NDArray[np.int64], bytes]:
+        n = pipeline.chunk_size(chunk)
+        countries = pipeline.country_matrix(chunk.countries, n)
+        days = pipeline.day_column(chunk.days, n)
+        which = chunk.WhichOneof("subject")
+        if which == "keys":
+            pairs = pipeline.decode_keys(chunk.keys, countries, days)
+        elif which == "plates":
+            p = chunk.plates
+            mat, too_long = pipeline.plate_matrix(
+                p.data, p.offsets, p.width, n, self.config.max_plate_bytes
+            )
+            pairs = pipeline.decode_plates(self.keyer, mat, too_long, countries, days)
+        else:
+            raise InvalidRequest("a chunk needs plates or keys")
+        with served.reader.snapshot() as snap:
+            ev = pipeline.evaluate(snap, revision, zone_id, pairs)
+        return (
+            pipeline.result_columns(ev, technical=technical),
+            ev.outcome_counts(),
+            (pairs.valid_keys_bytes()),
+        )
+
+    @translate_stream_errors
+    async def CheckStream(
+        self,
+        request_iterator: AsyncIterator[pb.CheckChunk],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.DecisionChunk]:
+        who = self._enter(Rpc.CHECK_STREAM, context)
+        loop = asyncio.get_running_loop()
+        with self.holder.lease() as served:
+            zone: ZoneRef | None = None
+            revision: Any = None
+            rev_name = ""
+            counts = np.zeros(pipeline.OUTCOMES, dtype=np.int64)
+            keys = KeyBatch()
+            index = 0
+            chunks = 0
+            snapshot_id = served.meta.snapshot_id
+            async for chunk in request_iterator:
+                _check_deadline(context)
+                if zone is None:
+                    revision = self._revision(served, chunk.ruleset_revision)
+                    rev_name = revision_name(revision)
+                    zone = resolve_zone(revision, chunk.zone)
+                    who.require_zone(zone.id, zone.name)
+                elif chunk.zone and resolve_zone(revision, chunk.zone).id != zone.id:
+                    raise InvalidRequest("a stream is for one zone; open another stream")
+                if chunk.WhichOneof("subject") == "keys":
+                    self._check_key_id(chunk.key_id, served)
+                n = pipeline.chunk_size(chunk)
+                pipeline.check_chunk_size(n, self.config.max_chunk_pairs)
+                self.limiter.charge_pairs(who, n)
+                cols, chunk_counts, chunk_keys = await loop.run_in_executor(
+                    self.executor,
+                    self._compute_chunk,
+                    served,
+                    revision,
+                    zone.id,
+                    chunk,
+                    who.sees_technical,
+                )
+                counts += chunk_counts
+                keys.add(chunk_keys)
+                technical = cols.pop("technical", None)
+                out = pb.DecisionChunk(
+                    chunk_id=chunk.chunk_id,
+                    first_index=index,
+                    snapshot_id=snapshot_id,
+                    ruleset_revision=rev_name,
+                    **cols,
+                )
+                if technical is not None:
+                    out.technical.CopyFrom(pb.TechnicalColumns(**technical))
+                index += n
+                chunks += 1
+                yield out
+            if zone is None:
+                rev_name = revision_name(served.catalog.get(None))
+            audit_id = self._audit(
+                Rpc.CHECK_STREAM,
+                who,
+                zone=zone.name if zone else "",
+                revision=rev_name,
+                meta=served.meta,
+                pairs=index,
+                counts=counts,
+                keys=keys,
+            )
+            summary = pb.BatchSummary(
+                pairs=index,
+                chunks=chunks,
+                outcomes=[
+                    pb.OutcomeCount(outcome=i, count=int(c))  # type: ignore[arg-type]
+                    for i, c in enumerate(counts)
+                    if c
+                ],
+                audit_id=audit_id,
+            )
+            yield pb.DecisionChunk(
+                first_index=index,
+                snapshot_id=snapshot_id,
+                ruleset_revision=rev_name,
+                summary=summary,
+            )
+
+    # -- Recheck --
+
+    @translate_errors
+    async def Recheck(
+        self, request: pb.RecheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RecheckResponse:
+        who = self._enter(Rpc.RECHECK, context)
+        items = list(request.decisions)
+        if not items:
+            raise InvalidRequest("a recheck needs at least one earlier decision")
+        if len(items) > self.config.max_recheck_items:
+            raise BatchTooLarge(
+                len(items), self.config.max_recheck_items, "earlier decisions in one recheck"
+            )
+        self.limiter.charge_pairs(who, len(items))
+        with self.holder.lease() as served:
+            newest = served.catalog.get(None)
+            newest_name = revision_name(newest)
+            loaded = set(revision_names(served.catalog))
+            zones = [resolve_zone(served.catalog, it.zone) for it in items]
+            for z in {z.id: z for z in zones}.values():
+                who.require_zone(z.id, z.name)
+            results: list[pb.RecheckResult] = []
+            counts = np.zeros(pipeline.OUTCOMES, dtype=np.int64)
+            keys = KeyBatch()
+            with served.reader.snapshot() as snap:
+                for i, (item, zone) in enumerate(zip(items, zones, strict=True)):
+                    pairs = self._single_pairs(
+                        which=item.WhichOneof("subject") or "",
+                        plate=item.plate,
+                        key=item.key,
+                        country=item.country,
+                        day=_day_or_invalid(item.date, DAY_UNKNOWN),
+                        key_id=request.key_id,
+                        served=served,
+                    )
+                    keys.add(pairs.valid_keys_bytes())
+                    now = pipeline.evaluate(snap, newest, zone.id, pairs)
+                    counts += now.outcome_counts()
+                    then_rules: pipeline.Evaluated | None = None
+                    old_rev = item.ruleset_revision
+                    if old_rev and old_rev != newest_name and old_rev in loaded:
+                        then_rules = pipeline.evaluate(
+                            snap, served.catalog.get(old_rev), zone.id, pairs
+                        )
+                    results.append(self._recheck_result(i, item, now, then_rules, who))
+            self._audit(
+                Rpc.RECHECK,
+                who,
+                zone=",".join(sorted({z.name for z in zones})),
+                revision=newest_name,
+                meta=served.meta,
+                pairs=len(items),
+                counts=counts,
+                keys=keys,
+            )
+            return pb.RecheckResponse(
+                results=results,
+                snapshot_id=served.meta.snapshot_id,
+                ruleset_revision=newest_name,
+                mutation_watermark=served.meta.mutation_watermark,
+            )
+
+    def _recheck_result(
+        self,
+        index: int,
+        item: pb.EarlierDecision,
+        now: pipeline.Evaluated,
+        then_rules: pipeline.Evaluated | None,
+        who: Identity,
+    ) -> pb.RecheckResult:
+        current = self._decision(now, 0, who)
+        old_outcome = Outcome(int(item.outcome))
+        old_reason = Reason(int(item.reason))
+        new_outcome = Outcome(int(now.decisions.outcome[0]))
+        new_reason = Reason(int(now.decisions.reason[0]))
+        changes: list[int] = []
+        if old_outcome == Outcome.UNKNOWN_PLATE and new_outcome not in NO_DATA_OUTCOMES:
+            changes.append(pb.CHANGE_PLATE_ADDED)
+        if old_outcome not in NO_DATA_OUTCOMES and new_outcome == Outcome.UNKNOWN_PLATE:
+            changes.append(pb.CHANGE_PLATE_REMOVED)
+        if new_reason in REGISTRATION_REASONS and old_reason not in REGISTRATION_REASONS:
+            changes.append(pb.CHANGE_REGISTRATION_ADDED)
+        if old_reason in REGISTRATION_REASONS and new_reason not in REGISTRATION_REASONS:
+            changes.append(pb.CHANGE_REGISTRATION_REMOVED)
+        corrected = bool(int(now.decisions.derived[0]) & Derived.EURO_CORRECTED)
+        euro_changed = bool(item.euro) and item.euro.strip().upper() != current.euro
+        if corrected and (euro_changed or not item.euro):
+            changes.append(pb.CHANGE_EURO_CORRECTED)
+        elif euro_changed:
+            changes.append(pb.CHANGE_VEHICLE_DATA)
+        if then_rules is not None and int(then_rules.decisions.outcome[0]) != new_outcome:
+            changes.append(pb.CHANGE_RULESET)
+        outcome_changed = old_outcome != new_outcome
+        if outcome_changed and not changes:
+            changes.append(pb.CHANGE_VEHICLE_DATA)
+        return pb.RecheckResult(
+            index=index,
+            previous_outcome=old_outcome.value,  # type: ignore[arg-type]
+            previous_reason=old_reason.value,  # type: ignore[arg-type]
+            current=current,
+            outcome_changed=outcome_changed,
+            changes=changes,  # type: ignore[arg-type]
+        )
+
+    # -- FleetStats --
+
+    @translate_errors
+    async def FleetStats(
+        self, request: pb.FleetStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.FleetStatsResponse:
+        who = self._enter(Rpc.FLEET_STATS, context)
+        dims = list(request.group_by)
+        if not dims or len(set(dims)) != len(dims) or pb.DIMENSION_UNSPECIFIED in dims:
+            raise InvalidRequest("group_by needs one or more distinct dimensions")
+        with self.holder.lease() as served:
+            if request.date:
+                try:
+                    day = parse_day(request.date)
+                except ValueError:
+                    raise InvalidRequest("date must be YYYY-MM-DD") from None
+            else:
+                day = parse_day(served.meta.source_date)
+            min_cell = self.config.min_cell_size
+            with served.reader.snapshot() as snap:
+                rec = snap.vehicles.records
+                on_day = (rec["valid_from"] <= day) & (day < rec["valid_to"])
+                if request.nis:
+                    on_day &= np.isin(rec["nis"], np.array(list(request.nis), dtype=np.uint32))
+                cols = {
+                    pb.DIMENSION_NIS: rec["nis"][on_day].astype(np.uint32),
+                    pb.DIMENSION_FUEL: rec["fuel"][on_day].astype(np.uint32),
+                    pb.DIMENSION_EURO: rec["euro"][on_day].astype(np.uint32),
+                    pb.DIMENSION_CATEGORY: rec["category"][on_day].astype(np.uint32),
+                }
+            stacked = np.stack([cols[d] for d in dims], axis=1)
+            cells, counts = (
+                np.unique(stacked, axis=0, return_counts=True)
+                if len(stacked)
+                else (stacked, np.zeros(0, dtype=np.int64))
+            )
+            keep = counts >= min_cell
+            out = pb.FleetStatsResponse(
+                suppressed_cells=int((~keep).sum()),
+                suppressed_vehicles=int(counts[~keep].sum()),
+                min_cell_size=min_cell,
+                snapshot_id=served.meta.snapshot_id,
+                ruleset_revision=revision_name(served.catalog.get(None)),
+                date=format_day(day),
+            )
+            for row, count in zip(cells[keep], counts[keep], strict=True):
+                cell = pb.FleetCell(vehicles=int(count))
+                for d, value in zip(dims, row, strict=True):
+                    if d == pb.DIMENSION_NIS:
+                        cell.nis = int(value)
+                    elif d == pb.DIMENSION_FUEL:
+                        cell.fuel = _code_text(codes.FUEL, int(value))
+                    elif d == pb.DIMENSION_EURO:
+                        cell.euro = _code_text(codes.EURO, int(value))
+                    else:
+                        cell.category = _code_text(codes.CATEGORY, int(value))
+                out.cells.append(cell)
+            log.info(
+                "FleetStats by %s for %s: %d cells, %d suppressed",
+                [pb.Dimension.Name(d) for d in dims],
+                who.organisation,
+                len(out.cells),
+                out.suppressed_cells,
+            )
+            return out
+
+    # -- ServerInfo --
+
+    @translate_errors
+    async def ServerInfo(
+        self, request: pb.ServerInfoRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ServerInfoResponse:
+        who = self._enter(Rpc.SERVER_INFO, context)
+        with self.holder.lease() as served:
+            meta = served.meta
+            catalog = served.catalog
+            zones = [resolve_zone(catalog, str(z.id)) for z in catalog.zones]
+            return pb.ServerInfoResponse(
+                snapshot_id=meta.snapshot_id,
+                snapshot_seq=meta.snapshot_seq,
+                source_date=meta.source_date,
+                mutation_watermark=meta.mutation_watermark,
+                built_at=meta.built_at,
+                key_id=meta.key_id,
+                ruleset_revisions=revision_names(catalog),
+                ruleset_revision=revision_name(catalog.get(None)),
+                zones=[pb.ZoneInfo(id=z.id, name=z.name, region=z.region) for z in zones],
+                code_lists=[
+                    pb.CodeList(
+                        name=name,
+                        entries=[
+                            pb.CodeEntry(id=c.id, code=c.code, label=c.label()) for c in lst.codes
+                        ],
+                    )
+                    for name, lst in CODE_LISTS
+                ],
+                client=pb.ClientInfo(
+                    organisation=who.organisation,
+                    roles=sorted(int(r) for r in who.roles),  # type: ignore[misc]
+                    zones=sorted(who.zones),
+                    calls_per_minute=who.calls_per_minute,
+                    pairs_per_day=who.pairs_per_day,
+                    max_chunk_pairs=self.config.max_chunk_pairs,
+                    max_message_bytes=self.config.max_receive_message_bytes,
+                    max_recheck_items=self.config.max_recheck_items,
+                ),
+                server_version=SERVER_VERSION,
+            )
+
+
+def _check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded("the deadline passed before the answer was complete")

@@ -1,0 +1,179 @@
+"""The store a worker serves, and its hot reload.
+
+`StoreHolder` keeps the current `Served` (an open `LmdbReader` on one build, the rule catalog
+built from that build's rule texts, the store meta). A call takes a *lease* on the current
+`Served` and keeps it to the end, so it finishes on the snapshot it started with. `watch()`
+polls the store root's `current` link; when it names a new build, the new build is opened,
+checked (format, key id), its catalog loaded and its pages warmed off the event loop, and only
+then swapped in. The previous build is closed when its last lease ends. No call fails during
+the switch: there is always a complete `Served` to lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lez.rules
+from lez.errors import LezError, StoreNotReady
+from lez.store import LmdbReader, StoreMeta
+from lez.store.reader import current_build
+
+log = logging.getLogger("lez.server")
+
+
+@dataclass(slots=True, eq=False)
+class Served:
+    """One open build with its rules; shared by the calls that lease it."""
+
+    build: Path
+    reader: LmdbReader
+    catalog: Any  # lez.rules.RuleCatalog
+    meta: StoreMeta
+    leases: int = 0
+    retired: bool = False
+    closed: bool = field(default=False)
+
+
+def open_served(build: Path, *, key_id: str, rules_dir: Path | None, warm: bool) -> Served:
+    """Open a build read-only, check it, load its rule catalog, optionally warm its pages."""
+    reader = LmdbReader(build, expected_key_id=key_id)
+    try:
+        with reader.snapshot() as snap:
+            texts = snap.ruleset_texts()
+        if rules_dir is not None:
+            texts.update(read_rules_dir(rules_dir))
+        catalog = lez.rules.load_catalog(texts)
+        if warm:
+            reader.warm()
+    except BaseException:
+        reader.close()
+        raise
+    return Served(build=build, reader=reader, catalog=catalog, meta=reader.meta)
+
+
+def read_rules_dir(directory: Path) -> dict[str, str]:
+    """Rule-table files of a directory keyed by revision id (`lez.rules.read_rule_texts`)."""
+    return lez.rules.read_rule_texts(directory)
+
+
+class StoreHolder:
+    """The current build of one store root, leased by calls, swapped on publication."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        key_id: str,
+        rules_dir: Path | None = None,
+        warm: bool = True,
+        on_change: Callable[[Served | None], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.key_id = key_id
+        self.rules_dir = rules_dir
+        self.warm = warm
+        self.on_change = on_change
+        self._current: Served | None = None
+        self._lock = threading.Lock()
+        self.reloads = 0
+        self.last_error: str | None = None
+
+    @property
+    def current(self) -> Served | None:
+        return self._current
+
+    def load(self) -> bool:
+        """Load the published build now (blocking). False when nothing is published yet.
+
+        A store with a wrong format or key id raises: the server must not serve it.
+        """
+        try:
+            build = current_build(self.root)
+        except StoreNotReady:
+            return False
+        served = open_served(build, key_id=self.key_id, rules_dir=self.rules_dir, warm=self.warm)
+        self._swap(served)
+        return True
+
+    def target(self) -> Path | None:
+        """The build the `current` link names now, or None."""
+        try:
+            return current_build(self.root)
+        except StoreNotReady:
+            return None
+
+    async def refresh(self) -> bool:
+        """Switch to a newly published build if there is one; True when switched."""
+        build = self.target()
+        cur = self._current
+        if build is None or (cur is not None and cur.build == build):
+            return False
+        try:
+            served = await asyncio.to_thread(
+                open_served, build, key_id=self.key_id, rules_dir=self.rules_dir, warm=self.warm
+            )
+        except (LezError, OSError, ValueError) as exc:
+            # Keep serving the build we have; a later publication may fix it.
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self.last_error:
+                log.error("cannot switch to build %s: %s", build.name, message)
+            self.last_error = message
+            return False
+        self.last_error = None
+        self._swap(served)
+        return True
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll for new builds until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.refresh()
+
+    def _swap(self, served: Served) -> None:
+        with self._lock:
+            old, self._current = self._current, served
+            self.reloads += 1
+            if old is not None:
+                old.retired = True
+                self._close_if_idle(old)
+        log.info(
+            "serving snapshot %s (revisions %s)",
+            served.meta.snapshot_id,
+            list(served.meta.rulesets),
+        )
+        if self.on_change is not None:
+            self.on_change(served)
+
+    def _close_if_idle(self, served: Served) -> None:
+        if served.retired and served.leases == 0 and not served.closed:
+            served.closed = True
+            served.reader.close()
+
+    @contextmanager
+    def lease(self) -> Iterator[Served]:
+        """The current build, kept open until the `with` block ends."""
+        with self._lock:
+            served = self._current
+            if served is None:
+                raise StoreNotReady("no store is loaded yet; retry in a moment")
+            served.leases += 1
+        try:
+            yield served
+        finally:
+            with self._lock:
+                served.leases -= 1
+                self._close_if_idle(served)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._current is not None:
+                self._current.retired = True
+                self._close_if_idle(self._current)
+                self._current = None

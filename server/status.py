@@ -1,0 +1,205 @@
+"""THE one table from domain errors (`lez.errors`) to gRPC status codes with `google.rpc` details.
+
+Every servicer method is wrapped by `translate_errors`: a `LezError` becomes its status code, a
+message that says what to change, a `google.rpc.ErrorInfo` (domain `lez.api.v1`, reason = the
+`ErrorReason` name without prefix, metadata such as `size`/`limit`) and, where a retry makes
+sense, a `google.rpc.RetryInfo`. Anything else becomes INTERNAL with a generic message and a
+reference to the server log. Messages never contain a plate (`lez.errors` guarantees it for
+domain errors; unexpected exceptions are never echoed).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+
+from lez import errors
+from lez.api.v1 import access_pb2 as pb
+
+log = logging.getLogger("lez.server")
+
+DOMAIN: Final = "lez.api.v1"
+DETAILS_KEY: Final = "grpc-status-details-bin"
+
+
+class KeyMismatch(errors.LezError):
+    """Keys sent by a client were made with another HMAC key than the store's."""
+
+    code = "key_mismatch"
+
+
+class DeadlineExceeded(errors.LezError):
+    """The caller's deadline passed before the answer was complete."""
+
+    code = "deadline_exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """How one error class travels: status code, ErrorReason, retry hint in seconds."""
+
+    code: grpc.StatusCode
+    reason: int  # pb.ErrorReason value
+    retry_after_s: float | None = None
+
+
+# THE table. Looked up along the exception's MRO, so subclasses come before their bases only
+# where they differ. A test checks every `lez.errors` class resolves to an entry here.
+ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
+    errors.BatchTooLarge: Mapping(
+        grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_BATCH_TOO_LARGE
+    ),
+    errors.UnknownZone: Mapping(grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_UNKNOWN_ZONE),
+    errors.InvalidRequest: Mapping(
+        grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_INVALID_REQUEST
+    ),
+    errors.InvalidPlate: Mapping(grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_INVALID_REQUEST),
+    errors.UnknownRuleset: Mapping(
+        grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_REASON_UNKNOWN_RULESET
+    ),
+    KeyMismatch: Mapping(grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_REASON_KEY_MISMATCH),
+    errors.PermissionDenied: Mapping(
+        grpc.StatusCode.PERMISSION_DENIED, pb.ERROR_REASON_PERMISSION_DENIED
+    ),
+    errors.Unauthenticated: Mapping(
+        grpc.StatusCode.UNAUTHENTICATED, pb.ERROR_REASON_UNAUTHENTICATED
+    ),
+    errors.RateLimited: Mapping(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, pb.ERROR_REASON_RATE_LIMITED, retry_after_s=60.0
+    ),
+    errors.Overloaded: Mapping(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, pb.ERROR_REASON_OVERLOADED, retry_after_s=1.0
+    ),
+    errors.StoreNotReady: Mapping(
+        grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_STORE_NOT_READY, retry_after_s=1.0
+    ),
+    DeadlineExceeded: Mapping(grpc.StatusCode.DEADLINE_EXCEEDED, pb.ERROR_REASON_DEADLINE_EXCEEDED),
+    # Operator-side failures: the caller can do nothing about them.
+    errors.StoreFormatMismatch: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
+    errors.StoreCorrupt: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
+    errors.KeyFileError: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
+    errors.LezError: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
+}
+
+_INTERNAL: Final = Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL)
+
+
+def mapping_of(exc: BaseException) -> Mapping:
+    """The table entry for an exception (the nearest class in its MRO), INTERNAL otherwise."""
+    for cls in type(exc).__mro__:
+        found = ERROR_TABLE.get(cls)
+        if found is not None:
+            return found
+    return _INTERNAL
+
+
+def _metadata_of(exc: BaseException) -> dict[str, str]:
+    meta = {"code": getattr(exc, "code", "internal")}
+    for attr in ("size", "limit", "rule"):
+        value = getattr(exc, attr, None)
+        if value is not None:
+            meta[attr] = str(value)
+    return meta
+
+
+def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, status_pb2.Status]:
+    """Status code, message and the full `google.rpc.Status` (with details) for an exception."""
+    m = mapping_of(exc)
+    if isinstance(exc, errors.LezError) and m.reason != pb.ERROR_REASON_INTERNAL:
+        message = exc.message
+    else:
+        ref = secrets.token_hex(6)
+        log.error("internal error ref=%s: %s", ref, type(exc).__name__, exc_info=exc)
+        message = f"internal server error (reference {ref} in the server log)"
+    reason_name = pb.ErrorReason.Name(m.reason).removeprefix("ERROR_REASON_")  # type: ignore[arg-type]
+    details = []
+    info = error_details_pb2.ErrorInfo(reason=reason_name, domain=DOMAIN)
+    if m.reason != pb.ERROR_REASON_INTERNAL:
+        info.metadata.update(_metadata_of(exc))
+    details.append(info)
+    if m.retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(m.retry_after_s * 1e9))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    if isinstance(exc, errors.RateLimited):
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[error_details_pb2.QuotaFailure.Violation(description=exc.message)]
+            )
+        )
+    status = status_pb2.Status(code=m.code.value[0], message=message)
+    for d in details:
+        packed = any_pb2.Any()
+        packed.Pack(d)
+        status.details.append(packed)
+    return m.code, message, status
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+    """End the call with the status of `exc` (details in `grpc-status-details-bin`)."""
+    code, message, status = to_status(exc)
+    await context.abort(
+        code, message, trailing_metadata=((DETAILS_KEY, status.SerializeToString()),)
+    )
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Self = TypeVar("Self")
+
+UnaryHandler = Callable[[Self, Req, "grpc.aio.ServicerContext[Req, Resp]"], Awaitable[Resp]]
+StreamHandler = Callable[[Self, Req, "grpc.aio.ServicerContext[Any, Resp]"], AsyncIterator[Resp]]
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # grpc.aio raises AbortError from context.abort; it must pass through untouched.
+    return type(exc).__name__ == "AbortError"
+
+
+def translate_errors(
+    handler: Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
+) -> Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
+    """Wrap a unary servicer method: exceptions become statuses through the table."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except BaseException as exc:
+            if _is_abort(exc) or not isinstance(exc, Exception):
+                raise
+            await abort(context, exc)
+
+    return wrapper
+
+
+def translate_stream_errors(
+    handler: Callable[[Self, Req, grpc.aio.ServicerContext[Any, Resp]], AsyncIterator[Resp]],
+) -> Callable[[Self, Req, grpc.aio.ServicerContext[Any, Resp]], AsyncIterator[Resp]]:
+    """Wrap a response-streaming servicer method the same way."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Self, request: Req, context: grpc.aio.ServicerContext[Any, Resp]
+    ) -> AsyncIterator[Resp]:
+        try:
+            async for item in handler(self, request, context):
+                yield item
+        except BaseException as exc:
+            if _is_abort(exc) or not isinstance(exc, Exception):
+                raise
+            await abort(context, exc)
+
+    return wrapper

@@ -1,0 +1,140 @@
+"""Pre-fork worker processes sharing one port, and their supervisor.
+
+Following grpc's `examples/python/multiprocessing`: the supervisor reserves the port with an
+SO_REUSEPORT socket, then forks N workers *before any gRPC object exists*; each worker builds
+its own `grpc.aio` server with `grpc.so_reuseport`, opens LMDB after the fork, and serves. The
+Linux kernel spreads *connections* over the workers (one long stream stays on one worker, so a
+client spreads a big batch over several connections). A worker that dies is restarted after
+`restart_backoff_s`. SIGTERM/SIGINT to the supervisor is passed to the workers, which stop
+gracefully within `grace_period_s`; stragglers are killed after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Final
+
+from server.config import ServerConfig
+
+log = logging.getLogger("lez.server")
+
+KILL_MARGIN_S: Final = 5.0
+"""Extra time after the grace period before a worker that has not exited is killed."""
+POLL_S: Final = 0.2
+
+
+@contextlib.contextmanager
+def reserve_port(host: str, port: int) -> Iterator[int]:
+    """Bind (not listen) an SO_REUSEPORT socket so the port stays ours; yields the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0:
+        raise RuntimeError("SO_REUSEPORT is not available on this system")
+    try:
+        sock.bind((host, port))
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def _run_worker(config: ServerConfig, index: int) -> None:
+    """Body of a forked worker: its own event loop, gRPC server and LMDB reader."""
+    from server.app import serve_forever
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    code = 0
+    try:
+        asyncio.run(serve_forever(config, worker=index, reuse_port=True))
+    except BaseException:
+        log.exception("worker %d failed", index)
+        code = 1
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+class Supervisor:
+    """Forks, watches and restarts the workers; stops them on SIGTERM."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self.stopping = False
+
+    def _spawn(self, config: ServerConfig, index: int) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns
+            _run_worker(config, index)
+        self.children[pid] = index
+        log.info("worker %d started (pid %d)", index, pid)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the process exit code."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        with reserve_port(self.config.host, self.config.port) as port:
+            config = replace(self.config, address=f"{self.config.host}:{port}")
+            print(
+                f"lez-server listening on {config.address} with {config.workers} workers",
+                flush=True,
+            )
+            for index in range(config.workers):
+                self._spawn(config, index)
+            while not self.stopping:
+                self._reap_and_restart(config)
+                time.sleep(POLL_S)
+            return self._stop_all()
+
+    def _reap_and_restart(self, config: ServerConfig) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            index = self.children.pop(pid, None)
+            if index is None:
+                continue
+            log.error("worker %d (pid %d) died with status %d", index, pid, status)
+            if not self.stopping:
+                time.sleep(config.restart_backoff_s)
+                self._spawn(config, index)
+
+    def _stop_all(self) -> int:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.grace_period_s + KILL_MARGIN_S
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                self.children.pop(pid, None)
+            else:
+                time.sleep(POLL_S / 4)
+        for pid in list(self.children):
+            log.error("worker pid %d did not stop in time: killing it", pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        return 0

@@ -1,0 +1,285 @@
+"""Check, ServerInfo, FleetStats, Recheck and the error paths, on an in-process server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lez.api.v1 import access_pb2 as pb
+from lez.days import format_day
+from lez.keys import PlateKeyer
+from lez.plates import as_matrix, countries_matrix, normalise_many
+from server.auth import Identity, Role
+from server.config import ServerConfig
+from tests.server.conftest import (
+    DAY,
+    PERMIT_PLATE,
+    UNKNOWN_PLATE,
+    VEHICLES,
+    ServerThread,
+    build_store,
+    make_server,
+)
+from tests.server.helpers import error_reason, stub
+
+DATE = format_day(DAY)
+
+
+def first_zone(channel: grpc.Channel) -> str:
+    return stub(channel).ServerInfo(pb.ServerInfoRequest()).zones[0].name
+
+
+def check(channel: grpc.Channel, plate: str, **kw: str) -> pb.CheckResponse:
+    zone = kw.pop("zone", None) or first_zone(channel)
+    return stub(channel).Check(pb.CheckRequest(plate=plate, zone=zone, date=DATE, **kw))
+
+
+def test_server_info_and_health(channel: grpc.Channel, server: ServerThread) -> None:
+    info = stub(channel).ServerInfo(pb.ServerInfoRequest())
+    meta = server.app.holder.current.meta  # type: ignore[union-attr]
+    assert info.snapshot_id == meta.snapshot_id
+    assert info.key_id == meta.key_id
+    assert info.ruleset_revision in info.ruleset_revisions
+    assert info.zones and all(z.name for z in info.zones)
+    assert {c.name for c in info.code_lists} == {"euro", "category", "fuel"}
+    assert info.client.max_chunk_pairs == 1000
+    assert pb.ROLE_OPERATOR in info.client.roles
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", "lez.api.v1.AccessService"):
+        got = health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert got.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_check_answers(channel: grpc.Channel) -> None:
+    allowed = check(channel, "1-abc-234")
+    assert allowed.decision.outcome == pb.OUTCOME_ALLOWED
+    assert allowed.snapshot_id and allowed.ruleset_revision
+    assert allowed.decision.euro == "6"
+    assert allowed.decision.technical.category == "M1"
+    old = check(channel, "1XYZ987")
+    assert old.decision.outcome == pb.OUTCOME_NOT_ALLOWED
+    assert old.decision.reason != pb.REASON_UNSPECIFIED
+    unknown = check(channel, UNKNOWN_PLATE)
+    assert unknown.decision.outcome == pb.OUTCOME_UNKNOWN_PLATE
+    permit = check(channel, PERMIT_PLATE)
+    assert permit.decision.outcome == pb.OUTCOME_ALLOWED
+    assert permit.decision.reason == pb.REASON_LOCAL_PERMIT
+
+
+def test_check_bad_items_are_outcomes_not_errors(channel: grpc.Channel) -> None:
+    bad_plate = check(channel, "1-AB$-234")
+    assert bad_plate.decision.outcome == pb.OUTCOME_INVALID
+    assert bad_plate.decision.reason == pb.REASON_INVALID_PLATE
+    bad_day = stub(channel).Check(
+        pb.CheckRequest(plate="1ABC234", zone=first_zone(channel), date="2025-13-40")
+    )
+    assert bad_day.decision.outcome == pb.OUTCOME_INVALID
+    assert bad_day.decision.reason == pb.REASON_INVALID_DAY
+    bad_country = check(channel, "1ABC234", country="B1")
+    assert bad_country.decision.reason == pb.REASON_INVALID_COUNTRY
+
+
+def test_check_with_key(channel: grpc.Channel, keyer: PlateKeyer) -> None:
+    norm, _ = normalise_many(as_matrix(["1ABC234"]), countries_matrix("BE", 1))
+    key = keyer.key_matrix(countries_matrix("BE", 1), norm)[0].tobytes()
+    zone = first_zone(channel)
+    got = stub(channel).Check(pb.CheckRequest(key=key, key_id=keyer.key_id, zone=zone, date=DATE))
+    assert got.decision.outcome == pb.OUTCOME_ALLOWED
+    with pytest.raises(grpc.RpcError) as exc:
+        stub(channel).Check(pb.CheckRequest(key=key, key_id="other", zone=zone, date=DATE))
+    assert error_reason(exc.value)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "KEY_MISMATCH")
+
+
+def test_unknown_zone(channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as exc:
+        check(channel, "1ABC234", zone="atlantis")
+    assert error_reason(exc.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_ZONE")
+
+
+def test_pinned_unknown_revision(channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as exc:
+        check(channel, "1ABC234", ruleset_revision="1999-01")
+    code, reason, _ = error_reason(exc.value)
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "UNKNOWN_RULESET")
+
+
+def test_pinned_known_revision(channel: grpc.Channel) -> None:
+    info = stub(channel).ServerInfo(pb.ServerInfoRequest())
+    for rev in info.ruleset_revisions:
+        got = check(channel, "1ABC234", ruleset_revision=rev)
+        assert got.ruleset_revision == rev
+
+
+def test_store_not_ready_then_published(
+    base_config: ServerConfig, tmp_path: Path, keyer: PlateKeyer
+) -> None:
+    empty_root = tmp_path / "empty-store"
+    srv = make_server(base_config, store_root=empty_root)
+    try:
+        with grpc.insecure_channel(srv.target) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            st = health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert st.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as exc:
+                stub(ch).ServerInfo(pb.ServerInfoRequest())
+            assert error_reason(exc.value)[:2] == (grpc.StatusCode.UNAVAILABLE, "STORE_NOT_READY")
+            build_store(empty_root, keyer)
+            for _ in range(100):
+                st = health.Check(health_pb2.HealthCheckRequest(service=""))
+                if st.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                import time
+
+                time.sleep(0.05)
+            assert st.status == health_pb2.HealthCheckResponse.SERVING
+            assert stub(ch).ServerInfo(pb.ServerInfoRequest()).snapshot_id
+    finally:
+        srv.stop()
+
+
+def _identity(roles: set[Role], **kw: object) -> dict[str, Identity]:
+    return {"dev": Identity(identity="dev", organisation="Test org", roles=frozenset(roles), **kw)}  # type: ignore[arg-type]
+
+
+def test_permission_denied_by_role(base_config: ServerConfig) -> None:
+    srv = make_server(base_config, clients=_identity({Role.MONITORING}))
+    try:
+        with grpc.insecure_channel(srv.target) as ch:
+            with pytest.raises(grpc.RpcError) as exc:
+                stub(ch).Check(pb.CheckRequest(plate="1ABC234", zone="1", date=DATE))
+            code, reason, _ = error_reason(exc.value)
+            assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+            assert "1ABC234" not in exc.value.details()  # type: ignore[attr-defined]
+    finally:
+        srv.stop()
+
+
+def test_permission_denied_by_zone(base_config: ServerConfig) -> None:
+    srv = make_server(base_config, clients=_identity({Role.DESK}, zones=frozenset({"nowhere"})))
+    try:
+        with grpc.insecure_channel(srv.target) as ch:
+            zone = first_zone(ch)
+            with pytest.raises(grpc.RpcError) as exc:
+                stub(ch).Check(pb.CheckRequest(plate="1ABC234", zone=zone, date=DATE))
+            assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    finally:
+        srv.stop()
+
+
+def test_public_role_is_minimised(base_config: ServerConfig) -> None:
+    srv = make_server(base_config, clients=_identity({Role.PUBLIC}))
+    try:
+        with grpc.insecure_channel(srv.target) as ch:
+            zone = first_zone(ch)
+            req = pb.CheckRequest(plate="1XYZ987", zone=zone, date=DATE)
+            with pytest.raises(grpc.RpcError) as exc:  # the public checker needs the triple
+                stub(ch).Check(req)
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            req.first_registration = "2003-01-01"
+            got = stub(ch).Check(req).decision
+            assert got.outcome == pb.OUTCOME_NOT_ALLOWED
+            assert got.reason == pb.REASON_UNSPECIFIED
+            assert not got.HasField("technical")
+            assert got.euro == "3"
+    finally:
+        srv.stop()
+
+
+def test_rate_limit(base_config: ServerConfig) -> None:
+    srv = make_server(base_config, clients=_identity({Role.DESK}, calls_per_minute=3))
+    try:
+        with grpc.insecure_channel(srv.target) as ch:
+            zone = first_zone(ch)  # call 1
+            stub(ch).Check(pb.CheckRequest(plate="1ABC234", zone=zone, date=DATE))
+            stub(ch).Check(pb.CheckRequest(plate="1ABC234", zone=zone, date=DATE))
+            with pytest.raises(grpc.RpcError) as exc:
+                stub(ch).Check(pb.CheckRequest(plate="1ABC234", zone=zone, date=DATE))
+            code, reason, _ = error_reason(exc.value)
+            assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    finally:
+        srv.stop()
+
+
+def test_daily_pair_quota(base_config: ServerConfig) -> None:
+    srv = make_server(base_config, clients=_identity({Role.DESK}, pairs_per_day=1))
+    try:
+        with grpc.insecure_channel(srv.target) as ch:
+            zone = first_zone(ch)
+            stub(ch).Check(pb.CheckRequest(plate="1ABC234", zone=zone, date=DATE))
+            with pytest.raises(grpc.RpcError) as exc:
+                stub(ch).Check(pb.CheckRequest(plate="1ABC234", zone=zone, date=DATE))
+            assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    finally:
+        srv.stop()
+
+
+def test_recheck_reports_what_changed(channel: grpc.Channel) -> None:
+    zone = first_zone(channel)
+    earlier = [
+        pb.EarlierDecision(  # refused then; a local permit now applies
+            plate=PERMIT_PLATE,
+            zone=zone,
+            date=DATE,
+            outcome=pb.OUTCOME_NOT_ALLOWED,
+            reason=pb.REASON_EURO_BELOW_MINIMUM,
+            euro="3",
+            snapshot_id="old",
+        ),
+        pb.EarlierDecision(  # unknown then, in the register now
+            plate="1ABC234", zone=zone, date=DATE, outcome=pb.OUTCOME_UNKNOWN_PLATE
+        ),
+        pb.EarlierDecision(  # the euro norm differs now: new vehicle data
+            plate="1ABC234",
+            zone=zone,
+            date=DATE,
+            outcome=pb.OUTCOME_ALLOWED,
+            reason=pb.REASON_MEETS_CRITERIA,
+            euro="5",
+        ),
+    ]
+    got = stub(channel).Recheck(pb.RecheckRequest(decisions=earlier))
+    assert got.snapshot_id and got.ruleset_revision
+    r0, r1, r2 = got.results
+    assert r0.outcome_changed and r0.current.outcome == pb.OUTCOME_ALLOWED
+    assert pb.CHANGE_REGISTRATION_ADDED in r0.changes
+    assert r1.outcome_changed and pb.CHANGE_PLATE_ADDED in r1.changes
+    assert not r2.outcome_changed and list(r2.changes) == [pb.CHANGE_VEHICLE_DATA]
+
+
+def test_recheck_too_many(base_config: ServerConfig) -> None:
+    srv = make_server(base_config, max_recheck_items=1)
+    try:
+        with grpc.insecure_channel(srv.target) as ch:
+            item = pb.EarlierDecision(plate="1ABC234", zone=first_zone(ch), date=DATE)
+            with pytest.raises(grpc.RpcError) as exc:
+                stub(ch).Recheck(pb.RecheckRequest(decisions=[item, item]))
+            code, reason, meta = error_reason(exc.value)
+            assert (code, reason, meta["limit"]) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "BATCH_TOO_LARGE",
+                "1",
+            )
+    finally:
+        srv.stop()
+
+
+def test_fleet_stats_suppresses_small_cells(
+    base_config: ServerConfig, tmp_path: Path, keyer: PlateKeyer
+) -> None:
+    root = tmp_path / "fleet"
+    build_store(root, keyer, extra_plates=30)
+    srv = make_server(base_config, store_root=root, min_cell_size=10)
+    try:
+        with grpc.insecure_channel(srv.target) as ch:
+            got = stub(ch).FleetStats(
+                pb.FleetStatsRequest(group_by=[pb.DIMENSION_FUEL, pb.DIMENSION_EURO], date=DATE)
+            )
+            assert [(c.fuel, c.euro, c.vehicles) for c in got.cells] == [("01", "6", 31)]
+            assert got.suppressed_cells == 2  # the 2 old diesels, the electric car
+            assert got.suppressed_vehicles == len(VEHICLES) - 1
+            assert got.min_cell_size == 10 and got.snapshot_id
+    finally:
+        srv.stop()

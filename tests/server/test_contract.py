@@ -1,0 +1,82 @@
+"""The wire contract mirrors the domain, and the one error table is total."""
+
+from __future__ import annotations
+
+import inspect
+
+import grpc
+import pytest
+
+from lez import decision, errors
+from lez.api.v1 import access_pb2 as pb
+from server import status
+from server.auth import Role
+from server.config import ServerConfig, parse_serve_args
+
+
+@pytest.mark.parametrize(
+    ("domain", "proto", "prefix"),
+    [
+        (decision.Outcome, pb.Outcome, "OUTCOME_"),
+        (decision.Reason, pb.Reason, "REASON_"),
+        (Role, pb.Role, "ROLE_"),
+    ],
+)
+def test_proto_enums_mirror_the_domain(domain: type, proto: object, prefix: str) -> None:
+    proto_values = {
+        name.removeprefix(prefix): number
+        for name, number in proto.items()  # type: ignore[attr-defined]
+        if not name.endswith("_UNSPECIFIED")
+    }
+    domain_values = {m.name: m.value for m in domain if m.name != "UNSPECIFIED"}  # type: ignore[attr-defined]
+    assert proto_values == domain_values
+
+
+def test_derived_bits_mirror_the_domain() -> None:
+    proto_values = {n.removeprefix("DERIVED_"): v for n, v in pb.Derived.items() if v}
+    assert proto_values == {m.name: m.value for m in decision.Derived if m.value}
+
+
+def _error_classes() -> list[type[errors.LezError]]:
+    return [
+        c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.LezError)
+    ]
+
+
+@pytest.mark.parametrize("cls", _error_classes(), ids=lambda c: c.__name__)
+def test_every_domain_error_has_a_status(cls: type[errors.LezError]) -> None:
+    mapping = status.mapping_of(cls.__new__(cls))
+    assert cls in status.ERROR_TABLE or any(b in status.ERROR_TABLE for b in cls.__mro__[1:])
+    assert pb.ErrorReason.Name(mapping.reason).startswith("ERROR_REASON_")  # type: ignore[arg-type]
+
+
+def test_error_table_codes() -> None:
+    code, message, st = status.to_status(errors.BatchTooLarge(5, 3))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "limit of 3" in message
+    assert st.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert status.mapping_of(errors.StoreNotReady("x")).code == grpc.StatusCode.UNAVAILABLE
+    assert status.mapping_of(errors.UnknownRuleset("x")).code == grpc.StatusCode.FAILED_PRECONDITION
+    assert status.mapping_of(errors.RateLimited("x")).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status.mapping_of(RuntimeError("boom")).code == grpc.StatusCode.INTERNAL
+    _, msg, _ = status.to_status(RuntimeError("secret 1ABC234"))
+    assert "1ABC234" not in msg
+
+
+def test_config_from_argv_and_env() -> None:
+    cfg = parse_serve_args(
+        ["--workers", "2", "--max-chunk-pairs", "500"],
+        {"LEZ_WORKERS": "3", "LEZ_STORE_ROOT": "/x", "LEZ_WARM_STORE": "0"},
+    )
+    assert cfg.workers == 2  # argv wins over the environment
+    assert cfg.max_chunk_pairs == 500
+    assert str(cfg.store_root) == "/x"
+    assert cfg.warm_store is False
+
+
+def test_plain_tcp_only_on_loopback() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        ServerConfig(address="0.0.0.0:50051").validate()
+    with pytest.raises(ValueError, match="tls"):
+        ServerConfig(address="0.0.0.0:1", tls_cert=ServerConfig().key_file).validate()
+    ServerConfig(address="[::1]:1").validate()

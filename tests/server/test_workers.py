@@ -1,0 +1,114 @@
+"""Two worker processes on one port (SO_REUSEPORT), restart of a dead worker, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lez.api.v1 import access_pb2 as pb
+from server.config import ServerConfig
+from tests.server.conftest import DAY, REAL_ENGINE
+from tests.server.helpers import chunk, stub
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_serving(target: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with grpc.insecure_channel(target) as ch:
+                got = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=1
+                )
+                if got.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not become SERVING")
+
+
+def _worker_pids(parent: int) -> set[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True, check=False
+    )
+    return {int(x) for x in out.stdout.split()}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_ENGINE, reason="needs the rules engine and a file in rules/")
+def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEZ_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--address",
+            target,
+            "--workers",
+            "2",
+            "--store-root",
+            str(base_config.store_root),
+            "--key-file",
+            str(base_config.key_file),
+            "--audit-dir",
+            str(base_config.audit_dir),
+            "--warm-store",
+            "0",
+            "--grace-period-s",
+            "2",
+            "--restart-backoff-s",
+            "0.2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_serving(target)
+        pids = _worker_pids(proc.pid)
+        assert len(pids) == 2
+        served_by: set[str] = set()
+        for _ in range(16):  # separate connections spread over the workers
+            ch = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+            with ch:
+                zone = stub(ch).ServerInfo(pb.ServerInfoRequest()).zones[0].name
+                out = list(stub(ch).CheckStream(iter([chunk(["1ABC234"], [DAY], zone=zone)])))
+                served_by.add(out[-1].summary.audit_id)
+        audits = list(Path(base_config.audit_dir).glob("audit-w*.jsonl"))
+        assert {p.name for p in audits} <= {"audit-w0.jsonl", "audit-w1.jsonl"}
+        # A dead worker is replaced.
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            now = _worker_pids(proc.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            time.sleep(0.1)
+        assert len(_worker_pids(proc.pid)) == 2 and victim not in _worker_pids(proc.pid)
+        _wait_serving(target)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert "1ABC234" not in output
