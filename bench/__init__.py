@@ -1,0 +1,1 @@
+"""Daily-volume benchmark harness (never collected by pytest; see the README for commands)."""
