@@ -27,7 +27,7 @@ from lez.days import DAY_OPEN, parse_day, to_day
 from lez.errors import ExtractError
 from lez.registrations import REGISTRATION_DTYPE
 from lez.store import StoreBuilder, StoreMeta
-from lez.store.columns import KeyedRecords, empty_table, group_sorted
+from lez.store.columns import KeyedRecords, empty_table, group_sorted, sort_by_key
 from lez.store.reader import open_store
 from lez.store.writer import utc_now
 from lez.vehicle import FORMAT_VERSION
@@ -107,27 +107,26 @@ def build_store(
     source_day = to_day(config.source_date) if config.source_date else _latest_day(ext)
     with timer("purge"):
         cutoff = source_day - config.retention_days
-        expired = (ext.records["valid_to"] != DAY_OPEN) & (ext.records["valid_to"] <= cutoff)
-        report.versions_purged = int(expired.sum())
-        plate_keys, kept_records, kept_lines = (
-            ext.keys[~expired],
-            ext.records[~expired],
-            ext.lines[~expired],
-        )
+        valid_to = ext.records["valid_to"]
+        live = np.flatnonzero((valid_to == DAY_OPEN) | (valid_to > cutoff))
+        report.versions_purged = len(valid_to) - len(live)
 
     with timer("sort"):
-        hi, lo = keys.keys_to_u64(plate_keys)
-        order = np.lexsort((kept_records["valid_from"], lo, hi))
-        hi, lo, sorted_records = hi[order], lo[order], kept_records[order]
+        hi, lo = keys.keys_to_u64(ext.keys[live])
+        order = sort_by_key(hi, lo, ext.records["valid_from"][live])
+        rows = live[order]  # one gather of the records, straight into key order
+        hi, lo, sorted_records = hi[order], lo[order], ext.records[rows]
         clash = overlapping_versions(hi, lo, sorted_records)
         rejects = list(ext.rejects)
         rejects.extend(
             Reject(line=int(x), column="valid_from", rule="versions of a plate overlap")
-            for x in kept_lines[order][clash].tolist()
+            for x in ext.lines[rows[clash]].tolist()
         )
-        keep = np.ones(len(hi), dtype=np.bool_)
-        keep[clash] = False
-        vehicles = group_sorted(hi[keep], lo[keep], sorted_records[keep])
+        if len(clash):
+            keep = np.ones(len(hi), dtype=np.bool_)
+            keep[clash] = False
+            hi, lo, sorted_records = hi[keep], lo[keep], sorted_records[keep]
+        vehicles = group_sorted(hi, lo, sorted_records)
     rejects.sort(key=lambda r: r.line)
 
     report.rows_rejected = len(rejects)

@@ -107,7 +107,9 @@ def read_table(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray
 
     def parse(threads: bool, typed: bool) -> pa.Table:
         invalid.clear()
-        types = dict.fromkeys(COLUMNS, pa.string())
+        types: dict[str, pa.DataType] = dict.fromkeys(COLUMNS, pa.string())
+        # code columns arrive dictionary-encoded: the reader does it while parsing, in parallel
+        types.update(dict.fromkeys(_CODE_COLUMNS, pa.dictionary(pa.int32(), pa.string())))
         if typed:
             types.update(dict.fromkeys(_DATE_COLUMNS, pa.date32()))
             types.update(dict.fromkeys(_INT_COLUMNS, pa.int64()))
@@ -314,20 +316,26 @@ def _ints(
     return values, blank, bad
 
 
-def _codes(column: pa.ChunkedArray, code_list: CodeList) -> tuple[npt.NDArray[np.uint8], int, int]:
+def _codes(
+    column: pa.ChunkedArray, code_list: CodeList
+) -> tuple[npt.NDArray[np.uint8], int, int]:
     """Ids of a code column; counts of blank and of unrecognised (non-blank) codes."""
-    encoded = column.combine_chunks().dictionary_encode()
-    dictionary = encoded.dictionary.to_pylist()
-    ids = np.array([code_list.id_of(v) for v in dictionary] or [0], dtype=np.uint8)
-    known = np.array([code_list.is_known(v) for v in dictionary] or [True], dtype=np.bool_)
-    blank_entry = np.array([v.strip() == "" for v in dictionary] or [False], dtype=np.bool_)
-    indices = encoded.indices.to_numpy(zero_copy_only=False)
-    per_entry = np.bincount(indices, minlength=len(dictionary)) if len(indices) else np.zeros(0)
-    blanks = int(per_entry[blank_entry[: len(per_entry)]].sum()) if len(per_entry) else 0
-    unrecognised = (
-        int(per_entry[(~known & ~blank_entry)[: len(per_entry)]].sum()) if len(per_entry) else 0
-    )
-    return ids[indices], blanks, unrecognised
+    ids_parts = []
+    blanks = unrecognised = 0
+    for chunk in column.chunks:
+        encoded = chunk if pa.types.is_dictionary(chunk.type) else chunk.dictionary_encode()
+        dictionary = encoded.dictionary.to_pylist()
+        ids = np.array([code_list.id_of(v) for v in dictionary] + [0], dtype=np.uint8)
+        blank = np.array([v.strip() == "" for v in dictionary] + [False], dtype=np.bool_)
+        known = np.array([code_list.is_known(v) for v in dictionary] + [True], dtype=np.bool_)
+        indices = encoded.indices.to_numpy(zero_copy_only=False)
+        per_entry = np.bincount(indices, minlength=len(ids))
+        blanks += int(per_entry[blank].sum())
+        unrecognised += int(per_entry[~known & ~blank].sum())
+        ids_parts.append(ids[indices])
+    if not ids_parts:
+        return np.zeros(0, dtype=np.uint8), 0, 0
+    return np.concatenate(ids_parts), blanks, unrecognised
 
 
 def load_extract(path: Path, keyer: PlateKeyer | None = None, workers: int = 1) -> Extract:
