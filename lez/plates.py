@@ -255,8 +255,10 @@ def _segment_sum(
     """Sum of `values` over each segment [start, start + length) (0 for empty segments)."""
     if len(values) == 0:
         return np.zeros(len(starts), dtype=np.int64)
-    total = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
-    return total[starts + lengths] - total[starts]
+    total = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(values, dtype=np.int64, out=total[1:])
+    result: npt.NDArray[np.int64] = total[starts + lengths] - total[starts]
+    return result
 
 
 def normalise_flat(

@@ -232,7 +232,7 @@ def _values(table: KeyedRecords) -> list[bytes]:
         rows = starts[idx, None] + np.arange(count)
         block = np.ascontiguousarray(raw[rows].reshape(len(idx), count * itemsize))
         values[idx] = block.view(f"V{count * itemsize}").ravel().tolist()
-    return values.tolist()  # type: ignore[no-any-return]
+    return values.tolist()
 
 
 def verify(path: Path, *, expected: StoreMeta) -> None:
