@@ -1,0 +1,109 @@
+"""Loader bench: `lez-loader build` of a synthetic register, timed end to end.
+
+Generates the register once (`lez-loader synth`, reused when present), then runs the real
+command line `--runs` times in fresh processes, each into a fresh store, and reports the median,
+min and max wall time, the stages of the median run, peak memory (max RSS of the build process)
+and the store size. Results go to stdout and, with --out, to a JSON file.
+
+    .venv/bin/python -m bench.build_bench --plates 8000000 --runs 3 --out bench/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def ensure_register(plates: int, seed: int, scratch: Path) -> Path:
+    """The synthetic extract for (plates, seed), generated once."""
+    out = scratch / f"register-{plates}-{seed}"
+    extract = out / "extract.csv"
+    if not extract.exists():
+        subprocess.run(
+            [str(BIN / "lez-loader"), "synth", "--plates", str(plates), "--seed", str(seed),
+             "--out", str(out)],
+            check=True,
+        )
+    return extract
+
+
+def ensure_key(scratch: Path) -> Path:
+    key = scratch / "hmac.key"
+    if not key.exists():
+        subprocess.run([str(BIN / "lez-loader"), "keygen", "--key", str(key)], check=True,
+                       stdout=subprocess.DEVNULL)
+    return key
+
+
+def build_once(extract: Path, key: Path, store: Path) -> dict[str, Any]:
+    shutil.rmtree(store, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(BIN / "lez-loader"), "build", str(extract), "--key", str(key), "--out", str(store),
+         "--rules", str(ROOT / "rules"), "--json"],
+        check=True, capture_output=True, text=True,
+    )
+    seconds = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    report = json.loads(done.stdout)
+    return {
+        "seconds": round(seconds, 3),
+        "stages": report["seconds"],
+        "plates": report["plates"],
+        "versions": report["versions"],
+        "rows_read": report["rows_read"],
+        "store_bytes": report["store_bytes"],
+        # RUSAGE_CHILDREN is a running max: exact for the first run, an upper bound after
+        "peak_rss_mib": round(max(peak_kib, before) / 1024, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--plates", type=int, default=8_000_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--scratch", type=Path, default=ROOT / "var" / "bench")
+    p.add_argument("--out", type=Path, default=None, help="directory for build.json")
+    args = p.parse_args(argv)
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    extract = ensure_register(args.plates, args.seed, args.scratch)
+    key = ensure_key(args.scratch)
+    store = args.scratch / "build-bench-store"
+    runs = [build_once(extract, key, store) for _ in range(args.runs)]
+    times = [r["seconds"] for r in runs]
+    median_run = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+    result = {
+        "bench": "loader_build",
+        "command": f"lez-loader build <{args.plates}-plate extract> (fresh store each run)",
+        "plates": args.plates,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "runs": len(runs),
+        "seconds": {"median": statistics.median(times), "min": min(times), "max": max(times)},
+        "median_run": median_run,
+        "extract_bytes": extract.stat().st_size,
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "build.json").write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(store, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
