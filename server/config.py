@@ -29,7 +29,7 @@ class ServerConfig:
     """Worker processes sharing the port with SO_REUSEPORT (one per core is the sweet spot)."""
     store_root: Path = Path("var/store")
     """Store root written by `lez-loader` (holds `current` -> `builds/<snapshot>`)."""
-    key_file: Path = Path("var/hmac.key")
+    key_file: Path = Path("var/keys/hmac.key")
     """HMAC key file; its key id must match the store's."""
     rules_dir: Path | None = None
     """Extra rule-table files (`<revision>.*`) served in addition to the store's revisions."""
