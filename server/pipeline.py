@@ -2,7 +2,7 @@
 
 Per chunk, all vectorised: decode the packed columns (zero-copy `np.frombuffer` views), validate
 countries, plates and days (a bad item becomes OUTCOME_INVALID with its INVALID_* reason; the
-rest goes on), `lez.plates.normalise_many`, `PlateKeyer.key_matrix` (the only per-item Python:
+rest goes on), `lez.plates.normalise_flat`, `PlateKeyer.key_matrix` (the only per-item Python:
 the HMAC loop), one sorted batch lookup of vehicle versions and registrations in one read
 transaction, `lez.rules.evaluate`, then the result columns as bytes. Rows stay aligned with the
 input: result row i answers input pair i, duplicates and invalid items included.
@@ -24,7 +24,7 @@ from lez.days import DAY_OPEN, DAY_UNKNOWN, to_day
 from lez.decision import BatchInput, Decisions, Outcome, Reason
 from lez.errors import BatchTooLarge, InvalidRequest
 from lez.keys import KEY_BYTES, PlateKeyer
-from lez.plates import PlateRule, normalise_many
+from lez.plates import PlateRule, normalise_flat
 from lez.store import Snapshot, VehicleLookup
 
 EARLIEST_DAY: Final = to_day(dt.date(1900, 1, 1))
@@ -71,12 +71,32 @@ class Evaluated:
 # ---- decoding ------------------------------------------------------------------------------
 
 
-def plate_matrix(
-    data: bytes, offsets: bytes, width: int, n: int, max_plate_bytes: int
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
-    """An (n, w) plate matrix from a packed column, and a mask of plates longer than allowed.
+@dataclass(frozen=True, slots=True)
+class PackedPlates:
+    """A packed plate column as flat bytes with per-plate starts and lengths."""
 
-    Fixed width: a zero-copy view. Offsets: one vectorised gather into a NUL-padded matrix.
+    data: npt.NDArray[np.uint8]
+    starts: npt.NDArray[np.int64]
+    lengths: npt.NDArray[np.int64]
+    too_long: npt.NDArray[np.bool_]
+
+    @classmethod
+    def one(cls, raw: bytes, max_plate_bytes: int) -> PackedPlates:
+        data = np.frombuffer(raw[:max_plate_bytes], dtype=np.uint8)
+        return cls(
+            data=data,
+            starts=np.zeros(1, dtype=np.int64),
+            lengths=np.array([len(data)], dtype=np.int64),
+            too_long=np.array([len(raw) > max_plate_bytes]),
+        )
+
+
+def plate_column(
+    data: bytes, offsets: bytes, width: int, n: int, max_plate_bytes: int
+) -> PackedPlates:
+    """Decode a packed plate column (fixed width or uint32 offsets) without copying the bytes.
+
+    Plates longer than `max_plate_bytes` are cut there and flagged `too_long` (INVALID_PLATE).
     """
     raw = np.frombuffer(data, dtype=np.uint8)
     if not offsets:
@@ -86,7 +106,9 @@ def plate_matrix(
             raise InvalidRequest(f"plate width {width} exceeds the limit of {max_plate_bytes}")
         if len(raw) != n * width:
             raise InvalidRequest(f"plates hold {len(raw)} bytes; expected {n} x {width}")
-        return raw.reshape(n, width), np.zeros(n, dtype=np.bool_)
+        starts = np.arange(n, dtype=np.int64) * width
+        lengths = np.full(n, width, dtype=np.int64)  # NUL padding counts as a separator
+        return PackedPlates(raw, starts, lengths, np.zeros(n, dtype=np.bool_))
     if len(offsets) != 4 * (n + 1):
         raise InvalidRequest(f"plate offsets must hold {n + 1} uint32 values")
     off = np.frombuffer(offsets, dtype="<u4").astype(np.int64)
@@ -94,13 +116,7 @@ def plate_matrix(
     if off[0] != 0 or off[-1] != len(raw) or (lengths < 0).any():
         raise InvalidRequest("plate offsets must start at 0, rise, and end at the data length")
     too_long = lengths > max_plate_bytes
-    w = int(min(lengths.max(initial=1), max_plate_bytes)) or 1
-    cols = np.arange(w, dtype=np.int64)
-    take = off[:-1, None] + cols
-    mask = cols < lengths[:, None]
-    padded = np.concatenate([raw, np.zeros(1, dtype=np.uint8)])
-    matrix = padded[np.where(mask, take, len(raw))]
-    return matrix, too_long
+    return PackedPlates(raw, off[:-1], np.minimum(lengths, max_plate_bytes), too_long)
 
 
 def country_matrix(countries: bytes, n: int) -> npt.NDArray[np.uint8]:
@@ -138,17 +154,18 @@ def check_chunk_size(n: int, max_chunk_pairs: int) -> None:
 
 def decode_plates(
     keyer: PlateKeyer,
-    plates: npt.NDArray[np.uint8],
-    too_long: npt.NDArray[np.bool_],
+    plates: PackedPlates,
     countries: npt.NDArray[np.uint8],
     days: npt.NDArray[np.int32],
 ) -> Pairs:
     """Validate, normalise and key n plates (keys only for the readable ones)."""
     n = len(days)
-    normalised, rule = normalise_many(plates, np.ascontiguousarray(countries))
+    normalised, rule = normalise_flat(
+        plates.data, plates.starts, plates.lengths, np.ascontiguousarray(countries)
+    )
     invalid = np.zeros(n, dtype=np.uint8)
     invalid[_day_invalid(days)] = Reason.INVALID_DAY
-    invalid[(rule != PlateRule.OK) | too_long] = Reason.INVALID_PLATE
+    invalid[(rule != PlateRule.OK) | plates.too_long] = Reason.INVALID_PLATE
     invalid[rule == PlateRule.BAD_COUNTRY] = Reason.INVALID_COUNTRY
     return _keyed(keyer, normalised, countries, days, invalid)
 

@@ -28,7 +28,7 @@ from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, to_day
 from lez.decision import Derived, Outcome, Reason
 from lez.errors import BatchTooLarge, InvalidRequest, UnknownZone
 from lez.keys import KEY_BYTES, PlateKeyer
-from lez.plates import as_matrix, countries_matrix
+from lez.plates import countries_matrix
 from lez.store import StoreMeta
 from server import pipeline
 from server.audit import AuditLog, KeyBatch
@@ -251,10 +251,10 @@ class AccessService(pb_grpc.AccessServiceServicer):
             return pipeline.decode_keys(key, cty, days)
         if which != "plate":
             raise InvalidRequest("give a plate or a key")
-        raw = plate.encode("utf-8", "replace")
-        too_long = np.array([len(raw) > self.config.max_plate_bytes])
-        mat = as_matrix([raw[: self.config.max_plate_bytes] or b"\x00"])
-        return pipeline.decode_plates(self.keyer, mat, too_long, cty, days)
+        packed = pipeline.PackedPlates.one(
+            plate.encode("utf-8", "replace"), self.config.max_plate_bytes
+        )
+        return pipeline.decode_plates(self.keyer, packed, cty, days)
 
     # -- Check --
 
@@ -325,10 +325,10 @@ class AccessService(pb_grpc.AccessServiceServicer):
             pairs = pipeline.decode_keys(chunk.keys, countries, days)
         elif which == "plates":
             p = chunk.plates
-            mat, too_long = pipeline.plate_matrix(
+            packed = pipeline.plate_column(
                 p.data, p.offsets, p.width, n, self.config.max_plate_bytes
             )
-            pairs = pipeline.decode_plates(self.keyer, mat, too_long, countries, days)
+            pairs = pipeline.decode_plates(self.keyer, packed, countries, days)
         else:
             raise InvalidRequest("a chunk needs plates or keys")
         with served.reader.snapshot() as snap:

@@ -20,7 +20,7 @@ from typing import Any, Final, NoReturn, TypeVar
 import grpc
 import grpc.aio
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2
 
 from lez import errors
 from lez.api.v1 import access_pb2 as pb
