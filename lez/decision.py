@@ -60,6 +60,7 @@ class Reason(enum.IntEnum):
     INVALID_DAY = 25
     INVALID_COUNTRY = 26
     CATEGORY_ALWAYS_ALLOWED = 27  # a category the revision exempts (e.g. priority vehicles)
+    CRITERIA_NOT_FOUND = 28  # the revision marks this case's criterion as not found in the sources
 
 
 class Derived(enum.IntFlag):

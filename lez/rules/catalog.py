@@ -1,0 +1,134 @@
+"""Rule revisions loaded together: the catalog the loader compiles and the server evaluates with.
+
+Revision ids are the file stems of `rules/*.toml` (ISO dates, so they sort oldest to newest).
+`RuleCatalog.get(None)` is the newest revision; a caller may pin any loaded one. Each revision
+is validated and compiled for every zone when loaded, so a bad file is refused before a store is
+written and evaluation never compiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from lez.errors import RuleTableError, UnknownRuleset, UnknownZone
+from lez.registrations import Region
+from lez.rules.compile import CompiledZone, compile_zone
+from lez.rules.schema import RevisionData, ZoneDef, parse_revision
+
+RULE_SUFFIX: Final = ".toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """A low-emission zone as a caller sees it."""
+
+    id: int
+    name: str
+    region: Region
+    nis: int
+    start_day: int  # first day the zone is in force
+    source: str
+
+
+def _zone(z: ZoneDef) -> Zone:
+    return Zone(
+        id=z.id, name=z.name, region=z.region, nis=z.nis, start_day=z.start, source=z.source
+    )
+
+
+class Revision:
+    """One validated revision with its compiled zones."""
+
+    def __init__(self, data: RevisionData) -> None:
+        self.data = data
+        self.id = data.id
+        self.title = data.title
+        self.zones = [_zone(z) for z in data.zones]
+        self._compiled = {z.id: compile_zone(data, z) for z in data.zones}
+        self._defs = {z.id: z for z in data.zones}
+
+    def zone(self, name_or_id: str | int) -> Zone:
+        """A zone by id or (case-insensitive) name; UnknownZone if this revision has none."""
+        return _zone(self.zone_def(name_or_id))
+
+    def zone_def(self, name_or_id: str | int) -> ZoneDef:
+        if isinstance(name_or_id, int):
+            found = self._defs.get(name_or_id)
+        else:
+            text = name_or_id.strip()
+            found = next((z for z in self.data.zones if z.name.casefold() == text.casefold()), None)
+            if found is None and text.isdigit():
+                found = self._defs.get(int(text))
+        if found is None:
+            known = ", ".join(f"{z.id} {z.name}" for z in self.data.zones)
+            raise UnknownZone(f"unknown zone {name_or_id!r} in revision {self.id}; known: {known}")
+        return found
+
+    def compiled(self, zone_id: int) -> CompiledZone:
+        got = self._compiled.get(zone_id)
+        if got is None:
+            self.zone_def(zone_id)  # raises UnknownZone
+        assert got is not None
+        return got
+
+    def __repr__(self) -> str:
+        return f"Revision({self.id!r}, zones={[z.name for z in self.zones]})"
+
+
+class RuleCatalog:
+    """Every loaded revision, ordered oldest to newest."""
+
+    def __init__(self, revisions: list[Revision]) -> None:
+        if not revisions:
+            raise RuleTableError("rules", None, "revision", "no rule revision to load")
+        self._by_id = {r.id: r for r in sorted(revisions, key=lambda r: r.id)}
+        self.revisions: tuple[str, ...] = tuple(self._by_id)
+        self.newest: str = self.revisions[-1]
+
+    def get(self, revision_id: str | None = None) -> Revision:
+        """A pinned revision, or the newest for None; UnknownRuleset if not loaded."""
+        if revision_id is None or revision_id == "":
+            return self._by_id[self.newest]
+        got = self._by_id.get(revision_id)
+        if got is None:
+            raise UnknownRuleset(
+                f"rule revision {revision_id!r} is not loaded; loaded: {', '.join(self.revisions)}"
+            )
+        return got
+
+    @property
+    def zones(self) -> list[Zone]:
+        """The zones of the newest revision."""
+        return list(self.get().zones)
+
+    def zone(self, name_or_id: str | int) -> Zone:
+        """A zone of the newest revision by id or name; UnknownZone otherwise."""
+        return self.get().zone(name_or_id)
+
+
+def load_catalog(texts: Mapping[str, str]) -> RuleCatalog:
+    """Validate and compile revisions given as {revision id: file text}."""
+    return RuleCatalog(
+        [Revision(parse_revision(text, f"{rid}{RULE_SUFFIX}", rid)) for rid, text in texts.items()]
+    )
+
+
+def read_rule_texts(path: Path) -> dict[str, str]:
+    """{revision id: text} of every `*.toml` in a directory (what the loader stores)."""
+    files = sorted(path.glob(f"*{RULE_SUFFIX}"))
+    if not files:
+        raise RuleTableError(str(path), None, "revision", f"no *{RULE_SUFFIX} rule files here")
+    return {f.stem: f.read_text(encoding="utf-8") for f in files}
+
+
+def load_catalog_dir(path: Path) -> RuleCatalog:
+    """Validate and compile every revision file of a directory; errors name the real file."""
+    files = sorted(path.glob(f"*{RULE_SUFFIX}"))
+    if not files:
+        raise RuleTableError(str(path), None, "revision", f"no *{RULE_SUFFIX} rule files here")
+    return RuleCatalog(
+        [Revision(parse_revision(f.read_text(encoding="utf-8"), str(f), f.stem)) for f in files]
+    )

@@ -1,0 +1,338 @@
+"""Compile a revision's rows into per-zone lookup arrays, and the plain reference criteria.
+
+For one zone, every day where any row starts or ends becomes a period boundary (`bounds`, with
+`DAY_UNKNOWN` first so every day falls in a period). Within a period the rows in force are fixed,
+so the whole answer of the criteria is a table indexed by
+`[period, vehicle class, fuel family, euro id, plug-in hybrid]` holding outcome, reason and
+allowed-until. Evaluation is then one `searchsorted` and one gather per item.
+
+Zone rows win over region rows for the same class and fuel. A compound fuel family (UNKNOWN,
+OTHER) or vehicle class (`lez.enrich.MEMBERS`) gets the answer its members agree on, else
+INSUFFICIENT_DATA with FUEL_UNKNOWN or CATEGORY_UNKNOWN. `allowed_until` is the last day before
+the first later period in which the same vehicle is no longer ALLOWED (DAY_OPEN if none).
+
+`criteria_one` computes the same answer for one item straight from the rows (reference path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from lez import codes
+from lez.days import DAY_OPEN, DAY_UNKNOWN
+from lez.decision import Outcome, Reason
+from lez.enrich import BASE_CLASSES, MEMBERS, N_CLASSES, VehicleClass
+from lez.registrations import RegistrationKind
+from lez.rules.schema import Criterion, Effect, ForeignRule, RevisionData, Scoped, ZoneDef
+
+N_FAMILIES: Final = len(codes.FuelFamily)
+N_EUROS: Final = codes.EURO.size
+N_PHEV: Final = 2
+REAL_FAMILIES: Final = (
+    codes.FuelFamily.PETROL,
+    codes.FuelFamily.DIESEL,
+    codes.FuelFamily.ELECTRIC,
+    codes.FuelFamily.HYDROGEN,
+)
+COMBUSTION_FAMILIES: Final = (codes.FuelFamily.PETROL, codes.FuelFamily.DIESEL)
+
+_ALLOWED: Final = int(Outcome.ALLOWED)
+_INSUFFICIENT: Final = int(Outcome.INSUFFICIENT_DATA)
+
+REGISTRATION_REASON: Final = {
+    RegistrationKind.DISABLED_PERSON: Reason.REGISTERED_DISABLED_PERSON,
+    RegistrationKind.OLDTIMER: Reason.REGISTERED_OLDTIMER,
+    RegistrationKind.TRACTOR_UNDER_130KW: Reason.REGISTERED_TRACTOR_UNDER_130KW,
+    RegistrationKind.PRIORITY_VEHICLE: Reason.REGISTERED_PRIORITY_VEHICLE,
+    RegistrationKind.WHEELCHAIR_LIFT: Reason.REGISTERED_WHEELCHAIR_LIFT,
+    RegistrationKind.LOCAL_PERMIT: Reason.LOCAL_PERMIT,
+    RegistrationKind.DAY_PASS: Reason.DAY_PASS,
+    RegistrationKind.FOREIGN_VEHICLE: Reason.FOREIGN_REGISTERED,
+}
+REGISTRATION_RANK: Final = {
+    kind: rank
+    for rank, kind in enumerate(
+        (
+            RegistrationKind.WHEELCHAIR_LIFT,
+            RegistrationKind.DISABLED_PERSON,
+            RegistrationKind.PRIORITY_VEHICLE,
+            RegistrationKind.OLDTIMER,
+            RegistrationKind.TRACTOR_UNDER_130KW,
+            RegistrationKind.FOREIGN_VEHICLE,
+            RegistrationKind.LOCAL_PERMIT,
+            RegistrationKind.DAY_PASS,
+        )
+    )
+}
+"""Which registration names the reason when several apply (the end day is the latest of all)."""
+NO_RANK: Final = 255
+RANK_REASON: Final = np.zeros(256, dtype=np.uint8)
+for _kind, _rank in REGISTRATION_RANK.items():
+    RANK_REASON[_rank] = REGISTRATION_REASON[_kind]
+
+
+# -- reference path: straight from the rows -------------------------------------------------------
+
+
+def _pick(rows: list[Scoped], zone: ZoneDef) -> int | None:
+    """Index of the row that applies (a zone row wins over a region row), or None."""
+    zone_rows = [i for i, w in enumerate(rows) if w.zone_id == zone.id]
+    if zone_rows:
+        return zone_rows[0]
+    region_rows = [i for i, w in enumerate(rows) if w.zone_id == 0 and w.region == zone.region]
+    return region_rows[0] if region_rows else None
+
+
+def criterion_on(
+    rev: RevisionData, zone: ZoneDef, vclass: int, family: int, day: int
+) -> Criterion | None:
+    """The criterion row in force for a base class and a real fuel family on `day`."""
+    rows = [
+        c
+        for c in rev.criteria
+        if c.where.applies_to(zone)
+        and c.where.in_force(day)
+        and vclass in c.classes
+        and family in c.families
+    ]
+    i = _pick([c.where for c in rows], zone)
+    return None if i is None else rows[i]
+
+
+def phev_exempt_on(rev: RevisionData, zone: ZoneDef, vclass: int, day: int) -> bool:
+    rows = [
+        r
+        for r in rev.plug_in_hybrid
+        if r.where.applies_to(zone) and r.where.in_force(day) and vclass in r.classes
+    ]
+    return _pick([r.where for r in rows], zone) is not None
+
+
+def foreign_on(rev: RevisionData, zone: ZoneDef, day: int) -> ForeignRule | None:
+    rows = [r for r in rev.foreign if r.where.applies_to(zone) and r.where.in_force(day)]
+    i = _pick([r.where for r in rows], zone)
+    return None if i is None else rows[i]
+
+
+def _effect_one(crit: Criterion | None, euro: int) -> tuple[int, int]:
+    if crit is None:
+        return _ALLOWED, Reason.CATEGORY_NOT_REGULATED
+    if crit.effect == Effect.ALLOW:
+        return _ALLOWED, Reason.MEETS_CRITERIA
+    if crit.effect == Effect.EXEMPT:
+        return _ALLOWED, crit.exempt_reason
+    if crit.effect == Effect.BAN:
+        return Outcome.NOT_ALLOWED, Reason.FUEL_BANNED
+    if crit.effect == Effect.UNDETERMINED:
+        return _INSUFFICIENT, Reason.CRITERIA_NOT_FOUND
+    if euro == codes.UNKNOWN or codes.EURO_SCALE[euro] != codes.EURO_SCALE[crit.min_euro]:
+        return _INSUFFICIENT, Reason.EURO_UNKNOWN
+    if codes.EURO_LEVEL[euro] >= codes.EURO_LEVEL[crit.min_euro]:
+        return _ALLOWED, Reason.MEETS_CRITERIA
+    return Outcome.NOT_ALLOWED, Reason.EURO_BELOW_MINIMUM
+
+
+def _base_one(
+    rev: RevisionData, zone: ZoneDef, vclass: int, family: int, euro: int, phev: bool, day: int
+) -> tuple[int, int]:
+    outcome, reason = _effect_one(criterion_on(rev, zone, vclass, family, day), euro)
+    if (
+        phev
+        and outcome != _ALLOWED
+        and family in COMBUSTION_FAMILIES
+        and phev_exempt_on(rev, zone, vclass, day)
+    ):
+        return _ALLOWED, Reason.PLUG_IN_HYBRID_EXEMPT
+    return int(outcome), int(reason)
+
+
+def _cell_one(
+    rev: RevisionData, zone: ZoneDef, vclass: int, family: int, euro: int, phev: bool, day: int
+) -> tuple[int, int]:
+    members = MEMBERS[VehicleClass(vclass)]
+    if len(members) > 1 or members[0] != vclass:
+        got = {_cell_one(rev, zone, m, family, euro, phev, day) for m in members}
+        return got.pop() if len(got) == 1 else (_INSUFFICIENT, Reason.CATEGORY_UNKNOWN)
+    if family not in REAL_FAMILIES:
+        got = {_base_one(rev, zone, vclass, f, euro, phev, day) for f in REAL_FAMILIES}
+        return got.pop() if len(got) == 1 else (_INSUFFICIENT, Reason.FUEL_UNKNOWN)
+    return _base_one(rev, zone, vclass, family, euro, phev, day)
+
+
+def change_days(rev: RevisionData, zone: ZoneDef) -> list[int]:
+    """Every day on which something that applies to the zone starts or stops applying."""
+    days = {zone.start}
+    rows: list[Scoped] = [c.where for c in rev.criteria]
+    rows += [r.where for r in rev.plug_in_hybrid] + [r.where for r in rev.foreign]
+    for w in rows:
+        if w.applies_to(zone):
+            days.add(w.start)
+            if w.end != DAY_OPEN:
+                days.add(w.end + 1)
+    return sorted(days)
+
+
+def criteria_one(
+    rev: RevisionData, zone: ZoneDef, vclass: int, family: int, euro: int, phev: bool, day: int
+) -> tuple[int, int, int]:
+    """(outcome, reason, allowed_until) of the criteria for one vehicle on `day`."""
+    outcome, reason = _cell_one(rev, zone, vclass, family, euro, phev, day)
+    if outcome != _ALLOWED:
+        return outcome, reason, DAY_UNKNOWN
+    for change in change_days(rev, zone):
+        if change > day and _cell_one(rev, zone, vclass, family, euro, phev, change)[0] != _ALLOWED:
+            return outcome, reason, change - 1
+    return outcome, reason, DAY_OPEN
+
+
+# -- compiled tables ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledGrant:
+    """A registration grant row of the zone, with its conditions as lookup arrays."""
+
+    kind: int
+    rank: int
+    start: int
+    end: int  # inclusive
+    class_ok: npt.NDArray[np.bool_]  # by vehicle class: the condition can hold
+    power_below_kw: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledZone:
+    zone: ZoneDef
+    bounds: npt.NDArray[np.int32]  # period starts; bounds[0] = DAY_UNKNOWN
+    outcome: npt.NDArray[np.uint8]  # flat [period, class, family, euro, phev]
+    reason: npt.NDArray[np.uint8]
+    until: npt.NDArray[np.int32]
+    foreign_required: npt.NDArray[np.bool_]  # by period
+    dutch_elsewhere: npt.NDArray[np.bool_]  # by period
+    phev_limit: tuple[int, bool] | None  # (max CO2, inclusive) when the zone has a PHEV rule
+    phev_periods: npt.NDArray[np.bool_]  # by period: a plug-in hybrid rule is in force
+    grants: tuple[CompiledGrant, ...]
+
+
+STRIDES: Final = (N_CLASSES * N_FAMILIES * N_EUROS * N_PHEV, N_FAMILIES * N_EUROS * N_PHEV,
+                  N_EUROS * N_PHEV, N_PHEV)  # fmt: skip
+"""Flat-index strides of period, class, family and euro (phev has stride 1)."""
+
+_EURO_IDS: Final = np.arange(N_EUROS)
+
+
+def _effect_vec(crit: Criterion | None) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    out = np.full(N_EUROS, _ALLOWED, dtype=np.uint8)
+    why = np.full(N_EUROS, Reason.CATEGORY_NOT_REGULATED, dtype=np.uint8)
+    if crit is None:
+        return out, why
+    if crit.effect == Effect.ALLOW:
+        why[:] = Reason.MEETS_CRITERIA
+    elif crit.effect == Effect.EXEMPT:
+        why[:] = crit.exempt_reason
+    elif crit.effect == Effect.BAN:
+        out[:], why[:] = Outcome.NOT_ALLOWED, Reason.FUEL_BANNED
+    elif crit.effect == Effect.UNDETERMINED:
+        out[:], why[:] = _INSUFFICIENT, Reason.CRITERIA_NOT_FOUND
+    else:
+        meets = codes.EURO_LEVEL[crit.min_euro] <= codes.EURO_LEVEL
+        out[:] = np.where(meets, _ALLOWED, Outcome.NOT_ALLOWED)
+        why[:] = np.where(meets, Reason.MEETS_CRITERIA, Reason.EURO_BELOW_MINIMUM)
+        unusable = (_EURO_IDS == codes.UNKNOWN) | (
+            codes.EURO_SCALE[crit.min_euro] != codes.EURO_SCALE
+        )
+        out[unusable], why[unusable] = _INSUFFICIENT, Reason.EURO_UNKNOWN
+    return out, why
+
+
+def _agree(
+    cells: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]], otherwise: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    outs = np.stack([c[0] for c in cells])
+    whys = np.stack([c[1] for c in cells])
+    same = np.all((outs == outs[0]) & (whys == whys[0]), axis=0)
+    out = np.where(same, outs[0], _INSUFFICIENT).astype(np.uint8)
+    why = np.where(same, whys[0], otherwise).astype(np.uint8)
+    return out, why
+
+
+def compile_zone(rev: RevisionData, zone: ZoneDef) -> CompiledZone:
+    """The lookup tables of one zone."""
+    starts = change_days(rev, zone)
+    bounds = np.array([DAY_UNKNOWN, *starts], dtype=np.int32)
+    n_periods = len(bounds)
+    shape = (n_periods, N_CLASSES, N_FAMILIES, N_EUROS, N_PHEV)
+    outcome = np.zeros(shape, dtype=np.uint8)
+    reason = np.zeros(shape, dtype=np.uint8)
+    foreign_required = np.zeros(n_periods, dtype=np.bool_)
+    dutch_elsewhere = np.zeros(n_periods, dtype=np.bool_)
+    phev_periods = np.zeros(n_periods, dtype=np.bool_)
+    for p, day in enumerate(bounds.tolist()):
+        rule = foreign_on(rev, zone, day)
+        if rule is not None:
+            foreign_required[p] = rule.registration_required
+            dutch_elsewhere[p] = rule.dutch_checked_elsewhere
+        for c in BASE_CLASSES:
+            phev_ok = phev_exempt_on(rev, zone, c, day)
+            phev_periods[p] |= phev_ok
+            for f in REAL_FAMILIES:
+                o, r = _effect_vec(criterion_on(rev, zone, c, f, day))
+                outcome[p, c, f, :, 0], reason[p, c, f, :, 0] = o, r
+                if phev_ok and f in COMBUSTION_FAMILIES:
+                    lift = o != _ALLOWED
+                    o, r = o.copy(), r.copy()
+                    o[lift], r[lift] = _ALLOWED, Reason.PLUG_IN_HYBRID_EXEMPT
+                outcome[p, c, f, :, 1], reason[p, c, f, :, 1] = o, r
+            for f in set(codes.FuelFamily) - set(REAL_FAMILIES):
+                for h in range(N_PHEV):
+                    cells = [(outcome[p, c, g, :, h], reason[p, c, g, :, h]) for g in REAL_FAMILIES]
+                    outcome[p, c, f, :, h], reason[p, c, f, :, h] = _agree(
+                        cells, Reason.FUEL_UNKNOWN
+                    )
+        for cls in VehicleClass:
+            if cls in BASE_CLASSES:
+                continue
+            for f in codes.FuelFamily:
+                for h in range(N_PHEV):
+                    cells = [(outcome[p, m, f, :, h], reason[p, m, f, :, h]) for m in MEMBERS[cls]]
+                    outcome[p, cls, f, :, h], reason[p, cls, f, :, h] = _agree(
+                        cells, Reason.CATEGORY_UNKNOWN
+                    )
+    allowed = outcome == _ALLOWED
+    until = np.full(shape, DAY_UNKNOWN, dtype=np.int32)
+    until[-1][allowed[-1]] = DAY_OPEN
+    for p in range(n_periods - 2, -1, -1):
+        carry = np.where(allowed[p + 1], until[p + 1], bounds[p + 1] - 1)
+        until[p] = np.where(allowed[p], carry, DAY_UNKNOWN)
+    phev_rows = [r for r in rev.plug_in_hybrid if r.where.applies_to(zone)]
+    grants = tuple(
+        CompiledGrant(
+            kind=int(g.kind),
+            rank=REGISTRATION_RANK[g.kind],
+            start=g.where.start,
+            end=g.where.end,
+            class_ok=np.array(
+                [g.classes is None or bool(set(MEMBERS[c]) & g.classes) for c in VehicleClass],
+                dtype=np.bool_,
+            ),
+            power_below_kw=g.power_below_kw,
+        )
+        for g in rev.grants
+        if g.where.applies_to(zone)
+    )
+    return CompiledZone(
+        zone=zone,
+        bounds=bounds,
+        outcome=outcome.ravel(),
+        reason=reason.ravel(),
+        until=until.ravel(),
+        foreign_required=foreign_required,
+        dutch_elsewhere=dutch_elsewhere,
+        phev_limit=(phev_rows[0].max_co2, phev_rows[0].inclusive) if phev_rows else None,
+        phev_periods=phev_periods,
+        grants=grants,
+    )

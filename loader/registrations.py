@@ -1,0 +1,279 @@
+"""Import the cities' registrations (seed 002 data flow 2) into the published store.
+
+File format: docs/registrations.md (CSV, one registration per line, `#` comment lines). Each row
+is validated; a bad row stops the import with a `RegistrationFileError` naming the line and the
+field, never the plate. Plates are normalised (`lez.plates`) and keyed with the store's HMAC key
+as country + plate (`lez.keys`), so the file's plates never reach the store.
+
+The import merges the file's rows with the registrations already in the store (identical rows
+are kept once), rewrites the `registrations` database and its columns, and publishes a new
+snapshot through `StoreBuilder.amend`. Importing the same file twice changes nothing but the
+snapshot id.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final
+
+import lmdb
+import numpy as np
+import numpy.typing as npt
+
+from lez import codes
+from lez.days import DAY_OPEN, parse_day
+from lez.errors import InvalidPlate, LezError, RegistrationFileError
+from lez.keys import KEY_BYTES, PlateKeyer
+from lez.plates import normalise, normalise_country
+from lez.registrations import REGISTRATION_DTYPE, Region, RegistrationKind
+from lez.store import layout
+from lez.store.columns import KeyedRecords, group_by_key
+from lez.store.layout import StoreMeta
+from lez.store.reader import open_store
+from lez.store.writer import StoreBuilder, utc_now, write_columns
+
+COLUMNS: Final = ("plate", "country", "zone", "region", "kind", "valid_from", "valid_until", "euro")
+REGIONS: Final = {"": Region.NONE, "flanders": Region.FLANDERS, "brussels": Region.BRUSSELS}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What an import did."""
+
+    file: str
+    rows_read: int
+    rows_new: int  # rows not yet in the store
+    rows_already_present: int
+    registrations_total: int
+    plates_total: int
+    snapshot_id: str
+    build_dir: str
+
+    def __str__(self) -> str:
+        return (
+            f"registrations imported from {self.file}: {self.rows_read} rows read, "
+            f"{self.rows_new} new, {self.rows_already_present} already present; store now holds "
+            f"{self.registrations_total} registrations for {self.plates_total} keys; "
+            f"snapshot {self.snapshot_id} published at {self.build_dir}"
+        )
+
+
+def _fail(path: Path, line: int, field: str, problem: str) -> RegistrationFileError:
+    return RegistrationFileError(f"{path}:{line}: field '{field}': {problem}")
+
+
+def _zone_names(store_root: Path, key_id: str) -> dict[str, tuple[int, int]]:
+    """{zone name or id text: (zone id, region)} from the rule revisions in the store."""
+    from lez import rules
+
+    reader = open_store(store_root, expected_key_id=key_id)
+    try:
+        with reader.snapshot() as snap:
+            texts = snap.ruleset_texts()
+    finally:
+        reader.close()
+    if not texts:
+        return {}
+    catalog = rules.load_catalog(texts)
+    out: dict[str, tuple[int, int]] = {}
+    for rid in catalog.revisions:
+        for z in catalog.get(rid).zones:
+            out[z.name.casefold()] = (z.id, int(z.region))
+            out[str(z.id)] = (z.id, int(z.region))
+    return out
+
+
+def parse_registrations(
+    path: Path, keyer: PlateKeyer, zones: dict[str, tuple[int, int]]
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.void]]:
+    """(keys (m, 16), rows) of a registrations file; raises RegistrationFileError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistrationFileError(f"{path}: cannot read the file: {exc}") from None
+    numbered = [(i, line) for i, line in enumerate(text.splitlines(), start=1)]
+    data = [(i, line) for i, line in numbered if line.strip() and not line.lstrip().startswith("#")]
+    if not data:
+        raise RegistrationFileError(f"{path}: no header line; expected {','.join(COLUMNS)}")
+    header_line, header = data[0]
+    names = [h.strip() for h in next(csv.reader([header]))]
+    if names != list(COLUMNS):
+        raise _fail(path, header_line, "header", f"expected exactly {','.join(COLUMNS)}")
+    keys: list[bytes] = []
+    rows = np.zeros(len(data) - 1, dtype=REGISTRATION_DTYPE)
+    for r, (line_no, line) in enumerate(data[1:]):
+        values = next(csv.reader(io.StringIO(line)))
+        if len(values) != len(COLUMNS):
+            raise _fail(path, line_no, "*", f"expected {len(COLUMNS)} columns, got {len(values)}")
+        row = dict(zip(COLUMNS, (v.strip() for v in values), strict=True))
+        keys.append(_key(path, line_no, row, keyer))
+        _fill(path, line_no, row, rows[r : r + 1], zones)
+    key_matrix = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+    return key_matrix, rows
+
+
+def _key(path: Path, line: int, row: dict[str, str], keyer: PlateKeyer) -> bytes:
+    try:
+        country = normalise_country(row["country"] or "BE")
+    except LezError:
+        raise _fail(path, line, "country", "expected a two-letter ISO country code") from None
+    try:
+        plate = normalise(row["plate"], country)
+    except InvalidPlate as exc:
+        raise _fail(path, line, "plate", f"plate rejected ({exc.rule})") from None
+    return bytes(keyer.key(plate.country, plate.plate))
+
+
+def _fill(
+    path: Path,
+    line: int,
+    row: dict[str, str],
+    out: npt.NDArray[np.void],
+    zones: dict[str, tuple[int, int]],
+) -> None:
+    kind_text = row["kind"].upper()
+    if kind_text not in RegistrationKind.__members__:
+        raise _fail(
+            path, line, "kind", f"expected one of {', '.join(RegistrationKind.__members__)}"
+        )
+    kind = RegistrationKind[kind_text]
+    region_text = row["region"].casefold()
+    if region_text not in REGIONS:
+        raise _fail(path, line, "region", "expected flanders, brussels or empty")
+    region = REGIONS[region_text]
+    zone = 0
+    if row["zone"] and row["zone"] != "0":
+        found = zones.get(row["zone"].casefold())
+        if found is None and row["zone"].isdigit() and not zones:
+            found = (int(row["zone"]), int(region))  # no rules in the store to check against
+        if found is None or not 1 <= found[0] <= 0xFFFF:
+            raise _fail(path, line, "zone", "unknown zone (give a zone id or name of the rules)")
+        zone = found[0]
+        if region != Region.NONE and found[1] != region:
+            raise _fail(path, line, "region", "differs from the zone's region")
+        region = Region(found[1]) if found[1] else region
+    elif region == Region.NONE:
+        raise _fail(path, line, "zone", "give a zone, or leave it empty and give a region")
+    try:
+        start = parse_day(row["valid_from"])
+    except ValueError as exc:
+        raise _fail(path, line, "valid_from", str(exc)) from None
+    if row["valid_until"]:
+        try:
+            end = parse_day(row["valid_until"]) + 1
+        except ValueError as exc:
+            raise _fail(path, line, "valid_until", str(exc)) from None
+        if end <= start:
+            raise _fail(path, line, "valid_until", "before valid_from")
+    else:
+        end = start + 1 if kind == RegistrationKind.DAY_PASS else DAY_OPEN
+    if kind == RegistrationKind.DAY_PASS and end != start + 1:
+        raise _fail(path, line, "valid_until", "a day pass is valid for one day")
+    euro = 0
+    if kind == RegistrationKind.EURO_CORRECTION:
+        if not codes.EURO.is_known(row["euro"]):
+            raise _fail(path, line, "euro", "a euro-norm correction needs a known DIV euro code")
+        euro = codes.EURO.id_of(row["euro"])
+    elif row["euro"]:
+        raise _fail(path, line, "euro", "only a EURO_CORRECTION carries a euro norm")
+    out["valid_from"] = start
+    out["valid_to"] = end
+    out["zone"] = zone
+    out["kind"] = int(kind)
+    out["region"] = int(region)
+    out["euro"] = euro
+
+
+def merge(
+    existing: KeyedRecords, keys: npt.NDArray[np.uint8], rows: npt.NDArray[np.void]
+) -> tuple[KeyedRecords, int]:
+    """Union of the stored registrations and new rows (identical rows once); (table, new rows)."""
+    old_keys = np.empty((len(existing.records), 2), dtype=">u8")
+    offsets = existing.offsets.astype(np.int64)
+    counts = offsets[1:] - offsets[:-1]
+    old_keys[:, 0] = np.repeat(existing.key_hi, counts)
+    old_keys[:, 1] = np.repeat(existing.key_lo, counts)
+    old_key_bytes = old_keys.view(np.uint8).reshape(-1, KEY_BYTES)
+    pair = np.dtype([("key", "V16"), ("row", "V16")])
+
+    def packed(k: npt.NDArray[np.uint8], r: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
+        both = np.empty(len(r), dtype=pair)
+        both["key"] = np.ascontiguousarray(k).view("V16").ravel()
+        both["row"] = np.ascontiguousarray(r, dtype=REGISTRATION_DTYPE).view("V16").ravel()
+        return both
+
+    old = np.unique(packed(old_key_bytes, existing.records))
+    new = np.unique(packed(keys, rows))
+    added = int((~np.isin(new, old)).sum())
+    union = np.unique(np.concatenate([old, new]))
+    key_matrix = union["key"].copy().view(np.uint8).reshape(-1, KEY_BYTES)
+    records = union["row"].copy().view(REGISTRATION_DTYPE)
+    return group_by_key(key_matrix, records), added
+
+
+def import_registrations(
+    store_root: Path, path: Path, keyer: PlateKeyer, *, snapshot_id: str | None = None
+) -> ImportReport:
+    """Validate `path`, merge it into the store's registrations and publish a new snapshot."""
+    zones = _zone_names(store_root, keyer.key_id)
+    keys, rows = parse_registrations(path, keyer, zones)
+    reader = open_store(store_root, expected_key_id=keyer.key_id)
+    try:
+        meta = reader.meta
+        with reader.snapshot() as snap:
+            reg = snap.registrations
+            existing = KeyedRecords(
+                key_hi=reg.key_hi.copy(),
+                key_lo=reg.key_lo.copy(),
+                offsets=reg.offsets.copy(),
+                records=reg.records.copy(),
+            )
+    finally:
+        reader.close()
+    table, added = merge(existing, keys, rows)
+    new_id = snapshot_id or _new_snapshot_id()
+    new_meta = replace(
+        meta,
+        snapshot_id=new_id,
+        snapshot_seq=meta.snapshot_seq + 1,
+        built_at=utc_now(),
+        registrations=len(table.records),
+    )
+
+    def change(env: lmdb.Environment, txn: lmdb.Transaction) -> StoreMeta:
+        db = env.open_db(layout.REGISTRATIONS_DB, txn=txn)
+        txn.drop(db, delete=False)
+        itemsize = REGISTRATION_DTYPE.itemsize
+        blob = table.records.tobytes()
+        offsets = table.offsets.astype(np.int64) * itemsize
+        with txn.cursor(db=db) as cur:
+            for i in range(table.size):
+                cur.put(
+                    table.key_bytes(i),
+                    blob[int(offsets[i]) : int(offsets[i + 1])],
+                    append=True,
+                )
+        write_columns(txn, env, layout.REGISTRATIONS_TABLE, table)
+        return new_meta
+
+    final = StoreBuilder(store_root).amend(new_id, change)
+    return ImportReport(
+        file=str(path),
+        rows_read=len(rows),
+        rows_new=added,
+        rows_already_present=len(rows) - added,
+        registrations_total=len(table.records),
+        plates_total=table.size,
+        snapshot_id=new_id,
+        build_dir=str(final),
+    )
+
+
+def _new_snapshot_id() -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{secrets.token_hex(3)}"
