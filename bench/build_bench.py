@@ -33,8 +33,16 @@ def ensure_register(plates: int, seed: int, scratch: Path) -> Path:
     extract = out / "extract.csv"
     if not extract.exists():
         subprocess.run(
-            [str(BIN / "lez-loader"), "synth", "--plates", str(plates), "--seed", str(seed),
-             "--out", str(out)],
+            [
+                str(BIN / "lez-loader"),
+                "synth",
+                "--plates",
+                str(plates),
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+            ],
             check=True,
         )
     return extract
@@ -43,8 +51,11 @@ def ensure_register(plates: int, seed: int, scratch: Path) -> Path:
 def ensure_key(scratch: Path) -> Path:
     key = scratch / "hmac.key"
     if not key.exists():
-        subprocess.run([str(BIN / "lez-loader"), "keygen", "--key", str(key)], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(BIN / "lez-loader"), "keygen", "--key", str(key)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return key
 
 
@@ -53,9 +64,21 @@ def build_once(extract: Path, key: Path, store: Path) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     done = subprocess.run(
-        [str(BIN / "lez-loader"), "build", str(extract), "--key", str(key), "--out", str(store),
-         "--rules", str(ROOT / "rules"), "--json"],
-        check=True, capture_output=True, text=True,
+        [
+            str(BIN / "lez-loader"),
+            "build",
+            str(extract),
+            "--key",
+            str(key),
+            "--out",
+            str(store),
+            "--rules",
+            str(ROOT / "rules"),
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -73,7 +96,9 @@ def build_once(extract: Path, key: Path, store: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--plates", type=int, default=8_000_000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--runs", type=int, default=3)

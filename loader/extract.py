@@ -316,9 +316,7 @@ def _ints(
     return values, blank, bad
 
 
-def _codes(
-    column: pa.ChunkedArray, code_list: CodeList
-) -> tuple[npt.NDArray[np.uint8], int, int]:
+def _codes(column: pa.ChunkedArray, code_list: CodeList) -> tuple[npt.NDArray[np.uint8], int, int]:
     """Ids of a code column; counts of blank and of unrecognised (non-blank) codes."""
     ids_parts = []
     blanks = unrecognised = 0
