@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeVar
@@ -118,7 +119,9 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, status_pb2.Stat
         message = exc.message
     else:
         ref = secrets.token_hex(6)
-        log.error("internal error ref=%s: %s", ref, type(exc).__name__, exc_info=exc)
+        # Frames only: an unexpected exception's message may quote its input (a plate).
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("internal error ref=%s: %s\n%s", ref, type(exc).__name__, frames)
         message = f"internal server error (reference {ref} in the server log)"
     reason_name = pb.ErrorReason.Name(m.reason).removeprefix("ERROR_REASON_")  # type: ignore[arg-type]
     details = []

@@ -50,6 +50,11 @@ def test_reload_under_load_without_failures(
     for _ in range(3):
         build_store(store_root, keyer)
         time.sleep(0.25)
+    # keep the load on until the last build is being served and a call has seen it
+    newest = (store_root / "current").resolve().name
+    deadline = time.monotonic() + 10
+    while newest not in seen and time.monotonic() < deadline:
+        time.sleep(0.05)
     stop.set()
     for t in (*threads, streamer):
         t.join(timeout=30)
