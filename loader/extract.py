@@ -109,7 +109,8 @@ def read_table(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray
         invalid.clear()
         types: dict[str, pa.DataType] = dict.fromkeys(COLUMNS, pa.string())
         # code columns arrive dictionary-encoded: the reader does it while parsing, in parallel
-        types.update(dict.fromkeys(_CODE_COLUMNS, pa.dictionary(pa.int32(), pa.string())))
+        dictionary = pa.dictionary(pa.int32(), pa.string())
+        types.update(dict.fromkeys((*_CODE_COLUMNS, "electric"), dictionary))
         if typed:
             types.update(dict.fromkeys(_DATE_COLUMNS, pa.date32()))
             types.update(dict.fromkeys(_INT_COLUMNS, pa.int64()))
@@ -336,6 +337,20 @@ def _codes(column: pa.ChunkedArray, code_list: CodeList) -> tuple[npt.NDArray[np
     return np.concatenate(ids_parts), blanks, unrecognised
 
 
+def _electric(column: pa.ChunkedArray) -> npt.NDArray[np.int8]:
+    """The electric indicator: 1, 0, -2 for blank and -1 for anything else."""
+    parts = []
+    meaning = {"1": 1, "0": 0, "": -2}
+    for chunk in column.chunks:
+        encoded = chunk if pa.types.is_dictionary(chunk.type) else chunk.dictionary_encode()
+        table = np.array(
+            [meaning.get(v.strip(), -1) for v in encoded.dictionary.to_pylist()] + [-2],
+            dtype=np.int8,
+        )
+        parts.append(table[encoded.indices.to_numpy(zero_copy_only=False)])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
+
+
 def load_extract(path: Path, keyer: PlateKeyer | None = None, workers: int = 1) -> Extract:
     """Parse and validate an extract. Rows that break a rule become rejects.
 
@@ -351,15 +366,18 @@ def load_extract(path: Path, keyer: PlateKeyer | None = None, workers: int = 1) 
     failed = np.zeros(n, dtype=np.bool_)
 
     def reject(mask: npt.NDArray[np.bool_], column: str, rule: str) -> None:
+        if not mask.any():  # the common case: one pass, nothing to record
+            return
         new = mask & ~failed
         for line in lines[new].tolist():
             rejects.append(Reject(line=int(line), column=column, rule=rule))
         failed[new] = True
 
     normalised, rule, plate_keys = plate_columns(table.column("plate"), keyer, workers)
-    for plate_rule in plates.PlateRule:
-        if plate_rule is not plates.PlateRule.OK:
-            reject(rule == plate_rule, "plate", f"plate {plate_rule.name.lower()}")
+    if rule.any():
+        for plate_rule in plates.PlateRule:
+            if plate_rule is not plates.PlateRule.OK:
+                reject(rule == plate_rule, "plate", f"plate {plate_rule.name.lower()}")
 
     records = empty(n)
     for column in _DATE_COLUMNS:
@@ -378,12 +396,9 @@ def load_extract(path: Path, keyer: PlateKeyer | None = None, workers: int = 1) 
         reject(bad, column, f"not a whole number from 0 to {maximum}")
         records[fld] = np.where(blank | bad, sentinel, values)
 
-    electric = table.column("electric")
-    e_blank = pc.equal(electric, "").to_numpy(zero_copy_only=False)
-    e_one = pc.equal(electric, "1").to_numpy(zero_copy_only=False)
-    e_zero = pc.equal(electric, "0").to_numpy(zero_copy_only=False)
-    reject(~(e_blank | e_one | e_zero), "electric", "electric must be 1, 0 or blank")
-    records["flags"] = np.where(e_one, int(Flag.ELECTRIC_MOTOR), 0)
+    electric = _electric(table.column("electric"))
+    reject(electric == -1, "electric", "electric must be 1, 0 or blank")
+    records["flags"] = np.where(electric == 1, int(Flag.ELECTRIC_MOTOR), 0)
 
     unknown_codes: dict[str, dict[str, int]] = {}
     for column, code_list in _CODE_COLUMNS.items():
@@ -391,13 +406,20 @@ def load_extract(path: Path, keyer: PlateKeyer | None = None, workers: int = 1) 
         records[column] = ids
         unknown_codes[column] = {"blank": blanks, "unrecognised": unrecognised}
 
-    keep = ~failed
     rejects.sort(key=lambda r: r.line)
+    if failed.any():
+        keep = ~failed
+        normalised, plate_keys, records, lines = (
+            normalised[keep],
+            plate_keys[keep],
+            records[keep],
+            lines[keep],
+        )
     return Extract(
-        plates=normalised[keep],
-        keys=plate_keys[keep],
-        records=records[keep],
-        lines=lines[keep],
+        plates=normalised,
+        keys=plate_keys,
+        records=records,
+        lines=lines,
         rows_read=n + len(skipped),
         rejects=rejects,
         unknown_codes=unknown_codes,

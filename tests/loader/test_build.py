@@ -60,6 +60,8 @@ def test_bad_rows_are_reported_with_their_line(
         row("1-GHI-222", valid_to="2010-01-01"),  # line 6: ends before it starts
         row("1-JKL-333", euro="Z9"),  # line 7: unknown code -> UNKNOWN, not a reject
         row("1-JKL-333", valid_from="2017-01-01"),  # line 8: overlaps line 7
+        row("2-ELE-001", electric=""),  # line 10: blank indicator is fine
+        row("2-ELE-002", electric="yes"),  # line 11
     ]
     extract = write_extract(tmp_path / "x.csv", rows, raw_lines={3: "1-MNO-444,N,M1"})
     config = _config(tmp_path, key_file, max_reject_share=0.9)
@@ -73,10 +75,11 @@ def test_bad_rows_are_reported_with_their_line(
         "6,seats,not a whole number from 0 to 254",
         "7,valid_to,valid_to not after valid_from",
         "9,valid_from,versions of a plate overlap",
+        "11,electric,electric must be 1, 0 or blank",
     ]
-    assert report.rows_read == 8 and report.rows_rejected == 6
+    assert report.rows_read == 10 and report.rows_rejected == 7
     assert report.unknown_codes["euro"]["unrecognised"] == 1
-    assert report.plates == 2 and report.published
+    assert report.plates == 3 and report.published
     for line in got:
         assert "ABC" not in line and "plate#" not in line
     rec = _lookup(config.store_root, keyer, "1abc234", 17000)
