@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from lez.days import to_day
+from loader.extract import COLUMNS  # the one definition of the extract layout
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -52,28 +53,6 @@ U8 = npt.NDArray[np.uint8]
 Bool = npt.NDArray[np.bool_]
 Progress = Callable[[str, int, int], None]
 
-COLUMNS: Final = (
-    "plate",
-    "plate_type",
-    "category",
-    "kind",
-    "bodywork",
-    "max_mass",
-    "running_mass",
-    "seats",
-    "fuel",
-    "euro",
-    "co2",
-    "power_kw",
-    "first_registration",
-    "last_registration",
-    "nis",
-    "status",
-    "electric",
-    "valid_from",
-    "valid_to",
-)
-"""The extract columns, in order (docs/extract-format.md)."""
 
 CHUNK_PLATES: Final = 500_000
 """Plates generated per chunk. Part of the output definition: changing it changes the data."""

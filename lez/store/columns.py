@@ -82,6 +82,24 @@ class VehicleLookup:
     known: npt.NDArray[np.bool_]
 
 
+class ColumnQueries:
+    """Batch queries shared by every snapshot: needs `vehicles` and `registrations` tables."""
+
+    vehicles: KeyedRecords
+    registrations: KeyedRecords
+
+    def vehicles_on(
+        self, keys: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
+    ) -> VehicleLookup:
+        return versions_on(self.vehicles, keys, days)
+
+    def registrations_of(
+        self, keys: npt.NDArray[np.uint8]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
+        q, rows = rows_for(self.registrations, keys)
+        return q, rows.copy()
+
+
 def versions_on(
     table: KeyedRecords, keys: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
 ) -> VehicleLookup:

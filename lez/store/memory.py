@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np
-import numpy.typing as npt
-
 from lez import vehicle
-from lez.store.columns import KeyedRecords, VehicleLookup, rows_for, versions_on
+from lez.store.columns import ColumnQueries, KeyedRecords
 from lez.store.layout import StoreMeta
 
 
-class MemorySnapshot:
+class MemorySnapshot(ColumnQueries):
     """A snapshot over arrays held in memory."""
 
     def __init__(
@@ -28,17 +25,6 @@ class MemorySnapshot:
         self.registrations = registrations
         self._rulesets = rulesets
         self._index = {vehicles.key_bytes(i): i for i in range(vehicles.size)}
-
-    def vehicles_on(
-        self, keys: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
-    ) -> VehicleLookup:
-        return versions_on(self.vehicles, keys, days)
-
-    def registrations_of(
-        self, keys: npt.NDArray[np.uint8]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
-        q, rows = rows_for(self.registrations, keys)
-        return q, rows.copy()
 
     def history(self, key: bytes) -> vehicle.VehicleArray:
         i = self._index.get(key)

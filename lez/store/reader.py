@@ -23,7 +23,7 @@ from lez import vehicle
 from lez.errors import StoreCorrupt, StoreFormatMismatch, StoreNotReady
 from lez.registrations import REGISTRATION_DTYPE
 from lez.store import layout
-from lez.store.columns import KeyedRecords, VehicleLookup, rows_for, versions_on
+from lez.store.columns import ColumnQueries, KeyedRecords, VehicleLookup
 from lez.store.layout import StoreMeta
 
 
@@ -65,7 +65,7 @@ class RegisterReader(Protocol):
     def close(self) -> None: ...
 
 
-class _LmdbSnapshot:
+class _LmdbSnapshot(ColumnQueries):
     """A snapshot backed by one LMDB read transaction."""
 
     def __init__(self, reader: LmdbReader, txn: lmdb.Transaction) -> None:
@@ -77,17 +77,6 @@ class _LmdbSnapshot:
     @property
     def meta(self) -> StoreMeta:
         return self._reader.meta
-
-    def vehicles_on(
-        self, keys: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
-    ) -> VehicleLookup:
-        return versions_on(self.vehicles, keys, days)
-
-    def registrations_of(
-        self, keys: npt.NDArray[np.uint8]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
-        q, rows = rows_for(self.registrations, keys)
-        return q, rows.copy()
 
     def history(self, key: bytes) -> vehicle.VehicleArray:
         value = self._txn.get(key, db=self._reader.vehicles_db)

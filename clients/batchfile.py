@@ -1,0 +1,246 @@
+"""The CSV files of `lez batch`: reading camera reads, writing decisions.
+
+Input: a header, then one row per camera read. Columns `plate`, optional `country` (ISO 3166
+alpha-2, empty = BE) and either `day` (`YYYY-MM-DD`) or `timestamp`: an ISO 8601 moment with
+its offset as ANPR cameras give it (seed 003: `2016-06-02T18:36:12.345+01:00`; `Z` is UTC). A
+timestamp becomes the calendar day in Europe/Brussels (zoneinfo), so a read at 23:30 UTC on
+a summer evening is the next Brussels day; a timestamp without an offset is taken as Brussels
+local time. An unreadable day or timestamp does not stop the batch: that row is sent with the
+unknown day and answered INVALID / INVALID_DAY.
+
+Output: the input columns, then `day` (the Brussels date decided on), `outcome`, `reason`,
+`allowed_until` (a date, `open`, or empty), `euro` (DIV code). Rows stay in input order.
+
+Files are read with pyarrow (vectorised); no plate is ever printed from here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from clients.packing import (
+    BRUSSELS,
+    OUTCOME_NAMES,
+    REASON_NAMES,
+    BatchResult,
+    PackedPlates,
+    Pairs,
+    parse_when,
+)
+from lez.days import DAY_OPEN, DAY_UNKNOWN
+
+SECONDS_PER_HOUR: Final = 3600
+SECONDS_PER_DAY: Final = 86_400
+MS: Final = 1000
+
+
+class BatchFileError(Exception):
+    """An input file that cannot be used as a whole; the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFile:
+    """The rows of an input file, ready to send."""
+
+    pairs: Pairs
+    table: pa.Table
+    day_column: str  # "day" or "timestamp"
+    bad_days: int
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def _open_error(path: Path, exc: OSError, *, writing: bool = False) -> BatchFileError:
+    verb = "write" if writing else "read"
+    if isinstance(exc, FileNotFoundError):
+        if writing:
+            return BatchFileError(f"cannot write {path}: its directory does not exist")
+        return BatchFileError(f"input file not found: {path}")
+    if isinstance(exc, PermissionError):
+        return BatchFileError(f"cannot {verb} {path}: permission denied")
+    if isinstance(exc, IsADirectoryError):
+        return BatchFileError(f"{path} is a directory, not a CSV file")
+    return BatchFileError(f"cannot {verb} {path}: {exc.strerror or type(exc).__name__}")
+
+
+def read_batch(path: Path) -> BatchFile:
+    """Read an input CSV; raises BatchFileError naming the file and the problem."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.readline().decode("utf-8", "replace").strip().lstrip("\ufeff")
+    except OSError as exc:
+        raise _open_error(path, exc) from None
+    columns = [c.strip().lower() for c in head.split(",")]
+    if "plate" not in columns or not ({"day", "timestamp"} & set(columns)):
+        raise BatchFileError(
+            f"{path}: the header must name the columns plate, country (optional) and day or "
+            "timestamp, e.g. 'plate,country,day' or 'plate,country,timestamp'"
+        )
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in columns},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except OSError as exc:
+        raise _open_error(path, exc) from None
+    except pa.ArrowInvalid as exc:
+        raise BatchFileError(f"{path}: not a readable CSV file ({_arrow_where(exc)})") from None
+    if table.num_rows == 0:
+        raise BatchFileError(f"{path}: no rows after the header")
+    day_column = "timestamp" if "timestamp" in columns else "day"
+    raw_days = table.column(day_column).combine_chunks()
+    to_days = timestamps_to_days if day_column == "timestamp" else dates_to_days
+    days = to_days(raw_days)
+    plates = table.column("plate").combine_chunks()
+    countries: npt.NDArray[Any] | None = None
+    if "country" in columns:
+        cty = pc.utf8_upper(pc.utf8_trim_whitespace(table.column("country").combine_chunks()))
+        cty = pc.if_else(pc.equal(cty, ""), "BE", cty)
+        if not pc.all(pc.equal(cty, "BE")).as_py():
+            countries = np.asarray(cty.to_numpy(zero_copy_only=False), dtype=object)
+    pairs = Pairs(
+        days=days,
+        countries=b"" if countries is None else _country_bytes(countries),
+        plates=packed_from_arrow(plates),
+    )
+    return BatchFile(
+        pairs=pairs,
+        table=table,
+        day_column=day_column,
+        bad_days=int((days == DAY_UNKNOWN).sum()),
+    )
+
+
+def _arrow_where(exc: Exception) -> str:
+    # Arrow's messages can quote a row's content (a plate): keep only the row number.
+    text = str(exc)
+    marker = "Row #"
+    if marker in text:
+        tail = text.split(marker, 1)[1]
+        number = "".join(ch for ch in tail[:12] if ch.isdigit())
+        return f"row {number}: wrong number of columns" if number else "malformed rows"
+    return "malformed CSV"
+
+
+def _country_bytes(values: npt.NDArray[Any]) -> bytes:
+    from clients.packing import pack_countries
+
+    return pack_countries(list(values), len(values))
+
+
+def packed_from_arrow(values: pa.Array) -> PackedPlates:
+    """Plates of an Arrow string array as a packed column (its own buffers: no Python loop)."""
+    arr = values.cast(pa.string()) if values.type != pa.string() else values
+    if arr.offset or arr.null_count:
+        arr = pa.concat_arrays([pc.fill_null(arr, "")])
+    _validity, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, dtype="<i4", count=len(arr) + 1).astype(np.uint32)
+    data = data_buf.to_pybytes()[: int(offsets[-1])] if data_buf is not None else b""
+    base = int(offsets[0])
+    if base:
+        offsets = offsets - np.uint32(base)
+        data = data_buf.to_pybytes()[base : base + int(offsets[-1])]
+    return PackedPlates(data, offsets)
+
+
+def dates_to_days(values: pa.Array) -> npt.NDArray[np.int32]:
+    """`YYYY-MM-DD` texts to day numbers; unreadable ones become DAY_UNKNOWN."""
+    try:
+        dates = pc.cast(pc.utf8_trim_whitespace(values), pa.date32())
+        return np.asarray(dates.to_numpy(zero_copy_only=False), dtype="datetime64[D]").astype(
+            np.int32
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _slow_days(values)
+
+
+def timestamps_to_days(values: pa.Array) -> npt.NDArray[np.int32]:
+    """ISO 8601 timestamps with offset to Europe/Brussels calendar days (vectorised);
+    unreadable ones (and, on the slow path, naive ones taken as Brussels time) row by row."""
+    try:
+        moments = pc.cast(pc.utf8_trim_whitespace(values), pa.timestamp("ms", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _slow_days(values)
+    utc_ms = np.asarray(moments.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return utc_ms_to_brussels_days(utc_ms)
+
+
+def utc_ms_to_brussels_days(utc_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+    """Brussels calendar day of UTC instants (ms). The offset is looked up with zoneinfo once per
+    distinct UTC hour: Brussels changes offset only on whole UTC hours."""
+    if len(utc_ms) == 0:
+        return np.zeros(0, dtype=np.int32)
+    seconds = np.floor_divide(utc_ms, MS)
+    hours, inverse = np.unique(np.floor_divide(seconds, SECONDS_PER_HOUR), return_inverse=True)
+    offsets = np.array(
+        [_offset_s(int(h) * SECONDS_PER_HOUR) for h in hours.tolist()], dtype=np.int64
+    )
+    local = seconds + offsets[inverse.reshape(-1)]
+    return np.floor_divide(local, SECONDS_PER_DAY).astype(np.int32)
+
+
+def _offset_s(utc_second: int) -> int:
+    moment = dt.datetime.fromtimestamp(utc_second, tz=dt.UTC).astimezone(BRUSSELS)
+    offset = moment.utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+def _slow_days(values: pa.Array) -> npt.NDArray[np.int32]:
+    out = np.empty(len(values), dtype=np.int32)
+    for i, text in enumerate(values.to_pylist()):
+        try:
+            out[i] = parse_when(text or "")
+        except (ValueError, OverflowError):
+            out[i] = DAY_UNKNOWN
+    return out
+
+
+def write_results(
+    path: Path, batch: BatchFile, result: BatchResult, euro_codes: dict[int, str]
+) -> None:
+    """The input columns plus day, outcome, reason, allowed_until and euro, in input order."""
+    days = batch.pairs.days
+    day_text = _day_texts(days)
+    until = result.allowed_until
+    until_text = _day_texts(until, open_text="open")
+    allowed = result.outcome == OUTCOME_NAMES.index("ALLOWED")
+    until_text = pc.if_else(pa.array(allowed), until_text, "")
+    outcome_names = np.array(OUTCOME_NAMES, dtype=object)
+    reason_names = np.array([r if r != "UNSPECIFIED" else "" for r in REASON_NAMES], dtype=object)
+    euro_lut = np.array([euro_codes.get(i, "") for i in range(256)], dtype=object)
+    columns: dict[str, Any] = {c: batch.table.column(c) for c in batch.table.column_names}
+    if batch.day_column == "timestamp" or "day" not in columns:
+        columns["day"] = day_text
+    columns["outcome"] = pa.array(outcome_names[result.outcome], pa.string())
+    columns["reason"] = pa.array(reason_names[result.reason], pa.string())
+    columns["allowed_until"] = until_text
+    columns["euro"] = pa.array(euro_lut[result.euro], pa.string())
+    table = pa.table(columns)
+    try:
+        with open(path, "wb") as out:
+            pacsv.write_csv(table, out, pacsv.WriteOptions(quoting_style="needed"))
+    except OSError as exc:
+        raise _open_error(path, exc, writing=True) from None
+
+
+def _day_texts(days: npt.NDArray[np.int32], open_text: str = "") -> pa.Array:
+    bad = (days == DAY_UNKNOWN) | (days == DAY_OPEN)
+    safe = np.where(bad, 0, days).astype(np.int32)
+    text = pc.cast(pa.array(safe, pa.int32()).cast(pa.date32()), pa.string())
+    fill = np.where(days == DAY_OPEN, open_text, "")
+    return pc.if_else(pa.array(bad), pa.array(fill, pa.string()), text)

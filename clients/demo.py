@@ -1,0 +1,415 @@
+"""`make run`: the whole service on this machine, from nothing, in a few minutes.
+
+    python -m clients.demo --var var --plates 300000
+
+Steps, each skipped when its result is already there: an HMAC key (`lez-loader keygen`), a
+synthetic register (`lez-loader synth`, skipped when the extract exists for the same plates and
+seed), a store (`lez-loader build`, skipped when a store published from that very extract
+exists: a stamp file plus `lez-loader info`). Then it starts `lez-server serve` with two worker
+processes on a free loopback port, waits for health SERVING, generates a realistic week of
+camera reads (`python -m bench.workload`: unknown, foreign, misread and invalid plates, ISO 8601
+camera timestamps across the October DST change), sends it with `lez batch`, runs single
+`lez check`s that show every answer (plates picked from the demo's own synthetic extract by
+asking the server about a sample), prints a summary with timings and stops the server with
+SIGTERM.
+
+Only console scripts run as subprocesses; nothing from `loader` or `server` is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from clients.errors import LezClientError
+from clients.packing import OUTCOME_NAMES, Pairs
+from clients.sync import LezClient
+
+DEFAULT_SEED: Final = 7
+DEFAULT_PAIRS: Final = 300_000
+DEFAULT_ZONE: Final = "Antwerpen"
+ENFORCEMENT_FROM: Final = dt.date(2026, 10, 20)
+ENFORCEMENT_TO: Final = dt.date(2026, 10, 26)  # includes the DST change of 25 October
+CHECK_DAY: Final = dt.date(2026, 10, 21)
+SAMPLE_PLATES: Final = 20_000
+SERVE_TIMEOUT_S: Final = 120.0
+STOP_TIMEOUT_S: Final = 30.0
+UNKNOWN_CANDIDATES: Final = tuple(f"9-ZZX-{i:03d}" for i in range(50))
+INVALID_PLATE: Final = "1-AB#-23"
+MISMATCH_FIRST_REGISTRATION: Final = dt.date(1990, 1, 1)
+STAMP: Final = "demo-stamp.json"
+
+
+@dataclass
+class Timings:
+    steps: list[tuple[str, float, str]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[list[str]]:
+        note: list[str] = []
+        print(f"\n== {name}", flush=True)
+        t0 = time.perf_counter()
+        yield note
+        self.steps.append((name, time.perf_counter() - t0, " ".join(note)))
+
+
+def _script(name: str) -> list[str]:
+    """A console script of this environment (next to the interpreter), else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return [str(here)]
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"demo: the command {name!r} is missing; run 'make install' first")
+    return [found]
+
+
+def _run(cmd: Sequence[str], *, quiet: bool = False) -> str:
+    shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
+    print(f"$ {shown}", flush=True)
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"demo: '{shown}' failed with exit status {proc.returncode}")
+    if not quiet and proc.stdout.strip():
+        print(proc.stdout.rstrip(), flush=True)
+    return proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_key(key: Path, t: Timings) -> None:
+    with t.step("HMAC key") as note:
+        if key.exists():
+            print(f"using {key}")
+            note.append("reused")
+            return
+        _run([*_script("lez-loader"), "keygen", "--key", str(key)])
+
+
+def ensure_register(out: Path, plates: int, seed: int, t: Timings) -> Path:
+    extract = out / "extract.csv"
+    with t.step(f"synthetic register ({plates:,} plates)") as note:
+        meta = out / "synth.json"
+        if extract.exists() and meta.exists():
+            try:
+                known = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                known = {}
+            if known.get("plates") == plates and known.get("seed") == seed:
+                print(f"using {extract} (same plates and seed)")
+                note.append("reused")
+                return extract
+        _run(
+            [
+                *_script("lez-loader"),
+                "synth",
+                "--plates",
+                str(plates),
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+            ]
+        )
+    return extract
+
+
+def _extract_stamp(extract: Path) -> dict[str, object]:
+    st = extract.stat()
+    return {"extract": str(extract.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def ensure_store(extract: Path, key: Path, store: Path, rules: Path, t: Timings) -> None:
+    with t.step("store") as note:
+        stamp = store / STAMP
+        want = _extract_stamp(extract)
+        if stamp.exists():
+            try:
+                same = json.loads(stamp.read_text()) == want
+            except (OSError, ValueError):
+                same = False
+            info = subprocess.run(
+                [*_script("lez-loader"), "info", "--store", str(store)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if same and info.returncode == 0:
+                print(f"using the store published from this extract under {store}")
+                note.append("reused")
+                return
+        cmd = [
+            *_script("lez-loader"),
+            "build",
+            str(extract),
+            "--key",
+            str(key),
+            "--out",
+            str(store),
+        ]
+        if rules.is_dir():
+            cmd += ["--rules", str(rules)]
+        _run(cmd)
+        stamp.write_text(json.dumps(want))
+
+
+@contextlib.contextmanager
+def running_server(
+    store: Path, key: Path, var: Path, workers: int, t: Timings
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    log = var / "server.log"
+    with t.step(f"server ({workers} workers)") as note:
+        cmd = [
+            *_script("lez-server"),
+            "serve",
+            "--address",
+            address,
+            "--workers",
+            str(workers),
+            "--store-root",
+            str(store),
+            "--key-file",
+            str(key),
+            "--audit-dir",
+            str(var / "audit"),
+        ]
+        print(f"$ lez-server serve --address {address} --workers {workers} ... (log: {log})")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEZ_")}
+        with open(log, "ab") as log_file:
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        try:
+            with LezClient([address]) as client:
+                client.wait_until_serving(timeout=SERVE_TIMEOUT_S)
+        except LezClientError as exc:
+            _stop(proc)
+            raise SystemExit(f"demo: the server did not start: {exc.message} (see {log})") from None
+        print(f"serving on {address} (pid {proc.pid})")
+        note.append(address)
+    try:
+        yield address, proc
+    finally:
+        with t.step("stop server (SIGTERM)") as note:
+            note.append(f"exit status {_stop(proc)}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def make_workload(extract: Path, out: Path, pairs: int, seed: int, t: Timings) -> Path:
+    reads = out / f"reads-{pairs}-s{seed}.csv"
+    with t.step(f"enforcement week ({pairs:,} camera reads)") as note:
+        if reads.exists():
+            print(f"using {reads}")
+            note.append("reused")
+            return reads
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "bench.workload",
+                str(extract),
+                "--pairs",
+                str(pairs),
+                "--seed",
+                str(seed),
+                "--from",
+                ENFORCEMENT_FROM.isoformat(),
+                "--to",
+                ENFORCEMENT_TO.isoformat(),
+                "--out",
+                str(reads),
+                "--timestamps",
+            ]
+        )
+    return reads
+
+
+def send_batch(address: str, reads: Path, out: Path, zone: str, t: Timings) -> None:
+    decisions = out / "decisions.csv"
+    with t.step(f"lez batch ({zone})") as note:
+        _run(
+            [
+                *_script("lez"),
+                "--server",
+                address,
+                "batch",
+                str(reads),
+                str(decisions),
+                "--zone",
+                zone,
+                "--no-progress",
+            ]
+        )
+        note.append(str(decisions))
+
+
+@dataclass(frozen=True)
+class Example:
+    label: str
+    plate: str
+    zone: str
+    first_registration: dt.date | None = None
+
+
+def pick_examples(address: str, extract: Path, seed: int) -> list[Example]:
+    """Plates of the extract that really give each answer: ask the server about a sample."""
+    table = pacsv.read_csv(
+        extract,
+        convert_options=pacsv.ConvertOptions(
+            include_columns=["plate", "first_registration", "valid_to"],
+            column_types={
+                "plate": pa.string(),
+                "first_registration": pa.string(),
+                "valid_to": pa.string(),
+            },
+            strings_can_be_null=False,
+        ),
+    )
+    current = table.filter(pc.equal(table.column("valid_to"), ""))
+    rng = np.random.default_rng(seed)
+    take = rng.choice(current.num_rows, size=min(SAMPLE_PLATES, current.num_rows), replace=False)
+    sample = current.take(pa.array(np.sort(take)))
+    plates = sample.column("plate").to_pylist()
+    first_reg = sample.column("first_registration").to_pylist()
+    examples: list[Example] = []
+    wanted = ["ALLOWED", "NOT_ALLOWED", "INSUFFICIENT_DATA"]
+    with LezClient([address]) as client:
+        zones = [z.name for z in client.server_info().zones] or [DEFAULT_ZONE]
+        found: dict[str, Example] = {}
+        for zone in zones:
+            result = client.check_batch(
+                Pairs.of(plates, None, [CHECK_DAY] * len(plates)), zone=zone
+            )
+            names = result.outcome_names()
+            until = result.allowed_until
+            for i, name in enumerate(names):
+                if name == "ALLOWED" and int(until[i]) >= 2**31 - 1:
+                    found.setdefault("ALLOWED (open-ended)", Example("", plates[i], zone))
+                    continue
+                if name in wanted and name not in found:
+                    found[name] = Example("", plates[i], zone)
+            if all(w in found for w in wanted):
+                break
+        unknown = client.check_batch(
+            Pairs.of(list(UNKNOWN_CANDIDATES), None, [CHECK_DAY] * len(UNKNOWN_CANDIDATES)),
+            zone=zones[0],
+        ).outcome_names()
+    for label in ("ALLOWED", "ALLOWED (open-ended)", "NOT_ALLOWED", "INSUFFICIENT_DATA"):
+        if label in found:
+            e = found[label]
+            examples.append(Example(label, e.plate, e.zone))
+    if "ALLOWED" not in found and "ALLOWED (open-ended)" in found:
+        examples[0] = Example("ALLOWED", examples[0].plate, examples[0].zone)
+    known = next((i for i, fr in enumerate(first_reg) if fr), None)
+    if known is not None:
+        examples.append(
+            Example("COMBINATION_MISMATCH", plates[known], zones[0], MISMATCH_FIRST_REGISTRATION)
+        )
+    if "UNKNOWN_PLATE" in unknown:
+        examples.append(
+            Example("UNKNOWN_PLATE", UNKNOWN_CANDIDATES[unknown.index("UNKNOWN_PLATE")], zones[0])
+        )
+    examples.append(Example("INVALID", INVALID_PLATE, zones[0]))
+    return examples
+
+
+def single_checks(address: str, extract: Path, seed: int, t: Timings) -> None:
+    with t.step("single checks (lez check)") as note:
+        examples = pick_examples(address, extract, seed)
+        for e in examples:
+            cmd = [
+                *_script("lez"),
+                "--server",
+                address,
+                "check",
+                e.plate,
+                "--zone",
+                e.zone,
+                "--date",
+                CHECK_DAY.isoformat(),
+            ]
+            if e.first_registration is not None:
+                cmd += ["--first-registration", e.first_registration.isoformat()]
+            print(f"\n-- expecting {e.label}")
+            _run(cmd)
+        note.append(f"{len(examples)} checks")
+
+
+def print_timings(t: Timings, total: float) -> None:
+    print("\n== summary")
+    print(f"  {'step':<42}{'seconds':>9}  note")
+    for name, seconds, note in t.steps:
+        print(f"  {name:<42}{seconds:>9.1f}  {note}")
+    print(f"  {'total':<42}{total:>9.1f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m clients.demo",
+        description="Set up and run the LEZ service locally (what 'make run' does).",
+    )
+    p.add_argument("--var", type=Path, default=Path("var"), help="working directory [var]")
+    p.add_argument("--plates", type=int, default=300_000, help="register size [300000]")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed [{DEFAULT_SEED}]")
+    p.add_argument(
+        "--pairs", type=int, default=DEFAULT_PAIRS, help=f"camera reads [{DEFAULT_PAIRS}]"
+    )
+    p.add_argument("--zone", default=DEFAULT_ZONE, help=f"zone of the batch [{DEFAULT_ZONE}]")
+    p.add_argument("--workers", type=int, default=2, help="server worker processes [2]")
+    p.add_argument("--rules", type=Path, default=Path("rules"), help="rule revisions [rules]")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    var: Path = args.var
+    demo = var / "demo"
+    demo.mkdir(parents=True, exist_ok=True)
+    key = var / "keys" / "hmac.key"
+    register = var / f"register-{args.plates}-s{args.seed}"
+    store = var / "store"
+    t = Timings()
+    ensure_key(key, t)
+    extract = ensure_register(register, args.plates, args.seed, t)
+    ensure_store(extract, key, store, args.rules, t)
+    reads = make_workload(extract, register, args.pairs, args.seed, t)  # tied to the extract
+    with running_server(store, key, var, args.workers, t) as (address, _proc):
+        send_batch(address, reads, demo, args.zone, t)
+        single_checks(address, extract, args.seed, t)
+    print_timings(t, time.perf_counter() - t0)
+    print(f"\noutcomes: {', '.join(OUTCOME_NAMES[1:])}; see {demo} for the files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

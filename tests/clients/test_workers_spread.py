@@ -1,0 +1,73 @@
+"""A big batch from one client reaches both worker processes of one server (SO_REUSEPORT
+spreads connections, the client opens several)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clients import LezClient
+from lez.days import from_day
+from server.config import ServerConfig
+from tests.clients.conftest import ZONE
+from tests.server.conftest import DAY
+
+CONNECTIONS = 8  # all on one worker with probability 2**-7
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_batch_spreads_over_two_workers(client_config: ServerConfig, tmp_path: Path) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    audit = tmp_path / "audit"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEZ_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--address",
+            address,
+            "--workers",
+            "2",
+            "--store-root",
+            str(client_config.store_root),
+            "--key-file",
+            str(client_config.key_file),
+            "--audit-dir",
+            str(audit),
+            "--warm-store",
+            "0",
+            "--max-chunk-pairs",
+            "1000",
+            "--grace-period-s",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with LezClient([address], connections=CONNECTIONS) as client:
+            client.wait_until_serving(timeout=60)
+            rows = [("1ABC234", "BE", from_day(DAY)), ("1XYZ987", "BE", DAY)] * 20_000
+            result = client.check_batch(rows, zone=ZONE)
+        assert result.outcome.tolist() == [1, 2] * 20_000
+        assert result.summary.streams == CONNECTIONS
+        sizes = [(audit / f"audit-w{i}.jsonl").stat().st_size for i in range(2)]
+        assert all(sizes), f"both workers answered part of the batch: {sizes}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
