@@ -25,6 +25,7 @@ from lez.decision import BatchInput, Decisions, Outcome, Reason
 from lez.errors import BatchTooLarge, InvalidRequest
 from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import PlateRule, normalise_flat
+from lez.plates import check as check_plate
 from lez.store import Snapshot, VehicleLookup
 
 EARLIEST_DAY: Final = to_day(dt.date(1900, 1, 1))
@@ -239,6 +240,67 @@ def evaluate(
         decisions.outcome[bad] = Outcome.INVALID
         decisions.reason[bad] = pairs.invalid[bad]
         decisions.allowed_until[bad] = DAY_UNKNOWN
+    return Evaluated(decisions=decisions, lookup=lookup)
+
+
+def decode_one_plate(
+    keyer: PlateKeyer, raw: str, country: str, day: int, max_plate_bytes: int
+) -> Pairs:
+    """One plate through the scalar path (`lez.plates.check`, `PlateKeyer.key`): the same
+    answer as `decode_plates` (property-tested in lez) at a fraction of the per-call cost."""
+    invalid = 0
+    key = bytes(KEY_BYTES)
+    text, rule = check_plate(raw, country)
+    if day < EARLIEST_DAY or day > LATEST_DAY:
+        invalid = Reason.INVALID_DAY
+    if rule is not PlateRule.OK or len(raw.encode("utf-8", "replace")) > max_plate_bytes:
+        invalid = Reason.INVALID_PLATE
+    if rule is PlateRule.BAD_COUNTRY:
+        invalid = Reason.INVALID_COUNTRY
+    cty = country.upper() if rule is not PlateRule.BAD_COUNTRY else "??"
+    if not invalid:
+        key = keyer.key(cty, text)
+    return Pairs(
+        keys=np.frombuffer(key, dtype=np.uint8).reshape(1, KEY_BYTES),
+        countries=np.frombuffer(cty.encode("ascii", "replace")[:2], dtype=np.uint8).reshape(1, 2),
+        days=np.array([day if not invalid else 0], dtype=np.int32),
+        invalid=np.array([invalid], dtype=np.uint8),
+    )
+
+
+def evaluate_single(
+    snap: Snapshot, revision: Any, zone_id: int, pairs: Pairs, claimed: int | None = None
+) -> Evaluated:
+    """One pair through the engine's one-item path (`lez.rules.evaluate_one`), which the
+    engine's property tests hold equal to `evaluate`; a single check skips the per-chunk
+    array machinery (about 0.3 ms) that only pays off for batches."""
+    lookup = snap.vehicles_on(pairs.keys, pairs.days)
+    invalid = int(pairs.invalid[0])
+    if invalid:
+        one = lez.rules.Decision(Outcome.INVALID, invalid, DAY_UNKNOWN, 0, 0, 0)
+    else:
+        _, rows = snap.registrations_of(pairs.keys)
+        c = pairs.countries[0]
+        one = lez.rules.evaluate_one(
+            revision,
+            zone_id,
+            lookup.records[0] if lookup.found[0] else None,
+            bool(lookup.known[0]),
+            int(pairs.days[0]),
+            bool(c[0] == BE[0] and c[1] == BE[1]),
+            bool(c[0] == NL[0] and c[1] == NL[1]),
+            0,
+            rows,
+            claimed,
+        )
+    decisions = Decisions(
+        outcome=np.array([one.outcome], dtype=np.uint8),
+        reason=np.array([one.reason], dtype=np.uint8),
+        allowed_until=np.array([one.allowed_until], dtype=np.int32),
+        euro=np.array([one.euro], dtype=np.uint8),
+        category=np.array([one.category], dtype=np.uint8),
+        derived=np.array([one.derived], dtype=np.uint8),
+    )
     return Evaluated(decisions=decisions, lookup=lookup)
 
 

@@ -110,6 +110,13 @@ def _day_or_invalid(text: str, today: int) -> int:
         return DAY_UNKNOWN  # becomes INVALID_DAY
 
 
+def _claimed_day(text: str) -> int:
+    try:
+        return parse_day(text)
+    except ValueError:
+        raise InvalidRequest("first_registration must be a date as YYYY-MM-DD") from None
+
+
 def today_brussels() -> int:
     return to_day(dt.datetime.now(BRUSSELS).date())
 
@@ -242,19 +249,18 @@ class AccessService(pb_grpc.AccessServiceServicer):
         served: Served,
     ) -> pipeline.Pairs:
         """Pairs of one item given as plate or key (unary calls)."""
-        cty = countries_matrix(country or "BE", 1)
-        days = np.array([day], dtype=np.int32)
         if which == "key":
+            cty = countries_matrix(country or "BE", 1)
+            days = np.array([day], dtype=np.int32)
             self._check_key_id(key_id, served)
             if len(key) != KEY_BYTES:
                 raise InvalidRequest(f"a key is {KEY_BYTES} bytes, not {len(key)}")
             return pipeline.decode_keys(key, cty, days)
         if which != "plate":
             raise InvalidRequest("give a plate or a key")
-        packed = pipeline.PackedPlates.one(
-            plate.encode("utf-8", "replace"), self.config.max_plate_bytes
+        return pipeline.decode_one_plate(
+            self.keyer, plate, country or "BE", day, self.config.max_plate_bytes
         )
-        return pipeline.decode_plates(self.keyer, packed, cty, days)
 
     # -- Check --
 
@@ -270,11 +276,9 @@ class AccessService(pb_grpc.AccessServiceServicer):
             zone = resolve_zone(revision, request.zone)
             who.require_zone(zone.id, zone.name)
             day = _day_or_invalid(request.date, today_brussels())
-            claimed: npt.NDArray[np.int32] | None = None
+            claimed: int | None = None
             if request.first_registration:
-                claimed = np.array(
-                    [_day_or_invalid(request.first_registration, DAY_UNKNOWN)], dtype=np.int32
-                )
+                claimed = _claimed_day(request.first_registration)
             elif who.public_only:
                 raise InvalidRequest(
                     "the public checker needs the first-registration date of the vehicle"
@@ -290,7 +294,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 served=served,
             )
             with served.reader.snapshot() as snap:
-                ev = pipeline.evaluate(snap, revision, zone.id, pairs, claimed)
+                ev = pipeline.evaluate_single(snap, revision, zone.id, pairs, claimed)
             decision = self._decision(ev, 0, who)
             keys = KeyBatch()
             keys.add(pairs.valid_keys_bytes())

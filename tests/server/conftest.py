@@ -65,7 +65,8 @@ UNKNOWN_PLATE = "9ZZZ999"
 def rule_texts() -> dict[str, str]:
     """Every rule-table file of `rules/`, keyed by revision id (file stem)."""
     files = sorted(RULES_DIR.glob("*.toml"))
-    return {p.stem: p.read_text(encoding="utf-8") for p in files} or {"standin-2025": "#"}
+    assert files, f"no rule files in {RULES_DIR}"
+    return {p.stem: p.read_text(encoding="utf-8") for p in files}
 
 
 def build_store(
@@ -230,81 +231,3 @@ def tls_channel(cert_dir: Path, port: int, client: str) -> grpc.Channel:
         certificate_chain=(cert_dir / f"{client}.pem").read_bytes(),
     )
     return grpc.secure_channel(f"localhost:{port}", creds)
-
-
-# ---- a stand-in engine, used only while `lez.rules` does not provide the real one ----------
-
-
-def _install_standin_engine() -> None:  # pragma: no cover - removed once the engine lands
-    import lez.rules
-    from lez.decision import Decisions, Outcome, Reason
-    from lez.errors import UnknownRuleset, UnknownZone
-
-    @dataclass(frozen=True)
-    class Zone:
-        id: int
-        name: str
-        region: Region
-
-    all_zones = (Zone(1, "gent", Region.FLANDERS), Zone(2, "antwerpen", Region.FLANDERS))
-
-    class Catalog:
-        revisions = ("standin-2025",)
-        newest = "standin-2025"
-        zones = all_zones
-        id = "standin-2025"
-
-        def get(self, rev: str | None) -> Catalog:
-            if rev in (None, "", "standin-2025"):
-                return self
-            raise UnknownRuleset(f"revision {rev} is not loaded")
-
-        def zone(self, key: int | str) -> Zone:
-            for z in all_zones:
-                if key in (z.id, z.name):
-                    return z
-            raise UnknownZone(f"unknown zone {key}")
-
-    def evaluate(revision: str, zone_id: int, batch: Any) -> Decisions:
-        n = len(batch.days)
-        euro = batch.records["euro"].astype(np.uint8)
-        outcome = np.full(n, Outcome.ALLOWED, dtype=np.uint8)
-        reason = np.full(n, Reason.MEETS_CRITERIA, dtype=np.uint8)
-        low = batch.found & (euro < codes.EURO.id_of("5")) & (batch.records["fuel"] != 4)
-        outcome[low] = Outcome.NOT_ALLOWED
-        reason[low] = Reason.EURO_BELOW_MINIMUM
-        permit = np.zeros(n, dtype=bool)
-        permit[batch.reg_query] = True
-        outcome[permit & low] = Outcome.ALLOWED
-        reason[permit & low] = Reason.LOCAL_PERMIT
-        outcome[~batch.known] = Outcome.UNKNOWN_PLATE
-        reason[~batch.known] = Reason.NOT_IN_REGISTER
-        bad = batch.invalid != 0
-        outcome[bad] = Outcome.INVALID
-        reason[bad] = batch.invalid[bad]
-        until = np.where(outcome == Outcome.ALLOWED, DAY_OPEN, -(2**31)).astype(np.int32)
-        return Decisions(
-            outcome=outcome,
-            reason=reason,
-            allowed_until=until,
-            euro=euro,
-            category=batch.records["category"].astype(np.uint8),
-            derived=np.zeros(n, dtype=np.uint8),
-        )
-
-    lez.rules.load_catalog = lambda texts: Catalog()  # type: ignore[attr-defined]
-    lez.rules.evaluate = evaluate  # type: ignore[attr-defined]
-
-
-def _real_engine() -> bool:
-    """The engine and at least one real rule file exist."""
-    import lez.rules
-
-    return hasattr(lez.rules, "evaluate") and bool(sorted(RULES_DIR.glob("*.toml")))
-
-
-REAL_ENGINE = _real_engine()
-
-
-if not REAL_ENGINE:
-    _install_standin_engine()

@@ -9,7 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lez.api.v1 import access_pb2 as pb
-from lez.days import format_day
+from lez.days import format_day, from_day
 from lez.keys import PlateKeyer
 from lez.plates import as_matrix, countries_matrix, normalise_many
 from server.auth import Identity, Role
@@ -23,7 +23,7 @@ from tests.server.conftest import (
     build_store,
     make_server,
 )
-from tests.server.helpers import error_reason, stub
+from tests.server.helpers import chunk, error_reason, outcomes, reasons, stub
 
 DATE = format_day(DAY)
 
@@ -283,3 +283,40 @@ def test_fleet_stats_suppresses_small_cells(
             assert got.min_cell_size == 10 and got.snapshot_id
     finally:
         srv.stop()
+
+
+def test_single_check_answers_like_the_stream(channel: grpc.Channel) -> None:
+    """Check takes the engine's one-item path; it must answer exactly like CheckStream."""
+    s = stub(channel)
+    zone = s.ServerInfo(pb.ServerInfoRequest()).zones[0].name
+    items = [
+        ("1ABC234", "BE", DAY),
+        ("1xyz 987", "BE", DAY),
+        ("2-DEF-456", "BE", DAY),
+        ("1ELE001", "BE", DAY),
+        ("9ZZZ999", "BE", DAY),
+        ("AB123C", "NL", DAY),
+        ("AB123C", "FR", DAY),
+        ("bad#plate", "BE", DAY),
+        ("1ABC234", "B1", DAY),
+    ]
+    msgs = list(
+        s.CheckStream(
+            iter(
+                [
+                    chunk(
+                        [p for p, _, _ in items],
+                        [d for _, _, d in items],
+                        zone=zone,
+                        countries=[c for _, c, _ in items],
+                    )
+                ]
+            )
+        )
+    )
+    streamed = list(zip(outcomes(msgs[0]), reasons(msgs[0]), strict=True))
+    for (plate, country, day), (outcome, reason) in zip(items, streamed, strict=True):
+        got = s.Check(
+            pb.CheckRequest(plate=plate, country=country, zone=zone, date=from_day(day).isoformat())
+        ).decision
+        assert (got.outcome, got.reason) == (outcome, reason), plate

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lez.api.v1 import access_pb2 as pb
 from server.config import ServerConfig
-from tests.server.conftest import DAY, REAL_ENGINE
+from tests.server.conftest import DAY
 from tests.server.helpers import chunk, stub
 
 
@@ -50,7 +50,6 @@ def _worker_pids(parent: int) -> set[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_ENGINE, reason="needs the rules engine and a file in rules/")
 def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
     port = _free_port()
     target = f"127.0.0.1:{port}"
