@@ -27,6 +27,7 @@ from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import PlateRule, normalise_flat
 from lez.plates import check as check_plate
 from lez.store import Snapshot, VehicleLookup
+from lez.vehicle import empty
 
 EARLIEST_DAY: Final = to_day(dt.date(1900, 1, 1))
 """Days before this are unreadable (INVALID_DAY): no LEZ question is that old."""
@@ -319,10 +320,14 @@ def result_columns(ev: Evaluated, *, technical: bool) -> dict[str, Any]:
         "count": n,
         "outcome": _b(d.outcome, "u1"),
         "allowed_until": _b(d.allowed_until, "<i4"),
-        "euro": _b(d.euro, "u1"),
+        "euro": _b(np.where(d.outcome == Outcome.COMBINATION_MISMATCH, 0, d.euro), "u1"),
     }
     if technical:
         rec = ev.lookup.records
+        mismatch = d.outcome == Outcome.COMBINATION_MISMATCH
+        if mismatch.any():  # no vehicle data where the combination does not match
+            rec = rec.copy()
+            rec[mismatch] = empty(int(mismatch.sum()))
         cols["reason"] = _b(d.reason, "u1")
         cols["derived"] = _b(d.derived, "u1")
         cols["technical"] = {

@@ -212,13 +212,18 @@ class AccessService(pb_grpc.AccessServiceServicer):
         outcome = int(d.outcome[i])
         until = int(d.allowed_until[i])
         allowed = outcome == Outcome.ALLOWED
+        # Seed 002 section 21: vehicle data only where plate, country and first registration
+        # match; a mismatch must not tell a guesser anything about the vehicle.
+        mismatch = outcome == Outcome.COMBINATION_MISMATCH
         msg = pb.Decision(
             outcome=outcome,  # type: ignore[arg-type]
             allowed_until=_date_text(until) if allowed else "",
             open_ended=allowed and until == DAY_OPEN,
-            euro=_code_text(codes.EURO, int(d.euro[i])),
+            euro="" if mismatch else _code_text(codes.EURO, int(d.euro[i])),
         )
-        if who.sees_technical:
+        if who.sees_technical and mismatch:
+            msg.reason = int(d.reason[i])  # type: ignore[assignment]
+        elif who.sees_technical:
             rec = ev.lookup.records[i]
             msg.reason = int(d.reason[i])  # type: ignore[assignment]
             msg.derived = int(d.derived[i])

@@ -320,3 +320,23 @@ def test_single_check_answers_like_the_stream(channel: grpc.Channel) -> None:
             pb.CheckRequest(plate=plate, country=country, zone=zone, date=from_day(day).isoformat())
         ).decision
         assert (got.outcome, got.reason) == (outcome, reason), plate
+
+
+def test_combination_mismatch_reveals_no_vehicle_data(channel: grpc.Channel) -> None:
+    s = stub(channel)
+    zone = s.ServerInfo(pb.ServerInfoRequest()).zones[0].name
+    date = from_day(DAY).isoformat()
+    ok = s.Check(
+        pb.CheckRequest(plate="1ABC234", zone=zone, date=date, first_registration="2019-03-01")
+    ).decision
+    assert ok.outcome == pb.OUTCOME_ALLOWED and ok.technical.first_registration == "2019-03-01"
+    wrong = s.Check(
+        pb.CheckRequest(plate="1ABC234", zone=zone, date=date, first_registration="2019-03-02")
+    ).decision
+    assert wrong.outcome == pb.OUTCOME_COMBINATION_MISMATCH
+    assert not wrong.HasField("technical") and wrong.euro == "" and wrong.allowed_until == ""
+    with pytest.raises(grpc.RpcError) as err:
+        s.Check(
+            pb.CheckRequest(plate="1ABC234", zone=zone, date=date, first_registration="03/2019")
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
