@@ -10,7 +10,7 @@ per plate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import numpy as np
@@ -32,6 +32,7 @@ class KeyedRecords:
     key_lo: npt.NDArray[np.uint64]
     offsets: npt.NDArray[np.uint64]
     records: npt.NDArray[np.void]
+    bucket_starts: npt.NDArray[np.int64] | None = None  # see `indexed`
 
     @property
     def size(self) -> int:
@@ -49,10 +50,18 @@ class KeyedRecords:
         if n == 0 or self.size == 0:
             return np.full(n, -1, dtype=np.int64)
         hi, lo = keys_to_u64(keys)
-        order = np.argsort(hi, kind="stable")
-        pos_sorted = np.searchsorted(self.key_hi, hi[order], side="left")
-        pos = np.empty(n, dtype=np.int64)
-        pos[order] = pos_sorted
+        lower, upper = self._bucket_bounds(hi)
+        # Vectorised binary search inside each query's bucket: a handful of rounds, each one
+        # gather, instead of ~23 cache-missing steps per key over the whole column.
+        while True:
+            open_ = lower < upper
+            if not open_.any():
+                break
+            mid = (lower + upper) >> 1
+            go_right = open_ & (self.key_hi[np.minimum(mid, self.size - 1)] < hi)
+            lower = np.where(go_right, mid + 1, lower)
+            upper = np.where(open_ & ~go_right, mid, upper)
+        pos = lower
         result = np.full(n, -1, dtype=np.int64)
         # Walk forward over equal high halves (a 64-bit prefix collision is rare but legal).
         pending = np.arange(n)
@@ -67,6 +76,30 @@ class KeyedRecords:
             pending = pending[~hit]
             pos[pending] += 1
         return result
+
+    def _bucket_bounds(
+        self, hi: npt.NDArray[np.uint64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Search range [lower, upper) in `key_hi` for each query, from the bucket index."""
+        bucket = (hi >> np.uint64(64 - BUCKET_BITS)).astype(np.int64)
+        starts = self.buckets()
+        return starts[bucket], starts[bucket + 1]
+
+    def buckets(self) -> npt.NDArray[np.int64]:
+        """First row of each of the 2**BUCKET_BITS buckets of the high key half."""
+        if self.bucket_starts is not None:
+            return self.bucket_starts
+        edges = np.arange(2**BUCKET_BITS, dtype=np.uint64) << np.uint64(64 - BUCKET_BITS)
+        starts = np.searchsorted(self.key_hi, edges).astype(np.int64)
+        return np.append(starts, self.size)
+
+    def indexed(self) -> KeyedRecords:
+        """The same table with its bucket index computed once (readers do this at open)."""
+        return replace(self, bucket_starts=self.buckets())
+
+
+BUCKET_BITS: Final = 20
+"""The bucket index splits the sorted keys by their top 20 bits: ~8 keys a bucket at 8M."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,20 +147,41 @@ def versions_on(
         start = table.offsets[idx[q]].astype(np.int64)
         stop = table.offsets[idx[q] + 1].astype(np.int64)
         d = days[q]
-        vf = table.records["valid_from"]
-        vt = table.records["valid_to"]
         j = 0
         while len(q):
             cand = start + j
             alive = cand < stop
             q, start, stop, d, cand = q[alive], start[alive], stop[alive], d[alive], cand[alive]
-            hit = (vf[cand] <= d) & (d < vt[cand])
-            out[q[hit]] = table.records[cand[hit]]
+            probe = _gather(table.records, cand)
+            hit = (probe["valid_from"] <= d) & (d < probe["valid_to"])
+            _scatter(out, q[hit], probe[hit])
             found[q[hit]] = True
             miss = ~hit
             q, start, stop, d = q[miss], start[miss], stop[miss], d[miss]
             j += 1
     return VehicleLookup(records=out, found=found, known=known)
+
+
+def _gather(records: npt.NDArray[np.void], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.void]:
+    """records[rows], copied as whole 8-byte words: one cache line per record, and much faster
+    than NumPy's structured fancy indexing."""
+    size = records.dtype.itemsize
+    if size % 8 or not records.flags.c_contiguous:
+        return records[rows]
+    words = records.view(np.uint64).reshape(-1, size // 8)
+    return words[rows].view(records.dtype).reshape(len(rows))
+
+
+def _scatter(
+    out: npt.NDArray[np.void], rows: npt.NDArray[np.int64], values: npt.NDArray[np.void]
+) -> None:
+    """out[rows] = values, as whole 8-byte words (see `_gather`)."""
+    size = out.dtype.itemsize
+    if size % 8 or not (out.flags.c_contiguous and values.flags.c_contiguous):
+        out[rows] = values
+        return
+    words = size // 8
+    out.view(np.uint64).reshape(-1, words)[rows] = values.view(np.uint64).reshape(-1, words)
 
 
 def rows_for(

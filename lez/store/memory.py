@@ -21,8 +21,8 @@ class MemorySnapshot(ColumnQueries):
         rulesets: dict[str, str],
     ) -> None:
         self.meta = meta
-        self.vehicles = vehicles
-        self.registrations = registrations
+        self.vehicles = vehicles.indexed()
+        self.registrations = registrations.indexed()
         self._rulesets = rulesets
         self._index = {vehicles.key_bytes(i): i for i in range(vehicles.size)}
 

@@ -142,8 +142,8 @@ class LmdbReader:
         # reader's lifetime pins nothing a writer needs; the column views (zero-copy, in the
         # memory map) stay valid until `close`. Looking them up per request cost ~0.1 ms.
         self._columns_txn = self.env.begin(buffers=True)
-        self.vehicles = self._table(layout.VEHICLES_TABLE, vehicle.VEHICLE_DTYPE)
-        self.registrations = self._table(layout.REGISTRATIONS_TABLE, REGISTRATION_DTYPE)
+        self.vehicles = self._table(layout.VEHICLES_TABLE, vehicle.VEHICLE_DTYPE).indexed()
+        self.registrations = self._table(layout.REGISTRATIONS_TABLE, REGISTRATION_DTYPE).indexed()
 
     def _column(self, table: str, part: str) -> memoryview:
         value = self._columns_txn.get(layout.column_key(table, part), db=self.columns_db)
