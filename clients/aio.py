@@ -25,7 +25,13 @@ import grpc.aio
 import numpy as np
 import numpy.typing as npt
 
-from clients.errors import LezClientError, ProtocolError, ServerUnavailable, from_rpc_error
+from clients.errors import (
+    DeadlineExceeded,
+    LezClientError,
+    ProtocolError,
+    ServerUnavailable,
+    from_rpc_error,
+)
 from clients.packing import (
     BatchCollector,
     BatchResult,
@@ -65,7 +71,13 @@ def make_aio_channel(settings: ClientSettings, *, local_pool: bool = False) -> g
 
 
 def _remaining(end: float | None) -> float | None:
-    return None if end is None else max(0.0, end - time.monotonic())
+    """Seconds left; raises DeadlineExceeded once none are (a gRPC timeout of 0 means none)."""
+    if end is None:
+        return None
+    left = end - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded("the deadline passed before the answer was complete")
+    return left
 
 
 def _allows(end: float | None, delay: float) -> bool:

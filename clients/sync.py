@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.errors import LezClientError, ProtocolError, from_rpc_error
+from clients.errors import DeadlineExceeded, LezClientError, ProtocolError, from_rpc_error
 from clients.packing import (
     BatchCollector,
     BatchResult,
@@ -71,7 +71,14 @@ class _Deadline:
         self.end = None if seconds is None else time.monotonic() + seconds
 
     def remaining(self) -> float | None:
-        return None if self.end is None else max(0.0, self.end - time.monotonic())
+        """Seconds left; raises DeadlineExceeded once none are (gRPC reads a timeout of 0 as
+        "no deadline", so an expired deadline must never be passed on)."""
+        if self.end is None:
+            return None
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the deadline passed before the answer was complete")
+        return left
 
     def allows(self, delay: float) -> bool:
         return self.end is None or time.monotonic() + delay < self.end
