@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from lez.registrations import REGISTRATION_DTYPE
 from lez.store import StoreBuilder, StoreMeta
 from lez.store.columns import KeyedRecords, empty_table, group_sorted, sort_by_key
 from lez.store.reader import open_store
-from lez.store.writer import utc_now
+from lez.store.writer import new_snapshot_id, utc_now
 from lez.vehicle import FORMAT_VERSION
 from loader.config import LoaderConfig
 from loader.extract import Extract, Reject, load_extract, reject_summary
@@ -134,7 +133,7 @@ def build_store(
     report.plates = vehicles.size
     report.versions = len(vehicles.records)
     config.reports_dir.mkdir(parents=True, exist_ok=True)
-    snapshot_id = snapshot_id or _new_snapshot_id()
+    snapshot_id = snapshot_id or new_snapshot_id()
     report.snapshot_id = snapshot_id
     rejects_file = config.reports_dir / f"rejects-{snapshot_id}.csv"
     _write_rejects(rejects_file, rejects)
@@ -229,11 +228,6 @@ def _carry_registrations(root: Path, key_id: str) -> KeyedRecords:
             )
     finally:
         reader.close()
-
-
-def _new_snapshot_id() -> str:
-    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{now}-{secrets.token_hex(3)}"
 
 
 def _write_rejects(path: Path, rejects: list[Reject]) -> None:

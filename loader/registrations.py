@@ -14,14 +14,11 @@ snapshot id.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
-import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-import lmdb
 import numpy as np
 import numpy.typing as npt
 
@@ -31,11 +28,9 @@ from lez.errors import InvalidPlate, LezError, RegistrationFileError
 from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import normalise, normalise_country
 from lez.registrations import REGISTRATION_DTYPE, Region, RegistrationKind
-from lez.store import layout
 from lez.store.columns import KeyedRecords, group_by_key
-from lez.store.layout import StoreMeta
 from lez.store.reader import open_store
-from lez.store.writer import StoreBuilder, utc_now, write_columns
+from lez.store.writer import StoreBuilder, new_snapshot_id, utc_now
 
 COLUMNS: Final = ("plate", "country", "zone", "region", "kind", "valid_from", "valid_until", "euro")
 REGIONS: Final = {"": Region.NONE, "flanders": Region.FLANDERS, "brussels": Region.BRUSSELS}
@@ -236,7 +231,7 @@ def import_registrations(
     finally:
         reader.close()
     table, added = merge(existing, keys, rows)
-    new_id = snapshot_id or _new_snapshot_id()
+    new_id = snapshot_id or new_snapshot_id()
     new_meta = replace(
         meta,
         snapshot_id=new_id,
@@ -245,23 +240,7 @@ def import_registrations(
         registrations=len(table.records),
     )
 
-    def change(env: lmdb.Environment, txn: lmdb.Transaction) -> StoreMeta:
-        db = env.open_db(layout.REGISTRATIONS_DB, txn=txn)
-        txn.drop(db, delete=False)
-        itemsize = REGISTRATION_DTYPE.itemsize
-        blob = table.records.tobytes()
-        offsets = table.offsets.astype(np.int64) * itemsize
-        with txn.cursor(db=db) as cur:
-            for i in range(table.size):
-                cur.put(
-                    table.key_bytes(i),
-                    blob[int(offsets[i]) : int(offsets[i + 1])],
-                    append=True,
-                )
-        write_columns(txn, env, layout.REGISTRATIONS_TABLE, table)
-        return new_meta
-
-    final = StoreBuilder(store_root).amend(new_id, change)
+    final = StoreBuilder(store_root).replace_registrations(table, new_meta)
     return ImportReport(
         file=str(path),
         rows_read=len(rows),
@@ -272,8 +251,3 @@ def import_registrations(
         snapshot_id=new_id,
         build_dir=str(final),
     )
-
-
-def _new_snapshot_id() -> str:
-    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{now}-{secrets.token_hex(3)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -129,6 +130,19 @@ class StoreBuilder:
         self._prune()
         return final
 
+    def replace_registrations(self, table: KeyedRecords, meta: StoreMeta) -> Path:
+        """Publish a copy of the current store whose registrations are `table`."""
+
+        def change(env: lmdb.Environment, txn: lmdb.Transaction) -> StoreMeta:
+            db = env.open_db(layout.REGISTRATIONS_DB, txn=txn)
+            txn.drop(db, delete=False)
+            with txn.cursor(db=db) as cur:
+                cur.putmulti(zip(_keys(table), _values(table), strict=True), append=True)
+            self._write_columns(txn, env, layout.REGISTRATIONS_TABLE, table)
+            return meta
+
+        return self.amend(meta.snapshot_id, change)
+
     def current(self) -> Path | None:
         link = self.root / layout.CURRENT_LINK
         return link.resolve() if link.exists() else None
@@ -155,10 +169,7 @@ class StoreBuilder:
         label: str,
     ) -> None:
         n = table.size
-        keys = np.empty((n, 2), dtype=">u8")
-        keys[:, 0] = table.key_hi
-        keys[:, 1] = table.key_lo
-        key_list = keys.view("V16").ravel().tolist()  # one C loop, not 8M slices
+        key_list = _keys(table)
         value_list = _values(table)
         db = env.open_db(name)
         progress(label, 0, n)
@@ -214,6 +225,14 @@ class StoreBuilder:
         for old in builds[: max(0, len(builds) - self.keep)]:
             if old != current:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _keys(table: KeyedRecords) -> list[bytes]:
+    """The 16-byte keys as bytes, in order: one C loop, not one slice per key."""
+    keys = np.empty((table.size, 2), dtype=">u8")
+    keys[:, 0] = table.key_hi
+    keys[:, 1] = table.key_lo
+    return keys.view("V16").ravel().tolist()
 
 
 def _values(table: KeyedRecords) -> list[bytes]:
@@ -273,9 +292,7 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
-def write_columns(
-    txn: lmdb.Transaction, env: lmdb.Environment, table: str, data: KeyedRecords
-) -> None:
-    """Write one table's sorted columns inside a write transaction (for `amend` callers that
-    rewrite a table, e.g. the registrations import)."""
-    StoreBuilder._write_columns(txn, env, table, data)
+def new_snapshot_id() -> str:
+    """A unique, sortable snapshot id: UTC time plus a random suffix."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{secrets.token_hex(3)}"

@@ -1,0 +1,66 @@
+"""Import direction (DESIGN.md section 2): who may import whom, checked on the source."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """Top-level modules imported by each file of a package (relative to ROOT)."""
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        if "api/v1" in path.as_posix():
+            continue
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+        found[path.relative_to(ROOT).as_posix()] = names
+    return found
+
+
+def _roots(names: set[str]) -> set[str]:
+    return {n.split(".")[0] for n in names}
+
+
+@pytest.mark.parametrize("package", ["lez"])
+def test_lez_imports_no_application_package(package: str) -> None:
+    for path, names in _imports(package).items():
+        assert not _roots(names) & {"loader", "server", "clients", "bench"}, path
+
+
+def test_domain_modules_import_no_infrastructure() -> None:
+    for path, names in _imports("lez").items():
+        if path.startswith("lez/store/"):
+            continue  # the one place that imports lmdb
+        assert not _roots(names) & {"lmdb", "grpc", "google"}, path
+
+
+def test_only_the_store_imports_lmdb() -> None:
+    for package in ("lez", "loader", "server", "clients"):
+        for path, names in _imports(package).items():
+            if "lmdb" in _roots(names):
+                assert path.startswith("lez/store/"), path
+
+
+def test_clients_see_only_the_contract() -> None:
+    allowed = {"lez.api.v1", "lez.days", "lez.plates"}
+    for path, names in _imports("clients").items():
+        lez_names = {n for n in names if n.split(".")[0] == "lez"}
+        assert lez_names <= allowed, (path, lez_names - allowed)
+        assert not _roots(names) & {"server", "loader"}, path
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"), [("loader", {"server", "clients"}), ("server", {"loader", "clients"})]
+)
+def test_loader_and_server_stay_apart(package: str, forbidden: set[str]) -> None:
+    for path, names in _imports(package).items():
+        assert not _roots(names) & forbidden, path
