@@ -25,6 +25,7 @@ from typing import Final, NewType
 import numpy as np
 import numpy.typing as npt
 
+from lez import plates
 from lez.errors import KeyFileError
 
 try:
@@ -107,6 +108,43 @@ class PlateKeyer:
             messages = both.view(f"S{width}").ravel().tolist()  # `S` strips trailing NULs
             blob = self.key_messages(messages)
         return np.frombuffer(blob, dtype=np.uint8).reshape(n, KEY_BYTES)
+
+    def normalise_and_key(
+        self,
+        data: npt.NDArray[np.uint8],
+        starts: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+        countries: npt.NDArray[np.uint8],
+        *,
+        native: bool = NATIVE,
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        """Normalised plates, their `PlateRule` and their keys (zero rows where refused), for
+        plates packed as in `lez.plates.normalise_flat` with upper-case (n, 2) countries.
+
+        Natively this is one pass per plate; otherwise `normalise_flat` then `key_matrix`.
+        Both give the same bytes (a property test checks it).
+        """
+        n = len(starts)
+        cty = np.ascontiguousarray(countries, dtype=np.uint8)
+        if native and _native is not None:
+            norm_blob, rule_blob, key_blob = _native.normalise_keys(
+                self._secret,
+                np.ascontiguousarray(data, dtype=np.uint8).data,
+                np.ascontiguousarray(starts, dtype=np.int64).data,
+                np.ascontiguousarray(lengths, dtype=np.int64).data,
+                cty.data,
+            )
+            return (
+                np.frombuffer(norm_blob, dtype=np.uint8).reshape(n, plates.PLATE_WIDTH),
+                np.frombuffer(rule_blob, dtype=np.uint8),
+                np.frombuffer(key_blob, dtype=np.uint8).reshape(n, KEY_BYTES),
+            )
+        normalised, rule = plates.normalise_flat(data, starts, lengths, cty)
+        out = np.zeros((n, KEY_BYTES), dtype=np.uint8)
+        ok = rule == plates.PlateRule.OK
+        if ok.any():
+            out[ok] = self.key_matrix(cty[ok], normalised[ok], native=native)
+        return normalised, rule, out
 
 
 def key_id_of(secret: bytes) -> str:

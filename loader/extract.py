@@ -210,6 +210,12 @@ def string_matrix(
     return parts_matrix(string_parts(column), width)
 
 
+def _stack(
+    parts: list[npt.NDArray[np.uint8]], empty_shape: tuple[int, ...]
+) -> npt.NDArray[np.uint8]:
+    return np.concatenate(parts) if parts else np.zeros(empty_shape, dtype=np.uint8)
+
+
 def plate_columns(
     column: pa.ChunkedArray, keyer: PlateKeyer | None, workers: int
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
@@ -219,6 +225,7 @@ def plate_columns(
     normalisation, HMAC) is most of the CPU time of a build.
     """
     parts = string_parts(column)
+    belgium = np.frombuffer(plates.BELGIUM.encode(), dtype=np.uint8)
     rows = np.array([len(p[0]) for p in parts], dtype=np.int64)
     bounds = np.searchsorted(np.cumsum(rows), np.linspace(0, rows.sum(), workers + 1)[1:-1])
     groups = [g for g in np.split(np.arange(len(parts)), bounds) if len(g)] or [np.arange(0)]
@@ -227,27 +234,25 @@ def plate_columns(
 
     def task(group: npt.NDArray[np.int64]) -> Callable[[], bytes]:
         def run() -> bytes:
-            chunks = [parts[i] for i in group]
-            belgium = np.frombuffer(plates.BELGIUM.encode(), dtype=np.uint8)
-            norm_parts, rule_parts = [], []
-            for start, length, data in chunks:
+            norm_parts, rule_parts, key_parts = [], [], []
+            for i in group:
+                start, length, data = parts[i]
                 countries = np.tile(belgium, (len(start), 1))
-                norm, rule = plates.normalise_flat(data, start, length, countries)
-                rule[length > RAW_PLATE_WIDTH] = plates.PlateRule.TOO_LONG
+                if keyer:
+                    norm, rule, key = keyer.normalise_and_key(data, start, length, countries)
+                    key_parts.append(key)
+                else:
+                    norm, rule = plates.normalise_flat(data, start, length, countries)
+                rule = np.where(length > RAW_PLATE_WIDTH, plates.PlateRule.TOO_LONG, rule)
                 norm_parts.append(norm)
-                rule_parts.append(rule)
-            norm = (
-                np.concatenate(norm_parts)
-                if norm_parts
-                else np.zeros((0, plates.PLATE_WIDTH), np.uint8)
-            )
-            rule = np.concatenate(rule_parts) if rule_parts else np.zeros(0, np.uint8)
-            countries = np.tile(belgium, (len(norm), 1))
+                rule_parts.append(rule.astype(np.uint8))
+            norm = _stack(norm_parts, (0, plates.PLATE_WIDTH))
+            rule = _stack(rule_parts, (0,))
             out = np.zeros((len(norm), record), dtype=np.uint8)
             out[:, : plates.PLATE_WIDTH] = norm
             out[:, plates.PLATE_WIDTH] = rule
             if keyer:
-                out[:, plates.PLATE_WIDTH + 1 :] = keyer.key_matrix(countries, norm)
+                out[:, plates.PLATE_WIDTH + 1 :] = _stack(key_parts, (0, keys.KEY_BYTES))
             return out.tobytes()
 
         return run

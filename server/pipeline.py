@@ -2,10 +2,11 @@
 
 Per chunk, all vectorised: decode the packed columns (zero-copy `np.frombuffer` views), validate
 countries, plates and days (a bad item becomes OUTCOME_INVALID with its INVALID_* reason; the
-rest goes on), `lez.plates.normalise_flat`, `PlateKeyer.key_matrix` (the only per-item Python:
-the HMAC loop), one sorted batch lookup of vehicle versions and registrations in one read
-transaction, `lez.rules.evaluate`, then the result columns as bytes. Rows stay aligned with the
-input: result row i answers input pair i, duplicates and invalid items included.
+rest goes on), `PlateKeyer.normalise_and_key` (normalisation and HMAC in one native pass), one
+batch lookup of vehicle versions and registrations, `lez.rules.evaluate`, then the result
+columns as bytes. Rows stay aligned with the input: result row i answers input pair i,
+duplicates and invalid items included. Single checks take `evaluate_single`, the engine's
+one-item path.
 
 Nothing here knows about gRPC beyond reading a chunk's fields; the servicer does the rest.
 """
@@ -24,7 +25,7 @@ from lez.days import DAY_OPEN, DAY_UNKNOWN, to_day
 from lez.decision import BatchInput, Decisions, Outcome, Reason
 from lez.errors import BatchTooLarge, InvalidRequest
 from lez.keys import KEY_BYTES, PlateKeyer
-from lez.plates import PlateRule, normalise_flat
+from lez.plates import PlateRule
 from lez.plates import check as check_plate
 from lez.store import Snapshot, VehicleLookup
 from lez.vehicle import empty
@@ -160,34 +161,18 @@ def decode_plates(
     countries: npt.NDArray[np.uint8],
     days: npt.NDArray[np.int32],
 ) -> Pairs:
-    """Validate, normalise and key n plates (keys only for the readable ones)."""
+    """Validate, normalise and key n plates in one pass (`PlateKeyer.normalise_and_key`)."""
     n = len(days)
-    normalised, rule = normalise_flat(
-        plates.data, plates.starts, plates.lengths, np.ascontiguousarray(countries)
-    )
+    _, rule, keys = keyer.normalise_and_key(plates.data, plates.starts, plates.lengths, countries)
     invalid = np.zeros(n, dtype=np.uint8)
     invalid[_day_invalid(days)] = Reason.INVALID_DAY
     invalid[(rule != PlateRule.OK) | plates.too_long] = Reason.INVALID_PLATE
     invalid[rule == PlateRule.BAD_COUNTRY] = Reason.INVALID_COUNTRY
-    return _keyed(keyer, normalised, countries, days, invalid)
-
-
-def _keyed(
-    keyer: PlateKeyer,
-    normalised: npt.NDArray[np.uint8],
-    countries: npt.NDArray[np.uint8],
-    days: npt.NDArray[np.int32],
-    invalid: npt.NDArray[np.uint8],
-) -> Pairs:
-    valid = invalid == 0
-    if valid.all():
-        keys = keyer.key_matrix(countries, normalised)
-        return Pairs(keys=keys, countries=countries, days=days, invalid=invalid)
-    keys = np.zeros((len(days), KEY_BYTES), dtype=np.uint8)
-    if valid.any():
-        keys[valid] = keyer.key_matrix(countries[valid], normalised[valid])
-    safe_days = np.where(valid, days, 0).astype(np.int32)
-    return Pairs(keys=keys, countries=countries, days=safe_days, invalid=invalid)
+    if invalid.any():
+        keys = keys.copy()
+        keys[invalid != 0] = 0
+        days = np.where(invalid == 0, days, 0).astype(np.int32)
+    return Pairs(keys=keys, countries=countries, days=days, invalid=invalid)
 
 
 def decode_keys(

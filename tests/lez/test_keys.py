@@ -82,3 +82,29 @@ def test_bad_key_files_say_what_to_do(tmp_path: Path) -> None:
     bad.write_text("hello\n")
     with pytest.raises(KeyFileError, match="not a lez key file"):
         keys.load_key(bad)
+
+
+plate_bytes = st.binary(max_size=14) | st.text(
+    alphabet=st.sampled_from(list("ABCXYZabcxyz0189 -.\t\x00#é")), max_size=14
+).map(lambda t: t.encode("utf-8"))
+
+
+@given(
+    secret,
+    st.lists(st.tuples(plate_bytes, st.sampled_from(["BE", "NL", "FR", "B1", "??"])), max_size=40),
+)
+def test_native_normalise_and_key_equals_python(sec: bytes, items: list[tuple[bytes, str]]) -> None:
+    keyer = keys.PlateKeyer.from_secret(sec)
+    data, starts, lengths = plates.flatten([p for p, _ in items])
+    cty = plates.countries_matrix(np.array([c for _, c in items] or ["BE"]), max(len(items), 1))
+    cty = cty[: len(items)]
+    native = keyer.normalise_and_key(data, starts, lengths, cty, native=True)
+    python = keyer.normalise_and_key(data, starts, lengths, cty, native=False)
+    for a, b in zip(native, python, strict=True):
+        assert a.tobytes() == b.tobytes()
+    for i, (raw, country) in enumerate(items):  # and both agree with the scalar definition
+        text, rule = plates.check(raw.decode("utf-8", "replace"), country)
+        if b"\xef\xbf\xbd" not in raw and raw.decode("utf-8", "replace").encode() == raw:
+            assert int(native[1][i]) == rule
+            if rule is plates.PlateRule.OK:
+                assert native[2][i].tobytes() == keyer.key(country, text)
