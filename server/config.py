@@ -8,6 +8,7 @@ the server enforces lives in `ServerConfig`; no other module holds a magic numbe
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import os
 from collections.abc import Mapping, Sequence
@@ -129,8 +130,9 @@ class ServerConfig:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(host: str) -> bool:
-    """True for localhost, 127.0.0.0/8 and ::1."""
+    """True for localhost, 127.0.0.0/8 and ::1 (cached: asked on every plain-TCP call)."""
     if host == "localhost":
         return True
     try:

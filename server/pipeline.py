@@ -28,7 +28,7 @@ from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import PlateRule
 from lez.plates import check as check_plate
 from lez.store import Snapshot, VehicleLookup
-from lez.vehicle import empty
+from lez.vehicle import empty, version_on
 
 EARLIEST_DAY: Final = to_day(dt.date(1900, 1, 1))
 """Days before this are unreadable (INVALID_DAY): no LEZ question is that old."""
@@ -260,7 +260,13 @@ def evaluate_single(
     """One pair through the engine's one-item path (`lez.rules.evaluate_one`), which the
     engine's property tests hold equal to `evaluate`; a single check skips the per-chunk
     array machinery (about 0.3 ms) that only pays off for batches."""
-    lookup = snap.vehicles_on(pairs.keys, pairs.days)
+    history = snap.history(pairs.keys[0].tobytes())  # one LMDB get, no array set-up
+    at = version_on(history, int(pairs.days[0]))
+    lookup = VehicleLookup(
+        records=history[at : at + 1] if at is not None else empty(1),
+        found=np.array([at is not None]),
+        known=np.array([len(history) > 0]),
+    )
     invalid = int(pairs.invalid[0])
     if invalid:
         one = lez.rules.Decision(Outcome.INVALID, invalid, DAY_UNKNOWN, 0, 0, 0)
