@@ -1,0 +1,214 @@
+"""Results of a bench run: timing statistics, machine facts, the JSON file, the README table
+and the scaling chart."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(fn: Callable[[], T], runs: int, warmup: int = 1) -> tuple[dict[str, Any], T]:
+    """Run `fn` `warmup` times untimed, then `runs` times; median/min/max seconds and the
+    last result."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times: list[float] = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    assert result is not None
+    return stats(times), result
+
+
+def stats(times: list[float]) -> dict[str, Any]:
+    return {
+        "median_s": round(statistics.median(times), 4),
+        "min_s": round(min(times), 4),
+        "max_s": round(max(times), 4),
+        "runs": len(times),
+        "all_s": [round(t, 4) for t in times],
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_kib = int(line.split()[1])
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in load],
+    }
+
+
+def commit() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _fmt_s(s: dict[str, Any]) -> str:
+    return f"{s['median_s']:.3f} s ({s['min_s']:.3f}-{s['max_s']:.3f})"
+
+
+def readme_table(res: dict[str, Any]) -> str:
+    """The Markdown table of the 500k-pair comparison (same batch, same run)."""
+    cmp = res["comparison_500k"]
+    ours = cmp["ours_stream"]["seconds"]
+    pairs = cmp["pairs"]
+    rows = [
+        ("**LEZ service**, `CheckStream` end to end over gRPC on loopback, keying on the "
+         f"server, {res['config']['server_workers']} worker processes", ours),
+    ]  # fmt: skip
+    notes = []
+    for key, label in (
+        ("duckdb_plain", "DuckDB in-process, 2 threads, plates in clear text"),
+        ("duckdb_hmac", "DuckDB in-process, 2 threads, same HMAC-SHA256 keys computed in SQL"),
+        ("postgres", "PostgreSQL, loopback, batch COPYed in and joined"),
+    ):
+        peer = cmp.get(key)
+        if peer and "seconds" in peer:
+            rows.append((label, peer["seconds"]))
+        elif peer:
+            notes.append(f"{label}: not measured ({peer.get('skipped', 'skipped')})")
+    lines = [
+        f"{pairs:,} (plate, country, day) pairs, realistic camera mix, zone "
+        f"{cmp['zone']}, register of {res['config']['plates']:,} plates "
+        f"({res['register']['versions']:,} versions); median of {ours['runs']} runs "
+        f"(min-max) after a warm-up, all in one run of `{res['command']}`.",
+        "",
+        f"| system | {pairs // 1000}k-pair batch | pairs/s | time vs LEZ service |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, s in rows:
+        ratio = s["median_s"] / ours["median_s"]
+        lines.append(
+            f"| {label} | {_fmt_s(s)} | {pairs / s['median_s'] / 1e6:.2f}M | {ratio:.2f}x |"
+        )
+    eq = res.get("equality", {})
+    lines += [
+        "",
+        "Every peer's decisions (outcome, reason, allowed-until, effective euro norm) were "
+        "checked equal to the service's on the whole batch"
+        + (" and on a wide sample (every zone, days 2016-2027)" if eq.get("wide") else "")
+        + f": {'all equal' if eq.get('all_equal') else 'DIFFERENCES FOUND, see results.json'}.",
+        f"PostgreSQL plan: {cmp.get('postgres', {}).get('plan', 'n/a')}.",
+        f"Machine: {res['machine']['cpus']} CPUs ({res['machine']['cpu_model']}), "
+        f"{res['machine']['memory_gib']} GiB; commit `{res['commit']['commit'][:10]}`, "
+        f"{res['date']}.",
+    ]
+    if res.get("noisy"):
+        lines.append(f"Note: {res['noisy']}")
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def chart(res: dict[str, Any], path: Path) -> bool:
+    """PNG of per-pair cost against batch size and against store size; False without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sc = res["scaling"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    ax = axes[0]
+    pts = sc.get("batch_size", [])
+    if pts:
+        xs = [p["pairs"] for p in pts]
+        ax.plot(xs, [p["us_per_pair"]["median"] for p in pts], "o-", label="median")
+        ax.fill_between(
+            xs,
+            [p["us_per_pair"]["min"] for p in pts],
+            [p["us_per_pair"]["max"] for p in pts],
+            alpha=0.2,
+            label="min-max",
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("pairs per CheckStream call")
+        ax.set_ylabel("µs per pair (end to end)")
+        ax.set_title(f"batch size ({sc.get('batch_store_plates', 0):,}-plate store)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    ax = axes[1]
+    pts = sc.get("store_size", [])
+    if pts:
+        xs = [p["plates"] for p in pts]
+        ax.plot(xs, [p["us_per_pair"]["median"] for p in pts], "o-", label="median")
+        ax.fill_between(
+            xs,
+            [p["us_per_pair"]["min"] for p in pts],
+            [p["us_per_pair"]["max"] for p in pts],
+            alpha=0.2,
+            label="min-max",
+        )
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("plates in the store")
+        ax.set_ylabel("µs per pair (end to end)")
+        ax.set_title(f"store size ({sc.get('store_batch_pairs', 0):,}-pair batch)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    ax = axes[2]
+    pts = sc.get("workers", [])
+    if pts:
+        labels = [str(p["workers"]) for p in pts]
+        med = [p["seconds"]["median_s"] for p in pts]
+        err = [
+            [m - p["seconds"]["min_s"] for m, p in zip(med, pts, strict=True)],
+            [p["seconds"]["max_s"] - m for m, p in zip(med, pts, strict=True)],
+        ]
+        ax.bar(labels, med, yerr=err, capsize=6)
+        ax.set_xlabel("server worker processes")
+        ax.set_ylabel("seconds")
+        ax.set_title(f"{sc.get('workers_batch_pairs', 0):,}-pair stream")
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"LEZ access service, per-pair cost (commit {res['commit']['commit'][:10]})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

@@ -1,0 +1,573 @@
+"""The bench: daily volumes end to end, peers side by side, scaling curves, in one run.
+
+    python -m bench.run --plates 8000000 --runs 5 --out bench/results     # make bench
+    python -m bench.run --quick --out var/bench-quick                      # make bench-quick
+
+What it does, in order (every figure: median of `--runs` runs, with min and max, after a
+warm-up; all on this machine, in this run):
+
+1. Generates or reuses (under `var/bench/`, git-ignored) the synthetic register
+   (`lez-loader synth`), the HMAC key and the store (`lez-loader build`), and the peers' copy
+   of the same register versions (`bench.peer_data`).
+2. Starts `lez-server serve` (2 worker processes, loopback) and measures `CheckStream` of
+   100,000, 500,000 and 1,000,000 pairs with the realistic camera mix (`bench.workload`), end
+   to end through the Python client with keying on the server, plus smaller batches for the
+   batch-size curve; unary `Check` from one sequential client and from concurrent clients; the
+   decisions of a wide sample (every zone, days 2016-2027) for the equality checks. Then the
+   500,000-pair stream again with 1 worker process.
+3. DuckDB (in-process, 2 threads) on plain plates and with HMAC keys computed in SQL, and
+   PostgreSQL (a private server started here), on the same 500,000-pair batch and rules
+   (`bench.sqlrules`, generated from the compiled revision); each peer's decisions are compared
+   with ours on the whole batch and on the wide sample.
+4. Per-pair cost against store size (registers of 1M to 16M plates, each its own server).
+5. The loader build (`bench.build_bench`).
+6. Writes `results.json`, `README-table.md` and `scaling.png` to `--out`.
+
+The daily mutation figure is reported as not measured: there is no mutation sync yet.
+Exit status 1 when a peer decides differently from the service (results are written first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import build_bench, report
+from bench.peer_data import PeerRegister, WireBatch, peer_register, wire_batch
+from bench.stream import LezServer, StreamClient, StreamResult, free_port, unary
+from bench.workload import Item, batch_from_plates, read_plates
+from lez.days import from_day
+from lez.keys import load_key
+from lez.rules import Revision, load_catalog_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ZONE = "Antwerpen"  # the workload's mix is Antwerp's (lez-rules.md section 8)
+DAY_FROM, DAY_TO = dt.date(2026, 10, 19), dt.date(2026, 10, 25)  # one week, sent days later
+WIDE_FROM, WIDE_TO = dt.date(2016, 1, 1), dt.date(2027, 12, 31)  # every rule period, zone starts
+FIELDS = ("outcome", "reason", "allowed_until", "euro")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    plates: int
+    runs: int
+    seed: int
+    out: Path
+    scratch: Path
+    quick: bool
+    stream_sizes: tuple[int, ...]
+    small_sizes: tuple[int, ...]
+    compare_pairs: int
+    wide_pairs: int
+    store_sizes: tuple[int, ...]
+    store_batch_pairs: int
+    unary_seconds: float
+    unary_threads: int
+    build_runs: int
+    server_workers: int
+    postgres: bool
+
+
+def parse(argv: list[str] | None) -> Config:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--plates", type=int, default=8_000_000, help="plates of the main register")
+    p.add_argument("--runs", type=int, default=5, help="timed runs per figure (after a warm-up)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--scratch", type=Path, default=ROOT / "var" / "bench")
+    p.add_argument("--quick", action="store_true", help="small register, few runs (~2 min)")
+    p.add_argument("--no-postgres", action="store_true", help="leave PostgreSQL out")
+    p.add_argument(
+        "--store-sizes",
+        default=None,
+        help="comma-separated plates of the store-size curve (default 1M,2M,4M,8M,16M)",
+    )
+    p.add_argument("--build-runs", type=int, default=None)
+    a = p.parse_args(argv)
+    if a.quick:
+        plates = 200_000 if a.plates == 8_000_000 else a.plates
+        stores: tuple[int, ...] = (50_000, plates)
+        return Config(
+            plates=plates, runs=min(a.runs, 2), seed=a.seed, out=a.out, scratch=a.scratch,
+            quick=True, stream_sizes=(100_000,), small_sizes=(1_000, 10_000),
+            compare_pairs=100_000, wide_pairs=5_000, store_sizes=stores,
+            store_batch_pairs=50_000, unary_seconds=1.0, unary_threads=8,
+            build_runs=a.build_runs or 1, server_workers=2, postgres=not a.no_postgres,
+        )  # fmt: skip
+    stores = (
+        tuple(int(float(x)) for x in a.store_sizes.split(","))
+        if a.store_sizes
+        else (1_000_000, 2_000_000, 4_000_000, a.plates, 2 * a.plates)
+    )
+    return Config(
+        plates=a.plates, runs=a.runs, seed=a.seed, out=a.out, scratch=a.scratch, quick=False,
+        stream_sizes=(100_000, 500_000, 1_000_000), small_sizes=(1_000, 10_000),
+        compare_pairs=500_000, wide_pairs=20_000, store_sizes=tuple(sorted(set(stores))),
+        store_batch_pairs=500_000, unary_seconds=3.0, unary_threads=8,
+        build_runs=a.build_runs or 2, server_workers=2, postgres=not a.no_postgres,
+    )  # fmt: skip
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+
+def ensure_store(plates: int, cfg: Config, key: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """(extract, store root, build report) for a register size, generated once."""
+    extract = build_bench.ensure_register(plates, cfg.seed, cfg.scratch)
+    store = cfg.scratch / f"store-{plates}-{cfg.seed}"
+    stamp = store / "bench-build.json"
+    keyer = load_key(key)
+    if stamp.exists():
+        import json
+
+        info = json.loads(stamp.read_text())
+        if (
+            info.get("key_id") == keyer.key_id
+            and info.get("extract_bytes") == extract.stat().st_size
+        ):
+            return extract, store, info
+    import json
+    import shutil
+
+    shutil.rmtree(store, ignore_errors=True)
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(BIN / "lez-loader"), "build", str(extract), "--key", str(key), "--out", str(store),
+         "--rules", str(ROOT / "rules"), "--json"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    built = json.loads(done.stdout)
+    info = {
+        "key_id": keyer.key_id,
+        "extract_bytes": extract.stat().st_size,
+        "plates": built["plates"],
+        "versions": built["versions"],
+        "rows_read": built["rows_read"],
+        "build_seconds": round(time.perf_counter() - start, 2),
+    }
+    stamp.write_text(json.dumps(info, indent=2) + "\n")
+    return extract, store, info
+
+
+def make_wire(
+    register: Any, n: int, seed: int, day_from: dt.date, day_to: dt.date
+) -> tuple[WireBatch, np.ndarray]:
+    b = batch_from_plates(register, n, seed, day_from=day_from, day_to=day_to)
+    return wire_batch(b.plates, b.countries, b.days), b.kinds
+
+
+# ---- equality ------------------------------------------------------------------------------
+
+
+def compare(ours: StreamResult, peer: Any, kinds: np.ndarray, days: np.ndarray) -> dict[str, Any]:
+    """Field-by-field equality of a peer's decisions with ours (no plates in the report)."""
+    bad = np.zeros(len(kinds), dtype=np.bool_)
+    per_field = {}
+    for f in FIELDS:
+        diff = getattr(ours, f) != getattr(peer, f)
+        per_field[f] = int(diff.sum())
+        bad |= diff
+    rows = np.flatnonzero(bad)[:10]
+    return {
+        "pairs": len(kinds),
+        "equal": not bad.any(),
+        "mismatches": int(bad.sum()),
+        "by_field": per_field,
+        "examples": [
+            {
+                "row": int(i),
+                "kind": Item(int(kinds[i])).name,
+                "day": from_day(int(days[i])).isoformat(),
+                "ours": [int(getattr(ours, f)[i]) for f in FIELDS],
+                "peer": [int(getattr(peer, f)[i]) for f in FIELDS],
+            }
+            for i in rows
+        ],
+    }
+
+
+def us_per_pair(s: dict[str, Any], n: int) -> dict[str, float]:
+    return {
+        "median": round(s["median_s"] / n * 1e6, 3),
+        "min": round(s["min_s"] / n * 1e6, 3),
+        "max": round(s["max_s"] / n * 1e6, 3),
+    }
+
+
+def stream_figure(client: StreamClient, batch: WireBatch, runs: int) -> tuple[dict[str, Any], Any]:
+    pairs = client.pairs(batch)
+    s, res = report.timed(lambda: client.decide(pairs, ZONE), runs)
+    n = len(batch)
+    return {
+        "pairs": n,
+        "seconds": s,
+        "pairs_per_s": round(n / s["median_s"]),
+        "us_per_pair": us_per_pair(s, n),
+    }, res
+
+
+# ---- phases --------------------------------------------------------------------------------
+
+
+def phase_service(
+    cfg: Config, store: Path, key: Path, register: Any, revision: Revision, res: dict[str, Any]
+) -> dict[str, Any]:
+    """Our figures on the main store; returns the batches and our decisions for the peers."""
+    biggest = max((*cfg.stream_sizes, cfg.compare_pairs))
+    log(f"workload: {biggest:,} pairs {DAY_FROM}..{DAY_TO}, zone {ZONE}")
+    full, kinds = make_wire(register, biggest, cfg.seed, DAY_FROM, DAY_TO)
+    counts = np.bincount(kinds, minlength=len(Item))
+    res["workload"] = {
+        "zone": ZONE,
+        "days": [DAY_FROM.isoformat(), DAY_TO.isoformat()],
+        "mix_of_largest_batch": {k.name.lower(): int(counts[k]) for k in Item},
+        "note": "batches of other sizes are prefixes of the largest one",
+    }
+    wide = {}
+    for zone in revision.zones:
+        wb, wk = make_wire(register, cfg.wide_pairs, cfg.seed + 1000 + zone.id, WIDE_FROM, WIDE_TO)
+        wide[zone.id] = (wb, wk)
+    out: dict[str, Any] = {"compare": full.slice(cfg.compare_pairs), "kinds": kinds}
+    with LezServer(store, key, cfg.scratch / "server", workers=cfg.server_workers) as server:
+        client = StreamClient(server.address)
+        try:
+            stream: list[dict[str, Any]] = []
+            batch_curve: list[dict[str, Any]] = []
+            for n in sorted({*cfg.small_sizes, *cfg.stream_sizes, cfg.compare_pairs}):
+                runs = cfg.runs if n >= 100_000 else max(cfg.runs, 10)
+                log(f"CheckStream {n:,} pairs x {runs}")
+                fig, got = stream_figure(client, full.slice(n), runs)
+                fig["command"] = (
+                    f"LezClient.check_batch(<{n:,} packed pairs>, zone={ZONE!r}) against "
+                    f"lez-server serve --workers {cfg.server_workers} (loopback, plain TCP)"
+                )
+                batch_curve.append(fig)
+                if n in cfg.stream_sizes:
+                    stream.append(fig)
+                if n == cfg.compare_pairs:
+                    out["ours_compare"] = got
+                    out["ours_compare_fig"] = fig
+            res["stream"] = stream
+            res["scaling"]["batch_size"] = [
+                {
+                    "pairs": f["pairs"],
+                    "us_per_pair": f["us_per_pair"],
+                    "seconds": f["seconds"],
+                    "command": f["command"],
+                }
+                for f in batch_curve
+            ]
+            res["scaling"]["batch_store_plates"] = cfg.plates
+            res["scaling"]["workers"] = [
+                {"workers": cfg.server_workers, "seconds": out["ours_compare_fig"]["seconds"]}
+            ]
+            res["scaling"]["workers_batch_pairs"] = cfg.compare_pairs
+            out["wide"] = {}
+            for zid, (wb, wk) in wide.items():
+                out["wide"][zid] = (wb, wk, client.decide(client.pairs(wb), str(zid)))
+        finally:
+            client.close()
+        sample = full.slice(min(len(full), 20_000))
+        cty = np.frombuffer(sample.countries, dtype="S2").astype(str)
+        requests = [
+            (
+                sample.data[int(sample.offsets[i]) : int(sample.offsets[i + 1])].decode(),
+                cty[i],
+                from_day(int(sample.days[i])).isoformat(),
+            )
+            for i in range(len(sample))
+        ]
+        res["unary"] = {}
+        for name, threads in (("sequential", 1), ("concurrent", cfg.unary_threads)):
+            log(f"unary Check, {threads} caller(s), {cfg.runs} x {cfg.unary_seconds} s")
+            unary(server.address, requests, ZONE, threads=threads, seconds=0.5)  # warm-up
+            per = [
+                unary(server.address, requests, ZONE, threads=threads, seconds=cfg.unary_seconds)
+                for _ in range(cfg.runs)
+            ]
+            res["unary"][name] = {
+                "callers": threads,
+                "command": f"LezClient.check(plate, zone={ZONE!r}, day=..., country=...) "
+                f"in a loop, {threads} thread(s), one client each, {cfg.unary_seconds} s per run",
+                **{
+                    k: {
+                        "median": round(float(np.median([r[k] for r in per])), 3),
+                        "min": round(min(r[k] for r in per), 3),
+                        "max": round(max(r[k] for r in per), 3),
+                    }
+                    for k in ("p50_ms", "p99_ms", "calls_per_s")
+                },
+                "runs": len(per),
+            }
+    log(f"CheckStream {cfg.compare_pairs:,} pairs with 1 worker process")
+    with LezServer(store, key, cfg.scratch / "server", workers=1) as server:
+        client = StreamClient(server.address)
+        try:
+            fig, _ = stream_figure(client, out["compare"], cfg.runs)
+        finally:
+            client.close()
+    res["scaling"]["workers"].insert(0, {"workers": 1, "seconds": fig["seconds"]})
+    for w in res["scaling"]["workers"]:
+        w["command"] = (
+            f"LezClient.check_batch(<{cfg.compare_pairs:,} packed pairs>, zone={ZONE!r}) "
+            f"against lez-server serve --workers {w['workers']}"
+        )
+    return out
+
+
+def phase_duckdb(
+    cfg: Config, preg: PeerRegister, revision: Revision, key: Path, ours: dict[str, Any],
+    res: dict[str, Any],
+) -> None:  # fmt: skip
+    import duckdb
+
+    from bench.peers_duckdb import Decided, DuckPeer
+
+    log("DuckDB: loading the register")
+    peer = DuckPeer(preg.path, revision, load_key(key), threads=2)
+    zone_id = revision.zone(ZONE).id
+    cmp = res["comparison_500k"]
+    eq = res["equality"]
+    batch: WireBatch = ours["compare"]
+
+    def run(keyed: bool) -> Decided:
+        return peer.decide(batch, zone_id, keyed=keyed)
+
+    try:
+        hmac_ok = peer.check_hmac(["1ABC234", "ABC123", "LENA12", "1ABC23"])
+        for keyed, name in ((False, "duckdb_plain"), (True, "duckdb_hmac")):
+            log(f"DuckDB {name}: {cfg.compare_pairs:,} pairs x {cfg.runs}")
+            s, got = report.timed(partial(run, keyed), cfg.runs)
+            cmp[name] = {
+                "seconds": s,
+                "pairs_per_s": round(len(batch) / s["median_s"]),
+                "ratio_to_ours": round(
+                    s["median_s"] / cmp["ours_stream"]["seconds"]["median_s"], 3
+                ),
+                "load_s": round(peer.load_hmac_s if keyed else peer.load_plain_s, 3),
+                "version": duckdb.__version__,
+                "threads": 2,
+                "command": "DuckDB :memory:, threads=2: register the batch (Arrow over the packed "
+                "columns), run bench.sqlrules.decision_sql, fetch Arrow, reorder"
+                + ("; keys = HMAC-SHA256 composed from sha256() in SQL" if keyed else ""),
+            }
+            if keyed:
+                cmp[name]["hmac_sql_equals_lez_keys"] = hmac_ok
+            kinds = ours["kinds"][: len(batch)]
+            eq[name] = {"batch": compare(ours["ours_compare"], got, kinds, batch.days)}
+            for zid, (wb, wk, mine) in ours["wide"].items():
+                theirs = peer.decide(wb, zid, keyed=keyed)
+                eq[name][f"wide_zone_{zid}"] = compare(mine, theirs, wk, wb.days)
+    finally:
+        peer.close()
+
+
+def phase_postgres(
+    cfg: Config, preg: PeerRegister, revision: Revision, ours: dict[str, Any], res: dict[str, Any]
+) -> None:
+    from bench.peers_postgres import PLAN_NOTE, PgPeer, PgServer, pg_bin_dir
+
+    cmp = res["comparison_500k"]
+    if not cfg.postgres:
+        cmp["postgres"] = {"skipped": "--no-postgres"}
+        return
+    try:
+        server = PgServer(cfg.scratch / "pg", free_port())
+    except Exception as exc:
+        cmp["postgres"] = {"skipped": f"PostgreSQL unavailable: {exc}"}
+        return
+    log(f"PostgreSQL: starting a private server ({pg_bin_dir()})")
+    server.start()
+    try:
+        start = time.perf_counter()
+        peer = PgPeer(server, preg.path, revision)
+        load_s = time.perf_counter() - start
+        zone_id = revision.zone(ZONE).id
+        batch = ours["compare"]
+        log(f"PostgreSQL: {cfg.compare_pairs:,} pairs x {cfg.runs}")
+        s, got = report.timed(lambda: peer.decide(batch, zone_id), cfg.runs)
+        cmp["postgres"] = {
+            "seconds": s,
+            "pairs_per_s": round(len(batch) / s["median_s"]),
+            "ratio_to_ours": round(s["median_s"] / cmp["ours_stream"]["seconds"]["median_s"], 3),
+            "load_s": round(load_s, 3),
+            "load_stages_s": {k: round(v, 3) for k, v in peer.load_s.items()},
+            "version": server.version(),
+            "plan": PLAN_NOTE,
+            "command": "psycopg: TRUNCATE; COPY batch FROM STDIN (csv); ANALYZE; "
+            "COPY (bench.sqlrules.decision_sql, nested skeleton) TO STDOUT; parse; reorder",
+        }
+        kinds = ours["kinds"][: len(batch)]
+        eq = res["equality"]
+        eq["postgres"] = {"batch": compare(ours["ours_compare"], got, kinds, batch.days)}
+        for zid, (wb, wk, mine) in ours["wide"].items():
+            eq["postgres"][f"wide_zone_{zid}"] = compare(mine, peer.decide(wb, zid), wk, wb.days)
+        peer.close()
+    finally:
+        server.stop()
+
+
+def phase_store_sizes(cfg: Config, key: Path, res: dict[str, Any]) -> None:
+    curve = []
+    for plates in cfg.store_sizes:
+        log(f"store size {plates:,}: register and store")
+        extract, store, info = ensure_store(plates, cfg, key)
+        register = read_plates(extract)
+        batch, _ = make_wire(register, cfg.store_batch_pairs, cfg.seed + 7, DAY_FROM, DAY_TO)
+        del register
+        with LezServer(store, key, cfg.scratch / "server", workers=cfg.server_workers) as server:
+            client = StreamClient(server.address)
+            try:
+                log(f"store size {plates:,}: CheckStream {len(batch):,} x {cfg.runs}")
+                fig, _ = stream_figure(client, batch, cfg.runs)
+            finally:
+                client.close()
+        curve.append(
+            {
+                "plates": plates,
+                "store_plates": info["plates"],
+                "store_versions": info["versions"],
+                "seconds": fig["seconds"],
+                "us_per_pair": fig["us_per_pair"],
+                "command": f"LezClient.check_batch(<{len(batch):,} packed pairs drawn from this "
+                f"register>, zone={ZONE!r}) against lez-server serve --workers "
+                f"{cfg.server_workers} on the {plates:,}-plate store",
+            }
+        )
+    res["scaling"]["store_size"] = curve
+    res["scaling"]["store_batch_pairs"] = cfg.store_batch_pairs
+    if len(curve) >= 2:
+        lo, hi = curve[0]["us_per_pair"]["median"], curve[-1]["us_per_pair"]["median"]
+        res["scaling"]["store_size_ratio_largest_to_smallest"] = round(hi / lo, 3)
+
+
+def phase_build(cfg: Config, extract: Path, key: Path, res: dict[str, Any]) -> None:
+    """`bench.build_bench` in a fresh process, so its peak-memory figure (max RSS of its own
+    children) is not inflated by the registers this process built before."""
+    log(f"loader build of the {cfg.plates:,}-plate extract x {cfg.build_runs}")
+    out = cfg.scratch / "build-bench"
+    subprocess.run(
+        [sys.executable, "-m", "bench.build_bench", "--plates", str(cfg.plates),
+         "--seed", str(cfg.seed), "--runs", str(cfg.build_runs),
+         "--scratch", str(cfg.scratch), "--out", str(out)],
+        check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    import json
+
+    got = json.loads((out / "build.json").read_text())
+    res["loader_build"] = {
+        "command": f"python -m bench.build_bench --plates {cfg.plates} --runs {cfg.build_runs} "
+        f"(lez-loader build of the {cfg.plates:,}-plate extract into a fresh store per run)",
+        "seconds": got["seconds"] | {"runs": got["runs"]},
+        "median_run": got["median_run"],
+        "note": "no warm-up run: each build is a fresh process into a fresh store; peak RSS is "
+        "exact for the first run and an upper bound after",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse(argv)
+    t0 = time.perf_counter()
+    cfg.scratch.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {
+        "bench": "lez access service, issue 6",
+        "date": report.now(),
+        "commit": report.commit(),
+        "machine": report.machine(),
+        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "config": {
+            "plates": cfg.plates,
+            "runs": cfg.runs,
+            "seed": cfg.seed,
+            "quick": cfg.quick,
+            "server_workers": cfg.server_workers,
+            "zone": ZONE,
+        },
+        "scaling": {},
+        "comparison_500k": {},
+        "equality": {},
+        "mutations": {
+            "measured": False,
+            "reason": "there is no daily mutation sync yet (issue 'daily synchronisation'); "
+            "no figure is reported rather than an invented one",
+        },
+    }
+    key = build_bench.ensure_key(cfg.scratch)
+    log(f"register of {cfg.plates:,} plates, key and store (reused when present)")
+    extract, store, info = ensure_store(cfg.plates, cfg, key)
+    res["register"] = {"extract": str(extract.relative_to(ROOT)) if extract.is_relative_to(ROOT)
+                       else str(extract), **info}  # fmt: skip
+    log("peers' copy of the register")
+    preg = peer_register(extract, key, cfg.scratch / f"peers-{cfg.plates}-{cfg.seed}")
+    if preg.versions != info["versions"] or preg.plates != info["plates"]:
+        raise SystemExit(
+            f"peer register ({preg.versions} versions, {preg.plates} plates) differs from the "
+            f"store ({info['versions']}, {info['plates']}): the peers would not see the same data"
+        )
+    revision = load_catalog_dir(ROOT / "rules").get()
+    res["config"]["ruleset_revision"] = revision.id
+    register = read_plates(extract)
+    ours = phase_service(cfg, store, key, register, revision, res)
+    del register
+    cmp = res["comparison_500k"]
+    cmp["pairs"] = cfg.compare_pairs
+    cmp["zone"] = ZONE
+    cmp["ours_stream"] = {
+        "seconds": ours["ours_compare_fig"]["seconds"],
+        "pairs_per_s": ours["ours_compare_fig"]["pairs_per_s"],
+        "command": ours["ours_compare_fig"]["command"],
+    }
+    phase_duckdb(cfg, preg, revision, key, ours, res)
+    phase_postgres(cfg, preg, revision, ours, res)
+    eq = res["equality"]
+    eq["wide"] = {"pairs_per_zone": cfg.wide_pairs, "days": [WIDE_FROM.isoformat(),
+                                                            WIDE_TO.isoformat()]}  # fmt: skip
+    checks = [c for peer in eq.values() if isinstance(peer, dict) for c in peer.values()
+              if isinstance(c, dict) and "equal" in c]  # fmt: skip
+    eq["all_equal"] = bool(checks) and all(c["equal"] for c in checks)
+    del ours
+    phase_store_sizes(cfg, key, res)
+    phase_build(cfg, extract, key, res)
+    end = report.machine()["load_average_at_start"]
+    res["load_average_at_end"] = end
+    if res["machine"]["load_average_at_start"][0] > 0.5:
+        res["noisy"] = (
+            "other work was running on the machine (load average "
+            f"{res['machine']['load_average_at_start'][0]} before the bench started, on "
+            f"{res['machine']['cpus']} CPUs): absolute figures are noisy; ratios within the run "
+            "are more reliable"
+        )
+    res["total_seconds"] = round(time.perf_counter() - t0, 1)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    report.write_json(cfg.out / "results.json", res)
+    (cfg.out / "README-table.md").write_text(report.readme_table(res))
+    charted = report.chart(res, cfg.out / "scaling.png")
+    log(f"done in {res['total_seconds']} s: {cfg.out}/results.json, README-table.md"
+        + (", scaling.png" if charted else " (no matplotlib: no chart)"))  # fmt: skip
+    print((cfg.out / "README-table.md").read_text())
+    if not eq["all_equal"]:
+        log("PEERS DECIDE DIFFERENTLY: see equality in results.json")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""Our side of the bench: the real server in its own processes, driven over gRPC on loopback.
+
+`LezServer` starts `lez-server serve` (plain TCP on 127.0.0.1, N worker processes, its own
+audit directory) in a new session, waits for the health service to say SERVING, and stops it
+with SIGTERM (SIGKILL of its own process group only if it does not exit).
+
+`stream_batch` is the end-to-end figure: from plates packed as the wire wants them (one bytes
+blob with offsets, 2-byte countries, int32 days) to the decision columns back in the client,
+through `CheckStream` with the server normalising and keying the plates. It uses the project's
+Python client (`clients.LezClient.check_batch`, which spreads chunks over several
+connections). `unary` measures `Check` latency from sequential or concurrent callers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.peer_data import WireBatch
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LezServer:
+    """`lez-server serve` on a loopback port, started and stopped by the bench."""
+
+    def __init__(self, store: Path, key: Path, scratch: Path, *, workers: int = 2) -> None:
+        self.store, self.key, self.workers = store, key, workers
+        self.scratch = scratch
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        from clients import LezClient
+
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        log = (self.scratch / f"server-{self.port}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [str(BIN / "lez-server"), "serve", "--store-root", str(self.store),
+             "--key-file", str(self.key), "--workers", str(self.workers),
+             "--address", self.address, "--audit-dir", str(self.scratch / "audit"),
+             "--reload-interval-s", "3600", "--log-level", "WARNING"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        with LezClient([self.address], timeout_s=timeout) as client:
+            client.wait_until_serving(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # our own session: the server's workers
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> LezServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass(slots=True)
+class StreamResult:
+    outcome: npt.NDArray[np.uint8]
+    reason: npt.NDArray[np.uint8]
+    allowed_until: npt.NDArray[np.int32]
+    euro: npt.NDArray[np.uint8]
+
+
+class StreamClient:
+    """A connected client for CheckStream batches (connections kept open between runs)."""
+
+    def __init__(self, address: str, *, connections: int = 4) -> None:
+        from clients import LezClient
+
+        self.client = LezClient([address], connections=connections, batch_timeout_s=600.0)
+        self.client.wait_until_serving()
+
+    def pairs(self, batch: WireBatch) -> Any:
+        from clients import Pairs
+        from clients.packing import PackedPlates
+
+        return Pairs(
+            days=batch.days,
+            countries=batch.countries,
+            plates=PackedPlates(batch.data, batch.offsets),
+        )
+
+    def decide(self, pairs: Any, zone: str) -> StreamResult:
+        r = self.client.check_batch(pairs, zone=zone)
+        return StreamResult(r.outcome, r.reason, r.allowed_until, r.euro)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def unary(
+    address: str,
+    requests: list[tuple[str, str, str]],
+    zone: str,
+    *,
+    threads: int = 1,
+    seconds: float = 3.0,
+) -> dict[str, float]:
+    """`Check` calls for about `seconds` from `threads` callers (each its own client).
+
+    `requests` are (plate, country, ISO date) cycled through. Returns p50/p99 latency in ms
+    and calls per second over the whole run.
+    """
+    from clients import LezClient
+
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    stop = time.perf_counter() + seconds
+    barrier = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def caller(k: int) -> None:
+        try:
+            with LezClient([address]) as client:
+                client.check(requests[0][0], zone=zone, day=requests[0][2], country=requests[0][1])
+                barrier.wait()
+                got = latencies[k]
+                j = k * 7919
+                while time.perf_counter() < stop:
+                    plate, country, day = requests[j % len(requests)]
+                    t0 = time.perf_counter()
+                    client.check(plate, zone=zone, day=day, country=country)
+                    got.append(time.perf_counter() - t0)
+                    j += 1
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    workers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    start = time.perf_counter()
+    stop = start + seconds
+    for w in workers:
+        w.join(timeout=seconds + 60)
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"unary bench failed: {errors[0]!r}")
+    flat = np.array([x for lst in latencies for x in lst])
+    return {
+        "calls": float(len(flat)),
+        "calls_per_s": len(flat) / elapsed,
+        "p50_ms": float(np.percentile(flat, 50) * 1000),
+        "p99_ms": float(np.percentile(flat, 99) * 1000),
+        "mean_ms": float(statistics.fmean(flat) * 1000),
+    }
