@@ -1,9 +1,9 @@
 """The register build: extract -> validate -> key -> sort -> LMDB, verified and published.
 
 `build_store` is what `lez-loader build` runs. It parses the extract (`loader.extract`), keys
-every plate with the HMAC key (`lez.keys`, batch form, split over worker processes), drops
-versions past retention, refuses overlapping versions, groups versions by key
-(`lez.store.group_by_key`), compiles the rule revisions, and hands everything to
+every plate with the HMAC key (`lez.keys`, batch form, split over worker processes), refuses
+overlapping versions, drops plates crossed out longer ago than the retention period, groups
+versions by key (`lez.store.group_sorted`), compiles the rule revisions, and hands everything to
 `StoreBuilder`, which writes a new build and switches the store to it atomically. If the share
 of rejected rows exceeds the configured limit the build fails before anything is published.
 """
@@ -26,7 +26,13 @@ from lez.days import DAY_OPEN, parse_day, to_day
 from lez.errors import ExtractError
 from lez.registrations import REGISTRATION_DTYPE
 from lez.store import StoreBuilder, StoreMeta
-from lez.store.columns import KeyedRecords, empty_table, group_sorted, sort_by_key
+from lez.store.columns import (
+    KeyedRecords,
+    empty_table,
+    group_sorted,
+    group_starts,
+    sort_by_key,
+)
 from lez.store.reader import open_store
 from lez.store.writer import new_snapshot_id, utc_now
 from lez.vehicle import FORMAT_VERSION
@@ -73,6 +79,26 @@ class BuildFailed(ExtractError):
         self.report = report
 
 
+def crossed_out_before(
+    hi: npt.NDArray[np.uint64],
+    lo: npt.NDArray[np.uint64],
+    records: npt.NDArray[np.void],
+    cutoff: int,
+) -> npt.NDArray[np.bool_]:
+    """Rows (of key-sorted input) of plates whose last version ended on or before `cutoff`.
+
+    Seed 002 section X: a plate's data is kept until 6 months after the plate was crossed out;
+    the whole history of a plate still in use is kept.
+    """
+    starts = group_starts(hi, lo)
+    if len(starts) == 0:
+        return np.zeros(0, dtype=np.bool_)
+    ends = np.append(starts[1:], len(hi)) - 1  # last (latest) version of each plate
+    last_to = records["valid_to"][ends]
+    expired = (last_to != DAY_OPEN) & (last_to <= cutoff)
+    return np.repeat(expired, ends - starts + 1)
+
+
 def overlapping_versions(
     hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], records: npt.NDArray[np.void]
 ) -> npt.NDArray[np.int64]:
@@ -104,27 +130,28 @@ def build_store(
     report.unknown_codes = ext.unknown_codes
 
     source_day = to_day(config.source_date) if config.source_date else _latest_day(ext)
-    with timer("purge"):
-        cutoff = source_day - config.retention_days
-        valid_to = ext.records["valid_to"]
-        live = np.flatnonzero((valid_to == DAY_OPEN) | (valid_to > cutoff))
-        report.versions_purged = len(valid_to) - len(live)
-
     with timer("sort"):
-        hi, lo = keys.keys_to_u64(ext.keys[live])
-        order = sort_by_key(hi, lo, ext.records["valid_from"][live])
-        rows = live[order]  # one gather of the records, straight into key order
-        hi, lo, sorted_records = hi[order], lo[order], ext.records[rows]
+        hi, lo = keys.keys_to_u64(ext.keys)
+        order = sort_by_key(hi, lo, ext.records["valid_from"])
+        hi, lo, sorted_records = hi[order], lo[order], ext.records[order]
         clash = overlapping_versions(hi, lo, sorted_records)
         rejects = list(ext.rejects)
         rejects.extend(
             Reject(line=int(x), column="valid_from", rule="versions of a plate overlap")
-            for x in ext.lines[rows[clash]].tolist()
+            for x in ext.lines[order[clash]].tolist()
         )
         if len(clash):
             keep = np.ones(len(hi), dtype=np.bool_)
             keep[clash] = False
             hi, lo, sorted_records = hi[keep], lo[keep], sorted_records[keep]
+
+    with timer("purge"):
+        gone = crossed_out_before(hi, lo, sorted_records, source_day - config.retention_days)
+        report.versions_purged = int(gone.sum())
+        if report.versions_purged:
+            hi, lo, sorted_records = hi[~gone], lo[~gone], sorted_records[~gone]
+
+    with timer("group"):
         vehicles = group_sorted(hi, lo, sorted_records)
     rejects.sort(key=lambda r: r.line)
 

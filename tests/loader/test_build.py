@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from lez import codes, plates
+from lez.days import to_day
 from lez.keys import PlateKeyer
 from lez.store import open_store
 from lez.store.reader import current_build
@@ -29,7 +31,6 @@ def _config(tmp_path: Path, key_file: Path, **kw: object) -> LoaderConfig:
         store_root=tmp_path / "store",
         key_file=key_file,
         reports_dir=tmp_path / "store" / "reports",
-        source_date=None,
         workers=1,
         **kw,  # type: ignore[arg-type]
     )
@@ -203,3 +204,26 @@ def test_cli_help_and_clear_errors(tmp_path: Path) -> None:
         text=True,
     )
     assert out.returncode == 2 and "keygen" in out.stderr
+
+
+def test_retention_purges_plates_crossed_out_long_ago(
+    tmp_path: Path, key_file: Path, keyer: PlateKeyer
+) -> None:
+    rows = [
+        # crossed out a year before the extract date: purged with its whole history
+        row("1-OLD-001", valid_from="2015-01-01", valid_to="2020-01-01", status="A"),
+        row("1-OLD-001", valid_from="2020-01-01", valid_to="2025-11-01", status="S"),
+        # still in use: its old version stays (appeals about 2016 remain answerable)
+        row("1-LIV-002", valid_from="2010-01-01", valid_to="2016-06-01", euro="4"),
+        row("1-LIV-002", valid_from="2016-06-01", euro="6"),
+        # crossed out a month ago: kept until six months have passed
+        row("1-REC-003", valid_from="2018-01-01", valid_to="2026-10-01", status="S"),
+    ]
+    extract = write_extract(tmp_path / "x.csv", rows)
+    config = _config(tmp_path, key_file, source_date=dt.date(2026, 11, 1))
+    report = build_store(config, extract)
+    assert report.versions_purged == 2 and report.plates == 2
+    old_day = to_day(dt.date(2012, 1, 1))
+    assert _lookup(config.store_root, keyer, "1LIV002", old_day) is not None
+    assert _lookup(config.store_root, keyer, "1REC003", to_day(dt.date(2026, 9, 1))) is not None
+    assert _lookup(config.store_root, keyer, "1OLD001", to_day(dt.date(2025, 1, 1))) is None
