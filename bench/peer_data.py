@@ -2,7 +2,7 @@
 
 `peer_register` reads the extract with the loader's own parser (`loader.extract.load_extract`:
 same validation, same normalisation, same code ids, same rejects), then applies the loader's
-purge (closed versions older than the retention period) and its refusal of overlapping versions,
+retention purge and refusal of overlapping versions (`loader.build.select_versions`),
 exactly as `loader.build.build_store` does. The result is one row per plate version with the
 normalised plate in clear, its 16-byte HMAC key, and the record fields the decision reads.
 It is cached as Parquet (`var/bench/peers-<plates>-<seed>/register.parquet`) and checked against
@@ -26,11 +26,12 @@ import pyarrow.parquet as pq
 
 from lez import keys as lez_keys
 from lez import plates as lez_plates
-from lez.days import DAY_OPEN
-from lez.store.columns import sort_by_key
-from loader.build import overlapping_versions
+from loader.build import latest_day, select_versions
 from loader.config import DEFAULT_RETENTION_DAYS
 from loader.extract import load_extract
+
+SELECTION_VERSION = 2
+"""Bump when `loader.build.select_versions` changes what a store holds (invalidates caches)."""
 
 FIELDS = (
     "valid_from",
@@ -73,23 +74,16 @@ def peer_register(
         if (
             meta.get("key_id") == keyer.key_id
             and meta.get("extract_bytes") == extract.stat().st_size
+            and meta.get("selection") == SELECTION_VERSION
         ):
             return PeerRegister(path, meta["versions"], meta["plates"], keyer.key_id, 0.0)
     start = time.perf_counter()
     ext = load_extract(extract, keyer, workers)
     rec = ext.records
-    # the loader's purge (loader.build.build_store, default config)
-    source_day = int(rec["valid_from"].max()) if len(rec) else 0
-    cutoff = source_day - DEFAULT_RETENTION_DAYS
-    live = np.flatnonzero((rec["valid_to"] == DAY_OPEN) | (rec["valid_to"] > cutoff))
-    hi, lo = lez_keys.keys_to_u64(ext.keys[live])
-    order = sort_by_key(hi, lo, rec["valid_from"][live])
-    rows = live[order]
-    clash = overlapping_versions(hi[order], lo[order], rec[rows])
-    if len(clash):
-        keep = np.ones(len(rows), dtype=np.bool_)
-        keep[clash] = False
-        rows = rows[keep]
+    # exactly the rows the loader puts in the store (loader.build.select_versions)
+    cutoff = latest_day(ext) - DEFAULT_RETENTION_DAYS
+    rows = select_versions(ext, cutoff).rows
+    rec = ext.records
     rows = np.sort(rows)  # file order: nothing depends on it, but it reads like the extract
     plates_txt = _plate_strings(ext.plates[rows])
     cols: dict[str, pa.Array] = {
@@ -108,6 +102,7 @@ def peer_register(
         "plates": int(n_plates),
         "key_id": keyer.key_id,
         "extract_bytes": extract.stat().st_size,
+        "selection": SELECTION_VERSION,
     }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return PeerRegister(path, len(rows), n_plates, keyer.key_id, time.perf_counter() - start)

@@ -79,10 +79,44 @@ class BuildFailed(ExtractError):
         self.report = report
 
 
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The extract rows that go into the store, in key order, and what was left out."""
+
+    rows: npt.NDArray[np.int64]  # indices into the extract's accepted rows, key-sorted
+    hi: npt.NDArray[np.uint64]
+    lo: npt.NDArray[np.uint64]
+    overlap_rejects: list[Reject]
+    purged: int
+
+
+def select_versions(ext: Extract, retention_cutoff: int) -> Selection:
+    """Sort by (key, valid_from), refuse overlapping versions, purge plates crossed out on or
+    before `retention_cutoff`. The one definition of what a store holds (the bench's peers
+    load exactly these rows)."""
+    hi, lo = keys.keys_to_u64(ext.keys)
+    rows = sort_by_key(hi, lo, ext.records["valid_from"])
+    hi, lo = hi[rows], lo[rows]
+    clash = overlapping_versions(hi, lo, ext.records[rows])
+    overlap_rejects = [
+        Reject(line=int(x), column="valid_from", rule="versions of a plate overlap")
+        for x in ext.lines[rows[clash]].tolist()
+    ]
+    if len(clash):
+        keep = np.ones(len(rows), dtype=np.bool_)
+        keep[clash] = False
+        rows, hi, lo = rows[keep], hi[keep], lo[keep]
+    gone = crossed_out_before(hi, lo, ext.records["valid_to"][rows], retention_cutoff)
+    purged = int(gone.sum())
+    if purged:
+        rows, hi, lo = rows[~gone], hi[~gone], lo[~gone]
+    return Selection(rows=rows, hi=hi, lo=lo, overlap_rejects=overlap_rejects, purged=purged)
+
+
 def crossed_out_before(
     hi: npt.NDArray[np.uint64],
     lo: npt.NDArray[np.uint64],
-    records: npt.NDArray[np.void],
+    valid_to: npt.NDArray[np.int32],
     cutoff: int,
 ) -> npt.NDArray[np.bool_]:
     """Rows (of key-sorted input) of plates whose last version ended on or before `cutoff`.
@@ -94,7 +128,7 @@ def crossed_out_before(
     if len(starts) == 0:
         return np.zeros(0, dtype=np.bool_)
     ends = np.append(starts[1:], len(hi)) - 1  # last (latest) version of each plate
-    last_to = records["valid_to"][ends]
+    last_to = valid_to[ends]
     expired = (last_to != DAY_OPEN) & (last_to <= cutoff)
     return np.repeat(expired, ends - starts + 1)
 
@@ -129,30 +163,13 @@ def build_store(
     report.rows_read = ext.rows_read
     report.unknown_codes = ext.unknown_codes
 
-    source_day = to_day(config.source_date) if config.source_date else _latest_day(ext)
+    source_day = to_day(config.source_date) if config.source_date else latest_day(ext)
     with timer("sort"):
-        hi, lo = keys.keys_to_u64(ext.keys)
-        order = sort_by_key(hi, lo, ext.records["valid_from"])
-        hi, lo, sorted_records = hi[order], lo[order], ext.records[order]
-        clash = overlapping_versions(hi, lo, sorted_records)
-        rejects = list(ext.rejects)
-        rejects.extend(
-            Reject(line=int(x), column="valid_from", rule="versions of a plate overlap")
-            for x in ext.lines[order[clash]].tolist()
-        )
-        if len(clash):
-            keep = np.ones(len(hi), dtype=np.bool_)
-            keep[clash] = False
-            hi, lo, sorted_records = hi[keep], lo[keep], sorted_records[keep]
-
-    with timer("purge"):
-        gone = crossed_out_before(hi, lo, sorted_records, source_day - config.retention_days)
-        report.versions_purged = int(gone.sum())
-        if report.versions_purged:
-            hi, lo, sorted_records = hi[~gone], lo[~gone], sorted_records[~gone]
-
+        chosen = select_versions(ext, source_day - config.retention_days)
+    rejects = list(ext.rejects) + chosen.overlap_rejects
+    report.versions_purged = chosen.purged
     with timer("group"):
-        vehicles = group_sorted(hi, lo, sorted_records)
+        vehicles = group_sorted(chosen.hi, chosen.lo, ext.records[chosen.rows])
     rejects.sort(key=lambda r: r.line)
 
     report.rows_rejected = len(rejects)
@@ -212,7 +229,8 @@ def build_store(
     return report
 
 
-def _latest_day(ext: Extract) -> int:
+def latest_day(ext: Extract) -> int:
+    """The extract date when none is given: its newest valid_from."""
     vf = ext.records["valid_from"]
     return int(vf.max()) if len(vf) else to_day(dt.date.today())
 
