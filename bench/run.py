@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -42,12 +44,13 @@ from typing import Any
 import numpy as np
 
 from bench import build_bench, report
-from bench.peer_data import PeerRegister, WireBatch, peer_register, wire_batch
+from bench.peer_data import SELECTION_VERSION, PeerRegister, WireBatch, peer_register, wire_batch
 from bench.stream import LezServer, StreamClient, StreamResult, free_port, unary
 from bench.workload import Item, batch_from_plates, read_plates
 from lez.days import from_day
 from lez.keys import load_key
 from lez.rules import Revision, load_catalog_dir
+from lez.vehicle import FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -136,17 +139,14 @@ def ensure_store(plates: int, cfg: Config, key: Path) -> tuple[Path, Path, dict[
     stamp = store / "bench-build.json"
     keyer = load_key(key)
     if stamp.exists():
-        import json
-
         info = json.loads(stamp.read_text())
         if (
             info.get("key_id") == keyer.key_id
             and info.get("extract_bytes") == extract.stat().st_size
+            and info.get("selection") == SELECTION_VERSION
+            and info.get("format_version") == FORMAT_VERSION
         ):
             return extract, store, info
-    import json
-    import shutil
-
     shutil.rmtree(store, ignore_errors=True)
     start = time.perf_counter()
     done = subprocess.run(
@@ -158,6 +158,8 @@ def ensure_store(plates: int, cfg: Config, key: Path) -> tuple[Path, Path, dict[
     info = {
         "key_id": keyer.key_id,
         "extract_bytes": extract.stat().st_size,
+        "selection": SELECTION_VERSION,
+        "format_version": FORMAT_VERSION,
         "plates": built["plates"],
         "versions": built["versions"],
         "rows_read": built["rows_read"],
@@ -470,8 +472,6 @@ def phase_build(cfg: Config, extract: Path, key: Path, res: dict[str, Any]) -> N
          "--scratch", str(cfg.scratch), "--out", str(out)],
         check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    import json
-
     got = json.loads((out / "build.json").read_text())
     res["loader_build"] = {
         "command": f"python -m bench.build_bench --plates {cfg.plates} --runs {cfg.build_runs} "
