@@ -32,6 +32,7 @@ from lez.store.columns import (
     group_sorted,
     group_starts,
     sort_by_key,
+    take_rows,
 )
 from lez.store.reader import open_store
 from lez.store.writer import new_snapshot_id, utc_now
@@ -97,7 +98,8 @@ def select_versions(ext: Extract, retention_cutoff: int) -> Selection:
     hi, lo = keys.keys_to_u64(ext.keys)
     rows = sort_by_key(hi, lo, ext.records["valid_from"])
     hi, lo = hi[rows], lo[rows]
-    clash = overlapping_versions(hi, lo, ext.records[rows])
+    valid_from, valid_to = ext.records["valid_from"][rows], ext.records["valid_to"][rows]
+    clash = overlapping_versions(hi, lo, valid_from, valid_to)
     overlap_rejects = [
         Reject(line=int(x), column="valid_from", rule="versions of a plate overlap")
         for x in ext.lines[rows[clash]].tolist()
@@ -105,8 +107,8 @@ def select_versions(ext: Extract, retention_cutoff: int) -> Selection:
     if len(clash):
         keep = np.ones(len(rows), dtype=np.bool_)
         keep[clash] = False
-        rows, hi, lo = rows[keep], hi[keep], lo[keep]
-    gone = crossed_out_before(hi, lo, ext.records["valid_to"][rows], retention_cutoff)
+        rows, hi, lo, valid_to = rows[keep], hi[keep], lo[keep], valid_to[keep]
+    gone = crossed_out_before(hi, lo, valid_to, retention_cutoff)
     purged = int(gone.sum())
     if purged:
         rows, hi, lo = rows[~gone], hi[~gone], lo[~gone]
@@ -134,13 +136,16 @@ def crossed_out_before(
 
 
 def overlapping_versions(
-    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], records: npt.NDArray[np.void]
+    hi: npt.NDArray[np.uint64],
+    lo: npt.NDArray[np.uint64],
+    valid_from: npt.NDArray[np.int32],
+    valid_to: npt.NDArray[np.int32],
 ) -> npt.NDArray[np.int64]:
     """Rows (of key-sorted input) whose version starts before the previous one of its plate ends."""
     if len(hi) < 2:
         return np.zeros(0, dtype=np.int64)
     same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
-    clash = same & (records["valid_from"][1:] < records["valid_to"][:-1])
+    clash = same & (valid_from[1:] < valid_to[:-1])
     return np.flatnonzero(clash) + 1
 
 
@@ -169,7 +174,7 @@ def build_store(
     rejects = list(ext.rejects) + chosen.overlap_rejects
     report.versions_purged = chosen.purged
     with timer("group"):
-        vehicles = group_sorted(chosen.hi, chosen.lo, ext.records[chosen.rows])
+        vehicles = group_sorted(chosen.hi, chosen.lo, take_rows(ext.records, chosen.rows))
     rejects.sort(key=lambda r: r.line)
 
     report.rows_rejected = len(rejects)

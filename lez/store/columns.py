@@ -152,7 +152,7 @@ def versions_on(
             cand = start + j
             alive = cand < stop
             q, start, stop, d, cand = q[alive], start[alive], stop[alive], d[alive], cand[alive]
-            probe = _gather(table.records, cand)
+            probe = take_rows(table.records, cand)
             hit = (probe["valid_from"] <= d) & (d < probe["valid_to"])
             _scatter(out, q[hit], probe[hit])
             found[q[hit]] = True
@@ -162,7 +162,7 @@ def versions_on(
     return VehicleLookup(records=out, found=found, known=known)
 
 
-def _gather(records: npt.NDArray[np.void], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.void]:
+def take_rows(records: npt.NDArray[np.void], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.void]:
     """records[rows], copied as whole 8-byte words: one cache line per record, and much faster
     than NumPy's structured fancy indexing."""
     size = records.dtype.itemsize
@@ -175,7 +175,7 @@ def _gather(records: npt.NDArray[np.void], rows: npt.NDArray[np.int64]) -> npt.N
 def _scatter(
     out: npt.NDArray[np.void], rows: npt.NDArray[np.int64], values: npt.NDArray[np.void]
 ) -> None:
-    """out[rows] = values, as whole 8-byte words (see `_gather`)."""
+    """out[rows] = values, as whole 8-byte words (see `take_rows`)."""
     size = out.dtype.itemsize
     if size % 8 or not (out.flags.c_contiguous and values.flags.c_contiguous):
         out[rows] = values
@@ -235,8 +235,17 @@ def sort_by_key(
     if len(pos):
         rows = order[pos]
         run = np.cumsum(~np.concatenate([[False], same])[pos])  # increasing per run of ties
-        sub = np.lexsort((then[rows], lo[rows], run))
-        order[pos] = rows[sub]
+        # Within a run the low halves are nearly always equal (one plate's versions): order by
+        # (run, then) with one sort of a combined int64 key...
+        combined = (run.astype(np.int64) << 32) | (then[rows].astype(np.int64) + 2**31)
+        rows = rows[np.argsort(combined, kind="stable")]
+        # ...and redo the rare runs that mix low halves (a 64-bit prefix collision) fully.
+        mixed_runs = np.unique(run[1:][(run[1:] == run[:-1]) & (lo[rows][1:] != lo[rows][:-1])])
+        if len(mixed_runs):
+            redo = np.flatnonzero(np.isin(run, mixed_runs))
+            sub = rows[redo]
+            rows[redo] = sub[np.lexsort((then[sub], lo[sub], run[redo]))]
+        order[pos] = rows
     return order
 
 

@@ -8,12 +8,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lez import plates, vehicle
 from lez.days import DAY_OPEN
 from lez.keys import PlateKeyer
 from lez.registrations import REGISTRATION_DTYPE, RegistrationKind
 from lez.store import StoreBuilder, StoreMeta, group_by_key, open_store
+from lez.store.columns import sort_by_key
 from lez.store.memory import MemoryReader
 
 PLATES = ["1ABC234", "2XYZ999", "GABC123", "JAN2"]
@@ -112,3 +115,15 @@ def test_empty_query(reader: Any) -> None:
     with reader.snapshot() as snap:
         got = snap.vehicles_on(np.zeros((0, 16), np.uint8), np.zeros(0, np.int32))
         assert len(got.records) == 0
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(-5, 5)), max_size=60))
+def test_sort_by_key_equals_lexsort(rows: list[tuple[int, int, int]]) -> None:
+    # tiny value ranges force shared high halves, prefix collisions and equal days
+    hi = np.array([r[0] for r in rows], dtype=np.uint64)
+    lo = np.array([r[1] for r in rows], dtype=np.uint64)
+    then = np.array([r[2] for r in rows], dtype=np.int32)
+    got = sort_by_key(hi, lo, then)
+    want = np.lexsort((then, lo, hi))
+    for column in (hi, lo, then):
+        assert column[got].tolist() == column[want].tolist()
