@@ -12,7 +12,7 @@ PROTO := proto/lez/api/v1/access.proto
 RUN_PLATES ?= 300000
 BENCH_PLATES ?= 8000000
 
-.PHONY: install tools gen gen-check check lint test test-slow test-all run bench bench-quick \
+.PHONY: install tools gen gen-check buf-lint check lint test test-slow test-all run bench bench-quick \
         bench-build data clean
 
 install: $(STAMP)
@@ -32,6 +32,10 @@ tools:
 gen: install
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. \
 	  --mypy_out=. --mypy_grpc_out=. $(PROTO)
+
+# buf (npm package @bufbuild/buf) lints the contract against buf.yaml.
+buf-lint:
+	npx --yes @bufbuild/buf lint
 
 gen-check: gen
 	@git diff --exit-code -- lez/api || { echo "generated code drifted: run 'make gen' and commit"; exit 1; }
