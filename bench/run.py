@@ -132,6 +132,36 @@ def log(msg: str) -> None:
 # ---- data ----------------------------------------------------------------------------------
 
 
+AUDIT_WINDOW_MS = 5
+"""The alternative audit durability measured beside the default (sync every record)."""
+
+
+def unary_figure(
+    address: str, requests: list[tuple[str, str, str]], threads: int, cfg: Config
+) -> dict[str, Any]:
+    """Unary `Check` from `threads` callers: p50, p99 and calls/s over `cfg.runs` runs."""
+    log(f"unary Check, {threads} caller(s), {cfg.runs} x {cfg.unary_seconds} s")
+    unary(address, requests, ZONE, threads=threads, seconds=0.5)  # warm-up
+    per = [
+        unary(address, requests, ZONE, threads=threads, seconds=cfg.unary_seconds)
+        for _ in range(cfg.runs)
+    ]
+    return {
+        "callers": threads,
+        "command": f"LezClient.check(plate, zone={ZONE!r}, day=..., country=...) "
+        f"in a loop, {threads} thread(s), one client each, {cfg.unary_seconds} s per run",
+        **{
+            k: {
+                "median": round(float(np.median([r[k] for r in per])), 3),
+                "min": round(min(r[k] for r in per), 3),
+                "max": round(max(r[k] for r in per), 3),
+            }
+            for k in ("p50_ms", "p99_ms", "calls_per_s")
+        },
+        "runs": len(per),
+    }
+
+
 def ensure_store(plates: int, cfg: Config, key: Path) -> tuple[Path, Path, dict[str, Any]]:
     """(extract, store root, build report) for a register size, generated once."""
     extract = build_bench.ensure_register(plates, cfg.seed, cfg.scratch)
@@ -297,28 +327,17 @@ def phase_service(
             )
             for i in range(len(sample))
         ]
-        res["unary"] = {}
-        for name, threads in (("sequential", 1), ("concurrent", cfg.unary_threads)):
-            log(f"unary Check, {threads} caller(s), {cfg.runs} x {cfg.unary_seconds} s")
-            unary(server.address, requests, ZONE, threads=threads, seconds=0.5)  # warm-up
-            per = [
-                unary(server.address, requests, ZONE, threads=threads, seconds=cfg.unary_seconds)
-                for _ in range(cfg.runs)
-            ]
-            res["unary"][name] = {
-                "callers": threads,
-                "command": f"LezClient.check(plate, zone={ZONE!r}, day=..., country=...) "
-                f"in a loop, {threads} thread(s), one client each, {cfg.unary_seconds} s per run",
-                **{
-                    k: {
-                        "median": round(float(np.median([r[k] for r in per])), 3),
-                        "min": round(min(r[k] for r in per), 3),
-                        "max": round(max(r[k] for r in per), 3),
-                    }
-                    for k in ("p50_ms", "p99_ms", "calls_per_s")
-                },
-                "runs": len(per),
-            }
+        res["unary"] = {
+            "sequential": unary_figure(server.address, requests, 1, cfg),
+            "concurrent": unary_figure(server.address, requests, cfg.unary_threads, cfg),
+        }
+    log(f"unary Check with audit records synced within {AUDIT_WINDOW_MS} ms instead of each")
+    with LezServer(
+        store, key, cfg.scratch / "server", extra_args=("--audit-sync-ms", str(AUDIT_WINDOW_MS))
+    ) as server:
+        windowed = unary_figure(server.address, requests, 1, cfg)
+        windowed["server_option"] = f"--audit-sync-ms {AUDIT_WINDOW_MS}"
+        res["unary"]["sequential_audit_window"] = windowed
     log(f"CheckStream {cfg.compare_pairs:,} pairs with 1 worker process")
     with LezServer(store, key, cfg.scratch / "server", workers=1) as server:
         client = StreamClient(server.address)

@@ -42,8 +42,17 @@ def free_port() -> int:
 class LezServer:
     """`lez-server serve` on a loopback port, started and stopped by the bench."""
 
-    def __init__(self, store: Path, key: Path, scratch: Path, *, workers: int = 2) -> None:
+    def __init__(
+        self,
+        store: Path,
+        key: Path,
+        scratch: Path,
+        *,
+        workers: int = 2,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.store, self.key, self.workers = store, key, workers
+        self.extra_args = extra_args
         self.scratch = scratch
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -58,7 +67,7 @@ class LezServer:
             [str(BIN / "lez-server"), "serve", "--store-root", str(self.store),
              "--key-file", str(self.key), "--workers", str(self.workers),
              "--address", self.address, "--audit-dir", str(self.scratch / "audit"),
-             "--reload-interval-s", "3600", "--log-level", "WARNING"],
+             "--reload-interval-s", "3600", "--log-level", "WARNING", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         log.close()

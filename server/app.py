@@ -85,7 +85,10 @@ class App:
         if not loaded:
             log.warning("no store published under %s yet: NOT_SERVING", config.store_root)
         self.audit = AuditLog(
-            config.audit_dir, worker=self.worker, inline_keys=config.audit_inline_keys
+            config.audit_dir,
+            worker=self.worker,
+            inline_keys=config.audit_inline_keys,
+            sync_window_s=config.audit_sync_ms / 1000,
         )
         self.service = AccessService(
             config=config,

@@ -6,7 +6,9 @@ consulted: inline as hex for small calls, otherwise in a sidecar file of raw 16-
 SHA-256 the record holds. Never a plate. Each record carries the hash of the previous one and
 its own hash over its canonical JSON, so editing, removing or reordering a record (or a sidecar)
 breaks the chain; `verify` finds the first break. A record is written and fsynced before the
-call's answer completes: one write per call, never one per pair.
+call's answer completes: one write per call, never one per pair. (`sync_window_s` > 0 trades
+that for speed: the record is still written before the answer, so a killed process loses
+nothing, and synced within the window.)
 
 Each worker process appends to its own file (`audit-w<N>.jsonl`), so no lock is shared between
 processes; a restarted worker continues its file's chain.
@@ -71,7 +73,14 @@ def _last_line(path: Path) -> bytes | None:
 class AuditLog:
     """Appends hash-chained records to one file; thread-safe within a process."""
 
-    def __init__(self, directory: Path, *, worker: int = 0, inline_keys: int = 64) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        worker: int = 0,
+        inline_keys: int = 64,
+        sync_window_s: float = 0.0,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"audit-w{worker}.jsonl"
         self.keys_dir = directory / f"audit-w{worker}-keys"
@@ -85,8 +94,29 @@ class AuditLog:
                 rec = json.loads(last)
                 self._prev, self._seq = str(rec["hash"]), int(rec["seq"])
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # 0: sync each record before returning. > 0: a background thread syncs written records
+        # within the window; `close` syncs whatever is left.
+        self.sync_window_s = sync_window_s
+        self._dirty = threading.Event()
+        self._closing = threading.Event()
+        self._syncer: threading.Thread | None = None
+        if sync_window_s > 0:
+            self._syncer = threading.Thread(target=self._sync_loop, name="audit-sync", daemon=True)
+            self._syncer.start()
+
+    def _sync_loop(self) -> None:
+        while not self._closing.is_set():
+            self._dirty.wait()
+            self._closing.wait(self.sync_window_s)  # gather the window's records
+            self._dirty.clear()
+            os.fdatasync(self._fd)
 
     def close(self) -> None:
+        if self._syncer is not None:
+            self._closing.set()
+            self._dirty.set()
+            self._syncer.join()
+        os.fdatasync(self._fd)
         os.close(self._fd)
 
     def record(
@@ -135,7 +165,10 @@ class AuditLog:
                 rec["keys_file"] = self._write_sidecar(seq, blob)
             rec["hash"] = record_hash(rec)
             os.write(self._fd, _canonical(rec) + b"\n")
-            os.fdatasync(self._fd)
+            if self._syncer is None:
+                os.fdatasync(self._fd)
+            else:
+                self._dirty.set()
             self._prev, self._seq = rec["hash"], seq
             return str(rec["hash"])
 

@@ -110,3 +110,18 @@ def test_server_audits_without_plates(
     for p in PLATES:
         assert p not in everything
         assert p.lower() not in everything
+
+
+def test_windowed_sync_writes_every_record_before_returning(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, sync_window_s=0.005)
+    _write(log, 3)
+    # written before `record` returned: a killed process would lose none of them
+    lines = log.path.read_bytes().splitlines()
+    assert len(lines) == 3
+    log.close()
+    assert audit.verify(log.path) == []
+    again = AuditLog(tmp_path, sync_window_s=0.005)  # a restart continues the chain
+    _write(again, 1)
+    again.close()
+    assert audit.verify(again.path) == []
+    assert json.loads(again.path.read_bytes().splitlines()[-1])["seq"] == 4
