@@ -163,8 +163,11 @@ class AuditLog:
                 ]
             else:
                 rec["keys_file"] = self._write_sidecar(seq, blob)
-            rec["hash"] = record_hash(rec)
-            os.write(self._fd, _canonical(rec) + b"\n")
+            body = _canonical(rec)  # what the hash covers (see `record_hash`)
+            digest = hashlib.sha256(body).hexdigest()
+            rec["hash"] = digest
+            # the line is the hashed body with the hash appended: one JSON encoding per call
+            os.write(self._fd, body[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
             if self._syncer is None:
                 os.fdatasync(self._fd)
             else:
