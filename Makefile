@@ -17,17 +17,24 @@ BENCH_PLATES ?= 8000000
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py lez/_hmac.c
+$(STAMP): pyproject.toml setup.py lez/_hmac.c | tools
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	@touch $(STAMP)
 
-# Debian's lmdb-utils gives mdb_stat, used by the tests to prove the store is a standard LMDB.
+# Debian packages: lmdb-utils (mdb_stat, used by the tests to prove the store is a standard
+# LMDB), gcc and libssl-dev (the native keying core, compiled by the install).
 tools:
-	@command -v mdb_stat >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq lmdb-utils) >/dev/null; \
-	  else echo "mdb_stat missing: apt-get install lmdb-utils"; fi; }
+	@missing=""; \
+	command -v mdb_stat >/dev/null || missing="$$missing lmdb-utils"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	[ -f /usr/include/openssl/sha.h ] || missing="$$missing libssl-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
+	  else echo "missing Debian packages:$$missing (apt-get install them)"; fi; \
+	fi
 
 gen: install
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. \
@@ -50,10 +57,10 @@ check: install
 	$(BIN)/mypy $(PACKAGES)
 	@if [ -f $(PROTO) ]; then $(MAKE) -s gen-check; fi
 
-test: install tools
+test: install
 	$(BIN)/pytest -q
 
-test-slow: install tools
+test-slow: install
 	$(BIN)/pytest -q -m slow
 
 test-all: test test-slow
@@ -62,10 +69,10 @@ test-all: test test-slow
 run: install
 	$(PY) -m clients.demo --var $(VAR) --plates $(RUN_PLATES)
 
-bench: install tools
+bench: install
 	$(PY) -m bench.run --plates $(BENCH_PLATES) --runs 5 --out bench/results
 
-bench-quick: install tools
+bench-quick: install
 	$(PY) -m bench.run --quick --out $(VAR)/bench-quick
 
 bench-build: install
