@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from lez import keys
 from lez.days import DAY_OPEN, parse_day, to_day
-from lez.errors import ExtractError
+from lez.errors import ExtractError, StoreFormatMismatch, StoreNotReady
 from lez.registrations import REGISTRATION_DTYPE
 from lez.store import StoreBuilder, StoreMeta
 from lez.store.columns import (
@@ -202,8 +202,7 @@ def build_store(
         rulesets = _rule_texts(config)
     report.rulesets = sorted(rulesets)
 
-    previous_seq = _previous_seq(config.store_root)
-    registrations = _carry_registrations(config.store_root, keyer.key_id)
+    previous_seq, registrations = _previous_state(config.store_root, keyer.key_id)
     meta = StoreMeta(
         format_version=FORMAT_VERSION,
         key_id=keyer.key_id,
@@ -250,32 +249,23 @@ def _rule_texts(config: LoaderConfig) -> dict[str, str]:
     return texts
 
 
-def _previous_seq(root: Path) -> int:
+def _previous_state(root: Path, key_id: str) -> tuple[int, KeyedRecords]:
+    """The published store's snapshot sequence and its registrations (one open).
+
+    Registrations are the cities' data, not DIV's: a register rebuild keeps them, unless the
+    store was keyed with another secret or written in another record format (then they cannot
+    be carried over and must be imported again). No store yet: 0 and none. A store that exists
+    but cannot be read otherwise fails the build rather than losing them.
+    """
     try:
         reader = open_store(root)
-    except Exception:
-        return 0
+    except (StoreNotReady, StoreFormatMismatch):
+        return 0, empty_table(REGISTRATION_DTYPE)
     try:
-        return reader.meta.snapshot_seq
-    finally:
-        reader.close()
-
-
-def _carry_registrations(root: Path, key_id: str) -> KeyedRecords:
-    """Registrations are the cities' data, not DIV's: a register rebuild keeps them."""
-    try:
-        reader = open_store(root, expected_key_id=key_id)
-    except Exception:
-        return empty_table(REGISTRATION_DTYPE)
-    try:
+        if reader.meta.key_id != key_id:
+            return reader.meta.snapshot_seq, empty_table(REGISTRATION_DTYPE)
         with reader.snapshot() as snap:
-            reg = snap.registrations
-            return KeyedRecords(
-                key_hi=reg.key_hi.copy(),
-                key_lo=reg.key_lo.copy(),
-                offsets=reg.offsets.copy(),
-                records=reg.records.copy(),
-            )
+            return reader.meta.snapshot_seq, snap.registrations.copy()
     finally:
         reader.close()
 

@@ -221,13 +221,7 @@ def import_registrations(
     try:
         meta = reader.meta
         with reader.snapshot() as snap:
-            reg = snap.registrations
-            existing = KeyedRecords(
-                key_hi=reg.key_hi.copy(),
-                key_lo=reg.key_lo.copy(),
-                offsets=reg.offsets.copy(),
-                records=reg.records.copy(),
-            )
+            existing = snap.registrations.copy()
     finally:
         reader.close()
     table, added = merge(existing, keys, rows)

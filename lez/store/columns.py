@@ -38,6 +38,15 @@ class KeyedRecords:
     def size(self) -> int:
         return len(self.key_hi)
 
+    def copy(self) -> KeyedRecords:
+        """A copy that owns its arrays (outlives the snapshot it was read from)."""
+        return KeyedRecords(
+            key_hi=self.key_hi.copy(),
+            key_lo=self.key_lo.copy(),
+            offsets=self.offsets.copy(),
+            records=self.records.copy(),
+        )
+
     def key_bytes(self, i: int) -> bytes:
         return int(self.key_hi[i]).to_bytes(8, "big") + int(self.key_lo[i]).to_bytes(8, "big")
 

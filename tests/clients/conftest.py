@@ -4,7 +4,6 @@ channel), reusing the server tests' store builder and server thread (tests/serve
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,13 +16,6 @@ from server.config import ServerConfig
 from tests.server.conftest import ServerThread, build_store
 
 ZONE = "Gent"
-
-
-@pytest.fixture(autouse=True)
-def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("LEZ_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

@@ -227,3 +227,31 @@ def test_retention_purges_plates_crossed_out_long_ago(
     assert _lookup(config.store_root, keyer, "1LIV002", old_day) is not None
     assert _lookup(config.store_root, keyer, "1REC003", to_day(dt.date(2026, 9, 1))) is not None
     assert _lookup(config.store_root, keyer, "1OLD001", to_day(dt.date(2025, 1, 1))) is None
+
+
+def test_rebuild_keeps_the_cities_registrations(
+    tmp_path: Path, key_file: Path, keyer: PlateKeyer
+) -> None:
+    from loader.registrations import import_registrations
+
+    config = _config(tmp_path, key_file, rules_dir=REPO / "rules")
+    extract = write_extract(tmp_path / "x.csv", [row("1-ABC-234")])
+    build_store(config, extract)
+    regs = tmp_path / "regs.csv"
+    regs.write_text(
+        "plate,country,zone,region,kind,valid_from,valid_until,euro\n"
+        "AB-123-CD,FR,Antwerpen,,FOREIGN_VEHICLE,2026-01-01,,\n"
+    )
+    import_registrations(config.store_root, regs, keyer)
+    again = build_store(config, extract)
+    reader = open_store(config.store_root, expected_key_id=keyer.key_id)
+    try:
+        assert reader.meta.registrations == 1 and reader.meta.snapshot_seq == 3
+        assert reader.meta.snapshot_id == again.snapshot_id
+        with reader.snapshot() as snap:
+            cty = plates.countries_matrix("FR", 1)
+            pm, _ = plates.normalise_many(plates.as_matrix(["AB123CD"]), cty)
+            q, rows = snap.registrations_of(keyer.key_matrix(cty, pm))
+            assert q.tolist() == [0] and len(rows) == 1
+    finally:
+        reader.close()

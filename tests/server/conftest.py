@@ -158,13 +158,6 @@ class ServerThread:
         self.loop.close()
 
 
-@pytest.fixture(autouse=True)
-def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("LEZ_"):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture(scope="session")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("key") / "hmac.key"
