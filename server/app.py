@@ -25,7 +25,7 @@ from lez.api.v1 import access_pb2_grpc as pb_grpc
 from lez.keys import PlateKeyer, load_key
 from server.audit import AuditLog
 from server.auth import Authenticator, Identity, RateLimiter
-from server.config import ServerConfig
+from server.config import MIB, ServerConfig
 from server.service import AccessService
 from server.state import Served, StoreHolder
 
@@ -89,6 +89,7 @@ class App:
             worker=self.worker,
             inline_keys=config.audit_inline_keys,
             sync_window_s=config.audit_sync_ms / 1000,
+            preallocate_bytes=config.audit_preallocate_mb * MIB,
         )
         self.service = AccessService(
             config=config,

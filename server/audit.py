@@ -12,6 +12,14 @@ nothing, and synced within the window.)
 
 Each worker process appends to its own file (`audit-w<N>.jsonl`), so no lock is shared between
 processes; a restarted worker continues its file's chain.
+
+The file is grown ahead of its records in zero-filled chunks (`preallocate_bytes`, fsynced once
+each), so it ends in a run of NUL bytes after the last record: a record then overwrites zeros
+without changing the file's size, and its fdatasync flushes data only, no metadata (on ext4
+about 0.1 ms instead of 0.15-0.2 ms after an append; PostgreSQL pre-zeroes WAL segments for the
+same reason). Readers stop at the padding (`read_records`). On opening, bytes after the last
+complete line are a torn record whose call was never answered: they are zeroed (with a warning)
+and writing resumes there.
 """
 
 from __future__ import annotations
@@ -19,16 +27,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
+
+log = logging.getLogger("lez.server")
 
 GENESIS: Final = "0" * 64
 KEY_BYTES: Final = 16
 _TAIL_BLOCK: Final = 1 << 16
+_ZEROS: Final = bytes(1 << 20)  # written in pieces of at most this much
+PREALLOCATE_BYTES: Final = 8 << 20
 
 
 def _canonical(record: Mapping[str, Any]) -> bytes:
@@ -54,20 +67,42 @@ class KeyBatch:
             self.count += len(keys) // KEY_BYTES
 
 
-def _last_line(path: Path) -> bytes | None:
-    with path.open("rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        end = fh.tell()
-        if end == 0:
-            return None
-        block = min(end, _TAIL_BLOCK)
-        while True:
-            fh.seek(end - block)
-            data = fh.read(block).rstrip(b"\n")
-            cut = data.rfind(b"\n")
-            if cut >= 0 or block == end:
-                return data[cut + 1 :]
-            block = min(end, block * 2)
+def _tail(fd: int, size: int) -> tuple[int, int]:
+    """(end of the last complete line, end of the data before the NUL padding) of a file."""
+    data_end = 0
+    while size > 0:  # skip the padding backwards
+        start = max(0, size - _TAIL_BLOCK)
+        kept = len(os.pread(fd, size - start, start).rstrip(b"\0"))
+        if kept:
+            data_end = start + kept
+            break
+        size = start
+    return _line_start(fd, data_end), data_end
+
+
+def _line_start(fd: int, end: int) -> int:
+    """Offset just after the last newline before `end` (0 if none)."""
+    while end > 0:
+        start = max(0, end - _TAIL_BLOCK)
+        cut = os.pread(fd, end - start, start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0
+
+
+def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def _zero(fd: int, start: int, end: int) -> None:
+    while start < end:
+        piece = min(end - start, len(_ZEROS))
+        _write_all(fd, memoryview(_ZEROS)[:piece], start)
+        start += piece
 
 
 class AuditLog:
@@ -80,20 +115,28 @@ class AuditLog:
         worker: int = 0,
         inline_keys: int = 64,
         sync_window_s: float = 0.0,
+        preallocate_bytes: int = PREALLOCATE_BYTES,
     ) -> None:
+        if preallocate_bytes <= 0:
+            raise ValueError("preallocate_bytes must be positive")
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"audit-w{worker}.jsonl"
         self.keys_dir = directory / f"audit-w{worker}-keys"
         self.inline_keys = inline_keys
+        self.preallocate_bytes = preallocate_bytes
         self._lock = threading.Lock()
         self._prev = GENESIS
         self._seq = 0
-        if self.path.exists():
-            last = _last_line(self.path)
-            if last:
-                rec = json.loads(last)
-                self._prev, self._seq = str(rec["hash"]), int(rec["seq"])
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._size = os.fstat(self._fd).st_size  # allocated: records, then zeros
+            self._offset = self._open_tail()  # where the next record goes
+            if self._size - self._offset < self.preallocate_bytes // 2:
+                # grow now rather than inside the first call that would not fit
+                self._extend(self._offset + self.preallocate_bytes // 2)
+        except BaseException:
+            os.close(self._fd)
+            raise
         # 0: sync each record before returning. > 0: a background thread syncs written records
         # within the window; `close` syncs whatever is left.
         self.sync_window_s = sync_window_s
@@ -103,6 +146,39 @@ class AuditLog:
         if sync_window_s > 0:
             self._syncer = threading.Thread(target=self._sync_loop, name="audit-sync", daemon=True)
             self._syncer.start()
+
+    def _open_tail(self) -> int:
+        """Find the end of the records, drop a torn one, load the chain; returns the offset."""
+        end, data_end = _tail(self._fd, self._size)
+        while end > 0:  # a last line holding NULs was only partly written (never answered)
+            start = _line_start(self._fd, end - 1)
+            if b"\0" not in os.pread(self._fd, end - start, start):
+                break
+            end = start
+        if data_end > end:
+            _zero(self._fd, end, data_end)
+            os.fdatasync(self._fd)
+            log.warning(
+                "audit log %s: dropped %d bytes of a torn, unanswered record at offset %d",
+                self.path.name,
+                data_end - end,
+                end,
+            )
+        if end > 0:
+            start = _line_start(self._fd, end - 1)
+            last = os.pread(self._fd, end - start, start).strip()
+            if last:
+                rec = json.loads(last)
+                self._prev, self._seq = str(rec["hash"]), int(rec["seq"])
+        return end
+
+    def _extend(self, needed: int) -> None:
+        """Grow the file by zero-filled chunks to hold `needed` bytes; fsync the new size."""
+        chunks = -(-(needed - self._size) // self.preallocate_bytes)
+        size = self._size + chunks * self.preallocate_bytes
+        _zero(self._fd, self._size, size)
+        os.fsync(self._fd)
+        self._size = size
 
     def _sync_loop(self) -> None:
         while not self._closing.is_set():
@@ -167,11 +243,15 @@ class AuditLog:
             digest = hashlib.sha256(body).hexdigest()
             rec["hash"] = digest
             # the line is the hashed body with the hash appended: one JSON encoding per call
-            os.write(self._fd, body[:-1] + b',"hash":"' + digest.encode() + b'"}\n')
+            line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
+            if self._offset + len(line) > self._size:
+                self._extend(self._offset + len(line))
+            _write_all(self._fd, line, self._offset)  # over zeros: the size does not change
             if self._syncer is None:
                 os.fdatasync(self._fd)
             else:
                 self._dirty.set()
+            self._offset += len(line)
             self._prev, self._seq = rec["hash"], seq
             return str(rec["hash"])
 
@@ -189,6 +269,28 @@ class AuditLog:
         return f"{self.keys_dir.name}/{name}"
 
 
+def _is_padding(raw: bytes) -> bool:
+    return raw[:1] == b"\0" and not raw.strip(b"\0\n")
+
+
+def _data_after(fh: IO[bytes]) -> bool:
+    return any(block.strip(b"\0\n") for block in iter(lambda: fh.read(_TAIL_BLOCK), b""))
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of each record of an audit file, stopping at the zero padding.
+
+    Raises ValueError at a line that is not a JSON object; `verify` checks a file thoroughly."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if _is_padding(raw):
+                return
+            rec = json.loads(raw)
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path.name}:{lineno}: not an audit record")
+            yield lineno, rec
+
+
 def verify(path: Path) -> list[str]:
     """Check one audit file's chain and sidecars; returns the problems found (empty = intact)."""
     problems: list[str] = []
@@ -196,8 +298,12 @@ def verify(path: Path) -> list[str]:
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             where = f"{path.name}:{lineno}"
+            if _is_padding(raw):  # the zeros ahead of the next record: nothing may follow
+                if _data_after(fh):
+                    problems.append(f"{where}: data after the zero padding (edited)")
+                break
             try:
-                rec = json.loads(raw)
+                rec = json.loads(raw)  # a NUL anywhere in a record fails here
             except ValueError:
                 problems.append(f"{where}: not a JSON record (truncated or edited)")
                 break

@@ -69,6 +69,9 @@ class ServerConfig:
     """0: every audit record is synced to disk (fdatasync) before its answer is sent. Above 0:
     records are written before the answer (a killed process loses none) and synced at most this
     many milliseconds later (a power cut may lose that window): about 0.2 ms less per call."""
+    audit_preallocate_mb: int = 8
+    """The audit file grows ahead of its records by zero-filled chunks of this many MiB, so the
+    sync of each record flushes data only, not the file size (about 0.05 ms less per call)."""
     reload_interval_s: float = 1.0
     """How often the `current` link of the store root is checked for a new build."""
     warm_store: bool = True
@@ -121,6 +124,7 @@ class ServerConfig:
             "max_recheck_items",
             "max_concurrent_rpcs",
             "min_cell_size",
+            "audit_preallocate_mb",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -176,6 +180,7 @@ _INT_FIELDS: Final = {
     "default_calls_per_minute",
     "default_pairs_per_day",
     "audit_inline_keys",
+    "audit_preallocate_mb",
     "min_cell_size",
 }
 _FLOAT_FIELDS: Final = {
@@ -227,6 +232,7 @@ _FIELD_DOCS: Final = {
     "audit_dir": "directory of the hash-chained audit logs",
     "audit_inline_keys": "calls with at most this many pairs list their keys inline",
     "audit_sync_ms": "0: sync each audit record before answering; N: sync within N ms",
+    "audit_preallocate_mb": "MiB of zeros the audit file is grown by ahead of its records",
     "reload_interval_s": "seconds between checks for a newly published store",
     "warm_store": "read the store once at load (1/0)",
     "grace_period_s": "seconds calls in flight get on SIGTERM",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -13,14 +18,17 @@ from lez.api.v1 import access_pb2 as pb
 from server import audit
 from server.__main__ import main
 from server.audit import AuditLog, KeyBatch
+from server.config import MIB, parse_serve_args
 from tests.server.conftest import DAY, VEHICLES, ServerThread
 from tests.server.helpers import chunk, stub
 
 PLATES = [v.plate for v in VEHICLES] + ["9ZZZ999"]
+KEY_HEX = bytes(range(16)).hex()  # the key `_write` consults
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _write(log: AuditLog, n: int) -> None:
-    for i in range(n):
+def _write(log: AuditLog, n: int, *, first: int = 0) -> None:
+    for i in range(first, first + n):
         keys = KeyBatch()
         keys.add(bytes(range(16)) * (i + 1))
         log.record(
@@ -44,7 +52,7 @@ def test_chain_verifies_and_detects_tampering(tmp_path: Path) -> None:
     path = tmp_path / "audit-w0.jsonl"
     assert audit.verify(path) == []
     assert main(["verify-audit", str(path)]) == 0
-    lines = path.read_text().splitlines()
+    lines = [json.dumps(r) for _, r in audit.read_records(path)]  # rewritten without padding
     rec = json.loads(lines[1])
     rec["pairs"] = 999
     tampered = [*lines[:1], json.dumps(rec), *lines[2:]]
@@ -100,12 +108,14 @@ def test_server_audits_without_plates(
     assert len(errors) == 2
     audit_dir = server.app.config.audit_dir
     path = audit_dir / "audit-w0.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records = [r for _, r in audit.read_records(path)]
     assert [r["rpc"] for r in records] == ["Check"] * len(PLATES) + ["CheckStream"]
     assert records[-1]["pairs"] == len(stream_plates)
     assert records[-1]["hash"] == answers[-1].summary.audit_id
     assert "keys_file" in records[-1] and "keys" in records[0]
     assert audit.verify(path) == []
+    assert server.app.audit is not None
+    assert server.app.audit.preallocate_bytes == server.app.config.audit_preallocate_mb * MIB
     everything = path.read_text() + "\n".join(errors) + caplog.text + "".join(capsys.readouterr())
     for p in PLATES:
         assert p not in everything
@@ -116,12 +126,202 @@ def test_windowed_sync_writes_every_record_before_returning(tmp_path: Path) -> N
     log = AuditLog(tmp_path, sync_window_s=0.005)
     _write(log, 3)
     # written before `record` returned: a killed process would lose none of them
-    lines = log.path.read_bytes().splitlines()
-    assert len(lines) == 3
+    assert len(list(audit.read_records(log.path))) == 3
     log.close()
     assert audit.verify(log.path) == []
     again = AuditLog(tmp_path, sync_window_s=0.005)  # a restart continues the chain
     _write(again, 1)
     again.close()
     assert audit.verify(again.path) == []
-    assert json.loads(again.path.read_bytes().splitlines()[-1])["seq"] == 4
+    assert [r["seq"] for _, r in audit.read_records(again.path)] == [1, 2, 3, 4]
+
+
+def _seqs(path: Path) -> list[int]:
+    return [int(r["seq"]) for _, r in audit.read_records(path)]
+
+
+def _records_end(path: Path) -> int:
+    return len(path.read_bytes().rstrip(b"\0"))
+
+
+def test_fresh_log_ends_in_zero_padding(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, preallocate_bytes=64 * 1024)
+    _write(log, 3)
+    log.close()  # the padding stays: a closed file looks like a killed one
+    data = log.path.read_bytes()
+    end = _records_end(log.path)
+    assert len(data) == 64 * 1024 > end
+    assert data[end - 1 :] == b"\n" + bytes(len(data) - end)
+    assert _seqs(log.path) == [1, 2, 3]
+    assert audit.verify(log.path) == []
+    assert main(["verify-audit", str(log.path)]) == 0
+
+
+def test_small_chunks_extend_the_file_and_sync_every_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"fsync": 0, "fdatasync": 0}
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def fsync(fd: int) -> None:
+        calls["fsync"] += 1
+        real_fsync(fd)
+
+    def fdatasync(fd: int) -> None:
+        calls["fdatasync"] += 1
+        real_fdatasync(fd)
+
+    log = AuditLog(tmp_path, preallocate_bytes=1024)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    sizes = [log.path.stat().st_size]
+    assert sizes == [1024]  # opening grew the file: the first call does not wait for it
+    for i in range(50):  # lines of ~400 bytes, then of up to ~2 KiB: several chunks at once
+        _write(log, 1, first=0 if i < 40 else 5 * i - 190)
+        sizes.append(log.path.stat().st_size)
+    monkeypatch.undo()
+    log.close()
+    assert calls["fdatasync"] == 50  # every record synced before `record` returned
+    grew = [b - a for a, b in itertools.pairwise(sizes) if b != a]
+    assert calls["fsync"] == len(grew)  # one fsync per extension, not per record
+    assert 10 <= len(grew) < 40 and max(grew) > 1024 and all(g % 1024 == 0 for g in grew)
+    assert 0 < sizes[-1] - _records_end(log.path) < 1024
+    assert _seqs(log.path) == list(range(1, 51))
+    assert audit.verify(log.path) == []
+
+
+def test_reopened_padded_log_continues_the_chain(tmp_path: Path) -> None:
+    first = AuditLog(tmp_path, preallocate_bytes=64 * 1024)
+    _write(first, 3)
+    first.close()
+    second = AuditLog(tmp_path, preallocate_bytes=64 * 1024)
+    _write(second, 2)
+    second.close()
+    assert second.path.stat().st_size == 64 * 1024  # written into the same zeros
+    assert _seqs(second.path) == [1, 2, 3, 4, 5]
+    assert audit.verify(second.path) == []
+
+
+def test_old_unpadded_log_continues_the_chain(tmp_path: Path) -> None:
+    first = AuditLog(tmp_path)
+    _write(first, 3)
+    first.close()
+    old = first.path.read_bytes().rstrip(b"\0")  # as the appending writer left it
+    first.path.write_bytes(old)
+    assert audit.verify(first.path) == []
+    second = AuditLog(tmp_path, preallocate_bytes=4096)
+    _write(second, 2)
+    second.close()
+    assert second.path.read_bytes()[: len(old)] == old
+    assert second.path.stat().st_size == len(old) + 4096
+    assert _seqs(second.path) == [1, 2, 3, 4, 5]
+    assert audit.verify(second.path) == []
+
+
+@pytest.mark.parametrize("tail", ["padded", "unpadded", "hole"])
+def test_torn_record_is_zeroed_on_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, tail: str
+) -> None:
+    other = AuditLog(tmp_path / "other")  # a long record to tear: longer than the next one
+    _write(other, 1, first=39)
+    other.close()
+    long_line = other.path.read_bytes().rstrip(b"\0")
+    first = AuditLog(tmp_path, preallocate_bytes=4096)
+    _write(first, 3)
+    first.close()
+    records = first.path.read_bytes()[: _records_end(first.path)]
+    if tail == "padded":  # the write stopped part-way through the line
+        torn = long_line[: len(long_line) * 2 // 3]
+        first.path.write_bytes(records + torn + bytes(4096 - len(records) - len(torn)))
+    elif tail == "unpadded":  # same, in a file of the appending writer
+        torn = long_line[: len(long_line) * 2 // 3]
+        first.path.write_bytes(records + torn)
+    else:  # the line's end reached the disk, its first block did not
+        torn = bytes(len(long_line) // 2) + long_line[len(long_line) // 2 :]
+        first.path.write_bytes(records + torn + bytes(100))
+    assert KEY_HEX.encode() in torn  # content the warning must not repeat
+    assert any("truncated or edited" in p for p in audit.verify(first.path))
+    caplog.set_level(logging.INFO, logger="lez.server")
+    second = AuditLog(tmp_path, preallocate_bytes=4096)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].name == "lez.server"
+    message = warnings[0].getMessage()
+    assert f"dropped {len(torn.rstrip(bytes(1)))} bytes" in message
+    assert f"offset {len(records)}" in message and "torn" in message
+    assert KEY_HEX not in caplog.text and '"seq"' not in caplog.text
+    _write(second, 1)
+    second.close()
+    data = second.path.read_bytes()
+    assert data[: len(records)] == records
+    assert _seqs(second.path) == [1, 2, 3, 4]
+    assert audit.verify(second.path) == []
+    assert not data[_records_end(second.path) :].strip(b"\0")
+    caplog.clear()
+    AuditLog(tmp_path, preallocate_bytes=4096).close()  # nothing torn any more
+    assert not caplog.records
+
+
+def test_verify_rejects_data_after_the_padding(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, preallocate_bytes=4096)
+    _write(log, 2)
+    log.close()
+    data = log.path.read_bytes()
+    end = _records_end(log.path)
+    first_line = data[: data.index(b"\n") + 1]
+    log.path.write_bytes(data[:end] + bytes(100) + first_line + bytes(100))  # NULs, then data
+    assert any("truncated or edited" in p for p in audit.verify(log.path))
+    log.path.write_bytes(data[:end] + bytes(100) + b"\n" + first_line + bytes(100))
+    assert any("after the zero padding" in p for p in audit.verify(log.path))
+    log.path.write_bytes(data[:end] + bytes(100) + b"\n" + bytes(100))  # a line of NULs only
+    assert audit.verify(log.path) == []
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from tests.server.test_audit import _write
+from server.audit import AuditLog
+log = AuditLog(Path(sys.argv[1]), preallocate_bytes=512)
+while True:
+    _write(log, 1)
+    print(log._seq, flush=True)
+"""
+
+
+def test_killed_writer_loses_no_answered_record(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    answered = 0
+    for line in proc.stdout:  # each printed seq was recorded before `record` returned
+        answered = int(line)
+        if answered >= 200:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    path = tmp_path / "audit-w0.jsonl"
+    assert audit.verify(path) == []
+    seqs = _seqs(path)
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= answered
+    again = AuditLog(tmp_path, preallocate_bytes=512)
+    _write(again, 1)
+    again.close()
+    assert _seqs(path)[-1] == len(seqs) + 1
+    assert audit.verify(path) == []
+
+
+def test_preallocate_setting(tmp_path: Path) -> None:
+    assert parse_serve_args([], {}).audit_preallocate_mb == 8
+    assert parse_serve_args(["--audit-preallocate-mb", "2"], {}).audit_preallocate_mb == 2
+    env = {"LEZ_AUDIT_PREALLOCATE_MB": "3"}
+    assert parse_serve_args([], env).audit_preallocate_mb == 3
+    with pytest.raises(ValueError, match="audit_preallocate_mb"):
+        parse_serve_args(["--audit-preallocate-mb", "0"], {})
+    with pytest.raises(ValueError, match="preallocate_bytes"):
+        AuditLog(tmp_path, preallocate_bytes=0)
