@@ -28,6 +28,7 @@ they agree on random inputs.
 
 from __future__ import annotations
 
+import bisect
 from typing import Final, NamedTuple
 
 import numpy as np
@@ -333,3 +334,60 @@ def evaluate_one(
     if rule is not None and rule.registration_required:
         return Decision(Outcome.NOT_ALLOWED, Reason.FOREIGN_NOT_REGISTERED, DAY_UNKNOWN, 0, 0, 0)
     return Decision(Outcome.UNKNOWN_PLATE, Reason.NOT_IN_REGISTER, DAY_UNKNOWN, 0, 0, 0)
+
+
+def decide_one(
+    revision: Revision,
+    zone_id: int,
+    record: np.void | None,
+    known: bool,
+    day: int,
+    belgian: bool,
+    dutch: bool,
+    invalid: int,
+    registrations: npt.NDArray[np.void],
+    claimed_first_registration: int | None = None,
+) -> Decision:
+    """The answer for one item, for single checks: same arguments and answer as `evaluate_one`.
+
+    The common case (a Belgian vehicle with a version on `day`, no registration rows, zone in
+    force) reads the zone's compiled tables with scalar index arithmetic, as `evaluate` does
+    for a chunk, instead of scanning the revision's rows; every other case goes through
+    `evaluate_one`. The engine's property tests hold all three paths equal.
+    """
+    if invalid or record is None or not belgian or len(registrations):
+        return evaluate_one(
+            revision, zone_id, record, known, day, belgian, dutch, invalid, registrations,
+            claimed_first_registration,
+        )  # fmt: skip
+    cz = revision.compiled(zone_id)
+    if day < cz.zone.start:
+        return evaluate_one(
+            revision, zone_id, record, known, day, belgian, dutch, invalid, registrations,
+            claimed_first_registration,
+        )  # fmt: skip
+    if (
+        claimed_first_registration is not None
+        and claimed_first_registration != DAY_UNKNOWN
+        and int(record["first_registration"]) != claimed_first_registration
+    ):
+        return Decision(
+            Outcome.COMBINATION_MISMATCH, Reason.FIRST_REGISTRATION_MISMATCH, DAY_UNKNOWN, 0, 0, 0
+        )
+    en = enrich_one(record, 0)
+    period = bisect.bisect_right(cz.bounds, day) - 1
+    idx = (
+        period * STRIDES[0]
+        + int(en.vclass) * STRIDES[1]
+        + int(en.family) * STRIDES[2]
+        + int(en.euro) * STRIDES[3]
+    )
+    derived = int(en.derived)
+    if cz.phev_limit is not None and cz.phev_periods[period]:
+        idx += int(plug_in_hybrid_one(record, *cz.phev_limit))
+    reason = int(cz.reason[idx])
+    if cz.phev_limit is not None and reason == Reason.PLUG_IN_HYBRID_EXEMPT:
+        derived |= Derived.PLUG_IN_HYBRID
+    return Decision(
+        int(cz.outcome[idx]), reason, int(cz.until[idx]), int(en.euro), int(en.category), derived
+    )

@@ -21,7 +21,7 @@ from lez.days import DAY_OPEN, DAY_UNKNOWN, to_day
 from lez.decision import BatchInput, Derived, Outcome, Reason
 from lez.keys import PlateKeyer
 from lez.registrations import REGISTRATION_DTYPE, Region, RegistrationKind
-from lez.rules import evaluate, evaluate_one, load_catalog, read_rule_texts
+from lez.rules import decide_one, evaluate, evaluate_one, load_catalog, read_rule_texts
 from lez.store import StoreMeta, group_by_key
 from lez.store.memory import MemoryReader
 from lez.vehicle import FORMAT_VERSION, Flag, empty
@@ -149,11 +149,13 @@ def test_golden_case(case: dict[str, Any]) -> None:
         ),
     )
     got = evaluate(revision, zone.id, batch)
-    one = evaluate_one(
+    args = (
         revision, zone.id, found.records[0] if found.found[0] else None, bool(found.known[0]),
         day, country == "BE", country == "NL", 0, reg_rows,
         _day(claimed) if claimed is not None else None,
     )  # fmt: skip
+    one = evaluate_one(*args)
+    assert decide_one(*args) == one  # the single-check path answers as the reference path
     expect = case["expect"]
     want = (
         Outcome[expect["outcome"]],

@@ -20,7 +20,7 @@ from lez.days import DAY_OPEN, DAY_UNKNOWN, parse_day
 from lez.decision import BatchInput
 from lez.errors import UnknownZone
 from lez.registrations import REGISTRATION_DTYPE, RegistrationKind
-from lez.rules import evaluate, evaluate_one, load_catalog_dir
+from lez.rules import decide_one, evaluate, evaluate_one, load_catalog_dir
 from lez.vehicle import U8_UNKNOWN, U16_UNKNOWN, U32_UNKNOWN, empty
 
 CATALOG = load_catalog_dir(Path(__file__).resolve().parents[2] / "rules")
@@ -149,7 +149,7 @@ def test_vectorised_equals_one_item(
     got = evaluate(rev, zone, batch)
     claims = batch.claimed_first_registration
     for i, item in enumerate(chosen):
-        want = evaluate_one(
+        args = (
             rev,
             zone,
             records[i],
@@ -161,6 +161,8 @@ def test_vectorised_equals_one_item(
             per_item[i],
             int(claims[i]) if claims is not None else None,
         )
+        want = evaluate_one(*args)
+        assert decide_one(*args) == want, (i, "decide_one")
         vec = (
             int(got.outcome[i]),
             int(got.reason[i]),
@@ -257,7 +259,7 @@ def test_vectorised_equals_one_item_on_large_random_chunks(
     got = evaluate(rev, zone, batch)
     claims = batch.claimed_first_registration
     for i in range(len(chosen)):
-        want = evaluate_one(
+        args = (
             rev,
             zone,
             records[i],
@@ -269,6 +271,8 @@ def test_vectorised_equals_one_item_on_large_random_chunks(
             per_item[i],
             int(claims[i]) if claims is not None else None,
         )
+        want = evaluate_one(*args)
+        assert decide_one(*args) == want, (i, "decide_one")
         vec = (
             int(got.outcome[i]),
             int(got.reason[i]),
