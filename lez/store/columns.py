@@ -10,6 +10,7 @@ per plate.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -86,6 +87,27 @@ class KeyedRecords:
             pos[pending] += 1
         return result
 
+    def find_one(self, key: bytes) -> int:
+        """Index of one 16-byte key in the table, -1 where absent (single checks: a few
+        scalar reads inside the key's bucket, no array set-up)."""
+        if len(key) != KEY_BYTES or self.size == 0:
+            return -1
+        hi = int.from_bytes(key[:8], "big")
+        lo = int.from_bytes(key[8:], "big")
+        starts = self.buckets()
+        bucket = hi >> (64 - BUCKET_BITS)
+        first, end = int(starts[bucket]), int(starts[bucket + 1])
+        # a bucket holds ~8 keys at 8M plates: bisect its high halves as Python ints, then walk
+        # the equal ones (a 64-bit prefix collision is rare but legal; equal high halves never
+        # straddle a bucket)
+        highs = self.key_hi[first:end].tolist()
+        at = bisect.bisect_left(highs, hi)
+        while at < len(highs) and highs[at] == hi:
+            if int(self.key_lo[first + at]) == lo:
+                return first + at
+            at += 1
+        return -1
+
     def _bucket_bounds(
         self, hi: npt.NDArray[np.uint64]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -140,6 +162,19 @@ class ColumnQueries:
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
         q, rows = rows_for(self.registrations, keys)
         return q, rows.copy()
+
+    def versions_of(self, key: bytes) -> VehicleArray:
+        """Every version of one key, oldest first (a copy, or an empty view when absent)."""
+        return _rows_of_key(self.vehicles, key)
+
+    def registrations_for(self, key: bytes) -> npt.NDArray[np.void]:
+        """Every registration row of one key (a copy, or an empty view when there is none)."""
+        return _rows_of_key(self.registrations, key)
+
+
+def _rows_of_key(table: KeyedRecords, key: bytes) -> npt.NDArray[np.void]:
+    i = table.find_one(key)
+    return table.records[:0] if i < 0 else table.rows_of(i).copy()
 
 
 def versions_on(

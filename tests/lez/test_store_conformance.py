@@ -111,6 +111,22 @@ def test_history_and_rulesets(reader: Any, keyer: PlateKeyer) -> None:
     assert reader.meta.plates == 4 and reader.meta.versions == 5
 
 
+@pytest.mark.parametrize("plate", [*PLATES, "NOPE99"])
+def test_single_key_reads_agree_with_the_batch_reads(
+    reader: Any, keyer: PlateKeyer, plate: str
+) -> None:
+    key = _keys(keyer, [plate])
+    with reader.snapshot() as snap:
+        assert (
+            snap.versions_of(key[0].tobytes()).tolist() == snap.history(key[0].tobytes()).tolist()
+        )
+        _, rows = snap.registrations_of(key)
+        assert snap.registrations_for(key[0].tobytes()).tolist() == rows.tolist()
+    with reader.snapshot() as snap:
+        assert len(snap.versions_of(b"\xff" * 16)) == 0
+        assert len(snap.registrations_for(b"\x00" * 15)) == 0
+
+
 def test_empty_query(reader: Any) -> None:
     with reader.snapshot() as snap:
         got = snap.vehicles_on(np.zeros((0, 16), np.uint8), np.zeros(0, np.int32))
@@ -127,3 +143,34 @@ def test_sort_by_key_equals_lexsort(rows: list[tuple[int, int, int]]) -> None:
     want = np.lexsort((then, lo, hi))
     for column in (hi, lo, then):
         assert column[got].tolist() == column[want].tolist()
+
+
+def _table(pairs: list[tuple[int, int]]) -> Any:
+    keys = np.zeros((len(pairs), 16), dtype=np.uint8)
+    for i, (hi, lo) in enumerate(pairs):
+        keys[i] = np.frombuffer(hi.to_bytes(8, "big") + lo.to_bytes(8, "big"), dtype=np.uint8)
+    rec = vehicle.empty(len(pairs))
+    rec["valid_from"] = np.arange(len(pairs))
+    return group_by_key(keys, rec).indexed()
+
+
+# high halves drawn from a few values, some sharing a bucket, some differing only in low bits
+HIGH_HALVES = st.sampled_from([0, 1, 2, 1 << 44, (1 << 44) + 1, 2**63, 2**64 - 1])
+
+
+@given(
+    st.lists(st.tuples(HIGH_HALVES, st.integers(0, 4)), max_size=40),
+    st.lists(st.tuples(HIGH_HALVES, st.integers(0, 4)), min_size=1, max_size=10),
+)
+def test_find_one_equals_the_vectorised_find(
+    stored: list[tuple[int, int]], queries: list[tuple[int, int]]
+) -> None:
+    table = _table(stored)
+    q = np.zeros((len(queries), 16), dtype=np.uint8)
+    for i, (hi, lo) in enumerate(queries):
+        q[i] = np.frombuffer(hi.to_bytes(8, "big") + lo.to_bytes(8, "big"), dtype=np.uint8)
+    want = table.find(q).tolist()
+    got = [table.find_one(q[i].tobytes()) for i in range(len(queries))]
+    assert got == want
+    for i, idx in enumerate(got):  # and it is really the key asked for
+        assert (idx >= 0) == (queries[i] in stored)
