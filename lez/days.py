@@ -7,6 +7,7 @@ with no end). Intervals are half-open: `[valid_from, valid_to)`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Final
 
 EPOCH: Final = dt.date(1970, 1, 1)
@@ -32,6 +33,7 @@ def parse_day(text: str) -> int:
         raise ValueError("expected a date as YYYY-MM-DD") from None
 
 
+@functools.lru_cache(maxsize=8192)
 def format_day(day: int) -> str:
     """ISO date of a day number, '' for DAY_UNKNOWN, 'open' for DAY_OPEN."""
     if day == DAY_UNKNOWN:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import threading
 import time
 import tomllib
@@ -89,6 +90,11 @@ class Identity:
         return bool(self.roles & TECHNICAL_ROLES)
 
     @property
+    def role_names(self) -> tuple[str, ...]:
+        """The roles in lower case, sorted (as the audit log records them)."""
+        return _role_names(self.roles)
+
+    @property
     def public_only(self) -> bool:
         return self.roles == frozenset({Role.PUBLIC})
 
@@ -108,6 +114,11 @@ class Identity:
             raise PermissionDenied(
                 f"{self.organisation} may only consult the zones {allowed}, not {zone_name}"
             )
+
+
+@functools.lru_cache(maxsize=64)
+def _role_names(roles: frozenset[Role]) -> tuple[str, ...]:
+    return tuple(sorted(r.name.lower() for r in roles))
 
 
 def _parse_role(value: str, where: str) -> Role:

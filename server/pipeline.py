@@ -5,8 +5,8 @@ countries, plates and days (a bad item becomes OUTCOME_INVALID with its INVALID_
 rest goes on), `PlateKeyer.normalise_and_key` (normalisation and HMAC in one native pass), one
 batch lookup of vehicle versions and registrations, `lez.rules.evaluate`, then the result
 columns as bytes. Rows stay aligned with the input: result row i answers input pair i,
-duplicates and invalid items included. Single checks take `evaluate_single`, the engine's
-one-item path.
+duplicates and invalid items included. Single checks take `decode_one_plate` and
+`evaluate_single`: the same answers with plain values instead of arrays.
 
 Nothing here knows about gRPC beyond reading a chunk's fields; the servicer does the rest.
 """
@@ -69,6 +69,47 @@ class Evaluated:
 
     def outcome_counts(self) -> npt.NDArray[np.int64]:
         return np.bincount(self.decisions.outcome, minlength=OUTCOMES)[:OUTCOMES]
+
+
+@dataclass(frozen=True, slots=True)
+class OnePair:
+    """One decoded pair of a single check: plain values, no arrays."""
+
+    key: bytes  # 16 bytes; zeros where invalid
+    country: bytes  # 2 upper-case bytes
+    day: int  # 0 where invalid
+    invalid: int  # 0 or a Reason.INVALID_* value
+
+    @classmethod
+    def of(cls, pairs: Pairs) -> OnePair:
+        """The first pair of `pairs`."""
+        return cls(
+            key=pairs.keys[0].tobytes(),
+            country=pairs.countries[0].tobytes(),
+            day=int(pairs.days[0]),
+            invalid=int(pairs.invalid[0]),
+        )
+
+    def as_pairs(self) -> Pairs:
+        """The same pair as a one-row `Pairs` (for the vectorised path)."""
+        return Pairs(
+            keys=np.frombuffer(self.key, dtype=np.uint8).reshape(1, KEY_BYTES),
+            countries=np.frombuffer(self.country, dtype=np.uint8).reshape(1, COUNTRY_BYTES),
+            days=np.array([self.day], dtype=np.int32),
+            invalid=np.array([self.invalid], dtype=np.uint8),
+        )
+
+    def valid_key(self) -> bytes:
+        """The key, or nothing when the pair was unreadable (for the audit log)."""
+        return b"" if self.invalid else self.key
+
+
+@dataclass(frozen=True, slots=True)
+class Single:
+    """The answer for one pair, with the vehicle version it was decided on (None if none)."""
+
+    decision: lez.rules.Decision
+    record: np.void | None
 
 
 # ---- decoding ------------------------------------------------------------------------------
@@ -231,11 +272,10 @@ def evaluate(
 
 def decode_one_plate(
     keyer: PlateKeyer, raw: str, country: str, day: int, max_plate_bytes: int
-) -> Pairs:
+) -> OnePair:
     """One plate through the scalar path (`lez.plates.check`, `PlateKeyer.key`): the same
     answer as `decode_plates` (property-tested in lez) at a fraction of the per-call cost."""
     invalid = 0
-    key = bytes(KEY_BYTES)
     text, rule = check_plate(raw, country)
     if day < EARLIEST_DAY or day > LATEST_DAY:
         invalid = Reason.INVALID_DAY
@@ -244,56 +284,41 @@ def decode_one_plate(
     if rule is PlateRule.BAD_COUNTRY:
         invalid = Reason.INVALID_COUNTRY
     cty = country.upper() if rule is not PlateRule.BAD_COUNTRY else "??"
-    if not invalid:
-        key = keyer.key(cty, text)
-    return Pairs(
-        keys=np.frombuffer(key, dtype=np.uint8).reshape(1, KEY_BYTES),
-        countries=np.frombuffer(cty.encode("ascii", "replace")[:2], dtype=np.uint8).reshape(1, 2),
-        days=np.array([day if not invalid else 0], dtype=np.int32),
-        invalid=np.array([invalid], dtype=np.uint8),
+    key = bytes(KEY_BYTES) if invalid else keyer.key(cty, text)
+    return OnePair(
+        key=key,
+        country=cty.encode("ascii", "replace")[:COUNTRY_BYTES],
+        day=0 if invalid else day,
+        invalid=int(invalid),
     )
 
 
 def evaluate_single(
-    snap: Snapshot, revision: Any, zone_id: int, pairs: Pairs, claimed: int | None = None
-) -> Evaluated:
-    """One pair through the engine's one-item path (`lez.rules.evaluate_one`), which the
-    engine's property tests hold equal to `evaluate`; a single check skips the per-chunk
-    array machinery (about 0.3 ms) that only pays off for batches."""
-    history = snap.history(pairs.keys[0].tobytes())  # one LMDB get, no array set-up
-    at = version_on(history, int(pairs.days[0]))
-    lookup = VehicleLookup(
-        records=history[at : at + 1] if at is not None else empty(1),
-        found=np.array([at is not None]),
-        known=np.array([len(history) > 0]),
+    snap: Snapshot, revision: Any, zone_id: int, pair: OnePair, claimed: int | None = None
+) -> Single:
+    """One pair through the engine's single-check path (`lez.rules.decide_one`: the compiled
+    tables read with scalar arithmetic), which the engine's property tests hold equal to
+    `evaluate`. No arrays are set up: the vehicle and its registrations come from the warm key
+    columns with a few scalar reads."""
+    if pair.invalid:
+        one = lez.rules.Decision(Outcome.INVALID, pair.invalid, DAY_UNKNOWN, 0, 0, 0)
+        return Single(decision=one, record=None)
+    history = snap.versions_of(pair.key)
+    at = version_on(history, pair.day)
+    record = history[at] if at is not None else None
+    one = lez.rules.decide_one(
+        revision,
+        zone_id,
+        record,
+        len(history) > 0,
+        pair.day,
+        pair.country == b"BE",
+        pair.country == b"NL",
+        0,
+        snap.registrations_for(pair.key),
+        claimed,
     )
-    invalid = int(pairs.invalid[0])
-    if invalid:
-        one = lez.rules.Decision(Outcome.INVALID, invalid, DAY_UNKNOWN, 0, 0, 0)
-    else:
-        _, rows = snap.registrations_of(pairs.keys)
-        c = pairs.countries[0]
-        one = lez.rules.evaluate_one(
-            revision,
-            zone_id,
-            lookup.records[0] if lookup.found[0] else None,
-            bool(lookup.known[0]),
-            int(pairs.days[0]),
-            bool(c[0] == BE[0] and c[1] == BE[1]),
-            bool(c[0] == NL[0] and c[1] == NL[1]),
-            0,
-            rows,
-            claimed,
-        )
-    decisions = Decisions(
-        outcome=np.array([one.outcome], dtype=np.uint8),
-        reason=np.array([one.reason], dtype=np.uint8),
-        allowed_until=np.array([one.allowed_until], dtype=np.int32),
-        euro=np.array([one.euro], dtype=np.uint8),
-        category=np.array([one.category], dtype=np.uint8),
-        derived=np.array([one.derived], dtype=np.uint8),
-    )
-    return Evaluated(decisions=decisions, lookup=lookup)
+    return Single(decision=one, record=record)
 
 
 # ---- encoding ------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
@@ -29,7 +30,9 @@ from lez.decision import Derived, Outcome, Reason
 from lez.errors import BatchTooLarge, InvalidRequest, UnknownZone
 from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import countries_matrix
+from lez.rules import Decision
 from lez.store import StoreMeta
+from lez.vehicle import empty
 from server import pipeline
 from server.audit import AuditLog, KeyBatch
 from server.auth import BRUSSELS, Authenticator, Identity, RateLimiter, Rpc
@@ -54,6 +57,8 @@ REGISTRATION_REASONS: Final = frozenset(
     }
 )
 NO_DATA_OUTCOMES: Final = frozenset({Outcome.UNKNOWN_PLATE, Outcome.INVALID, Outcome.UNSPECIFIED})
+NO_VEHICLE: Final = empty(1)[0]
+"""A record of unknown values: the technical data of an answer without a vehicle version."""
 
 
 # ---- catalog adapters (the engine's objects seen through a narrow lens) ---------------------
@@ -83,9 +88,10 @@ class ZoneRef:
     region: str
 
 
+@functools.lru_cache(maxsize=256)
 def resolve_zone(catalog: Any, text: str) -> ZoneRef:
     """The zone named by id or name in a revision (or the catalog's newest); UnknownZone lists
-    the known ones."""
+    the known ones. Answers are cached (revisions are immutable; errors are not cached)."""
     text = text.strip()
     if not text:
         raise InvalidRequest("a zone is required; ServerInfo lists the zones")
@@ -99,6 +105,11 @@ def resolve_zone(catalog: Any, text: str) -> ZoneRef:
         raise UnknownZone(f"unknown zone {text!r}; known zones: {names}") from None
     region = getattr(zone.region, "name", str(zone.region))
     return ZoneRef(id=int(zone.id), name=str(zone.name), region=str(region))
+
+
+def outcome_names(counts: npt.NDArray[np.int64]) -> dict[str, int]:
+    """Outcome counts by name, the ones that occurred only (for the audit record)."""
+    return {Outcome(i).name: int(c) for i, c in enumerate(counts) if c}
 
 
 def _day_or_invalid(text: str, today: int) -> int:
@@ -190,15 +201,14 @@ class AccessService(pb_grpc.AccessServiceServicer):
         revision: str,
         meta: StoreMeta,
         pairs: int,
-        counts: npt.NDArray[np.int64],
+        outcomes: Mapping[str, int],
         keys: KeyBatch,
     ) -> str:
-        outcomes = {Outcome(i).name: int(c) for i, c in enumerate(counts) if c}
         return self.audit.record(
             rpc=rpc.value,
             identity=who.identity,
             organisation=who.organisation,
-            roles=[r.name.lower() for r in who.roles],
+            roles=who.role_names,
             zone=zone,
             ruleset_revision=revision,
             snapshot_id=meta.snapshot_id,
@@ -208,41 +218,50 @@ class AccessService(pb_grpc.AccessServiceServicer):
         )
 
     def _decision(self, ev: pipeline.Evaluated, i: int, who: Identity) -> pb.Decision:
+        """Decision `i` of a vectorised evaluation as a message."""
         d = ev.decisions
-        outcome = int(d.outcome[i])
-        until = int(d.allowed_until[i])
-        allowed = outcome == Outcome.ALLOWED
+        one = Decision(
+            int(d.outcome[i]),
+            int(d.reason[i]),
+            int(d.allowed_until[i]),
+            int(d.euro[i]),
+            int(d.category[i]),
+            int(d.derived[i]),
+        )
+        return self._decision_msg(one, ev.lookup.records[i] if ev.lookup.found[i] else None, who)
+
+    def _decision_msg(self, d: Decision, rec: np.void | None, who: Identity) -> pb.Decision:
+        """One decision as a message; `rec` is the vehicle version it was decided on."""
+        allowed = d.outcome == Outcome.ALLOWED
         # Seed 002 section 21: vehicle data only where plate, country and first registration
         # match; a mismatch must not tell a guesser anything about the vehicle.
-        mismatch = outcome == Outcome.COMBINATION_MISMATCH
+        mismatch = d.outcome == Outcome.COMBINATION_MISMATCH
         msg = pb.Decision(
-            outcome=outcome,  # type: ignore[arg-type]
-            allowed_until=_date_text(until) if allowed else "",
-            open_ended=allowed and until == DAY_OPEN,
-            euro="" if mismatch else _code_text(codes.EURO, int(d.euro[i])),
+            outcome=d.outcome,  # type: ignore[arg-type]
+            allowed_until=_date_text(d.allowed_until) if allowed else "",
+            open_ended=allowed and d.allowed_until == DAY_OPEN,
+            euro="" if mismatch else _code_text(codes.EURO, d.euro),
         )
         if who.sees_technical and mismatch:
-            msg.reason = int(d.reason[i])  # type: ignore[assignment]
+            msg.reason = d.reason  # type: ignore[assignment]
         elif who.sees_technical:
-            rec = ev.lookup.records[i]
-            msg.reason = int(d.reason[i])  # type: ignore[assignment]
-            msg.derived = int(d.derived[i])
-            msg.technical.CopyFrom(
-                pb.TechnicalData(
-                    category=_code_text(codes.CATEGORY, int(d.category[i])),
-                    fuel=_code_text(codes.FUEL, int(rec["fuel"])),
-                    first_registration=_date_text(int(rec["first_registration"])),
-                    max_mass_kg=_positive(int(rec["max_mass"]), 0xFFFFFFFF),
-                    co2_g_km=_positive(int(rec["co2"]), 0xFFFF),
-                    power_kw=_positive(int(rec["power_kw"]), 0xFFFF),
-                    version_valid_from=_date_text(int(rec["valid_from"]))
-                    if ev.lookup.found[i]
-                    else "",
-                )
+            known = rec if rec is not None else NO_VEHICLE
+            msg.reason = d.reason  # type: ignore[assignment]
+            msg.derived = d.derived
+            tech = msg.technical
+            tech.category = _code_text(codes.CATEGORY, d.category)
+            tech.fuel = _code_text(codes.FUEL, int(known["fuel"]))
+            tech.first_registration = _date_text(int(known["first_registration"]))
+            tech.max_mass_kg = _positive(int(known["max_mass"]), 0xFFFFFFFF)
+            tech.co2_g_km = _positive(int(known["co2"]), 0xFFFF)
+            tech.power_kw = _positive(int(known["power_kw"]), 0xFFFF)
+            tech.version_valid_from = (
+                _date_text(int(known["valid_from"])) if rec is not None else ""
             )
+            msg.technical.SetInParent()  # present even when every field is empty
         return msg
 
-    def _single_pairs(
+    def _single_pair(
         self,
         *,
         which: str,
@@ -252,15 +271,15 @@ class AccessService(pb_grpc.AccessServiceServicer):
         day: int,
         key_id: str,
         served: Served,
-    ) -> pipeline.Pairs:
-        """Pairs of one item given as plate or key (unary calls)."""
+    ) -> pipeline.OnePair:
+        """One item given as plate or key (unary calls)."""
         if which == "key":
             cty = countries_matrix(country or "BE", 1)
             days = np.array([day], dtype=np.int32)
             self._check_key_id(key_id, served)
             if len(key) != KEY_BYTES:
                 raise InvalidRequest(f"a key is {KEY_BYTES} bytes, not {len(key)}")
-            return pipeline.decode_keys(key, cty, days)
+            return pipeline.OnePair.of(pipeline.decode_keys(key, cty, days))
         if which != "plate":
             raise InvalidRequest("give a plate or a key")
         return pipeline.decode_one_plate(
@@ -289,7 +308,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     "the public checker needs the first-registration date of the vehicle"
                 )
             which = request.WhichOneof("subject") or ""
-            pairs = self._single_pairs(
+            pair = self._single_pair(
                 which=which,
                 plate=request.plate,
                 key=request.key,
@@ -299,10 +318,10 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 served=served,
             )
             with served.reader.snapshot() as snap:
-                ev = pipeline.evaluate_single(snap, revision, zone.id, pairs, claimed)
-            decision = self._decision(ev, 0, who)
+                single = pipeline.evaluate_single(snap, revision, zone.id, pair, claimed)
+            decision = self._decision_msg(single.decision, single.record, who)
             keys = KeyBatch()
-            keys.add(pairs.valid_keys_bytes())
+            keys.add(pair.valid_key())
             self._audit(
                 Rpc.CHECK,
                 who,
@@ -310,7 +329,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 revision=rev_name,
                 meta=served.meta,
                 pairs=1,
-                counts=ev.outcome_counts(),
+                outcomes={Outcome(single.decision.outcome).name: 1},
                 keys=keys,
             )
             return pb.CheckResponse(
@@ -412,7 +431,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 revision=rev_name,
                 meta=served.meta,
                 pairs=index,
-                counts=counts,
+                outcomes=outcome_names(counts),
                 keys=keys,
             )
             summary = pb.BatchSummary(
@@ -459,7 +478,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             keys = KeyBatch()
             with served.reader.snapshot() as snap:
                 for i, (item, zone) in enumerate(zip(items, zones, strict=True)):
-                    pairs = self._single_pairs(
+                    pair = self._single_pair(
                         which=item.WhichOneof("subject") or "",
                         plate=item.plate,
                         key=item.key,
@@ -468,7 +487,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                         key_id=request.key_id,
                         served=served,
                     )
-                    keys.add(pairs.valid_keys_bytes())
+                    keys.add(pair.valid_key())
+                    pairs = pair.as_pairs()
                     now = pipeline.evaluate(snap, newest, zone.id, pairs)
                     counts += now.outcome_counts()
                     then_rules: pipeline.Evaluated | None = None
@@ -485,7 +505,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 revision=newest_name,
                 meta=served.meta,
                 pairs=len(items),
-                counts=counts,
+                outcomes=outcome_names(counts),
                 keys=keys,
             )
             return pb.RecheckResponse(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -314,12 +315,28 @@ def test_single_check_answers_like_the_stream(channel: grpc.Channel) -> None:
             )
         )
     )
-    streamed = list(zip(outcomes(msgs[0]), reasons(msgs[0]), strict=True))
-    for (plate, country, day), (outcome, reason) in zip(items, streamed, strict=True):
+    lists = {c.name: c for c in s.ServerInfo(pb.ServerInfoRequest()).code_lists}
+    euro_codes = {e.id: e.code for e in lists["euro"].entries}
+    streamed = list(
+        zip(
+            outcomes(msgs[0]),
+            reasons(msgs[0]),
+            np.frombuffer(msgs[0].allowed_until, dtype="<i4").tolist(),
+            np.frombuffer(msgs[0].euro, dtype=np.uint8).tolist(),
+            np.frombuffer(msgs[0].derived, dtype=np.uint8).tolist(),
+            strict=True,
+        )
+    )
+    for (plate, country, day), (outcome, reason, until, euro, derived) in zip(
+        items, streamed, strict=True
+    ):
         got = s.Check(
             pb.CheckRequest(plate=plate, country=country, zone=zone, date=from_day(day).isoformat())
         ).decision
-        assert (got.outcome, got.reason) == (outcome, reason), plate
+        assert (got.outcome, got.reason, got.derived) == (outcome, reason, derived), plate
+        assert got.euro == euro_codes.get(euro, ""), plate
+        if outcome == pb.OUTCOME_ALLOWED:
+            assert got.allowed_until == ("" if got.open_ended else format_day(until)), plate
 
 
 def test_combination_mismatch_reveals_no_vehicle_data(channel: grpc.Channel) -> None:
