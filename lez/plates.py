@@ -40,6 +40,11 @@ FOREIGN_MAX_LEN: Final = PLATE_WIDTH
 BELGIUM: Final = "BE"
 
 _SEPARATORS: Final = frozenset(" \t-.\x00")
+_SCALAR_TABLE: Final = {ord(c): None for c in _SEPARATORS} | {
+    c: c - 32 for c in range(ord("a"), ord("z") + 1)
+}
+_PLATE_CHARS: Final = re.compile(r"[A-Z0-9]*")
+_LETTER: Final = re.compile(r"[A-Z]")
 
 
 class PlateRule(enum.IntEnum):
@@ -124,16 +129,10 @@ def check(raw: str, country: str = BELGIUM) -> tuple[str, PlateRule]:
     """Normalise without raising: (normalised text or '', the rule broken or OK)."""
     if not _is_country(country):
         return "", PlateRule.BAD_COUNTRY
-    chars: list[str] = []
-    for ch in raw:
-        if ch in _SEPARATORS:
-            continue
-        up = ch.upper() if "a" <= ch <= "z" else ch
-        if not ("A" <= up <= "Z" or "0" <= up <= "9"):
-            return "", PlateRule.BAD_CHARACTER
-        chars.append(up)
-    text = "".join(chars)
-    rule = _length_rule(len(text), any("A" <= c <= "Z" for c in text), country.upper())
+    text = raw.translate(_SCALAR_TABLE)  # separators dropped, a-z upper-cased
+    if not _PLATE_CHARS.fullmatch(text):
+        return "", PlateRule.BAD_CHARACTER
+    rule = _length_rule(len(text), _LETTER.search(text) is not None, country.upper())
     return (text if rule is PlateRule.OK else ""), rule
 
 

@@ -44,8 +44,12 @@ _ZEROS: Final = bytes(1 << 20)  # written in pieces of at most this much
 PREALLOCATE_BYTES: Final = 8 << 20
 
 
+_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def _canonical(record: Mapping[str, Any]) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    """Sorted keys, no spaces, ASCII only: the bytes a record's hash covers."""
+    return _CANONICAL.encode(record).encode()
 
 
 def record_hash(record: Mapping[str, Any]) -> str:

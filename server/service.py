@@ -112,9 +112,11 @@ def outcome_names(counts: npt.NDArray[np.int64]) -> dict[str, int]:
     return {Outcome(i).name: int(c) for i, c in enumerate(counts) if c}
 
 
-def _day_or_invalid(text: str, today: int) -> int:
+def _day_or_invalid(text: str, default: int | None) -> int:
+    """The day of an ISO date; `default` (today in Brussels when None) when the text is empty;
+    DAY_UNKNOWN (becomes INVALID_DAY) when it is not a date."""
     if not text:
-        return today
+        return today_brussels() if default is None else default
     try:
         return parse_day(text)
     except ValueError:
@@ -299,7 +301,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             rev_name = revision_name(revision)
             zone = resolve_zone(revision, request.zone)
             who.require_zone(zone.id, zone.name)
-            day = _day_or_invalid(request.date, today_brussels())
+            day = _day_or_invalid(request.date, None)
             claimed: int | None = None
             if request.first_registration:
                 claimed = _claimed_day(request.first_registration)
