@@ -140,7 +140,46 @@ def readme_table(res: dict[str, Any]) -> str:
     if res.get("noisy"):
         lines.append(f"Note: {res['noisy']}")
     lines += [f"- {n}" for n in notes]
+    lines += unary_table(res.get("unary", {}))
     return "\n".join(lines) + "\n"
+
+
+UNARY_ROWS = (
+    ("ceiling_empty", "gRPC alone: a server with the same options that does no work"),
+    ("ceiling_flush", "gRPC plus one audit flush a call (pre-zeroed file, fdatasync), no work"),
+    ("sequential", "**LEZ service**, default: each audit record synced before the answer"),
+    (
+        "sequential_audit_window",
+        "LEZ service, `--audit-sync-ms {window}`: synced within {window} ms",
+    ),
+    ("concurrent", "LEZ service, default, {callers} concurrent callers"),
+)
+
+
+def unary_table(unary: dict[str, Any]) -> list[str]:
+    """Markdown rows of the unary `Check` figures, from the ceiling down to the service."""
+    if not unary:
+        return []
+    window = str(unary.get("sequential_audit_window", {}).get("server_option", "")).split()[-1:]
+    lines = [
+        "",
+        "Unary `Check` through the Python client library, one sequential caller unless said; "
+        "median (min-max) of the runs:",
+        "",
+        "| server | calls/s | p50 | p99 |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in UNARY_ROWS:
+        fig = unary.get(key)
+        if not fig:
+            continue
+        label = label.format(window=window[0] if window else "?", callers=fig.get("callers", "?"))
+        cps, p50, p99 = fig["calls_per_s"], fig["p50_ms"], fig["p99_ms"]
+        lines.append(
+            f"| {label} | {cps['median']:,.0f} ({cps['min']:,.0f}-{cps['max']:,.0f}) "
+            f"| {p50['median']:.2f} ms | {p99['median']:.2f} ms |"
+        )
+    return lines
 
 
 def chart(res: dict[str, Any], path: Path) -> bool:

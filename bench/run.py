@@ -46,6 +46,7 @@ import numpy as np
 from bench import build_bench, report
 from bench.peer_data import SELECTION_VERSION, PeerRegister, WireBatch, peer_register, wire_batch
 from bench.stream import LezServer, StreamClient, StreamResult, free_port, unary
+from bench.unary_floor import FloorServer
 from bench.workload import Item, batch_from_plates, read_plates
 from lez.days import from_day
 from lez.keys import load_key
@@ -132,7 +133,7 @@ def log(msg: str) -> None:
 # ---- data ----------------------------------------------------------------------------------
 
 
-AUDIT_WINDOW_MS = 5
+AUDIT_WINDOW_MS = 2
 """The alternative audit durability measured beside the default (sync every record)."""
 
 
@@ -338,6 +339,12 @@ def phase_service(
         windowed = unary_figure(server.address, requests, 1, cfg)
         windowed["server_option"] = f"--audit-sync-ms {AUDIT_WINDOW_MS}"
         res["unary"]["sequential_audit_window"] = windowed
+    for mode, what in (("empty", "does no work"), ("flush", "only flushes one record a call")):
+        log(f"unary ceiling: a gRPC server with the same options that {what}")
+        with FloorServer(mode, cfg.scratch / "floor") as floor:
+            fig = unary_figure(floor.address, requests, 1, cfg)
+            fig["server"] = f"python -m bench.unary_floor --mode {mode}"
+            res["unary"][f"ceiling_{mode}"] = fig
     log(f"CheckStream {cfg.compare_pairs:,} pairs with 1 worker process")
     with LezServer(store, key, cfg.scratch / "server", workers=1) as server:
         client = StreamClient(server.address)

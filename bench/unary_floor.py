@@ -1,0 +1,152 @@
+"""The ceiling of unary `Check` on this machine: a gRPC server that does no work.
+
+`lez-server` answers a single check in three parts: gRPC itself (grpc.aio on both sides, the
+Python client library), the audit flush (one fdatasync per call before the answer completes),
+and our own work (keying, lookup, rules, audit record). This module measures the first two
+alone, so the bench can show where the time of a call goes:
+
+- `empty`: a grpc.aio server with the service's channel options that returns one fixed,
+  realistic `CheckResponse` (health says SERVING, so the real client library connects as usual);
+- `flush`: the same, plus what the audit log does to the disk for each call: one ~0.5 KiB line
+  written over a pre-zeroed file and fdatasynced before the answer.
+
+Run as a process of its own (`python -m bench.unary_floor --port P --mode empty|flush --dir D`);
+`FloorServer` starts and stops it. Never used by the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from lez.api.v1 import access_pb2 as pb
+
+SERVICE = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
+MODES = ("empty", "flush")
+LINE_BYTES = 560
+"""About the size of an audit record of one single check."""
+FILE_BYTES = 64 << 20
+
+
+def _response() -> pb.CheckResponse:
+    msg = pb.CheckResponse(
+        snapshot_id="20261124T000000Z-000001",
+        ruleset_revision="2025-12-15",
+        zone="Antwerpen",
+        date="2026-06-01",
+    )
+    d = msg.decision
+    d.outcome = pb.OUTCOME_ALLOWED
+    d.allowed_until, d.euro, d.reason = "2027-12-31", "6d", pb.REASON_MEETS_CRITERIA
+    t = d.technical
+    t.category, t.fuel, t.first_registration = "M1", "01", "2019-03-01"
+    t.max_mass_kg, t.co2_g_km, t.power_kw, t.version_valid_from = 1850, 120, 85, "2019-03-01"
+    return msg
+
+
+class _Floor:
+    def __init__(self, mode: str, directory: Path) -> None:
+        self.response = _response()
+        self.fd = -1
+        self.offset = 0
+        if mode == "flush":
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / "floor-audit.bin"
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            zeros = bytes(1 << 20)
+            for start in range(0, FILE_BYTES, len(zeros)):
+                os.pwrite(self.fd, zeros, start)
+            os.fsync(self.fd)
+        self.line = b"x" * (LINE_BYTES - 1) + b"\n"
+
+    async def Check(self, request: pb.CheckRequest, context: Any) -> pb.CheckResponse:
+        if self.fd >= 0:
+            os.pwrite(self.fd, self.line, self.offset)
+            self.offset = (self.offset + LINE_BYTES) % (FILE_BYTES - LINE_BYTES)
+            os.fdatasync(self.fd)
+        return self.response
+
+
+async def _serve(port: int, mode: str, directory: Path) -> None:
+    from server.app import server_options
+    from server.config import ServerConfig
+
+    server = grpc.aio.server(
+        options=server_options(ServerConfig(), reuse_port=False),
+        maximum_concurrent_rpcs=ServerConfig().max_concurrent_rpcs,
+    )
+    floor = _Floor(mode, directory)
+    check = grpc.unary_unary_rpc_method_handler(
+        floor.Check,
+        request_deserializer=pb.CheckRequest.FromString,
+        response_serializer=pb.CheckResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, {"Check": check}),)
+    )
+    checker = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(0.5)
+
+
+class FloorServer:
+    """`python -m bench.unary_floor` on a loopback port, started and stopped by the bench."""
+
+    def __init__(self, mode: str, scratch: Path) -> None:
+        from bench.stream import free_port
+
+        self.mode, self.scratch = mode, scratch
+        self.address = f"127.0.0.1:{free_port()}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> FloorServer:
+        from clients import LezClient
+
+        port = self.address.rsplit(":", 1)[1]
+        cmd = [sys.executable, "-m", "bench.unary_floor", "--port", port, "--mode", self.mode,
+               "--dir", str(self.scratch)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, start_new_session=True)
+        with LezClient([self.address]) as client:
+            client.wait_until_serving(timeout=60)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, required=True, help="loopback port to listen on")
+    p.add_argument("--mode", choices=MODES, required=True, help="empty, or flush once a call")
+    p.add_argument("--dir", type=Path, required=True, help="scratch folder for the flush file")
+    args = p.parse_args(argv)
+    asyncio.run(_serve(args.port, args.mode, args.dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
