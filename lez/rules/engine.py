@@ -355,13 +355,8 @@ def decide_one(
     for a chunk, instead of scanning the revision's rows; every other case goes through
     `evaluate_one`. The engine's property tests hold all three paths equal.
     """
-    if invalid or record is None or not belgian or len(registrations):
-        return evaluate_one(
-            revision, zone_id, record, known, day, belgian, dutch, invalid, registrations,
-            claimed_first_registration,
-        )  # fmt: skip
     cz = revision.compiled(zone_id)
-    if day < cz.zone.start:
+    if invalid or record is None or not belgian or len(registrations) or day < cz.zone.start:
         return evaluate_one(
             revision, zone_id, record, known, day, belgian, dutch, invalid, registrations,
             claimed_first_registration,
