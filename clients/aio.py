@@ -46,6 +46,7 @@ from clients.packing import (
 )
 from clients.sync import check_request, fleet_request
 from clients.transport import (
+    SPREAD_ATTEMPTS,
     Backoff,
     ChunkSource,
     ClientSettings,
@@ -53,6 +54,7 @@ from clients.transport import (
     build_target,
     channel_options,
     credentials,
+    crowded,
 )
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
@@ -104,6 +106,7 @@ class AsyncLezClient:
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None  # the generated stub's types describe the sync API
         self._batch_channels: list[grpc.aio.Channel] = []
+        self._spread_over = 1  # batch connections already spread over the workers
         self._max_chunk: int | None = None
 
     @property
@@ -236,10 +239,32 @@ class AsyncLezClient:
         limit = self._max_chunk or self.settings.default_chunk_pairs
         return min(self.settings.default_chunk_pairs, limit)
 
-    def _channels(self, n: int) -> list[grpc.aio.Channel]:
+    async def _channels(self, n: int) -> list[grpc.aio.Channel]:
         while len(self._batch_channels) < n:
             self._batch_channels.append(make_aio_channel(self.settings, local_pool=True))
+        if n > self._spread_over and len(self.settings.servers) == 1:
+            self._spread_over = n
+            await self._spread(n)
         return self._batch_channels[:n]
+
+    async def _spread(self, n: int) -> None:
+        """Reopen batch connections that share a worker process (see `transport.crowded`)."""
+        for _ in range(SPREAD_ATTEMPTS):
+            try:
+                answered_by = [await self._worker_of(ch) for ch in self._batch_channels[:n]]
+            except grpc.RpcError:
+                return  # best effort: an older server, or no ServerInfo for this role
+            redo = crowded(answered_by)
+            if not redo:
+                return
+            for i in redo:
+                await self._batch_channels[i].close(None)
+                self._batch_channels[i] = make_aio_channel(self.settings, local_pool=True)
+
+    async def _worker_of(self, channel: grpc.aio.Channel) -> tuple[int, int]:
+        stub: Any = pb_grpc.AccessServiceStub(channel)
+        info = await stub.ServerInfo(pb.ServerInfoRequest(), timeout=self.settings.timeout_s)
+        return int(info.worker), int(info.workers)
 
     async def stream_batch(
         self,
@@ -335,7 +360,7 @@ class _AsyncBatchRun:
         self.seconds = 0.0
 
     async def unordered(self) -> AsyncIterator[ResultChunk]:
-        channels = self.client._channels(self.streams)
+        channels = await self.client._channels(self.streams)
         tasks = [asyncio.create_task(self._stream(ch)) for ch in channels]
         running = len(tasks)
         failure: BaseException | None = None

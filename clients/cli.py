@@ -588,7 +588,8 @@ def cmd_info(args: argparse.Namespace, client: LezClient, out: TextIO) -> int:
         return f"{v:,}" if v else "unlimited"
 
     lines = [
-        f"server {info.server_version} at {', '.join(client.settings.servers)}",
+        f"server {info.server_version} at {', '.join(client.settings.servers)}"
+        + (f", worker {info.worker + 1} of {info.workers} answered" if info.workers > 1 else ""),
         f"snapshot      {info.snapshot_id} (#{info.snapshot_seq}), extract of "
         f"{info.source_date}, built {info.built_at}",
         f"last mutation {info.mutation_watermark or '-'}",

@@ -42,6 +42,7 @@ from clients.packing import (
     unpack_chunk,
 )
 from clients.transport import (
+    SPREAD_ATTEMPTS,
     Backoff,
     ChunkSource,
     ClientSettings,
@@ -49,6 +50,7 @@ from clients.transport import (
     build_target,
     channel_options,
     credentials,
+    crowded,
 )
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
@@ -106,6 +108,7 @@ class LezClient:
         self._channel = make_channel(self.settings)
         self._stub = pb_grpc.AccessServiceStub(self._channel)
         self._batch_channels: list[grpc.Channel] = []
+        self._spread_over = 1  # batch connections already spread over the workers
         self._max_chunk: int | None = None
         self._lock = threading.Lock()
 
@@ -234,7 +237,30 @@ class LezClient:
         with self._lock:
             while len(self._batch_channels) < n:
                 self._batch_channels.append(make_channel(self.settings, local_pool=True))
+            if n > self._spread_over and len(self.settings.servers) == 1:
+                self._spread_over = n
+                self._spread(n)
             return self._batch_channels[:n]
+
+    def _spread(self, n: int) -> None:
+        """Reopen batch connections that share a worker process (see `transport.crowded`)."""
+        for _ in range(SPREAD_ATTEMPTS):
+            try:
+                answered_by = [self._worker_of(ch) for ch in self._batch_channels[:n]]
+            except grpc.RpcError:
+                return  # best effort: an older server, or no ServerInfo for this role
+            redo = crowded(answered_by)
+            if not redo:
+                return
+            for i in redo:
+                self._batch_channels[i].close()
+                self._batch_channels[i] = make_channel(self.settings, local_pool=True)
+
+    def _worker_of(self, channel: grpc.Channel) -> tuple[int, int]:
+        info = pb_grpc.AccessServiceStub(channel).ServerInfo(
+            pb.ServerInfoRequest(), timeout=self.settings.timeout_s
+        )
+        return int(info.worker), int(info.workers)
 
     def stream_batch(
         self,

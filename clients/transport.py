@@ -6,7 +6,10 @@ Several addresses become one gRPC target with client-side `round_robin`
 unary calls and batch streams spread over replicas. A big batch also opens several channels with
 `grpc.use_local_subchannel_pool`, so each has its own connection: one server with N worker
 processes behind SO_REUSEPORT gets its connections spread over the workers by the kernel, and
-each stream pulls chunks as it answers them, so a busy worker simply gets fewer.
+each stream pulls chunks as it answers them, so a busy worker simply gets fewer. The kernel
+places a connection by a hash of its ports, so a few connections may all land on one worker:
+before its first batch a client asks each connection which worker answers (`ServerInfo`) and
+reopens the ones that share a worker (`crowded`), a few times at most.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from lez.api.v1 import access_pb2 as pb
 
 MIB: Final = 2**20
 DEFAULT_SERVER: Final = "127.0.0.1:50051"
+SPREAD_ATTEMPTS: Final = 16
+"""Rounds of reopening batch connections that landed on an already used worker process."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +160,24 @@ def channel_options(settings: ClientSettings, *, local_pool: bool) -> list[tuple
     if local_pool:
         options.append(("grpc.use_local_subchannel_pool", 1))
     return options
+
+
+def crowded(answered_by: Sequence[tuple[int, int]]) -> list[int]:
+    """The batch connections to reopen so that they reach as many worker processes as they can.
+
+    `answered_by[i]` is (worker, workers) as connection i's `ServerInfo` answered. While fewer
+    workers are reached than could be, every connection that shares a worker with an earlier
+    one is reopened (the kernel places the new ones afresh). Empty when the spread is as good as
+    it gets, when the server runs one worker, or does not say (an older server answers 0)."""
+    reachable = min(len(answered_by), max((n for _, n in answered_by), default=0))
+    first: dict[int, int] = {}
+    again: list[int] = []
+    for i, (worker, _) in enumerate(answered_by):
+        if worker in first:
+            again.append(i)
+        else:
+            first[worker] = i
+    return again if len(first) < reachable else []
 
 
 def _read(path: Path | None, what: str) -> bytes | None:

@@ -98,6 +98,7 @@ class App:
             auth=Authenticator(config, self.clients),
             limiter=RateLimiter(),
             audit=self.audit,
+            worker=self.worker,
         )
         self.server = grpc.aio.server(
             options=server_options(config, reuse_port=self.reuse_port),

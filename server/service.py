@@ -162,8 +162,10 @@ class AccessService(pb_grpc.AccessServiceServicer):
         auth: Authenticator,
         limiter: RateLimiter,
         audit: AuditLog,
+        worker: int = 0,
     ) -> None:
         self.config = config
+        self.worker = worker  # this process's index among the server's workers
         self.holder = holder
         self.keyer = keyer
         self.auth = auth
@@ -666,6 +668,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     max_recheck_items=self.config.max_recheck_items,
                 ),
                 server_version=SERVER_VERSION,
+                worker=self.worker,
+                workers=self.config.workers,
             )
 
 

@@ -48,6 +48,7 @@ def test_server_info_and_health(channel: grpc.Channel, server: ServerThread) -> 
     assert {c.name for c in info.code_lists} == {"euro", "category", "fuel"}
     assert info.client.max_chunk_pairs == 1000
     assert pb.ROLE_OPERATOR in info.client.roles
+    assert (info.worker, info.workers) == (0, 1)  # an in-process server is one worker
     health = health_pb2_grpc.HealthStub(channel)
     for name in ("", "lez.api.v1.AccessService"):
         got = health.Check(health_pb2.HealthCheckRequest(service=name))

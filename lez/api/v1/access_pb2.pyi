@@ -1366,6 +1366,8 @@ class ServerInfoResponse(_message.Message):
     CODE_LISTS_FIELD_NUMBER: _builtins.int
     CLIENT_FIELD_NUMBER: _builtins.int
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
+    WORKERS_FIELD_NUMBER: _builtins.int
     snapshot_id: _builtins.str
     """The register snapshot currently served."""
     snapshot_seq: _builtins.int
@@ -1382,6 +1384,13 @@ class ServerInfoResponse(_message.Message):
     """The newest revision (used when a request pins none)."""
     server_version: _builtins.str
     """Server software version."""
+    worker: _builtins.int
+    """Which worker process of the server answered this call (0-based). The kernel places each
+    connection on a worker by a hash, so a client spreading a batch over several connections
+    uses this to see that they reached different processes.
+    """
+    workers: _builtins.int
+    """How many worker processes the server runs."""
     @_builtins.property
     def ruleset_revisions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Rule-table revisions loaded, oldest first."""
@@ -1413,10 +1422,12 @@ class ServerInfoResponse(_message.Message):
         code_lists: _abc.Iterable[Global___CodeList] | None = ...,
         client: Global___ClientInfo | None = ...,
         server_version: _builtins.str = ...,
+        worker: _builtins.int = ...,
+        workers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["built_at", b"built_at", "client", b"client", "code_lists", b"code_lists", "key_id", b"key_id", "mutation_watermark", b"mutation_watermark", "ruleset_revision", b"ruleset_revision", "ruleset_revisions", b"ruleset_revisions", "server_version", b"server_version", "snapshot_id", b"snapshot_id", "snapshot_seq", b"snapshot_seq", "source_date", b"source_date", "zones", b"zones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["built_at", b"built_at", "client", b"client", "code_lists", b"code_lists", "key_id", b"key_id", "mutation_watermark", b"mutation_watermark", "ruleset_revision", b"ruleset_revision", "ruleset_revisions", b"ruleset_revisions", "server_version", b"server_version", "snapshot_id", b"snapshot_id", "snapshot_seq", b"snapshot_seq", "source_date", b"source_date", "worker", b"worker", "workers", b"workers", "zones", b"zones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
