@@ -81,7 +81,12 @@ class ServerConfig:
     min_cell_size: int = 10
     """FleetStats: cells with fewer vehicles are suppressed."""
     restart_backoff_s: float = 1.0
-    """Supervisor: pause before restarting a dead worker."""
+    """Supervisor: pause before restarting a dead worker (doubled after each quick failure)."""
+    restart_stable_s: float = 30.0
+    """Supervisor: a worker that ran this long before dying counts as a fresh failure."""
+    max_quick_restarts: int = 5
+    """Supervisor: a worker that keeps dying within `restart_stable_s` of its start is
+    restarted this many times, then the server stops with an error."""
     log_level: str = "INFO"
     """Python logging level name."""
 
@@ -125,10 +130,13 @@ class ServerConfig:
             "max_concurrent_rpcs",
             "min_cell_size",
             "audit_preallocate_mb",
+            "restart_stable_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_quick_restarts < 0 or self.restart_backoff_s < 0:
+            raise ValueError("max_quick_restarts and restart_backoff_s must not be negative")
         if self.audit_sync_ms < 0:
             raise ValueError("audit_sync_ms must be 0 (sync every record) or a positive window")
         if self.reload_interval_s <= 0 or self.grace_period_s < 0:
@@ -182,11 +190,13 @@ _INT_FIELDS: Final = {
     "audit_inline_keys",
     "audit_preallocate_mb",
     "min_cell_size",
+    "max_quick_restarts",
 }
 _FLOAT_FIELDS: Final = {
     "reload_interval_s",
     "grace_period_s",
     "restart_backoff_s",
+    "restart_stable_s",
     "audit_sync_ms",
 }
 _BOOL_FIELDS: Final = {"warm_store"}
@@ -237,7 +247,9 @@ _FIELD_DOCS: Final = {
     "warm_store": "read the store once at load (1/0)",
     "grace_period_s": "seconds calls in flight get on SIGTERM",
     "min_cell_size": "FleetStats small-cell suppression threshold",
-    "restart_backoff_s": "pause before restarting a dead worker",
+    "restart_backoff_s": "pause before restarting a dead worker (doubled per quick failure)",
+    "restart_stable_s": "a worker alive this long before dying counts as a fresh failure",
+    "max_quick_restarts": "restarts of a worker that keeps dying at once before the server stops",
     "log_level": "logging level (DEBUG, INFO, WARNING)",
 }
 

@@ -5,8 +5,11 @@ SO_REUSEPORT socket, then forks N workers *before any gRPC object exists*; each 
 its own `grpc.aio` server with `grpc.so_reuseport`, opens LMDB after the fork, and serves. The
 Linux kernel spreads *connections* over the workers (one long stream stays on one worker, so a
 client spreads a big batch over several connections). A worker that dies is restarted after
-`restart_backoff_s`. SIGTERM/SIGINT to the supervisor is passed to the workers, which stop
-gracefully within `grace_period_s`; stragglers are killed after that.
+`restart_backoff_s`, doubled for each time in a row it died within `restart_stable_s` of its
+start; after `max_quick_restarts` such restarts the server stops with exit status 1 instead of
+burning the machine on a worker that cannot start (its error is in the log). SIGTERM/SIGINT to
+the supervisor is passed to the workers, which stop gracefully within `grace_period_s`;
+stragglers are killed after that.
 """
 
 from __future__ import annotations
@@ -70,7 +73,11 @@ class Supervisor:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.children: dict[int, int] = {}  # pid -> worker index
+        self.started: dict[int, float] = {}  # worker index -> when it was (re)started
+        self.quick_failures: dict[int, int] = {}  # worker index -> deaths in a row soon after start
+        self.restart_at: dict[int, float] = {}  # worker index -> when to restart it
         self.stopping = False
+        self.failed = False
 
     def _spawn(self, config: ServerConfig, index: int) -> None:
         sys.stdout.flush()
@@ -79,6 +86,7 @@ class Supervisor:
         if pid == 0:  # pragma: no cover - the child never returns
             _run_worker(config, index)
         self.children[pid] = index
+        self.started[index] = time.monotonic()
         log.info("worker %d started (pid %d)", index, pid)
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -97,11 +105,15 @@ class Supervisor:
             for index in range(config.workers):
                 self._spawn(config, index)
             while not self.stopping:
-                self._reap_and_restart(config)
+                self._reap(config)
+                self._restart_due(config)
                 time.sleep(POLL_S)
-            return self._stop_all()
+            self._stop_all()
+            return 1 if self.failed else 0
 
-    def _reap_and_restart(self, config: ServerConfig) -> None:
+    def _reap(self, config: ServerConfig) -> None:
+        """Collect dead workers and schedule their restarts (or give up on one that cannot
+        start)."""
         while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -113,11 +125,34 @@ class Supervisor:
             if index is None:
                 continue
             log.error("worker %d (pid %d) died with status %d", index, pid, status)
-            if not self.stopping:
-                time.sleep(config.restart_backoff_s)
+            if self.stopping:
+                continue
+            lived = time.monotonic() - self.started.get(index, 0.0)
+            quick = self.quick_failures.get(index, 0) + 1 if lived < config.restart_stable_s else 1
+            self.quick_failures[index] = quick
+            if quick > config.max_quick_restarts:
+                log.error(
+                    "worker %d died %d times in a row within %.0f s of starting: stopping the "
+                    "server; the worker's error is logged above",
+                    index,
+                    quick,
+                    config.restart_stable_s,
+                )
+                self.failed = self.stopping = True
+                return
+            delay = min(config.restart_backoff_s * 2 ** (quick - 1), config.restart_stable_s)
+            self.restart_at[index] = time.monotonic() + delay
+
+    def _restart_due(self, config: ServerConfig) -> None:
+        now = time.monotonic()
+        for index, due in list(self.restart_at.items()):
+            if self.stopping:
+                return
+            if due <= now:
+                del self.restart_at[index]
                 self._spawn(config, index)
 
-    def _stop_all(self) -> int:
+    def _stop_all(self) -> None:
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -137,4 +172,3 @@ class Supervisor:
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-        return 0

@@ -111,3 +111,28 @@ def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert "1ABC234" not in output
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_start_stops_the_server(
+    base_config: ServerConfig, tmp_path: Path
+) -> None:
+    """Each worker dies at start (its audit directory cannot be created): the supervisor
+    restarts it with growing pauses a bounded number of times, then exits 1 saying why."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEZ_")}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--address", f"127.0.0.1:{_free_port()}",
+         "--workers", "2", "--store-root", str(base_config.store_root),
+         "--key-file", str(base_config.key_file), "--audit-dir", str(blocker / "audit"),
+         "--warm-store", "0", "--restart-backoff-s", "0.05", "--max-quick-restarts", "2",
+         "--log-level", "WARNING"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "died 3 times in a row" in done.stderr
+    assert "stopping the server" in done.stderr
+    # 2 restarts with pauses of 0.05 s then 0.1 s: it gave up promptly, not after a minute
+    assert time.monotonic() - started < 30
