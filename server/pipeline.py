@@ -124,16 +124,6 @@ class PackedPlates:
     lengths: npt.NDArray[np.int64]
     too_long: npt.NDArray[np.bool_]
 
-    @classmethod
-    def one(cls, raw: bytes, max_plate_bytes: int) -> PackedPlates:
-        data = np.frombuffer(raw[:max_plate_bytes], dtype=np.uint8)
-        return cls(
-            data=data,
-            starts=np.zeros(1, dtype=np.int64),
-            lengths=np.array([len(data)], dtype=np.int64),
-            too_long=np.array([len(raw) > max_plate_bytes]),
-        )
-
 
 def plate_column(
     data: bytes, offsets: bytes, width: int, n: int, max_plate_bytes: int

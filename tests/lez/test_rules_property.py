@@ -126,26 +126,15 @@ def _batch(
     return batch, vehicles_out, per_item
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    base=st.lists(items, min_size=1, max_size=12),
-    picks=st.lists(st.integers(0, 1000), min_size=1, max_size=20),
-    reg_order=st.lists(st.integers(0, 1000), max_size=8),
-    revision=st.sampled_from(CATALOG.revisions),
-    zone=st.sampled_from([z.id for z in CATALOG.zones]),
-    with_claims=st.booleans(),
-)
-def test_vectorised_equals_one_item(
-    base: list[dict[str, Any]],
-    picks: list[int],
-    reg_order: list[int],
-    revision: str,
+def _assert_paths_agree(
+    rev: Any,
     zone: int,
-    with_claims: bool,
+    batch: BatchInput,
+    records: list[Any],
+    per_item: list[Any],
+    chosen: list[dict[str, Any]],
 ) -> None:
-    chosen = [base[p % len(base)] for p in picks]  # any order, with duplicates
-    rev = CATALOG.get(revision)
-    batch, records, per_item = _batch(chosen, reg_order, with_claims)
+    """`evaluate` (the chunk), `evaluate_one` and `decide_one` (item by item) answer alike."""
     got = evaluate(rev, zone, batch)
     claims = batch.claimed_first_registration
     for i, item in enumerate(chosen):
@@ -172,6 +161,29 @@ def test_vectorised_equals_one_item(
             int(got.derived[i]),
         )
         assert vec == tuple(int(x) for x in want), (i, item)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=st.lists(items, min_size=1, max_size=12),
+    picks=st.lists(st.integers(0, 1000), min_size=1, max_size=20),
+    reg_order=st.lists(st.integers(0, 1000), max_size=8),
+    revision=st.sampled_from(CATALOG.revisions),
+    zone=st.sampled_from([z.id for z in CATALOG.zones]),
+    with_claims=st.booleans(),
+)
+def test_vectorised_equals_one_item(
+    base: list[dict[str, Any]],
+    picks: list[int],
+    reg_order: list[int],
+    revision: str,
+    zone: int,
+    with_claims: bool,
+) -> None:
+    chosen = [base[p % len(base)] for p in picks]  # any order, with duplicates
+    rev = CATALOG.get(revision)
+    batch, records, per_item = _batch(chosen, reg_order, with_claims)
+    _assert_paths_agree(rev, zone, batch, records, per_item, chosen)
 
 
 REAL_CATEGORIES = [0, *sorted(codes.CATEGORY.by_id)]
@@ -256,32 +268,7 @@ def test_vectorised_equals_one_item_on_large_random_chunks(
     chosen = [base[int(i)] for i in rng.integers(0, len(base), 250)]  # shuffled, duplicated
     rev = CATALOG.get(revision)
     batch, records, per_item = _batch(chosen, [int(x) for x in rng.permutation(64)], with_claims)
-    got = evaluate(rev, zone, batch)
-    claims = batch.claimed_first_registration
-    for i in range(len(chosen)):
-        args = (
-            rev,
-            zone,
-            records[i],
-            bool(batch.known[i]),
-            int(batch.days[i]),
-            bool(batch.belgian[i]),
-            bool(batch.dutch[i]),
-            int(batch.invalid[i]),
-            per_item[i],
-            int(claims[i]) if claims is not None else None,
-        )
-        want = evaluate_one(*args)
-        assert decide_one(*args) == want, (i, "decide_one")
-        vec = (
-            int(got.outcome[i]),
-            int(got.reason[i]),
-            int(got.allowed_until[i]),
-            int(got.euro[i]),
-            int(got.category[i]),
-            int(got.derived[i]),
-        )
-        assert vec == tuple(int(x) for x in want), (i, chosen[i])
+    _assert_paths_agree(rev, zone, batch, records, per_item, chosen)
 
 
 def test_empty_chunk_and_unknown_zone() -> None:
