@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from lez.keys import KEY_BYTES
+
 log = logging.getLogger("lez.server")
 
 GENESIS: Final = "0" * 64
-KEY_BYTES: Final = 16
 _TAIL_BLOCK: Final = 1 << 16
 _ZEROS: Final = bytes(1 << 20)  # written in pieces of at most this much
 PREALLOCATE_BYTES: Final = 8 << 20
@@ -154,11 +155,13 @@ class AuditLog:
     def _open_tail(self) -> int:
         """Find the end of the records, drop a torn one, load the chain; returns the offset."""
         end, data_end = _tail(self._fd, self._size)
+        last = b""
         while end > 0:  # a last line holding NULs was only partly written (never answered)
             start = _line_start(self._fd, end - 1)
-            if b"\0" not in os.pread(self._fd, end - start, start):
+            last = os.pread(self._fd, end - start, start)
+            if b"\0" not in last:
                 break
-            end = start
+            end, last = start, b""
         if data_end > end:
             _zero(self._fd, end, data_end)
             os.fdatasync(self._fd)
@@ -168,12 +171,9 @@ class AuditLog:
                 data_end - end,
                 end,
             )
-        if end > 0:
-            start = _line_start(self._fd, end - 1)
-            last = os.pread(self._fd, end - start, start).strip()
-            if last:
-                rec = json.loads(last)
-                self._prev, self._seq = str(rec["hash"]), int(rec["seq"])
+        if last.strip():
+            rec = json.loads(last)
+            self._prev, self._seq = str(rec["hash"]), int(rec["seq"])
         return end
 
     def _extend(self, needed: int) -> None:
@@ -245,7 +245,6 @@ class AuditLog:
                 rec["keys_file"] = self._write_sidecar(seq, blob)
             body = _canonical(rec)  # what the hash covers (see `record_hash`)
             digest = hashlib.sha256(body).hexdigest()
-            rec["hash"] = digest
             # the line is the hashed body with the hash appended: one JSON encoding per call
             line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
             if self._offset + len(line) > self._size:
@@ -256,17 +255,15 @@ class AuditLog:
             else:
                 self._dirty.set()
             self._offset += len(line)
-            self._prev, self._seq = rec["hash"], seq
-            return str(rec["hash"])
+            self._prev, self._seq = digest, seq
+            return digest
 
     def _write_sidecar(self, seq: int, blob: bytes) -> str:
         self.keys_dir.mkdir(exist_ok=True)
         name = f"{seq:012d}.bin"
         fd = os.open(self.keys_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, blob, 0)
             os.fdatasync(fd)
         finally:
             os.close(fd)

@@ -11,6 +11,7 @@ import argparse
 import functools
 import ipaddress
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -167,50 +168,25 @@ def _env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-_PATH_FIELDS: Final = {
-    "store_root",
-    "key_file",
-    "rules_dir",
-    "clients_file",
-    "tls_cert",
-    "tls_key",
-    "tls_ca",
-    "audit_dir",
-}
-_INT_FIELDS: Final = {
-    "workers",
-    "max_receive_message_bytes",
-    "max_send_message_bytes",
-    "max_chunk_pairs",
-    "max_plate_bytes",
-    "max_recheck_items",
-    "max_concurrent_rpcs",
-    "default_calls_per_minute",
-    "default_pairs_per_day",
-    "audit_inline_keys",
-    "audit_preallocate_mb",
-    "min_cell_size",
-    "max_quick_restarts",
-}
-_FLOAT_FIELDS: Final = {
-    "reload_interval_s",
-    "grace_period_s",
-    "restart_backoff_s",
-    "restart_stable_s",
-    "audit_sync_ms",
-}
-_BOOL_FIELDS: Final = {"warm_store"}
+_TYPES: Final = typing.get_type_hints(ServerConfig)
+"""Each field's declared type: what its option's text is read as."""
 
 
 def _convert(name: str, raw: str) -> Any:
-    if name in _PATH_FIELDS:
+    kind = _TYPES[name]
+    if kind == Path | None:
         return Path(raw) if raw else None
-    if name in _INT_FIELDS:
-        return int(raw)
-    if name in _FLOAT_FIELDS:
-        return float(raw)
-    if name in _BOOL_FIELDS:
+    if kind is Path:
+        if not raw:
+            raise ValueError("a path is required here")
+        return Path(raw)
+    if kind is bool:
         return raw.strip().lower() in ("1", "true", "yes", "on")
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"expected {'a whole' if kind is int else 'a'} number") from None
     return raw
 
 
@@ -277,9 +253,9 @@ def build_config(
         if raw is not None:
             try:
                 values[f.name] = _convert(f.name, str(raw))
-            except ValueError:
+            except ValueError as exc:
                 raise ValueError(
-                    f"{_option(f.name)} / {_env_name(f.name)}: cannot read {raw!r}"
+                    f"{_option(f.name)} / {_env_name(f.name)}: cannot read {raw!r}: {exc}"
                 ) from None
     config = replace(ServerConfig(), **values)
     if overrides:

@@ -21,11 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 import lez.rules
-from lez.days import DAY_OPEN, DAY_UNKNOWN, to_day
+from lez.days import DAY_UNKNOWN, to_day
 from lez.decision import BatchInput, Decisions, Outcome, Reason
-from lez.errors import BatchTooLarge, InvalidRequest
+from lez.errors import BatchTooLarge, InvalidPlate, InvalidRequest
 from lez.keys import KEY_BYTES, PlateKeyer
-from lez.plates import PlateRule
+from lez.plates import PlateRule, normalise_country
 from lez.plates import check as check_plate
 from lez.store import Snapshot, VehicleLookup
 from lez.vehicle import empty, version_on
@@ -48,10 +48,6 @@ class Pairs:
     countries: npt.NDArray[np.uint8]  # (n, 2) upper case
     days: npt.NDArray[np.int32]  # (n,); 0 where invalid
     invalid: npt.NDArray[np.uint8]  # (n,) 0 or a Reason.INVALID_* value
-
-    @property
-    def size(self) -> int:
-        return len(self.days)
 
     def valid_keys_bytes(self) -> bytes:
         """The keys of the readable pairs, concatenated (for the audit log)."""
@@ -79,25 +75,6 @@ class OnePair:
     country: bytes  # 2 upper-case bytes
     day: int  # 0 where invalid
     invalid: int  # 0 or a Reason.INVALID_* value
-
-    @classmethod
-    def of(cls, pairs: Pairs) -> OnePair:
-        """The first pair of `pairs`."""
-        return cls(
-            key=pairs.keys[0].tobytes(),
-            country=pairs.countries[0].tobytes(),
-            day=int(pairs.days[0]),
-            invalid=int(pairs.invalid[0]),
-        )
-
-    def as_pairs(self) -> Pairs:
-        """The same pair as a one-row `Pairs` (for the vectorised path)."""
-        return Pairs(
-            keys=np.frombuffer(self.key, dtype=np.uint8).reshape(1, KEY_BYTES),
-            countries=np.frombuffer(self.country, dtype=np.uint8).reshape(1, COUNTRY_BYTES),
-            days=np.array([self.day], dtype=np.int32),
-            invalid=np.array([self.invalid], dtype=np.uint8),
-        )
 
     def valid_key(self) -> bytes:
         """The key, or nothing when the pair was unreadable (for the audit log)."""
@@ -283,6 +260,25 @@ def decode_one_plate(
     )
 
 
+def decode_one_key(key: bytes, country: str, day: int) -> OnePair:
+    """One pre-pseudonymised key (`len(key)` checked by the caller): the same validation as
+    `decode_keys` and `decode_one_plate` (country by `lez.plates.normalise_country`, day range),
+    no keying."""
+    invalid = 0
+    if day < EARLIEST_DAY or day > LATEST_DAY:
+        invalid = Reason.INVALID_DAY
+    try:
+        cty = normalise_country(country)
+    except InvalidPlate:
+        cty, invalid = "??", Reason.INVALID_COUNTRY
+    return OnePair(
+        key=bytes(KEY_BYTES) if invalid else key,
+        country=cty.encode("ascii"),
+        day=0 if invalid else day,
+        invalid=int(invalid),
+    )
+
+
 def evaluate_single(
     snap: Snapshot, revision: Any, zone_id: int, pair: OnePair, claimed: int | None = None
 ) -> Single:
@@ -348,7 +344,3 @@ def result_columns(ev: Evaluated, *, technical: bool) -> dict[str, Any]:
         cols["reason"] = bytes(n)
         cols["derived"] = bytes(n)
     return cols
-
-
-def is_open(day: int) -> bool:
-    return day == DAY_OPEN

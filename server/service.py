@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Final
 
 import grpc
@@ -27,18 +25,24 @@ from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
 from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, to_day
 from lez.decision import Derived, Outcome, Reason
-from lez.errors import BatchTooLarge, InvalidRequest, UnknownZone
+from lez.errors import BatchTooLarge, InvalidRequest
 from lez.keys import KEY_BYTES, PlateKeyer
-from lez.plates import countries_matrix
-from lez.rules import Decision
+from lez.plates import BELGIUM
+from lez.rules import Decision, Revision, RuleCatalog, Zone
 from lez.store import StoreMeta
-from lez.vehicle import empty
+from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from server import pipeline
 from server.audit import AuditLog, KeyBatch
 from server.auth import BRUSSELS, Authenticator, Identity, RateLimiter, Rpc
 from server.config import ServerConfig
 from server.state import Served, StoreHolder
-from server.status import DeadlineExceeded, KeyMismatch, translate_errors, translate_stream_errors
+from server.status import (
+    DeadlineExceeded,
+    KeyMismatch,
+    audit_status,
+    translate_errors,
+    translate_stream_errors,
+)
 
 log = logging.getLogger("lez.server")
 
@@ -61,50 +65,12 @@ NO_VEHICLE: Final = empty(1)[0]
 """A record of unknown values: the technical data of an answer without a vehicle version."""
 
 
-# ---- catalog adapters (the engine's objects seen through a narrow lens) ---------------------
-
-
-def revision_name(revision: Any) -> str:
-    """The id of a rule revision object (or a revision id already)."""
-    if isinstance(revision, str):
-        return revision
-    for attr in ("revision", "id", "name"):
-        value = getattr(revision, attr, None)
-        if isinstance(value, str):
-            return value
-    return str(revision)
-
-
-def revision_names(catalog: Any) -> list[str]:
-    return [revision_name(r) for r in catalog.revisions]
-
-
-@dataclass(frozen=True, slots=True)
-class ZoneRef:
-    """A resolved zone."""
-
-    id: int
-    name: str
-    region: str
-
-
-@functools.lru_cache(maxsize=256)
-def resolve_zone(catalog: Any, text: str) -> ZoneRef:
+def resolve_zone(catalog: Revision | RuleCatalog, text: str) -> Zone:
     """The zone named by id or name in a revision (or the catalog's newest); UnknownZone lists
-    the known ones. Answers are cached (revisions are immutable; errors are not cached)."""
-    text = text.strip()
-    if not text:
+    the known ones."""
+    if not text.strip():
         raise InvalidRequest("a zone is required; ServerInfo lists the zones")
-    key: int | str = int(text) if text.isdigit() else text
-    try:
-        zone = catalog.zone(key)
-    except UnknownZone:
-        raise
-    except (KeyError, LookupError):
-        names = ", ".join(z.name for z in catalog.zones)
-        raise UnknownZone(f"unknown zone {text!r}; known zones: {names}") from None
-    region = getattr(zone.region, "name", str(zone.region))
-    return ZoneRef(id=int(zone.id), name=str(zone.name), region=str(region))
+    return catalog.zone(text)
 
 
 def outcome_names(counts: npt.NDArray[np.int64]) -> dict[str, int]:
@@ -123,11 +89,12 @@ def _day_or_invalid(text: str, default: int | None) -> int:
         return DAY_UNKNOWN  # becomes INVALID_DAY
 
 
-def _claimed_day(text: str) -> int:
+def _required_day(text: str, field: str) -> int:
+    """The day of a request field that must hold a date; InvalidRequest naming the field."""
     try:
         return parse_day(text)
     except ValueError:
-        raise InvalidRequest("first_registration must be a date as YYYY-MM-DD") from None
+        raise InvalidRequest(f"{field} must be a date as YYYY-MM-DD") from None
 
 
 def today_brussels() -> int:
@@ -186,7 +153,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         _check_deadline(context)
         return who
 
-    def _revision(self, served: Served, pinned: str) -> Any:
+    def _revision(self, served: Served, pinned: str) -> Revision:
         return served.catalog.get(pinned or None)
 
     def _check_key_id(self, key_id: str, served: Served) -> None:
@@ -207,6 +174,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         pairs: int,
         outcomes: Mapping[str, int],
         keys: KeyBatch,
+        status: str = "OK",
     ) -> str:
         return self.audit.record(
             rpc=rpc.value,
@@ -219,20 +187,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
             pairs=pairs,
             outcomes=outcomes,
             keys=keys,
+            status=status,
         )
-
-    def _decision(self, ev: pipeline.Evaluated, i: int, who: Identity) -> pb.Decision:
-        """Decision `i` of a vectorised evaluation as a message."""
-        d = ev.decisions
-        one = Decision(
-            int(d.outcome[i]),
-            int(d.reason[i]),
-            int(d.allowed_until[i]),
-            int(d.euro[i]),
-            int(d.category[i]),
-            int(d.derived[i]),
-        )
-        return self._decision_msg(one, ev.lookup.records[i] if ev.lookup.found[i] else None, who)
 
     def _decision_msg(self, d: Decision, rec: np.void | None, who: Identity) -> pb.Decision:
         """One decision as a message; `rec` is the vehicle version it was decided on."""
@@ -256,9 +212,9 @@ class AccessService(pb_grpc.AccessServiceServicer):
             tech.category = _code_text(codes.CATEGORY, d.category)
             tech.fuel = _code_text(codes.FUEL, int(known["fuel"]))
             tech.first_registration = _date_text(int(known["first_registration"]))
-            tech.max_mass_kg = _positive(int(known["max_mass"]), 0xFFFFFFFF)
-            tech.co2_g_km = _positive(int(known["co2"]), 0xFFFF)
-            tech.power_kw = _positive(int(known["power_kw"]), 0xFFFF)
+            tech.max_mass_kg = _positive(int(known["max_mass"]), U32_UNKNOWN)
+            tech.co2_g_km = _positive(int(known["co2"]), U16_UNKNOWN)
+            tech.power_kw = _positive(int(known["power_kw"]), U16_UNKNOWN)
             tech.version_valid_from = (
                 _date_text(int(known["valid_from"])) if rec is not None else ""
             )
@@ -278,16 +234,14 @@ class AccessService(pb_grpc.AccessServiceServicer):
     ) -> pipeline.OnePair:
         """One item given as plate or key (unary calls)."""
         if which == "key":
-            cty = countries_matrix(country or "BE", 1)
-            days = np.array([day], dtype=np.int32)
             self._check_key_id(key_id, served)
             if len(key) != KEY_BYTES:
                 raise InvalidRequest(f"a key is {KEY_BYTES} bytes, not {len(key)}")
-            return pipeline.OnePair.of(pipeline.decode_keys(key, cty, days))
+            return pipeline.decode_one_key(key, country or BELGIUM, day)
         if which != "plate":
             raise InvalidRequest("give a plate or a key")
         return pipeline.decode_one_plate(
-            self.keyer, plate, country or "BE", day, self.config.max_plate_bytes
+            self.keyer, plate, country or BELGIUM, day, self.config.max_plate_bytes
         )
 
     # -- Check --
@@ -300,13 +254,13 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.limiter.charge_pairs(who, 1)
         with self.holder.lease() as served:
             revision = self._revision(served, request.ruleset_revision)
-            rev_name = revision_name(revision)
+            rev_name = revision.id
             zone = resolve_zone(revision, request.zone)
             who.require_zone(zone.id, zone.name)
             day = _day_or_invalid(request.date, None)
             claimed: int | None = None
             if request.first_registration:
-                claimed = _claimed_day(request.first_registration)
+                claimed = _required_day(request.first_registration, "first_registration")
             elif who.public_only:
                 raise InvalidRequest(
                     "the public checker needs the first-registration date of the vehicle"
@@ -380,7 +334,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         who = self._enter(Rpc.CHECK_STREAM, context)
         loop = asyncio.get_running_loop()
         with self.holder.lease() as served:
-            zone: ZoneRef | None = None
+            zone: Zone | None = None
             revision: Any = None
             rev_name = ""
             counts = np.zeros(pipeline.OUTCOMES, dtype=np.int64)
@@ -388,56 +342,66 @@ class AccessService(pb_grpc.AccessServiceServicer):
             index = 0
             chunks = 0
             snapshot_id = served.meta.snapshot_id
-            async for chunk in request_iterator:
-                _check_deadline(context)
-                if zone is None:
-                    revision = self._revision(served, chunk.ruleset_revision)
-                    rev_name = revision_name(revision)
-                    zone = resolve_zone(revision, chunk.zone)
-                    who.require_zone(zone.id, zone.name)
-                elif chunk.zone and resolve_zone(revision, chunk.zone).id != zone.id:
-                    raise InvalidRequest("a stream is for one zone; open another stream")
-                if chunk.WhichOneof("subject") == "keys":
-                    self._check_key_id(chunk.key_id, served)
-                n = pipeline.chunk_size(chunk)
-                pipeline.check_chunk_size(n, self.config.max_chunk_pairs)
-                self.limiter.charge_pairs(who, n)
-                cols, chunk_counts, chunk_keys = await loop.run_in_executor(
-                    self.executor,
-                    self._compute_chunk,
-                    served,
-                    revision,
-                    zone.id,
-                    chunk,
-                    who.sees_technical,
+
+            def record(status: str) -> str:
+                return self._audit(
+                    Rpc.CHECK_STREAM,
+                    who,
+                    zone=zone.name if zone else "",
+                    revision=rev_name,
+                    meta=served.meta,
+                    pairs=index,
+                    outcomes=outcome_names(counts),
+                    keys=keys,
+                    status=status,
                 )
-                counts += chunk_counts
-                keys.add(chunk_keys)
-                technical = cols.pop("technical", None)
-                out = pb.DecisionChunk(
-                    chunk_id=chunk.chunk_id,
-                    first_index=index,
-                    snapshot_id=snapshot_id,
-                    ruleset_revision=rev_name,
-                    **cols,
-                )
-                if technical is not None:
-                    out.technical.CopyFrom(pb.TechnicalColumns(**technical))
-                index += n
-                chunks += 1
-                yield out
-            if zone is None:
-                rev_name = revision_name(served.catalog.get(None))
-            audit_id = self._audit(
-                Rpc.CHECK_STREAM,
-                who,
-                zone=zone.name if zone else "",
-                revision=rev_name,
-                meta=served.meta,
-                pairs=index,
-                outcomes=outcome_names(counts),
-                keys=keys,
-            )
+
+            try:
+                async for chunk in request_iterator:
+                    _check_deadline(context)
+                    if zone is None:
+                        revision = self._revision(served, chunk.ruleset_revision)
+                        rev_name = revision.id
+                        zone = resolve_zone(revision, chunk.zone)
+                        who.require_zone(zone.id, zone.name)
+                    elif chunk.zone and resolve_zone(revision, chunk.zone).id != zone.id:
+                        raise InvalidRequest("a stream is for one zone; open another stream")
+                    if chunk.WhichOneof("subject") == "keys":
+                        self._check_key_id(chunk.key_id, served)
+                    n = pipeline.chunk_size(chunk)
+                    pipeline.check_chunk_size(n, self.config.max_chunk_pairs)
+                    self.limiter.charge_pairs(who, n)
+                    cols, chunk_counts, chunk_keys = await loop.run_in_executor(
+                        self.executor,
+                        self._compute_chunk,
+                        served,
+                        revision,
+                        zone.id,
+                        chunk,
+                        who.sees_technical,
+                    )
+                    counts += chunk_counts
+                    keys.add(chunk_keys)
+                    technical = cols.pop("technical", None)
+                    out = pb.DecisionChunk(
+                        chunk_id=chunk.chunk_id,
+                        first_index=index,
+                        snapshot_id=snapshot_id,
+                        ruleset_revision=rev_name,
+                        **cols,
+                    )
+                    if technical is not None:
+                        out.technical.CopyFrom(pb.TechnicalColumns(**technical))
+                    index += n
+                    chunks += 1
+                    yield out
+            except BaseException as exc:
+                if index:  # answers already went out: the consultation is on record all the same
+                    record(audit_status(exc))
+                raise
+            if zone is None:  # an empty stream: nothing was asked of any revision
+                rev_name = served.catalog.get(None).id
+            audit_id = record("OK")
             summary = pb.BatchSummary(
                 pairs=index,
                 chunks=chunks,
@@ -472,8 +436,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.limiter.charge_pairs(who, len(items))
         with self.holder.lease() as served:
             newest = served.catalog.get(None)
-            newest_name = revision_name(newest)
-            loaded = set(revision_names(served.catalog))
+            newest_name = newest.id
+            loaded = set(served.catalog.revisions)
             zones = [resolve_zone(served.catalog, it.zone) for it in items]
             for z in {z.id: z for z in zones}.values():
                 who.require_zone(z.id, z.name)
@@ -492,14 +456,13 @@ class AccessService(pb_grpc.AccessServiceServicer):
                         served=served,
                     )
                     keys.add(pair.valid_key())
-                    pairs = pair.as_pairs()
-                    now = pipeline.evaluate(snap, newest, zone.id, pairs)
-                    counts += now.outcome_counts()
-                    then_rules: pipeline.Evaluated | None = None
+                    now = pipeline.evaluate_single(snap, newest, zone.id, pair)
+                    counts[now.decision.outcome] += 1
+                    then_rules: pipeline.Single | None = None
                     old_rev = item.ruleset_revision
                     if old_rev and old_rev != newest_name and old_rev in loaded:
-                        then_rules = pipeline.evaluate(
-                            snap, served.catalog.get(old_rev), zone.id, pairs
+                        then_rules = pipeline.evaluate_single(
+                            snap, served.catalog.get(old_rev), zone.id, pair
                         )
                     results.append(self._recheck_result(i, item, now, then_rules, who))
             self._audit(
@@ -523,15 +486,15 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self,
         index: int,
         item: pb.EarlierDecision,
-        now: pipeline.Evaluated,
-        then_rules: pipeline.Evaluated | None,
+        now: pipeline.Single,
+        then_rules: pipeline.Single | None,
         who: Identity,
     ) -> pb.RecheckResult:
-        current = self._decision(now, 0, who)
+        current = self._decision_msg(now.decision, now.record, who)
         old_outcome = Outcome(int(item.outcome))
         old_reason = Reason(int(item.reason))
-        new_outcome = Outcome(int(now.decisions.outcome[0]))
-        new_reason = Reason(int(now.decisions.reason[0]))
+        new_outcome = Outcome(now.decision.outcome)
+        new_reason = Reason(now.decision.reason)
         changes: list[int] = []
         if old_outcome == Outcome.UNKNOWN_PLATE and new_outcome not in NO_DATA_OUTCOMES:
             changes.append(pb.CHANGE_PLATE_ADDED)
@@ -541,13 +504,13 @@ class AccessService(pb_grpc.AccessServiceServicer):
             changes.append(pb.CHANGE_REGISTRATION_ADDED)
         if old_reason in REGISTRATION_REASONS and new_reason not in REGISTRATION_REASONS:
             changes.append(pb.CHANGE_REGISTRATION_REMOVED)
-        corrected = bool(int(now.decisions.derived[0]) & Derived.EURO_CORRECTED)
+        corrected = bool(now.decision.derived & Derived.EURO_CORRECTED)
         euro_changed = bool(item.euro) and item.euro.strip().upper() != current.euro
         if corrected and (euro_changed or not item.euro):
             changes.append(pb.CHANGE_EURO_CORRECTED)
         elif euro_changed:
             changes.append(pb.CHANGE_VEHICLE_DATA)
-        if then_rules is not None and int(then_rules.decisions.outcome[0]) != new_outcome:
+        if then_rules is not None and then_rules.decision.outcome != new_outcome:
             changes.append(pb.CHANGE_RULESET)
         outcome_changed = old_outcome != new_outcome
         if outcome_changed and not changes:
@@ -573,10 +536,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             raise InvalidRequest("group_by needs one or more distinct dimensions")
         with self.holder.lease() as served:
             if request.date:
-                try:
-                    day = parse_day(request.date)
-                except ValueError:
-                    raise InvalidRequest("date must be YYYY-MM-DD") from None
+                day = _required_day(request.date, "date")
             else:
                 day = parse_day(served.meta.source_date)
             min_cell = self.config.min_cell_size
@@ -603,7 +563,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 suppressed_vehicles=int(counts[~keep].sum()),
                 min_cell_size=min_cell,
                 snapshot_id=served.meta.snapshot_id,
-                ruleset_revision=revision_name(served.catalog.get(None)),
+                ruleset_revision=served.catalog.get(None).id,
                 date=format_day(day),
             )
             for row, count in zip(cells[keep], counts[keep], strict=True):
@@ -637,7 +597,6 @@ class AccessService(pb_grpc.AccessServiceServicer):
         with self.holder.lease() as served:
             meta = served.meta
             catalog = served.catalog
-            zones = [resolve_zone(catalog, str(z.id)) for z in catalog.zones]
             return pb.ServerInfoResponse(
                 snapshot_id=meta.snapshot_id,
                 snapshot_seq=meta.snapshot_seq,
@@ -645,9 +604,11 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 mutation_watermark=meta.mutation_watermark,
                 built_at=meta.built_at,
                 key_id=meta.key_id,
-                ruleset_revisions=revision_names(catalog),
-                ruleset_revision=revision_name(catalog.get(None)),
-                zones=[pb.ZoneInfo(id=z.id, name=z.name, region=z.region) for z in zones],
+                ruleset_revisions=list(catalog.revisions),
+                ruleset_revision=catalog.get(None).id,
+                zones=[
+                    pb.ZoneInfo(id=z.id, name=z.name, region=z.region.name) for z in catalog.zones
+                ],
                 code_lists=[
                     pb.CodeList(
                         name=name,

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import lez.rules
 from lez.errors import LezError, StoreNotReady
@@ -34,7 +33,7 @@ class Served:
 
     build: Path
     reader: LmdbReader
-    catalog: Any  # lez.rules.RuleCatalog
+    catalog: lez.rules.RuleCatalog
     meta: StoreMeta
     leases: int = 0
     retired: bool = False
@@ -48,7 +47,7 @@ def open_served(build: Path, *, key_id: str, rules_dir: Path | None, warm: bool)
         with reader.snapshot() as snap:
             texts = snap.ruleset_texts()
         if rules_dir is not None:
-            texts.update(read_rules_dir(rules_dir))
+            texts.update(lez.rules.read_rule_texts(rules_dir))
         catalog = lez.rules.load_catalog(texts)
         if warm:
             reader.warm()
@@ -56,11 +55,6 @@ def open_served(build: Path, *, key_id: str, rules_dir: Path | None, warm: bool)
         reader.close()
         raise
     return Served(build=build, reader=reader, catalog=catalog, meta=reader.meta)
-
-
-def read_rules_dir(directory: Path) -> dict[str, str]:
-    """Rule-table files of a directory keyed by revision id (`lez.rules.read_rule_texts`)."""
-    return lez.rules.read_rule_texts(directory)
 
 
 class StoreHolder:

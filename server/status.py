@@ -103,6 +103,13 @@ def mapping_of(exc: BaseException) -> Mapping:
     return _INTERNAL
 
 
+def audit_status(exc: BaseException) -> str:
+    """How a call that failed midway ended, for its audit record: the status code's name."""
+    if not isinstance(exc, Exception):  # cancelled by the client, or the server stopping
+        return grpc.StatusCode.CANCELLED.name
+    return mapping_of(exc).code.name
+
+
 def _metadata_of(exc: BaseException) -> dict[str, str]:
     meta = {"code": getattr(exc, "code", "internal")}
     for attr in ("size", "limit", "rule"):
@@ -169,9 +176,19 @@ def _is_abort(exc: BaseException) -> bool:
     return type(exc).__name__ == "AbortError"
 
 
+async def _abort_or_reraise(
+    context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
+) -> NoReturn:
+    """A domain or unexpected error ends the call through the table; an abort, a cancellation
+    or an exit goes on as it came."""
+    if _is_abort(exc) or not isinstance(exc, Exception):
+        raise exc
+    await abort(context, exc)
+
+
 def translate_errors(
-    handler: Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
-) -> Callable[[Self, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
+    handler: UnaryHandler[Self, Req, Resp],
+) -> UnaryHandler[Self, Req, Resp]:
     """Wrap a unary servicer method: exceptions become statuses through the table."""
 
     @functools.wraps(handler)
@@ -181,16 +198,14 @@ def translate_errors(
         try:
             return await handler(self, request, context)
         except BaseException as exc:
-            if _is_abort(exc) or not isinstance(exc, Exception):
-                raise
-            await abort(context, exc)
+            await _abort_or_reraise(context, exc)
 
     return wrapper
 
 
 def translate_stream_errors(
-    handler: Callable[[Self, Req, grpc.aio.ServicerContext[Any, Resp]], AsyncIterator[Resp]],
-) -> Callable[[Self, Req, grpc.aio.ServicerContext[Any, Resp]], AsyncIterator[Resp]]:
+    handler: StreamHandler[Self, Req, Resp],
+) -> StreamHandler[Self, Req, Resp]:
     """Wrap a response-streaming servicer method the same way."""
 
     @functools.wraps(handler)
@@ -201,8 +216,6 @@ def translate_stream_errors(
             async for item in handler(self, request, context):
                 yield item
         except BaseException as exc:
-            if _is_abort(exc) or not isinstance(exc, Exception):
-                raise
-            await abort(context, exc)
+            await _abort_or_reraise(context, exc)
 
     return wrapper

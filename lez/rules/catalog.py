@@ -49,18 +49,23 @@ class Revision:
         self.zones = [_zone(z) for z in data.zones]
         self._compiled = {z.id: compile_zone(data, z) for z in data.zones}
         self._defs = {z.id: z for z in data.zones}
+        # what callers may name a zone by: its name in any case, or its id as text (names win)
+        self._by_text = {str(z.id): z for z in data.zones} | {
+            z.name.casefold(): z for z in data.zones
+        }
+        self._zones = {z.id: z for z in self.zones}
 
     def zone(self, name_or_id: str | int) -> Zone:
         """A zone by id or (case-insensitive) name; UnknownZone if this revision has none."""
-        return _zone(self.zone_def(name_or_id))
+        return self._zones[self.zone_def(name_or_id).id]
 
     def zone_def(self, name_or_id: str | int) -> ZoneDef:
         if isinstance(name_or_id, int):
             found = self._defs.get(name_or_id)
         else:
             text = name_or_id.strip()
-            found = next((z for z in self.data.zones if z.name.casefold() == text.casefold()), None)
-            if found is None and text.isdigit():
+            found = self._by_text.get(text.casefold())
+            if found is None and text.isdigit():  # "07" is zone 7
                 found = self._defs.get(int(text))
         if found is None:
             known = ", ".join(f"{z.id} {z.name}" for z in self.data.zones)

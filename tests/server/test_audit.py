@@ -325,3 +325,30 @@ def test_preallocate_setting(tmp_path: Path) -> None:
         parse_serve_args(["--audit-preallocate-mb", "0"], {})
     with pytest.raises(ValueError, match="preallocate_bytes"):
         AuditLog(tmp_path, preallocate_bytes=0)
+
+
+def test_a_stream_that_fails_after_answering_is_still_audited(
+    server: ServerThread, channel: grpc.Channel
+) -> None:
+    s = stub(channel)
+    zone = s.ServerInfo(pb.ServerInfoRequest()).zones[0].name
+    good = chunk(PLATES, [DAY] * len(PLATES), zone=zone)
+    bad = chunk(PLATES, [DAY] * len(PLATES), zone=zone)
+    bad.days = bad.days[:-1]  # a day column that does not divide into int32 days
+    got = []
+    with pytest.raises(grpc.RpcError) as failed:
+        for msg in s.CheckStream(iter([good, bad])):
+            got.append(msg)
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    details = failed.value.details()  # type: ignore[attr-defined]
+    assert details and not any(p in details for p in PLATES)  # raised after plates were read
+    assert len(got) == 1 and len(got[0].outcome) == len(PLATES)  # the first chunk was answered
+    path = server.app.config.audit_dir / "audit-w0.jsonl"
+    (last,) = [r for _, r in audit.read_records(path)][-1:]
+    assert (last["rpc"], last["pairs"], last["status"]) == (
+        "CheckStream",
+        len(PLATES),
+        "INVALID_ARGUMENT",
+    )
+    assert last["keys_count"] == len(PLATES)
+    assert audit.verify(path) == []

@@ -35,7 +35,8 @@ def first_zone(channel: grpc.Channel) -> str:
 
 def check(channel: grpc.Channel, plate: str, **kw: str) -> pb.CheckResponse:
     zone = kw.pop("zone", None) or first_zone(channel)
-    return stub(channel).Check(pb.CheckRequest(plate=plate, zone=zone, date=DATE, **kw))
+    date = kw.pop("date", DATE)
+    return stub(channel).Check(pb.CheckRequest(plate=plate, zone=zone, date=date, **kw))
 
 
 def test_server_info_and_health(channel: grpc.Channel, server: ServerThread) -> None:
@@ -90,6 +91,19 @@ def test_check_with_key(channel: grpc.Channel, keyer: PlateKeyer) -> None:
     zone = first_zone(channel)
     got = stub(channel).Check(pb.CheckRequest(key=key, key_id=keyer.key_id, zone=zone, date=DATE))
     assert got.decision.outcome == pb.OUTCOME_ALLOWED
+    for bad_country in ("BEL", "B1", "b"):  # refused as for a plate, never cut to 2 letters
+        by_key = (
+            stub(channel)
+            .Check(
+                pb.CheckRequest(
+                    key=key, key_id=keyer.key_id, zone=zone, date=DATE, country=bad_country
+                )
+            )
+            .decision
+        )
+        by_plate = check(channel, "1ABC234", country=bad_country).decision
+        assert (by_key.outcome, by_key.reason) == (by_plate.outcome, by_plate.reason)
+        assert by_key.reason == pb.REASON_INVALID_COUNTRY
     with pytest.raises(grpc.RpcError) as exc:
         stub(channel).Check(pb.CheckRequest(key=key, key_id="other", zone=zone, date=DATE))
     assert error_reason(exc.value)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "KEY_MISMATCH")
@@ -110,9 +124,18 @@ def test_pinned_unknown_revision(channel: grpc.Channel) -> None:
 
 def test_pinned_known_revision(channel: grpc.Channel) -> None:
     info = stub(channel).ServerInfo(pb.ServerInfoRequest())
+    assert len(info.ruleset_revisions) >= 2
+    answers: dict[str, list[tuple[int, int, str]]] = {}
     for rev in info.ruleset_revisions:
-        got = check(channel, "1ABC234", ruleset_revision=rev)
-        assert got.ruleset_revision == rev
+        answers[rev] = []
+        for v in VEHICLES:
+            for date in ("2026-06-01", "2028-06-01"):
+                got = check(channel, v.plate, ruleset_revision=rev, date=date)
+                assert got.ruleset_revision == rev
+                d = got.decision
+                answers[rev].append((d.outcome, d.reason, d.allowed_until))
+    # the pinned revision is the one applied: some answer differs between the revisions
+    assert len({tuple(a) for a in answers.values()}) == len(answers)
 
 
 def test_store_not_ready_then_published(

@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lez.api.v1 import access_pb2 as pb
+from server.audit import read_records
 from server.config import ServerConfig
 from tests.server.conftest import DAY
 from tests.server.helpers import chunk, stub
@@ -86,15 +87,28 @@ def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
         _wait_serving(target)
         pids = _worker_pids(proc.pid)
         assert len(pids) == 2
-        served_by: set[str] = set()
-        for _ in range(16):  # separate connections spread over the workers
+        served_by: set[int] = set()
+        for _ in range(16):  # separate connections: all on one worker with probability 2**-15
             ch = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
             with ch:
-                zone = stub(ch).ServerInfo(pb.ServerInfoRequest()).zones[0].name
-                out = list(stub(ch).CheckStream(iter([chunk(["1ABC234"], [DAY], zone=zone)])))
-                served_by.add(out[-1].summary.audit_id)
-        audits = list(Path(base_config.audit_dir).glob("audit-w*.jsonl"))
-        assert {p.name for p in audits} <= {"audit-w0.jsonl", "audit-w1.jsonl"}
+                info = stub(ch).ServerInfo(pb.ServerInfoRequest())
+                out = list(
+                    stub(ch).CheckStream(iter([chunk(["1ABC234"], [DAY], zone=info.zones[0].name)]))
+                )
+                assert out[-1].summary.pairs == 1
+                served_by.add(info.worker)
+        assert served_by == {0, 1}
+        audit_dir = Path(base_config.audit_dir)
+        assert sorted(p.name for p in audit_dir.glob("audit-w*.jsonl")) == [
+            "audit-w0.jsonl",
+            "audit-w1.jsonl",
+        ]
+        streams = sum(
+            r["rpc"] == "CheckStream"
+            for i in range(2)
+            for _, r in read_records(audit_dir / f"audit-w{i}.jsonl")
+        )
+        assert streams == 16  # every stream recorded by the worker that answered it
         # A dead worker is replaced.
         victim = min(pids)
         os.kill(victim, signal.SIGKILL)
@@ -122,7 +136,6 @@ def test_a_worker_that_cannot_start_stops_the_server(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEZ_")}
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "server", "serve", "--address", f"127.0.0.1:{_free_port()}",
          "--workers", "2", "--store-root", str(base_config.store_root),
@@ -134,5 +147,3 @@ def test_a_worker_that_cannot_start_stops_the_server(
     assert done.returncode == 1, done.stdout + done.stderr
     assert "died 3 times in a row" in done.stderr
     assert "stopping the server" in done.stderr
-    # 2 restarts with pauses of 0.05 s then 0.1 s: it gave up promptly, not after a minute
-    assert time.monotonic() - started < 30
