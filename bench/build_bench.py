@@ -2,8 +2,8 @@
 
 Generates the register once (`lez-loader synth`, reused when present), then runs the real
 command line `--runs` times in fresh processes, each into a fresh store, and reports the median,
-min and max wall time, the stages of the median run, peak memory (max RSS of the build process)
-and the store size. Results go to stdout and, with --out, to a JSON file.
+min and max wall time, the stages of the median run, peak memory (max RSS of each build process,
+from `wait4`) and the store size. Results go to stdout and, with --out, to a JSON file.
 
     .venv/bin/python -m bench.build_bench --plates 8000000 --runs 3 --out bench/results
 """
@@ -14,11 +14,11 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -59,30 +59,50 @@ def ensure_key(scratch: Path) -> Path:
     return key
 
 
+def build_command(extract: Path, key: Path, store: Path) -> list[str]:
+    """`lez-loader build ... --json`: the loader's own report on stdout."""
+    return [
+        str(BIN / "lez-loader"),
+        "build",
+        str(extract),
+        "--key",
+        str(key),
+        "--out",
+        str(store),
+        "--rules",
+        str(ROOT / "rules"),
+        "--json",
+    ]
+
+
+def run_measured(cmd: list[str]) -> tuple[str, float, int]:
+    """Run `cmd`; (stdout, wall seconds, peak RSS in KiB of that process and its own children).
+
+    The peak comes from `wait4` on this one process, so nothing else this process ran (the
+    register's `synth`, earlier builds) is counted, unlike RUSAGE_CHILDREN.
+    """
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        try:
+            out = proc.stdout.read()
+        finally:
+            proc.stdout.close()
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        if proc.returncode:
+            err.seek(0)
+            raise subprocess.CalledProcessError(proc.returncode, cmd, out, err.read())
+    return out.decode(), seconds, usage.ru_maxrss
+
+
 def build_once(extract: Path, key: Path, store: Path) -> dict[str, Any]:
+    """One `lez-loader build --json` into a fresh `store`: wall time, peak RSS and its report."""
     shutil.rmtree(store, ignore_errors=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    done = subprocess.run(
-        [
-            str(BIN / "lez-loader"),
-            "build",
-            str(extract),
-            "--key",
-            str(key),
-            "--out",
-            str(store),
-            "--rules",
-            str(ROOT / "rules"),
-            "--json",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    report = json.loads(done.stdout)
+    out, seconds, peak_kib = run_measured(build_command(extract, key, store))
+    report = json.loads(out)
     return {
         "seconds": round(seconds, 3),
         "stages": report["seconds"],
@@ -90,9 +110,13 @@ def build_once(extract: Path, key: Path, store: Path) -> dict[str, Any]:
         "versions": report["versions"],
         "rows_read": report["rows_read"],
         "store_bytes": report["store_bytes"],
-        # RUSAGE_CHILDREN is a running max: exact for the first run, an upper bound after
-        "peak_rss_mib": round(max(peak_kib, before) / 1024, 1),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
     }
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose time is the median (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: float(r["seconds"]))[(len(runs) - 1) // 2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     store = args.scratch / "build-bench-store"
     runs = [build_once(extract, key, store) for _ in range(args.runs)]
     times = [r["seconds"] for r in runs]
-    median_run = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
     result = {
         "bench": "loader_build",
         "command": f"lez-loader build <{args.plates}-plate extract> (fresh store each run)",
@@ -119,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "runs": len(runs),
         "seconds": {"median": statistics.median(times), "min": min(times), "max": max(times)},
-        "median_run": median_run,
+        "median_run": median_run(runs),
         "extract_bytes": extract.stat().st_size,
     }
     print(json.dumps(result, indent=2))

@@ -121,6 +121,16 @@ def _plate_strings(matrix: npt.NDArray[np.uint8]) -> pa.Array:
     )
 
 
+@dataclass(slots=True)
+class Decided:
+    """The decision columns of a batch, in input order: the service's and each peer's."""
+
+    outcome: npt.NDArray[np.uint8]
+    reason: npt.NDArray[np.uint8]
+    allowed_until: npt.NDArray[np.int32]
+    euro: npt.NDArray[np.uint8]
+
+
 @dataclass(frozen=True, slots=True)
 class WireBatch:
     """A batch exactly as the stream sends it: packed plates, 2-byte countries, int32 days."""

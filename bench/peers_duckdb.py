@@ -17,15 +17,13 @@ Two variants:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 
-from bench.peer_data import WireBatch
+from bench.peer_data import Decided, WireBatch
 from bench.sqlrules import DUCKDB, cell_rows, decision_sql
 from lez.keys import PlateKeyer
 from lez.rules.catalog import Revision
@@ -45,14 +43,6 @@ def hmac_sql(keyer: PlateKeyer, message: str) -> str:
     opad = bytes(b ^ 0x5C for b in padded)
     inner = f"unhex(sha256({_blob(ipad)} || encode({message})))"
     return f"unhex(substring(sha256({_blob(opad)} || {inner}), 1, 32))"
-
-
-@dataclass(slots=True)
-class Decided:
-    outcome: npt.NDArray[np.uint8]
-    reason: npt.NDArray[np.uint8]
-    allowed_until: npt.NDArray[np.int32]
-    euro: npt.NDArray[np.uint8]
 
 
 def to_arrays(table: pa.Table, n: int) -> Decided:

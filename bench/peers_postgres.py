@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from bench.peer_data import WireBatch
-from bench.peers_duckdb import Decided, to_arrays
+from bench.peer_data import Decided, WireBatch
+from bench.peers_duckdb import to_arrays
 from bench.sqlrules import POSTGRES, decision_sql
 from lez.rules.catalog import Revision
 
@@ -43,10 +43,11 @@ PLAN_SETTINGS = (
 )
 """The baseline's best plan for a batch join into the register (index nested loop)."""
 PLAN_NOTE = (
-    "unlogged batch table, ANALYZE, enable_hashjoin=off, enable_mergejoin=off, "
-    "random_page_cost=1.1, max_parallel_workers_per_gather=2, min_parallel_table_scan_size=0 "
-    "(parallel index nested loop)"
+    "unlogged batch table, ANALYZE, "
+    + ", ".join(s.removeprefix("SET ").replace(" = ", "=") for s in PLAN_SETTINGS)
+    + " (parallel index nested loop)"
 )
+"""`PLAN_SETTINGS` as the results and the README table describe the plan."""
 
 
 def pg_bin_dir() -> Path | None:
@@ -217,17 +218,6 @@ class PgPeer:
             ),
         )
         return to_arrays(table, len(batch))
-
-    def explain(self, batch: WireBatch, zone_id: int) -> str:
-        cur = self.conn.cursor()
-        cur.execute("TRUNCATE batch")
-        with cur.copy("COPY batch FROM STDIN (FORMAT csv)") as cp:
-            cp.write(_csv(batch.arrow()))
-        cur.execute("ANALYZE batch")
-        for s in PLAN_SETTINGS:
-            cur.execute(s)
-        cur.execute("EXPLAIN " + self.sql(zone_id))
-        return "\n".join(str(r[0]) for r in cur.fetchall())
 
     def close(self) -> None:
         self.conn.close()

@@ -194,43 +194,21 @@ def chart(res: dict[str, Any], path: Path) -> bool:
         return False
     sc = res["scaling"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    ax = axes[0]
-    pts = sc.get("batch_size", [])
-    if pts:
-        xs = [p["pairs"] for p in pts]
-        ax.plot(xs, [p["us_per_pair"]["median"] for p in pts], "o-", label="median")
-        ax.fill_between(
-            xs,
-            [p["us_per_pair"]["min"] for p in pts],
-            [p["us_per_pair"]["max"] for p in pts],
-            alpha=0.2,
-            label="min-max",
-        )
-        ax.set_xscale("log")
-        ax.set_xlabel("pairs per CheckStream call")
-        ax.set_ylabel("µs per pair (end to end)")
-        ax.set_title(f"batch size ({sc.get('batch_store_plates', 0):,}-plate store)")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    ax = axes[1]
-    pts = sc.get("store_size", [])
-    if pts:
-        xs = [p["plates"] for p in pts]
-        ax.plot(xs, [p["us_per_pair"]["median"] for p in pts], "o-", label="median")
-        ax.fill_between(
-            xs,
-            [p["us_per_pair"]["min"] for p in pts],
-            [p["us_per_pair"]["max"] for p in pts],
-            alpha=0.2,
-            label="min-max",
-        )
-        ax.set_xscale("log")
-        ax.set_ylim(bottom=0)
-        ax.set_xlabel("plates in the store")
-        ax.set_ylabel("µs per pair (end to end)")
-        ax.set_title(f"store size ({sc.get('store_batch_pairs', 0):,}-pair batch)")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+    _cost_panel(
+        axes[0],
+        sc.get("batch_size", []),
+        "pairs",
+        "pairs per CheckStream call",
+        f"batch size ({sc.get('batch_store_plates', 0):,}-plate store)",
+    )
+    _cost_panel(
+        axes[1],
+        sc.get("store_size", []),
+        "plates",
+        "plates in the store",
+        f"store size ({sc.get('store_batch_pairs', 0):,}-pair batch)",
+        from_zero=True,
+    )
     ax = axes[2]
     pts = sc.get("workers", [])
     if pts:
@@ -251,3 +229,28 @@ def chart(res: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _cost_panel(
+    ax: Any, pts: list[dict[str, Any]], x: str, xlabel: str, title: str, *, from_zero: bool = False
+) -> None:
+    """Per-pair cost (median line, min-max band) against `x` of the points, log x axis."""
+    if not pts:
+        return
+    xs = [p[x] for p in pts]
+    ax.plot(xs, [p["us_per_pair"]["median"] for p in pts], "o-", label="median")
+    ax.fill_between(
+        xs,
+        [p["us_per_pair"]["min"] for p in pts],
+        [p["us_per_pair"]["max"] for p in pts],
+        alpha=0.2,
+        label="min-max",
+    )
+    ax.set_xscale("log")
+    if from_zero:
+        ax.set_ylim(bottom=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("µs per pair (end to end)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()

@@ -20,8 +20,9 @@ warm-up; all on this machine, in this run):
    (`bench.sqlrules`, generated from the compiled revision); each peer's decisions are compared
    with ours on the whole batch and on the wide sample.
 4. Per-pair cost against store size (registers of 1M to 16M plates, each its own server).
-5. The loader build (`bench.build_bench`).
-6. Writes `results.json`, `README-table.md` and `scaling.png` to `--out`.
+5. The engine alone on one core (`bench.engine_bench`, zones Antwerpen and Brussels).
+6. The loader build (`bench.build_bench`).
+7. Writes `results.json`, `README-table.md` and `scaling.png` to `--out`.
 
 The daily mutation figure is reported as not measured: there is no mutation sync yet.
 Exit status 1 when a peer decides differently from the service (results are written first).
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -44,8 +44,15 @@ from typing import Any
 import numpy as np
 
 from bench import build_bench, report
-from bench.peer_data import SELECTION_VERSION, PeerRegister, WireBatch, peer_register, wire_batch
-from bench.stream import LezServer, StreamClient, StreamResult, free_port, unary
+from bench.peer_data import (
+    SELECTION_VERSION,
+    Decided,
+    PeerRegister,
+    WireBatch,
+    peer_register,
+    wire_batch,
+)
+from bench.stream import LezServer, StreamClient, free_port, unary
 from bench.unary_floor import FloorServer
 from bench.workload import Item, batch_from_plates, read_plates
 from lez.days import from_day
@@ -56,6 +63,8 @@ from lez.vehicle import FORMAT_VERSION
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ZONE = "Antwerpen"  # the workload's mix is Antwerp's (lez-rules.md section 8)
+ENGINE_ZONES = ("Antwerpen", "Brussels")
+ENGINE_PAIRS = 1_000_000
 DAY_FROM, DAY_TO = dt.date(2026, 10, 19), dt.date(2026, 10, 25)  # one week, sent days later
 WIDE_FROM, WIDE_TO = dt.date(2016, 1, 1), dt.date(2027, 12, 31)  # every rule period, zone starts
 FIELDS = ("outcome", "reason", "allowed_until", "euro")
@@ -78,6 +87,7 @@ class Config:
     unary_seconds: float
     unary_threads: int
     build_runs: int
+    engine_runs: int
     server_workers: int
     postgres: bool
 
@@ -110,7 +120,8 @@ def parse(argv: list[str] | None) -> Config:
             quick=True, stream_sizes=(100_000,), small_sizes=(1_000, 10_000),
             compare_pairs=100_000, wide_pairs=5_000, store_sizes=stores,
             store_batch_pairs=50_000, unary_seconds=1.0, unary_threads=8,
-            build_runs=a.build_runs or 1, server_workers=2, postgres=not a.no_postgres,
+            build_runs=a.build_runs or 1, engine_runs=3, server_workers=2,
+            postgres=not a.no_postgres,
         )  # fmt: skip
     stores = (
         tuple(int(float(x)) for x in a.store_sizes.split(","))
@@ -122,7 +133,8 @@ def parse(argv: list[str] | None) -> Config:
         stream_sizes=(100_000, 500_000, 1_000_000), small_sizes=(1_000, 10_000),
         compare_pairs=500_000, wide_pairs=20_000, store_sizes=tuple(sorted(set(stores))),
         store_batch_pairs=500_000, unary_seconds=3.0, unary_threads=8,
-        build_runs=a.build_runs or 2, server_workers=2, postgres=not a.no_postgres,
+        build_runs=a.build_runs or 3, engine_runs=7, server_workers=2,
+        postgres=not a.no_postgres,
     )  # fmt: skip
 
 
@@ -164,7 +176,13 @@ def unary_figure(
 
 
 def ensure_store(plates: int, cfg: Config, key: Path) -> tuple[Path, Path, dict[str, Any]]:
-    """(extract, store root, build report) for a register size, generated once."""
+    """(extract, store root, store facts) for a register size, built once and then reused.
+
+    The facts are the build's own report (`lez-loader build --json`), kept in a stamp beside the
+    store. A reused store's build time is an earlier run's: it is reported as
+    `build_seconds_cached` with the date of that build (`build_seconds_cached_from`), never as
+    `build_seconds`, which only a build in this run gives.
+    """
     extract = build_bench.ensure_register(plates, cfg.seed, cfg.scratch)
     store = cfg.scratch / f"store-{plates}-{cfg.seed}"
     stamp = store / "bench-build.json"
@@ -177,15 +195,14 @@ def ensure_store(plates: int, cfg: Config, key: Path) -> tuple[Path, Path, dict[
             and info.get("selection") == SELECTION_VERSION
             and info.get("format_version") == FORMAT_VERSION
         ):
+            mtime = dt.datetime.fromtimestamp(stamp.stat().st_mtime, dt.UTC)
+            info["store_reused"] = True
+            info["build_seconds_cached"] = info.pop("build_seconds", None)
+            info["build_seconds_cached_from"] = info.pop("built_at", None) or mtime.isoformat(
+                timespec="seconds"
+            )
             return extract, store, info
-    shutil.rmtree(store, ignore_errors=True)
-    start = time.perf_counter()
-    done = subprocess.run(
-        [str(BIN / "lez-loader"), "build", str(extract), "--key", str(key), "--out", str(store),
-         "--rules", str(ROOT / "rules"), "--json"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    built = json.loads(done.stdout)
+    built = build_bench.build_once(extract, key, store)
     info = {
         "key_id": keyer.key_id,
         "extract_bytes": extract.stat().st_size,
@@ -194,10 +211,12 @@ def ensure_store(plates: int, cfg: Config, key: Path) -> tuple[Path, Path, dict[
         "plates": built["plates"],
         "versions": built["versions"],
         "rows_read": built["rows_read"],
-        "build_seconds": round(time.perf_counter() - start, 2),
+        "store_bytes": built["store_bytes"],
+        "build_seconds": built["seconds"],
+        "built_at": report.now(),
     }
     stamp.write_text(json.dumps(info, indent=2) + "\n")
-    return extract, store, info
+    return extract, store, info | {"store_reused": False}
 
 
 def make_wire(
@@ -210,7 +229,7 @@ def make_wire(
 # ---- equality ------------------------------------------------------------------------------
 
 
-def compare(ours: StreamResult, peer: Any, kinds: np.ndarray, days: np.ndarray) -> dict[str, Any]:
+def compare(ours: Decided, peer: Decided, kinds: np.ndarray, days: np.ndarray) -> dict[str, Any]:
     """Field-by-field equality of a peer's decisions with ours (no plates in the report)."""
     bad = np.zeros(len(kinds), dtype=np.bool_)
     per_field = {}
@@ -367,7 +386,7 @@ def phase_duckdb(
 ) -> None:  # fmt: skip
     import duckdb
 
-    from bench.peers_duckdb import Decided, DuckPeer
+    from bench.peers_duckdb import DuckPeer
 
     log("DuckDB: loading the register")
     peer = DuckPeer(preg.path, revision, load_key(key), threads=2)
@@ -423,7 +442,13 @@ def phase_postgres(
         cmp["postgres"] = {"skipped": f"PostgreSQL unavailable: {exc}"}
         return
     log(f"PostgreSQL: starting a private server ({pg_bin_dir()})")
-    server.start()
+    try:
+        server.start()
+    except Exception as exc:
+        log(f"PostgreSQL did not start: {exc}")
+        cmp["postgres"] = {"skipped": f"PostgreSQL did not start: {exc}"}
+        server.stop()
+        return
     try:
         start = time.perf_counter()
         peer = PgPeer(server, preg.path, revision)
@@ -485,11 +510,41 @@ def phase_store_sizes(cfg: Config, key: Path, res: dict[str, Any]) -> None:
     if len(curve) >= 2:
         lo, hi = curve[0]["us_per_pair"]["median"], curve[-1]["us_per_pair"]["median"]
         res["scaling"]["store_size_ratio_largest_to_smallest"] = round(hi / lo, 3)
+        # the register size the service is sized for (8M in `make bench`) against the smallest
+        main_size = max(p for p in cfg.store_sizes if p <= cfg.plates)
+        if main_size > curve[0]["plates"]:
+            at_main = next(p for p in curve if p["plates"] == main_size)
+            res["scaling"]["store_size_ratio_main_to_smallest"] = {
+                "from_plates": curve[0]["plates"],
+                "to_plates": main_size,
+                "ratio": round(at_main["us_per_pair"]["median"] / lo, 3),
+            }
+
+
+def phase_engine(cfg: Config, res: dict[str, Any]) -> None:
+    """`bench.engine_bench` per zone, each in a process of its own (it pins itself to one
+    core, which this process and the servers it starts must not inherit)."""
+    zones: dict[str, Any] = {}
+    for zone in ENGINE_ZONES:
+        args = ["--pairs", str(ENGINE_PAIRS), "--runs", str(cfg.engine_runs), "--zone", zone]
+        log(f"engine alone, one core: {ENGINE_PAIRS:,} pairs x {cfg.engine_runs}, zone {zone}")
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.engine_bench", *args],
+            check=True, cwd=ROOT, capture_output=True, text=True,
+        )  # fmt: skip
+        zones[zone] = json.loads(done.stdout) | {
+            "command": "python -m bench.engine_bench " + " ".join(args)
+        }
+    res["engine"] = {
+        "what": "lez.rules.evaluate on a synthetic chunk already in memory (records, days, "
+        "registrations), one core, median of the runs after two warm-ups",
+        "zones": zones,
+    }
 
 
 def phase_build(cfg: Config, extract: Path, key: Path, res: dict[str, Any]) -> None:
-    """`bench.build_bench` in a fresh process, so its peak-memory figure (max RSS of its own
-    children) is not inflated by the registers this process built before."""
+    """`bench.build_bench` by its command line (each build a fresh process into a fresh store;
+    the peak memory of each build is that process's own, from `wait4`)."""
     log(f"loader build of the {cfg.plates:,}-plate extract x {cfg.build_runs}")
     out = cfg.scratch / "build-bench"
     subprocess.run(
@@ -505,7 +560,7 @@ def phase_build(cfg: Config, extract: Path, key: Path, res: dict[str, Any]) -> N
         "seconds": got["seconds"] | {"runs": got["runs"]},
         "median_run": got["median_run"],
         "note": "no warm-up run: each build is a fresh process into a fresh store; peak RSS is "
-        "exact for the first run and an upper bound after",
+        "the median run's own (wait4 on that build process)",
     }
 
 
@@ -571,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     eq["all_equal"] = bool(checks) and all(c["equal"] for c in checks)
     del ours
     phase_store_sizes(cfg, key, res)
+    phase_engine(cfg, res)
     phase_build(cfg, extract, key, res)
     end = report.machine()["load_average_at_start"]
     res["load_average_at_end"] = end

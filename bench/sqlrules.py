@@ -13,9 +13,11 @@ loads.
   families and hybrid fuels of `lez.codes`, and the euro-by-first-registration tables of
   `euro_by_date.csv` (a `CASE` per class over date ranges; for a compound class the members
   must agree, computed here independently of `lez.enrich.derive_euro`).
-- **Plates**: normalisation and validation (`lez.plates` rules: separators, A-Z0-9, Belgian
-  2-8 characters with a letter, foreign 1-10, ISO country) and the INVALID_* precedence of
-  `server.pipeline.decode_plates`.
+- **Plates and days**: normalisation and validation (`lez.plates` rules: separators, A-Z0-9,
+  Belgian 2-8 characters with a letter, foreign 1-10, ISO country), the INVALID_* precedence of
+  `server.pipeline.decode_plates`, the readable day range of `server.pipeline`
+  (`EARLIEST_DAY`..`LATEST_DAY`) and the server's default plate limit
+  (`server.config.ServerConfig.max_plate_bytes`).
 
 What is left out, on purpose: registrations (exemptions, permits, corrections) and the public
 checker's first-registration match. The benchmark store has no registrations and the batch has
@@ -47,11 +49,11 @@ from lez.plates import BELGIAN_MAX_LEN, BELGIAN_MIN_LEN, FOREIGN_MAX_LEN
 from lez.rules.catalog import Revision
 from lez.rules.compile import STRIDES, CompiledZone
 from lez.vehicle import U8_UNKNOWN, U16_UNKNOWN, U32_UNKNOWN, Flag
+from server.config import ServerConfig
+from server.pipeline import EARLIEST_DAY, LATEST_DAY
 
-MAX_PLATE_BYTES: Final = 32
+MAX_PLATE_BYTES: Final = ServerConfig().max_plate_bytes
 """The server's default `--max-plate-bytes` (a longer raw plate is INVALID_PLATE)."""
-EARLIEST_DAY: Final = -25567  # 1900-01-01, server.pipeline.EARLIEST_DAY
-LATEST_DAY: Final = 84005  # 2199-12-31, server.pipeline.LATEST_DAY
 
 
 @dataclass(frozen=True, slots=True)

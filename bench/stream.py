@@ -21,14 +21,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from bench.peer_data import WireBatch
+from bench.peer_data import Decided, WireBatch
 
 BIN = Path(sys.executable).parent
 
@@ -94,14 +92,6 @@ class LezServer:
         self.stop()
 
 
-@dataclass(slots=True)
-class StreamResult:
-    outcome: npt.NDArray[np.uint8]
-    reason: npt.NDArray[np.uint8]
-    allowed_until: npt.NDArray[np.int32]
-    euro: npt.NDArray[np.uint8]
-
-
 class StreamClient:
     """A connected client for CheckStream batches (connections kept open between runs)."""
 
@@ -121,9 +111,9 @@ class StreamClient:
             plates=PackedPlates(batch.data, batch.offsets),
         )
 
-    def decide(self, pairs: Any, zone: str) -> StreamResult:
+    def decide(self, pairs: Any, zone: str) -> Decided:
         r = self.client.check_batch(pairs, zone=zone)
-        return StreamResult(r.outcome, r.reason, r.allowed_until, r.euro)
+        return Decided(r.outcome, r.reason, r.allowed_until, r.euro)
 
     def close(self) -> None:
         self.client.close()

@@ -24,6 +24,7 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from lez.days import EPOCH, to_day
+from lez import plates as lez_plates
+from lez.days import from_day, to_day
 
 
 class Item(enum.IntEnum):
@@ -210,6 +212,7 @@ _LETTERS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _EURO_LETTERS: Final = "ABCDEFGHIJKLMNPQRSTUVWXYZ"  # no O in the Euro plate block (5.4)
 _DUTCH_LETTERS: Final = "BDFGHJKLNPRSTVXZ"  # consonants only (modelling choice)
 _DIGITS: Final = "0123456789"
+_BE: Final = np.frombuffer(lez_plates.BELGIUM.encode(), dtype=np.uint8)
 
 
 def _shape(rng: np.random.Generator, n: int, template: str) -> list[str]:
@@ -239,16 +242,35 @@ def _mixed(rng: np.random.Generator, n: int, shapes: tuple[tuple[str, float], ..
     return list(out)
 
 
+def _check_belgian(
+    values: pa.Array,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """`lez.plates.normalise_flat` over an Arrow string array, every plate taken as Belgian:
+    the normalised plates (a NUL-padded matrix, zeros where refused) and the accepted mask."""
+    values = values.cast(pa.large_string())  # int64 offsets, one layout whatever the input
+    n = len(values)
+    if values.null_count:
+        values = pc.fill_null(values, "")
+    _, offsets_buf, data_buf = values.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[values.offset : values.offset + n + 1]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    )
+    countries = np.broadcast_to(_BE, (n, 2))
+    normalised, rule = lez_plates.normalise_flat(
+        data, offsets[:-1].copy(), np.diff(offsets), countries
+    )
+    return normalised, rule == lez_plates.PlateRule.OK
+
+
 def _normalised(values: pa.Array) -> pa.Array:
-    return pc.utf8_upper(pc.replace_substring_regex(values, r"[-. \t]", ""))
+    """The normalised form of each plate (as `lez.plates` keys it; "" where refused)."""
+    return pa.array(lez_plates.matrix_to_strings(_check_belgian(values)[0]), pa.string())
 
 
 def _valid_be(values: pa.Array) -> pa.Array:
-    """Mask of plates `lez.plates` accepts as Belgian (2-8 of A-Z0-9, at least one letter)."""
-    norm = _normalised(values)
-    return pc.and_(
-        pc.match_substring_regex(norm, r"^[A-Z0-9]{2,8}$"), pc.match_substring_regex(norm, "[A-Z]")
-    )
+    """Mask of plates `lez.plates` accepts as Belgian."""
+    return pa.array(_check_belgian(values)[1])
 
 
 def _pick_valid(rng: np.random.Generator, register: pa.Array, n: int) -> list[str]:
@@ -384,47 +406,67 @@ def _time_of_day(rng: np.random.Generator, n: int) -> npt.NDArray[np.int32]:
     return (hours * 3600 + rng.integers(0, 3600, n)).astype(np.int32)
 
 
-def _last_sunday(year: int, month: int) -> int:
-    nxt = dt.date(year + (month == 12), month % 12 + 1, 1)
-    last = nxt - dt.timedelta(days=1)
-    return to_day(last - dt.timedelta(days=(last.weekday() + 1) % 7))
-
-
 def _iso_days(days: npt.NDArray[np.int32]) -> pa.Array:
     return pa.array(days, type=pa.date32())
 
 
+BRUSSELS: Final = ZoneInfo("Europe/Brussels")
+"""The cameras' clock (timestamps in the CSV are local time with its offset)."""
+
+
+def _day_offsets(day: int) -> tuple[int, int, int]:
+    """Brussels UTC offsets of a local day, in seconds: (offset at midnight, wall-clock second
+    from which the offset after the day's transition holds, that offset). A day without a
+    transition gives (offset, 86400, offset).
+
+    Wall-clock times are read with fold=0 (PEP 495): a time in a spring-forward gap takes the
+    offset before the switch, the repeated hour of an autumn switch its first (summer) pass.
+    """
+    midnight = dt.datetime.combine(from_day(day), dt.time())
+
+    def offset(second: int) -> int:
+        wall = (midnight + dt.timedelta(seconds=second)).replace(tzinfo=BRUSSELS)
+        got = wall.utcoffset()
+        assert got is not None
+        return int(got.total_seconds())
+
+    first, last = offset(0), offset(86_399)
+    if first == last:
+        return first, 86_400, first
+    lo, hi = 0, 86_399  # offset(lo) == first, offset(hi) == last: find the first `last`
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if offset(mid) == first:
+            lo = mid
+        else:
+            hi = mid
+    return first, hi, last
+
+
 def _timestamps(days: npt.NDArray[np.int32], seconds: npt.NDArray[np.int32]) -> pa.Array:
-    """Local Brussels time (CET +01:00, CEST +02:00 from the last Sunday of March to the last
-    Sunday of October, switching at 02:00/03:00 local)."""
+    """Local Brussels time with its UTC offset (`zoneinfo` Europe/Brussels). A wall-clock time
+    that does not exist (the hour skipped in spring) is moved on by the skipped amount."""
     n = len(days)
     if len(seconds) != n:
         seconds = np.full(n, 12 * 3600, dtype=np.int32)
     secs = seconds.astype(np.int64).copy()
-    years = (
-        range(
-            int((EPOCH + dt.timedelta(days=int(days.min()))).year),
-            int((EPOCH + dt.timedelta(days=int(days.max()))).year) + 1,
-        )
-        if n
-        else range(0)
-    )
-    summer = np.zeros(n, dtype=bool)
-    for y in years:
-        start, end = _last_sunday(y, 3), _last_sunday(y, 10)
-        summer |= (days > start) & (days < end)
-        on_start = days == start
-        secs[on_start & (secs >= 7200) & (secs < 10800)] += 3600  # 02:00-03:00 does not exist
-        summer |= on_start & (secs >= 10800)
-        summer |= (days == end) & (secs < 7200)
+    offsets = np.zeros(n, dtype=np.int64)
+    for day in np.unique(days).tolist():
+        rows = days == day
+        before, switch, after = _day_offsets(int(day))
+        if after > before:  # spring: [switch - skipped, switch) is not on any clock
+            gap = rows & (secs >= switch - (after - before)) & (secs < switch)
+            secs[gap] += after - before
+        offsets[rows] = np.where(secs[rows] >= switch, after, before)
     date_txt = pc.cast(pa.array(days, type=pa.date32()), pa.string())
     hh, rest = np.divmod(secs, 3600)
     mm, ss = np.divmod(rest, 60)
     ms = (secs * 7919) % 1000  # deterministic milliseconds
     clock = [
-        f"T{h:02d}:{m:02d}:{s:02d}.{f:03d}{'+02:00' if z else '+01:00'}"
+        f"T{h:02d}:{m:02d}:{s:02d}.{f:03d}{'-' if z < 0 else '+'}{abs(z) // 3600:02d}:"
+        f"{abs(z) % 3600 // 60:02d}"
         for h, m, s, f, z in zip(
-            hh.tolist(), mm.tolist(), ss.tolist(), ms.tolist(), summer.tolist(), strict=True
+            hh.tolist(), mm.tolist(), ss.tolist(), ms.tolist(), offsets.tolist(), strict=True
         )
     ]
     return pc.binary_join_element_wise(date_txt, pa.array(clock, pa.string()), "")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.build_bench import build_once
 from bench.peer_data import peer_register, wire_batch
 from bench.peers_duckdb import DuckPeer
 from bench.stream import LezServer, StreamClient, free_port
@@ -43,11 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     subprocess.run([str(BIN / "lez-loader"), "keygen", "--key", str(key)], check=True,
                    capture_output=True)  # fmt: skip
     extract = reg_dir / "extract.csv"
-    subprocess.run(
-        [str(BIN / "lez-loader"), "build", str(extract), "--key", str(key), "--out", str(store),
-         "--rules", str(ROOT / "rules")],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    built = build_once(extract, key, store)  # `lez-loader build --json`: the build's own report
     preg = peer_register(extract, key, tmp / "peers")
     b = batch_from_plates(
         read_plates(extract), 6000, 3, day_from=dt.date(2016, 1, 1), day_to=dt.date(2027, 12, 31)
@@ -64,6 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             client.close()
     return {
         "tmp": tmp, "key": key, "preg": preg, "batch": batch, "revision": revision, "ours": ours,
+        "built": built,
     }  # fmt: skip
 
 
@@ -75,8 +73,10 @@ def _assert_equal(ours: object, theirs: object) -> None:
 
 
 def test_peer_register_matches_store(world: dict[str, object]) -> None:
-    preg = world["preg"]
-    assert preg.versions > 0 and preg.plates > 0  # type: ignore[attr-defined]
+    """The peers' copy holds exactly the plates and versions the loader put in the store."""
+    preg, built = world["preg"], world["built"]
+    assert built["versions"] > 0 and built["plates"] > 0  # type: ignore[index]
+    assert (preg.plates, preg.versions) == (built["plates"], built["versions"])  # type: ignore[attr-defined,index]
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["plain", "hmac"])
@@ -93,11 +93,12 @@ def test_duckdb_decides_like_the_service(world: dict[str, object], keyed: bool) 
 
 
 def test_postgres_decides_like_the_service(world: dict[str, object]) -> None:
+    import psycopg  # noqa: F401  (a declared bench dependency: a broken install fails, not skips)
+
     from bench.peers_postgres import PgPeer, PgServer, pg_bin_dir
 
     if pg_bin_dir() is None:
         pytest.skip("PostgreSQL is not installed")
-    pytest.importorskip("psycopg")
     # pytest's temporary directories are private (0700): the `postgres` user that runs the
     # server needs a directory it can reach
     scratch = Path(tempfile.mkdtemp(prefix="lez-bench-pg-"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from loader import synth
 
 DAY_FROM = dt.date(2026, 10, 20)
 DAY_TO = dt.date(2026, 10, 26)  # crosses the end of summer time (25 Oct 2026)
+BRUSSELS = ZoneInfo("Europe/Brussels")
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +99,28 @@ def test_csv_days_and_timestamps(tmp_path: Path, batch: workload.Batch) -> None:
         offset = when.utcoffset()
         assert offset is not None
         offsets.add(offset)
-        summer = when.date() < dt.date(2026, 10, 25) or (
-            when.date() == dt.date(2026, 10, 25) and when.hour < 2
-        )
-        assert offset == dt.timedelta(hours=2 if summer else 1)
+        # the same instant on a Brussels clock reads the same wall time with the same offset
+        local = when.astimezone(BRUSSELS)
+        assert local.replace(tzinfo=None) == when.replace(tzinfo=None)
+        assert local.utcoffset() == offset
+    assert offsets == {dt.timedelta(hours=1), dt.timedelta(hours=2)}
+
+
+@pytest.mark.parametrize("day", [dt.date(2026, 3, 29), dt.date(2026, 10, 25)])
+def test_timestamps_on_switch_days(day: dt.date) -> None:
+    """Every second of a switch day gets a real Brussels time on that day (none in the skipped
+    spring hour), with the offset the zone database gives that instant."""
+    seconds = np.arange(0, 86_400, 7, dtype=np.int32)
+    days = np.full(len(seconds), to_day(day), dtype=np.int32)
+    stamps = workload._timestamps(days, seconds).to_pylist()
+    offsets = set()
+    for wall_s, text in zip(seconds.tolist(), stamps, strict=True):
+        when = dt.datetime.fromisoformat(text)
+        assert when.date() == day
+        local = when.astimezone(BRUSSELS)
+        assert local.replace(tzinfo=None) == when.replace(tzinfo=None), text
+        assert local.utcoffset() == when.utcoffset(), text
+        clock = when.hour * 3600 + when.minute * 60 + when.second
+        assert clock in (wall_s, wall_s + 3600), text  # moved on only out of the skipped hour
+        offsets.add(when.utcoffset())
     assert offsets == {dt.timedelta(hours=1), dt.timedelta(hours=2)}
