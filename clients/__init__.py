@@ -2,8 +2,8 @@
 (asyncio), their value types and exceptions. The `lez` command line is `clients.cli`; `make run`
 is `clients.demo`.
 
-`clients` imports only `lez.api` (the wire contract) and `lez.days` (day numbers) from the
-project, never `server`, `loader` or `lez.store`.
+`clients` imports only `lez.api` (the wire contract), `lez.days` (day numbers, Brussels days)
+and `lez.plates` (plate conventions) from the project, never `server`, `loader` or `lez.store`.
 """
 
 from clients.aio import AsyncLezClient

@@ -17,16 +17,15 @@ import datetime as dt
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 import numpy as np
 import numpy.typing as npt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.errors import (
-    DeadlineExceeded,
     LezClientError,
     ProtocolError,
     ServerUnavailable,
@@ -37,6 +36,7 @@ from clients.packing import (
     BatchResult,
     BatchSummary,
     Decision,
+    InputOrder,
     Pairs,
     RecheckAnswer,
     RecheckItem,
@@ -48,12 +48,11 @@ from clients.sync import check_request, fleet_request
 from clients.transport import (
     SPREAD_ATTEMPTS,
     Backoff,
+    ChannelPlan,
     ChunkSource,
     ClientSettings,
+    Deadline,
     SentChunk,
-    build_target,
-    channel_options,
-    credentials,
     crowded,
 )
 from lez.api.v1 import access_pb2 as pb
@@ -61,29 +60,6 @@ from lez.api.v1 import access_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
-
-
-def make_aio_channel(settings: ClientSettings, *, local_pool: bool = False) -> grpc.aio.Channel:
-    target, _name = build_target(settings.servers)
-    options = channel_options(settings, local_pool=local_pool)
-    creds = credentials(settings)
-    if creds is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    return grpc.aio.secure_channel(target, creds, options=options)
-
-
-def _remaining(end: float | None) -> float | None:
-    """Seconds left; raises DeadlineExceeded once none are (a gRPC timeout of 0 means none)."""
-    if end is None:
-        return None
-    left = end - time.monotonic()
-    if left <= 0:
-        raise DeadlineExceeded("the deadline passed before the answer was complete")
-    return left
-
-
-def _allows(end: float | None, delay: float) -> bool:
-    return end is None or time.monotonic() + delay < end
 
 
 class AsyncLezClient:
@@ -96,23 +72,19 @@ class AsyncLezClient:
         settings: ClientSettings | None = None,
         **overrides: Any,
     ) -> None:
-        base = settings or ClientSettings()
-        if servers is not None:
-            listed = servers.split(",") if isinstance(servers, str) else servers
-            overrides["servers"] = tuple(s.strip() for s in listed if s.strip())
-        if overrides:
-            base = replace(base, **overrides)
-        self.settings = base.validate()
+        self.settings = ClientSettings.resolve(servers, settings, **overrides)
+        self._plan = ChannelPlan.of(self.settings)  # channels themselves: inside the event loop
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None  # the generated stub's types describe the sync API
         self._batch_channels: list[grpc.aio.Channel] = []
         self._spread_over = 1  # batch connections already spread over the workers
+        # the server's max_chunk_pairs once ServerInfo answered (0: no limit); None: not asked
         self._max_chunk: int | None = None
 
     @property
     def stub(self) -> Any:
         if self._stub is None:
-            self._channel = make_aio_channel(self.settings)
+            self._channel = self._plan.open(aio=True)
             self._stub = pb_grpc.AccessServiceStub(self._channel)
         return self._stub
 
@@ -134,23 +106,21 @@ class AsyncLezClient:
     async def _call(
         self, method: Callable[..., Awaitable[T]], request: Any, timeout: float | None
     ) -> T:
-        seconds = self.settings.timeout_s if timeout is None else timeout
-        end = None if seconds is None else time.monotonic() + seconds
-        backoff = Backoff(self.settings)
+        deadline = Deadline(self.settings.timeout_s if timeout is None else timeout)
+        backoff: Backoff | None = None
         while True:
             try:
-                return await method(request, timeout=_remaining(end))
+                return await method(request, timeout=deadline.remaining())
             except grpc.RpcError as exc:
                 err = from_rpc_error(exc)
+                backoff = backoff or Backoff(self.settings)
                 delay = backoff.next_delay(err)
-                if delay is None or not _allows(end, delay):
+                if delay is None or not deadline.allows(delay):
                     raise err from None
                 await asyncio.sleep(delay)
 
     async def wait_until_serving(self, timeout: float = 30.0, poll_s: float = 0.1) -> None:
         """Wait until health says SERVING; raises ServerUnavailable."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
         _ = self.stub
         assert self._channel is not None
         stub = health_pb2_grpc.HealthStub(self._channel)
@@ -216,7 +186,7 @@ class AsyncLezClient:
         info: pb.ServerInfoResponse = await self._call(
             self.stub.ServerInfo, pb.ServerInfoRequest(), timeout
         )
-        self._max_chunk = int(info.client.max_chunk_pairs) or None
+        self._max_chunk = int(info.client.max_chunk_pairs)
         return info
 
     async def fleet_stats(
@@ -241,25 +211,28 @@ class AsyncLezClient:
 
     async def _channels(self, n: int) -> list[grpc.aio.Channel]:
         while len(self._batch_channels) < n:
-            self._batch_channels.append(make_aio_channel(self.settings, local_pool=True))
+            self._batch_channels.append(self._plan.open(batch=True, aio=True))
         if n > self._spread_over and len(self.settings.servers) == 1:
             self._spread_over = n
             await self._spread(n)
         return self._batch_channels[:n]
 
     async def _spread(self, n: int) -> None:
-        """Reopen batch connections that share a worker process (see `transport.crowded`)."""
-        for _ in range(SPREAD_ATTEMPTS):
-            try:
-                answered_by = [await self._worker_of(ch) for ch in self._batch_channels[:n]]
-            except grpc.RpcError:
-                return  # best effort: an older server, or no ServerInfo for this role
-            redo = crowded(answered_by)
-            if not redo:
-                return
-            for i in redo:
-                await self._batch_channels[i].close(None)
-                self._batch_channels[i] = make_aio_channel(self.settings, local_pool=True)
+        """Reopen batch connections that share a worker process (see `transport.crowded`):
+        ask every connection once, then only the reopened ones, for SPREAD_ATTEMPTS rounds."""
+        channels = self._batch_channels
+        try:
+            answered_by = [await self._worker_of(ch) for ch in channels[:n]]
+            for _ in range(SPREAD_ATTEMPTS):
+                redo = crowded(answered_by)
+                if not redo:
+                    return
+                for i in redo:
+                    await channels[i].close(None)
+                    channels[i] = self._plan.open(batch=True, aio=True)
+                    answered_by[i] = await self._worker_of(channels[i])
+        except grpc.RpcError:
+            return  # best effort: an older server, or no ServerInfo for this role
 
     async def _worker_of(self, channel: grpc.aio.Channel) -> tuple[int, int]:
         stub: Any = pb_grpc.AccessServiceStub(channel)
@@ -288,13 +261,9 @@ class AsyncLezClient:
             timeout,
             progress,
         )
-        waiting: dict[int, ResultChunk] = {}
-        expected = 0
+        order = InputOrder()
         async for part in run.unordered():
-            waiting[part.first_index] = part
-            while expected in waiting:
-                ready = waiting.pop(expected)
-                expected += ready.count
+            for ready in order.add(part):
                 yield ready
 
     async def check_batch(
@@ -346,8 +315,7 @@ class _AsyncBatchRun:
         if isinstance(pairs, Pairs):
             self.streams = max(1, min(self.streams, -(-len(pairs) // self.size)))
         self.source = ChunkSource(pairs, zone=zone, ruleset=ruleset or "", chunk_size=self.size)
-        seconds = s.batch_timeout_s if timeout is None else timeout
-        self.end = None if seconds is None else time.monotonic() + seconds
+        self.deadline = Deadline(s.batch_timeout_s if timeout is None else timeout)
         self.progress = progress
         self.window = s.window
         self.results: asyncio.Queue[ResultChunk | BaseException | None] = asyncio.Queue(
@@ -414,7 +382,7 @@ class _AsyncBatchRun:
                     err = from_rpc_error(exc)
                     self.source.give_back(pending)
                     delay = backoff.next_delay(err)
-                    if delay is None or not _allows(self.end, delay):
+                    if delay is None or not self.deadline.allows(delay):
                         raise err from None
                     await asyncio.sleep(delay)
         except asyncio.CancelledError:
@@ -426,7 +394,7 @@ class _AsyncBatchRun:
 
     async def _one_call(self, stub: Any, pending: deque[SentChunk]) -> None:
         slots = asyncio.Semaphore(self.window)
-        call: Any = stub.CheckStream(timeout=_remaining(self.end))
+        call: Any = stub.CheckStream(timeout=self.deadline.remaining())
 
         async def writer() -> None:
             await slots.acquire()

@@ -17,6 +17,7 @@ Files are read with pyarrow (vectorised); no plate is ever printed from here.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -27,20 +28,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from clients.errors import file_problem
 from clients.packing import (
-    BRUSSELS,
     OUTCOME_NAMES,
     REASON_NAMES,
     BatchResult,
     PackedPlates,
     Pairs,
+    pack_countries,
     parse_when,
 )
-from lez.days import DAY_OPEN, DAY_UNKNOWN
+from lez.days import BRUSSELS, DAY_OPEN, DAY_UNKNOWN
 
 SECONDS_PER_HOUR: Final = 3600
 SECONDS_PER_DAY: Final = 86_400
 MS: Final = 1000
+_COLUMN_COUNTS: Final = re.compile(r"Expected (\d+) columns, got (\d+)")
 
 
 class BatchFileError(Exception):
@@ -61,16 +64,8 @@ class BatchFile:
 
 
 def _open_error(path: Path, exc: OSError, *, writing: bool = False) -> BatchFileError:
-    verb = "write" if writing else "read"
-    if isinstance(exc, FileNotFoundError):
-        if writing:
-            return BatchFileError(f"cannot write {path}: its directory does not exist")
-        return BatchFileError(f"input file not found: {path}")
-    if isinstance(exc, PermissionError):
-        return BatchFileError(f"cannot {verb} {path}: permission denied")
-    if isinstance(exc, IsADirectoryError):
-        return BatchFileError(f"{path} is a directory, not a CSV file")
-    return BatchFileError(f"cannot {verb} {path}: {exc.strerror or type(exc).__name__}")
+    what = "output file" if writing else "input file"
+    return BatchFileError(file_problem(path, exc, what=what, writing=writing))
 
 
 def read_batch(path: Path) -> BatchFile:
@@ -127,19 +122,20 @@ def read_batch(path: Path) -> BatchFile:
 
 
 def _arrow_where(exc: Exception) -> str:
-    # Arrow's messages can quote a row's content (a plate): keep only the row number.
+    # Arrow's messages can quote a row's content (a plate): keep only numbers from them.
     text = str(exc)
     marker = "Row #"
     if marker in text:
         tail = text.split(marker, 1)[1]
         number = "".join(ch for ch in tail[:12] if ch.isdigit())
         return f"row {number}: wrong number of columns" if number else "malformed rows"
+    counts = _COLUMN_COUNTS.search(text)
+    if counts is not None:
+        return f"a row has the wrong number of columns (expected {counts[1]}, got {counts[2]})"
     return "malformed CSV"
 
 
 def _country_bytes(values: npt.NDArray[Any]) -> bytes:
-    from clients.packing import pack_countries
-
     return pack_countries(list(values), len(values))
 
 
@@ -150,11 +146,11 @@ def packed_from_arrow(values: pa.Array) -> PackedPlates:
         arr = pa.concat_arrays([pc.fill_null(arr, "")])
     _validity, off_buf, data_buf = arr.buffers()
     offsets = np.frombuffer(off_buf, dtype="<i4", count=len(arr) + 1).astype(np.uint32)
-    data = data_buf.to_pybytes()[: int(offsets[-1])] if data_buf is not None else b""
-    base = int(offsets[0])
+    base, end = int(offsets[0]), int(offsets[-1])
+    # copy only the plates' bytes: slicing an Arrow buffer copies nothing
+    data = data_buf.slice(base, end - base).to_pybytes() if data_buf is not None else b""
     if base:
         offsets = offsets - np.uint32(base)
-        data = data_buf.to_pybytes()[base : base + int(offsets[-1])]
     return PackedPlates(data, offsets)
 
 

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, NoReturn, TextIO
 
 from clients import errors
 from clients.batchfile import BatchFileError, read_batch, write_results
@@ -38,6 +38,7 @@ from clients.packing import (
 from clients.sync import LezClient
 from clients.transport import DEFAULT_SERVER, ClientSettings
 from lez.api.v1 import access_pb2 as pb
+from lez.days import from_day, parse_day
 
 PROG: Final = "lez"
 EXIT_OK: Final = 0
@@ -46,6 +47,9 @@ EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 PROGRESS_EVERY_S: Final = 0.1
 BAR_WIDTH: Final = 30
+UNRECOGNIZED: Final = "unrecognized arguments: "
+INVALID_CHOICE: Final = "invalid choice: "
+CHOOSE_FROM: Final = "(choose from"
 
 EPILOG: Final = """\
 examples:
@@ -75,7 +79,7 @@ exit status: 0 answered, 1 the call failed, 2 bad usage or input, 130 interrupte
 
 def _date_arg(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text.strip())
+        return from_day(parse_day(text))
     except ValueError:
         raise argparse.ArgumentTypeError("expected a date as YYYY-MM-DD, e.g. 2026-10-20") from None
 
@@ -83,8 +87,6 @@ def _date_arg(text: str) -> dt.date:
 def _when_arg(text: str) -> dt.date:
     """A date, or an ISO 8601 timestamp (its Brussels calendar day)."""
     try:
-        from lez.days import from_day
-
         return from_day(parse_when(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
@@ -157,14 +159,42 @@ def _connection_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _unexpected(count: int | None) -> str:
+    """The error for arguments no command takes, without them: they may be plates."""
+    if count == 1:
+        what = "1 unexpected argument (not shown: it may be a plate)"
+    else:
+        number = "" if count is None else f"{count} "
+        what = f"{number}unexpected arguments (not shown: they may be plates)"
+    return (
+        f"{what}; give one plate per 'lez check' (quote a plate with spaces, e.g. '1 ABC 234') "
+        "or use 'lez batch' for many, and only the options 'lez COMMAND --help' lists"
+    )
+
+
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line plus a pointer to --help, exit 2
+    """argparse with errors of one line that never quote what was typed as an argument (it
+    may be a plate): extra arguments are counted, a wrong command is not repeated."""
+
+    def parse_command_line(self, argv: Sequence[str] | None) -> argparse.Namespace:
+        args, extra = self.parse_known_args(argv)
+        if extra:
+            self.error(_unexpected(len(extra)))
+        return args
+
+    def error(self, message: str) -> NoReturn:  # one line plus a pointer to --help, exit 2
+        if message.startswith(UNRECOGNIZED):  # argparse lists them
+            message = _unexpected(None)
+        head, invalid, rest = message.partition(INVALID_CHOICE)
+        if invalid:  # argparse quotes the word typed where a command was expected
+            choices = rest[rest.find(CHOOSE_FROM) :] if CHOOSE_FROM in rest else ""
+            message = f"{head}not a command {choices}".rstrip()
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}\n(see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     p = _Parser(
         prog=PROG,
         description="Ask the LEZ access-decision service whether vehicles may enter a Belgian "
@@ -264,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_command_line(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments of `lez` (SystemExit with status 2 and one line on stderr if wrong)."""
+    return build_parser().parse_command_line(argv)
+
+
 def _setting(args: argparse.Namespace, name: str, env: str) -> str | None:
     value = getattr(args, name, None)
     if value is None:
@@ -286,17 +321,12 @@ def settings_from(args: argparse.Namespace) -> ClientSettings:
             ("key", "LEZ_CLIENT_KEY"),
         )
     }
-    base = ClientSettings()
-    return ClientSettings(
-        servers=tuple(s.strip() for s in servers.split(",") if s.strip()),
-        ca=paths["ca"],
-        cert=paths["cert"],
-        key=paths["key"],
-        timeout_s=timeout if timeout is not None else base.timeout_s,
-        batch_timeout_s=timeout,
-        connections=getattr(args, "connections", None) or base.connections,
-        chunk_size=getattr(args, "chunk_size", None),
-    ).validate()
+    overrides: dict[str, Any] = {**paths, "chunk_size": getattr(args, "chunk_size", None)}
+    if timeout is not None:  # one deadline for a call, or for a whole batch
+        overrides |= {"timeout_s": timeout, "batch_timeout_s": timeout}
+    if connections := getattr(args, "connections", None):
+        overrides["connections"] = connections
+    return ClientSettings.resolve(servers, **overrides)
 
 
 # ---- commands -------------------------------------------------------------------------------
@@ -496,7 +526,7 @@ def _recheck_items(args: argparse.Namespace) -> list[RecheckItem]:
         with open(args.file, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
-        raise BatchFileError(_file_problem(args.file, exc)) from None
+        raise BatchFileError(errors.file_problem(args.file, exc)) from None
     if not rows:
         raise BatchFileError(f"{args.file}: no rows after the header")
     lacking = [c for c in RECHECK_COLUMNS if c not in rows[0]]
@@ -523,14 +553,6 @@ def _recheck_items(args: argparse.Namespace) -> list[RecheckItem]:
             )
         )
     return items
-
-
-def _file_problem(path: Path, exc: OSError) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return f"file not found: {path}"
-    if isinstance(exc, PermissionError):
-        return f"cannot read {path}: permission denied"
-    return f"cannot read {path}: {exc.strerror or type(exc).__name__}"
 
 
 def cmd_recheck(args: argparse.Namespace, client: LezClient, out: TextIO) -> int:
@@ -651,7 +673,7 @@ def main(
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_command_line(argv)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     settings: ClientSettings | None = None

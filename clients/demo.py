@@ -42,6 +42,7 @@ import pyarrow.csv as pacsv
 from clients.errors import LezClientError
 from clients.packing import OUTCOME_NAMES, Pairs
 from clients.sync import LezClient
+from lez.days import DAY_OPEN
 
 DEFAULT_SEED: Final = 7
 DEFAULT_PAIRS: Final = 300_000
@@ -56,6 +57,7 @@ UNKNOWN_CANDIDATES: Final = tuple(f"9-ZZX-{i:03d}" for i in range(50))
 INVALID_PLATE: Final = "1-AB#-23"
 MISMATCH_FIRST_REGISTRATION: Final = dt.date(1990, 1, 1)
 STAMP: Final = "demo-stamp.json"
+PLATE_PLACEHOLDER: Final = "<plate>"
 
 
 @dataclass
@@ -82,13 +84,22 @@ def _script(name: str) -> list[str]:
     return [found]
 
 
-def _run(cmd: Sequence[str], *, quiet: bool = False) -> str:
-    shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
-    print(f"$ {shown}", flush=True)
+def _shown(cmd: Sequence[str], plate: str | None = None) -> str:
+    """The command line as printed: the program's name only, `plate` as a placeholder."""
+    return " ".join(
+        Path(c).name if i == 0 else (PLATE_PLACEHOLDER if c == plate else c)
+        for i, c in enumerate(cmd)
+    )
+
+
+def _run(cmd: Sequence[str], *, quiet: bool = False, plate: str | None = None) -> str:
+    """Run a command and print its output; SystemExit if it fails, whose message shows the
+    command with `plate` (an argument) replaced by a placeholder."""
+    print(f"$ {_shown(cmd)}", flush=True)
     proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"demo: '{shown}' failed with exit status {proc.returncode}")
+        raise SystemExit(f"demo: '{_shown(cmd, plate)}' failed with exit status {proc.returncode}")
     if not quiet and proc.stdout.strip():
         print(proc.stdout.rstrip(), flush=True)
     return proc.stdout
@@ -316,7 +327,7 @@ def pick_examples(address: str, extract: Path, seed: int) -> list[Example]:
             names = result.outcome_names()
             until = result.allowed_until
             for i, name in enumerate(names):
-                if name == "ALLOWED" and int(until[i]) >= 2**31 - 1:
+                if name == "ALLOWED" and int(until[i]) == DAY_OPEN:
                     found.setdefault("ALLOWED (open-ended)", Example("", plates[i], zone))
                     continue
                 if name in wanted and name not in found:
@@ -364,7 +375,7 @@ def single_checks(address: str, extract: Path, seed: int, t: Timings) -> None:
             if e.first_registration is not None:
                 cmd += ["--first-registration", e.first_registration.isoformat()]
             print(f"\n-- expecting {e.label}")
-            _run(cmd)
+            _run(cmd, plate=e.plate)
         note.append(f"{len(examples)} checks")
 
 

@@ -10,11 +10,15 @@ is unreachable, a proxy answered, grpc itself refused a message) the status code
 
 Only `ServerUnavailable` and `StoreNotReady` (both UNAVAILABLE) are retried by the clients.
 This module imports nothing from the server: only `lez.api` and the standard gRPC status helpers.
+
+`file_problem` is the one wording of a local file that cannot be opened (TLS files, batch and
+recheck CSV files): which file, and what is wrong with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import grpc
@@ -270,3 +274,18 @@ def reason_value(name: str) -> int | None:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:200] if text.strip() else ""
+
+
+def file_problem(path: Path, exc: OSError, *, what: str = "file", writing: bool = False) -> str:
+    """One readable line for a local file that cannot be opened: `what` it is, its path, and
+    the problem (never the file's content)."""
+    verb = "write" if writing else "read"
+    if isinstance(exc, FileNotFoundError):
+        if writing:
+            return f"cannot write {what} {path}: its directory does not exist"
+        return f"{what} not found: {path}"
+    if isinstance(exc, PermissionError):
+        return f"cannot {verb} {what} {path}: permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return f"{what} {path} is a directory, not a file"
+    return f"cannot {verb} {what} {path}: {exc.strerror or type(exc).__name__}"

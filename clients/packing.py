@@ -19,18 +19,16 @@ import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 
 from lez.api.v1 import access_pb2 as pb
-from lez.days import DAY_OPEN, DAY_UNKNOWN, EPOCH, from_day, to_day
+from lez.days import DAY_OPEN, DAY_UNKNOWN, brussels_day, from_day, parse_day, to_day
+from lez.plates import BELGIUM
 
-BRUSSELS: Final = ZoneInfo("Europe/Brussels")
 KEY_BYTES: Final = 16
 COUNTRY_BYTES: Final = 2
-BELGIUM: Final = "BE"
 UNREADABLE_COUNTRY: Final = b"??"
 """Sent for a country that is not two ASCII characters: the server answers INVALID_COUNTRY."""
 
@@ -78,12 +76,6 @@ def derived_names(bits: int) -> frozenset[str]:
 # ---- days -----------------------------------------------------------------------------------
 
 
-def brussels_day(moment: dt.datetime) -> int:
-    """The Europe/Brussels calendar day of an aware moment (naive: taken as Brussels time)."""
-    local = moment.astimezone(BRUSSELS) if moment.tzinfo is not None else moment
-    return to_day(local.date())
-
-
 def parse_when(text: str) -> int:
     """Day number of `YYYY-MM-DD` or of an ISO 8601 timestamp (its Brussels calendar day).
 
@@ -98,10 +90,7 @@ def parse_when(text: str) -> int:
                 "expected an ISO 8601 timestamp such as 2016-06-02T18:36:12.345+01:00"
             ) from None
         return brussels_day(moment)
-    try:
-        return to_day(dt.date.fromisoformat(text))
-    except ValueError:
-        raise ValueError("expected a date as YYYY-MM-DD") from None
+    return parse_day(text)
 
 
 def to_day_number(value: object) -> int:
@@ -606,12 +595,29 @@ class BatchResult:
         return [day_or_none(d) for d in self.allowed_until.tolist()]
 
 
+class InputOrder:
+    """Hands result chunks on in input order, whatever order they arrive in."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, ResultChunk] = {}
+        self._next = 0
+
+    def add(self, part: ResultChunk) -> list[ResultChunk]:
+        """The chunks that are next in input order now that `part` arrived (maybe none)."""
+        self._waiting[part.first_index] = part
+        ready: list[ResultChunk] = []
+        while self._next in self._waiting:
+            chunk = self._waiting.pop(self._next)
+            self._next += chunk.count
+            ready.append(chunk)
+        return ready
+
+
 class BatchCollector:
     """Gathers result chunks (in any order) into aligned columns for `BatchResult`."""
 
-    def __init__(self, n: int | None = None) -> None:
+    def __init__(self) -> None:
         self.parts: list[ResultChunk] = []
-        self.n = n
 
     def add(self, part: ResultChunk) -> None:
         self.parts.append(part)
@@ -664,9 +670,6 @@ def summarise(
 
 
 __all__ = [
-    "DAY_OPEN",
-    "DAY_UNKNOWN",
-    "EPOCH",
     "BatchResult",
     "BatchSummary",
     "Decision",

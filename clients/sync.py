@@ -27,12 +27,13 @@ import numpy as np
 import numpy.typing as npt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.errors import DeadlineExceeded, LezClientError, ProtocolError, from_rpc_error
+from clients.errors import LezClientError, ProtocolError, ServerUnavailable, from_rpc_error
 from clients.packing import (
     BatchCollector,
     BatchResult,
     BatchSummary,
     Decision,
+    InputOrder,
     Pairs,
     RecheckAnswer,
     RecheckItem,
@@ -44,12 +45,11 @@ from clients.packing import (
 from clients.transport import (
     SPREAD_ATTEMPTS,
     Backoff,
+    ChannelPlan,
     ChunkSource,
     ClientSettings,
+    Deadline,
     SentChunk,
-    build_target,
-    channel_options,
-    credentials,
     crowded,
 )
 from lez.api.v1 import access_pb2 as pb
@@ -57,33 +57,6 @@ from lez.api.v1 import access_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
-
-
-def make_channel(settings: ClientSettings, *, local_pool: bool = False) -> grpc.Channel:
-    target, _name = build_target(settings.servers)
-    options = channel_options(settings, local_pool=local_pool)
-    creds = credentials(settings)
-    if creds is None:
-        return grpc.insecure_channel(target, options=options)
-    return grpc.secure_channel(target, creds, options=options)
-
-
-class _Deadline:
-    def __init__(self, seconds: float | None) -> None:
-        self.end = None if seconds is None else time.monotonic() + seconds
-
-    def remaining(self) -> float | None:
-        """Seconds left; raises DeadlineExceeded once none are (gRPC reads a timeout of 0 as
-        "no deadline", so an expired deadline must never be passed on)."""
-        if self.end is None:
-            return None
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise DeadlineExceeded("the deadline passed before the answer was complete")
-        return left
-
-    def allows(self, delay: float) -> bool:
-        return self.end is None or time.monotonic() + delay < self.end
 
 
 class LezClient:
@@ -96,19 +69,13 @@ class LezClient:
         settings: ClientSettings | None = None,
         **overrides: Any,
     ) -> None:
-        base = settings or ClientSettings()
-        if servers is not None:
-            listed = servers.split(",") if isinstance(servers, str) else servers
-            overrides["servers"] = tuple(s.strip() for s in listed if s.strip())
-        if overrides:
-            from dataclasses import replace
-
-            base = replace(base, **overrides)
-        self.settings = base.validate()
-        self._channel = make_channel(self.settings)
+        self.settings = ClientSettings.resolve(servers, settings, **overrides)
+        self._plan = ChannelPlan.of(self.settings)
+        self._channel = self._plan.open()
         self._stub = pb_grpc.AccessServiceStub(self._channel)
         self._batch_channels: list[grpc.Channel] = []
         self._spread_over = 1  # batch connections already spread over the workers
+        # the server's max_chunk_pairs once ServerInfo answered (0: no limit); None: not asked
         self._max_chunk: int | None = None
         self._lock = threading.Lock()
 
@@ -129,13 +96,14 @@ class LezClient:
     # -- plumbing --
 
     def _call(self, method: Callable[..., T], request: Any, timeout: float | None) -> T:
-        deadline = _Deadline(self.settings.timeout_s if timeout is None else timeout)
-        backoff = Backoff(self.settings)
+        deadline = Deadline(self.settings.timeout_s if timeout is None else timeout)
+        backoff: Backoff | None = None
         while True:
             try:
                 return method(request, timeout=deadline.remaining())
             except grpc.RpcError as exc:
                 err = from_rpc_error(exc)
+                backoff = backoff or Backoff(self.settings)
                 delay = backoff.next_delay(err)
                 if delay is None or not deadline.allows(delay):
                     raise err from None
@@ -154,8 +122,6 @@ class LezClient:
             except grpc.RpcError as exc:
                 last = from_rpc_error(exc)
             time.sleep(poll_s)
-        from clients.errors import ServerUnavailable
-
         raise ServerUnavailable(
             f"the server did not report SERVING within {timeout:.0f} s"
             + (f" ({last.message})" if last else "")
@@ -207,7 +173,7 @@ class LezClient:
     def server_info(self, *, timeout: float | None = None) -> pb.ServerInfoResponse:
         """Snapshot, revisions, zones, code lists, and this client's identity and limits."""
         info = self._call(self._stub.ServerInfo, pb.ServerInfoRequest(), timeout)
-        self._max_chunk = int(info.client.max_chunk_pairs) or None
+        self._max_chunk = int(info.client.max_chunk_pairs)
         return info
 
     def fleet_stats(
@@ -236,25 +202,28 @@ class LezClient:
     def _channels(self, n: int) -> list[grpc.Channel]:
         with self._lock:
             while len(self._batch_channels) < n:
-                self._batch_channels.append(make_channel(self.settings, local_pool=True))
+                self._batch_channels.append(self._plan.open(batch=True))
             if n > self._spread_over and len(self.settings.servers) == 1:
                 self._spread_over = n
                 self._spread(n)
             return self._batch_channels[:n]
 
     def _spread(self, n: int) -> None:
-        """Reopen batch connections that share a worker process (see `transport.crowded`)."""
-        for _ in range(SPREAD_ATTEMPTS):
-            try:
-                answered_by = [self._worker_of(ch) for ch in self._batch_channels[:n]]
-            except grpc.RpcError:
-                return  # best effort: an older server, or no ServerInfo for this role
-            redo = crowded(answered_by)
-            if not redo:
-                return
-            for i in redo:
-                self._batch_channels[i].close()
-                self._batch_channels[i] = make_channel(self.settings, local_pool=True)
+        """Reopen batch connections that share a worker process (see `transport.crowded`):
+        ask every connection once, then only the reopened ones, for SPREAD_ATTEMPTS rounds."""
+        channels = self._batch_channels
+        try:
+            answered_by = [self._worker_of(ch) for ch in channels[:n]]
+            for _ in range(SPREAD_ATTEMPTS):
+                redo = crowded(answered_by)
+                if not redo:
+                    return
+                for i in redo:
+                    channels[i].close()
+                    channels[i] = self._plan.open(batch=True)
+                    answered_by[i] = self._worker_of(channels[i])
+        except grpc.RpcError:
+            return  # best effort: an older server, or no ServerInfo for this role
 
     def _worker_of(self, channel: grpc.Channel) -> tuple[int, int]:
         info = pb_grpc.AccessServiceStub(channel).ServerInfo(
@@ -359,7 +328,7 @@ class _BatchRun:
             # no point in more streams than chunks
             self.streams = max(1, min(self.streams, -(-len(pairs) // self.size)))
         self.source = ChunkSource(pairs, zone=zone, ruleset=ruleset or "", chunk_size=self.size)
-        self.deadline = _Deadline(s.batch_timeout_s if timeout is None else timeout)
+        self.deadline = Deadline(s.batch_timeout_s if timeout is None else timeout)
         self.progress = progress
         self.window = s.window
         self.results: queue.Queue[ResultChunk | BaseException | None] = queue.Queue(
@@ -412,14 +381,9 @@ class _BatchRun:
             raise failure
 
     def ordered(self) -> Iterator[ResultChunk]:
-        waiting: dict[int, ResultChunk] = {}
-        expected = 0
+        order = InputOrder()
         for part in self.unordered():
-            waiting[part.first_index] = part
-            while expected in waiting:
-                ready = waiting.pop(expected)
-                expected += ready.count
-                yield ready
+            yield from order.add(part)
 
     def summary(self, outcomes: list[npt.NDArray[np.uint8]]) -> BatchSummary:
         return summarise(

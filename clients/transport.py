@@ -1,5 +1,6 @@
-"""What the sync and asyncio clients share: settings, targets and channel options, credentials,
-the retry policy, and the chunk source that feeds one batch to several streams.
+"""What the sync and asyncio clients share: settings, the channel plan (target, options and
+credentials, worked out once per client), deadlines, the retry policy, and the chunk source that
+feeds one batch to several streams.
 
 Several addresses become one gRPC target with client-side `round_robin`
 (`ipv4:127.0.0.1:5001,127.0.0.1:5002`; host names are resolved once to their addresses), so
@@ -18,15 +19,17 @@ import ipaddress
 import random
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, overload
 
 import grpc
+import grpc.aio
 
-from clients.errors import InvalidRequest, LezClientError
+from clients.errors import DeadlineExceeded, InvalidRequest, LezClientError, file_problem
 from clients.packing import Pairs, iter_pairs
 from lez.api.v1 import access_pb2 as pb
 
@@ -68,6 +71,21 @@ class ClientSettings:
     """Chunks in flight per stream (sent, not answered yet)."""
     max_message_bytes: int = 32 * MIB
     """Largest message sent or received."""
+
+    @classmethod
+    def resolve(
+        cls,
+        servers: Sequence[str] | str | None = None,
+        settings: ClientSettings | None = None,
+        **overrides: Any,
+    ) -> ClientSettings:
+        """The validated settings of a client: `settings` (else the defaults), with `servers`
+        (a list, or one text with commas) and any field given as a keyword instead."""
+        if servers is not None:
+            listed = servers.split(",") if isinstance(servers, str) else servers
+            overrides["servers"] = tuple(s.strip() for s in listed if s.strip())
+        base = settings or cls()
+        return (replace(base, **overrides) if overrides else base).validate()
 
     @property
     def tls(self) -> bool:
@@ -145,21 +163,55 @@ def build_target(servers: Sequence[str]) -> tuple[str, str | None]:
     return "ipv6:" + ",".join(dict.fromkeys(v6)), (names[0] if names else None)
 
 
-def channel_options(settings: ClientSettings, *, local_pool: bool) -> list[tuple[str, Any]]:
-    """Channel arguments: round_robin, message limits, our own retries, optional local pool."""
-    _target, name = build_target(settings.servers)
-    options: list[tuple[str, Any]] = [
-        ("grpc.lb_policy_name", "round_robin"),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.enable_retries", 0),  # retries are ours: bounded, RetryInfo-aware
-    ]
-    override = settings.server_name or name
-    if settings.tls and override:
-        options.append(("grpc.ssl_target_name_override", override))
-    if local_pool:
-        options.append(("grpc.use_local_subchannel_pool", 1))
-    return options
+Option = tuple[str, Any]
+LOCAL_POOL: Final[Option] = ("grpc.use_local_subchannel_pool", 1)
+"""The option that gives a batch channel its own connection (see the module docstring)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPlan:
+    """What every channel of one client shares, worked out once when the client is made: the
+    target (host names resolved once), the channel options and the TLS credentials (PEM files
+    read once). `open` makes a sync or asyncio channel from it; batch channels add
+    `LOCAL_POOL`."""
+
+    target: str
+    options: tuple[Option, ...]
+    credentials: grpc.ChannelCredentials | None
+
+    @classmethod
+    def of(cls, settings: ClientSettings) -> ChannelPlan:
+        target, name = build_target(settings.servers)
+        options: list[Option] = [
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.enable_retries", 0),  # retries are ours: bounded, RetryInfo-aware
+        ]
+        override = settings.server_name or name
+        if settings.tls and override:
+            options.append(("grpc.ssl_target_name_override", override))
+        return cls(target, tuple(options), credentials(settings))
+
+    def channel_options(self, *, batch: bool) -> list[Option]:
+        return [*self.options, LOCAL_POOL] if batch else list(self.options)
+
+    @overload
+    def open(self, *, batch: bool = ..., aio: Literal[False] = ...) -> grpc.Channel: ...
+    @overload
+    def open(self, *, batch: bool = ..., aio: Literal[True]) -> grpc.aio.Channel: ...
+
+    def open(self, *, batch: bool = False, aio: bool = False) -> grpc.Channel | grpc.aio.Channel:
+        """A new channel (a batch channel: with its own connection); asyncio when `aio`."""
+        options = self.channel_options(batch=batch)
+        creds = self.credentials
+        if aio:
+            if creds is None:
+                return grpc.aio.insecure_channel(self.target, options=options)
+            return grpc.aio.secure_channel(self.target, creds, options=options)
+        if creds is None:
+            return grpc.insecure_channel(self.target, options=options)
+        return grpc.secure_channel(self.target, creds, options=options)
 
 
 def crowded(answered_by: Sequence[tuple[int, int]]) -> list[int]:
@@ -185,12 +237,8 @@ def _read(path: Path | None, what: str) -> bytes | None:
         return None
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise InvalidRequest(f"{what} file not found: {path}") from None
-    except PermissionError:
-        raise InvalidRequest(f"{what} file is not readable (permission denied): {path}") from None
     except OSError as exc:
-        raise InvalidRequest(f"{what} file {path}: {exc.strerror}") from None
+        raise InvalidRequest(file_problem(path, exc, what=f"{what} file")) from None
 
 
 def credentials(settings: ClientSettings) -> grpc.ChannelCredentials | None:
@@ -202,6 +250,27 @@ def credentials(settings: ClientSettings) -> grpc.ChannelCredentials | None:
         private_key=_read(settings.key, "client key"),
         certificate_chain=_read(settings.cert, "client certificate"),
     )
+
+
+class Deadline:
+    """The end of a call or batch, as seconds from now (None: no deadline)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> float | None:
+        """Seconds left; raises DeadlineExceeded once none are (gRPC reads a timeout of 0 as
+        "no deadline", so an expired deadline must never be passed on)."""
+        if self.end is None:
+            return None
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the deadline passed before the answer was complete")
+        return left
+
+    def allows(self, delay: float) -> bool:
+        """Whether waiting `delay` seconds still leaves time for another attempt."""
+        return self.end is None or time.monotonic() + delay < self.end
 
 
 class Backoff:

@@ -2,6 +2,9 @@
 
 Two sentinels: `DAY_UNKNOWN` (a date the register does not hold) and `DAY_OPEN` (an interval
 with no end). Intervals are half-open: `[valid_from, valid_to)`.
+
+A moment becomes a day in Europe/Brussels (`brussels_day`): the zones are Belgian, so "today"
+and a camera read's day are Brussels calendar days whatever the machine's time zone.
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from typing import Final
+from zoneinfo import ZoneInfo
 
 EPOCH: Final = dt.date(1970, 1, 1)
 DAY_UNKNOWN: Final = -(2**31)
 DAY_OPEN: Final = 2**31 - 1
+BRUSSELS: Final = ZoneInfo("Europe/Brussels")
 
 
 def to_day(value: dt.date) -> int:
@@ -31,6 +36,17 @@ def parse_day(text: str) -> int:
         return to_day(dt.date.fromisoformat(text.strip()))
     except ValueError:
         raise ValueError("expected a date as YYYY-MM-DD") from None
+
+
+def brussels_day(moment: dt.datetime) -> int:
+    """The Europe/Brussels calendar day of an aware moment (naive: taken as Brussels time)."""
+    local = moment.astimezone(BRUSSELS) if moment.tzinfo is not None else moment
+    return to_day(local.date())
+
+
+def today_brussels() -> int:
+    """Today's day number in Europe/Brussels."""
+    return brussels_day(dt.datetime.now(BRUSSELS))
 
 
 @functools.lru_cache(maxsize=8192)

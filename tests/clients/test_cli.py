@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from clients.batchfile import utc_ms_to_brussels_days
-from clients.cli import main
-from lez.days import to_day
+from clients.cli import build_parser, main
+from lez.days import brussels_day, to_day, today_brussels
 from tests.clients.conftest import ZONE
-from tests.server.conftest import DAY, ServerThread
+from tests.server.conftest import ServerThread
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 COMMANDS = ("check", "batch", "recheck", "info")
@@ -140,8 +140,41 @@ def test_errors_are_one_readable_line(
     assert code == status
     assert needle in err
     assert "Traceback" not in err + out
-    if argv[0] == "check" and "Atlantis" in argv:
-        assert "1ABC234" not in err
+    assert "1ABC234" not in err  # the plate typed is never quoted in an error
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["check", "1-ABC-234", "2-XYZ-999", "--zone", ZONE], "1 unexpected argument "),
+        (
+            ["check", "1-ABC-234", "2-XYZ-999", "3 XYZ 999", "--zone", ZONE],
+            "2 unexpected arguments",
+        ),
+        (["check", "1-ABC-234", "--zone", ZONE, "--json", "2-XYZ-999"], "1 unexpected argument "),
+        (["2-XYZ-999", "--zone", ZONE], "not a command"),  # 'check' forgotten
+    ],
+)
+def test_usage_errors_never_quote_arguments(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert needle in err and "lez --help" in err and "Traceback" not in err
+    for plate in ("2-XYZ-999", "2XYZ999", "3 XYZ 999", "3XYZ999"):
+        assert plate not in err
+    if "unexpected" in needle:
+        assert "one plate per 'lez check'" in err and "lez batch" in err
+    else:
+        assert "check" in err and "batch" in err  # the commands there are
+
+
+def test_parse_args_hides_unrecognized_arguments_too(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["check", "1-ABC-234", "2-XYZ-999", "--zone", ZONE])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "unexpected arguments (not shown" in err
+    assert "2-XYZ-999" not in err and "2XYZ999" not in err
 
 
 def test_server_down_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,21 +229,30 @@ def test_unreadable_input_files(
         ZONE,
     )
     assert code == 2 and "directory does not exist" in err
-    if os.geteuid() != 0:  # root reads anything
-        locked = tmp_path / "locked.csv"
-        locked.write_text("plate,country,day\n")
-        locked.chmod(0)
-        code, _, err = run(
-            capsys,
-            "--server",
-            live_server.target,
-            "batch",
-            str(locked),
-            str(tmp_path / "o.csv"),
-            "--zone",
-            ZONE,
-        )
-        assert code == 2 and "permission denied" in err
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="run as root, which reads any file: permission cannot be denied",
+)
+def test_unreadable_input_file_says_permission_denied(
+    capsys: pytest.CaptureFixture[str], live_server: ServerThread, tmp_path: Path
+) -> None:
+    locked = tmp_path / "locked.csv"
+    locked.write_text("plate,country,day\n1ABC234,BE,2025-06-02\n")
+    locked.chmod(0)
+    code, _, err = run(
+        capsys,
+        "--server",
+        live_server.target,
+        "batch",
+        str(locked),
+        str(tmp_path / "o.csv"),
+        "--zone",
+        ZONE,
+    )
+    assert code == 2 and "permission denied" in err and str(locked) in err
+    assert "1ABC234" not in err
 
 
 def test_batch_with_camera_timestamps(
@@ -262,7 +304,43 @@ def test_batch_with_camera_timestamps(
     assert (got[9]["outcome"], got[9]["reason"]) == ("INVALID", "INVALID_PLATE")
     assert got[0]["plate"] == "1-ABC-234" and got[0]["allowed_until"] == "open"
     assert got[0]["euro"] == "6"
-    assert "1-ABC-234" not in err
+
+
+@pytest.mark.parametrize(
+    ("body", "zone", "needle"),
+    [
+        ("1-ABC-234,BE,2025-06-02\n2-XYZ-999,BE,2025-06-02\n", "Atlantis", "unknown zone"),
+        (
+            "1-ABC-234,BE,2025-06-02\n2-XYZ-999,BE,2025-06-02,extra\n",
+            ZONE,
+            "wrong number of columns (expected 3, got 4)",
+        ),
+    ],
+)
+def test_failing_batch_names_no_plate(
+    capsys: pytest.CaptureFixture[str],
+    live_server: ServerThread,
+    tmp_path: Path,
+    body: str,
+    zone: str,
+    needle: str,
+) -> None:
+    src = tmp_path / "reads.csv"
+    src.write_text("plate,country,day\n" + body)
+    code, out, err = run(
+        capsys,
+        "--server",
+        live_server.target,
+        "batch",
+        str(src),
+        str(tmp_path / "o.csv"),
+        "--zone",
+        zone,
+    )
+    assert code == 2 and err.strip() and needle in err
+    assert "Traceback" not in err + out
+    for plate in ("1-ABC-234", "1ABC234", "2-XYZ-999", "2XYZ999"):
+        assert plate not in err
 
 
 def test_batch_with_days_and_json_summary(
@@ -298,4 +376,13 @@ def test_brussels_day_agrees_with_zoneinfo_around_dst() -> None:
     ms = np.array([int(m.timestamp() * 1000) for m in moments], dtype=np.int64)
     want = [to_day(m.astimezone(BRUSSELS).date()) for m in moments]
     assert utc_ms_to_brussels_days(ms).tolist() == want
-    assert to_day(dt.date(2025, 6, 2)) == DAY
+    assert [brussels_day(m) for m in moments] == want
+    naive = dt.datetime(2025, 10, 26, 0, 30)  # taken as Brussels local time
+    assert brussels_day(naive) == to_day(dt.date(2025, 10, 26))
+
+
+def test_today_is_the_brussels_day() -> None:
+    before = to_day(dt.datetime.now(BRUSSELS).date())
+    today = today_brussels()
+    after = to_day(dt.datetime.now(BRUSSELS).date())
+    assert today in (before, after)

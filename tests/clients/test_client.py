@@ -11,6 +11,8 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import numpy as np
@@ -18,6 +20,7 @@ import pytest
 
 from clients import (
     AsyncLezClient,
+    ClientSettings,
     DeadlineExceeded,
     KeyMismatch,
     LezClient,
@@ -191,13 +194,54 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_server_down_fails_fast_after_bounded_retries() -> None:
+class _Sleeps:
+    """Stands in for `time.sleep`: records what this thread asks for, without sleeping (other
+    threads, such as an in-process server's, sleep as usual)."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.real = time.sleep
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        if threading.get_ident() == self.thread:
+            self.delays.append(seconds)
+        else:
+            self.real(seconds)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> _Sleeps:
+    recorder = _Sleeps()
+    monkeypatch.setattr("clients.sync.time.sleep", recorder)  # the same as time.sleep
+    return recorder
+
+
+class _Counted:
+    """Wraps a stub method and counts the attempts made through it."""
+
+    def __init__(self, method: Any) -> None:
+        self.method = method
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.method(*args, **kwargs)
+
+
+def test_server_down_fails_fast_after_bounded_retries(
+    sleeps: _Sleeps, monkeypatch: pytest.MonkeyPatch
+) -> None:
     port = _free_port()
     with LezClient([f"127.0.0.1:{port}"], retries=2, backoff_initial_s=0.01) as c:
-        t0 = time.monotonic()
+        attempts = _Counted(c._stub.Check)
+        monkeypatch.setattr(c._stub, "Check", attempts)
         with pytest.raises(ServerUnavailable):
             c.check("1ABC234", zone=ZONE, day=DATE)
-        assert time.monotonic() - t0 < 5
+    assert attempts.calls == 3  # the first and `retries` more, then it gives up
+    # exponential backoff with jitter: each wait in [cap / 2, cap], cap 0.01 s then 0.02 s
+    assert len(sleeps.delays) == 2
+    assert 0.005 <= sleeps.delays[0] <= 0.01 and 0.01 <= sleeps.delays[1] <= 0.02
 
 
 def test_retry_on_unavailable_until_the_server_comes_up(
@@ -226,25 +270,32 @@ def test_retry_on_unavailable_until_the_server_comes_up(
 
 
 def test_store_not_ready_is_retried_with_retry_info(
-    client_config: ServerConfig, tmp_path: Path
+    client_config: ServerConfig, tmp_path: Path, sleeps: _Sleeps, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     empty = ServerThread(replace(client_config, store_root=tmp_path / "nothing"))
     try:
         with LezClient([empty.target], retries=1, backoff_initial_s=0.01) as c:
-            t0 = time.monotonic()
+            attempts = _Counted(c._stub.Check)
+            monkeypatch.setattr(c._stub, "Check", attempts)
             with pytest.raises(cerr.StoreNotReady) as err:
                 c.check("1ABC234", zone=ZONE, day=DATE)
             assert err.value.retry_after_s == pytest.approx(1.0)
-            assert time.monotonic() - t0 >= 0.9  # waited as RetryInfo said
+            assert attempts.calls == 2
+            # waited as RetryInfo said, not the far shorter backoff (at most 0.01 s)
+            assert sleeps.delays == [err.value.retry_after_s]
     finally:
         empty.stop()
 
 
 def test_deadline_is_a_client_exception(client: LezClient) -> None:
+    # A deadline that is over before the call starts (gRPC does not enforce one under a
+    # millisecond: a 1e-6 s timeout that reaches it is often answered in time).
     with pytest.raises(DeadlineExceeded):
-        client.check("1ABC234", zone=ZONE, day=DATE, timeout=1e-6)
+        client.check("1ABC234", zone=ZONE, day=DATE, timeout=0)
     with pytest.raises(DeadlineExceeded):
-        client.check_batch([("1ABC234", "BE", DATE)] * 5000, zone=ZONE, timeout=1e-6)
+        client.check_batch([("1ABC234", "BE", DATE)] * 5000, zone=ZONE, timeout=0)
+    # and gRPC's own DEADLINE_EXCEEDED (a deadline that passes during a call) maps to it too
+    assert cerr.STATUS_TABLE[grpc.StatusCode.DEADLINE_EXCEEDED] is DeadlineExceeded
 
 
 def test_several_addresses_round_robin(
@@ -283,3 +334,37 @@ def test_async_client(live_server: ServerThread, client_keyer: PlateKeyer) -> No
             assert info.key_id == client_keyer.key_id
 
     asyncio.run(go())
+
+
+def _server_info_without_chunk_limit(counter: list[int]) -> Any:
+    def answer(request: pb.ServerInfoRequest, timeout: float | None = None) -> Any:
+        counter.append(1)
+        return pb.ServerInfoResponse()  # client.max_chunk_pairs 0: the server sets no limit
+
+    return answer
+
+
+def test_chunk_size_asks_the_server_once_even_without_a_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[int] = []
+    with LezClient(["127.0.0.1:9"]) as c:  # nothing listens: ServerInfo is scripted
+        monkeypatch.setattr(c._stub, "ServerInfo", _server_info_without_chunk_limit(asked))
+        assert [c.chunk_size() for _ in range(3)] == [c.settings.default_chunk_pairs] * 3
+    assert len(asked) == 1
+
+
+def test_async_chunk_size_asks_the_server_once_even_without_a_limit() -> None:
+    asked: list[int] = []
+    answer = _server_info_without_chunk_limit(asked)
+
+    async def server_info(request: pb.ServerInfoRequest, timeout: float | None = None) -> Any:
+        return answer(request, timeout)
+
+    async def go() -> list[int]:
+        async with AsyncLezClient(["127.0.0.1:9"]) as c:
+            c._stub = SimpleNamespace(ServerInfo=server_info)
+            return [await c.chunk_size() for _ in range(3)]
+
+    assert asyncio.run(go()) == [ClientSettings().default_chunk_pairs] * 3
+    assert len(asked) == 1

@@ -37,6 +37,7 @@ class _Placement:
     def __init__(self, crowd: int) -> None:
         self.crowd = crowd
         self.seen: dict[int, int] = {}
+        self.alive: list[object] = []  # closed channels too, so that no id is reused
         self.order = itertools.count()
         self.asked = 0
 
@@ -44,6 +45,7 @@ class _Placement:
         self.asked += 1
         key = id(channel)
         if key not in self.seen:
+            self.alive.append(channel)
             n = next(self.order)
             self.seen[key] = 0 if n < self.crowd else n % 2
         return self.seen[key], 2
@@ -56,6 +58,8 @@ def test_sync_client_reopens_connections_that_share_a_worker(
     monkeypatch.setattr(LezClient, "_worker_of", lambda self, ch: placement.worker_of(ch))
     with LezClient(["127.0.0.1:9"]) as client:  # nothing listens: the probe is scripted
         channels = client._channels(4)
+        # all 4 asked once; 1, 2 and 3 shared worker 0: reopened and asked again, once
+        assert placement.asked == 4 + 3
         assert {placement.worker_of(ch)[0] for ch in channels} == {0, 1}
         asked = placement.asked
         assert client._channels(4) == channels  # spread once, not before every batch
@@ -67,7 +71,29 @@ def test_spreading_gives_up_after_bounded_attempts(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(LezClient, "_worker_of", lambda self, ch: placement.worker_of(ch))
     with LezClient(["127.0.0.1:9"]) as client:
         assert len(client._channels(2)) == 2
-    assert placement.asked == 2 * SPREAD_ATTEMPTS
+    # both asked once, then each round reopens and asks again the one crowded connection
+    assert placement.asked == 2 + SPREAD_ATTEMPTS * 1
+    assert len(placement.seen) == 2 + SPREAD_ATTEMPTS  # connections opened in all
+
+
+def test_async_spreading_gives_up_after_bounded_attempts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    placement = _Placement(crowd=10**6)
+
+    async def worker_of(self: Any, ch: object) -> tuple[int, int]:
+        return placement.worker_of(ch)
+
+    monkeypatch.setattr(AsyncLezClient, "_worker_of", worker_of)
+
+    async def go() -> int:
+        async with AsyncLezClient(["127.0.0.1:9"]) as client:
+            return len(await client._channels(3))
+
+    assert asyncio.run(go()) == 3
+    # all 3 asked once, then each round reopens and asks again the 2 crowded ones
+    assert placement.asked == 3 + SPREAD_ATTEMPTS * 2
+    assert len(placement.seen) == 3 + SPREAD_ATTEMPTS * 2  # connections opened in all
 
 
 def test_spreading_is_skipped_when_server_info_fails(monkeypatch: pytest.MonkeyPatch) -> None:
