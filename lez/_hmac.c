@@ -41,6 +41,20 @@ static void hmac_states(const Py_buffer *secret, SHA256_CTX *inner, SHA256_CTX *
     memset(opad, 0, sizeof opad);
 }
 
+/* HMAC-SHA256(secret, message) from the precomputed states, truncated to KEY_BYTES at `out`.
+ * No Python API: called with the GIL released. */
+static void hmac_key(const SHA256_CTX *inner, const SHA256_CTX *outer,
+                     const unsigned char *message, size_t len, unsigned char *out) {
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256_CTX ctx = *inner;
+    SHA256_Update(&ctx, message, len);
+    SHA256_Final(digest, &ctx);
+    ctx = *outer;
+    SHA256_Update(&ctx, digest, SHA256_DIGEST_LENGTH);
+    SHA256_Final(digest, &ctx);
+    memcpy(out, digest, KEY_BYTES);
+}
+
 static PyObject *keys(PyObject *self, PyObject *args) {
     Py_buffer secret, messages;
     Py_ssize_t width;
@@ -65,17 +79,10 @@ static PyObject *keys(PyObject *self, PyObject *args) {
     hmac_states(&secret, &inner, &outer);
 
     Py_BEGIN_ALLOW_THREADS
-    unsigned char digest[SHA256_DIGEST_LENGTH];
     for (Py_ssize_t r = 0; r < n; r++) {
         const unsigned char *row = src + r * width;
         size_t len = strnlen((const char *)row, (size_t)width);
-        SHA256_CTX ctx = inner;
-        SHA256_Update(&ctx, row, len);
-        SHA256_Final(digest, &ctx);
-        ctx = outer;
-        SHA256_Update(&ctx, digest, SHA256_DIGEST_LENGTH);
-        SHA256_Final(digest, &ctx);
-        memcpy(dst + r * KEY_BYTES, digest, KEY_BYTES);
+        hmac_key(&inner, &outer, row, len, dst + r * KEY_BYTES);
     }
     Py_END_ALLOW_THREADS
 
@@ -126,7 +133,7 @@ static PyObject *normalise_keys(PyObject *self, PyObject *args) {
     hmac_states(&secret, &inner, &outer);
 
     Py_BEGIN_ALLOW_THREADS
-    unsigned char msg[2 + PLATE_WIDTH], digest[SHA256_DIGEST_LENGTH];
+    unsigned char msg[2 + PLATE_WIDTH];
     for (Py_ssize_t r = 0; r < n; r++) {
         const unsigned char *p = src + st[r];
         unsigned char *out = po + r * PLATE_WIDTH;
@@ -162,13 +169,7 @@ static PyObject *normalise_keys(PyObject *self, PyObject *args) {
         msg[0] = c0;
         msg[1] = c1;
         memcpy(msg + 2, out, (size_t)len);
-        SHA256_CTX ctx = inner;
-        SHA256_Update(&ctx, msg, (size_t)(2 + len));
-        SHA256_Final(digest, &ctx);
-        ctx = outer;
-        SHA256_Update(&ctx, digest, SHA256_DIGEST_LENGTH);
-        SHA256_Final(digest, &ctx);
-        memcpy(ko + r * KEY_BYTES, digest, KEY_BYTES);
+        hmac_key(&inner, &outer, msg, (size_t)(2 + len), ko + r * KEY_BYTES);
     }
     Py_END_ALLOW_THREADS
     result = PyTuple_Pack(3, plates, rules, keys_out);

@@ -54,10 +54,6 @@ class CodeList:
         found = self.by_code.get(canonical(code))
         return found.id if found else UNKNOWN
 
-    def id_by_name(self, name: str) -> int:
-        """Compact id of a symbolic name (for rule tables); KeyError if unknown."""
-        return self.by_name[name].id
-
     def is_known(self, code: str) -> bool:
         return canonical(code) in self.by_code
 
@@ -165,7 +161,6 @@ def _names_to_ids(
 EURO_LEVEL: Final = EURO.column("level", np.uint8)
 """Comparison level by euro id (0 for UNKNOWN; compare only where EURO_SCALE matches)."""
 EURO_SCALE: Final = _names_to_ids(EURO, "scale", EuroScale)
-EURO_HEAVY: Final = EURO.column("heavy", np.uint8).astype(np.bool_)
 FUEL_FAMILY: Final = _names_to_ids(FUEL, "family", FuelFamily)
 FUEL_HYBRID: Final = FUEL.column("hybrid", np.uint8).astype(np.bool_)
 CATEGORY_GROUP: Final = _names_to_ids(CATEGORY, "group", CategoryGroup)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, NewType
 
 import numpy as np
@@ -108,10 +108,11 @@ _SERIES_PATTERNS: Final = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NormalisedPlate:
-    """A plate that passed validation, with its country."""
+    """A plate that passed validation, with its country. Its repr leaves the plate out (logs,
+    tracebacks and assertion messages must not carry one)."""
 
     country: str
-    plate: Plate
+    plate: Plate = field(repr=False)
 
     @property
     def is_belgian(self) -> bool:
@@ -222,30 +223,14 @@ def normalise_many(
     """Vectorised `check` over a packed (n, w) plate matrix and an (n, 2) country matrix.
 
     Returns the normalised plates as an (n, PLATE_WIDTH) NUL-padded matrix (all NUL where
-    refused) and the `PlateRule` of each row. Agrees with `check` row by row.
+    refused) and the `PlateRule` of each row. Agrees with `check` row by row. The matrix is
+    read as `normalise_flat` input: one buffer, each row a plate of `w` bytes (NULs dropped).
     """
     n, width = plates.shape
-    mapped = _LUT[plates]
-    bad_char = (mapped == _BAD).any(axis=1)
-    keep = (mapped != _DROP) & (mapped != _BAD)
-    length = keep.sum(axis=1, dtype=np.int64)
-    # Compact each row (drop separators) one source column at a time: a flat scatter per
-    # column is much cheaper than a 2-D nonzero over the whole matrix.
-    out = np.zeros((n, PLATE_WIDTH), dtype=np.uint8)
-    flat = out.reshape(-1)
-    target = np.zeros(n, dtype=np.int64)  # next free output column of each row
-    row_base = np.arange(n, dtype=np.int64) * PLATE_WIDTH
-    for col in range(width):
-        k = keep[:, col]
-        sel = k & (target < PLATE_WIDTH)
-        flat[row_base[sel] + target[sel]] = mapped[sel, col]
-        target += k
-    is_letter = (mapped >= ord("A")) & (mapped <= ord("Z"))
-    has_letter = (is_letter & keep).any(axis=1)
-
-    rule = _rules(length, has_letter, bad_char, countries)
-    out[rule != PlateRule.OK] = 0
-    return out, rule
+    data = np.ascontiguousarray(plates, dtype=np.uint8).reshape(-1)
+    starts = np.arange(n, dtype=np.int64) * width
+    lengths = np.full(n, width, dtype=np.int64)
+    return normalise_flat(data, starts, lengths, countries)
 
 
 def _segment_sum(

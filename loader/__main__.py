@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Final
 
 from lez.errors import LezError
 from loader.config import (
@@ -17,6 +18,8 @@ from loader.config import (
     env_path,
 )
 from loader.progress import ProgressBar
+
+DEFAULT_RULES_DIR: Final = "rules"
 
 EPILOG = """\
 examples:
@@ -41,12 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     kg = sub.add_parser("keygen", help="create a new HMAC key file (mode 0600)")
-    kg.add_argument(
-        "--key",
-        type=Path,
-        default=env_path("LEZ_KEY_FILE", "var/keys/hmac.key"),
-        help="where to write the key (refuses to overwrite) [%(default)s]",
-    )
+    _key_arg(kg, "where to write the key (refuses to overwrite)")
 
     sy = sub.add_parser("synth", help="generate a synthetic but realistic Belgian register")
     sy.add_argument("--plates", type=int, required=True, help="number of plates")
@@ -59,12 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument(
         "extract", type=Path, help="extract file (.csv or .csv.gz), see docs/extract-format.md"
     )
-    _store_args(bd, "--out")
+    _key_arg(bd, "HMAC key file")
+    _store_arg(bd, "--out")
     bd.add_argument(
         "--rules",
         type=Path,
-        default=env_path("LEZ_RULES", "rules"),
-        help="directory of rule revisions compiled into the store [%(default)s]",
+        default=None,
+        help="directory of rule revisions compiled into the store [$LEZ_RULES, else "
+        f"{DEFAULT_RULES_DIR} when it exists, else none]",
     )
     bd.add_argument(
         "--source-date",
@@ -94,32 +94,55 @@ def _parser() -> argparse.ArgumentParser:
 
     rg = sub.add_parser("registrations", help="import the cities' registrations (idempotent)")
     rg.add_argument("file", type=Path, help="registrations file, see docs/registrations.md")
-    _store_args(rg, "--store")
+    _key_arg(rg, "HMAC key file")
+    _store_arg(rg, "--store")
 
     inf = sub.add_parser("info", help="show what the published store holds")
-    inf.add_argument(
-        "--store",
-        type=Path,
-        default=env_path("LEZ_STORE", "var/store"),
-        help="store root [%(default)s]",
-    )
+    _store_arg(inf, "--store")
     return p
 
 
-def _store_args(p: argparse.ArgumentParser, flag: str) -> None:
-    p.add_argument(
-        "--key",
-        type=Path,
-        default=env_path("LEZ_KEY_FILE", "var/keys/hmac.key"),
-        help="HMAC key file [%(default)s]",
-    )
+def _path_arg(
+    p: argparse.ArgumentParser, flag: str, *, dest: str, env: str, default: str, help_text: str
+) -> None:
+    """A path option whose default comes from a LEZ_* variable, shown in --help."""
     p.add_argument(
         flag,
-        dest="store",
+        dest=dest,
         type=Path,
-        default=env_path("LEZ_STORE", "var/store"),
-        help="store root [%(default)s]",
+        default=env_path(env, default),
+        help=f"{help_text} [%(default)s]",
     )
+
+
+def _key_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    _path_arg(
+        p, "--key", dest="key", env="LEZ_KEY_FILE", default="var/keys/hmac.key", help_text=help_text
+    )
+
+
+def _store_arg(p: argparse.ArgumentParser, flag: str) -> None:
+    _path_arg(p, flag, dest="store", env="LEZ_STORE", default="var/store", help_text="store root")
+
+
+def _rules_dir(given: Path | None) -> Path | None:
+    """The rule revisions a build compiles: `--rules`, else $LEZ_RULES, else ./rules if present.
+
+    Only that last default may be missing (then the store holds no rules); a directory named
+    on the command line or in LEZ_RULES must exist, so a typo cannot silently drop the rules.
+    """
+    if given is None and not os.environ.get("LEZ_RULES"):
+        default = Path(DEFAULT_RULES_DIR)
+        return default if default.is_dir() else None
+    path = given if given is not None else Path(os.environ["LEZ_RULES"])
+    if not path.is_dir():
+        source = "--rules" if given is not None else "LEZ_RULES"
+        raise ValueError(
+            f"{source} {path}: no such directory; name the directory of rule revisions "
+            f"(*.toml, e.g. {DEFAULT_RULES_DIR}/), or leave --rules and LEZ_RULES unset to use "
+            f"./{DEFAULT_RULES_DIR} when present"
+        )
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +183,7 @@ def _build(args: argparse.Namespace) -> int:
     config = LoaderConfig(
         store_root=args.store,
         key_file=args.key,
-        rules_dir=args.rules if args.rules and args.rules.exists() else None,
+        rules_dir=_rules_dir(args.rules),
         reports_dir=args.store / "reports",
         source_date=dt.date.fromisoformat(args.source_date) if args.source_date else None,
         retention_days=args.retention_days,

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lez import keys
-from lez.days import DAY_OPEN, parse_day, to_day
+from lez.days import DAY_OPEN, from_day, to_day
 from lez.errors import ExtractError, StoreFormatMismatch, StoreNotReady
 from lez.registrations import REGISTRATION_DTYPE
 from lez.store import StoreBuilder, StoreMeta
@@ -35,16 +34,10 @@ from lez.store.columns import (
     take_rows,
 )
 from lez.store.reader import open_store
-from lez.store.writer import new_snapshot_id, utc_now
+from lez.store.writer import Progress, new_snapshot_id, no_progress, utc_now
 from lez.vehicle import FORMAT_VERSION
 from loader.config import LoaderConfig
 from loader.extract import Extract, Reject, load_extract, reject_summary
-
-Progress = Callable[[str, int, int], None]
-
-
-def _quiet(stage: str, done: int, total: int) -> None:
-    return None
 
 
 @dataclass(slots=True)
@@ -153,7 +146,7 @@ def build_store(
     config: LoaderConfig,
     extract_path: Path,
     *,
-    progress: Progress = _quiet,
+    progress: Progress = no_progress,
     snapshot_id: str | None = None,
 ) -> BuildReport:
     """Build and publish a store from an extract. Raises BuildFailed without publishing."""
@@ -208,9 +201,7 @@ def build_store(
         key_id=keyer.key_id,
         snapshot_id=snapshot_id,
         snapshot_seq=previous_seq + 1,
-        source_date=(
-            config.source_date or dt.date(1970, 1, 1) + dt.timedelta(days=source_day)
-        ).isoformat(),
+        source_date=(config.source_date or from_day(source_day)).isoformat(),
         built_at=utc_now(),
         plates=vehicles.size,
         versions=len(vehicles.records),
@@ -282,13 +273,6 @@ def _write_rejects(path: Path, rejects: list[Reject]) -> None:
 def _write_report(config: LoaderConfig, report: BuildReport) -> None:
     path = config.reports_dir / f"build-{report.snapshot_id}.json"
     path.write_text(report.to_json())
-
-
-def parse_source_date(text: str | None) -> dt.date | None:
-    if not text:
-        return None
-    parse_day(text)
-    return dt.date.fromisoformat(text)
 
 
 class _Timer:

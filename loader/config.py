@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from lez.store.writer import DEFAULT_MAP_SIZE
+
 DEFAULT_RETENTION_DAYS: Final = 183
 """Seed 002 section X: data is kept until 6 months after a plate is crossed out."""
 DEFAULT_MAX_REJECT_SHARE: Final = 0.01
-DEFAULT_MAP_SIZE: Final = 64 * 2**30
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

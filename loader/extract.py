@@ -8,6 +8,7 @@ plate. Unknown DIV codes are not rejects: they become UNKNOWN (0) and are counte
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from lez import codes, keys, plates
-from lez.codes import CodeList
+from lez.codes import UNKNOWN, CodeList
 from lez.days import DAY_OPEN, DAY_UNKNOWN
 from lez.errors import ExtractError
 from lez.keys import PlateKeyer
@@ -94,11 +95,71 @@ class Extract:
     unknown_codes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
+_HEADER_LIMIT: Final = 1 << 16
+"""Bytes read to find the header line; a longer first line is not a header."""
+
+
+def check_header(path: Path) -> None:
+    """Refuse a file whose first line is not exactly the header `COLUMNS`.
+
+    The message names the missing and the unexpected columns and what the header must be. It
+    never quotes a field of a line that may be data: when the first line names none of the
+    columns (a file without a header starts with a plate), nothing of it is shown.
+    """
+    expected = ",".join(COLUMNS)
+    must = f"the first line must be the header {expected} (docs/extract-format.md)"
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            head = stream.read(_HEADER_LIMIT)
+    except (OSError, pa.ArrowException) as exc:
+        # nothing was parsed yet: the reason is about the file (access, compression), not a value
+        reason = str(exc).split("\n")[0][:120]
+        raise ExtractError(
+            f"{path}: cannot read the file ({reason}); give a CSV or gzip-compressed CSV extract"
+        ) from None
+    first, newline, _rest = head.partition(b"\n")
+    if not newline and len(head) == _HEADER_LIMIT:
+        raise ExtractError(f"{path}: no header line found; {must}")
+    try:
+        text = first.decode("utf-8").removeprefix("\ufeff").removesuffix("\r")
+    except UnicodeDecodeError:
+        raise ExtractError(f"{path}: the header is not UTF-8 text; {must}") from None
+    names = next(csv.reader([text]), [])
+    if names == list(COLUMNS):
+        return
+    if not names:
+        raise ExtractError(f"{path}: the file is empty or its first line is blank; {must}")
+    if not set(names) & set(COLUMNS):
+        raise ExtractError(
+            f"{path}: the first line names none of the columns (a file without its header?); {must}"
+        )
+    # From here the line names at least one column, so it is a header: its fields are column
+    # names, not data, and may be quoted back.
+    missing = [c for c in COLUMNS if c not in names]
+    unexpected = [n for n in names if n not in COLUMNS]
+    repeated = sorted({n for n in names if n in COLUMNS and names.count(n) > 1})
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(repr(n[:40]) for n in unexpected)}")
+    if repeated:
+        problems.append(f"repeated {', '.join(repeated)}")
+    if not problems:
+        problems.append("the columns are not in the documented order")
+    raise ExtractError(f"{path}: wrong header ({'; '.join(problems)}); {must}")
+
+
 def read_table(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Parse the CSV: the table, the physical line of each of its rows, and the lines skipped
-    because they had the wrong number of columns."""
+    because they had the wrong number of columns.
+
+    The header is checked first (`check_header`). Arrow's own error messages are never passed
+    on: some quote the offending value, which may be a plate.
+    """
     if not path.exists():
         raise ExtractError(f"extract {path} does not exist")
+    check_header(path)
     invalid: list[int | None] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -132,22 +193,30 @@ def read_table(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray
             # Fast path: Arrow parses dates and numbers itself. Any malformed value makes it
             # fail as a whole; then everything is read as text and checked row by row.
             table = parse(threads=True, typed=True)
-        except pa.ArrowInvalid as exc:
-            if "conversion error" not in str(exc):
-                raise
+        except pa.ArrowInvalid:
             table = parse(threads=True, typed=False)
         if invalid:  # line numbers are only computed by the single-threaded reader
             typed = all(table.column(c).type == pa.date32() for c in _DATE_COLUMNS)
             table = parse(threads=False, typed=typed)
-    except pa.ArrowInvalid as exc:
-        message = str(exc).split("\n")[0]
-        if "column" in message.lower() and "not" in message.lower():
-            raise ExtractError(
-                f"{path}: the header must name the columns {', '.join(COLUMNS)}"
-            ) from None
-        raise ExtractError(f"{path}: not a readable CSV extract ({message[:80]})") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise ExtractError(
+            f"{path}: not a readable CSV extract ({type(exc).__name__}: "
+            f"{_safe_reason(str(exc))}); see docs/extract-format.md"
+        ) from None
     skipped = np.array(sorted(n for n in invalid if n is not None), dtype=np.int64)
     return table, _row_lines(table.num_rows, skipped), skipped
+
+
+def _safe_reason(message: str) -> str:
+    """A fixed description of an Arrow/IO failure: Arrow's text can quote a value (a plate)."""
+    lowered = message.lower()
+    if "utf8" in lowered or "utf-8" in lowered:
+        return "text that is not UTF-8"
+    if "straddl" in lowered or "block" in lowered:
+        return "a quoted value spans lines or a line is too long"
+    if "zlib" in lowered or "gzip" in lowered or "compress" in lowered:
+        return "the compressed data is damaged"
+    return "the file cannot be parsed as CSV"
 
 
 def _row_lines(n: int, skipped: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -315,9 +384,9 @@ def _ints(
         vals = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64)
         return vals, blank_typed, (vals < 0) | (vals > maximum)
     blank = pc.equal(column, "").to_numpy(zero_copy_only=False)
-    ok = pc.match_substring_regex(column, r"^[0-9]{1,10}$").to_numpy(zero_copy_only=False)
-    safe = pc.if_else(pc.match_substring_regex(column, r"^[0-9]{1,10}$"), column, "0")
-    values = safe.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    digits = pc.match_substring_regex(column, r"^[0-9]{1,10}$")
+    ok = digits.to_numpy(zero_copy_only=False)
+    values = pc.if_else(digits, column, "0").cast(pa.int64()).to_numpy(zero_copy_only=False)
     bad = (~blank) & ((~ok) | (values > maximum))
     return values, blank, bad
 
@@ -328,14 +397,14 @@ def _codes(column: pa.ChunkedArray, code_list: CodeList) -> tuple[npt.NDArray[np
     blanks = unrecognised = 0
     for chunk in column.chunks:
         encoded = chunk if pa.types.is_dictionary(chunk.type) else chunk.dictionary_encode()
-        dictionary = encoded.dictionary.to_pylist()
-        ids = np.array([code_list.id_of(v) for v in dictionary] + [0], dtype=np.uint8)
-        blank = np.array([v.strip() == "" for v in dictionary] + [False], dtype=np.bool_)
-        known = np.array([code_list.is_known(v) for v in dictionary] + [True], dtype=np.bool_)
+        entry_ids, entry_unrecognised = code_list.encode_many(encoded.dictionary.to_pylist())
+        entry_blank = (entry_ids == UNKNOWN) & ~entry_unrecognised  # known codes have ids > 0
+        # one more entry, id 0 and counted as neither, for an index past the dictionary
+        ids = np.append(entry_ids, np.uint8(UNKNOWN))
         indices = encoded.indices.to_numpy(zero_copy_only=False)
-        per_entry = np.bincount(indices, minlength=len(ids))
-        blanks += int(per_entry[blank].sum())
-        unrecognised += int(per_entry[~known & ~blank].sum())
+        per_entry = np.bincount(indices, minlength=len(ids))[: len(entry_ids)]
+        blanks += int(per_entry[entry_blank].sum())
+        unrecognised += int(per_entry[entry_unrecognised].sum())
         ids_parts.append(ids[indices])
     if not ids_parts:
         return np.zeros(0, dtype=np.uint8), 0, 0

@@ -28,12 +28,15 @@ from lez.errors import InvalidPlate, LezError, RegistrationFileError
 from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import normalise, normalise_country
 from lez.registrations import REGISTRATION_DTYPE, Region, RegistrationKind
+from lez.rules import schema
+from lez.rules.catalog import RULE_SUFFIX
 from lez.store.columns import KeyedRecords, group_by_key
 from lez.store.reader import open_store
 from lez.store.writer import StoreBuilder, new_snapshot_id, utc_now
 
 COLUMNS: Final = ("plate", "country", "zone", "region", "kind", "valid_from", "valid_until", "euro")
-REGIONS: Final = {"": Region.NONE, "flanders": Region.FLANDERS, "brussels": Region.BRUSSELS}
+REGIONS: Final = {"": Region.NONE, **schema.REGIONS}
+"""What the region field may say: a region of the rule tables, or nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +65,15 @@ def _fail(path: Path, line: int, field: str, problem: str) -> RegistrationFileEr
     return RegistrationFileError(f"{path}:{line}: field '{field}': {problem}")
 
 
-def _zone_names(store_root: Path, key_id: str) -> dict[str, tuple[int, int]]:
-    """{zone name or id text: (zone id, region)} from the rule revisions in the store."""
-    from lez import rules
+def _zone_names(texts: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """{zone name or id text: (zone id, region)} of rule revisions {revision id: file text}.
 
-    reader = open_store(store_root, expected_key_id=key_id)
-    try:
-        with reader.snapshot() as snap:
-            texts = snap.ruleset_texts()
-    finally:
-        reader.close()
-    if not texts:
-        return {}
-    catalog = rules.load_catalog(texts)
+    The revisions are only parsed and validated (`parse_revision`), not compiled: the import
+    needs the zones' names, ids and regions, nothing of the criteria. A later revision wins.
+    """
     out: dict[str, tuple[int, int]] = {}
-    for rid in catalog.revisions:
-        for z in catalog.get(rid).zones:
+    for rid in sorted(texts):
+        for z in schema.parse_revision(texts[rid], f"{rid}{RULE_SUFFIX}", rid).zones:
             out[z.name.casefold()] = (z.id, int(z.region))
             out[str(z.id)] = (z.id, int(z.region))
     return out
@@ -139,7 +135,7 @@ def _fill(
     kind = RegistrationKind[kind_text]
     region_text = row["region"].casefold()
     if region_text not in REGIONS:
-        raise _fail(path, line, "region", "expected flanders, brussels or empty")
+        raise _fail(path, line, "region", f"expected {', '.join(schema.REGIONS)} or empty")
     region = REGIONS[region_text]
     zone = 0
     if row["zone"] and row["zone"] != "0":
@@ -215,15 +211,18 @@ def import_registrations(
     store_root: Path, path: Path, keyer: PlateKeyer, *, snapshot_id: str | None = None
 ) -> ImportReport:
     """Validate `path`, merge it into the store's registrations and publish a new snapshot."""
-    zones = _zone_names(store_root, keyer.key_id)
-    keys, rows = parse_registrations(path, keyer, zones)
+    # One open, one snapshot: the meta, the rule revisions and the registrations all come from
+    # the same build, and that build is the one the new snapshot is copied from.
     reader = open_store(store_root, expected_key_id=keyer.key_id)
     try:
+        source = reader.path
         meta = reader.meta
         with reader.snapshot() as snap:
+            texts = snap.ruleset_texts()
             existing = snap.registrations.copy()
     finally:
         reader.close()
+    keys, rows = parse_registrations(path, keyer, _zone_names(texts))
     table, added = merge(existing, keys, rows)
     new_id = snapshot_id or new_snapshot_id()
     new_meta = replace(
@@ -234,7 +233,7 @@ def import_registrations(
         registrations=len(table.records),
     )
 
-    final = StoreBuilder(store_root).replace_registrations(table, new_meta)
+    final = StoreBuilder(store_root).replace_registrations(table, new_meta, source=source)
     return ImportReport(
         file=str(path),
         rows_read=len(rows),

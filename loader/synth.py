@@ -32,7 +32,7 @@ import gzip
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -42,26 +42,25 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from lez.days import to_day
+from lez.days import DAY_OPEN, to_day
+from lez.plates import PLATE_WIDTH
+from lez.store.writer import Progress, no_progress
+from loader.config import DEFAULT_RETENTION_DAYS
 from loader.extract import COLUMNS  # the one definition of the extract layout
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
-I16 = npt.NDArray[np.int16]
 F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 Bool = npt.NDArray[np.bool_]
-Progress = Callable[[str, int, int], None]
 
 
 CHUNK_PLATES: Final = 500_000
 """Plates generated per chunk. Part of the output definition: changing it changes the data."""
 
 DEFAULT_SOURCE_DATE: Final = dt.date(2026, 11, 1)
-RETENTION_DAYS: Final = 183  # seed 002 section X: kept until 6 months after crossing out
 
 _NONE: Final = -1  # blank code / number in the generation arrays
-_OPEN: Final = np.iinfo(np.int32).max  # open valid_to
 
 
 def _d(y: int, m: int = 1, day: int = 1) -> int:
@@ -365,7 +364,7 @@ _SERIES: Final = (
 )
 S = {s.name: i for i, s in enumerate(_SERIES)}
 assert all(s.capacity**2 < 2**63 for s in _SERIES)
-_PLATE_WIDTH: Final = 10
+assert all(s.width <= PLATE_WIDTH for s in _SERIES)  # written plates, dashes included, fit
 _PLATE_TYPE_OF_SERIES: Final = np.array([PLATE_TYPES.index(s.plate_type) for s in _SERIES])
 
 
@@ -430,7 +429,7 @@ def generate(
     *,
     source_date: dt.date = DEFAULT_SOURCE_DATE,
     compress: bool = False,
-    progress: Progress | None = None,
+    progress: Progress = no_progress,
     unknown_code_share: float = 1e-4,
     bad_rows: int = 0,
 ) -> SynthSummary:
@@ -463,8 +462,7 @@ def generate(
             table, stats = _chunk(rng, n, source, perms, offsets, unknown_code_share)
             acc.add(stats)
             written = _write_table(out, table, written, bad_after, bad_lines)
-            if progress is not None:
-                progress("synth", start + n, plates)
+            progress("synth", start + n, plates)
         for _ in range(len(bad_after) - len(bad_lines)):  # positions past the last row
             bad_lines.append(written + len(bad_lines) + 2)
             out.write(_bad_row(len(bad_lines) - 1))
@@ -566,9 +564,9 @@ def _permutations(seed: int) -> list[tuple[int, int]]:
 
 
 def _plates(series: I64, perms: list[tuple[int, int]], offsets: I64) -> U8:
-    """Written plates (n, _PLATE_WIDTH) NUL padded; advances `offsets` (per-series counters)."""
+    """Written plates (n, PLATE_WIDTH) NUL padded; advances `offsets` (per-series counters)."""
     n = len(series)
-    mat = np.zeros((n, _PLATE_WIDTH), dtype=np.uint8)
+    mat = np.zeros((n, PLATE_WIDTH), dtype=np.uint8)
     for s_idx, spec in enumerate(_SERIES):
         rows = np.flatnonzero(series == s_idx)
         if not len(rows):
@@ -1009,7 +1007,7 @@ def _chunk(
     c1 = reg + 1 + (rng.random(n) * (end - reg - 3)).astype(np.int64)  # in [reg+1, end-3]
     c2 = c1 + 1 + (rng.random(n) * (end - c1 - 2)).astype(np.int64)  # in [c1+1, end-2]
     last_from = np.where(ncorr == 0, reg, np.where(ncorr == 1, c1, c2))
-    valid_to = np.where(crossed, end, _OPEN)
+    valid_to = np.where(crossed, end, DAY_OPEN)
     blocks.append(_block(np.arange(n), cur, last_from, valid_to, reg, nis, status))
     kinds = rng.integers(0, 3, n)
     for j in range(2):  # correction pieces [reg, c1) and [c1, c2)
@@ -1072,7 +1070,7 @@ def _chunk(
             "electric": _ints(cols["electric"]),
             "valid_from": _dates(cols["valid_from"]),
             "valid_to": _dates(
-                np.where(cols["valid_to"] == _OPEN, _NONE, cols["valid_to"]), blank=_NONE
+                np.where(cols["valid_to"] == DAY_OPEN, _NONE, cols["valid_to"]), blank=_NONE
             ),
         }
     )
@@ -1085,7 +1083,7 @@ def _chunk(
         by_status=_counts(status, STATUSES),
         by_plate_type=_counts(pt, PLATE_TYPES),
         versions=np.bincount(nveh + ncorr, minlength=6),
-        past_retention=int((crossed & (end + RETENTION_DAYS < source)).sum()),
+        past_retention=int((crossed & (end + DEFAULT_RETENTION_DAYS < source)).sum()),
         unknown=unknown,
         car_age_sum=float(((source - cur.first[car]) / _YEAR).sum()),
         car_count=int(car.sum()),

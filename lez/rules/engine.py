@@ -50,7 +50,6 @@ from lez.rules.compile import (
     NO_RANK,
     RANK_REASON,
     REGISTRATION_RANK,
-    REGISTRATION_REASON,
     STRIDES,
     criteria_one,
     foreign_on,
@@ -296,11 +295,7 @@ def evaluate_one(
             ground_until = max(ground_until, min(end, g.where.end))
             ground_rank = min(ground_rank, REGISTRATION_RANK[RegistrationKind(kind)])
     has_ground = ground_rank != NO_RANK
-    ground_reason = (
-        int(REGISTRATION_REASON[next(k for k, r in REGISTRATION_RANK.items() if r == ground_rank)])
-        if has_ground
-        else 0
-    )
+    ground_reason = int(RANK_REASON[ground_rank]) if has_ground else 0
     if day < zone.start:
         euro = en.euro if en else 0
         cat = en.category if en else 0

@@ -17,12 +17,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from lez.days import DAY_OPEN
 from lez.keys import KEY_BYTES, keys_to_u64
 from lez.vehicle import VEHICLE_DTYPE, VehicleArray, empty
-
-MAX_VERSIONS_SCAN: Final = 64
-"""A plate with more versions than this is still answered (the scan continues), only slower."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,8 +322,3 @@ def empty_table(dtype: np.dtype[np.void] = VEHICLE_DTYPE) -> KeyedRecords:
         offsets=np.zeros(1, dtype=np.uint64),
         records=np.zeros(0, dtype=dtype),
     )
-
-
-def open_interval(records: npt.NDArray[np.void]) -> npt.NDArray[np.bool_]:
-    """Rows whose validity has no end."""
-    return np.asarray(records["valid_to"] == DAY_OPEN)

@@ -23,7 +23,6 @@ VEHICLES_DB: Final = b"vehicles"
 REGISTRATIONS_DB: Final = b"registrations"
 RULESETS_DB: Final = b"rulesets"
 COLUMNS_DB: Final = b"columns"
-ALL_DBS: Final = (META_DB, VEHICLES_DB, REGISTRATIONS_DB, RULESETS_DB, COLUMNS_DB)
 MAX_DBS: Final = 8
 
 BUILDS_DIR: Final = "builds"
@@ -33,6 +32,7 @@ TMP_SUFFIX: Final = ".tmp"
 VEHICLES_TABLE: Final = "vehicles"
 REGISTRATIONS_TABLE: Final = "registrations"
 COLUMN_PARTS: Final = ("key_hi", "key_lo", "offsets", "records")
+"""The columns of a table in the `columns` database, in the order the writer and reader use."""
 
 
 def column_key(table: str, part: str) -> bytes:

@@ -24,17 +24,15 @@ class MemorySnapshot(ColumnQueries):
         self.vehicles = vehicles.indexed()
         self.registrations = registrations.indexed()
         self._rulesets = rulesets
-        self._index = {vehicles.key_bytes(i): i for i in range(vehicles.size)}
 
     def history(self, key: bytes) -> vehicle.VehicleArray:
-        i = self._index.get(key)
-        return vehicle.empty(0) if i is None else self.vehicles.rows_of(i).copy()
+        return self.versions_of(key)  # the columns are the only copy of the data here
 
     def ruleset_texts(self) -> dict[str, str]:
         return dict(self._rulesets)
 
     def vehicle_entries(self) -> int:
-        return len(self._index)
+        return self.vehicles.size
 
 
 class MemoryReader:

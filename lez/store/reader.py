@@ -1,11 +1,13 @@
-"""Read a published store: read-only LMDB, one read transaction per snapshot, zero-copy columns.
+"""Read a published store: read-only LMDB, zero-copy columns, a read transaction only on demand.
 
 `open_store(root)` resolves the `current` link once, so a reader stays on the build it opened
 even when a newer one is published (the server's hot reload opens a new reader and lets calls
 in flight finish on the old one). Open readers after `fork`, never before.
 
-A `Snapshot` is one consistent view (one LMDB read transaction). Its column arrays are views
-into the memory map and die with it: copy what must outlive the `with` block.
+A `Snapshot` is one consistent view. Batch and single-key lookups read the columns the reader
+holds for its lifetime; a snapshot opens an LMDB read transaction only when it reads the named
+databases (`history`, `ruleset_texts`, `vehicle_entries`) and ends it with the `with` block.
+Its arrays are views into the memory map: copy what must outlive the `with` block.
 """
 
 from __future__ import annotations
@@ -70,11 +72,17 @@ class RegisterReader(Protocol):
 
 
 class _LmdbSnapshot(ColumnQueries):
-    """A snapshot backed by one LMDB read transaction."""
+    """A snapshot of one published build.
 
-    def __init__(self, reader: LmdbReader, txn: lmdb.Transaction) -> None:
+    Lookups use the reader's long-lived columns; only `history`, `ruleset_texts` and
+    `vehicle_entries` read the named databases, through a read transaction opened on first use
+    (most requests never need one). A published build is never written again, so the columns
+    and that transaction see the same data.
+    """
+
+    def __init__(self, reader: LmdbReader) -> None:
         self._reader = reader
-        self._txn = txn
+        self._txn: lmdb.Transaction | None = None
         self.vehicles = reader.vehicles
         self.registrations = reader.registrations
 
@@ -82,18 +90,29 @@ class _LmdbSnapshot(ColumnQueries):
     def meta(self) -> StoreMeta:
         return self._reader.meta
 
+    def _read(self) -> lmdb.Transaction:
+        if self._txn is None:
+            self._txn = self._reader.env.begin(buffers=True)
+        return self._txn
+
+    def close(self) -> None:
+        """End the read transaction, if one was opened."""
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+
     def history(self, key: bytes) -> vehicle.VehicleArray:
-        value = self._txn.get(key, db=self._reader.vehicles_db)
+        value = self._read().get(key, db=self._reader.vehicles_db)
         if value is None:
             return vehicle.empty(0)
         return vehicle.unpack(value)
 
     def ruleset_texts(self) -> dict[str, str]:
-        with self._txn.cursor(db=self._reader.rulesets_db) as cur:
+        with self._read().cursor(db=self._reader.rulesets_db) as cur:
             return {bytes(k).decode(): bytes(v).decode() for k, v in cur}
 
     def vehicle_entries(self) -> int:
-        return int(self._txn.stat(self._reader.vehicles_db)["entries"])
+        return int(self._read().stat(self._reader.vehicles_db)["entries"])
 
 
 class LmdbReader:
@@ -156,18 +175,22 @@ class LmdbReader:
         return value if isinstance(value, memoryview) else memoryview(value)
 
     def _table(self, table: str, dtype: np.dtype[np.void]) -> KeyedRecords:
+        key_hi, key_lo, offsets, records = (self._column(table, p) for p in layout.COLUMN_PARTS)
         return KeyedRecords(
-            key_hi=np.frombuffer(self._column(table, "key_hi"), dtype="<u8"),
-            key_lo=np.frombuffer(self._column(table, "key_lo"), dtype="<u8"),
-            offsets=np.frombuffer(self._column(table, "offsets"), dtype="<u8"),
-            records=np.frombuffer(self._column(table, "records"), dtype=dtype),
+            key_hi=np.frombuffer(key_hi, dtype="<u8"),
+            key_lo=np.frombuffer(key_lo, dtype="<u8"),
+            offsets=np.frombuffer(offsets, dtype="<u8"),
+            records=np.frombuffer(records, dtype=dtype),
         )
 
     @contextmanager
     def snapshot(self) -> Iterator[_LmdbSnapshot]:
-        """One read transaction; never hold it across requests."""
-        with self.env.begin(buffers=True) as txn:
-            yield _LmdbSnapshot(self, txn)
+        """One consistent view; never hold it across requests (it may hold a read txn)."""
+        snap = _LmdbSnapshot(self)
+        try:
+            yield snap
+        finally:
+            snap.close()
 
     def warm(self) -> int:
         """Touch every page of the columns so lookups never fault to disk; returns bytes read."""

@@ -34,7 +34,8 @@ Progress = Callable[[str, int, int], None]
 """Called as progress(stage, done, total)."""
 
 
-def _no_progress(stage: str, done: int, total: int) -> None:
+def no_progress(stage: str, done: int, total: int) -> None:
+    """A `Progress` that reports nothing."""
     return None
 
 
@@ -57,15 +58,10 @@ class StoreBuilder:
         vehicles: KeyedRecords,
         registrations: KeyedRecords,
         rulesets: dict[str, str],
-        progress: Progress = _no_progress,
+        progress: Progress = no_progress,
     ) -> Path:
         """Write a complete store and publish it; returns the published build directory."""
-        self._remove_stale()
-        tmp = self.builds / f"{meta.snapshot_id}{layout.TMP_SUFFIX}"
-        final = self.builds / meta.snapshot_id
-        if final.exists():
-            raise FileExistsError(f"{final} exists: snapshot ids must be unique")
-        tmp.mkdir(parents=True)
+        tmp, final = self._start(meta.snapshot_id)
         env = self._open_env(tmp)
         try:
             self._write_table(env, layout.VEHICLES_DB, vehicles, progress, "vehicles")
@@ -78,9 +74,83 @@ class StoreBuilder:
                 rdb = env.open_db(layout.RULESETS_DB, txn=txn)
                 for revision, text in sorted(rulesets.items()):
                     txn.put(revision.encode(), text.encode(), db=rdb)
+        except BaseException:
+            env.close()
+            raise
+        full_meta = replace(meta, rulesets=tuple(sorted(rulesets)))
+        return self._finish(env, tmp, final, full_meta, progress)
+
+    def amend(
+        self,
+        new_snapshot_id: str,
+        change: Callable[[lmdb.Environment, lmdb.Transaction], StoreMeta],
+        *,
+        source: Path | None = None,
+    ) -> Path:
+        """Copy a published build, apply `change` in one write transaction, publish the copy.
+
+        `source` is the build to copy (default: the one `current` names now); give the build a
+        caller read its meta and data from, so that what it changes is what it read.
+        `change` returns the new meta; it must rewrite any `columns` it invalidates.
+        """
+        if source is None:
+            source = self.current()
+            if source is None:
+                raise FileNotFoundError(f"no published store under {self.root}; build one first")
+        tmp, final = self._start(new_snapshot_id)
+        src = lmdb.open(str(source), readonly=True, lock=False, max_dbs=layout.MAX_DBS)
+        try:
+            src.copy(str(tmp), compact=True)
+        finally:
+            src.close()
+        env = self._open_env(tmp)
+        try:
+            with env.begin(write=True) as txn:
+                meta = change(env, txn)
+        except BaseException:
+            env.close()
+            raise
+        return self._finish(env, tmp, final, meta, no_progress)
+
+    def replace_registrations(
+        self, table: KeyedRecords, meta: StoreMeta, *, source: Path | None = None
+    ) -> Path:
+        """Publish a copy of a build (default: the current one) whose registrations are `table`."""
+
+        def change(env: lmdb.Environment, txn: lmdb.Transaction) -> StoreMeta:
+            db = env.open_db(layout.REGISTRATIONS_DB, txn=txn)
+            txn.drop(db, delete=False)
+            with txn.cursor(db=db) as cur:
+                cur.putmulti(zip(_keys(table), _values(table), strict=True), append=True)
+            self._write_columns(txn, env, layout.REGISTRATIONS_TABLE, table)
+            return meta
+
+        return self.amend(meta.snapshot_id, change, source=source)
+
+    def current(self) -> Path | None:
+        link = self.root / layout.CURRENT_LINK
+        return link.resolve() if link.exists() else None
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _start(self, snapshot_id: str) -> tuple[Path, Path]:
+        """Clear stale builds and create the temporary directory; (tmp, final) paths."""
+        self._remove_stale()
+        tmp = self.builds / f"{snapshot_id}{layout.TMP_SUFFIX}"
+        final = self.builds / snapshot_id
+        if final.exists():
+            raise FileExistsError(f"{final} exists: snapshot ids must be unique")
+        tmp.mkdir(parents=True)
+        return tmp, final
+
+    def _finish(
+        self, env: lmdb.Environment, tmp: Path, final: Path, meta: StoreMeta, progress: Progress
+    ) -> Path:
+        """Write `meta`, sync and close `env`, verify the build, then publish it and prune."""
+        try:
+            with env.begin(write=True) as txn:
                 mdb = env.open_db(layout.META_DB, txn=txn)
-                full_meta = replace(meta, rulesets=tuple(sorted(rulesets)))
-                for k, v in full_meta.to_items():
+                for k, v in meta.to_items():
                     txn.put(k, v, db=mdb)
             env.sync(True)
         finally:
@@ -92,62 +162,6 @@ class StoreBuilder:
         self._publish(final)
         self._prune()
         return final
-
-    def amend(
-        self,
-        new_snapshot_id: str,
-        change: Callable[[lmdb.Environment, lmdb.Transaction], StoreMeta],
-    ) -> Path:
-        """Copy the published store, apply `change` in one write transaction, publish the copy.
-
-        `change` returns the new meta; it must rewrite any `columns` it invalidates.
-        """
-        current = self.current()
-        if current is None:
-            raise FileNotFoundError(f"no published store under {self.root}; build one first")
-        self._remove_stale()
-        tmp = self.builds / f"{new_snapshot_id}{layout.TMP_SUFFIX}"
-        final = self.builds / new_snapshot_id
-        tmp.mkdir(parents=True)
-        src = lmdb.open(str(current), readonly=True, lock=False, max_dbs=layout.MAX_DBS)
-        try:
-            src.copy(str(tmp), compact=True)
-        finally:
-            src.close()
-        env = self._open_env(tmp)
-        try:
-            with env.begin(write=True) as txn:
-                meta = change(env, txn)
-                mdb = env.open_db(layout.META_DB, txn=txn)
-                for k, v in meta.to_items():
-                    txn.put(k, v, db=mdb)
-            env.sync(True)
-        finally:
-            env.close()
-        verify(tmp, expected=meta)
-        os.rename(tmp, final)
-        self._publish(final)
-        self._prune()
-        return final
-
-    def replace_registrations(self, table: KeyedRecords, meta: StoreMeta) -> Path:
-        """Publish a copy of the current store whose registrations are `table`."""
-
-        def change(env: lmdb.Environment, txn: lmdb.Transaction) -> StoreMeta:
-            db = env.open_db(layout.REGISTRATIONS_DB, txn=txn)
-            txn.drop(db, delete=False)
-            with txn.cursor(db=db) as cur:
-                cur.putmulti(zip(_keys(table), _values(table), strict=True), append=True)
-            self._write_columns(txn, env, layout.REGISTRATIONS_TABLE, table)
-            return meta
-
-        return self.amend(meta.snapshot_id, change)
-
-    def current(self) -> Path | None:
-        link = self.root / layout.CURRENT_LINK
-        return link.resolve() if link.exists() else None
-
-    # -- internals ----------------------------------------------------------------------------
 
     def _open_env(self, path: Path) -> lmdb.Environment:
         return lmdb.open(
@@ -187,13 +201,13 @@ class StoreBuilder:
         txn: lmdb.Transaction, env: lmdb.Environment, table: str, data: KeyedRecords
     ) -> None:
         cdb = env.open_db(layout.COLUMNS_DB, txn=txn)
-        parts = {
-            "key_hi": np.ascontiguousarray(data.key_hi, dtype="<u8"),
-            "key_lo": np.ascontiguousarray(data.key_lo, dtype="<u8"),
-            "offsets": np.ascontiguousarray(data.offsets, dtype="<u8"),
-            "records": np.ascontiguousarray(data.records),
-        }
-        for part, arr in parts.items():
+        arrays = (
+            np.ascontiguousarray(data.key_hi, dtype="<u8"),
+            np.ascontiguousarray(data.key_lo, dtype="<u8"),
+            np.ascontiguousarray(data.offsets, dtype="<u8"),
+            np.ascontiguousarray(data.records),
+        )
+        for part, arr in zip(layout.COLUMN_PARTS, arrays, strict=True):
             txn.put(layout.column_key(table, part), arr.data.cast("B"), db=cdb)
 
     def _publish(self, build: Path) -> None:

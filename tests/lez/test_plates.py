@@ -70,6 +70,12 @@ def test_error_never_echoes_the_plate() -> None:
     assert "SECRET" not in str(info.value)
 
 
+def test_repr_never_shows_the_plate() -> None:
+    got = plates.normalise("1-SEC-999")
+    assert got.plate == "1SEC999"
+    assert "SEC" not in repr(got) and "SEC" not in str(got)
+
+
 def test_foreign_plate_keeps_its_country() -> None:
     got = plates.normalise("12-abc-3", "nl")
     assert (got.country, got.plate, got.is_belgian) == ("NL", "12ABC3", False)
@@ -102,3 +108,22 @@ def test_scalar_and_vectorised_agree(items: list[tuple[str, str]]) -> None:
         assert int(rules[i]) == expected_rule, (i, expected_rule)
         if expected_rule is PlateRule.OK:
             assert texts[i] == expected_text
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(raw_text, country), min_size=0, max_size=40))
+def test_scalar_and_flat_agree(items: list[tuple[str, str]]) -> None:
+    """The flat form over plates of different lengths (the Arrow and wire shape)."""
+    raws = [r for r, _ in items]
+    ctys = [c for _, c in items]
+    data, starts, lengths = plates.flatten(raws)
+    cmat = plates.countries_matrix(np.array(ctys, dtype="U3"), len(items))
+    too_long = np.array([len(c.encode()) > 2 for c in ctys], dtype=np.bool_)
+    normalised, rules = plates.normalise_flat(data, starts, lengths, cmat)
+    rules = np.where(too_long, PlateRule.BAD_COUNTRY, rules)
+    assert normalised.shape == (len(items), plates.PLATE_WIDTH)
+    texts = plates.matrix_to_strings(normalised)
+    for i, (raw, cty) in enumerate(items):
+        expected_text, expected_rule = plates.check(raw, cty)
+        assert int(rules[i]) == expected_rule, (i, expected_rule)
+        assert texts[i] == expected_text

@@ -162,7 +162,7 @@ def test_killed_build_leaves_the_published_store_intact(
         "--out",
         str(config.store_root),
         "--rules",
-        str(tmp_path / "none"),
+        str(REPO / "rules"),
         "--workers",
         "1",
     ]

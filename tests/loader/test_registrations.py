@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +154,42 @@ def test_wrong_header_is_refused(tmp_path: Path, keyer: PlateKeyer) -> None:
     path.write_text("plate,country,kind\n1ABC234,BE,DAY_PASS\n")
     with pytest.raises(RegistrationFileError, match=r"h\.csv:1: field 'header'"):
         import_registrations(root, path, keyer)
+
+
+def test_an_existing_snapshot_id_is_refused_and_nothing_changes(
+    tmp_path: Path, keyer: PlateKeyer
+) -> None:
+    root = _store(tmp_path / "store", keyer)
+    with pytest.raises(FileExistsError, match="snapshot ids must be unique"):
+        import_registrations(root, _write(tmp_path, "r.csv", GOOD), keyer, snapshot_id="base")
+    reader = open_store(root)
+    try:
+        assert reader.meta.snapshot_id == "base" and reader.meta.registrations == 0
+    finally:
+        reader.close()
+    assert sorted(p.name for p in (root / "builds").iterdir()) == ["base"]
+
+
+def test_amend_copies_the_build_it_is_given(tmp_path: Path, keyer: PlateKeyer) -> None:
+    root = _store(tmp_path / "store", keyer)
+    base = root / "builds" / "base"
+    reader = open_store(root)
+    meta = reader.meta
+    reader.close()
+    # a newer build without rules is published; an amend of `base` still copies `base`
+    StoreBuilder(root, keep=3).build(
+        meta=replace(meta, snapshot_id="newer", snapshot_seq=2),
+        vehicles=empty_table(),
+        registrations=empty_table(REGISTRATION_DTYPE),
+        rulesets={},
+    )
+    table = empty_table(REGISTRATION_DTYPE)
+    amended = replace(meta, snapshot_id="amended", snapshot_seq=3)
+    final = StoreBuilder(root, keep=3).replace_registrations(table, amended, source=base)
+    reader = open_store(root)
+    try:
+        assert reader.path == final and reader.meta.snapshot_id == "amended"
+        with reader.snapshot() as snap:
+            assert sorted(snap.ruleset_texts()) == sorted(read_rule_texts(RULES))
+    finally:
+        reader.close()
