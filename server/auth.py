@@ -28,14 +28,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import grpc.aio
 
+from lez.days import BRUSSELS
 from lez.errors import PermissionDenied, RateLimited, Unauthenticated
 from server.config import ServerConfig, is_loopback
 
-BRUSSELS: Final = ZoneInfo("Europe/Brussels")
 SECONDS_PER_MINUTE: Final = 60.0
 
 

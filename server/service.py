@@ -9,7 +9,6 @@ logged or echoed.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ import numpy.typing as npt
 from lez import codes
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
-from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, to_day
+from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, today_brussels
 from lez.decision import Derived, Outcome, Reason
 from lez.errors import BatchTooLarge, InvalidRequest
 from lez.keys import KEY_BYTES, PlateKeyer
@@ -33,7 +32,7 @@ from lez.store import StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from server import pipeline
 from server.audit import AuditLog, KeyBatch
-from server.auth import BRUSSELS, Authenticator, Identity, RateLimiter, Rpc
+from server.auth import Authenticator, Identity, RateLimiter, Rpc
 from server.config import ServerConfig
 from server.state import Served, StoreHolder
 from server.status import (
@@ -95,10 +94,6 @@ def _required_day(text: str, field: str) -> int:
         return parse_day(text)
     except ValueError:
         raise InvalidRequest(f"{field} must be a date as YYYY-MM-DD") from None
-
-
-def today_brussels() -> int:
-    return to_day(dt.datetime.now(BRUSSELS).date())
 
 
 def _code_text(lst: codes.CodeList, ident: int) -> str:

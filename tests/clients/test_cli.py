@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import os
+import errno
 import socket
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
+from clients import batchfile
 from clients.batchfile import utc_ms_to_brussels_days
 from clients.cli import build_parser, main
 from lez.days import brussels_day, to_day, today_brussels
@@ -231,16 +233,22 @@ def test_unreadable_input_files(
     assert code == 2 and "directory does not exist" in err
 
 
-@pytest.mark.skipif(
-    hasattr(os, "geteuid") and os.geteuid() == 0,
-    reason="run as root, which reads any file: permission cannot be denied",
-)
 def test_unreadable_input_file_says_permission_denied(
-    capsys: pytest.CaptureFixture[str], live_server: ServerThread, tmp_path: Path
+    capsys: pytest.CaptureFixture[str],
+    live_server: ServerThread,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     locked = tmp_path / "locked.csv"
     locked.write_text("plate,country,day\n1ABC234,BE,2025-06-02\n")
-    locked.chmod(0)
+    real_open = open
+
+    def refuse(path: Any, *args: Any, **kw: Any) -> Any:  # root reads any file: refuse it here
+        if Path(path) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(batchfile, "open", refuse, raising=False)
     code, _, err = run(
         capsys,
         "--server",
