@@ -239,6 +239,19 @@ class AsyncLezClient:
         info = await stub.ServerInfo(pb.ServerInfoRequest(), timeout=self.settings.timeout_s)
         return int(info.worker), int(info.workers)
 
+    async def _run(
+        self,
+        pairs: Pairs | Iterable[Sequence[object]],
+        zone: str,
+        ruleset: str | None,
+        chunk_size: int | None,
+        connections: int | None,
+        timeout: float | None,
+        progress: Progress | None,
+    ) -> _AsyncBatchRun:
+        size = chunk_size or await self.chunk_size()
+        return _AsyncBatchRun(self, pairs, zone, ruleset, size, connections, timeout, progress)
+
     async def stream_batch(
         self,
         pairs: Pairs | Iterable[Sequence[object]],
@@ -251,16 +264,7 @@ class AsyncLezClient:
         progress: Progress | None = None,
     ) -> AsyncIterator[ResultChunk]:
         """Decide a batch, yielding result chunks in input order."""
-        run = _AsyncBatchRun(
-            self,
-            pairs,
-            zone,
-            ruleset,
-            chunk_size or await self.chunk_size(),
-            connections,
-            timeout,
-            progress,
-        )
+        run = await self._run(pairs, zone, ruleset, chunk_size, connections, timeout, progress)
         order = InputOrder()
         async for part in run.unordered():
             for ready in order.add(part):
@@ -278,16 +282,7 @@ class AsyncLezClient:
         progress: Progress | None = None,
     ) -> BatchResult:
         """Decide a batch; the result's columns are aligned with the input rows."""
-        run = _AsyncBatchRun(
-            self,
-            pairs,
-            zone,
-            ruleset,
-            chunk_size or await self.chunk_size(),
-            connections,
-            timeout,
-            progress,
-        )
+        run = await self._run(pairs, zone, ruleset, chunk_size, connections, timeout, progress)
         collector = BatchCollector()
         async for part in run.unordered():
             collector.add(part)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import errno
-import socket
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +20,7 @@ from clients.cli import build_parser, main
 from lez.days import brussels_day, to_day, today_brussels
 from tests.clients.conftest import ZONE
 from tests.server.conftest import ServerThread
+from tests.support.net import free_port
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 COMMANDS = ("check", "batch", "recheck", "info")
@@ -32,10 +32,16 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def batch(
+    capsys: pytest.CaptureFixture[str],
+    server: ServerThread,
+    source: str,
+    target: str,
+    *extra: str,
+    zone: str = ZONE,
+) -> tuple[int, str, str]:
+    """`lez batch SOURCE TARGET --zone ZONE [extra]` against `server`."""
+    return run(capsys, "--server", server.target, "batch", source, target, "--zone", zone, *extra)
 
 
 def test_help_is_complete(capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,7 +186,7 @@ def test_parse_args_hides_unrecognized_arguments_too(capsys: pytest.CaptureFixtu
 
 
 def test_server_down_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
-    port = _free_port()
+    port = free_port()
     code, _, err = run(
         capsys, "--server", f"127.0.0.1:{port}", "check", "1-ABC-234", "--zone", ZONE
     )
@@ -196,40 +202,13 @@ def test_unreadable_input_files(
 ) -> None:
     bad_header = tmp_path / "bad.csv"
     bad_header.write_text("kenteken,datum\n1ABC234,2025-06-02\n")
-    code, _, err = run(
-        capsys,
-        "--server",
-        live_server.target,
-        "batch",
-        str(bad_header),
-        str(tmp_path / "o.csv"),
-        "--zone",
-        ZONE,
-    )
+    code, _, err = batch(capsys, live_server, str(bad_header), str(tmp_path / "o.csv"))
     assert code == 2 and "header must name the columns" in err
-    code, _, err = run(
-        capsys,
-        "--server",
-        live_server.target,
-        "batch",
-        str(tmp_path),
-        str(tmp_path / "o.csv"),
-        "--zone",
-        ZONE,
-    )
+    code, _, err = batch(capsys, live_server, str(tmp_path), str(tmp_path / "o.csv"))
     assert code == 2 and "directory" in err
     good = tmp_path / "in.csv"
     good.write_text("plate,country,day\n1ABC234,BE,2025-06-02\n")
-    code, _, err = run(
-        capsys,
-        "--server",
-        live_server.target,
-        "batch",
-        str(good),
-        str(tmp_path / "no" / "o.csv"),
-        "--zone",
-        ZONE,
-    )
+    code, _, err = batch(capsys, live_server, str(good), str(tmp_path / "no" / "o.csv"))
     assert code == 2 and "directory does not exist" in err
 
 
@@ -249,16 +228,7 @@ def test_unreadable_input_file_says_permission_denied(
         return real_open(path, *args, **kw)
 
     monkeypatch.setattr(batchfile, "open", refuse, raising=False)
-    code, _, err = run(
-        capsys,
-        "--server",
-        live_server.target,
-        "batch",
-        str(locked),
-        str(tmp_path / "o.csv"),
-        "--zone",
-        ZONE,
-    )
+    code, _, err = batch(capsys, live_server, str(locked), str(tmp_path / "o.csv"))
     assert code == 2 and "permission denied" in err and str(locked) in err
     assert "1ABC234" not in err
 
@@ -281,16 +251,7 @@ def test_batch_with_camera_timestamps(
     src = tmp_path / "reads.csv"
     src.write_text("plate,country,timestamp\n" + "".join(f"{p},{c},{t}\n" for p, c, t in rows))
     out_csv = tmp_path / "decisions.csv"
-    code, out, err = run(
-        capsys,
-        "--server",
-        live_server.target,
-        "batch",
-        str(src),
-        str(out_csv),
-        "--zone",
-        ZONE,
-    )
+    code, out, err = batch(capsys, live_server, str(src), str(out_csv))
     assert code == 0, err
     assert "10 pairs" in out and "ALLOWED" in out and "1 row(s) had an unreadable timestamp" in out
     with open(out_csv, newline="") as fh:
@@ -335,16 +296,7 @@ def test_failing_batch_names_no_plate(
 ) -> None:
     src = tmp_path / "reads.csv"
     src.write_text("plate,country,day\n" + body)
-    code, out, err = run(
-        capsys,
-        "--server",
-        live_server.target,
-        "batch",
-        str(src),
-        str(tmp_path / "o.csv"),
-        "--zone",
-        zone,
-    )
+    code, out, err = batch(capsys, live_server, str(src), str(tmp_path / "o.csv"), zone=zone)
     assert code == 2 and err.strip() and needle in err
     assert "Traceback" not in err + out
     for plate in ("1-ABC-234", "1ABC234", "2-XYZ-999", "2XYZ999"):
@@ -357,17 +309,7 @@ def test_batch_with_days_and_json_summary(
     src = tmp_path / "reads.csv"
     day = dt.date(2025, 6, 2).isoformat()
     src.write_text("plate,country,day\n" + f"1ABC234,BE,{day}\n2DEF456,,{day}\n" * 1500)
-    code, out, err = run(
-        capsys,
-        "--server",
-        live_server.target,
-        "batch",
-        str(src),
-        str(tmp_path / "o.csv"),
-        "--zone",
-        ZONE,
-        "--json",
-    )
+    code, out, err = batch(capsys, live_server, str(src), str(tmp_path / "o.csv"), "--json")
     assert code == 0, err
     assert '"pairs": 3000' in out and '"ALLOWED": 3000' in out
     with open(tmp_path / "o.csv", newline="") as fh:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import threading
 import time
 from dataclasses import replace
@@ -40,6 +39,7 @@ from server.audit import read_records
 from server.config import ServerConfig
 from tests.clients.conftest import ZONE, start_server
 from tests.server.conftest import DAY, PERMIT_PLATE, UNKNOWN_PLATE, ServerThread
+from tests.support.net import free_port
 
 DATE = from_day(DAY)
 
@@ -188,12 +188,6 @@ def test_outcome_and_reason_names_are_dense() -> None:
     assert [pb.Reason.Value("REASON_" + n) for n in REASON_NAMES] == list(range(len(REASON_NAMES)))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _Sleeps:
     """Stands in for `time.sleep`: records what this thread asks for, without sleeping (other
     threads, such as an in-process server's, sleep as usual)."""
@@ -232,7 +226,7 @@ class _Counted:
 def test_server_down_fails_fast_after_bounded_retries(
     sleeps: _Sleeps, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port = _free_port()
+    port = free_port()
     with LezClient([f"127.0.0.1:{port}"], retries=2, backoff_initial_s=0.01) as c:
         attempts = _Counted(c._stub.Check)
         monkeypatch.setattr(c._stub, "Check", attempts)
@@ -247,7 +241,7 @@ def test_server_down_fails_fast_after_bounded_retries(
 def test_retry_on_unavailable_until_the_server_comes_up(
     client_config: ServerConfig, client_keyer: PlateKeyer, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     box: dict[str, ServerThread] = {}
 
     def later() -> None:

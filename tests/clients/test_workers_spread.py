@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,19 +17,14 @@ from server.audit import read_records
 from server.config import ServerConfig
 from tests.clients.conftest import ZONE
 from tests.server.conftest import DAY
+from tests.support.net import free_port
 
 CONNECTIONS = 2  # left to the kernel alone, both on one worker half of the time
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_batch_spreads_over_two_workers(client_config: ServerConfig, tmp_path: Path) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     audit = tmp_path / "audit"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEZ_")}
     proc = subprocess.Popen(

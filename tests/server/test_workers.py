@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,12 +18,7 @@ from server.audit import read_records
 from server.config import ServerConfig
 from tests.server.conftest import DAY
 from tests.server.helpers import chunk, stub
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.net import free_port
 
 
 def _wait_serving(target: str, timeout: float = 30.0) -> None:
@@ -52,7 +46,7 @@ def _worker_pids(parent: int) -> set[int]:
 
 @pytest.mark.slow
 def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
-    port = _free_port()
+    port = free_port()
     target = f"127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEZ_")}
     proc = subprocess.Popen(
@@ -137,7 +131,7 @@ def test_a_worker_that_cannot_start_stops_the_server(
     blocker.write_text("not a directory")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEZ_")}
     done = subprocess.run(
-        [sys.executable, "-m", "server", "serve", "--address", f"127.0.0.1:{_free_port()}",
+        [sys.executable, "-m", "server", "serve", "--address", f"127.0.0.1:{free_port()}",
          "--workers", "2", "--store-root", str(base_config.store_root),
          "--key-file", str(base_config.key_file), "--audit-dir", str(blocker / "audit"),
          "--warm-store", "0", "--restart-backoff-s", "0.05", "--max-quick-restarts", "2",
