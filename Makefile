@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 VAR ?= var
-PACKAGES := lez loader server clients
+PACKAGES := lez loader server clients div_standin
 PROTO := proto/lez/api/v1/access.proto
 
 RUN_PLATES ?= 300000
