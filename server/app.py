@@ -27,7 +27,7 @@ from server.audit import AuditLog
 from server.auth import Authenticator, Identity, RateLimiter
 from server.config import MIB, ServerConfig
 from server.service import AccessService
-from server.state import Served, StoreHolder
+from server.state import ServedSnapshot, StoreHolder
 
 log = logging.getLogger("lez.server")
 
@@ -127,10 +127,10 @@ class App:
         )
         return self.port
 
-    def _on_change(self, served: Served | None) -> None:
+    def _on_change(self, served: ServedSnapshot | None) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(self._set_health(served)))
 
-    async def _set_health(self, served: Served | None) -> None:
+    async def _set_health(self, served: ServedSnapshot | None) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if served is not None

@@ -34,7 +34,7 @@ from server import pipeline
 from server.audit import AuditLog, KeyBatch
 from server.auth import Authenticator, Identity, RateLimiter, Rpc
 from server.config import ServerConfig
-from server.state import Served, StoreHolder
+from server.state import ServedSnapshot, StoreHolder
 from server.status import (
     DeadlineExceeded,
     KeyMismatch,
@@ -148,10 +148,10 @@ class AccessService(pb_grpc.AccessServiceServicer):
         _check_deadline(context)
         return who
 
-    def _revision(self, served: Served, pinned: str) -> Revision:
+    def _revision(self, served: ServedSnapshot, pinned: str) -> Revision:
         return served.catalog.get(pinned or None)
 
-    def _check_key_id(self, key_id: str, served: Served) -> None:
+    def _check_key_id(self, key_id: str, served: ServedSnapshot) -> None:
         if key_id != served.meta.key_id:
             raise KeyMismatch(
                 f"the keys were made with key id {key_id or '(none given)'}, the store uses "
@@ -225,7 +225,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         country: str,
         day: int,
         key_id: str,
-        served: Served,
+        served: ServedSnapshot,
     ) -> pipeline.OnePair:
         """One item given as plate or key (unary calls)."""
         if which == "key":
@@ -296,7 +296,12 @@ class AccessService(pb_grpc.AccessServiceServicer):
     # -- CheckStream --
 
     def _compute_chunk(
-        self, served: Served, revision: Any, zone_id: int, chunk: pb.CheckChunk, technical: bool
+        self,
+        served: ServedSnapshot,
+        revision: Any,
+        zone_id: int,
+        chunk: pb.CheckChunk,
+        technical: bool,
     ) -> tuple[dict[str, Any], npt.NDArray[np.int64], bytes]:
         n = pipeline.chunk_size(chunk)
         countries = pipeline.country_matrix(chunk.countries, n)

@@ -1,12 +1,12 @@
 """The store a worker serves, and its hot reload.
 
-`StoreHolder` keeps the current `Served` (an open `LmdbReader` on one build, the rule catalog
-built from that build's rule texts, the store meta). A call takes a *lease* on the current
-`Served` and keeps it to the end, so it finishes on the snapshot it started with. `watch()`
-polls the store root's `current` link; when it names a new build, the new build is opened,
-checked (format, key id), its catalog loaded and its pages warmed off the event loop, and only
-then swapped in. The previous build is closed when its last lease ends. No call fails during
-the switch: there is always a complete `Served` to lease.
+`StoreHolder` keeps the current `ServedSnapshot` (an open `LmdbReader` on one build, the rule
+catalog built from that build's rule texts, the store meta). A call takes a *lease* on the
+current `ServedSnapshot` and keeps it to the end, so it finishes on the snapshot it started with.
+`watch()` polls the store root's `current` link; when it names a new build, the new build is
+opened, checked (format, key id), its catalog loaded and its pages warmed off the event loop,
+and only then swapped in. The previous build is closed when its last lease ends. No call fails
+during the switch: there is always a complete `ServedSnapshot` to lease.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ log = logging.getLogger("lez.server")
 
 
 @dataclass(slots=True, eq=False)
-class Served:
-    """One open build with its rules; shared by the calls that lease it."""
+class ServedSnapshot:
+    """One open build with its rule catalog and meta, leased by the calls that use it."""
 
     build: Path
     reader: LmdbReader
@@ -40,7 +40,9 @@ class Served:
     closed: bool = field(default=False)
 
 
-def open_served(build: Path, *, key_id: str, rules_dir: Path | None, warm: bool) -> Served:
+def open_served_snapshot(
+    build: Path, *, key_id: str, rules_dir: Path | None, warm: bool
+) -> ServedSnapshot:
     """Open a build read-only, check it, load its rule catalog, optionally warm its pages."""
     reader = LmdbReader(build, expected_key_id=key_id)
     try:
@@ -54,7 +56,7 @@ def open_served(build: Path, *, key_id: str, rules_dir: Path | None, warm: bool)
     except BaseException:
         reader.close()
         raise
-    return Served(build=build, reader=reader, catalog=catalog, meta=reader.meta)
+    return ServedSnapshot(build=build, reader=reader, catalog=catalog, meta=reader.meta)
 
 
 class StoreHolder:
@@ -67,20 +69,20 @@ class StoreHolder:
         key_id: str,
         rules_dir: Path | None = None,
         warm: bool = True,
-        on_change: Callable[[Served | None], None] | None = None,
+        on_change: Callable[[ServedSnapshot | None], None] | None = None,
     ) -> None:
         self.root = root
         self.key_id = key_id
         self.rules_dir = rules_dir
         self.warm = warm
         self.on_change = on_change
-        self._current: Served | None = None
+        self._current: ServedSnapshot | None = None
         self._lock = threading.Lock()
         self.reloads = 0
         self.last_error: str | None = None
 
     @property
-    def current(self) -> Served | None:
+    def current(self) -> ServedSnapshot | None:
         return self._current
 
     def load(self) -> bool:
@@ -92,7 +94,9 @@ class StoreHolder:
             build = current_build(self.root)
         except StoreNotReady:
             return False
-        served = open_served(build, key_id=self.key_id, rules_dir=self.rules_dir, warm=self.warm)
+        served = open_served_snapshot(
+            build, key_id=self.key_id, rules_dir=self.rules_dir, warm=self.warm
+        )
         self._swap(served)
         return True
 
@@ -111,7 +115,11 @@ class StoreHolder:
             return False
         try:
             served = await asyncio.to_thread(
-                open_served, build, key_id=self.key_id, rules_dir=self.rules_dir, warm=self.warm
+                open_served_snapshot,
+                build,
+                key_id=self.key_id,
+                rules_dir=self.rules_dir,
+                warm=self.warm,
             )
         except (LezError, OSError, ValueError) as exc:
             # Keep serving the build we have; a later publication may fix it.
@@ -130,7 +138,7 @@ class StoreHolder:
             await asyncio.sleep(interval_s)
             await self.refresh()
 
-    def _swap(self, served: Served) -> None:
+    def _swap(self, served: ServedSnapshot) -> None:
         with self._lock:
             old, self._current = self._current, served
             self.reloads += 1
@@ -145,13 +153,13 @@ class StoreHolder:
         if self.on_change is not None:
             self.on_change(served)
 
-    def _close_if_idle(self, served: Served) -> None:
+    def _close_if_idle(self, served: ServedSnapshot) -> None:
         if served.retired and served.leases == 0 and not served.closed:
             served.closed = True
             served.reader.close()
 
     @contextmanager
-    def lease(self) -> Iterator[Served]:
+    def lease(self) -> Iterator[ServedSnapshot]:
         """The current build, kept open until the `with` block ends."""
         with self._lock:
             served = self._current
