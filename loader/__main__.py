@@ -221,7 +221,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _registrations(args: argparse.Namespace) -> int:
     from lez.keys import load_key
-    from loader.registrations import import_registrations
+    from loader.registrations_import import import_registrations
 
     result = import_registrations(args.store, args.file, load_key(args.key))
     print(result)

@@ -232,7 +232,7 @@ def test_retention_purges_plates_crossed_out_long_ago(
 def test_rebuild_keeps_the_cities_registrations(
     tmp_path: Path, key_file: Path, keyer: PlateKeyer
 ) -> None:
-    from loader.registrations import import_registrations
+    from loader.registrations_import import import_registrations
 
     config = _config(tmp_path, key_file, rules_dir=REPO / "rules")
     extract = write_extract(tmp_path / "x.csv", [row("1-ABC-234")])

@@ -17,7 +17,7 @@ from lez.rules import read_rule_texts
 from lez.store import StoreBuilder, StoreMeta, open_store
 from lez.store.columns import empty_table
 from lez.vehicle import FORMAT_VERSION
-from loader.registrations import COLUMNS, import_registrations
+from loader.registrations_import import COLUMNS, import_registrations
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 HEADER = ",".join(COLUMNS)
