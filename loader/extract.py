@@ -431,6 +431,22 @@ def load_extract(path: Path, keyer: PlateKeyer | None = None, workers: int = 1) 
     With a keyer, each accepted row's plate key is computed too (`Extract.keys`).
     """
     table, lines, skipped = read_table(path)
+    return validate_table(table, lines, skipped, keyer, workers)
+
+
+def validate_table(
+    table: pa.Table,
+    lines: npt.NDArray[np.int64],
+    skipped: npt.NDArray[np.int64],
+    keyer: PlateKeyer | None = None,
+    workers: int = 1,
+) -> Extract:
+    """Validate a table of the extract's `COLUMNS` (text or typed as `read_table` gives them).
+
+    `lines` numbers the table's rows in the rejects; `skipped` are lines refused before (wrong
+    column count). The daily sync validates the feed's row details through here too, so both
+    paths share one set of rules and code tables.
+    """
     n = table.num_rows
     rejects = [
         Reject(line=int(line), column="*", rule=f"not {len(COLUMNS)} columns")
