@@ -129,3 +129,23 @@ class RegistrationFileError(LezError):
     """A registrations file with a bad row, located by line and field."""
 
     code = "registration_file_error"
+
+
+class FeedError(LezError):
+    """The DIV change feed failed in a way a retry does not fix (a refused request, retries
+    used up, an answer that breaks docs/div-feed.md). The published store is unchanged."""
+
+    code = "feed_error"
+
+
+class CheckpointError(LezError):
+    """A sync checkpoint file that cannot be read or belongs to another store or key."""
+
+    code = "checkpoint_error"
+
+
+class TransactionRefused(LezError):
+    """One feed transaction that cannot be applied to a plate's history; the rest of the day
+    applies and the transaction is reported by its id, never by plate."""
+
+    code = "transaction_refused"
