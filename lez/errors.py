@@ -82,6 +82,18 @@ class Overloaded(LezError):
     code = "overloaded"
 
 
+class KeyMismatch(LezError):
+    """Keys sent by a client were made with another HMAC key than the store's."""
+
+    code = "key_mismatch"
+
+
+class DeadlineExceeded(LezError):
+    """The caller's deadline passed before the answer was complete."""
+
+    code = "deadline_exceeded"
+
+
 class StoreNotReady(LezError):
     """No store is published yet, or it is being switched."""
 
@@ -110,6 +122,18 @@ class ExtractError(LezError):
     """A DIV extract that cannot be loaded as a whole (not a bad row: those are rejects)."""
 
     code = "extract_error"
+
+
+class BuildFailed(ExtractError):
+    """A store build stopped before publishing; the published store is untouched.
+
+    `report` is the build's report so far (`loader.build.BuildReport`; the domain does not
+    import the loader, so it is typed `object` here).
+    """
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class RuleTableError(LezError):

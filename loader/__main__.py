@@ -178,7 +178,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from loader.build import BuildFailed, build_store
+    from lez.errors import BuildFailed
+    from loader.build import build_store
 
     config = LoaderConfig(
         store_root=args.store,

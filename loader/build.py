@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from lez import keys
 from lez.days import DAY_OPEN, from_day, to_day
-from lez.errors import ExtractError, StoreFormatMismatch, StoreNotReady
+from lez.errors import BuildFailed, StoreFormatMismatch, StoreNotReady
 from lez.registrations import REGISTRATION_DTYPE
 from lez.store import StoreBuilder, StoreMeta
 from lez.store.columns import (
@@ -63,14 +63,6 @@ class BuildReport:
         return json.dumps(
             {k: getattr(self, k) for k in self.__dataclass_fields__}, indent=2, sort_keys=True
         )
-
-
-class BuildFailed(ExtractError):
-    """The build stopped before publishing; the previous store is untouched."""
-
-    def __init__(self, message: str, report: BuildReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +143,13 @@ def build_store(
 ) -> BuildReport:
     """Build and publish a store from an extract. Raises BuildFailed without publishing."""
     report = BuildReport()
+    if config.rules_dir is None:  # a store without rules would crash-loop every server
+        raise BuildFailed(
+            "no rule revisions to compile: a store without rules cannot answer any question, "
+            "so nothing was built or published; point the build at the rule tables with "
+            "--rules DIR (or LEZ_RULES), e.g. --rules rules/",
+            report,
+        )
     timer = _Timer(report)
     keyer = keys.load_key(config.key_file)
 

@@ -24,7 +24,7 @@ from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
 from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, today_brussels
 from lez.decision import Derived, Outcome, Reason
-from lez.errors import BatchTooLarge, InvalidRequest
+from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest, KeyMismatch
 from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import BELGIUM
 from lez.rules import Decision, Revision, RuleCatalog, Zone
@@ -35,13 +35,7 @@ from server.audit import AuditLog, KeyBatch
 from server.auth import Authenticator, Identity, RateLimiter, Rpc
 from server.config import ServerConfig
 from server.state import ServedSnapshot, StoreHolder
-from server.status import (
-    DeadlineExceeded,
-    KeyMismatch,
-    audit_status,
-    translate_errors,
-    translate_stream_errors,
-)
+from server.status import audit_status, translate_errors, translate_stream_errors
 
 log = logging.getLogger("lez.server")
 

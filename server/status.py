@@ -32,18 +32,6 @@ DOMAIN: Final = "lez.api.v1"
 DETAILS_KEY: Final = "grpc-status-details-bin"
 
 
-class KeyMismatch(errors.LezError):
-    """Keys sent by a client were made with another HMAC key than the store's."""
-
-    code = "key_mismatch"
-
-
-class DeadlineExceeded(errors.LezError):
-    """The caller's deadline passed before the answer was complete."""
-
-    code = "deadline_exceeded"
-
-
 @dataclass(frozen=True, slots=True)
 class Mapping:
     """How one error class travels: status code, ErrorReason, retry hint in seconds."""
@@ -67,7 +55,7 @@ ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
     errors.UnknownRuleset: Mapping(
         grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_REASON_UNKNOWN_RULESET
     ),
-    KeyMismatch: Mapping(grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_REASON_KEY_MISMATCH),
+    errors.KeyMismatch: Mapping(grpc.StatusCode.FAILED_PRECONDITION, pb.ERROR_REASON_KEY_MISMATCH),
     errors.PermissionDenied: Mapping(
         grpc.StatusCode.PERMISSION_DENIED, pb.ERROR_REASON_PERMISSION_DENIED
     ),
@@ -83,7 +71,9 @@ ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
     errors.StoreNotReady: Mapping(
         grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_STORE_NOT_READY, retry_after_s=1.0
     ),
-    DeadlineExceeded: Mapping(grpc.StatusCode.DEADLINE_EXCEEDED, pb.ERROR_REASON_DEADLINE_EXCEEDED),
+    errors.DeadlineExceeded: Mapping(
+        grpc.StatusCode.DEADLINE_EXCEEDED, pb.ERROR_REASON_DEADLINE_EXCEEDED
+    ),
     # Operator-side failures: the caller can do nothing about them.
     errors.StoreFormatMismatch: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
     errors.StoreCorrupt: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),

@@ -16,10 +16,11 @@ import pytest
 
 from lez import codes, plates
 from lez.days import to_day
+from lez.errors import BuildFailed
 from lez.keys import PlateKeyer
 from lez.store import open_store
 from lez.store.reader import current_build
-from loader.build import BuildFailed, build_store
+from loader.build import build_store
 from loader.config import LoaderConfig
 from tests.support.extracts import row, write_extract
 
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(tmp_path: Path, key_file: Path, **kw: object) -> LoaderConfig:
+    kw.setdefault("rules_dir", REPO / "rules")  # a build without rules is refused
     return LoaderConfig(
         store_root=tmp_path / "store",
         key_file=key_file,

@@ -45,6 +45,7 @@ def _error_classes() -> list[type[errors.LezError]]:
 
 LOADER_ONLY: set[type[errors.LezError]] = {
     errors.ExtractError,
+    errors.BuildFailed,
     errors.RuleTableError,
     errors.RegistrationFileError,
 }
