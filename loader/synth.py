@@ -1181,3 +1181,18 @@ class _Totals:
             mean_car_age_years=sum(p.car_age_sum for p in self.parts) / max(cars, 1),
             **kw,
         )
+
+
+# ---- exports for the DIV stand-in's mutation generator (div_standin.generator) -----------------
+# It continues a register day by day with the same vehicle, plate and NIS models.
+BLANK: Final = _NONE
+NIS_CODES: Final = _NIS_CODES
+NIS_WEIGHTS: Final = _NIS_WEIGHTS
+VEHICLE_FIELDS: Final = _VEH_FIELDS
+Vehicles = _Veh
+new_vehicles = _vehicles
+euro_norms = _euro
+plate_permutations = _permutations
+choose_series = _choose_series
+written_plates = _plates
+PLATE_TYPE_OF_SERIES: Final = _PLATE_TYPE_OF_SERIES
