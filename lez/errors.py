@@ -173,3 +173,11 @@ class TransactionRefused(LezError):
     applies and the transaction is reported by its id, never by plate."""
 
     code = "transaction_refused"
+
+
+class StandinError(LezError):
+    """The local DIV stand-in (`lez-div`, development only) cannot start or generate: a feed
+    directory without its manifest, a day file that does not match it, missing certificates,
+    bad generation options."""
+
+    code = "standin_error"
