@@ -32,7 +32,8 @@ def details(*, euro: str = "6D", nis: int = 44021, co2: int = 118) -> np.void:
     rec["nis"] = nis
     rec["co2"] = co2
     rec["category"] = codes.CATEGORY.id_of("M1")
-    return rec[0]
+    one: np.void = rec[0]
+    return one
 
 
 def history(*spans: tuple[int, int], euro: str = "4") -> VehicleArray:
