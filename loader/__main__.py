@@ -27,9 +27,13 @@ examples:
   lez-loader synth --plates 300000 --seed 7 --out var/register
   lez-loader build var/register/extract.csv --key var/keys/hmac.key --out var/store
   lez-loader registrations regs.csv --key var/keys/hmac.key --store var/store
+  lez-loader sync --store var/store --key var/keys/hmac.key --div-url https://localhost:8443 \\
+      --div-ca certs/ca.pem --div-cert certs/client.pem --div-key certs/client.key
+  lez-loader reconcile extract.csv --store var/store --key var/keys/hmac.key --report diff.json
   lez-loader info --store var/store
 
-Environment: LEZ_KEY_FILE, LEZ_STORE, LEZ_RULES set the defaults of --key, --out/--store, --rules.
+Environment: LEZ_KEY_FILE, LEZ_STORE, LEZ_RULES set the defaults of --key, --out/--store, --rules;
+LEZ_DIV_URL, LEZ_DIV_CA, LEZ_DIV_CERT, LEZ_DIV_KEY those of the sync's --div-* options.
 """
 
 
@@ -96,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     rg.add_argument("file", type=Path, help="registrations file, see docs/registrations.md")
     _key_arg(rg, "HMAC key file")
     _store_arg(rg, "--store")
+
+    _sync_parser(sub)
+    _reconcile_parser(sub)
 
     inf = sub.add_parser("info", help="show what the published store holds")
     _store_arg(inf, "--store")
@@ -245,11 +252,170 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from loader.sync import CHECKPOINT_NAME
+
+    sc = sub.add_parser(
+        "sync",
+        help="apply the DIV's daily changes (docs/sync.md), one publication per day",
+        description="Fetch each day after the store's last synced day from the DIV change feed "
+        "(docs/div-feed.md), apply it and publish it in one step, until --through or the first "
+        "day the DIV has not closed. Exit 0 when up to date, 1 on failure (the published store "
+        "is then the last complete day; run again to resume), 2 for usage errors.",
+    )
+    _key_arg(sc, "HMAC key file")
+    _store_arg(sc, "--store")
+    for flag, env, what in (
+        ("--div-url", "LEZ_DIV_URL", "base URL of the DIV feed, e.g. https://div.example:8443"),
+        ("--div-ca", "LEZ_DIV_CA", "PEM file of the CA that signed the feed's certificate"),
+        ("--div-cert", "LEZ_DIV_CERT", "PEM file of our client certificate"),
+        ("--div-key", "LEZ_DIV_KEY", "PEM file of our client certificate's private key"),
+    ):
+        sc.add_argument(
+            flag, default=os.environ.get(env), help=f"{what} [${env}; required unless set]"
+        )
+    sc.add_argument(
+        "--through", default=None, help="last day to sync, YYYY-MM-DD [until the DIV has no more]"
+    )
+    sc.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help=f"checkpoint file of the day being fetched [STORE/{CHECKPOINT_NAME}]",
+    )
+    sc.add_argument(
+        "--retention-days",
+        type=int,
+        default=DEFAULT_RETENTION_DAYS,
+        help="purge plates crossed out longer ago than this [%(default)s]",
+    )
+    sc.add_argument("--timeout", type=float, default=30.0, help="seconds per request [%(default)s]")
+    sc.add_argument("--attempts", type=int, default=8, help="tries per request [%(default)s]")
+    sc.add_argument("--page-size", type=int, default=5000, help="feed page size [%(default)s]")
+    sc.add_argument("--json", action="store_true", help="print the sync report as JSON")
+
+
+def _reconcile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rc = sub.add_parser(
+        "reconcile",
+        help="compare a fresh full extract with the store (read-only; exit 1 when different)",
+        description="Parse a full extract as `build` does and compare it with the store's "
+        "content: missing, extra, field and history differences, by pseudonymised key. Exit 0 "
+        "equal, 1 different, 2 for errors. --rebuild then builds and publishes the extract.",
+    )
+    rc.add_argument("extract", type=Path, help="extract file (.csv or .csv.gz)")
+    _key_arg(rc, "HMAC key file")
+    _store_arg(rc, "--store")
+    rc.add_argument(
+        "--source-date",
+        default=None,
+        help="date of the extract YYYY-MM-DD [the store's last synced day, else its source date]",
+    )
+    rc.add_argument(
+        "--retention-days",
+        type=int,
+        default=DEFAULT_RETENTION_DAYS,
+        help="purge as the build does [%(default)s]",
+    )
+    rc.add_argument("--report", type=Path, default=None, help="write the full report as JSON here")
+    rc.add_argument(
+        "--rebuild", action="store_true", help="then build the store from the extract and publish"
+    )
+    rc.add_argument(
+        "--rules",
+        type=Path,
+        default=None,
+        help=f"rule revisions for --rebuild [$LEZ_RULES, else {DEFAULT_RULES_DIR} when it exists]",
+    )
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from loader.feed import FeedSettings
+    from loader.sync import DayReport, SyncSettings, run_sync
+
+    missing = [f for f in ("div_url", "div_ca", "div_cert", "div_key") if not getattr(args, f)]
+    if missing:
+        names = ", ".join("--" + m.replace("_", "-") for m in missing)
+        raise ValueError(f"give {names} (or the LEZ_DIV_* variables); see --help")
+    if args.retention_days < 0:
+        raise ValueError("--retention-days must be 0 or more")
+    settings = SyncSettings(
+        store_root=args.store,
+        key_file=args.key,
+        feed=FeedSettings(
+            base_url=args.div_url,
+            ca_file=Path(args.div_ca),
+            cert_file=Path(args.div_cert),
+            key_file=Path(args.div_key),
+            timeout=args.timeout,
+            attempts=args.attempts,
+            page_size=args.page_size,
+        ),
+        checkpoint=args.checkpoint,
+        through=dt.date.fromisoformat(args.through) if args.through else None,
+        retention_days=args.retention_days,
+    )
+    printed = not args.json
+
+    def on_day(report: DayReport) -> None:
+        if printed:
+            print("\n".join(report.lines()), flush=True)
+
+    try:
+        result = run_sync(settings, progress=ProgressBar(), on_day=on_day)
+    except LezError as exc:
+        print(f"lez-loader sync: {exc}", file=sys.stderr)
+        print(
+            "lez-loader sync: stopped; the published store holds the last complete day",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(result), indent=2))
+    else:
+        print(f"up to date through {result.up_to_date_through} ({result.stopped_because})")
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from lez.keys import load_key
+    from loader.reconcile import reconcile
+
+    result = reconcile(
+        args.store,
+        args.extract,
+        load_key(args.key),
+        source_date=dt.date.fromisoformat(args.source_date) if args.source_date else None,
+        retention_days=args.retention_days,
+    )
+    if args.report:
+        args.report.write_text(result.to_json())
+    print("\n".join(result.lines()))
+    if args.rebuild:
+        from loader.build import build_store
+
+        config = LoaderConfig(
+            store_root=args.store,
+            key_file=args.key,
+            rules_dir=_rules_dir(args.rules),
+            reports_dir=args.store / "reports",
+            source_date=result.source_date,
+            retention_days=args.retention_days,
+        ).validate()
+        built = build_store(config, args.extract, progress=ProgressBar())
+        print(f"rebuilt: published snapshot {built.snapshot_id}")
+    return 0 if result.equal else 1
+
+
 _COMMANDS = {
     "keygen": _keygen,
     "synth": _synth,
     "build": _build,
     "registrations": _registrations,
+    "sync": _sync,
+    "reconcile": _reconcile,
     "info": _info,
 }
 

@@ -10,6 +10,8 @@ plate whose last version is open is never purged. Only counts leave this module.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -45,32 +47,31 @@ def expired(
 
 
 def purge_changes(
-    store_keys: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]],
-    store_ends: npt.NDArray[np.int32],
-    changes: KeyedRecords,
-    cutoff: int,
+    store_parts: Iterable[KeyedRecords], changes: KeyedRecords, cutoff: int
 ) -> tuple[KeyedRecords, int]:
     """The day's `changes` plus the removal of every expired plate; (changes, plates purged).
 
-    `store_keys`/`store_ends` describe the published content (merged, one entry per key);
-    a key in `changes` is judged by its new versions instead.
+    `store_parts` is the published content (merged, in disjoint key-sorted parts, as
+    `Snapshot.vehicles_in_parts` gives it); a key in `changes` is judged by its new versions.
     """
-    hi, lo = store_keys
-    gone = expired(hi, lo, store_ends, cutoff)
-    if changes.size:
-        in_changes = _member(hi, lo, changes)
-        gone &= ~in_changes  # judged below by the new versions
+    gone_hi: list[npt.NDArray[np.uint64]] = []
+    gone_lo: list[npt.NDArray[np.uint64]] = []
+    for part in store_parts:
+        gone = expired(part.key_hi, part.key_lo, last_ends(part), cutoff)
+        if gone.any() and changes.size:
+            gone &= ~_member(part.key_hi, part.key_lo, changes)
+        gone_hi.append(part.key_hi[gone])
+        gone_lo.append(part.key_lo[gone])
     changed_gone = expired(changes.key_hi, changes.key_lo, last_ends(changes), cutoff)
-    purged = int(gone.sum() + changed_gone.sum())
-    if not purged:
+    gone_hi.append(changes.key_hi[changed_gone])
+    gone_lo.append(changes.key_lo[changed_gone])
+    removed_hi, removed_lo = np.concatenate(gone_hi), np.concatenate(gone_lo)
+    if not len(removed_hi):
         return changes, 0
-    keep = ~changed_gone
-    kept = _subset(changes, keep)
-    removed_hi = np.concatenate([hi[gone], changes.key_hi[changed_gone]])
-    removed_lo = np.concatenate([lo[gone], changes.key_lo[changed_gone]])
     keys = np.empty((len(removed_hi), 2), dtype=">u8")
     keys[:, 0], keys[:, 1] = removed_hi, removed_lo
-    return with_removed(kept, keys.view(np.uint8).reshape(-1, KEY_BYTES)), purged
+    kept = _subset(changes, ~changed_gone)
+    return with_removed(kept, keys.view(np.uint8).reshape(-1, KEY_BYTES)), len(removed_hi)
 
 
 def _member(
