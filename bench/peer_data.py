@@ -175,8 +175,8 @@ class WireBatch:
 
 
 def wire_batch(plates: list[str], countries: list[str], days: npt.NDArray[np.int32]) -> WireBatch:
-    """Pack a workload batch the way the Python client packs it (clients.packing)."""
-    from clients.packing import pack_countries, pack_plates
+    """Pack a workload batch the way the Python client packs it (clients.batch_rows)."""
+    from clients.batch_rows import pack_countries, pack_plates
 
     packed = pack_plates(plates)
     cty = pack_countries(countries, len(plates))

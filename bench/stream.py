@@ -102,13 +102,12 @@ class StreamClient:
         self.client.wait_until_serving()
 
     def pairs(self, batch: WireBatch) -> Any:
-        from clients import Pairs
-        from clients.packing import PackedPlates
+        from clients import BatchRows, JoinedPlates
 
-        return Pairs(
+        return BatchRows(
             days=batch.days,
             countries=batch.countries,
-            plates=PackedPlates(batch.data, batch.offsets),
+            plates=JoinedPlates(batch.data, batch.offsets),
         )
 
     def decide(self, pairs: Any, zone: str) -> Decided:

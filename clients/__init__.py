@@ -2,11 +2,18 @@
 (asyncio), their value types and exceptions. The `lez` command line is `clients.cli`; `make run`
 is `clients.demo`.
 
+Both clients drive one I/O-free core (`clients.core`). Batches go in as `BatchRows` (or tuples)
+and come back as `ResultChunk`s or a `BatchResult`; a single check answers a `CheckAnswer`.
+
 `clients` imports only `lez.api` (the wire contract), `lez.days` (day numbers, Brussels days)
-and `lez.plates` (plate conventions) from the project, never `server`, `loader` or `lez.store`.
+and `lez.plates` (plate conventions) from the project, never `server`, `loader`, `lez.store`
+or `bench`.
 """
 
 from clients.aio import AsyncLezClient
+from clients.batch_rows import BatchRows, JoinedPlates
+from clients.core.batch import BatchOptions
+from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem, RecheckResult, TechnicalData
 from clients.errors import (
     BatchTooLarge,
     Cancelled,
@@ -25,38 +32,31 @@ from clients.errors import (
     UnknownRuleset,
     UnknownZone,
 )
-from clients.packing import (
-    BatchResult,
-    BatchSummary,
-    Decision,
-    PackedPlates,
-    Pairs,
-    RecheckAnswer,
-    RecheckItem,
-    RecheckResult,
-    ResultChunk,
-    TechnicalData,
-)
+from clients.request_builders import CheckOptions, FleetOptions
+from clients.result_columns import BatchResult, BatchSummary, ResultChunk
+from clients.settings import ClientSettings
 from clients.sync import LezClient
-from clients.transport import ClientSettings
 
 __all__ = [
     "AsyncLezClient",
+    "BatchOptions",
     "BatchResult",
+    "BatchRows",
     "BatchSummary",
     "BatchTooLarge",
     "Cancelled",
+    "CheckAnswer",
+    "CheckOptions",
     "ClientSettings",
     "DeadlineExceeded",
-    "Decision",
+    "FleetOptions",
     "InternalError",
     "InvalidRequest",
+    "JoinedPlates",
     "KeyMismatch",
     "LezClient",
     "LezClientError",
     "Overloaded",
-    "PackedPlates",
-    "Pairs",
     "PermissionDenied",
     "ProtocolError",
     "RateLimited",

@@ -28,21 +28,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from clients.batch_rows import BatchRows, JoinedPlates, pack_countries
+from clients.day_input import parse_when
+from clients.enum_names import OUTCOME_NAMES, REASON_NAMES
 from clients.errors import file_problem
-from clients.packing import (
-    OUTCOME_NAMES,
-    REASON_NAMES,
-    BatchResult,
-    PackedPlates,
-    Pairs,
-    pack_countries,
-    parse_when,
-)
+from clients.result_columns import BatchResult
 from lez.days import BRUSSELS, DAY_OPEN, DAY_UNKNOWN
 
 SECONDS_PER_HOUR: Final = 3600
 SECONDS_PER_DAY: Final = 86_400
-MS: Final = 1000
+MS_PER_SECOND: Final = 1000
 _COLUMN_COUNTS: Final = re.compile(r"Expected (\d+) columns, got (\d+)")
 
 
@@ -54,13 +49,13 @@ class BatchFileError(Exception):
 class BatchFile:
     """The rows of an input file, ready to send."""
 
-    pairs: Pairs
+    rows: BatchRows
     table: pa.Table
     day_column: str  # "day" or "timestamp"
     bad_days: int
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.rows)
 
 
 def _open_error(path: Path, exc: OSError, *, writing: bool = False) -> BatchFileError:
@@ -108,13 +103,13 @@ def read_batch(path: Path) -> BatchFile:
         cty = pc.if_else(pc.equal(cty, ""), "BE", cty)
         if not pc.all(pc.equal(cty, "BE")).as_py():
             countries = np.asarray(cty.to_numpy(zero_copy_only=False), dtype=object)
-    pairs = Pairs(
+    rows = BatchRows(
         days=days,
         countries=b"" if countries is None else _country_bytes(countries),
-        plates=packed_from_arrow(plates),
+        plates=plates_from_arrow(plates),
     )
     return BatchFile(
-        pairs=pairs,
+        rows=rows,
         table=table,
         day_column=day_column,
         bad_days=int((days == DAY_UNKNOWN).sum()),
@@ -139,7 +134,7 @@ def _country_bytes(values: npt.NDArray[Any]) -> bytes:
     return pack_countries(list(values), len(values))
 
 
-def packed_from_arrow(values: pa.Array) -> PackedPlates:
+def plates_from_arrow(values: pa.Array) -> JoinedPlates:
     """Plates of an Arrow string array as a packed column (its own buffers: no Python loop)."""
     arr = values.cast(pa.string()) if values.type != pa.string() else values
     if arr.offset or arr.null_count:
@@ -151,7 +146,7 @@ def packed_from_arrow(values: pa.Array) -> PackedPlates:
     data = data_buf.slice(base, end - base).to_pybytes() if data_buf is not None else b""
     if base:
         offsets = offsets - np.uint32(base)
-    return PackedPlates(data, offsets)
+    return JoinedPlates(data, offsets)
 
 
 def dates_to_days(values: pa.Array) -> npt.NDArray[np.int32]:
@@ -181,7 +176,7 @@ def utc_ms_to_brussels_days(utc_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.int
     distinct UTC hour: Brussels changes offset only on whole UTC hours."""
     if len(utc_ms) == 0:
         return np.zeros(0, dtype=np.int32)
-    seconds = np.floor_divide(utc_ms, MS)
+    seconds = np.floor_divide(utc_ms, MS_PER_SECOND)
     hours, inverse = np.unique(np.floor_divide(seconds, SECONDS_PER_HOUR), return_inverse=True)
     offsets = np.array(
         [_offset_s(int(h) * SECONDS_PER_HOUR) for h in hours.tolist()], dtype=np.int64
@@ -210,7 +205,7 @@ def write_results(
     path: Path, batch: BatchFile, result: BatchResult, euro_codes: dict[int, str]
 ) -> None:
     """The input columns plus day, outcome, reason, allowed_until and euro, in input order."""
-    days = batch.pairs.days
+    days = batch.rows.days
     day_text = _day_texts(days)
     until = result.allowed_until
     until_text = _day_texts(until, open_text="open")

@@ -26,17 +26,12 @@ from typing import Any, Final, NoReturn, TextIO
 
 from clients import errors
 from clients.batchfile import BatchFileError, read_batch, write_results
-from clients.packing import (
-    OUTCOME_NAMES,
-    REASON_NAMES,
-    BatchSummary,
-    Decision,
-    RecheckAnswer,
-    RecheckItem,
-    parse_when,
-)
+from clients.day_input import parse_when
+from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem
+from clients.enum_names import OUTCOME_NAMES, REASON_NAMES
+from clients.result_columns import BatchSummary
+from clients.settings import DEFAULT_SERVER, ClientSettings
 from clients.sync import LezClient
-from clients.transport import DEFAULT_SERVER, ClientSettings
 from lez.api.v1 import access_pb2 as pb
 from lez.days import from_day, parse_day
 
@@ -336,7 +331,7 @@ def _date_str(value: dt.date | None) -> str:
     return value.isoformat() if value else "-"
 
 
-def print_decision(plate: str, country: str, d: Decision, out: TextIO) -> None:
+def print_decision(plate: str, country: str, d: CheckAnswer, out: TextIO) -> None:
     reason = f" ({d.reason})" if d.reason else ""
     out.write(f"{plate} ({country}) in {d.zone} on {_date_str(d.date)}: {d.outcome}{reason}\n")
     if d.outcome == "ALLOWED":
@@ -364,7 +359,7 @@ def print_decision(plate: str, country: str, d: Decision, out: TextIO) -> None:
     out.write(f"  snapshot {d.snapshot_id}, rule revision {d.revision}\n")
 
 
-def _decision_json(d: Decision) -> dict[str, Any]:
+def _decision_json(d: CheckAnswer) -> dict[str, Any]:
     def conv(v: Any) -> Any:
         if isinstance(v, dt.date):
             return v.isoformat()
@@ -451,7 +446,7 @@ def cmd_batch(args: argparse.Namespace, client: LezClient, out: TextIO, err: Tex
     }
     bar = ProgressBar(len(batch), err, enabled=err.isatty() and not args.no_progress)
     try:
-        result = client.check_batch(batch.pairs, zone=args.zone, ruleset=args.ruleset, progress=bar)
+        result = client.check_batch(batch.rows, zone=args.zone, ruleset=args.ruleset, progress=bar)
     finally:
         bar.finish()
     t1 = time.perf_counter()

@@ -39,8 +39,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from clients.batch_rows import BatchRows
+from clients.enum_names import OUTCOME_NAMES
 from clients.errors import LezClientError
-from clients.packing import OUTCOME_NAMES, Pairs
 from clients.sync import LezClient
 from lez.days import DAY_OPEN
 
@@ -322,7 +323,7 @@ def pick_examples(address: str, extract: Path, seed: int) -> list[Example]:
         found: dict[str, Example] = {}
         for zone in zones:
             result = client.check_batch(
-                Pairs.of(plates, None, [CHECK_DAY] * len(plates)), zone=zone
+                BatchRows.of(plates, None, [CHECK_DAY] * len(plates)), zone=zone
             )
             names = result.outcome_names()
             until = result.allowed_until
@@ -335,7 +336,7 @@ def pick_examples(address: str, extract: Path, seed: int) -> list[Example]:
             if all(w in found for w in wanted):
                 break
         unknown = client.check_batch(
-            Pairs.of(list(UNKNOWN_CANDIDATES), None, [CHECK_DAY] * len(UNKNOWN_CANDIDATES)),
+            BatchRows.of(list(UNKNOWN_CANDIDATES), None, [CHECK_DAY] * len(UNKNOWN_CANDIDATES)),
             zone=zones[0],
         ).outcome_names()
     for label in ("ALLOWED", "ALLOWED (open-ended)", "NOT_ALLOWED", "INSUFFICIENT_DATA"):

@@ -247,7 +247,7 @@ def from_rpc_error(err: grpc.RpcError) -> LezClientError:
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 if info.domain == DOMAIN:
-                    reason = reason_value(info.reason)
+                    reason = error_reason_value(info.reason)
                     metadata = dict(info.metadata)
             elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 retry = error_details_pb2.RetryInfo()
@@ -264,7 +264,7 @@ def from_rpc_error(err: grpc.RpcError) -> LezClientError:
     return cls(message, status=code, metadata=metadata, retry_after_s=retry_after)
 
 
-def reason_value(name: str) -> int | None:
+def error_reason_value(name: str) -> int | None:
     """The ErrorReason number of a reason name sent without its prefix (None if unknown)."""
     try:
         return int(pb.ErrorReason.Value("ERROR_REASON_" + name.strip().upper()))

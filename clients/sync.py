@@ -10,80 +10,56 @@ channel (`ClientSettings.connections`); each stream keeps `window` chunks in fli
 workers take more. Results are aligned with the input by row index whatever the order in which
 chunks come back; a stream that fails with UNAVAILABLE gives its unanswered chunks back and
 reconnects. Errors are `clients.errors` exceptions, never raw `grpc.RpcError`.
+
+What to send, when to retry, which connections to reopen and how answers are checked and
+assembled is decided by `clients.core`; this module only does the blocking I/O, the sleeping
+and the threads (one per stream).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import grpc
-import numpy as np
-import numpy.typing as npt
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
-from clients.errors import LezClientError, ProtocolError, ServerUnavailable, from_rpc_error
-from clients.packing import (
-    BatchCollector,
-    BatchResult,
-    BatchSummary,
-    Decision,
-    InputOrder,
-    Pairs,
-    RecheckAnswer,
-    RecheckItem,
-    ResultChunk,
-    date_text,
-    summarise,
-    unpack_chunk,
-)
-from clients.transport import (
-    SPREAD_ATTEMPTS,
-    Backoff,
-    ChannelPlan,
-    ChunkSource,
-    ClientSettings,
-    Deadline,
-    SentChunk,
-    crowded,
-)
+from clients import request_builders
+from clients.batch_rows import BatchInput
+from clients.core.base_client import BaseClient
+from clients.core.batch import BatchOptions, BatchRun, InputOrder
+from clients.core.health import ServingWait
+from clients.core.retry import Attempts
+from clients.core.spread import SpreadProbes, WorkerAnswer, worker_answer
+from clients.core.streams import StreamCall, StreamItem
+from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem
+from clients.request_builders import CheckOptions, FleetOptions
+from clients.result_columns import BatchResult, ResultChunk
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
 
-T = TypeVar("T")
-Progress = Callable[[int], None]
+Answer = TypeVar("Answer")
+THREAD_JOIN_S = 5.0
+"""How long closing a batch waits for each of its stream threads."""
 
 
-class LezClient:
+class LezClient(BaseClient):
     """Synchronous client. Give server addresses (`host:port`) or a `ClientSettings`."""
 
-    def __init__(
-        self,
-        servers: Sequence[str] | str | None = None,
-        *,
-        settings: ClientSettings | None = None,
-        **overrides: Any,
-    ) -> None:
-        self.settings = ClientSettings.resolve(servers, settings, **overrides)
-        self._plan = ChannelPlan.of(self.settings)
+    def _open_channels(self) -> None:
         self._channel = self._plan.open()
         self._stub = pb_grpc.AccessServiceStub(self._channel)
         self._batch_channels: list[grpc.Channel] = []
-        self._spread_over = 1  # batch connections already spread over the workers
-        # the server's max_chunk_pairs once ServerInfo answered (0: no limit); None: not asked
-        self._max_chunk: int | None = None
         self._lock = threading.Lock()
 
     # -- lifecycle --
 
     def close(self) -> None:
-        for ch in self._batch_channels:
-            ch.close()
+        for channel in self._batch_channels:
+            channel.close()
         self._batch_channels.clear()
         self._channel.close()
 
@@ -95,37 +71,28 @@ class LezClient:
 
     # -- plumbing --
 
-    def _call(self, method: Callable[..., T], request: Any, timeout: float | None) -> T:
-        deadline = Deadline(self.settings.timeout_s if timeout is None else timeout)
-        backoff: Backoff | None = None
+    def _call(self, method: Callable[..., Answer], request: Any, timeout: float | None) -> Answer:
+        attempts = Attempts.of_call(self.settings, timeout)
         while True:
             try:
-                return method(request, timeout=deadline.remaining())
-            except grpc.RpcError as exc:
-                err = from_rpc_error(exc)
-                backoff = backoff or Backoff(self.settings)
-                delay = backoff.next_delay(err)
-                if delay is None or not deadline.allows(delay):
-                    raise err from None
-                time.sleep(delay)
+                return method(request, timeout=attempts.timeout())
+            except grpc.RpcError as failure:
+                time.sleep(attempts.wait_after(failure))
 
     def wait_until_serving(self, timeout: float = 30.0, poll_s: float = 0.1) -> None:
         """Block until health says SERVING (a store is loaded); raises ServerUnavailable."""
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        end = time.monotonic() + timeout
-        last: LezClientError | None = None
-        while time.monotonic() < end:
+        health = health_pb2_grpc.HealthStub(self._channel)
+        wait = ServingWait(timeout, poll_s)
+        while wait.waiting():
             try:
-                got = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=poll_s * 10)
-                if got.status == health_pb2.HealthCheckResponse.SERVING:
+                if wait.serving(
+                    health.Check(request_builders.health_request(), timeout=wait.call_timeout_s)
+                ):
                     return
-            except grpc.RpcError as exc:
-                last = from_rpc_error(exc)
+            except grpc.RpcError as failure:
+                wait.failed(failure)
             time.sleep(poll_s)
-        raise ServerUnavailable(
-            f"the server did not report SERVING within {timeout:.0f} s"
-            + (f" ({last.message})" if last else "")
-        )
+        raise wait.gave_up()
 
     # -- unary calls --
 
@@ -133,269 +100,142 @@ class LezClient:
         self,
         plate: str | None = None,
         *,
-        zone: str,
-        day: dt.date | str | None = None,
-        country: str = "BE",
-        first_registration: dt.date | str | None = None,
-        ruleset: str | None = None,
-        key: bytes | None = None,
-        key_id: str = "",
         timeout: float | None = None,
-    ) -> Decision:
+        **options: Unpack[CheckOptions],
+    ) -> CheckAnswer:
         """One plate (or pseudonymised `key` with its `key_id`) on one day (default today,
-        Europe/Brussels) in one zone."""
-        request = check_request(
-            plate,
-            zone=zone,
-            day=day,
-            country=country,
-            first_registration=first_registration,
-            ruleset=ruleset,
-            key=key,
-            key_id=key_id,
+        Europe/Brussels) in one zone; the options are `CheckOptions`."""
+        answer = self._call(
+            self._stub.Check, request_builders.check_request(plate, options), timeout
         )
-        resp = self._call(self._stub.Check, request, timeout)
-        return Decision.from_pb(
-            resp.decision,
-            snapshot_id=resp.snapshot_id,
-            revision=resp.ruleset_revision,
-            zone=resp.zone,
-            date=resp.date,
-        )
+        return CheckAnswer.from_check_response(answer)
 
     def recheck(
         self, items: Iterable[RecheckItem], *, key_id: str = "", timeout: float | None = None
     ) -> RecheckAnswer:
         """Re-evaluate earlier decisions on the current snapshot (appeals)."""
-        request = pb.RecheckRequest(decisions=[i.to_pb() for i in items], key_id=key_id)
-        return RecheckAnswer.from_pb(self._call(self._stub.Recheck, request, timeout))
+        answer = self._call(
+            self._stub.Recheck, request_builders.recheck_request(items, key_id), timeout
+        )
+        return RecheckAnswer.from_pb(answer)
 
     def server_info(self, *, timeout: float | None = None) -> pb.ServerInfoResponse:
         """Snapshot, revisions, zones, code lists, and this client's identity and limits."""
-        info = self._call(self._stub.ServerInfo, pb.ServerInfoRequest(), timeout)
-        self._max_chunk = int(info.client.max_chunk_pairs)
+        info = self._call(self._stub.ServerInfo, request_builders.server_info_request(), timeout)
+        self._chunk_limit.learn(info)
         return info
 
     def fleet_stats(
         self,
         group_by: Sequence[str],
         *,
-        day: dt.date | str | None = None,
-        nis: Sequence[int] = (),
         timeout: float | None = None,
+        **options: Unpack[FleetOptions],
     ) -> pb.FleetStatsResponse:
         """Fleet composition by `nis`, `fuel`, `euro` and/or `category` on a day."""
-        request = fleet_request(group_by, day=day, nis=nis)
-        return self._call(self._stub.FleetStats, request, timeout)
+        return self._call(
+            self._stub.FleetStats, request_builders.fleet_request(group_by, options), timeout
+        )
 
     # -- batches --
 
     def chunk_size(self) -> int:
         """Pairs per chunk: the setting, else the default capped by the server's limit."""
-        if self.settings.chunk_size is not None:
-            return self.settings.chunk_size
-        if self._max_chunk is None:
+        if self._chunk_limit.needs_server_info:
             self.server_info()
-        limit = self._max_chunk or self.settings.default_chunk_pairs
-        return min(self.settings.default_chunk_pairs, limit)
+        return self._chunk_limit.size()
 
     def _channels(self, n: int) -> list[grpc.Channel]:
         with self._lock:
             while len(self._batch_channels) < n:
                 self._batch_channels.append(self._plan.open(batch=True))
-            if n > self._spread_over and len(self.settings.servers) == 1:
-                self._spread_over = n
+            if self._worker_spread.wanted(n):
                 self._spread(n)
             return self._batch_channels[:n]
 
     def _spread(self, n: int) -> None:
-        """Reopen batch connections that share a worker process (see `transport.crowded`):
-        ask every connection once, then only the reopened ones, for SPREAD_ATTEMPTS rounds."""
+        """Reopen batch connections that share a worker process, as `SpreadProbes` says."""
         channels = self._batch_channels
+        probes = SpreadProbes(n)
         try:
-            answered_by = [self._worker_of(ch) for ch in channels[:n]]
-            for _ in range(SPREAD_ATTEMPTS):
-                redo = crowded(answered_by)
-                if not redo:
-                    return
-                for i in redo:
-                    channels[i].close()
-                    channels[i] = self._plan.open(batch=True)
-                    answered_by[i] = self._worker_of(channels[i])
+            for probe in probes:
+                if probe.reopen:
+                    channels[probe.connection].close()
+                    channels[probe.connection] = self._plan.open(batch=True)
+                probes.record(probe.connection, self._worker_of(channels[probe.connection]))
         except grpc.RpcError:
             return  # best effort: an older server, or no ServerInfo for this role
 
-    def _worker_of(self, channel: grpc.Channel) -> tuple[int, int]:
-        info = pb_grpc.AccessServiceStub(channel).ServerInfo(
-            pb.ServerInfoRequest(), timeout=self.settings.timeout_s
+    def _worker_of(self, channel: grpc.Channel) -> WorkerAnswer:
+        stub = pb_grpc.AccessServiceStub(channel)
+        return worker_answer(
+            stub.ServerInfo(request_builders.server_info_request(), timeout=self.settings.timeout_s)
         )
-        return int(info.worker), int(info.workers)
+
+    def _unordered(
+        self, rows: BatchInput, options: BatchOptions
+    ) -> tuple[BatchRun, Iterator[ResultChunk]]:
+        """A batch's core and its result chunks in the order they come."""
+        size = options.get("chunk_size") or self.chunk_size()
+        run = BatchRun(self.settings, rows, options, chunk_size=size)
+        return run, _ThreadedBatch(run, self._channels(run.streams)).unordered()
 
     def stream_batch(
-        self,
-        pairs: Pairs | Iterable[Sequence[object]],
-        *,
-        zone: str,
-        ruleset: str | None = None,
-        chunk_size: int | None = None,
-        connections: int | None = None,
-        timeout: float | None = None,
-        progress: Progress | None = None,
+        self, pairs: BatchInput, **options: Unpack[BatchOptions]
     ) -> Iterator[ResultChunk]:
         """Decide a batch, yielding result chunks in input order (memory stays bounded).
 
-        `pairs`: a `Pairs` (columns, plates or pre-pseudonymised keys) or any iterable of
-        (plate, country, day) tuples, read lazily chunk by chunk.
+        `pairs`: `BatchRows` (columns, plates or pre-pseudonymised keys) or any iterable of
+        (plate, country, day) tuples, read lazily chunk by chunk; the options are
+        `BatchOptions`.
         """
-        run = _BatchRun(self, pairs, zone, ruleset, chunk_size, connections, timeout, progress)
-        return run.ordered()
+        order = InputOrder()
+        _run, parts = self._unordered(pairs, options)
+        for part in parts:
+            yield from order.add(part)
 
-    def check_batch(
-        self,
-        pairs: Pairs | Iterable[Sequence[object]],
-        *,
-        zone: str,
-        ruleset: str | None = None,
-        chunk_size: int | None = None,
-        connections: int | None = None,
-        timeout: float | None = None,
-        progress: Progress | None = None,
-    ) -> BatchResult:
+    def check_batch(self, pairs: BatchInput, **options: Unpack[BatchOptions]) -> BatchResult:
         """Decide a batch; the result's columns are aligned with the input rows."""
-        run = _BatchRun(self, pairs, zone, ruleset, chunk_size, connections, timeout, progress)
-        collector = BatchCollector()
-        for part in run.unordered():
-            collector.add(part)
-        return collector.result(run.summary([p.outcome for p in collector.parts]))
+        run, parts = self._unordered(pairs, options)
+        return run.collected(parts)
 
 
-def check_request(
-    plate: str | None,
-    *,
-    zone: str,
-    day: dt.date | str | None,
-    country: str,
-    first_registration: dt.date | str | None,
-    ruleset: str | None,
-    key: bytes | None,
-    key_id: str,
-) -> pb.CheckRequest:
-    request = pb.CheckRequest(
-        country=country or "BE",
-        zone=zone,
-        date=date_text(day),
-        first_registration=date_text(first_registration),
-        ruleset_revision=ruleset or "",
-        key_id=key_id,
-    )
-    if key is not None:
-        request.key = key
-    else:
-        request.plate = plate or ""
-    return request
+class _ThreadedBatch:
+    """One batch over several streams, one thread each, which `stop` when one fails; the
+    `BatchRun` decides everything else."""
 
-
-def fleet_request(
-    group_by: Sequence[str], *, day: dt.date | str | None, nis: Sequence[int]
-) -> pb.FleetStatsRequest:
-    dims = [int(pb.Dimension.Value("DIMENSION_" + g.strip().upper())) for g in group_by]
-    return pb.FleetStatsRequest(
-        group_by=dims,  # type: ignore[arg-type]
-        date=date_text(day),
-        nis=list(nis),
-    )
-
-
-class _BatchRun:
-    """One batch over several streams (threads), with per-stream retry."""
-
-    def __init__(
-        self,
-        client: LezClient,
-        pairs: Pairs | Iterable[Sequence[object]],
-        zone: str,
-        ruleset: str | None,
-        chunk_size: int | None,
-        connections: int | None,
-        timeout: float | None,
-        progress: Progress | None,
-    ) -> None:
-        s = client.settings
-        self.client = client
-        self.size = chunk_size or client.chunk_size()
-        self.streams = connections or s.connections
-        if isinstance(pairs, Pairs):
-            # no point in more streams than chunks
-            self.streams = max(1, min(self.streams, -(-len(pairs) // self.size)))
-        self.source = ChunkSource(pairs, zone=zone, ruleset=ruleset or "", chunk_size=self.size)
-        self.deadline = Deadline(s.batch_timeout_s if timeout is None else timeout)
-        self.progress = progress
-        self.window = s.window
-        self.results: queue.Queue[ResultChunk | BaseException | None] = queue.Queue(
-            maxsize=self.streams * self.window * 2
-        )
+    def __init__(self, run: BatchRun, channels: list[grpc.Channel]) -> None:
+        self.run = run
+        self.channels = channels
         self.stop = threading.Event()
-        self.audit_ids: list[str] = []
-        self.snapshots: list[str] = []
-        self.revision = ""
-        self.started = time.perf_counter()
-        self.seconds = 0.0
-        self._calls: list[Any] = []
+        self.queue: queue.Queue[StreamItem] = queue.Queue(maxsize=run.queue_size)
+        self._calls: list[Any] = []  # the calls in flight, cancelled on stop
         self._lock = threading.Lock()
 
     def unordered(self) -> Iterator[ResultChunk]:
-        channels = self.client._channels(self.streams)
         threads = [
             threading.Thread(target=self._stream, args=(ch,), daemon=True, name=f"lez-batch-{i}")
-            for i, ch in enumerate(channels)
+            for i, ch in enumerate(self.channels)
         ]
-        for t in threads:
-            t.start()
-        running = len(threads)
-        failure: BaseException | None = None
+        for thread in threads:
+            thread.start()
+        results = self.run.results
         try:
-            while running:
-                item = self.results.get()
-                if item is None:
-                    running -= 1
-                elif isinstance(item, BaseException):
-                    running -= 1
-                    if failure is None:
-                        failure = item
-                        self._abort()
-                elif failure is None:
-                    if self.progress is not None:
-                        self.progress(item.count)
-                    yield item
+            while results.running:
+                part = results.take(self.queue.get())
+                if results.failure is not None and not self.stop.is_set():
+                    self._abort()
+                if part is not None:
+                    yield part
         finally:
-            if running:
+            if results.running:
                 self._abort()
-                while running:
-                    left = self.results.get()
-                    if left is None or isinstance(left, BaseException):
-                        running -= 1
-            for t in threads:
-                t.join(timeout=5)
-            self.seconds = time.perf_counter() - self.started
-        if failure is not None:
-            raise failure
-
-    def ordered(self) -> Iterator[ResultChunk]:
-        order = InputOrder()
-        for part in self.unordered():
-            yield from order.add(part)
-
-    def summary(self, outcomes: list[npt.NDArray[np.uint8]]) -> BatchSummary:
-        return summarise(
-            outcomes,
-            pairs=self.source.sent_pairs,
-            chunks=self.source.chunks,
-            audit_ids=self.audit_ids,
-            snapshot_ids=self.snapshots,
-            revision=self.revision,
-            seconds=self.seconds,
-            streams=self.streams,
-        )
+                while results.running:
+                    results.drain(self.queue.get())
+            for thread in threads:
+                thread.join(timeout=THREAD_JOIN_S)
+            self.run.finished()
+        results.raise_failure()
 
     def _abort(self) -> None:
         self.stop.set()
@@ -406,76 +246,53 @@ class _BatchRun:
 
     def _stream(self, channel: grpc.Channel) -> None:
         stub = pb_grpc.AccessServiceStub(channel)
-        backoff = Backoff(self.client.settings)
+        stream = self.run.stream()
         try:
-            while not self.stop.is_set():
-                pending: deque[SentChunk] = deque()
-                first = self.source.next()
-                if first is None:  # nothing (left) to send: open no call
+            for call in stream.calls():
+                if self.stop.is_set():
                     break
-                pending.append(first)
                 try:
-                    self._one_call(stub, pending)
-                    break
-                except grpc.RpcError as exc:
+                    self._one_call(stub, call, stream.timeout())
+                except grpc.RpcError as failure:
                     if self.stop.is_set():
                         break
-                    err = from_rpc_error(exc)
-                    self.source.give_back(pending)
-                    delay = backoff.next_delay(err)
-                    if delay is None or not self.deadline.allows(delay):
-                        raise err from None
-                    time.sleep(delay)
+                    time.sleep(stream.wait_after(call, failure))
         except BaseException as exc:
-            self.results.put(exc)
+            self.queue.put(exc)
             return
-        self.results.put(None)
+        self.queue.put(None)
 
-    def _one_call(self, stub: pb_grpc.AccessServiceStub, pending: deque[SentChunk]) -> None:
-        slots = threading.Semaphore(self.window)
+    def _one_call(
+        self, stub: pb_grpc.AccessServiceStub, call: StreamCall, timeout: float | None
+    ) -> None:
+        slots = threading.Semaphore(self.run.window)
         closed = threading.Event()
 
         def requests() -> Iterator[pb.CheckChunk]:
             slots.acquire()
-            yield pending[0].message
+            yield call.first_message()
             while True:
                 slots.acquire()
                 if closed.is_set() or self.stop.is_set():
                     return
-                sent = self.source.next()
-                if sent is None:
+                message = call.next_message()
+                if message is None:
                     return
-                pending.append(sent)
-                yield sent.message
+                yield message
 
-        call = stub.CheckStream(requests(), timeout=self.deadline.remaining())
+        rpc = stub.CheckStream(requests(), timeout=timeout)
         with self._lock:
-            self._calls.append(call)
+            self._calls.append(rpc)
         try:
-            for msg in call:
-                if msg.HasField("summary"):
-                    with self._lock:
-                        self.audit_ids.append(msg.summary.audit_id)
-                    continue
-                if not pending:
-                    raise ProtocolError("the server answered a chunk that was not sent")
-                sent = pending.popleft()
-                if msg.chunk_id != sent.chunk_id:
-                    raise ProtocolError("the server answered chunks out of order")
-                try:
-                    part = unpack_chunk(msg, sent.first_index, sent.count)
-                except ValueError as exc:
-                    raise ProtocolError(str(exc)) from None
-                with self._lock:
-                    self.snapshots.append(msg.snapshot_id)
-                    self.revision = msg.ruleset_revision
-                self.results.put(part)
-                slots.release()
-            if pending:
-                raise ProtocolError("the stream ended before every chunk was answered")
+            for answer in rpc:
+                part = call.receive(answer)
+                if part is not None:
+                    self.queue.put(part)
+                    slots.release()
+            call.finish()
         finally:
             closed.set()
             slots.release()
-            call.cancel()  # type: ignore[no-untyped-call]
+            rpc.cancel()  # type: ignore[no-untyped-call]
             with self._lock:
-                self._calls.remove(call)
+                self._calls.remove(rpc)

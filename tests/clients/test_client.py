@@ -19,19 +19,20 @@ import pytest
 
 from clients import (
     AsyncLezClient,
+    BatchRows,
     ClientSettings,
     DeadlineExceeded,
     KeyMismatch,
     LezClient,
-    Pairs,
     RecheckItem,
     ServerUnavailable,
     UnknownRuleset,
     UnknownZone,
 )
 from clients import errors as cerr
-from clients.packing import OUTCOME_NAMES, REASON_NAMES, pack_plates
-from clients.transport import build_target
+from clients.batch_rows import pack_plates
+from clients.channels import build_target
+from clients.enum_names import OUTCOME_NAMES, REASON_NAMES
 from lez.api.v1 import access_pb2 as pb
 from lez.days import DAY_OPEN, from_day
 from lez.keys import PlateKeyer
@@ -116,7 +117,9 @@ def test_stream_batch_yields_in_input_order_over_several_streams(client: LezClie
     plates = np.array(["1ABC234", "1XYZ987", "#"] * (n // 3) + ["1ABC234"] * (n % 3))
     days = np.full(n, DAY, dtype=np.int32)
     parts = list(
-        client.stream_batch(Pairs.of(plates, None, days), zone=ZONE, chunk_size=400, connections=3)
+        client.stream_batch(
+            BatchRows.of(plates, None, days), zone=ZONE, chunk_size=400, connections=3
+        )
     )
     assert [p.first_index for p in parts] == list(range(0, n, 400))
     outcomes = np.concatenate([p.outcome for p in parts])
@@ -133,11 +136,11 @@ def test_chunk_size_defaults_to_the_server_limit(client: LezClient) -> None:
 def test_numpy_bytes_and_packed_plates(client: LezClient) -> None:
     plates = np.array([b"1ABC234", b"1-XYZ-987", b"#"], dtype="S10")
     r = client.check_batch(
-        Pairs.of(plates, np.array(["BE", "BE", "BE"]), np.full(3, DAY)), zone=ZONE
+        BatchRows.of(plates, np.array(["BE", "BE", "BE"]), np.full(3, DAY)), zone=ZONE
     )
     assert r.outcome_names() == ["ALLOWED", "NOT_ALLOWED", "INVALID"]
     packed = pack_plates(["1ABC234", "1ELE001"])
-    r2 = client.check_batch(Pairs.of(packed, None, [DATE, DATE]), zone=ZONE)
+    r2 = client.check_batch(BatchRows.of(packed, None, [DATE, DATE]), zone=ZONE)
     assert r2.reason_names() == ["MEETS_CRITERIA", "ZERO_EMISSION"]
     assert r2.allowed_until.tolist() == [DAY_OPEN, DAY_OPEN]
 
@@ -149,13 +152,13 @@ def test_pre_keyed_batch(client: LezClient, client_keyer: PlateKeyer) -> None:
     countries = np.full((len(plates), 2), list(b"BE"), dtype=np.uint8)
     norm, _ = normalise_many(as_matrix(plates), countries)
     keys = client_keyer.key_matrix(countries, norm)
-    pairs = Pairs.of_keys(keys, None, [DATE] * 4, key_id=client_keyer.key_id)
+    pairs = BatchRows.of_keys(keys, None, [DATE] * 4, key_id=client_keyer.key_id)
     r = client.check_batch(pairs, zone=ZONE)
     assert r.outcome_names() == ["ALLOWED", "NOT_ALLOWED", "UNKNOWN_PLATE", "ALLOWED"]
     d = client.check(key=bytes(keys[1]), key_id=client_keyer.key_id, zone=ZONE, day=DATE)
     assert d.outcome == "NOT_ALLOWED"
     with pytest.raises(KeyMismatch):
-        client.check_batch(Pairs.of_keys(keys, None, [DATE] * 4, key_id="other"), zone=ZONE)
+        client.check_batch(BatchRows.of_keys(keys, None, [DATE] * 4, key_id="other"), zone=ZONE)
 
 
 def test_errors_map_to_client_exceptions(client: LezClient) -> None:
@@ -175,7 +178,7 @@ def test_errors_map_to_client_exceptions(client: LezClient) -> None:
 def test_error_table_is_total_over_error_reasons() -> None:
     for name, value in pb.ErrorReason.items():
         assert value in cerr.REASON_TABLE, name
-        assert cerr.reason_value(name.removeprefix("ERROR_REASON_")) == value
+        assert cerr.error_reason_value(name.removeprefix("ERROR_REASON_")) == value
     retried = {c for c in cerr.REASON_TABLE.values() if c.retryable}
     assert retried == {cerr.StoreNotReady}
     assert cerr.STATUS_TABLE[grpc.StatusCode.UNAVAILABLE].retryable

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from clients import AsyncLezClient, LezClient
-from clients.transport import SPREAD_ATTEMPTS, crowded
+from clients.core.spread import SPREAD_ATTEMPTS, crowded
 
 
 @pytest.mark.parametrize(

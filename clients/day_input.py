@@ -1,0 +1,70 @@
+"""What the clients accept as a day, and the day texts they send.
+
+A day may be a date, an aware datetime (its Europe/Brussels calendar day), ISO text
+(`YYYY-MM-DD` or an ISO 8601 timestamp) or a day number. In a batch an unreadable day becomes
+the unknown sentinel, which the server answers per item with OUTCOME_INVALID /
+REASON_INVALID_DAY instead of failing the batch; a unary request sends the text as given and
+the server says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+
+from lez.days import DAY_OPEN, DAY_UNKNOWN, brussels_day, from_day, parse_day, to_day
+
+
+def parse_when(text: str) -> int:
+    """Day number of `YYYY-MM-DD` or of an ISO 8601 timestamp (its Brussels calendar day).
+
+    Raises ValueError saying what is expected; never echoes the input.
+    """
+    text = text.strip()
+    if "T" in text or " " in text:
+        try:
+            moment = dt.datetime.fromisoformat(text.replace(" ", "T", 1))
+        except ValueError:
+            raise ValueError(
+                "expected an ISO 8601 timestamp such as 2016-06-02T18:36:12.345+01:00"
+            ) from None
+        return brussels_day(moment)
+    return parse_day(text)
+
+
+def to_day_number(value: object) -> int:
+    """A day number from a date, datetime, ISO text or int; DAY_UNKNOWN when unreadable."""
+    if isinstance(value, dt.datetime):
+        return brussels_day(value)
+    if isinstance(value, dt.date):
+        return to_day(value)
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return parse_when(value)
+        except ValueError:
+            return DAY_UNKNOWN
+    return DAY_UNKNOWN
+
+
+def day_or_none(day: int) -> dt.date | None:
+    """The date of a day number; None for the sentinels (unknown, open)."""
+    return None if day in (DAY_UNKNOWN, DAY_OPEN) else from_day(day)
+
+
+def date_or_none(text: str) -> dt.date | None:
+    """The date of an ISO date text from an answer; None for the empty text."""
+    return dt.date.fromisoformat(text) if text else None
+
+
+def date_text(value: dt.date | str | None) -> str:
+    """ISO text for a request field; '' for None."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return from_day(brussels_day(value)).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value.strip()
