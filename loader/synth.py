@@ -5,16 +5,18 @@ of `docs/extract-format.md` (one row per plate version) and `synth.json` (a summ
 is generated with vectorised NumPy in chunks of `CHUNK_PLATES` plates and written with pyarrow, so
 8,000,000 plates take well under a minute and memory stays bounded by one chunk.
 
-Where the figures come from (reference/lez-rules.md):
-- fleet composition and the car fuel mix: section 7 (Statbel 2022 split by vehicle type, 2024 car
-  fuel mix, ~10 years average car age, 173,133 oldtimers);
-- euro norm from the first-registration date: section 3.1 (M1, N1 class I), 3.2 (M2/N1 class
-  II-III: Walloon Euro 1-2 and EU Euro 5-6 dates; heavy vehicles: the Dutch milieuzone table,
-  chosen because it is the only one covering Euro I to VI);
-- DIV code spellings: section 5.1-5.3 through `lez.codes`; plate formats and prefixes: 5.4;
-  NIS codes: section 6.
+Where the figures come from (docs/sources.md#reference-data, docs/rules.md):
+- fleet composition and the car fuel mix: Statbel's vehicle fleet (2022 split by vehicle type,
+  2024 car fuel mix), ~10 years average car age (GIPA study, auto55.be 2024-12), 173,133
+  oldtimers (auto55.be 2023-03);
+- euro norm from the first-registration date: the tables of
+  docs/rules.md#euro-norm-from-first-registration (M1, N1 class I; M2/N1 class II-III: Walloon
+  Euro 1-2 and EU Euro 5-6 dates; heavy vehicles: the Dutch milieuzone table, chosen because it
+  is the only one covering Euro I to VI);
+- DIV code spellings: docs/rules.md#codes through `lez.codes`; plate formats and prefixes:
+  docs/rules.md#plate-formats; NIS codes: Statbel's five-digit codes.
 
-Figures NOT FOUND there are modelling choices, marked "modelling choice" where they are used:
+Figures no public source gave are modelling choices, marked "modelling choice" where used:
 the age distribution by year, the split of goods vehicles into N1/N2/N3, the trailer share,
 history rates, masses, power, CO2 and the tractor engine-stage dates. They make the data look
 plausible; no rule or test should treat them as facts.
@@ -69,12 +71,12 @@ def _d(y: int, m: int = 1, day: int = 1) -> int:
 
 _YEAR: Final = 365.25
 _FIRST_DAY: Final = _d(1970)  # first registrations are spread from 1970 on
-_EURO_PLATE: Final = _d(2010, 11, 16)  # section 5.4: Euro plate since 16 Nov 2010
-_SERIES_2: Final = _d(2021)  # section 5.4: plates issued from January 2021 start with 2
+_EURO_PLATE: Final = _d(2010, 11, 16)  # docs/rules.md#plate-formats: Euro plate since 16 Nov 2010
+_SERIES_2: Final = _d(2021)  # docs/rules.md#plate-formats: plates issued from 2021 start with 2
 
 # ---- code vocabularies (DIV spellings, lez.codes) --------------------------------------------
 # Each column is generated as indices into its vocabulary; -1 is blank. The last entry of each
-# vocabulary is a deliberately unknown code (fuel 14 is the code NOT FOUND in section 5.1).
+# vocabulary is a deliberately unknown code (fuel 14 is NOT FOUND, docs/rules.md#codes).
 
 _CAT_V: Final = ("M1", "M2", "M3", "N1", "N2", "N3", "L1", "L3", "L4", "L5", "L6", "L7")
 _CAT_V2: Final = ("O1", "O2", "O3", "O4", "T", "OTHER", "M4")
@@ -114,8 +116,8 @@ FU = {c: _ix(FUELS, c) for c in FUELS}
 EU = {c: _ix(EUROS, c) for c in EUROS}
 ST_A, ST_S, ST_O = 0, 1, 2
 
-# ---- vehicle classes (section 7) -------------------------------------------------------------
-# Statbel 1 Aug 2022 (section 7): cars 5,947,479; goods vehicles 958,553; buses 16,557; road
+# ---- vehicle classes (Statbel fleet, docs/sources.md#reference-data) -------------------------
+# Statbel 1 Aug 2022: cars 5,947,479; goods vehicles 958,553; buses 16,557; road
 # tractors 55,075; agricultural tractors 203,472; special 82,634; motorcycles 533,107.
 # Oldtimers: 173,133 of 6,030,700 cars in 2023 (2.87 %). Trailers and mopeds are outside the
 # Statbel motorised fleet; their shares (7 % and 1 % of plates) are a modelling choice, as is
@@ -159,7 +161,7 @@ CLASS_SHARES: Final = np.concatenate(
     [_MOTORISED[:10] / _MOTORISED.sum() * 0.92, np.array([0.01, 0.07])]
 )
 
-# Car fuel mix 2024 (section 7): petrol 3,132,607; diesel 1,934,307; hybrid 710,687 (petrol vs
+# Car fuel mix 2024 (Statbel): petrol 3,132,607; diesel 1,934,307; hybrid 710,687 (petrol vs
 # diesel hybrids 81,107 : 5,905 as in 2018); electric 254,240; gas 22,786; other 34,937. The
 # split of gas (LPG/CNG/petrol+CNG) and "other" over DIV codes is a modelling choice.
 _CAR_FUEL: Final = (
@@ -178,7 +180,7 @@ _CAR_FUEL: Final = (
     ("12", 34_937 * 0.05),
 )
 # Mean age in years at the extract date by car fuel: a modelling choice giving the ~10 years
-# average of section 7 (electric and hybrid cars are young, diesels a little older).
+# average (auto55.be 2024-12; electric and hybrid cars are young, diesels a little older).
 _CAR_AGE: Final = {
     "01": 10.5,
     "02": 11.5,
@@ -220,16 +222,16 @@ _CLASS_AGE: Final = {
     TRAILER: 14.0,
 }
 
-# ---- euro norm by first registration (section 3) --------------------------------------------
+# ---- euro norm by first registration (docs/rules.md#euro-norm-from-first-registration) ------
 # (boundaries, codes): codes[i] applies from boundaries[i-1]; codes[0] before the first one.
 _EURO_M1: Final = (
     [_d(1992, 7), _d(1997), _d(2001), _d(2006), _d(2011), _d(2015, 9), _d(2019, 9), _d(2021)],
     ["0", "1", "2", "3", "4", "5", "6", "6D-TEMP", "6D"],
-)  # section 3.1, M1
+)  # docs/rules.md#euro-norm-from-first-registration, table M1
 _EURO_N1_I: Final = (
     [_d(1994, 10), _d(1998), _d(2001), _d(2006), _d(2011), _d(2015, 9), _d(2019, 9), _d(2021)],
     ["0", "1", "2", "3", "4", "5", "6", "6D-TEMP", "6D"],
-)  # section 3.1, N1 class I
+)  # docs/rules.md#euro-norm-from-first-registration, table N1_I
 # Section 3.2: M2 / N1 class II-III: Euro 1-2 Walloon annex, Euro 5-6 EU dates. Euro 3, 4,
 # 6d-TEMP and 6d dates are NOT FOUND: the dates below are a modelling choice.
 _EURO_N1_II: Final = (
@@ -239,8 +241,9 @@ _EURO_N1_II: Final = (
 _EURO_HEAVY: Final = (
     [_d(1992, 7), _d(1995, 10), _d(2000, 10), _d(2005, 10), _d(2008, 10), _d(2013)],
     ["0", "I", "II", "III", "IV", "V", "VI"],
-)  # section 3.2, Dutch milieuzone table (chosen over the Walloon one: it covers I-VI)
-# Tractor engine stages by date are NOT FOUND (section 3.2): modelling choice; "" = blank.
+)  # Dutch milieuzone table, evofenedex.nl (chosen over the Walloon one: it covers I-VI)
+# Tractor engine stages by date are NOT FOUND (docs/rules.md#not-found): modelling choice;
+# "" = blank.
 _STAGE_T: Final = (
     [_d(1999), _d(2002), _d(2006), _d(2011), _d(2014)],
     ["", "P1", "P2", "P3A", "P3B", "P4"],
@@ -254,9 +257,9 @@ _SCHEMES: Final = {
     SCHEME_T: _STAGE_T,
 }
 
-# ---- NIS codes (section 6) -------------------------------------------------------------------
+# ---- NIS codes (Statbel) ---------------------------------------------------------------------
 # Named municipalities with a modelling-choice weight (share of plates, in %), Brussels split
-# roughly by size. The remaining share goes to synthetic codes that follow the section 6
+# roughly by size. The remaining share goes to synthetic codes that follow the NIS
 # structure (province digit, arrondissement, municipality); they are NOT the official list.
 _NIS_NAMED: Final = (
     (11002, 4.6),  # Antwerpen
@@ -292,7 +295,7 @@ def _nis_table() -> tuple[I32, F64]:
 
 _NIS_CODES, _NIS_WEIGHTS = _nis_table()
 
-# ---- plate series (section 5.4) --------------------------------------------------------------
+# ---- plate series (docs/rules.md#plate-formats) ----------------------------------------------
 _LETTERS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _DIGITS: Final = "0123456789"
 
@@ -301,7 +304,7 @@ def _minus(chars: str, drop: str) -> str:
     return "".join(c for c in chars if c not in drop)
 
 
-_L_EURO = _minus(_LETTERS, "O")  # section 5.4: O is not used in the Euro plate letter block
+_L_EURO = _minus(_LETTERS, "O")  # docs/rules.md#plate-formats: no O in the Euro plate letters
 _L_EURO_FIRST = _minus(_LETTERS, "OMQTZ")  # 1- series: M, O, Q, TX, Z first letters reserved
 _L_1973 = _minus(_LETTERS, "IMOQW")  # 1973-2008 series without I, M, O, Q, W
 _L_PERS_FIRST = _minus(_LETTERS, "CWXYZ")  # no CD, W, X, Y, Z personalised series
@@ -593,7 +596,7 @@ def _plates(series: I64, perms: list[tuple[int, int]], offsets: I64) -> U8:
 
 
 def _choose_series(rng: np.random.Generator, cls: I64, issued: I32, source: int) -> I64:
-    """Series of each plate from the vehicle class and the plate's issue date (section 5.4)."""
+    """Series of each plate from the vehicle class and the plate's issue date (plate-formats)."""
     n = len(cls)
     u = rng.random(n)
     euro2 = issued >= _SERIES_2
@@ -605,7 +608,7 @@ def _choose_series(rng: np.random.Generator, cls: I64, issued: I32, source: int)
     out[pre & (issued < _d(1973))] = S["old1962"]
     taxi = (cls == CAR) & (u < 0.002)
     out[taxi] = S["let_t"]
-    # modelling choice: personalised plates (section 5.4: 11,021 in 2021 alone) on ~0.8 % of
+    # modelling choice: personalised plates (bd.nl 2022-06: 11,021 in 2021 alone) on ~0.8 % of
     # cars and motorcycles issued since 2000; a few CD, dealer and temporary plates.
     personal = np.isin(cls, (CAR, MOTORCYCLE)) & (u >= 0.002) & (u < 0.010) & (issued >= _d(2000))
     which = rng.integers(0, 3, n)
@@ -877,8 +880,8 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
     electric[fuel == _NONE] = _NONE
     max_mass = np.maximum(max_mass, 1)
     # Missing values (modelling choice): category blank for 4 % of vehicles registered before
-    # 2000 and 1.5 % after (derivable from kind and masses, seed 002 section IX); kind blank
-    # for 0.1 %, bodywork for 3 %.
+    # 2000 and 1.5 % after (derivable from kind and masses, docs/rules.md#category-derivation);
+    # kind blank for 0.1 %, bodywork for 3 %.
     gap = rng.random(n)
     cat[gap < np.where(first < _d(2000), 0.04, 0.015)] = _NONE
     kind[(gap >= 0.5) & (gap < 0.501)] = _NONE
@@ -900,12 +903,12 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
 
 
 def _euro(rng: np.random.Generator, cls: I64, cat: I64, fuel: I64, first: I64, running: I64) -> I64:
-    """Euro code from the first registration (section 3), with realistic gaps and variants."""
+    """Euro code from the first registration (docs/rules.md#enrichment), with gaps and variants."""
     n = len(cls)
     scheme = np.full(n, SCHEME_NONE)
     scheme[cat == C["M1"]] = SCHEME_M1
-    # N1 class by reference mass = running mass - 75 + 100 (section 3.2); the class limits
-    # 1,305 / 1,760 kg are Reg. 715/2007's and NOT in lez-rules.md: modelling input only.
+    # N1 class by reference mass = running mass - 75 + 100, class limits 1,305 / 1,760 kg
+    # (docs/rules.md#reference-mass-and-vehicle-classes).
     ref = running + 25
     n1 = cat == C["N1"]
     scheme[n1 & (ref <= 1305)] = SCHEME_N1_I
@@ -924,7 +927,7 @@ def _euro(rng: np.random.Generator, cls: I64, cat: I64, fuel: I64, first: I64, r
         level = level + early
         vocab = np.array([EU[c] if c else _NONE for c in codes])
         euro[rows] = vocab[level]
-    # DIV spelling variants inside a level (section 5.2: 5a, 5b, 6a, 6b; 6c UNCONFIRMED)
+    # DIV spelling variants inside a level (docs/rules.md#codes: 5a, 5b, 6a, 6b; 6c UNCONFIRMED)
     v = rng.random(n)
     euro[(euro == EU["5"]) & (v < 0.1)] = EU["5A"]
     euro[(euro == EU["5"]) & (v >= 0.9)] = EU["5B"]
@@ -981,7 +984,8 @@ def _chunk(
         np.int64
     )
     # Plate status (modelling choice): ~3.5 % crossed out within the last ~2.5 years (so most
-    # are past the 6-month retention of seed 002 section X), 0.3 % suspended.
+    # are past the 6-month retention of docs/sources.md: DIV-VMM protocol section X), 0.3 %
+    # suspended.
     u = rng.random(n)
     status = np.where(u < 0.035, ST_S, np.where(u < 0.038, ST_O, ST_A)).astype(np.int64)
     crossed = status == ST_S
