@@ -90,8 +90,9 @@ class BatchInput:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Decisions:
-    """The engine's answer for n items, aligned with the input."""
+class DecisionColumns:
+    """The engine's answers for n items as columns, aligned with the input (row i of each
+    column is the `lez.rules.Verdict` of item i)."""
 
     outcome: npt.NDArray[np.uint8]
     reason: npt.NDArray[np.uint8]

@@ -22,11 +22,10 @@ import numpy.typing as npt
 
 import lez.rules
 from lez.days import DAY_UNKNOWN, to_day
-from lez.decision import BatchInput, Decisions, Outcome, Reason
+from lez.decision import BatchInput, DecisionColumns, Outcome, Reason
 from lez.errors import BatchTooLarge, InvalidPlate, InvalidRequest
 from lez.keys import KEY_BYTES, PlateKeyer
-from lez.plates import PlateRule, normalise_country
-from lez.plates import check as check_plate
+from lez.plates import PlateRule, normalise_country, try_normalise
 from lez.store import Snapshot, VehicleLookup
 from lez.vehicle import empty, version_on
 
@@ -60,7 +59,7 @@ class Pairs:
 class Evaluated:
     """Decisions for n pairs plus the lookup that fed them."""
 
-    decisions: Decisions
+    decisions: DecisionColumns
     lookup: VehicleLookup
 
     def outcome_counts(self) -> npt.NDArray[np.int64]:
@@ -85,7 +84,7 @@ class OnePair:
 class Single:
     """The answer for one pair, with the vehicle version it was decided on (None if none)."""
 
-    decision: lez.rules.Decision
+    decision: lez.rules.Verdict
     record: np.void | None
 
 
@@ -240,10 +239,10 @@ def evaluate(
 def decode_one_plate(
     keyer: PlateKeyer, raw: str, country: str, day: int, max_plate_bytes: int
 ) -> OnePair:
-    """One plate through the scalar path (`lez.plates.check`, `PlateKeyer.key`): the same
+    """One plate through the scalar path (`lez.plates.try_normalise`, `PlateKeyer.key`): the same
     answer as `decode_plates` (property-tested in lez) at a fraction of the per-call cost."""
     invalid = 0
-    text, rule = check_plate(raw, country)
+    text, rule = try_normalise(raw, country)
     if day < EARLIEST_DAY or day > LATEST_DAY:
         invalid = Reason.INVALID_DAY
     if rule is not PlateRule.OK or len(raw.encode("utf-8", "replace")) > max_plate_bytes:
@@ -287,7 +286,7 @@ def evaluate_single(
     `evaluate`. No arrays are set up: the vehicle and its registrations come from the warm key
     columns with a few scalar reads."""
     if pair.invalid:
-        one = lez.rules.Decision(Outcome.INVALID, pair.invalid, DAY_UNKNOWN, 0, 0, 0)
+        one = lez.rules.Verdict(Outcome.INVALID, pair.invalid, DAY_UNKNOWN, 0, 0, 0)
         return Single(decision=one, record=None)
     history = snap.versions_of(pair.key)
     at = version_on(history, pair.day)

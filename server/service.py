@@ -27,7 +27,7 @@ from lez.decision import Derived, Outcome, Reason
 from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest, KeyMismatch
 from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import BELGIUM
-from lez.rules import Decision, Revision, RuleCatalog, Zone
+from lez.rules import Revision, RuleCatalog, Verdict, Zone
 from lez.store import StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from server import pipeline
@@ -179,7 +179,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             status=status,
         )
 
-    def _decision_msg(self, d: Decision, rec: np.void | None, who: Identity) -> pb.Decision:
+    def _decision_msg(self, d: Verdict, rec: np.void | None, who: Identity) -> pb.Decision:
         """One decision as a message; `rec` is the vehicle version it was decided on."""
         allowed = d.outcome == Outcome.ALLOWED
         # Seed 002 section 21: vehicle data only where plate, country and first registration

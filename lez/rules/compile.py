@@ -1,4 +1,4 @@
-"""Compile a revision's rows into per-zone lookup arrays, and the plain reference criteria.
+"""Compile a revision's rows into per-zone lookup arrays: the one form the engine reads.
 
 For one zone, every day where any row starts or ends becomes a period boundary (`bounds`, with
 `DAY_UNKNOWN` first so every day falls in a period). Within a period the rows in force are fixed,
@@ -11,7 +11,9 @@ OTHER) or vehicle class (`lez.enrich.MEMBERS`) gets the answer its members agree
 INSUFFICIENT_DATA with FUEL_UNKNOWN or CATEGORY_UNKNOWN. `allowed_until` is the last day before
 the first later period in which the same vehicle is no longer ALLOWED (DAY_OPEN if none).
 
-`criteria_one` computes the same answer for one item straight from the rows (reference path).
+Both engine paths (`lez.rules.engine`: `evaluate` for a chunk, `decide_one` for a single
+check) read these tables; the tests' reference (`tests/support/reference_rules.py`) recomputes the
+same answers straight from the rows, so a compilation mistake cannot hide behind agreement.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ for _kind, _rank in REGISTRATION_RANK.items():
     RANK_REASON[_rank] = REGISTRATION_REASON[_kind]
 
 
-# -- reference path: straight from the rows -------------------------------------------------------
+# -- the rows in force for a zone on a day --------------------------------------------------------
 
 
 def _pick(rows: list[Scoped], zone: ZoneDef) -> int | None:
@@ -118,51 +120,6 @@ def foreign_on(rev: RevisionData, zone: ZoneDef, day: int) -> ForeignRule | None
     return None if i is None else rows[i]
 
 
-def _effect_one(crit: Criterion | None, euro: int) -> tuple[int, int]:
-    if crit is None:
-        return _ALLOWED, Reason.CATEGORY_NOT_REGULATED
-    if crit.effect == Effect.ALLOW:
-        return _ALLOWED, Reason.MEETS_CRITERIA
-    if crit.effect == Effect.EXEMPT:
-        return _ALLOWED, crit.exempt_reason
-    if crit.effect == Effect.BAN:
-        return Outcome.NOT_ALLOWED, Reason.FUEL_BANNED
-    if crit.effect == Effect.UNDETERMINED:
-        return _INSUFFICIENT, Reason.CRITERIA_NOT_FOUND
-    if euro == codes.UNKNOWN or codes.EURO_SCALE[euro] != codes.EURO_SCALE[crit.min_euro]:
-        return _INSUFFICIENT, Reason.EURO_UNKNOWN
-    if codes.EURO_LEVEL[euro] >= codes.EURO_LEVEL[crit.min_euro]:
-        return _ALLOWED, Reason.MEETS_CRITERIA
-    return Outcome.NOT_ALLOWED, Reason.EURO_BELOW_MINIMUM
-
-
-def _base_one(
-    rev: RevisionData, zone: ZoneDef, vclass: int, family: int, euro: int, phev: bool, day: int
-) -> tuple[int, int]:
-    outcome, reason = _effect_one(criterion_on(rev, zone, vclass, family, day), euro)
-    if (
-        phev
-        and outcome != _ALLOWED
-        and family in COMBUSTION_FAMILIES
-        and phev_exempt_on(rev, zone, vclass, day)
-    ):
-        return _ALLOWED, Reason.PLUG_IN_HYBRID_EXEMPT
-    return int(outcome), int(reason)
-
-
-def _cell_one(
-    rev: RevisionData, zone: ZoneDef, vclass: int, family: int, euro: int, phev: bool, day: int
-) -> tuple[int, int]:
-    members = MEMBERS[VehicleClass(vclass)]
-    if len(members) > 1 or members[0] != vclass:
-        got = {_cell_one(rev, zone, m, family, euro, phev, day) for m in members}
-        return got.pop() if len(got) == 1 else (_INSUFFICIENT, Reason.CATEGORY_UNKNOWN)
-    if family not in REAL_FAMILIES:
-        got = {_base_one(rev, zone, vclass, f, euro, phev, day) for f in REAL_FAMILIES}
-        return got.pop() if len(got) == 1 else (_INSUFFICIENT, Reason.FUEL_UNKNOWN)
-    return _base_one(rev, zone, vclass, family, euro, phev, day)
-
-
 def change_days(rev: RevisionData, zone: ZoneDef) -> list[int]:
     """Every day on which something that applies to the zone starts or stops applying."""
     days = {zone.start}
@@ -174,19 +131,6 @@ def change_days(rev: RevisionData, zone: ZoneDef) -> list[int]:
             if w.end != DAY_OPEN:
                 days.add(w.end + 1)
     return sorted(days)
-
-
-def criteria_one(
-    rev: RevisionData, zone: ZoneDef, vclass: int, family: int, euro: int, phev: bool, day: int
-) -> tuple[int, int, int]:
-    """(outcome, reason, allowed_until) of the criteria for one vehicle on `day`."""
-    outcome, reason = _cell_one(rev, zone, vclass, family, euro, phev, day)
-    if outcome != _ALLOWED:
-        return outcome, reason, DAY_UNKNOWN
-    for change in change_days(rev, zone):
-        if change > day and _cell_one(rev, zone, vclass, family, euro, phev, change)[0] != _ALLOWED:
-            return outcome, reason, change - 1
-    return outcome, reason, DAY_OPEN
 
 
 # -- compiled tables ------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def batch(extract: Path) -> workload.Batch:
 
 
 def _register(extract: Path) -> set[str]:
-    return {plates.check(p)[0] for p in workload.read_plates(extract).to_pylist()} - {""}
+    return {plates.try_normalise(p)[0] for p in workload.read_plates(extract).to_pylist()} - {""}
 
 
 def test_mix_shares(batch: workload.Batch) -> None:
@@ -63,7 +63,7 @@ def test_deterministic(extract: Path, batch: workload.Batch) -> None:
 def test_items_are_what_they_claim(extract: Path, batch: workload.Batch) -> None:
     register = _register(extract)
     for plate, country, kind in zip(batch.plates, batch.countries, batch.kinds, strict=True):
-        text, rule = plates.check(plate, country)
+        text, rule = plates.try_normalise(plate, country)
         if kind == Item.INVALID:
             assert rule is not plates.PlateRule.OK
             continue
@@ -73,7 +73,7 @@ def test_items_are_what_they_claim(extract: Path, batch: workload.Batch) -> None
         elif kind == Item.UNKNOWN:
             assert country == "BE" and text not in register
     misread = [p for p, k in zip(batch.plates, batch.kinds, strict=True) if k == Item.MISREAD]
-    unknown = sum(plates.check(p)[0] not in register for p in misread)
+    unknown = sum(plates.try_normalise(p)[0] not in register for p in misread)
     assert unknown > 0.9 * len(misread)
     assert batch.days.dtype == np.int32
     assert batch.days.min() == to_day(DAY_FROM) and batch.days.max() == to_day(DAY_TO)

@@ -1,4 +1,5 @@
-"""Property: the vectorised engine and the one-item reference path give the same answers.
+"""Property: the vectorised engine, the single-check path and the rows-based reference
+(`tests.support.reference_rules`) give the same answers.
 
 Random vehicles (with missing fields to exercise enrichment), days across every rule change,
 every zone of both revisions, random registrations, foreign and Dutch plates, invalid items and
@@ -20,8 +21,9 @@ from lez.days import DAY_OPEN, DAY_UNKNOWN, parse_day
 from lez.decision import BatchInput
 from lez.errors import UnknownZone
 from lez.registrations import REGISTRATION_DTYPE, RegistrationKind
-from lez.rules import decide_one, evaluate, evaluate_one, load_catalog_dir
+from lez.rules import decide_one, evaluate, load_catalog_dir
 from lez.vehicle import U8_UNKNOWN, U16_UNKNOWN, U32_UNKNOWN, empty
+from tests.support.reference_rules import reference_verdict
 
 CATALOG = load_catalog_dir(Path(__file__).resolve().parents[2] / "rules")
 DAY_LO, DAY_HI = parse_day("2015-06-01"), parse_day("2036-06-01")
@@ -134,7 +136,8 @@ def _assert_paths_agree(
     per_item: list[Any],
     chosen: list[dict[str, Any]],
 ) -> None:
-    """`evaluate` (the chunk), `evaluate_one` and `decide_one` (item by item) answer alike."""
+    """`evaluate` (the chunk), `decide_one` (item by item) and the rows-based reference answer
+    alike."""
     got = evaluate(rev, zone, batch)
     claims = batch.claimed_first_registration
     for i, item in enumerate(chosen):
@@ -150,7 +153,7 @@ def _assert_paths_agree(
             per_item[i],
             int(claims[i]) if claims is not None else None,
         )
-        want = evaluate_one(*args)
+        want = reference_verdict(*args)
         assert decide_one(*args) == want, (i, "decide_one")
         vec = (
             int(got.outcome[i]),
