@@ -12,8 +12,8 @@ import datetime as dt
 import json
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -320,7 +320,7 @@ def test_no_feed_plate_in_store_checkpoint_or_output(
     report, lines = _sync(store, key_file, ScriptedFeed(FEED))
     text = (json.dumps([d.lines() for d in report.days]) + "\n".join(lines)).encode()
     haystacks = {"checkpoint": checkpoint, "store": _all_bytes(store), "output": text}
-    for plate in FEED_PLATES + ["AAA001", "AAA005", "AAA006"]:
+    for plate in [*FEED_PLATES, "AAA001", "AAA005", "AAA006"]:
         for name, data in haystacks.items():
             assert plate.encode() not in data, (plate, name)
             assert plate.upper().encode() not in data, (plate, name)
