@@ -112,6 +112,12 @@ class StoreCorrupt(LezError):
     code = "store_corrupt"
 
 
+class StoreChangeError(LezError):
+    """Changes a store cannot apply (unsorted or repeated keys, another key or record format)."""
+
+    code = "store_change_error"
+
+
 class KeyFileError(LezError):
     """The HMAC key file is missing, unreadable or malformed."""
 

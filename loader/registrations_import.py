@@ -6,9 +6,9 @@ field, never the plate. Plates are normalised (`lez.plates`) and keyed with the 
 as country + plate (`lez.keys`), so the file's plates never reach the store.
 
 The import merges the file's rows with the registrations already in the store (identical rows
-are kept once), rewrites the `registrations` database and its columns, and publishes a new
-snapshot through `StoreBuilder.amend`. Importing the same file twice changes nothing but the
-snapshot id.
+are kept once) and publishes a new snapshot through `StoreBuilder.replace_registrations`: a
+small layer with the new registrations table over the register, which is never copied.
+Importing the same file twice changes nothing but the snapshot id.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ per plate.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -44,18 +45,42 @@ class KeyedRecords:
             records=self.records.copy(),
         )
 
+    def part(self, first: int, end: int) -> KeyedRecords:
+        """Keys `first` to `end` (exclusive) with their rows: views, offsets rebased to 0."""
+        offsets = self.offsets[first : end + 1].astype(np.uint64)
+        start, stop = int(offsets[0]), int(offsets[-1])
+        return KeyedRecords(
+            key_hi=self.key_hi[first:end],
+            key_lo=self.key_lo[first:end],
+            offsets=offsets - np.uint64(start),
+            records=self.records[start:stop],
+        )
+
     def key_bytes(self, i: int) -> bytes:
         return int(self.key_hi[i]).to_bytes(8, "big") + int(self.key_lo[i]).to_bytes(8, "big")
 
     def rows_of(self, i: int) -> npt.NDArray[np.void]:
         return self.records[int(self.offsets[i]) : int(self.offsets[i + 1])]
 
+    def counts(self) -> npt.NDArray[np.int64]:
+        """Rows of each key (0 only in a layer, where it means the key was removed)."""
+        offsets = self.offsets.astype(np.int64)
+        return offsets[1:] - offsets[:-1]
+
     def find(self, keys: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
         """Index of each query key in the table, -1 where absent."""
-        n = len(keys)
+        if len(keys) == 0 or self.size == 0:
+            return np.full(len(keys), -1, dtype=np.int64)
+        hi, lo = keys_to_u64(keys)
+        return self.find_halves(hi, lo)
+
+    def find_halves(
+        self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]
+    ) -> npt.NDArray[np.int64]:
+        """`find` for keys given as their two big-endian halves (see `keys_to_u64`)."""
+        n = len(hi)
         if n == 0 or self.size == 0:
             return np.full(n, -1, dtype=np.int64)
-        hi, lo = keys_to_u64(keys)
         lower, upper = self._bucket_bounds(hi)
         # Vectorised binary search inside each query's bucket: a handful of rounds, each one
         # gather, instead of ~23 cache-missing steps per key over the whole column.
@@ -153,6 +178,18 @@ class ColumnQueries:
     ) -> VehicleLookup:
         return versions_on(self.vehicles, keys, days)
 
+    def vehicle_rows(
+        self, keys: npt.NDArray[np.uint8]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
+        """Every version of each query key, flattened: (query index per row, rows), a copy."""
+        q, rows = rows_for(self.vehicles, keys)
+        return q, rows.copy()
+
+    def vehicles_in_parts(self, parts: int = 64) -> Iterator[KeyedRecords]:
+        """The whole vehicles table in key order, as `parts` consecutive key ranges (readers of
+        every plate that need not hold one merged copy of a layered store)."""
+        yield from key_range_parts(self.vehicles, parts)
+
     def registrations_of(
         self, keys: npt.NDArray[np.uint8]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
@@ -161,14 +198,14 @@ class ColumnQueries:
 
     def versions_of(self, key: bytes) -> VehicleArray:
         """Every version of one key, oldest first (a copy, or an empty view when absent)."""
-        return _rows_of_key(self.vehicles, key)
+        return rows_of_key(self.vehicles, key)
 
     def registrations_for(self, key: bytes) -> npt.NDArray[np.void]:
         """Every registration row of one key (a copy, or an empty view when there is none)."""
-        return _rows_of_key(self.registrations, key)
+        return rows_of_key(self.registrations, key)
 
 
-def _rows_of_key(table: KeyedRecords, key: bytes) -> npt.NDArray[np.void]:
+def rows_of_key(table: KeyedRecords, key: bytes) -> npt.NDArray[np.void]:
     i = table.find_one(key)
     return table.records[:0] if i < 0 else table.rows_of(i).copy()
 
@@ -178,14 +215,28 @@ def versions_on(
 ) -> VehicleLookup:
     """For each (key, day): the vehicle version valid that day."""
     n = len(keys)
-    idx = table.find(keys)
-    known = idx >= 0
-    out = empty(n)
-    found = np.zeros(n, dtype=np.bool_)
-    q = np.flatnonzero(known)
+    lookup = VehicleLookup(
+        records=empty(n), found=np.zeros(n, dtype=np.bool_), known=np.zeros(n, dtype=np.bool_)
+    )
+    fill_versions(lookup, table, table.find(keys), days)
+    return lookup
+
+
+def fill_versions(
+    lookup: VehicleLookup,
+    table: KeyedRecords,
+    idx: npt.NDArray[np.int64],
+    days: npt.NDArray[np.int32],
+) -> None:
+    """Write into `lookup` the version valid on `days[i]` of row group `idx[i]` of `table`, for
+    every query with `idx[i] >= 0`; other queries are left as they are. A key with no rows (a
+    removal in a layer) is not known."""
+    out, found = lookup.records, lookup.found
+    q = np.flatnonzero(idx >= 0)
     if len(q):
         start = table.offsets[idx[q]].astype(np.int64)
         stop = table.offsets[idx[q] + 1].astype(np.int64)
+        lookup.known[q] = stop > start
         d = days[q]
         j = 0
         while len(q):
@@ -194,12 +245,11 @@ def versions_on(
             q, start, stop, d, cand = q[alive], start[alive], stop[alive], d[alive], cand[alive]
             probe = take_rows(table.records, cand)
             hit = (probe["valid_from"] <= d) & (d < probe["valid_to"])
-            _scatter(out, q[hit], probe[hit])
+            scatter_rows(out, q[hit], probe[hit])
             found[q[hit]] = True
             miss = ~hit
             q, start, stop, d = q[miss], start[miss], stop[miss], d[miss]
             j += 1
-    return VehicleLookup(records=out, found=found, known=known)
 
 
 def take_rows(records: npt.NDArray[np.void], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.void]:
@@ -212,7 +262,7 @@ def take_rows(records: npt.NDArray[np.void], rows: npt.NDArray[np.int64]) -> npt
     return words[rows].view(records.dtype).reshape(len(rows))
 
 
-def _scatter(
+def scatter_rows(
     out: npt.NDArray[np.void], rows: npt.NDArray[np.int64], values: npt.NDArray[np.void]
 ) -> None:
     """out[rows] = values, as whole 8-byte words (see `take_rows`)."""
@@ -228,7 +278,13 @@ def rows_for(
     table: KeyedRecords, keys: npt.NDArray[np.uint8]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
     """All rows of each query key, flattened: (query index per row, rows)."""
-    idx = table.find(keys)
+    return rows_at(table, table.find(keys))
+
+
+def rows_at(
+    table: KeyedRecords, idx: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
+    """All rows of row groups `idx` (-1: none), flattened: (position in `idx` per row, rows)."""
     q = np.flatnonzero(idx >= 0)
     if len(q) == 0:
         return np.zeros(0, dtype=np.int64), table.records[:0]
@@ -313,6 +369,36 @@ def group_starts(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.
     new[0] = True
     new[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
     return np.flatnonzero(new)
+
+
+def key_range_parts(table: KeyedRecords, parts: int) -> Iterator[KeyedRecords]:
+    """`table` cut into `parts` consecutive ranges of the key space (equal ranges of the high
+    key half, so two tables cut alike hold the same keys' parts side by side)."""
+    for first, end in zip(*range_bounds(table, parts), strict=True):
+        yield table.part(int(first), int(end))
+
+
+def range_bounds(
+    table: KeyedRecords, parts: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(first, end) key index of each of `parts` equal ranges of the high key half."""
+    if not 1 <= parts <= 2**BUCKET_BITS or parts & (parts - 1):
+        raise ValueError(f"parts must be a power of two from 1 to {2**BUCKET_BITS}, got {parts}")
+    starts = table.buckets()[:: 2**BUCKET_BITS // parts]
+    return starts[:-1], starts[1:]
+
+
+def strictly_increasing(table: KeyedRecords) -> bool:
+    """True when the keys are sorted in memcmp order without repeats and the offsets are
+    consistent (what every reader assumes of a table)."""
+    offsets = table.offsets.astype(np.int64)
+    if len(offsets) != table.size + 1 or len(table.key_lo) != table.size:
+        return False
+    if offsets[0] != 0 or offsets[-1] != len(table.records) or np.any(np.diff(offsets) < 0):
+        return False
+    hi, lo = table.key_hi, table.key_lo
+    up = (hi[1:] > hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] > lo[:-1]))
+    return bool(up.all())
 
 
 def empty_table(dtype: np.dtype[np.void] = VEHICLE_DTYPE) -> KeyedRecords:

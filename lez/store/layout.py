@@ -1,10 +1,18 @@
 """The single definition of the LMDB layout: directory, named databases, meta keys.
 
 A store root holds `builds/<snapshot_id>/` (one LMDB environment each) and a `current` symlink
-naming the published build; publishing is one `rename` of that link. Inside an environment:
+naming the published build; publishing is one `rename` of that link.
+
+A build is a **base** (a complete register, `base_snapshot_id` empty) or a **layer** (the
+daily changes since a base: `base_snapshot_id` names the base, a sibling under `builds/`). A
+layer's vehicles columns hold only the keys changed since its base, each with its complete new
+version array (no rows: the plate was removed); its registrations and rulesets are complete.
+Layers are cumulative, so a snapshot is always one base plus at most one layer. Inside an
+environment:
 
 - `meta`: `format_version`, `key_id`, `snapshot_id`, ... (UTF-8 values, see `StoreMeta`).
-- `vehicles`: 16-byte plate key -> packed `VEHICLE_DTYPE` versions, sorted by `valid_from`.
+- `vehicles`: 16-byte plate key -> packed `VEHICLE_DTYPE` versions, sorted by `valid_from`
+  (a base only: a layer's changed keys are in its columns, read by `history` there too).
 - `registrations`: 16-byte plate key -> packed `REGISTRATION_DTYPE` rows.
 - `rulesets`: revision id -> the rule-table file text the store was built with.
 - `columns`: the same data as sorted columns for vectorised batch lookup
@@ -54,8 +62,14 @@ class StoreMeta:
     versions: int
     registrations: int
     mutation_watermark: str = ""  # last applied DIV mutation id (daily sync)
+    base_snapshot_id: str = ""  # a layer: the base it lies over; "" for a base
+    layer_keys: int = 0  # a layer: keys in its vehicles columns (changed or removed plates)
     rulesets: tuple[str, ...] = ()
     build_report: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def is_layer(self) -> bool:
+        return bool(self.base_snapshot_id)
 
     def to_items(self) -> list[tuple[bytes, bytes]]:
         return sorted((k.encode(), json.dumps(v).encode()) for k, v in asdict(self).items())

@@ -1,11 +1,22 @@
-"""Build a store in a fresh directory, verify it, then publish it atomically.
+"""Write stores in a fresh directory, verify them, then publish them atomically.
 
 A build writes `builds/<snapshot_id>.tmp/` with keys already sorted (`append=True`: 8x faster and
 46% smaller than unsorted writes), syncs, reopens it read-only to verify it, renames the
 directory to its final name and swaps the `current` symlink in one `rename`. A build that fails
 or is killed at any point leaves the published store as it was; stale `.tmp` builds are
 removed by the next build. Readers of the previous build keep their open map until they close
-it; the previous `keep - 1` builds stay on disk.
+it; the previous `keep - 1` builds stay on disk, and so does every base a kept build lies over.
+
+Three ways to publish (`lez.store.layout` describes base and layer builds):
+
+- `build`: a complete base from whole tables (`lez-loader build`).
+- `publish_changes`: the daily changes as a layer over the base of the published snapshot. The
+  new layer is the previous layer (if any) with the changed keys' rows replaced, so a snapshot
+  is always one base plus one layer; the base is never copied or written. A layer writes only
+  columns (what lookups read), its complete registrations and the rulesets: tens of megabytes
+  where the base is a gigabyte. `replace_registrations` is a layer with no vehicle changes.
+- `compact`: the merged content of base and layer written as a new base, exactly as a fresh
+  build of the same data (same `content_digest`). When to compact: `lez.store.compaction`.
 """
 
 from __future__ import annotations
@@ -22,10 +33,14 @@ from typing import Final
 import lmdb
 import numpy as np
 
-from lez.errors import StoreCorrupt
+from lez import vehicle
+from lez.errors import StoreChangeError, StoreCorrupt
+from lez.registrations import REGISTRATION_DTYPE
 from lez.store import layout
-from lez.store.columns import KeyedRecords
+from lez.store.columns import KeyedRecords, empty_table, strictly_increasing
 from lez.store.layout import StoreMeta
+from lez.store.overlay import Overlay, overlay
+from lez.store.reader import LmdbReader, read_meta
 
 DEFAULT_MAP_SIZE: Final = 64 * 2**30  # sparse: only what is written takes disk space
 PUT_BATCH: Final = 200_000
@@ -60,11 +75,147 @@ class StoreBuilder:
         rulesets: dict[str, str],
         progress: Progress = no_progress,
     ) -> Path:
-        """Write a complete store and publish it; returns the published build directory."""
+        """Write a complete base and publish it; returns the published build directory."""
+        full_meta = replace(
+            meta, rulesets=tuple(sorted(rulesets)), base_snapshot_id="", layer_keys=0
+        )
+        return self._write(full_meta, vehicles, registrations, rulesets, progress)
+
+    def publish_changes(
+        self,
+        changes: KeyedRecords,
+        *,
+        meta: StoreMeta,
+        registrations: KeyedRecords | None = None,
+        source: Path | None = None,
+    ) -> Path:
+        """Publish a snapshot equal to `source` (default: current) with the vehicle rows of
+        every key in `changes` replaced by the rows given there (a key with no rows is
+        removed) and, when given, the registrations table replaced. Writes a small layer on
+        the same base; never copies the base. `meta` carries the new snapshot id, sequence,
+        mutation_watermark, build_report...; the writer fills base_snapshot_id and the merged
+        counts (plates, versions, registrations).
+
+        `changes` holds strictly increasing keys, each with its versions in `valid_from` order
+        and not overlapping (`group_by_key` makes such a table); else `StoreChangeError`.
+        """
+        _check_vehicle_changes(changes)
+        if registrations is not None:
+            _check_table(registrations, REGISTRATION_DTYPE, "registrations")
+        reader = self._open_source(source, meta)
+        try:
+            base = reader.base or reader
+            previous = reader.vehicle_columns if reader.meta.is_layer else empty_table()
+            layer = _without_needless_removals(
+                overlay(previous, changes, keep_empty=True), base.vehicle_columns
+            )
+            counts = Overlay(base.vehicle_columns, layer).counts()
+            table = reader.registrations if registrations is None else registrations
+            with reader.snapshot() as snap:
+                texts = snap.ruleset_texts()
+            full_meta = replace(
+                meta,
+                base_snapshot_id=base.meta.snapshot_id,
+                layer_keys=layer.size,
+                plates=counts.plates,
+                versions=counts.versions,
+                registrations=len(table.records),
+                rulesets=tuple(sorted(texts)),
+            )
+            return self._write(full_meta, layer, table, texts, no_progress)
+        finally:
+            reader.close()
+
+    def replace_registrations(
+        self, table: KeyedRecords, meta: StoreMeta, *, source: Path | None = None
+    ) -> Path:
+        """Publish a build (default: over the current one) whose registrations are `table`: a
+        layer with no vehicle changes, so an import never copies the register."""
+        return self.publish_changes(empty_table(), meta=meta, registrations=table, source=source)
+
+    def compact(
+        self,
+        *,
+        meta: StoreMeta | None = None,
+        source: Path | None = None,
+        progress: Progress = no_progress,
+    ) -> Path:
+        """Fold the current layer into a new base build and publish it (off the hot path).
+
+        `source` is the layer to fold (default: the published build). The new base is written
+        exactly as a fresh build of the merged data; readers of the layer keep it until they
+        close it. `meta` (default: the layer's, with a new snapshot id and the next sequence)
+        gets the merged counts filled in. A base has nothing to fold: it is returned as it is
+        and nothing is published.
+        """
+        reader = self._open_source(source, meta)
+        try:
+            if not reader.meta.is_layer:
+                return reader.path
+            progress("merge", 0, 1)
+            vehicles = reader.merged_vehicles()
+            progress("merge", 1, 1)
+            with reader.snapshot() as snap:
+                texts = snap.ruleset_texts()
+            if meta is None:
+                meta = replace(
+                    reader.meta,
+                    snapshot_id=new_snapshot_id(),
+                    snapshot_seq=reader.meta.snapshot_seq + 1,
+                    built_at=utc_now(),
+                    build_report={"compacted_from": reader.meta.snapshot_id},
+                )
+            full_meta = replace(
+                meta,
+                plates=vehicles.size,
+                versions=len(vehicles.records),
+                registrations=len(reader.registrations.records),
+            )
+            return self.build(
+                meta=full_meta,
+                vehicles=vehicles,
+                registrations=reader.registrations,
+                rulesets=texts,
+                progress=progress,
+            )
+        finally:
+            reader.close()
+
+    def current(self) -> Path | None:
+        link = self.root / layout.CURRENT_LINK
+        return link.resolve() if link.exists() else None
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _open_source(self, source: Path | None, meta: StoreMeta | None) -> LmdbReader:
+        """Open the build to change (default: the published one), refusing a `meta` written
+        for another key or record format."""
+        if source is None:
+            source = self.current()
+            if source is None:
+                raise FileNotFoundError(f"no published store under {self.root}; build one first")
+        if meta is not None and meta.format_version != vehicle.FORMAT_VERSION:
+            raise StoreChangeError(
+                f"meta says record format {meta.format_version}, this code writes "
+                f"{vehicle.FORMAT_VERSION}; pass the source build's meta with replace()"
+            )
+        return LmdbReader(source, expected_key_id=None if meta is None else meta.key_id)
+
+    def _write(
+        self,
+        meta: StoreMeta,
+        vehicles: KeyedRecords,
+        registrations: KeyedRecords,
+        rulesets: dict[str, str],
+        progress: Progress,
+    ) -> Path:
+        """Write one build (a base with its `vehicles` database, a layer without), then verify
+        and publish it."""
         tmp, final = self._start(meta.snapshot_id)
         env = self._open_env(tmp)
         try:
-            self._write_table(env, layout.VEHICLES_DB, vehicles, progress, "vehicles")
+            if not meta.is_layer:
+                self._write_table(env, layout.VEHICLES_DB, vehicles, progress, "vehicles")
             self._write_table(
                 env, layout.REGISTRATIONS_DB, registrations, progress, "registrations"
             )
@@ -77,61 +228,7 @@ class StoreBuilder:
         except BaseException:
             env.close()
             raise
-        full_meta = replace(meta, rulesets=tuple(sorted(rulesets)))
-        return self._finish(env, tmp, final, full_meta, progress)
-
-    def amend(
-        self,
-        new_snapshot_id: str,
-        change: Callable[[lmdb.Environment, lmdb.Transaction], StoreMeta],
-        *,
-        source: Path | None = None,
-    ) -> Path:
-        """Copy a published build, apply `change` in one write transaction, publish the copy.
-
-        `source` is the build to copy (default: the one `current` names now); give the build a
-        caller read its meta and data from, so that what it changes is what it read.
-        `change` returns the new meta; it must rewrite any `columns` it invalidates.
-        """
-        if source is None:
-            source = self.current()
-            if source is None:
-                raise FileNotFoundError(f"no published store under {self.root}; build one first")
-        tmp, final = self._start(new_snapshot_id)
-        src = lmdb.open(str(source), readonly=True, lock=False, max_dbs=layout.MAX_DBS)
-        try:
-            src.copy(str(tmp), compact=True)
-        finally:
-            src.close()
-        env = self._open_env(tmp)
-        try:
-            with env.begin(write=True) as txn:
-                meta = change(env, txn)
-        except BaseException:
-            env.close()
-            raise
-        return self._finish(env, tmp, final, meta, no_progress)
-
-    def replace_registrations(
-        self, table: KeyedRecords, meta: StoreMeta, *, source: Path | None = None
-    ) -> Path:
-        """Publish a copy of a build (default: the current one) whose registrations are `table`."""
-
-        def change(env: lmdb.Environment, txn: lmdb.Transaction) -> StoreMeta:
-            db = env.open_db(layout.REGISTRATIONS_DB, txn=txn)
-            txn.drop(db, delete=False)
-            with txn.cursor(db=db) as cur:
-                cur.putmulti(zip(_keys(table), _values(table), strict=True), append=True)
-            self._write_columns(txn, env, layout.REGISTRATIONS_TABLE, table)
-            return meta
-
-        return self.amend(meta.snapshot_id, change, source=source)
-
-    def current(self) -> Path | None:
-        link = self.root / layout.CURRENT_LINK
-        return link.resolve() if link.exists() else None
-
-    # -- internals ----------------------------------------------------------------------------
+        return self._finish(env, tmp, final, meta, progress)
 
     def _start(self, snapshot_id: str) -> tuple[Path, Path]:
         """Clear stale builds and create the temporary directory; (tmp, final) paths."""
@@ -231,13 +328,18 @@ class StoreBuilder:
                 shutil.rmtree(entry, ignore_errors=True)
 
     def _prune(self) -> None:
+        """Keep the `keep` newest builds, the current one and every base they lie over."""
         current = self.current()
         builds = sorted(
             (p for p in self.builds.iterdir() if not p.name.endswith(layout.TMP_SUFFIX)),
             key=lambda p: p.stat().st_mtime,
         )
-        for old in builds[: max(0, len(builds) - self.keep)]:
-            if old != current:
+        kept = set(builds[max(0, len(builds) - self.keep) :])
+        if current is not None:
+            kept.add(current)
+        needed = kept | {self.builds / base for base in map(_base_of, kept) if base}
+        for old in builds:
+            if old not in needed:
                 shutil.rmtree(old, ignore_errors=True)
 
 
@@ -268,38 +370,115 @@ def _values(table: KeyedRecords) -> list[bytes]:
     return values.tolist()
 
 
+def _base_of(build: Path) -> str:
+    """The base a build lies over ("" for a base, or for a directory that is no build)."""
+    try:
+        return read_meta(build).base_snapshot_id
+    except lmdb.Error:
+        return ""
+
+
+def _check_table(table: KeyedRecords, dtype: np.dtype[np.void], what: str) -> None:
+    if table.records.dtype != dtype:
+        raise StoreChangeError(f"{what}: rows of dtype {table.records.dtype}, expected {dtype}")
+    if not strictly_increasing(table):
+        raise StoreChangeError(
+            f"{what}: keys must be strictly increasing with consistent offsets "
+            "(group the rows with lez.store.group_by_key)"
+        )
+
+
+def _check_vehicle_changes(changes: KeyedRecords) -> None:
+    _check_table(changes, vehicle.VEHICLE_DTYPE, "changes")
+    counts = changes.counts()
+    owner = np.repeat(np.arange(changes.size), counts)
+    same = owner[1:] == owner[:-1]
+    valid_from, valid_to = changes.records["valid_from"], changes.records["valid_to"]
+    bad = same & (valid_from[1:] < valid_to[:-1])
+    if bad.any():
+        key = int(owner[1:][bad][0])
+        raise StoreChangeError(
+            f"changes: the versions of key #{key} (of {changes.size}) are out of valid_from "
+            "order or overlap; give each key its versions oldest first, without overlap"
+        )
+
+
+def _without_needless_removals(layer: KeyedRecords, base: KeyedRecords) -> KeyedRecords:
+    """Drop the layer's removals of keys the base does not hold (added, then removed)."""
+    empty_keys = np.flatnonzero(layer.counts() == 0)
+    if len(empty_keys) == 0:
+        return layer
+    absent = base.find_halves(layer.key_hi[empty_keys], layer.key_lo[empty_keys]) < 0
+    if not absent.any():
+        return layer
+    keep = np.ones(layer.size, dtype=np.bool_)
+    keep[empty_keys[absent]] = False
+    return KeyedRecords(
+        key_hi=layer.key_hi[keep],
+        key_lo=layer.key_lo[keep],
+        offsets=np.append(layer.offsets[:-1][keep], layer.offsets[-1]).astype(np.uint64),
+        records=layer.records,
+    )
+
+
 def verify(path: Path, *, expected: StoreMeta) -> None:
     """Reopen a build read-only and check it against what was meant to be written."""
-    from lez.store.reader import LmdbReader
-
     reader = LmdbReader(path, expected_key_id=expected.key_id)
     try:
-        meta = reader.meta
-        with reader.snapshot() as snap:
-            vehicles = snap.vehicles
-            problems = []
-            if meta.plates != expected.plates or vehicles.size != expected.plates:
-                problems.append(f"plates {vehicles.size} != {expected.plates}")
-            if len(vehicles.records) != expected.versions:
-                problems.append(f"versions {len(vehicles.records)} != {expected.versions}")
-            if snap.registrations.size and meta.registrations != len(snap.registrations.records):
-                problems.append("registration count differs")
-            entries = snap.vehicle_entries()
-            if entries != vehicles.size:
-                problems.append(f"vehicles db has {entries} entries, columns {vehicles.size}")
-            if vehicles.size:
-                # spot-check that the two representations agree
-                for i in np.linspace(0, vehicles.size - 1, num=min(64, vehicles.size)).astype(int):
-                    key = vehicles.key_bytes(int(i))
-                    if snap.history(key).tobytes() != vehicles.rows_of(int(i)).tobytes():
-                        problems.append(f"row {int(i)} differs between vehicles db and columns")
-                        break
-                if np.any(vehicles.key_hi[1:] < vehicles.key_hi[:-1]):
-                    problems.append("key column not sorted")
+        if expected.is_layer:
+            problems = _layer_problems(reader, expected)
+        else:
+            problems = _base_problems(reader, expected)
         if problems:
             raise StoreCorrupt(f"build {path.name} failed verification: " + "; ".join(problems))
     finally:
         reader.close()
+
+
+def _layer_problems(reader: LmdbReader, expected: StoreMeta) -> list[str]:
+    meta, layer = reader.meta, reader.vehicle_columns
+    problems = []
+    if reader.base is None or reader.base.meta.snapshot_id != expected.base_snapshot_id:
+        problems.append(f"does not lie over base {expected.base_snapshot_id}")
+    if not strictly_increasing(layer):
+        problems.append("layer keys not strictly increasing")
+    if meta.layer_keys != layer.size or layer.size != expected.layer_keys:
+        problems.append(f"layer keys {layer.size} != {expected.layer_keys}")
+    counts = reader.overlay_counts()
+    if (counts.plates, counts.versions) != (expected.plates, expected.versions):
+        problems.append(
+            f"merged plates/versions {counts.plates}/{counts.versions} != "
+            f"{expected.plates}/{expected.versions}"
+        )
+    if len(reader.registrations.records) != expected.registrations:
+        problems.append("registration count differs")
+    return problems
+
+
+def _base_problems(reader: LmdbReader, expected: StoreMeta) -> list[str]:
+    meta = reader.meta
+    with reader.snapshot() as snap:
+        vehicles = snap.vehicles
+        problems = []
+        if meta.plates != expected.plates or vehicles.size != expected.plates:
+            problems.append(f"plates {vehicles.size} != {expected.plates}")
+        if len(vehicles.records) != expected.versions:
+            problems.append(f"versions {len(vehicles.records)} != {expected.versions}")
+        if snap.registrations.size and meta.registrations != len(snap.registrations.records):
+            problems.append("registration count differs")
+        entries = snap.vehicle_entries()
+        if entries != vehicles.size:
+            problems.append(f"vehicles db has {entries} entries, columns {vehicles.size}")
+        if vehicles.size:
+            # spot-check that the two representations agree
+            for i in np.linspace(0, vehicles.size - 1, num=min(64, vehicles.size)).astype(int):
+                key = vehicles.key_bytes(int(i))
+                if snap.history(key).tobytes() != vehicles.rows_of(int(i)).tobytes():
+                    problems.append(f"row {int(i)} differs between vehicles db and columns")
+                    break
+            if not strictly_increasing(vehicles):
+                problems.append("keys not strictly increasing")
+    return problems
 
 
 def utc_now() -> str:

@@ -48,6 +48,7 @@ LOADER_ONLY: set[type[errors.LezError]] = {
     errors.BuildFailed,
     errors.RuleTableError,
     errors.RegistrationFileError,
+    errors.StoreChangeError,
 }
 """Errors of the loader's own files: no call can raise them, so the INTERNAL fallback is right."""
 
