@@ -1,10 +1,10 @@
 """The packed vehicle version record: the one binary format shared by loader, store and server.
 
 A plate maps to a short array of versions sorted by `valid_from`; each version holds the DIV
-subset of seed 002 section IX ("Gegeven 1-3") valid in `[valid_from, valid_to)`, in days since
-1970-01-01 (`lez.days`). Nothing else: no VIN, no holder identity. Explicit little-endian, fixed
-itemsize (asserted by a test); any change to the layout bumps `FORMAT_VERSION`, and the server
-refuses a store written with another version.
+subset (docs/sources.md: DIV-VMM protocol section IX, items 1-3) valid in
+`[valid_from, valid_to)`, in days since 1970-01-01 (`lez.days`). Nothing else: no VIN, no holder
+identity. Explicit little-endian, fixed itemsize (asserted by a test); any change to the layout
+bumps `FORMAT_VERSION`, and the server refuses a store written with another version.
 
 Unknown values use sentinels: `DAY_UNKNOWN` for dates, 0 for codes (UNKNOWN), and
 `U16_UNKNOWN` / `U32_UNKNOWN` / `U8_UNKNOWN` for numbers that can legitimately be 0.
@@ -31,7 +31,7 @@ class Flag(enum.IntFlag):
     """Bits of the `flags` field."""
 
     NONE = 0
-    ELECTRIC_MOTOR = 1  # DIV "elektrische motor indicator" (seed 002, Gegeven 2)
+    ELECTRIC_MOTOR = 1  # DIV electric-motor indicator (docs/sources.md: DIV-VMM protocol IX)
 
 
 VEHICLE_DTYPE: Final = np.dtype(
