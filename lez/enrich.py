@@ -1,7 +1,8 @@
 """Enrichment at evaluation time: the values a decision needs that DIV does not hold.
 
-Seed 002 annex par. 8 and 12: when category, fuel or euro norm is missing, derive it from other
-register data. This module owns that derivation and the vehicle *class* the rules read:
+When category, fuel or euro norm is missing, derive it from other register data (docs/sources.md:
+DIV-VMM protocol annex par. 8 and 12; docs/rules.md#enrichment). This module owns that
+derivation and the vehicle *class* the rules read:
 
 - **category** from the kind's `category_hint` (lez/codes/kind.csv), maximum mass and seats;
 - **class**: the category refined by reference mass (N1 class I/II/III, N2 light/heavy), or a
@@ -346,7 +347,7 @@ def plug_in_hybrid(
 ) -> npt.NDArray[np.bool_]:
     """Plug-in hybrid within a rule's CO2 limit: hybrid fuel, electric motor, known CO2.
 
-    DIV has no "externally chargeable" field (reference/lez-rules.md section 4); the CO2 limit
+    DIV has no "externally chargeable" field (docs/rules.md#plug-in-hybrids); the CO2 limit
     of the rule is what tells a plug-in from a plain hybrid here. `rows` limits the answer to
     those record indices (aligned with `rows`).
     """
