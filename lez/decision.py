@@ -1,8 +1,9 @@
 """Outcomes, reasons and the batch input/output of the rules engine.
 
-The outcomes are the five answers of seed 002 section 18 plus INVALID for an unreadable item
-(DESIGN.md section 4). Every answer carries a reason; the proto enums in `lez.api.v1` mirror
-these values one to one (a test checks it), so they never change meaning once released.
+The outcomes are the five answers of the public checker (docs/sources.md: DIV-VMM protocol
+annex par. 18) plus INVALID for an unreadable item (docs/rules.md#outcomes-and-reasons). Every
+answer carries a reason; the proto enums in `lez.api.v1` mirror these values one to one (a test
+checks it), so they never change meaning once released.
 """
 
 from __future__ import annotations
