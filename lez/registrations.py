@@ -1,8 +1,9 @@
-"""The cities' registrations (seed 002 data flow 2): the packed record and its kinds.
+"""The cities' registrations (docs/rules.md#registrations): the packed record and its kinds.
 
 A registration belongs to a country-qualified plate key (`lez.keys`), applies to one zone or to
 every zone of a region, and is valid in `[valid_from, valid_to)` (days). Kinds follow
-reference/lez-rules.md sections 1.4 and 2.4. A euro-norm correction carries the proven euro id.
+docs/rules.md#flanders-registrations and #brussels-registrations. A euro-norm correction carries
+the proven euro id.
 """
 
 from __future__ import annotations
