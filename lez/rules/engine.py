@@ -1,6 +1,7 @@
 """Evaluation: the answer for (plate, day X, zone), vectorised over a chunk and one by one.
 
-Order of the answer for one item (DESIGN.md section 4, seed 002 par. 16-18 and 22-24):
+Order of the answer for one item (docs/rules.md#order-of-evaluation; docs/sources.md: DIV-VMM
+protocol annex par. 16-18 and 22-24):
 
 1. INVALID: the item could not be read (`batch.invalid` holds the reason).
 2. COMBINATION_MISMATCH: public checker, Belgian plate with a version on day X whose
