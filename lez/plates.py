@@ -5,8 +5,8 @@ becomes its *normalised* form: upper case, separators removed (`1ABC234`), the f
 keyed by `lez.keys`. Separators are ASCII space, tab, `-`, `.` and NUL (padding of packed
 columns). Everything else outside `A-Z0-9` is a bad character.
 
-Rules (reference/lez-rules.md section 5.4; an official DIV normalisation spec was NOT FOUND, so
-the alphabet A-Z0-9 is the inference documented there):
+Rules (docs/rules.md#plate-formats; an official DIV normalisation spec was NOT FOUND, so the
+alphabet A-Z0-9 is the inference documented there):
 - Belgian plates (country `BE`): 2 to 8 characters once normalised (a personalised plate is at
   most 8 including hyphens, a standard `1-ABC-234` is 7 without them), at least one letter
   (digits-only plates are reserved for the royal family and are not in the register).
@@ -86,7 +86,7 @@ _EXPLANATIONS: Final = {
 
 
 class PlateSeries(enum.IntEnum):
-    """Which Belgian series a normalised plate belongs to (section 5.4 of lez-rules.md)."""
+    """Which Belgian series a normalised plate belongs to (docs/rules.md#plate-formats)."""
 
     CURRENT = 1  # 1-ABC-234, 2-ABC-234 (Euro plate since 2010; 2- since 2021)
     CURRENT_DIGITS_FIRST = 2  # 9-123-ABC
