@@ -11,7 +11,8 @@ from typing import Final
 from lez.store.writer import DEFAULT_MAP_SIZE
 
 DEFAULT_RETENTION_DAYS: Final = 183
-"""Seed 002 section X: data is kept until 6 months after a plate is crossed out."""
+"""Data is kept until 6 months after a plate is crossed out (docs/sources.md: DIV-VMM protocol
+section X; docs/rules.md#history-and-retention)."""
 DEFAULT_MAX_REJECT_SHARE: Final = 0.01
 
 
