@@ -108,8 +108,8 @@ def crossed_out_before(
 ) -> npt.NDArray[np.bool_]:
     """Rows (of key-sorted input) of plates whose last version ended on or before `cutoff`.
 
-    Seed 002 section X: a plate's data is kept until 6 months after the plate was crossed out;
-    the whole history of a plate still in use is kept.
+    A plate's data is kept until 6 months after the plate was crossed out (docs/sources.md:
+    DIV-VMM protocol section X); the whole history of a plate still in use is kept.
     """
     starts = group_starts(hi, lo)
     if len(starts) == 0:
