@@ -1,4 +1,4 @@
-"""Import the cities' registrations (seed 002 data flow 2) into the published store.
+"""Import the cities' registrations (docs/rules.md#registrations) into the published store.
 
 File format: docs/registrations.md (CSV, one registration per line, `#` comment lines). Each row
 is validated; a bad row stops the import with a `RegistrationFileError` naming the line and the
