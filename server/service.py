@@ -182,8 +182,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
     def _decision_msg(self, d: Verdict, rec: np.void | None, who: Identity) -> pb.Decision:
         """One decision as a message; `rec` is the vehicle version it was decided on."""
         allowed = d.outcome == Outcome.ALLOWED
-        # Seed 002 section 21: vehicle data only where plate, country and first registration
-        # match; a mismatch must not tell a guesser anything about the vehicle.
+        # docs/rules.md#public-checker: vehicle data only where plate, country and first
+        # registration match; a mismatch must not tell a guesser anything about the vehicle.
         mismatch = d.outcome == Outcome.COMBINATION_MISMATCH
         msg = pb.Decision(
             outcome=d.outcome,  # type: ignore[arg-type]
