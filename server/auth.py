@@ -70,7 +70,7 @@ ALLOWED_ROLES: Final[dict[Rpc, frozenset[Role]]] = {
 
 TECHNICAL_ROLES: Final = frozenset({Role.DESK, Role.ENFORCEMENT, Role.APPEALS, Role.OPERATOR})
 """Roles that receive reasons and technical data; the public role sees outcome, euro and
-allowed-until only (minimisation, DESIGN.md section 6)."""
+allowed-until only (minimisation, docs/architecture.md#security-and-audit)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
