@@ -4,8 +4,8 @@
 localhost, 127.0.0.1 and ::1 plus any extra host names) and one `<name>.pem`/`<name>.key` per
 client, whose Common Name is the identity to list in the clients file. ECDSA P-256 keys,
 private keys written with mode 0600. For development and tests only: production certificates
-come from the organisations' PKI (the seeds' PKIoverheid/OIN model). The certificate
-making itself is `lez.certs`, shared with the DIV stand-in.
+come from the organisations' PKI (the PKIoverheid/OIN model of docs/sources.md#woz-api). The
+certificate making itself is `lez.certs`, shared with the DIV stand-in.
 """
 
 from __future__ import annotations
