@@ -2,9 +2,10 @@
 
 Input: a header, then one row per camera read. Columns `plate`, optional `country` (ISO 3166
 alpha-2, empty = BE) and either `day` (`YYYY-MM-DD`) or `timestamp`: an ISO 8601 moment with
-its offset as ANPR cameras give it (seed 003: `2016-06-02T18:36:12.345+01:00`; `Z` is UTC). A
-timestamp becomes the calendar day in Europe/Brussels (zoneinfo), so a read at 23:30 UTC on
-a summer evening is the next Brussels day; a timestamp without an offset is taken as Brussels
+its offset as ANPR cameras give it (`2016-06-02T18:36:12.345+01:00`, the form of
+docs/sources.md#anpr-platform-tender; `Z` is UTC). A timestamp becomes the calendar day in
+Europe/Brussels (zoneinfo), so a read at 23:30 UTC on a summer evening is the next Brussels day;
+a timestamp without an offset is taken as Brussels
 local time. An unreadable day or timestamp does not stop the batch: that row is sent with the
 unknown day and answered INVALID / INVALID_DAY.
 
