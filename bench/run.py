@@ -62,7 +62,7 @@ from lez.vehicle import FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ZONE = "Antwerpen"  # the workload's mix is Antwerp's (lez-rules.md section 8)
+ZONE = "Antwerpen"  # the workload's mix is Antwerp's (docs/sources.md#reference-data)
 ENGINE_ZONES = ("Antwerpen", "Brussels")
 ENGINE_PAIRS = 1_000_000
 DAY_FROM, DAY_TO = dt.date(2026, 10, 19), dt.date(2026, 10, 25)  # one week, sent days later
