@@ -6,9 +6,9 @@ byte by byte like ours), and starts it on a loopback port with settings for a re
 benchmark (`shared_buffers`, `work_mem`, no fsync: durability is not what is measured).
 
 `PgPeer` loads the peers' register (`bench.peer_data`, the versions the store holds) with
-`COPY`, indexes it on the plate, and decides a batch the way the baseline's best PostgreSQL plan
-did (reference/performance-baseline.md): the batch is `COPY`ed into an **unlogged** table (which,
-unlike a temporary table, parallel workers can scan), `ANALYZE`d, and joined with
+`COPY`, indexes it on the plate, and decides a batch the way the best PostgreSQL plan of an
+earlier baseline measurement on this machine did: the batch is `COPY`ed into an **unlogged**
+table (which, unlike a temporary table, parallel workers can scan), `ANALYZE`d, and joined with
 **hash and merge joins disabled and `random_page_cost = 1.1`**, so the planner takes a
 (parallel) index nested loop into the register instead of hashing 8M rows. The decisions come
 back with `COPY (query) TO STDOUT`. The query is the one DuckDB runs (`bench.sqlrules`),
