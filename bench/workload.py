@@ -2,13 +2,14 @@
 
 This module owns the batches the bench and the demo send: `make_batch` reads the plates of an
 extract (pyarrow, the `plate` column only) and draws (plate, country, day) items the way a
-city's ANPR cameras report them (reference/lez-rules.md section 8: Antwerp, 93 % Belgian and
-4 % Dutch plates; about 5 % of Belgian vehicles unknown to the register is the issue's figure).
+city's ANPR cameras report them (Antwerp: 93 % Belgian and 4 % Dutch plates, gva.be 2018-01-30,
+docs/sources.md#reference-data; about 5 % of Belgian vehicles unknown to the register is the
+issue's figure).
 `Batch.write_csv` writes the file `lez batch` reads: `plate,country,day` with ISO dates, or
-`plate,country,timestamp` with ISO 8601 camera timestamps with offset as in the ANPR standard
-of seed 003 (`2016-06-02T18:36:12.345+01:00`).
+`plate,country,timestamp` with ISO 8601 camera timestamps with offset as in the ANPR platform
+tender of docs/sources.md#anpr-platform-tender (`2016-06-02T18:36:12.345+01:00`).
 
-Modelling choices (not facts from the reference): the camera spelling shares (lower case,
+Modelling choices (not facts from a public source): the camera spelling shares (lower case,
 spaces, no separators), the misread and invalid shares, the foreign plate formats and country
 split, the repeat share and the time-of-day profile. Deterministic for a seed.
 
@@ -82,7 +83,7 @@ class Batch:
 
     def write_csv(self, path: Path, timestamps: bool = False) -> None:
         """`plate,country,day` (ISO dates) or `plate,country,timestamp` (ISO 8601, local
-        Brussels time with its offset, milliseconds as in the seed 003 ANPR standard)."""
+        Brussels time with its offset, milliseconds as in the ANPR platform tender)."""
         third = _timestamps(self.days, self.seconds) if timestamps else _iso_days(self.days)
         table = pa.table(
             {
