@@ -1,4 +1,4 @@
-"""Import direction (DESIGN.md section 2): who may import whom, checked on the source."""
+"""Import direction (docs/architecture.md#layers): who may import whom, checked on the source."""
 
 from __future__ import annotations
 
