@@ -237,7 +237,7 @@ def test_batch_with_camera_timestamps(
     capsys: pytest.CaptureFixture[str], live_server: ServerThread, tmp_path: Path
 ) -> None:
     rows = [
-        ("1-ABC-234", "BE", "2025-06-02T18:36:12.345+02:00"),  # seed 003 form
+        ("1-ABC-234", "BE", "2025-06-02T18:36:12.345+02:00"),  # the ANPR tender's form
         ("1abc234", "", "2025-06-01T23:30:00Z"),  # 01:30 CEST on 2 June: the next Brussels day
         ("1XYZ987", "BE", "2025-06-02T21:59:59.999+00:00"),  # 23:59:59 CEST, still 2 June
         ("1XYZ987", "BE", "2025-06-02T22:00:00+00:00"),  # 00:00 CEST on 3 June
