@@ -85,7 +85,7 @@ class AccessServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Recheck(self, request, context):
-        """Appeals (seed 002 section 25): earlier decisions re-evaluated on the current snapshot,
+        """Appeals (docs/sources.md: DIV-VMM protocol annex par. 25): earlier decisions re-evaluated on the current snapshot,
         saying whether the outcome changed and what changed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

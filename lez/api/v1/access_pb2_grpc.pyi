@@ -66,7 +66,7 @@ class AccessServiceStub:
     The whole call is evaluated on one register snapshot and one rule revision.
     """
     Recheck: _grpc.UnaryUnaryMultiCallable[_access_pb2.RecheckRequest, _access_pb2.RecheckResponse]
-    """Appeals (seed 002 section 25): earlier decisions re-evaluated on the current snapshot,
+    """Appeals (docs/sources.md: DIV-VMM protocol annex par. 25): earlier decisions re-evaluated on the current snapshot,
     saying whether the outcome changed and what changed.
     """
     FleetStats: _grpc.UnaryUnaryMultiCallable[_access_pb2.FleetStatsRequest, _access_pb2.FleetStatsResponse]
@@ -94,7 +94,7 @@ class AccessServiceAsyncStub(AccessServiceStub):
     The whole call is evaluated on one register snapshot and one rule revision.
     """
     Recheck: _aio.UnaryUnaryMultiCallable[_access_pb2.RecheckRequest, _access_pb2.RecheckResponse]  # type: ignore[assignment]
-    """Appeals (seed 002 section 25): earlier decisions re-evaluated on the current snapshot,
+    """Appeals (docs/sources.md: DIV-VMM protocol annex par. 25): earlier decisions re-evaluated on the current snapshot,
     saying whether the outcome changed and what changed.
     """
     FleetStats: _aio.UnaryUnaryMultiCallable[_access_pb2.FleetStatsRequest, _access_pb2.FleetStatsResponse]  # type: ignore[assignment]
@@ -137,7 +137,7 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _access_pb2.RecheckRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_access_pb2.RecheckResponse, _abc.Awaitable[_access_pb2.RecheckResponse]]:
-        """Appeals (seed 002 section 25): earlier decisions re-evaluated on the current snapshot,
+        """Appeals (docs/sources.md: DIV-VMM protocol annex par. 25): earlier decisions re-evaluated on the current snapshot,
         saying whether the outcome changed and what changed.
         """
 
