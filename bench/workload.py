@@ -50,7 +50,7 @@ class Item(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Mix:
-    """Shares of a batch. Defaults: section 8 (93 % Belgian, 4 % Dutch) and the issue's 5 %
+    """Shares of a batch. Defaults: gva.be 2018-01-30 (93 % Belgian, 4 % Dutch) and the issue's 5 %
     unknown; the rest are modelling choices."""
 
     belgian: float = 0.93
@@ -210,7 +210,7 @@ def batch_from_plates(
 # ---- plate shapes ---------------------------------------------------------------------------
 
 _LETTERS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_EURO_LETTERS: Final = "ABCDEFGHIJKLMNPQRSTUVWXYZ"  # no O in the Euro plate block (5.4)
+_EURO_LETTERS: Final = "ABCDEFGHIJKLMNPQRSTUVWXYZ"  # no O in the Euro plate block (plate-formats)
 _DUTCH_LETTERS: Final = "BDFGHJKLNPRSTVXZ"  # consonants only (modelling choice)
 _DIGITS: Final = "0123456789"
 _BE: Final = np.frombuffer(lez_plates.BELGIUM.encode(), dtype=np.uint8)
@@ -284,7 +284,7 @@ def _pick_valid(rng: np.random.Generator, register: pa.Array, n: int) -> list[st
 
 
 def _unknown_belgian(rng: np.random.Generator, n: int, register: pa.Array) -> list[str]:
-    """Valid Belgian plates (current and 1973 series, section 5.4) not in the register.
+    """Valid Belgian plates (current and 1973 series, docs/rules.md#plate-formats) not in the register.
 
     "Not in the register" is checked against the register's plates as written in the usual
     spellings (dashes, spaces, dots or none, either case): probing the register against the
