@@ -168,7 +168,7 @@ def test_shares_roughly_as_configured(register: tuple[synth.SynthSummary, Rows])
     assert summary.crossed_out_past_retention > 0.5 * summary.by_status["S"]
     assert 8.5 <= summary.mean_car_age_years <= 11.5
 
-    # passenger cars (normal plates, M1): section 7 fuel mix of 2024
+    # passenger cars (normal plates, M1): Statbel's car fuel mix of 2024
     cars = [r for r in current if r["category"] == "M1" and r["plate_type"] == "N"]
     fuel = Counter(r["fuel"] for r in cars)
     share = {k: v / len(cars) for k, v in fuel.items()}
