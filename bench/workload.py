@@ -284,7 +284,8 @@ def _pick_valid(rng: np.random.Generator, register: pa.Array, n: int) -> list[st
 
 
 def _unknown_belgian(rng: np.random.Generator, n: int, register: pa.Array) -> list[str]:
-    """Valid Belgian plates (current and 1973 series, docs/rules.md#plate-formats) not in the register.
+    """Valid Belgian plates not in the register (current and 1973 series,
+    docs/rules.md#plate-formats).
 
     "Not in the register" is checked against the register's plates as written in the usual
     spellings (dashes, spaces, dots or none, either case): probing the register against the
