@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import ssl
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -92,6 +93,25 @@ class FeedPage:
     items: list[tuple[str, str]]  # (transactionId, transactionType)
 
 
+def tls_context(settings: FeedSettings) -> ssl.SSLContext:
+    """Mutual TLS: the feed's certificate checked against the DIV's CA (default: the system's
+    CAs), our client certificate presented. A missing or unreadable PEM is a `FeedError`."""
+    try:
+        context = ssl.create_default_context(
+            cafile=str(settings.ca_file) if settings.ca_file else None
+        )
+        if settings.cert_file is not None:
+            context.load_cert_chain(
+                str(settings.cert_file), str(settings.key_file) if settings.key_file else None
+            )
+    except (OSError, ssl.SSLError) as exc:
+        raise FeedError(
+            f"cannot load the TLS files ({type(exc).__name__}: {exc}); check --div-ca, "
+            "--div-cert and --div-key"
+        ) from None
+    return context
+
+
 class TransientFeedError(Exception):
     """A failure that a retry may fix; never leaves this module unless retries are used up."""
 
@@ -113,16 +133,9 @@ class FeedClient:
         self.settings = settings
         self.log = log or (lambda line: print(line, file=sys.stderr))
         self.retries = 0
-        verify: Any = True
-        if settings.ca_file is not None:
-            verify = str(settings.ca_file)
-        cert = None
-        if settings.cert_file is not None:
-            cert = (str(settings.cert_file), str(settings.key_file or settings.cert_file))
         self.http = httpx.Client(
             base_url=settings.base_url,
-            verify=verify,
-            cert=cert,
+            verify=tls_context(settings),
             timeout=httpx.Timeout(settings.timeout),
             transport=transport,
             headers={"accept": "application/json"},
@@ -186,6 +199,11 @@ class FeedClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:  # timeouts, refused or dropped connections
+            if "CERTIFICATE" in str(exc).upper():  # a TLS refusal: retrying will not help
+                raise FeedError(
+                    f"{method} {path}: the TLS handshake failed over a certificate "
+                    f"({type(exc).__name__}); check --div-ca, --div-cert and --div-key"
+                ) from None
             raise TransientFeedError(type(exc).__name__) from None
         status = response.status_code
         if status >= 500:
