@@ -64,3 +64,12 @@ def test_clients_see_only_the_contract() -> None:
 def test_loader_and_server_stay_apart(package: str, forbidden: set[str]) -> None:
     for path, names in _imports(package).items():
         assert not _roots(names) & forbidden, path
+
+
+def test_production_does_not_depend_on_the_div_standin() -> None:
+    """The DIV stand-in is a development tool: it may import lez and loader, nothing imports it."""
+    for package in ("lez", "loader", "server", "clients"):
+        for path, names in _imports(package).items():
+            assert "div_standin" not in _roots(names), path
+    for path, names in _imports("div_standin").items():
+        assert not _roots(names) & {"server", "clients", "bench"}, path
