@@ -292,6 +292,12 @@ def _sync_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     sc.add_argument("--timeout", type=float, default=30.0, help="seconds per request [%(default)s]")
     sc.add_argument("--attempts", type=int, default=8, help="tries per request [%(default)s]")
     sc.add_argument("--page-size", type=int, default=5000, help="feed page size [%(default)s]")
+    sc.add_argument(
+        "--no-compact",
+        action="store_true",
+        help="never compact; print when `lez-loader compact` should run [compact when the "
+        "store's policy says the layer is large]",
+    )
     sc.add_argument("--json", action="store_true", help="print the sync report as JSON")
 
 
@@ -354,6 +360,7 @@ def _sync(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         through=dt.date.fromisoformat(args.through) if args.through else None,
         retention_days=args.retention_days,
+        compact=not args.no_compact,
     )
     printed = not args.json
 

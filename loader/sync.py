@@ -11,6 +11,10 @@ no day was synced yet), up to `--through` or the first day the DIV has not close
    ago than the retention period are purged (`loader.retention`); everything is published in
    ONE `StoreBuilder.publish_changes` whose meta records the day as `mutation_watermark` and a
    digest of the transaction ids. Only then is the checkpoint removed.
+3. **Compact** when the store's policy (`lez.store.compaction.needs_compaction`) says the layer
+   has grown too large: the sync folds it into a new base itself (`StoreBuilder.compact`, same
+   content, atomic like every publication), so an unattended nightly sync keeps lookups fast;
+   `--no-compact` only prints that `lez-loader compact` should run.
 
 A sync killed at any point and started again ends with the store an uninterrupted sync gives:
 a day is either published with its watermark or not at all, days up to the watermark are never
@@ -40,7 +44,8 @@ from lez.errors import FeedError
 from lez.keys import KEY_BYTES, PlateKeyer, load_key
 from lez.store import StoreBuilder
 from lez.store.columns import KeyedRecords, group_by_key
-from lez.store.reader import LmdbReader, open_store
+from lez.store.compaction import needs_compaction
+from lez.store.reader import LmdbReader, open_store, read_meta
 from lez.store.writer import DEFAULT_MAP_SIZE, Progress, new_snapshot_id, no_progress, utc_now
 from lez.vehicle import VEHICLE_DTYPE
 from loader import checkpoint as checkpoints
@@ -53,8 +58,8 @@ from loader.retention import purge_changes
 CHECKPOINT_NAME: Final = "sync-checkpoint.json"
 """Default checkpoint file, in the store root beside `builds/` (never inside a build)."""
 CRASH_HOOK: Final = "LEZ_SYNC_CRASH_AT"
-"""Test hook: `page:N`, `before-publish` or `after-publish` makes the sync SIGKILL itself there
-(the kill-and-resume tests); unset in production."""
+"""Test hook: `page:N`, `before-publish`, `after-publish` or `before-compact` makes the sync
+SIGKILL itself there (the kill-and-resume tests); unset in production."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +74,7 @@ class SyncSettings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     map_size: int = DEFAULT_MAP_SIZE
     keep_builds: int = 2
+    compact: bool = True  # fold the layer into a new base when the store's policy says so
 
     @property
     def checkpoint_path(self) -> Path:
@@ -89,6 +95,8 @@ class DayReport:
     snapshot_id: str = ""
     transactions_sha256: str = ""
     seconds: float = 0.0
+    compacted_into: str = ""  # snapshot id of the new base, when the layer was folded
+    compaction_advised: bool = False  # the policy says compact, and the sync may not
 
     def lines(self) -> list[str]:
         listed = sum(self.listed_by_type.values())
@@ -101,6 +109,10 @@ class DayReport:
         ]
         if self.unrecognised_codes:
             out.append(f"  unrecognised codes loaded as UNKNOWN: {self.unrecognised_codes}")
+        if self.compacted_into:
+            out.append(f"  layer compacted into a new base, snapshot {self.compacted_into}")
+        if self.compaction_advised:
+            out.append("  the layer is large: run `lez-loader compact` (lez.store.compaction)")
         out.extend(f"  refused {txid}: {reason}" for txid, reason in self.refused)
         return out
 
@@ -268,8 +280,15 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
     builder = StoreBuilder(
         settings.store_root, map_size=settings.map_size, keep=settings.keep_builds
     )
-    builder.publish_changes(changes, meta=meta, source=reader.path)
+    published = builder.publish_changes(changes, meta=meta, source=reader.path)
     report.snapshot_id = meta.snapshot_id
+    if needs_compaction(read_meta(published)):
+        if settings.compact:
+            _crash_point("before-compact")
+            compacted = builder.compact(source=published)
+            report.compacted_into = compacted.name
+        else:
+            report.compaction_advised = True
     return report
 
 
