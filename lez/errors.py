@@ -187,3 +187,17 @@ class StandinError(LezError):
     bad generation options."""
 
     code = "standin_error"
+
+
+class AuditKeyError(LezError):
+    """The audit key file is missing, unreadable or malformed, or a log was chained with
+    another audit key."""
+
+    code = "audit_key_error"
+
+
+class ServerStartRefused(LezError):
+    """A server that must not start: its port is already served, or another server holds its
+    audit directory."""
+
+    code = "server_start_refused"

@@ -6,11 +6,16 @@ port (mutual TLS, or plain TCP on loopback), starts the hot-reload watcher, and 
 loaded, NOT_SERVING before that and during shutdown. Message size limits and the concurrency
 limit come from the config. `stop()` is graceful: health goes NOT_SERVING, new calls are
 refused, calls in flight get `grace_period_s` to finish.
+
+`serve_forever` without SO_REUSEPORT is a whole server in one process: it refuses a port that
+another process serves and an audit directory another server holds (`server.guards`), and
+holds that directory's lock while it runs. Under a supervisor the supervisor does both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -24,8 +29,10 @@ from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
 from lez.keys import PlateKeyer, load_key
 from server.audit import AuditLog
+from server.audit_keys import ensure_audit_key_file, load_audit_keys
 from server.auth import Authenticator, Identity, RateLimiter
 from server.config import MIB, ServerConfig
+from server.guards import ensure_port_free, hold_audit_dir
 from server.service import AccessService
 from server.state import ServedSnapshot, StoreHolder
 
@@ -84,12 +91,22 @@ class App:
         loaded = await asyncio.to_thread(self.holder.load)
         if not loaded:
             log.warning("no store published under %s yet: NOT_SERVING", config.store_root)
+        if ensure_audit_key_file(config.audit_key_path):
+            log.warning(
+                "created the audit key %s: keep a copy of it off this machine, "
+                "`lez-server verify-audit` needs it",
+                config.audit_key_path,
+            )
         self.audit = AuditLog(
             config.audit_dir,
+            keys=load_audit_keys(config.audit_key_path),
             worker=self.worker,
             inline_keys=config.audit_inline_keys,
             sync_window_s=config.audit_sync_ms / 1000,
             preallocate_bytes=config.audit_preallocate_mb * MIB,
+            checkpoint_dir=config.audit_checkpoint_path,
+            checkpoint_every_records=config.audit_checkpoint_records,
+            checkpoint_every_s=config.audit_checkpoint_s,
         )
         self.service = AccessService(
             config=config,
@@ -163,12 +180,16 @@ async def serve_forever(config: ServerConfig, *, worker: int = 0, reuse_port: bo
     """Run one serving process until SIGTERM/SIGINT, then stop gracefully."""
     import signal
 
-    app = App(config, worker=worker, reuse_port=reuse_port)
-    await app.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("worker %d stopping (grace %.1fs)", worker, config.grace_period_s)
-    await app.stop()
+    with contextlib.ExitStack() as guards:
+        if not reuse_port:  # a whole server in this process (a supervisor guards its workers)
+            ensure_port_free(config.host, config.port)
+            guards.enter_context(hold_audit_dir(config.audit_dir))
+        app = App(config, worker=worker, reuse_port=reuse_port)
+        await app.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("worker %d stopping (grace %.1fs)", worker, config.grace_period_s)
+        await app.stop()

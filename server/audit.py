@@ -1,14 +1,23 @@
-"""The append-only, hash-chained audit log of every consultation (seed 002 section 9, seed 004).
+"""The append-only, keyed hash-chained audit log of every consultation (docs/audit.md).
 
 One JSON line per call: who (certificate identity, organisation, roles), when, which call, zone,
 rule revision, snapshot, number of pairs, outcome counts, the status, and the pseudonymised keys
 consulted: inline as hex for small calls, otherwise in a sidecar file of raw 16-byte keys whose
-SHA-256 the record holds. Never a plate. Each record carries the hash of the previous one and
-its own hash over its canonical JSON, so editing, removing or reordering a record (or a sidecar)
-breaks the chain; `verify` finds the first break. A record is written and fsynced before the
-call's answer completes: one write per call, never one per pair. (`sync_window_s` > 0 trades
-that for speed: the record is still written before the answer, so a killed process loses
-nothing, and synced within the window.)
+SHA-256 the record holds. Never a plate. Each record carries the hash of the previous one
+(`prev`) and its own `hash`: an HMAC-SHA256 of its canonical JSON under the audit chain key
+(`server.audit_keys`; the record's `chain` field names the key), so editing, removing or
+reordering a record (or a sidecar) breaks the chain, and an editor without the audit secret
+cannot recompute it. Signed checkpoints of the chain head (`server.audit_checkpoints`), written
+by a background thread after a file's first record, then every `checkpoint_every_records`
+records or `checkpoint_every_s` seconds, and when the file is opened and closed, catch what a chain alone cannot: records cut off the
+end, an emptied file. `server.audit_verify` checks both. Records written before the chain was
+keyed (no `chain` field, a plain SHA-256 `hash`) are continued by keyed records, which anchor
+them.
+
+A record is written and fsynced before the call's answer completes: one write per call, never
+one per pair, and no other sync on that path (checkpoints are synced by their own thread).
+(`sync_window_s` > 0 trades that for speed: the record is still written before the answer, so
+a killed process loses nothing, and synced within the window.)
 
 Each worker process appends to its own file (`audit-w<N>.jsonl`), so no lock is shared between
 processes; a restarted worker continues its file's chain.
@@ -35,7 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from lez.errors import AuditKeyError
 from lez.keys import KEY_BYTES
+from server.audit_checkpoints import Checkpoint, CheckpointFile, last_checkpoint, sign_checkpoint
+from server.audit_keys import AuditKeys
 
 log = logging.getLogger("lez.server")
 
@@ -43,20 +55,28 @@ GENESIS: Final = "0" * 64
 _TAIL_BLOCK: Final = 1 << 16
 _ZEROS: Final = bytes(1 << 20)  # written in pieces of at most this much
 PREALLOCATE_BYTES: Final = 8 << 20
+CHECKPOINT_EVERY_RECORDS: Final = 1000
+CHECKPOINT_EVERY_S: Final = 60.0
+CHECKPOINTS_DIR: Final = "checkpoints"
+"""Default checkpoint directory, inside the audit directory."""
 
 
 _CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def _canonical(record: Mapping[str, Any]) -> bytes:
+def canonical_json(record: Mapping[str, Any]) -> bytes:
     """Sorted keys, no spaces, ASCII only: the bytes a record's hash covers."""
     return _CANONICAL.encode(record).encode()
 
 
+def record_body(record: Mapping[str, Any]) -> bytes:
+    """The canonical JSON of a record without its own `hash` field: what the hash covers."""
+    return canonical_json({k: v for k, v in record.items() if k != "hash"})
+
+
 def record_hash(record: Mapping[str, Any]) -> str:
-    """SHA-256 of a record's canonical JSON without its own `hash` field."""
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(_canonical(body)).hexdigest()
+    """Unkeyed SHA-256 of a record's body: the `hash` of records written before keyed chains."""
+    return hashlib.sha256(record_body(record)).hexdigest()
 
 
 @dataclass(slots=True)
@@ -111,34 +131,50 @@ def _zero(fd: int, start: int, end: int) -> None:
 
 
 class AuditLog:
-    """Appends hash-chained records to one file; thread-safe within a process."""
+    """Appends keyed, hash-chained records to one file and checkpoints its head; thread-safe
+    within a process."""
 
     def __init__(
         self,
         directory: Path,
         *,
+        keys: AuditKeys,
         worker: int = 0,
         inline_keys: int = 64,
         sync_window_s: float = 0.0,
         preallocate_bytes: int = PREALLOCATE_BYTES,
+        checkpoint_dir: Path | None = None,
+        checkpoint_every_records: int = CHECKPOINT_EVERY_RECORDS,
+        checkpoint_every_s: float = CHECKPOINT_EVERY_S,
     ) -> None:
         if preallocate_bytes <= 0:
             raise ValueError("preallocate_bytes must be positive")
+        if checkpoint_every_records <= 0 or checkpoint_every_s <= 0:
+            raise ValueError("checkpoint_every_records and checkpoint_every_s must be positive")
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"audit-w{worker}.jsonl"
         self.keys_dir = directory / f"audit-w{worker}-keys"
+        self.keys = keys
         self.inline_keys = inline_keys
         self.preallocate_bytes = preallocate_bytes
+        self.checkpoint_every_records = checkpoint_every_records
+        self.checkpoint_every_s = checkpoint_every_s
+        self._chain = keys.chain
         self._lock = threading.Lock()
         self._prev = GENESIS
         self._seq = 0
+        self._last_chain: str | None = None  # `chain` of the last record on opening
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             self._size = os.fstat(self._fd).st_size  # allocated: records, then zeros
             self._offset = self._open_tail()  # where the next record goes
+            self._check_chain_key()
             if self._size - self._offset < self.preallocate_bytes // 2:
                 # grow now rather than inside the first call that would not fit
                 self._extend(self._offset + self.preallocate_bytes // 2)
+            self.checkpoints = CheckpointFile(
+                checkpoint_dir or directory / CHECKPOINTS_DIR, self.path.name
+            )
         except BaseException:
             os.close(self._fd)
             raise
@@ -151,6 +187,16 @@ class AuditLog:
         if sync_window_s > 0:
             self._syncer = threading.Thread(target=self._sync_loop, name="audit-sync", daemon=True)
             self._syncer.start()
+        # Checkpoints: one now (the head as found), then by the checkpoint thread, never inline.
+        self._checkpoint_lock = threading.Lock()
+        self._checkpointed = 0  # the records the last checkpoint covers
+        self._checkpoint_due = threading.Event()
+        self._compare_with_last_checkpoint()
+        self.checkpoint()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="audit-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     def _open_tail(self) -> int:
         """Find the end of the records, drop a torn one, load the chain; returns the offset."""
@@ -174,7 +220,50 @@ class AuditLog:
         if last.strip():
             rec = json.loads(last)
             self._prev, self._seq = str(rec["hash"]), int(rec["seq"])
+            self._last_chain = str(rec["chain"]) if "chain" in rec else None
         return end
+
+    def _check_chain_key(self) -> None:
+        """Refuse a file chained with another audit key; note a legacy (unkeyed) one."""
+        if self._seq == 0 or self._last_chain == self._chain:
+            return
+        if self._last_chain is None:
+            log.warning(
+                "audit log %s: its %d records were chained without a key (written before keyed "
+                "audit chains); continuing it with keyed records, which anchor them from now on",
+                self.path.name,
+                self._seq,
+            )
+            return
+        raise AuditKeyError(
+            f"audit log {self.path} is chained with audit key {self._last_chain.split(':')[-1]}, "
+            f"the audit key file gives {self.keys.key_id}; start the server with the audit key "
+            "the log was written with (--audit-key-file), or move this audit directory aside"
+        )
+
+    def _compare_with_last_checkpoint(self) -> None:
+        """Log loudly when the file no longer matches its last signed checkpoint (it was cut or
+        rewritten while the server was down); `verify-audit` says exactly how."""
+        last = last_checkpoint(self.checkpoints.path)
+        if last is None:
+            return
+        self._checkpointed = min(last.records, self._seq)
+        if last.records > self._seq:
+            log.error(
+                "audit log %s holds %d records but its checkpoint signed at %s covers %d: "
+                "records were removed; run `lez-server verify-audit`",
+                self.path.name,
+                self._seq,
+                last.ts,
+                last.records,
+            )
+        elif last.records == self._seq and last.head != self._prev:
+            log.error(
+                "audit log %s: its last record is not the one signed at %s: the file was "
+                "rewritten; run `lez-server verify-audit`",
+                self.path.name,
+                last.ts,
+            )
 
     def _extend(self, needed: int) -> None:
         """Grow the file by zero-filled chunks to hold `needed` bytes; fsync the new size."""
@@ -191,12 +280,38 @@ class AuditLog:
             self._dirty.clear()
             os.fdatasync(self._fd)
 
+    def _checkpoint_loop(self) -> None:
+        while not self._closing.is_set():
+            self._checkpoint_due.wait(self.checkpoint_every_s)
+            self._checkpoint_due.clear()
+            if not self._closing.is_set():
+                self.checkpoint()
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Sign and write a checkpoint of the head now, if records were added since the last
+        one; returns it (None when there was nothing new)."""
+        with self._checkpoint_lock:
+            with self._lock:
+                records, head = self._seq, self._prev
+            if records <= self._checkpointed:
+                return None
+            if self._syncer is not None:
+                os.fdatasync(self._fd)  # never sign records that are not on disk yet
+            cp = sign_checkpoint(self.keys, file=self.path.name, records=records, head=head)
+            self.checkpoints.append(cp)
+            self._checkpointed = records
+            return cp
+
     def close(self) -> None:
+        self._closing.set()
+        self._checkpoint_due.set()
+        self._checkpointer.join()
         if self._syncer is not None:
-            self._closing.set()
             self._dirty.set()
             self._syncer.join()
         os.fdatasync(self._fd)
+        self.checkpoint()
+        self.checkpoints.close()
         os.close(self._fd)
 
     def record(
@@ -229,6 +344,7 @@ class AuditLog:
                 "organisation": organisation,
                 "roles": sorted(roles),
                 "zone": zone,
+                "chain": self._chain,
                 "ruleset_revision": ruleset_revision,
                 "snapshot_id": snapshot_id,
                 "pairs": pairs,
@@ -243,8 +359,8 @@ class AuditLog:
                 ]
             else:
                 rec["keys_file"] = self._write_sidecar(seq, blob)
-            body = _canonical(rec)  # what the hash covers (see `record_hash`)
-            digest = hashlib.sha256(body).hexdigest()
+            body = canonical_json(rec)  # what the hash covers (see `record_body`)
+            digest = self.keys.mac(body)
             # the line is the hashed body with the hash appended: one JSON encoding per call
             line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
             if self._offset + len(line) > self._size:
@@ -256,6 +372,8 @@ class AuditLog:
                 self._dirty.set()
             self._offset += len(line)
             self._prev, self._seq = digest, seq
+            if seq - self._checkpointed >= self.checkpoint_every_records or not self._checkpointed:
+                self._checkpoint_due.set()  # the checkpoint thread signs it, off this path
             return digest
 
     def _write_sidecar(self, seq: int, blob: bytes) -> str:
@@ -270,66 +388,26 @@ class AuditLog:
         return f"{self.keys_dir.name}/{name}"
 
 
-def _is_padding(raw: bytes) -> bool:
+def is_padding(raw: bytes) -> bool:
+    """Whether a line read from an audit file is the zero padding after the records."""
     return raw[:1] == b"\0" and not raw.strip(b"\0\n")
 
 
-def _data_after(fh: IO[bytes]) -> bool:
+def data_after(fh: IO[bytes]) -> bool:
+    """Whether anything but NULs and newlines follows in `fh` (data after the padding)."""
     return any(block.strip(b"\0\n") for block in iter(lambda: fh.read(_TAIL_BLOCK), b""))
 
 
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) of each record of an audit file, stopping at the zero padding.
 
-    Raises ValueError at a line that is not a JSON object; `verify` checks a file thoroughly."""
+    Raises ValueError at a line that is not a JSON object; `server.audit_verify` checks a file
+    thoroughly."""
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
-            if _is_padding(raw):
+            if is_padding(raw):
                 return
             rec = json.loads(raw)
             if not isinstance(rec, dict):
                 raise ValueError(f"{path.name}:{lineno}: not an audit record")
             yield lineno, rec
-
-
-def verify(path: Path) -> list[str]:
-    """Check one audit file's chain and sidecars; returns the problems found (empty = intact)."""
-    problems: list[str] = []
-    prev, seq = GENESIS, 0
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            where = f"{path.name}:{lineno}"
-            if _is_padding(raw):  # the zeros ahead of the next record: nothing may follow
-                if _data_after(fh):
-                    problems.append(f"{where}: data after the zero padding (edited)")
-                break
-            try:
-                rec = json.loads(raw)  # a NUL anywhere in a record fails here
-            except ValueError:
-                problems.append(f"{where}: not a JSON record (truncated or edited)")
-                break
-            if not isinstance(rec, dict) or "hash" not in rec:
-                problems.append(f"{where}: not an audit record")
-                break
-            if rec.get("prev") != prev:
-                problems.append(f"{where}: chain broken (previous hash does not match)")
-            if rec.get("seq") != seq + 1:
-                problems.append(f"{where}: sequence {rec.get('seq')} after {seq}")
-            if record_hash(rec) != rec["hash"]:
-                problems.append(f"{where}: record content does not match its hash")
-            problems.extend(_verify_keys(path.parent, rec, where))
-            prev, seq = rec["hash"], int(rec.get("seq", seq + 1))
-    return problems
-
-
-def _verify_keys(base: Path, rec: Mapping[str, Any], where: str) -> list[str]:
-    if "keys_file" in rec:
-        try:
-            blob = (base / str(rec["keys_file"])).read_bytes()
-        except OSError:
-            return [f"{where}: keys file {rec['keys_file']} is missing"]
-    else:
-        blob = b"".join(bytes.fromhex(k) for k in rec.get("keys", []))
-    if hashlib.sha256(blob).hexdigest() != rec.get("keys_sha256"):
-        return [f"{where}: the consulted keys do not match their digest"]
-    return []

@@ -73,6 +73,18 @@ class ServerConfig:
     audit_preallocate_mb: int = 8
     """The audit file grows ahead of its records by zero-filled chunks of this many MiB, so the
     sync of each record flushes data only, not the file size (about 0.05 ms less per call)."""
+    audit_key_file: Path | None = None
+    """Audit secret (a different secret from the plate key): keys the audit chain and signs its
+    checkpoints. Created (mode 0600) on first start when missing. Default: `audit.key` beside
+    the plate key file (`audit_key_path`)."""
+    audit_checkpoint_dir: Path | None = None
+    """Where signed checkpoints of the audit chain heads go; copy it off the machine. Default:
+    `checkpoints/` inside the audit directory (`audit_checkpoint_path`)."""
+    audit_checkpoint_records: int = 1000
+    """A checkpoint is signed after at most this many records (and when a log is opened or
+    closed)."""
+    audit_checkpoint_s: float = 60.0
+    """A checkpoint is signed at most this many seconds after a record (never on a call's path)."""
     reload_interval_s: float = 1.0
     """How often the `current` link of the store root is checked for a new build."""
     warm_store: bool = True
@@ -90,6 +102,16 @@ class ServerConfig:
     restarted this many times, then the server stops with an error."""
     log_level: str = "INFO"
     """Python logging level name."""
+
+    @property
+    def audit_key_path(self) -> Path:
+        """The audit key file: as given, else `audit.key` beside the plate key file."""
+        return self.audit_key_file or self.key_file.parent / "audit.key"
+
+    @property
+    def audit_checkpoint_path(self) -> Path:
+        """The checkpoint directory: as given, else `checkpoints/` in the audit directory."""
+        return self.audit_checkpoint_dir or self.audit_dir / "checkpoints"
 
     @property
     def tls(self) -> bool:
@@ -131,6 +153,8 @@ class ServerConfig:
             "max_concurrent_rpcs",
             "min_cell_size",
             "audit_preallocate_mb",
+            "audit_checkpoint_records",
+            "audit_checkpoint_s",
             "restart_stable_s",
         )
         for name in positive:
@@ -138,6 +162,11 @@ class ServerConfig:
                 raise ValueError(f"{name} must be positive")
         if self.max_quick_restarts < 0 or self.restart_backoff_s < 0:
             raise ValueError("max_quick_restarts and restart_backoff_s must not be negative")
+        if self.audit_key_path.resolve() == self.key_file.resolve():
+            raise ValueError(
+                "--audit-key-file must not be the plate key file: the audit chain needs a secret "
+                "of its own (`lez-server audit keygen --out FILE`)"
+            )
         if self.audit_sync_ms < 0:
             raise ValueError("audit_sync_ms must be 0 (sync every record) or a positive window")
         if self.reload_interval_s <= 0 or self.grace_period_s < 0:
@@ -219,6 +248,10 @@ _FIELD_DOCS: Final = {
     "audit_inline_keys": "calls with at most this many pairs list their keys inline",
     "audit_sync_ms": "0: sync each audit record before answering; N: sync within N ms",
     "audit_preallocate_mb": "MiB of zeros the audit file is grown by ahead of its records",
+    "audit_key_file": "audit secret (created when missing; default audit.key beside --key-file)",
+    "audit_checkpoint_dir": "signed audit checkpoints (default AUDIT_DIR/checkpoints; copy off)",
+    "audit_checkpoint_records": "sign an audit checkpoint after at most this many records",
+    "audit_checkpoint_s": "sign an audit checkpoint at most this many seconds after a record",
     "reload_interval_s": "seconds between checks for a newly published store",
     "warm_store": "read the store once at load (1/0)",
     "grace_period_s": "seconds calls in flight get on SIGTERM",

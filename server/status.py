@@ -78,6 +78,8 @@ ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
     errors.StoreFormatMismatch: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
     errors.StoreCorrupt: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
     errors.KeyFileError: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
+    errors.AuditKeyError: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
+    errors.ServerStartRefused: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
     errors.LezError: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
 }
 

@@ -10,6 +10,11 @@ start; after `max_quick_restarts` such restarts the server stops with exit statu
 burning the machine on a worker that cannot start (its error is in the log). SIGTERM/SIGINT to
 the supervisor is passed to the workers, which stop gracefully within `grace_period_s`;
 stragglers are killed after that.
+
+Before forking, the supervisor refuses a port another process serves and an audit directory
+another server holds, and creates the audit key if it is missing (`server.guards`,
+`server.audit_keys`); it holds the audit directory's lock for its life. A worker stops by
+itself when its supervisor dies (`guards.ParentWatch`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Final
 
+from server.audit_keys import ensure_audit_key_file
 from server.config import ServerConfig
+from server.guards import ParentWatch, ensure_port_free, hold_audit_dir
 
 log = logging.getLogger("lez.server")
 
@@ -50,13 +57,14 @@ def reserve_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
-def _run_worker(config: ServerConfig, index: int) -> None:
+def _run_worker(config: ServerConfig, index: int, watch: ParentWatch) -> None:
     """Body of a forked worker: its own event loop, gRPC server and LMDB reader."""
     from server.app import serve_forever
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     code = 0
+    watch.arm(grace_s=config.grace_period_s + KILL_MARGIN_S)
     try:
         asyncio.run(serve_forever(config, worker=index, reuse_port=True))
     except BaseException:
@@ -78,13 +86,15 @@ class Supervisor:
         self.restart_at: dict[int, float] = {}  # worker index -> when to restart it
         self.stopping = False
         self.failed = False
+        self.watch: ParentWatch | None = None
 
     def _spawn(self, config: ServerConfig, index: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        assert self.watch is not None
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
-            _run_worker(config, index)
+            _run_worker(config, index, self.watch)
         self.children[pid] = index
         self.started[index] = time.monotonic()
         log.info("worker %d started (pid %d)", index, pid)
@@ -96,7 +106,18 @@ class Supervisor:
         """Serve until SIGTERM/SIGINT; returns the process exit code."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        with reserve_port(self.config.host, self.config.port) as port:
+        ensure_port_free(self.config.host, self.config.port)
+        if ensure_audit_key_file(self.config.audit_key_path):
+            log.warning(
+                "created the audit key %s: keep a copy of it off this machine, "
+                "`lez-server verify-audit` needs it",
+                self.config.audit_key_path,
+            )
+        self.watch = ParentWatch()
+        with (
+            hold_audit_dir(self.config.audit_dir),
+            reserve_port(self.config.host, self.config.port) as port,
+        ):
             config = replace(self.config, address=f"{self.config.host}:{port}")
             print(
                 f"lez-server listening on {config.address} with {config.workers} workers",
@@ -109,6 +130,7 @@ class Supervisor:
                 self._restart_due(config)
                 time.sleep(POLL_S)
             self._stop_all()
+            self.watch.close()
             return 1 if self.failed else 0
 
     def _reap(self, config: ServerConfig) -> None:

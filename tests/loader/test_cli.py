@@ -50,12 +50,17 @@ def test_missing_rules_directory_from_the_environment_is_an_error(
     assert not (tmp_path / "store" / "current").exists()
 
 
-def test_default_rules_directory_is_used_when_present_and_skipped_when_absent(
-    tmp_path: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch
+def test_default_rules_directory_is_used_when_present_and_the_build_refused_when_absent(
+    tmp_path: Path,
+    key_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert _build(tmp_path, key_file) == 0
-    assert _rulesets(tmp_path) == ()
+    assert _build(tmp_path, key_file) == 1  # no ./rules: a store without rules is never published
+    err = capsys.readouterr().err
+    assert "no rule revisions" in err and "--rules DIR" in err
+    assert not (tmp_path / "store" / "current").exists()
     shutil.copytree(REPO / "rules", tmp_path / "rules")
     assert _build(tmp_path, key_file) == 0
     expected = tuple(sorted(p.stem for p in (REPO / "rules").glob("*.toml")))

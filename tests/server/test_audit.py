@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,6 +19,8 @@ from lez.api.v1 import access_pb2 as pb
 from server import audit
 from server.__main__ import main
 from server.audit import AuditLog, KeyBatch
+from server.audit_keys import AUDIT_KEY_HEADER, AuditKeys, load_audit_keys
+from server.audit_verify import verify
 from server.config import MIB, parse_serve_args
 from tests.server.conftest import DAY, VEHICLES, ServerThread
 from tests.server.helpers import chunk, stub
@@ -25,6 +28,32 @@ from tests.server.helpers import chunk, stub
 PLATES = [v.plate for v in VEHICLES] + ["9ZZZ999"]
 KEY_HEX = bytes(range(16)).hex()  # the key `_write` consults
 ROOT = Path(__file__).resolve().parents[2]
+AUDIT_SECRET = bytes(range(32))
+KEYS = AuditKeys.from_secret(AUDIT_SECRET)
+
+
+def _open_log(directory: Path, **options: Any) -> AuditLog:
+    """An audit log keyed with the tests' audit secret."""
+    return AuditLog(directory, keys=KEYS, **options)
+
+
+def _problems(path: Path) -> list[str]:
+    return verify(path, KEYS)
+
+
+def served_problems(server: ServerThread, path: Path) -> list[str]:
+    """Problems of an audit file written by a running test server (keyed with its own audit
+    key), after it signed a checkpoint of what it wrote so far."""
+    assert server.app.audit is not None
+    server.app.audit.checkpoint()
+    return verify(path, load_audit_keys(server.app.config.audit_key_path))
+
+
+def audit_key_file(directory: Path) -> Path:
+    """A key file holding the tests' audit secret (for the command line)."""
+    path = directory / "audit.key"
+    path.write_text(f"{AUDIT_KEY_HEADER}\n{AUDIT_SECRET.hex()}\n")
+    return path
 
 
 def _write(log: AuditLog, n: int, *, first: int = 0) -> None:
@@ -46,42 +75,43 @@ def _write(log: AuditLog, n: int, *, first: int = 0) -> None:
 
 
 def test_chain_verifies_and_detects_tampering(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path, inline_keys=2)
+    log = _open_log(tmp_path, inline_keys=2)
     _write(log, 4)
     log.close()
     path = tmp_path / "audit-w0.jsonl"
-    assert audit.verify(path) == []
-    assert main(["verify-audit", str(path)]) == 0
+    assert _problems(path) == []
+    key_file = audit_key_file(tmp_path)
+    assert main(["verify-audit", str(path), "--audit-key-file", str(key_file)]) == 0
     lines = [json.dumps(r) for _, r in audit.read_records(path)]  # rewritten without padding
     rec = json.loads(lines[1])
     rec["pairs"] = 999
     tampered = [*lines[:1], json.dumps(rec), *lines[2:]]
     path.write_text("\n".join(tampered) + "\n")
-    assert any("does not match its hash" in p for p in audit.verify(path))
-    assert main(["verify-audit", str(path)]) == 1
+    assert any("does not match its keyed hash" in p for p in _problems(path))
+    assert main(["verify-audit", str(path), "--audit-key-file", str(key_file)]) == 1
     path.write_text("\n".join([lines[0], *lines[2:]]) + "\n")  # a record removed
-    assert any("chain broken" in p for p in audit.verify(path))
+    assert any("chain broken" in p for p in _problems(path))
 
 
 def test_sidecar_keys_are_covered(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path, inline_keys=1)
+    log = _open_log(tmp_path, inline_keys=1)
     _write(log, 3)
     log.close()
     path = tmp_path / "audit-w0.jsonl"
-    assert audit.verify(path) == []
+    assert _problems(path) == []
     sidecar = next((tmp_path / "audit-w0-keys").iterdir())
     sidecar.write_bytes(b"\0" * 16 + sidecar.read_bytes()[16:])
-    assert any("do not match their digest" in p for p in audit.verify(path))
+    assert any("do not match their digest" in p for p in _problems(path))
 
 
 def test_chain_continues_after_restart(tmp_path: Path) -> None:
-    first = AuditLog(tmp_path)
+    first = _open_log(tmp_path)
     _write(first, 2)
     first.close()
-    second = AuditLog(tmp_path)
+    second = _open_log(tmp_path)
     _write(second, 2)
     second.close()
-    assert audit.verify(tmp_path / "audit-w0.jsonl") == []
+    assert _problems(tmp_path / "audit-w0.jsonl") == []
 
 
 def test_server_audits_without_plates(
@@ -113,7 +143,7 @@ def test_server_audits_without_plates(
     assert records[-1]["pairs"] == len(stream_plates)
     assert records[-1]["hash"] == answers[-1].summary.audit_id
     assert "keys_file" in records[-1] and "keys" in records[0]
-    assert audit.verify(path) == []
+    assert served_problems(server, path) == []
     assert server.app.audit is not None
     assert server.app.audit.preallocate_bytes == server.app.config.audit_preallocate_mb * MIB
     everything = path.read_text() + "\n".join(errors) + caplog.text + "".join(capsys.readouterr())
@@ -123,16 +153,16 @@ def test_server_audits_without_plates(
 
 
 def test_windowed_sync_writes_every_record_before_returning(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path, sync_window_s=0.005)
+    log = _open_log(tmp_path, sync_window_s=0.005)
     _write(log, 3)
     # written before `record` returned: a killed process would lose none of them
     assert len(list(audit.read_records(log.path))) == 3
     log.close()
-    assert audit.verify(log.path) == []
-    again = AuditLog(tmp_path, sync_window_s=0.005)  # a restart continues the chain
+    assert _problems(log.path) == []
+    again = _open_log(tmp_path, sync_window_s=0.005)  # a restart continues the chain
     _write(again, 1)
     again.close()
-    assert audit.verify(again.path) == []
+    assert _problems(again.path) == []
     assert [r["seq"] for _, r in audit.read_records(again.path)] == [1, 2, 3, 4]
 
 
@@ -145,7 +175,7 @@ def _records_end(path: Path) -> int:
 
 
 def test_fresh_log_ends_in_zero_padding(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path, preallocate_bytes=64 * 1024)
+    log = _open_log(tmp_path, preallocate_bytes=64 * 1024)
     _write(log, 3)
     log.close()  # the padding stays: a closed file looks like a killed one
     data = log.path.read_bytes()
@@ -153,25 +183,26 @@ def test_fresh_log_ends_in_zero_padding(tmp_path: Path) -> None:
     assert len(data) == 64 * 1024 > end
     assert data[end - 1 :] == b"\n" + bytes(len(data) - end)
     assert _seqs(log.path) == [1, 2, 3]
-    assert audit.verify(log.path) == []
-    assert main(["verify-audit", str(log.path)]) == 0
+    assert _problems(log.path) == []
+    key_file = audit_key_file(tmp_path)
+    assert main(["verify-audit", str(log.path), "--audit-key-file", str(key_file)]) == 0
 
 
 def test_small_chunks_extend_the_file_and_sync_every_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = {"fsync": 0, "fdatasync": 0}
+    calls = {"fsync": 0, "fdatasync": 0, "elsewhere": 0}
     real_fsync, real_fdatasync = os.fsync, os.fdatasync
 
     def fsync(fd: int) -> None:
-        calls["fsync"] += 1
+        calls["fsync" if fd == log._fd else "elsewhere"] += 1
         real_fsync(fd)
 
     def fdatasync(fd: int) -> None:
-        calls["fdatasync"] += 1
+        calls["fdatasync" if fd == log._fd else "elsewhere"] += 1
         real_fdatasync(fd)
 
-    log = AuditLog(tmp_path, preallocate_bytes=1024)
+    log = _open_log(tmp_path, preallocate_bytes=1024)
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     sizes = [log.path.stat().st_size]
@@ -184,49 +215,50 @@ def test_small_chunks_extend_the_file_and_sync_every_record(
     assert calls["fdatasync"] == 50  # every record synced before `record` returned
     grew = [b - a for a, b in itertools.pairwise(sizes) if b != a]
     assert calls["fsync"] == len(grew)  # one fsync per extension, not per record
+    assert calls["elsewhere"] <= 3  # checkpoints: after the first record, not per record
     assert 10 <= len(grew) < 40 and max(grew) > 1024 and all(g % 1024 == 0 for g in grew)
     assert 0 < sizes[-1] - _records_end(log.path) < 1024
     assert _seqs(log.path) == list(range(1, 51))
-    assert audit.verify(log.path) == []
+    assert _problems(log.path) == []
 
 
 def test_reopened_padded_log_continues_the_chain(tmp_path: Path) -> None:
-    first = AuditLog(tmp_path, preallocate_bytes=64 * 1024)
+    first = _open_log(tmp_path, preallocate_bytes=64 * 1024)
     _write(first, 3)
     first.close()
-    second = AuditLog(tmp_path, preallocate_bytes=64 * 1024)
+    second = _open_log(tmp_path, preallocate_bytes=64 * 1024)
     _write(second, 2)
     second.close()
     assert second.path.stat().st_size == 64 * 1024  # written into the same zeros
     assert _seqs(second.path) == [1, 2, 3, 4, 5]
-    assert audit.verify(second.path) == []
+    assert _problems(second.path) == []
 
 
 def test_old_unpadded_log_continues_the_chain(tmp_path: Path) -> None:
-    first = AuditLog(tmp_path)
+    first = _open_log(tmp_path)
     _write(first, 3)
     first.close()
     old = first.path.read_bytes().rstrip(b"\0")  # as the appending writer left it
     first.path.write_bytes(old)
-    assert audit.verify(first.path) == []
-    second = AuditLog(tmp_path, preallocate_bytes=4096)
+    assert _problems(first.path) == []
+    second = _open_log(tmp_path, preallocate_bytes=4096)
     _write(second, 2)
     second.close()
     assert second.path.read_bytes()[: len(old)] == old
     assert second.path.stat().st_size == len(old) + 4096
     assert _seqs(second.path) == [1, 2, 3, 4, 5]
-    assert audit.verify(second.path) == []
+    assert _problems(second.path) == []
 
 
 @pytest.mark.parametrize("tail", ["padded", "unpadded", "hole"])
 def test_torn_record_is_zeroed_on_open(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, tail: str
 ) -> None:
-    other = AuditLog(tmp_path / "other")  # a long record to tear: longer than the next one
+    other = _open_log(tmp_path / "other")  # a long record to tear: longer than the next one
     _write(other, 1, first=39)
     other.close()
     long_line = other.path.read_bytes().rstrip(b"\0")
-    first = AuditLog(tmp_path, preallocate_bytes=4096)
+    first = _open_log(tmp_path, preallocate_bytes=4096)
     _write(first, 3)
     first.close()
     records = first.path.read_bytes()[: _records_end(first.path)]
@@ -240,9 +272,9 @@ def test_torn_record_is_zeroed_on_open(
         torn = bytes(len(long_line) // 2) + long_line[len(long_line) // 2 :]
         first.path.write_bytes(records + torn + bytes(100))
     assert KEY_HEX.encode() in torn  # content the warning must not repeat
-    assert any("truncated or edited" in p for p in audit.verify(first.path))
+    assert any("truncated or edited" in p for p in _problems(first.path))
     caplog.set_level(logging.INFO, logger="lez.server")
-    second = AuditLog(tmp_path, preallocate_bytes=4096)
+    second = _open_log(tmp_path, preallocate_bytes=4096)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].name == "lez.server"
     message = warnings[0].getMessage()
@@ -254,34 +286,33 @@ def test_torn_record_is_zeroed_on_open(
     data = second.path.read_bytes()
     assert data[: len(records)] == records
     assert _seqs(second.path) == [1, 2, 3, 4]
-    assert audit.verify(second.path) == []
+    assert _problems(second.path) == []
     assert not data[_records_end(second.path) :].strip(b"\0")
     caplog.clear()
-    AuditLog(tmp_path, preallocate_bytes=4096).close()  # nothing torn any more
+    _open_log(tmp_path, preallocate_bytes=4096).close()  # nothing torn any more
     assert not caplog.records
 
 
 def test_verify_rejects_data_after_the_padding(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path, preallocate_bytes=4096)
+    log = _open_log(tmp_path, preallocate_bytes=4096)
     _write(log, 2)
     log.close()
     data = log.path.read_bytes()
     end = _records_end(log.path)
     first_line = data[: data.index(b"\n") + 1]
     log.path.write_bytes(data[:end] + bytes(100) + first_line + bytes(100))  # NULs, then data
-    assert any("truncated or edited" in p for p in audit.verify(log.path))
+    assert any("truncated or edited" in p for p in _problems(log.path))
     log.path.write_bytes(data[:end] + bytes(100) + b"\n" + first_line + bytes(100))
-    assert any("after the zero padding" in p for p in audit.verify(log.path))
+    assert any("after the zero padding" in p for p in _problems(log.path))
     log.path.write_bytes(data[:end] + bytes(100) + b"\n" + bytes(100))  # a line of NULs only
-    assert audit.verify(log.path) == []
+    assert _problems(log.path) == []
 
 
 _WRITER = """
 import sys
 from pathlib import Path
-from tests.server.test_audit import _write
-from server.audit import AuditLog
-log = AuditLog(Path(sys.argv[1]), preallocate_bytes=512)
+from tests.server.test_audit import _open_log, _write
+log = _open_log(Path(sys.argv[1]), preallocate_bytes=512, checkpoint_every_records=50)
 while True:
     _write(log, 1)
     print(log._seq, flush=True)
@@ -306,14 +337,14 @@ def test_killed_writer_loses_no_answered_record(tmp_path: Path) -> None:
     proc.wait()
     proc.stdout.close()
     path = tmp_path / "audit-w0.jsonl"
-    assert audit.verify(path) == []
+    assert _problems(path) == []
     seqs = _seqs(path)
     assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= answered
-    again = AuditLog(tmp_path, preallocate_bytes=512)
+    again = _open_log(tmp_path, preallocate_bytes=512)
     _write(again, 1)
     again.close()
     assert _seqs(path)[-1] == len(seqs) + 1
-    assert audit.verify(path) == []
+    assert _problems(path) == []
 
 
 def test_preallocate_setting(tmp_path: Path) -> None:
@@ -324,7 +355,7 @@ def test_preallocate_setting(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="audit_preallocate_mb"):
         parse_serve_args(["--audit-preallocate-mb", "0"], {})
     with pytest.raises(ValueError, match="preallocate_bytes"):
-        AuditLog(tmp_path, preallocate_bytes=0)
+        _open_log(tmp_path, preallocate_bytes=0)
 
 
 def test_a_stream_that_fails_after_answering_is_still_audited(
@@ -351,4 +382,4 @@ def test_a_stream_that_fails_after_answering_is_still_audited(
         "INVALID_ARGUMENT",
     )
     assert last["keys_count"] == len(PLATES)
-    assert audit.verify(path) == []
+    assert served_problems(server, path) == []

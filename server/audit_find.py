@@ -1,0 +1,201 @@
+""" "Who consulted this plate": the audit records whose consulted keys hold one plate's key.
+
+The plate is normalised and keyed with the plate HMAC key exactly as the server keys it
+(`lez.plates.normalise`, `PlateKeyer.key`), and only its 16-byte key is searched for; the plate
+itself is never printed, logged or written. An audit record holds its consulted keys either
+inline (`keys`: hex strings, small calls such as a unary `Check`) or in a sidecar file of raw
+16-byte keys (`keys_file`, big calls such as `CheckStream`). So a search is two scans, both
+without parsing every record:
+
+- each audit file is memory-mapped and searched for the key's hex text (a byte search); only
+  the lines that contain it are parsed;
+- each sidecar is read as one NumPy array of little-endian uint64 halves and compared with the
+  key's two halves (vectorised: one pass over the key column); a hit names its record by the
+  sidecar's file name, found in the audit file by the same byte search.
+
+A year at 1.5 M pairs a day is about 8.8 GB of sidecar keys; `bench/audit_find_bench.py`
+measures the scan. Filters (zone, from/to day) apply to the records found. The outcome of a
+one-pair call is the call's outcome; for bigger calls the audit records outcome counts per
+call, not per pair, so the plate's own outcome is not known from the audit alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import mmap
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from lez.keys import KEY_BYTES, PlateKeyer
+from lez.plates import normalise
+from server.audit_verify import AUDIT_GLOB
+
+_READ_BLOCK: Final = 1 << 24  # sidecars are read in pieces of at most this many bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Consultation:
+    """One call that consulted the plate, as its audit record tells it (no plate, no key)."""
+
+    ts: str
+    organisation: str
+    identity: str
+    roles: str
+    purpose: str
+    rpc: str
+    zone: str
+    outcome: str
+    status: str
+    pairs: int
+    times: int
+    """How many of the call's pairs were this plate."""
+    audit_id: str
+    where: str
+    """Audit file and record number (`audit-w0.jsonl#12`)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plate_key(keyer: PlateKeyer, plate: str, country: str = "BE") -> bytes:
+    """The key the server records for a plate (raises InvalidPlate, never echoing it)."""
+    normalised = normalise(plate, country)
+    return bytes(keyer.key(normalised.country, normalised.plate))
+
+
+def find_consultations(
+    audit_dir: Path,
+    key: bytes,
+    *,
+    zone: str | None = None,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+) -> list[Consultation]:
+    """Every recorded call that consulted `key`, oldest first, filtered by zone (name, any
+    case) and by the UTC day of the record (`since` and `until` inclusive)."""
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"a plate key is {KEY_BYTES} bytes")
+    found: list[Consultation] = []
+    for path in sorted(audit_dir.glob(AUDIT_GLOB)):
+        for rec, times in _records_with_key(path, key):
+            if zone is not None and str(rec.get("zone", "")).casefold() != zone.casefold():
+                continue
+            day = _day_of(rec)
+            if (since is not None and (day is None or day < since)) or (
+                until is not None and (day is None or day > until)
+            ):
+                continue
+            found.append(_consultation(path, rec, times))
+    found.sort(key=lambda c: c.ts)
+    return found
+
+
+def _records_with_key(path: Path, key: bytes) -> Iterator[tuple[dict[str, Any], int]]:
+    """(record, times the key occurs in it) of the records of one audit file holding `key`."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        hex_key = key.hex()
+        for rec in _lines_containing(data, f'"{hex_key}"'.encode()):
+            times = sum(1 for k in rec.get("keys", ()) if k == hex_key)
+            if times:
+                yield rec, times
+        keys_dir = path.with_name(path.stem + "-keys")
+        if not keys_dir.is_dir():
+            return
+        for sidecar in sorted(keys_dir.glob("*.bin")):
+            times = count_key(sidecar, key)
+            if not times:
+                continue
+            needle = f'"keys_file":"{keys_dir.name}/{sidecar.name}"'.encode()
+            for rec in _lines_containing(data, needle):
+                yield rec, times
+
+
+def count_key(sidecar: Path, key: bytes) -> int:
+    """How many times `key` occurs among the 16-byte keys of a sidecar file (vectorised)."""
+    hi, lo = np.frombuffer(key, dtype="<u8")
+    times = 0
+    with sidecar.open("rb") as fh:
+        while True:
+            block = fh.read(_READ_BLOCK)
+            if not block:
+                return times
+            usable = len(block) - len(block) % KEY_BYTES  # a cut file: whole keys only
+            halves = np.frombuffer(block, dtype="<u8", count=usable // 8).reshape(-1, 2)
+            candidates = np.flatnonzero(halves[:, 0] == hi)
+            if len(candidates):
+                times += int(np.count_nonzero(halves[candidates, 1] == lo))
+
+
+def _lines_containing(data: mmap.mmap, needle: bytes) -> Iterator[dict[str, Any]]:
+    """The JSON records of the lines of `data` that contain `needle` (each line once)."""
+    at = data.find(needle)
+    while at >= 0:
+        start = data.rfind(b"\n", 0, at) + 1
+        end = data.find(b"\n", at)
+        end = len(data) if end < 0 else end
+        try:
+            rec = json.loads(data[start:end])
+        except ValueError:  # a torn or edited line: `verify-audit` reports it
+            rec = None
+        if isinstance(rec, dict):
+            yield rec
+        at = data.find(needle, end)
+
+
+def _day_of(rec: Mapping[str, Any]) -> dt.date | None:
+    try:
+        return dt.datetime.fromisoformat(str(rec["ts"])).astimezone(dt.UTC).date()
+    except (KeyError, ValueError):
+        return None
+
+
+def _outcome(rec: Mapping[str, Any]) -> str:
+    counts = rec.get("outcomes") or {}
+    if not isinstance(counts, dict):
+        return ""
+    if rec.get("pairs") == 1 and len(counts) == 1:
+        return str(next(iter(counts)))
+    listed = ", ".join(f"{name} {n}" for name, n in counts.items())
+    return f"not recorded per pair (call: {listed or 'none'})"
+
+
+def _consultation(path: Path, rec: Mapping[str, Any], times: int) -> Consultation:
+    roles = rec.get("roles") or []
+    return Consultation(
+        ts=str(rec.get("ts", "")),
+        organisation=str(rec.get("organisation", "")),
+        identity=str(rec.get("identity", "")),
+        roles=",".join(str(r) for r in roles) if isinstance(roles, list) else str(roles),
+        purpose=str(rec.get("purpose", "")),
+        rpc=str(rec.get("rpc", "")),
+        zone=str(rec.get("zone", "")),
+        outcome=_outcome(rec),
+        status=str(rec.get("status", "")),
+        pairs=int(rec.get("pairs", 0) or 0),
+        times=times,
+        audit_id=str(rec.get("hash", "")),
+        where=f"{path.name}#{rec.get('seq', '?')}",
+    )
+
+
+def format_table(found: list[Consultation]) -> str:
+    """The consultations as an aligned text table (header first)."""
+    columns: tuple[str, ...] = ("ts", "organisation", "identity", "roles", "purpose", "rpc")
+    columns += ("zone", "outcome", "status", "pairs", "times", "where")
+    rows = [list(columns)] + [[str(getattr(c, name)) or "-" for name in columns] for c in found]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def format_json_lines(found: list[Consultation]) -> str:
+    return "\n".join(json.dumps(c.as_dict(), sort_keys=True) for c in found)
