@@ -17,7 +17,6 @@ Files are read with pyarrow (vectorised); no plate is ever printed from here.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from clients.batch_rows import BatchRows, JoinedPlates, pack_countries
-from clients.day_input import parse_when
+from clients.day_input import SECONDS_PER_DAY, brussels_offsets_s, parse_when
 from clients.enum_names import OUTCOME_NAMES, REASON_NAMES
 from clients.errors import file_problem
 from clients.result_columns import BatchResult
-from lez.days import BRUSSELS, DAY_OPEN, DAY_UNKNOWN
+from lez.days import DAY_OPEN, DAY_UNKNOWN
 
-SECONDS_PER_HOUR: Final = 3600
-SECONDS_PER_DAY: Final = 86_400
 MS_PER_SECOND: Final = 1000
 _COLUMN_COUNTS: Final = re.compile(r"Expected (\d+) columns, got (\d+)")
 
@@ -173,23 +170,10 @@ def timestamps_to_days(values: pa.Array) -> npt.NDArray[np.int32]:
 
 
 def utc_ms_to_brussels_days(utc_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
-    """Brussels calendar day of UTC instants (ms). The offset is looked up with zoneinfo once per
-    distinct UTC hour: Brussels changes offset only on whole UTC hours."""
-    if len(utc_ms) == 0:
-        return np.zeros(0, dtype=np.int32)
+    """Brussels calendar day of UTC instants (ms)."""
     seconds = np.floor_divide(utc_ms, MS_PER_SECOND)
-    hours, inverse = np.unique(np.floor_divide(seconds, SECONDS_PER_HOUR), return_inverse=True)
-    offsets = np.array(
-        [_offset_s(int(h) * SECONDS_PER_HOUR) for h in hours.tolist()], dtype=np.int64
-    )
-    local = seconds + offsets[inverse.reshape(-1)]
+    local = seconds + brussels_offsets_s(seconds)
     return np.floor_divide(local, SECONDS_PER_DAY).astype(np.int32)
-
-
-def _offset_s(utc_second: int) -> int:
-    moment = dt.datetime.fromtimestamp(utc_second, tz=dt.UTC).astimezone(BRUSSELS)
-    offset = moment.utcoffset()
-    return int(offset.total_seconds()) if offset is not None else 0
 
 
 def _slow_days(values: pa.Array) -> npt.NDArray[np.int32]:

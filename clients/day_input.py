@@ -10,10 +10,15 @@ the server says what is wrong with it.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
-from lez.days import DAY_OPEN, DAY_UNKNOWN, brussels_day, from_day, parse_day, to_day
+from lez.days import BRUSSELS, DAY_OPEN, DAY_UNKNOWN, brussels_day, from_day, parse_day, to_day
+
+SECONDS_PER_HOUR: Final = 3600
+SECONDS_PER_DAY: Final = 86_400
 
 
 def parse_when(text: str) -> int:
@@ -68,3 +73,22 @@ def date_text(value: dt.date | str | None) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     return value.strip()
+
+
+def brussels_offsets_s(utc_seconds: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The Europe/Brussels UTC offset (seconds) at each UTC instant (seconds since 1970),
+    looked up with zoneinfo once per distinct UTC hour: Brussels changes offset only on whole
+    UTC hours."""
+    if len(utc_seconds) == 0:
+        return np.zeros(0, dtype=np.int64)
+    hours, inverse = np.unique(np.floor_divide(utc_seconds, SECONDS_PER_HOUR), return_inverse=True)
+    offsets = np.array(
+        [_offset_s(int(h) * SECONDS_PER_HOUR) for h in hours.tolist()], dtype=np.int64
+    )
+    return offsets[inverse.reshape(-1)]
+
+
+def _offset_s(utc_second: int) -> int:
+    moment = dt.datetime.fromtimestamp(utc_second, tz=dt.UTC).astimezone(BRUSSELS)
+    offset = moment.utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0

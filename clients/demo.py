@@ -5,13 +5,13 @@
 Steps, each skipped when its result is already there: an HMAC key (`lez-loader keygen`), a
 synthetic register (`lez-loader synth`, skipped when the extract exists for the same plates and
 seed), a store (`lez-loader build`, skipped when a store published from that very extract
-exists: a stamp file plus `lez-loader info`). Then it starts `lez-server serve` with two worker
-processes on a free loopback port, waits for health SERVING, generates a realistic week of
-camera reads (`python -m bench.workload`: unknown, foreign, misread and invalid plates, ISO 8601
-camera timestamps across the October DST change), sends it with `lez batch`, runs single
-`lez check`s that show every answer (plates picked from the demo's own synthetic extract by
-asking the server about a sample), prints a summary with timings and stops the server with
-SIGTERM.
+exists: a stamp file plus `lez-loader info`), and a realistic week of camera reads drawn from
+the extract (`clients.camera_reads`: unknown, foreign, misread and invalid plates, ISO 8601
+camera timestamps across the October DST change). Then it starts `lez-server serve` with two
+worker processes on a free loopback port, waits for health SERVING, sends the reads with
+`lez batch`, runs single `lez check`s that show every answer (plates picked from the demo's own
+synthetic extract by asking the server about a sample), prints a summary with timings and
+stops the server with SIGTERM.
 
 Only console scripts run as subprocesses; nothing from `loader` or `server` is imported.
 """
@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from clients.batch_rows import BatchRows
+from clients.camera_reads import describe, register_plates, sample_reads, write_reads
 from clients.enum_names import OUTCOME_NAMES
 from clients.errors import LezClientError
 from clients.sync import LezClient
@@ -241,31 +242,25 @@ def _stop(proc: subprocess.Popen[bytes]) -> int | None:
 
 
 def make_workload(extract: Path, out: Path, pairs: int, seed: int, t: Timings) -> Path:
-    reads = out / f"reads-{pairs}-s{seed}.csv"
+    reads = out / f"camera-reads-{pairs}-s{seed}.csv"
     with t.step(f"enforcement week ({pairs:,} camera reads)") as note:
         if reads.exists():
             print(f"using {reads}")
             note.append("reused")
             return reads
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "bench.workload",
-                str(extract),
-                "--pairs",
-                str(pairs),
-                "--seed",
-                str(seed),
-                "--from",
-                ENFORCEMENT_FROM.isoformat(),
-                "--to",
-                ENFORCEMENT_TO.isoformat(),
-                "--out",
-                str(reads),
-                "--timestamps",
-            ]
+        print(
+            f"drawing {pairs:,} camera reads from {extract.name}, "
+            f"{ENFORCEMENT_FROM} to {ENFORCEMENT_TO} (Brussels timestamps)"
         )
+        sampled = sample_reads(
+            register_plates(extract),
+            pairs,
+            seed,
+            first_day=ENFORCEMENT_FROM,
+            last_day=ENFORCEMENT_TO,
+        )
+        write_reads(sampled, reads)
+        print(f"{describe(sampled)} -> {reads}")
     return reads
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,42 @@ def test_production_does_not_depend_on_the_div_standin() -> None:
             assert "div_standin" not in _roots(names), path
     for path, names in _imports("div_standin").items():
         assert not _roots(names) & {"server", "clients", "bench"}, path
+
+
+def test_clients_import_no_bench() -> None:
+    # bench/ is not installed with the wheel: the clients (the demo included) must not need it,
+    # neither imported nor run as `python -m bench...`
+    for path, names in _imports("clients").items():
+        assert "bench" not in _roots(names), path
+        source = (ROOT / path).read_text(encoding="utf-8")
+        assert not re.search(r"""["']bench[."']""", source), path
+
+
+@pytest.mark.parametrize("client", ["clients/sync.py", "clients/aio.py"])
+def test_both_clients_drive_the_one_core(client: str) -> None:
+    # the retry policy, the spreading, the stream bookkeeping and the batch assembly live in
+    # clients.core, written once; each client imports them instead of having its own
+    core = {"clients.core.retry", "clients.core.spread", "clients.core.batch"}
+    core |= {"clients.core.streams", "clients.core.health", "clients.core.base_client"}
+    imported = _modules_imported_by(ROOT / client)
+    assert core <= imported, (client, core - imported)
+    assert "clients.request_builders" in imported, client
+
+
+def _modules_imported_by(path: Path) -> set[str]:
+    """Modules a file imports, `from package import module` counted as package.module."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_client_core_does_no_io() -> None:
+    # sans-I/O: the core decides, the clients send, receive, sleep and run threads or tasks
+    for path, names in _imports("clients/core").items():
+        assert not _roots(names) & {"asyncio", "socket", "queue", "subprocess"}, path
+        assert not {"grpc.aio", "clients.sync", "clients.aio"} & names, path
