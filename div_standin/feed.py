@@ -59,7 +59,7 @@ def day_file(feed_dir: Path, date: dt.date) -> Path:
 
 def transaction_id(date: dt.date, sequence: int) -> str:
     """`YYYYMMDD-NNNNNN` (at least six digits of sequence)."""
-    return f"{date:%Y%m%d}-{sequence:06d}"
+    return f"{date.year:04d}{date.month:02d}{date.day:02d}-{sequence:06d}"
 
 
 def encode_day(items: Sequence[Item]) -> bytes:

@@ -184,21 +184,23 @@ class _FreshPlates:
         """Written plates, normalised plates and plate types for vehicles of classes `cls`."""
         n = len(cls)
         written, normalised, types = [""] * n, [b""] * n, [""] * n
+        chosen: set[bytes] = set()
         pending = np.arange(n)
         while len(pending):
-            series = synth.choose_series(
-                rng, cls[pending], np.full(len(pending), day, np.int32), day
-            )
+            issued = np.full(len(pending), day, np.int32)
+            series = synth.choose_series(rng, cls[pending], issued, day)
             texts = synth.written_plates(series, self.perms, self.offsets).view("S10").ravel()
+            keys = [(feed.normalised_plate(t.decode()) or "").encode() for t in texts.tolist()]
+            taken = self.register.are_taken(keys)
             retry = []
-            for at, text, s in zip(pending.tolist(), texts.tolist(), series.tolist(), strict=True):
-                plate = text.decode()
-                norm = feed.normalised_plate(plate)
-                key = norm.encode() if norm else b""
-                if not key or self.register.is_taken(key) or key in normalised:
+            for at, text, key, s, used in zip(
+                pending.tolist(), texts.tolist(), keys, series.tolist(), taken.tolist(), strict=True
+            ):
+                if not key or used or key in chosen:
                     retry.append(at)
                     continue
-                written[at], normalised[at] = plate, key
+                chosen.add(key)
+                written[at], normalised[at] = text.decode(), key
                 types[at] = synth.PLATE_TYPES[int(synth.PLATE_TYPE_OF_SERIES[s])]
             pending = np.array(retry, dtype=np.int64)
         return written, normalised, types
@@ -220,7 +222,7 @@ class _DayMaker:
         self.bad_per_day = bad_per_day
 
     def day(self, date: dt.date) -> tuple[list[Item], list[Item]]:
-        """The day's items in sequence order, and the planted ones (with their `kind`)."""
+        """The day's items in sequence order, and the planted ones (`transactionId`, `kind`)."""
         self.date, self.iso, self.num = date, date.isoformat(), to_day(date)
         self.rng = np.random.default_rng([self.seed, self.num])
         counts = split_volume(self.per_day)
@@ -243,7 +245,8 @@ class _DayMaker:
         pending += self._closings(groups[4], feed.CROSSED_OUT, CROSSED)
         pending += self._closings(groups[5], feed.DESTROYED, CLOSED)
         planted = self._planted(kinds, groups[6])
-        return self._sequenced(pending + planted), planted
+        items = self._sequenced(pending + [item for _, item in planted])
+        return items, [{"transactionId": i["transactionId"], "kind": k} for k, i in planted]
 
     def _pick_open(self, counts: dict[str, int], planted: int) -> I64:
         registered = np.flatnonzero(self.reg.state[: self.reg.size] == OPEN)
@@ -256,29 +259,32 @@ class _DayMaker:
         return np.asarray(self.rng.choice(registered, need, replace=False), dtype=np.int64)
 
     def _sequenced(self, pending: list[Item]) -> list[Item]:
-        order = self.rng.permutation(len(pending))
-        items: list[Item] = [{}] * len(pending)
-        for sequence, at in enumerate(order.tolist(), 1):
-            p = pending[at]
-            p["transactionId"] = feed.transaction_id(self.date, sequence)
-            items[sequence - 1] = {
-                "transactionId": p["transactionId"],
-                "transactionType": p["transactionType"],
-                "date": self.iso,
-                "sequence": sequence,
-                "plate": p["plate"],
-                "vehicleId": p["vehicleId"],
-                "correctsFrom": p.get("correctsFrom"),
-                "details": p["details"],
-            }
+        """The day's items in a random order, numbered: `sequence` and `transactionId`."""
+        order = self.rng.permutation(len(pending)).tolist()
+        prefix = feed.transaction_id(self.date, 0)[:-6]
+        items = [pending[at] for at in order]
+        for sequence, item in enumerate(items, 1):
+            item["transactionId"] = f"{prefix}{sequence:06d}"
+            item["sequence"] = sequence
         return items
 
     def _items(self, kind: str, rows: I64, *, with_details: bool = True) -> list[Item]:
+        """Items for `rows` as they are now, in the key order of docs/div-feed.md (the id and
+        the sequence are set by `_sequenced`)."""
         plates = self.reg.plates(rows)
         ids = self.reg.vehicle_id[rows].tolist()
         details: list[Any] = self.reg.details(rows) if with_details else [None] * len(rows)
         return [
-            {"transactionType": kind, "plate": p, "vehicleId": vehicle_id_text(v), "details": d}
+            {
+                "transactionId": "",
+                "transactionType": kind,
+                "date": self.iso,
+                "sequence": 0,
+                "plate": p,
+                "vehicleId": vehicle_id_text(v),
+                "correctsFrom": None,
+                "details": d,
+            }
             for p, v, d in zip(plates, ids, details, strict=True)
         ]
 
@@ -391,14 +397,14 @@ class _DayMaker:
 
     # ---- planted bad transactions --------------------------------------------------------------
 
-    def _planted(self, kinds: list[str], rows: I64) -> list[Item]:
-        out: list[Item] = []
+    def _planted(self, kinds: list[str], rows: I64) -> list[tuple[str, Item]]:
+        """The planted transactions; `rows` are registered plates, one per planted kind other
+        than bad_plate (which comes third in turn, so it copies the details of the first)."""
+        out: list[tuple[str, Item]] = []
         on_open = iter(rows.tolist())
         for kind in kinds:
             if kind == "bad_plate":
-                item = self._items(
-                    feed.NEW, rows[:1] if len(rows) else self.reg.vehicle_id[:1] - 1
-                )[0]
+                item = self._items(feed.NEW, rows[:1])[0]
                 item["plate"] = BAD_PLATE
                 item["vehicleId"] = vehicle_id_text(int(self.reg.new_vehicle_ids(1)[0]))
                 item["details"] = {**item["details"], "lastRegistration": self.iso, "status": "A"}
@@ -409,6 +415,5 @@ class _DayMaker:
                 item = self._items(feed.VEHICLE, row)[0]
                 if kind == "malformed_detail":
                     item["details"]["maxMass"] = MALFORMED_MASS
-            item["kind"] = kind
-            out.append(item)
+            out.append((kind, item))
         return out

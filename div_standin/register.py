@@ -13,6 +13,7 @@ rows a day touches become Python objects, when their details are written.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -148,12 +149,15 @@ class Register:
         self.vehicle_id = more(self.vehicle_id)
         self.vehicle_from = more(self.vehicle_from)
 
-    def is_taken(self, normalised: bytes) -> bool:
-        """Whether a normalised plate already exists in the register."""
-        if normalised in self.taken_added:
-            return True
-        at = int(np.searchsorted(self.taken, normalised))
-        return at < len(self.taken) and bytes(self.taken[at]) == normalised
+    def are_taken(self, normalised: list[bytes]) -> npt.NDArray[np.bool_]:
+        """Whether each normalised plate already exists in the register."""
+        if not normalised:
+            return np.zeros(0, dtype=np.bool_)
+        wanted = np.array(normalised, dtype=f"S{PLATE_WIDTH}")
+        at = np.minimum(np.searchsorted(self.taken, wanted), max(len(self.taken) - 1, 0))
+        found = self.taken[at] == wanted if len(self.taken) else np.zeros(len(wanted), np.bool_)
+        added = np.array([n in self.taken_added for n in normalised], dtype=np.bool_)
+        return np.asarray(found | added, dtype=np.bool_)
 
     def add_plates(self, written: list[str], normalised: list[bytes]) -> I64:
         """Append new plates (no version yet); returns their rows."""
@@ -227,6 +231,7 @@ class Register:
         self.state[rows] = OPEN
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _iso(day: int) -> str | None:
     return from_day(day).isoformat() if day != DAY_UNKNOWN else None
 
