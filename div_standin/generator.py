@@ -333,7 +333,8 @@ class _DayMaker:
         return self._items(feed.LICENCE, rows)
 
     def _vehicle_changes(self, rows: I64) -> list[Item]:
-        can_correct = self.reg.vehicle_from[rows] < self.num
+        fuel_known = self.reg.codes["fuel"][rows] != self.reg.code("fuel", "")
+        can_correct = (self.reg.vehicle_from[rows] < self.num) & fuel_known  # not trailers
         wanted = round(len(rows) * CORRECTION_SHARE)
         corrected = rows[can_correct][:wanted]
         changed = np.setdiff1d(rows, corrected)

@@ -216,6 +216,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise BadRequest(f"{method} is not served on a key listing; use GET")
         except BadRequest as exc:
             self._send(_error(400, "BAD_REQUEST", str(exc)))
+        except StandinError as exc:  # a day file that cannot be read: the stand-in's own fault
+            self._log(f"error: {exc}")
+            self._send(_error(500, "INTERNAL", "the stand-in cannot read its feed"))
 
     def _read_body(self) -> bytes:
         length_text = self.headers.get("Content-Length", "0")

@@ -3,6 +3,7 @@ stand-in's server running in this process (the subprocess path has its own slow 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ssl
 import threading
@@ -56,11 +57,12 @@ class Running:
         return httpx.Client(base_url=self.url, verify=self.client_tls, timeout=timeout)
 
 
-@pytest.fixture
-def standin(generated: GenerationResult, certs: Path) -> Iterator[Running]:
+@contextlib.contextmanager
+def serving(feed_dir: Path, certs: Path) -> Iterator[Running]:
+    """The stand-in's server on a free port in a thread of this process."""
     log = io.StringIO()
     plan = FaultPlan()
-    server = StandinServer(0, Feed(generated.feed_dir), plan, tls_context(certs), log)
+    server = StandinServer(0, Feed(feed_dir), plan, tls_context(certs), log)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     tls = ssl.create_default_context(cafile=str(certs / "ca.pem"))
@@ -71,3 +73,9 @@ def standin(generated: GenerationResult, certs: Path) -> Iterator[Running]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def standin(generated: GenerationResult, certs: Path) -> Iterator[Running]:
+    with serving(generated.feed_dir, certs) as running:
+        yield running

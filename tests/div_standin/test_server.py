@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import ssl
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from div_standin import feed
 from div_standin.generator import GenerationResult
 from div_standin.server import MAX_BATCH_IDS
-from tests.div_standin.conftest import Running
+from tests.div_standin.conftest import Running, serving
 
 LIST = "/movementIndications/"
 DETAILS = "/movementIndications/rowDetails"
@@ -225,3 +226,17 @@ def test_control_endpoint_refuses_unknown_faults(standin: Running) -> None:
             answer = client.post("/_standin/faults", json=body)
             assert answer.status_code == 400, body
         assert client.get("/_standin/faults").json()["faults"] == []
+
+
+def test_an_unreadable_day_file_is_a_500(
+    generated: GenerationResult, certs: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "feed"
+    shutil.copytree(generated.feed_dir, broken)
+    date = generated.days[0].date
+    feed.day_file(broken, date).write_text("{not json\n")
+    with serving(broken, certs) as running, running.client() as client:
+        answer = client.get(f"{LIST}transactions", params={"date": date.isoformat()})
+    assert answer.status_code == 500 and answer.json()["code"] == "INTERNAL"
+    assert "cannot be read" not in answer.text  # the path stays in the log
+    assert "not one JSON object a line" in running.log.getvalue()
