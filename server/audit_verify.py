@@ -243,29 +243,11 @@ def _against_checkpoints(
                 "checkpoints taken off the machine"
             )
         return
+    furthest = max(checkpoints, key=lambda cp: cp.records)
+    if furthest.records > walk.records:  # the furthest checkpoint implies the nearer ones
+        _report_lost_records(path, walk, furthest, verdict)
     for cp in checkpoints:
-        signed = f"the checkpoint signed at {cp.ts}"
-        if cp.records > walk.records:
-            if not walk.readable:
-                verdict.problems.append(
-                    f"{name}: records after record {walk.records} cannot be read (above), so "
-                    f"they could not be checked against {signed}, which covers {cp.records}"
-                )
-            elif not path.exists():
-                verdict.problems.append(
-                    f"{name}: missing file: the file is gone, but {signed} covers {cp.records} "
-                    "records"
-                )
-            elif walk.records == 0:
-                verdict.problems.append(
-                    f"{name}: emptied: the file holds no records, but {signed} covers {cp.records}"
-                )
-            else:
-                verdict.problems.append(
-                    f"{name}: missing tail: the file holds {walk.records} records, but {signed} "
-                    f"covers {cp.records}: records {walk.records + 1}-{cp.records} were cut off"
-                )
-        elif walk.heads.get(cp.records) != cp.head:
+        if cp.records <= walk.records and walk.heads.get(cp.records) != cp.head:
             verdict.problems.append(
                 f"{name}: record {cp.records} is not the head signed at {cp.ts}: the records up "
                 "to it were edited and re-chained, or replaced"
@@ -275,6 +257,29 @@ def _against_checkpoints(
         verdict.notes.append(
             f"{name}: records {last + 1}-{walk.records} came after the last checkpoint: chained, "
             "not yet covered by a signature"
+        )
+
+
+def _report_lost_records(path: Path, walk: _Walk, cp: Checkpoint, verdict: FileVerdict) -> None:
+    """The file holds fewer records than checkpoint `cp` covers: say how they were lost."""
+    name, signed = path.name, f"the checkpoint signed at {cp.ts}"
+    if not walk.readable:
+        verdict.problems.append(
+            f"{name}: records after record {walk.records} cannot be read (above), so they "
+            f"could not be checked against {signed}, which covers {cp.records}"
+        )
+    elif not path.exists():
+        verdict.problems.append(
+            f"{name}: missing file: the file is gone, but {signed} covers {cp.records} records"
+        )
+    elif walk.records == 0:
+        verdict.problems.append(
+            f"{name}: emptied: the file holds no records, but {signed} covers {cp.records}"
+        )
+    else:
+        verdict.problems.append(
+            f"{name}: missing tail: the file holds {walk.records} records, but {signed} covers "
+            f"{cp.records}: records {walk.records + 1}-{cp.records} were cut off"
         )
 
 
