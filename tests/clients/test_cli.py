@@ -16,7 +16,8 @@ import pytest
 
 from clients import batchfile
 from clients.batchfile import utc_ms_to_brussels_days
-from clients.cli import build_parser, main
+from clients.cli import main
+from clients.cli_parser import build_parser
 from lez.days import brussels_day, to_day, today_brussels
 from tests.clients.conftest import ZONE
 from tests.server.conftest import ServerThread
