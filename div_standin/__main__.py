@@ -28,17 +28,19 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError("expected a date as YYYY-MM-DD") from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    from div_standin.faults import DEFAULT_DELAY, KINDS
-    from div_standin.generator import MIN_PER_DAY
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError("expected a port from 0 to 65535")
+    return int(text)
 
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lez-div",
         description="Local stand-in for the DIV change feed (/movementIndications), "
         "docs/div-feed.md. Development and tests only.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
     certs = sub.add_parser(
         "certs",
         help="write development certificates",
@@ -46,13 +48,30 @@ def _parser() -> argparse.ArgumentParser:
         "client.pem/client.key into DIR; private keys get mode 0600.",
     )
     certs.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory to write")
-
-    gen = sub.add_parser(
-        "generate",
-        help="write day files that continue a register",
-        description="Read a full extract (docs/extract-format.md) and write DIR/days/<date>.jsonl "
-        "(one rowDetails item a line) and DIR/manifest.json. Same inputs, same bytes.",
+    _generate_options(
+        sub.add_parser(
+            "generate",
+            help="write day files that continue a register",
+            description="Read a full extract (docs/extract-format.md) and write "
+            "DIR/days/<date>.jsonl (one rowDetails item a line) and DIR/manifest.json. "
+            "Same inputs, same bytes.",
+        )
     )
+    _serve_options(
+        sub.add_parser(
+            "serve",
+            help="serve a feed directory over HTTPS with mutual TLS",
+            description="Serve the generated days on 127.0.0.1 as docs/div-feed.md describes; "
+            "the client must present a certificate issued by DIR/ca.pem. Stops on SIGTERM or "
+            "Ctrl-C.",
+        )
+    )
+    return parser
+
+
+def _generate_options(gen: argparse.ArgumentParser) -> None:
+    from div_standin.generator import MIN_PER_DAY
+
     gen.add_argument(
         "--extract", type=Path, required=True, metavar="PATH", help="extract .csv or .csv.gz"
     )
@@ -82,12 +101,10 @@ def _parser() -> argparse.ArgumentParser:
         "(default 0; listed in the manifest)",
     )
 
-    serve = sub.add_parser(
-        "serve",
-        help="serve a feed directory over HTTPS with mutual TLS",
-        description="Serve the generated days on 127.0.0.1 as docs/div-feed.md describes; the "
-        "client must present a certificate issued by DIR/ca.pem. Stops on SIGTERM or Ctrl-C.",
-    )
+
+def _serve_options(serve: argparse.ArgumentParser) -> None:
+    from div_standin.faults import DEFAULT_DELAY, KINDS
+
     serve.add_argument(
         "--feed", type=Path, required=True, metavar="DIR", help="from lez-div generate"
     )
@@ -95,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         "--certs", type=Path, required=True, metavar="DIR", help="from lez-div certs"
     )
     serve.add_argument(
-        "--port", type=int, default=0, metavar="P", help="port (default 0: a free one)"
+        "--port", type=_port, default=0, metavar="P", help="port (default 0: a free one)"
     )
     serve.add_argument(
         "--port-file", type=Path, metavar="F", help="write the port here once accepting connections"
@@ -115,7 +132,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"how long a 'delay' fault waits (default {DEFAULT_DELAY})",
     )
-    return parser
 
 
 def _certs(args: argparse.Namespace) -> int:
