@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.engine_bench import make_batch
 from lez import keys, plates
-from lez.decision import BatchInput
+from lez.decision import BatchInput, ItemInput
 from lez.registrations import REGISTRATION_DTYPE
 from lez.rules import decide_one, evaluate, load_catalog_dir
 
@@ -68,18 +68,16 @@ def _one_item(batch: BatchInput, i: int) -> BatchInput:
     )
 
 
-def _single_args(batch: BatchInput, i: int) -> tuple[Any, ...]:
-    """The scalar arguments of item i for `decide_one` after revision and zone."""
+def _single_item(batch: BatchInput, i: int) -> ItemInput:
+    """Item i as the single-check path's input."""
     found = bool(batch.found[i])
-    return (
-        batch.records[i] if found else None,
-        bool(batch.known[i]),
-        int(batch.days[i]),
-        bool(batch.belgian[i]),
-        bool(batch.dutch[i]),
-        0,
-        np.asarray(batch.reg_rows[batch.reg_query == i], dtype=REGISTRATION_DTYPE),
-        None,
+    return ItemInput(
+        record=batch.records[i] if found else None,
+        known=bool(batch.known[i]),
+        day=int(batch.days[i]),
+        belgian=bool(batch.belgian[i]),
+        dutch=bool(batch.dutch[i]),
+        registrations=np.asarray(batch.reg_rows[batch.reg_query == i], dtype=REGISTRATION_DTYPE),
     )
 
 
@@ -106,10 +104,10 @@ def decisions(items: int, repeat: int) -> dict[str, Any]:
     }
     for name, i in kinds.items():
         one = _one_item(batch, i)
-        args = _single_args(batch, i)
+        item = _single_item(batch, i)
         out[name] = {
             "evaluate_on_one_us": _per_call_us(partial(evaluate, revision, zone, one), repeat),
-            "decide_one_us": _per_call_us(partial(decide_one, revision, zone, *args), repeat),
+            "decide_one_us": _per_call_us(partial(decide_one, revision, zone, item), repeat),
         }
     return out
 

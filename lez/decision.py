@@ -1,4 +1,4 @@
-"""Outcomes, reasons and the batch input/output of the rules engine.
+"""Outcomes, reasons and the inputs and outputs of the rules engine (a chunk, or one item).
 
 The outcomes are the five answers of the public checker (docs/sources.md: DIV-VMM protocol
 annex par. 18) plus INVALID for an unreadable item (docs/rules.md#outcomes-and-reasons). Every
@@ -88,6 +88,20 @@ class BatchInput:
     reg_query: npt.NDArray[np.int64]  # registration rows: index of their item
     reg_rows: RegistrationArray  # registration rows matching the items' keys
     claimed_first_registration: npt.NDArray[np.int32] | None = None  # public checker only
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ItemInput:
+    """Everything the engine needs for one item of a single check (`lez.rules.decide_one`)."""
+
+    record: np.void | None  # the version valid on the item's day; None if none (or not Belgian)
+    known: bool  # the plate exists in the register on some day
+    day: int  # day X
+    belgian: bool  # country is BE
+    dutch: bool  # country is NL
+    registrations: RegistrationArray  # every registration row of the item's key
+    invalid: int = 0  # 0 = readable; else the Reason.INVALID_* value
+    claimed_first_registration: int | None = None  # public checker only
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

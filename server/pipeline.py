@@ -1,14 +1,18 @@
-"""The hot path: packed columns in, packed decision columns out, one chunk at a time.
+"""The hot path: one question in, its answers out, with one entry per kind of question.
 
-Per chunk, all vectorised: decode the packed columns (zero-copy `np.frombuffer` views), validate
-countries, plates and days (a bad item becomes OUTCOME_INVALID with its INVALID_* reason; the
-rest goes on), `PlateKeyer.normalise_and_key` (normalisation and HMAC in one native pass), one
-batch lookup of vehicle versions and registrations, `lez.rules.evaluate`, then the result
-columns as bytes. Rows stay aligned with the input: result row i answers input pair i,
-duplicates and invalid items included. Single checks take `decode_one_plate` and
-`evaluate_single`: the same answers with plain values instead of arrays.
+- `answer_chunk`: a `CheckChunk` of n packed (plate or key, country, day) items in, the
+  `DecisionChunk` columns out (`ChunkAnswers`). All vectorised: decode the packed columns
+  (zero-copy `np.frombuffer` views), validate countries, plates and days (a bad item becomes
+  OUTCOME_INVALID with its INVALID_* reason; the rest goes on), normalise and key in one native
+  pass (`PlateKeyer.normalise_and_key`), one batch lookup of vehicle versions and
+  registrations, `lez.rules.evaluate`, then the result columns as bytes. Rows stay aligned with
+  the input: result row i answers input item i, duplicates and invalid items included.
+- `answer_single`: one `SingleCheck` in, a `SingleAnswer` out: the same answer with plain values
+  instead of arrays (`lez.plates.try_normalise`, `PlateKeyer.key`, `lez.rules.decide_one`).
 
-Nothing here knows about gRPC beyond reading a chunk's fields; the servicer does the rest.
+What both need besides the question is an `AnswerContext` (rule revision, zone, keyer, limits).
+Nothing here knows about gRPC beyond reading a chunk's fields; the servicer does the rest, and
+calls only the entry points above (tests/test_layout.py checks it).
 """
 
 from __future__ import annotations
@@ -21,27 +25,168 @@ import numpy as np
 import numpy.typing as npt
 
 import lez.rules
+from lez.api.v1 import access_pb2 as pb
 from lez.days import DAY_UNKNOWN, to_day
-from lez.decision import BatchInput, DecisionColumns, Outcome, Reason
-from lez.errors import BatchTooLarge, InvalidPlate, InvalidRequest
+from lez.decision import BatchInput, DecisionColumns, ItemInput, Outcome, Reason
+from lez.errors import BatchTooLarge, InvalidPlate, InvalidRequest, KeyMismatch
 from lez.keys import KEY_BYTES, PlateKeyer
-from lez.plates import PlateRule, normalise_country, try_normalise
+from lez.plates import BELGIUM, PlateRule, normalise_country, try_normalise
+from lez.rules import Revision, Verdict
 from lez.store import Snapshot, VehicleLookup
 from lez.vehicle import empty, version_on
+
+__all__ = [
+    "EARLIEST_DAY",
+    "LATEST_DAY",
+    "OUTCOMES",
+    "AnswerContext",
+    "ChunkAnswers",
+    "SingleAnswer",
+    "SingleCheck",
+    "admit_chunk",
+    "answer_chunk",
+    "answer_single",
+]
+"""The entry points: what the servicer may use."""
 
 EARLIEST_DAY: Final = to_day(dt.date(1900, 1, 1))
 """Days before this are unreadable (INVALID_DAY): no LEZ question is that old."""
 LATEST_DAY: Final = to_day(dt.date(2199, 12, 31))
 """Days after this are unreadable (INVALID_DAY)."""
 OUTCOMES: Final = len(Outcome)
+"""Length of an outcome-count array (indexed by `Outcome` value)."""
 COUNTRY_BYTES: Final = 2
 BE: Final = np.frombuffer(b"BE", dtype=np.uint8)
 NL: Final = np.frombuffer(b"NL", dtype=np.uint8)
 
 
+# ---- the questions and the answers ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnswerContext:
+    """What answering needs besides the question: the rules, the zone, the keyer and limits."""
+
+    revision: Revision
+    zone_id: int
+    keyer: PlateKeyer
+    store_key_id: str  # keys sent by callers must have been made with this key
+    max_plate_bytes: int
+    max_chunk_pairs: int
+
+
 @dataclass(frozen=True, slots=True)
-class Pairs:
-    """n decoded pairs ready for lookup, aligned with the input."""
+class ChunkAnswers:
+    """The answers to a chunk of n items, ready for a `DecisionChunk`."""
+
+    count: int
+    columns: dict[str, Any]  # DecisionChunk column fields (bytes), minimised unless technical
+    technical: dict[str, bytes] | None  # TechnicalColumns fields, for callers that see them
+    outcome_counts: npt.NDArray[np.int64]  # by Outcome value
+    audit_keys: bytes  # the keys of the readable items, concatenated (for the audit log)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SingleCheck:
+    """One item of a unary call: a plate or a pre-pseudonymised key (with its key id)."""
+
+    plate: str | None = None
+    key: bytes | None = None
+    key_id: str = ""  # the id of the key `key` was made with
+    country: str = ""  # ISO alpha-2; "" means BE
+    day: int  # DAY_UNKNOWN when the caller's date was unreadable (INVALID_DAY)
+    claimed_first_registration: int | None = None  # public checker only
+
+
+@dataclass(frozen=True, slots=True)
+class SingleAnswer:
+    """The answer for one item, with the vehicle version it was decided on (None if none)."""
+
+    verdict: Verdict
+    record: np.void | None
+    audit_key: bytes  # the item's key, or nothing when it was unreadable (for the audit log)
+    verdict_under_other_revision: Verdict | None = None  # see `answer_single`'s `also_under`
+
+
+def admit_chunk(chunk: pb.CheckChunk, context: AnswerContext) -> int:
+    """The number of items of a chunk, once its subject, key id and size are acceptable."""
+    which = chunk.WhichOneof("subject")
+    if which not in ("plates", "keys"):
+        raise InvalidRequest("a chunk needs plates or keys")
+    if which == "keys":
+        _check_key_id(chunk.key_id, context.store_key_id)
+    n = len(chunk.days) // 4
+    if n > context.max_chunk_pairs:
+        raise BatchTooLarge(n, context.max_chunk_pairs)
+    return n
+
+
+def answer_chunk(
+    snap: Snapshot, context: AnswerContext, chunk: pb.CheckChunk, *, technical: bool
+) -> ChunkAnswers:
+    """The answers to an admitted chunk (`admit_chunk`), on one store snapshot."""
+    n = len(chunk.days) // 4
+    countries = _country_matrix(chunk.countries, n)
+    days = _day_column(chunk.days, n)
+    if chunk.WhichOneof("subject") == "keys":
+        items = _decode_keys(chunk.keys, countries, days)
+    else:
+        plates = chunk.plates
+        spans = _plate_spans(plates.data, plates.offsets, plates.width, n, context.max_plate_bytes)
+        items = _decode_plates(context.keyer, spans, countries, days)
+    decided = _decide(snap, context.revision, context.zone_id, items)
+    columns, technical_columns = _result_columns(decided, technical=technical)
+    return ChunkAnswers(
+        count=n,
+        columns=columns,
+        technical=technical_columns,
+        outcome_counts=decided.outcome_counts(),
+        audit_keys=items.valid_keys_bytes(),
+    )
+
+
+def answer_single(
+    snap: Snapshot,
+    context: AnswerContext,
+    check: SingleCheck,
+    *,
+    also_under: Revision | None = None,
+) -> SingleAnswer:
+    """The answer for one item through the single-check path (`lez.rules.decide_one`: the
+    compiled tables read with scalar arithmetic), which the engine's property tests hold equal
+    to `lez.rules.evaluate`. No arrays are set up: the vehicle and its registrations come from
+    the warm key columns with a few scalar reads. `also_under` decides the same item under
+    another revision as well (a recheck's earlier rules)."""
+    item = _decode_single(context, check)
+    if item.invalid:
+        verdict = Verdict(Outcome.INVALID, item.invalid, DAY_UNKNOWN, 0, 0, 0)
+        other = verdict if also_under is not None else None
+        return SingleAnswer(verdict, None, item.valid_key(), other)
+    history = snap.versions_of(item.key)
+    at = version_on(history, item.day)
+    record = history[at] if at is not None else None
+    facts = ItemInput(
+        record=record,
+        known=len(history) > 0,
+        day=item.day,
+        belgian=item.country == b"BE",
+        dutch=item.country == b"NL",
+        registrations=snap.registrations_for(item.key),
+        claimed_first_registration=check.claimed_first_registration,
+    )
+    verdict = lez.rules.decide_one(context.revision, context.zone_id, facts)
+    other = None
+    if also_under is not None:
+        other = lez.rules.decide_one(also_under, context.zone_id, facts)
+    return SingleAnswer(verdict, record, item.valid_key(), other)
+
+
+# ---- decoding ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedItems:
+    """n decoded items ready for lookup, aligned with the input."""
 
     keys: npt.NDArray[np.uint8]  # (n, 16); zero rows where invalid
     countries: npt.NDArray[np.uint8]  # (n, 2) upper case
@@ -49,26 +194,15 @@ class Pairs:
     invalid: npt.NDArray[np.uint8]  # (n,) 0 or a Reason.INVALID_* value
 
     def valid_keys_bytes(self) -> bytes:
-        """The keys of the readable pairs, concatenated (for the audit log)."""
+        """The keys of the readable items, concatenated (for the audit log)."""
         if not self.invalid.any():
             return bytes(self.keys.tobytes())
         return bytes(self.keys[self.invalid == 0].tobytes())
 
 
 @dataclass(frozen=True, slots=True)
-class Evaluated:
-    """Decisions for n pairs plus the lookup that fed them."""
-
-    decisions: DecisionColumns
-    lookup: VehicleLookup
-
-    def outcome_counts(self) -> npt.NDArray[np.int64]:
-        return np.bincount(self.decisions.outcome, minlength=OUTCOMES)[:OUTCOMES]
-
-
-@dataclass(frozen=True, slots=True)
-class OnePair:
-    """One decoded pair of a single check: plain values, no arrays."""
+class KeyedItem:
+    """One decoded item of a single check: plain values, no arrays."""
 
     key: bytes  # 16 bytes; zeros where invalid
     country: bytes  # 2 upper-case bytes
@@ -76,24 +210,13 @@ class OnePair:
     invalid: int  # 0 or a Reason.INVALID_* value
 
     def valid_key(self) -> bytes:
-        """The key, or nothing when the pair was unreadable (for the audit log)."""
+        """The key, or nothing when the item was unreadable (for the audit log)."""
         return b"" if self.invalid else self.key
 
 
 @dataclass(frozen=True, slots=True)
-class Single:
-    """The answer for one pair, with the vehicle version it was decided on (None if none)."""
-
-    decision: lez.rules.Verdict
-    record: np.void | None
-
-
-# ---- decoding ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PackedPlates:
-    """A packed plate column as flat bytes with per-plate starts and lengths."""
+class PlateSpans:
+    """The wire's packed plate column as flat bytes with per-plate starts and lengths."""
 
     data: npt.NDArray[np.uint8]
     starts: npt.NDArray[np.int64]
@@ -101,9 +224,17 @@ class PackedPlates:
     too_long: npt.NDArray[np.bool_]
 
 
-def plate_column(
+def _check_key_id(given: str, store_key_id: str) -> None:
+    if given != store_key_id:
+        raise KeyMismatch(
+            f"the keys were made with key id {given or '(none given)'}, the store uses "
+            f"{store_key_id}; send plates, or keys made with the store's key"
+        )
+
+
+def _plate_spans(
     data: bytes, offsets: bytes, width: int, n: int, max_plate_bytes: int
-) -> PackedPlates:
+) -> PlateSpans:
     """Decode a packed plate column (fixed width or uint32 offsets) without copying the bytes.
 
     Plates longer than `max_plate_bytes` are cut there and flagged `too_long` (INVALID_PLATE).
@@ -118,7 +249,7 @@ def plate_column(
             raise InvalidRequest(f"plates hold {len(raw)} bytes; expected {n} x {width}")
         starts = np.arange(n, dtype=np.int64) * width
         lengths = np.full(n, width, dtype=np.int64)  # NUL padding counts as a separator
-        return PackedPlates(raw, starts, lengths, np.zeros(n, dtype=np.bool_))
+        return PlateSpans(raw, starts, lengths, np.zeros(n, dtype=np.bool_))
     if len(offsets) != 4 * (n + 1):
         raise InvalidRequest(f"plate offsets must hold {n + 1} uint32 values")
     off = np.frombuffer(offsets, dtype="<u4").astype(np.int64)
@@ -126,10 +257,10 @@ def plate_column(
     if off[0] != 0 or off[-1] != len(raw) or (lengths < 0).any():
         raise InvalidRequest("plate offsets must start at 0, rise, and end at the data length")
     too_long = lengths > max_plate_bytes
-    return PackedPlates(raw, off[:-1], np.minimum(lengths, max_plate_bytes), too_long)
+    return PlateSpans(raw, off[:-1], np.minimum(lengths, max_plate_bytes), too_long)
 
 
-def country_matrix(countries: bytes, n: int) -> npt.NDArray[np.uint8]:
+def _country_matrix(countries: bytes, n: int) -> npt.NDArray[np.uint8]:
     """(n, 2) upper-case country codes; empty means all BE."""
     if not countries:
         return np.broadcast_to(BE, (n, COUNTRY_BYTES))
@@ -142,7 +273,7 @@ def country_matrix(countries: bytes, n: int) -> npt.NDArray[np.uint8]:
     return mat
 
 
-def day_column(days: bytes, n: int) -> npt.NDArray[np.int32]:
+def _day_column(days: bytes, n: int) -> npt.NDArray[np.int32]:
     if len(days) != 4 * n:
         raise InvalidRequest(f"days hold {len(days)} bytes; expected {n} little-endian int32")
     return np.frombuffer(days, dtype="<i4").astype(np.int32, copy=False)
@@ -152,22 +283,12 @@ def _day_invalid(days: npt.NDArray[np.int32]) -> npt.NDArray[np.bool_]:
     return (days < EARLIEST_DAY) | (days > LATEST_DAY)
 
 
-def chunk_size(chunk: Any) -> int:
-    """Number of pairs a CheckChunk claims (from its day column)."""
-    return len(chunk.days) // 4
-
-
-def check_chunk_size(n: int, max_chunk_pairs: int) -> None:
-    if n > max_chunk_pairs:
-        raise BatchTooLarge(n, max_chunk_pairs)
-
-
-def decode_plates(
+def _decode_plates(
     keyer: PlateKeyer,
-    plates: PackedPlates,
+    plates: PlateSpans,
     countries: npt.NDArray[np.uint8],
     days: npt.NDArray[np.int32],
-) -> Pairs:
+) -> KeyedItems:
     """Validate, normalise and key n plates in one pass (`PlateKeyer.normalise_and_key`)."""
     n = len(days)
     _, rule, keys = keyer.normalise_and_key(plates.data, plates.starts, plates.lengths, countries)
@@ -179,13 +300,13 @@ def decode_plates(
         keys = keys.copy()
         keys[invalid != 0] = 0
         days = np.where(invalid == 0, days, 0).astype(np.int32)
-    return Pairs(keys=keys, countries=countries, days=days, invalid=invalid)
+    return KeyedItems(keys=keys, countries=countries, days=days, invalid=invalid)
 
 
-def decode_keys(
+def _decode_keys(
     keys: bytes, countries: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
-) -> Pairs:
-    """Pairs from pre-pseudonymised keys: no normalisation, no keying."""
+) -> KeyedItems:
+    """Items from pre-pseudonymised keys: no normalisation, no keying."""
     n = len(days)
     if len(keys) != KEY_BYTES * n:
         raise InvalidRequest(f"keys hold {len(keys)} bytes; expected {n} x {KEY_BYTES}")
@@ -196,51 +317,29 @@ def decode_keys(
     invalid[~letters.all(axis=1)] = Reason.INVALID_COUNTRY
     if invalid.any():
         days = np.where(invalid == 0, days, 0).astype(np.int32)
-    return Pairs(keys=mat, countries=countries, days=days, invalid=invalid)
+    return KeyedItems(keys=mat, countries=countries, days=days, invalid=invalid)
 
 
-# ---- deciding ------------------------------------------------------------------------------
-
-
-def evaluate(
-    snap: Snapshot,
-    revision: Any,
-    zone_id: int,
-    pairs: Pairs,
-    claimed_first_registration: npt.NDArray[np.int32] | None = None,
-) -> Evaluated:
-    """Look up and decide n pairs on one snapshot; INVALID rows are forced INVALID."""
-    lookup = snap.vehicles_on(pairs.keys, pairs.days)
-    reg_query, reg_rows = snap.registrations_of(pairs.keys)
-    c = pairs.countries
-    belgian = (c[:, 0] == BE[0]) & (c[:, 1] == BE[1])
-    dutch = (c[:, 0] == NL[0]) & (c[:, 1] == NL[1])
-    batch = BatchInput(
-        records=lookup.records,
-        found=lookup.found,
-        known=lookup.known,
-        days=pairs.days,
-        belgian=belgian,
-        dutch=dutch,
-        invalid=pairs.invalid,
-        reg_query=reg_query,
-        reg_rows=reg_rows,
-        claimed_first_registration=claimed_first_registration,
+def _decode_single(context: AnswerContext, check: SingleCheck) -> KeyedItem:
+    """One item given as plate or key."""
+    country = check.country or BELGIUM
+    if check.key is not None:
+        _check_key_id(check.key_id, context.store_key_id)
+        if len(check.key) != KEY_BYTES:
+            raise InvalidRequest(f"a key is {KEY_BYTES} bytes, not {len(check.key)}")
+        return _decode_one_key(check.key, country, check.day)
+    if check.plate is None:
+        raise InvalidRequest("give a plate or a key")
+    return _decode_one_plate(
+        context.keyer, check.plate, country, check.day, context.max_plate_bytes
     )
-    decisions = lez.rules.evaluate(revision, zone_id, batch)
-    bad = pairs.invalid != 0
-    if bad.any():
-        decisions.outcome[bad] = Outcome.INVALID
-        decisions.reason[bad] = pairs.invalid[bad]
-        decisions.allowed_until[bad] = DAY_UNKNOWN
-    return Evaluated(decisions=decisions, lookup=lookup)
 
 
-def decode_one_plate(
+def _decode_one_plate(
     keyer: PlateKeyer, raw: str, country: str, day: int, max_plate_bytes: int
-) -> OnePair:
-    """One plate through the scalar path (`lez.plates.try_normalise`, `PlateKeyer.key`): the same
-    answer as `decode_plates` (property-tested in lez) at a fraction of the per-call cost."""
+) -> KeyedItem:
+    """One plate through the scalar path (`lez.plates.try_normalise`, `PlateKeyer.key`): the
+    same answer as `_decode_plates` (property-tested in lez) at a fraction of the per-call cost."""
     invalid = 0
     text, rule = try_normalise(raw, country)
     if day < EARLIEST_DAY or day > LATEST_DAY:
@@ -251,7 +350,7 @@ def decode_one_plate(
         invalid = Reason.INVALID_COUNTRY
     cty = country.upper() if rule is not PlateRule.BAD_COUNTRY else "??"
     key = bytes(KEY_BYTES) if invalid else keyer.key(cty, text)
-    return OnePair(
+    return KeyedItem(
         key=key,
         country=cty.encode("ascii", "replace")[:COUNTRY_BYTES],
         day=0 if invalid else day,
@@ -259,10 +358,10 @@ def decode_one_plate(
     )
 
 
-def decode_one_key(key: bytes, country: str, day: int) -> OnePair:
-    """One pre-pseudonymised key (`len(key)` checked by the caller): the same validation as
-    `decode_keys` and `decode_one_plate` (country by `lez.plates.normalise_country`, day range),
-    no keying."""
+def _decode_one_key(key: bytes, country: str, day: int) -> KeyedItem:
+    """One pre-pseudonymised key (its length checked by the caller): the same validation as
+    `_decode_keys` and `_decode_one_plate` (country by `lez.plates.normalise_country`, day
+    range), no keying."""
     invalid = 0
     if day < EARLIEST_DAY or day > LATEST_DAY:
         invalid = Reason.INVALID_DAY
@@ -270,7 +369,7 @@ def decode_one_key(key: bytes, country: str, day: int) -> OnePair:
         cty = normalise_country(country)
     except InvalidPlate:
         cty, invalid = "??", Reason.INVALID_COUNTRY
-    return OnePair(
+    return KeyedItem(
         key=bytes(KEY_BYTES) if invalid else key,
         country=cty.encode("ascii"),
         day=0 if invalid else day,
@@ -278,32 +377,52 @@ def decode_one_key(key: bytes, country: str, day: int) -> OnePair:
     )
 
 
-def evaluate_single(
-    snap: Snapshot, revision: Any, zone_id: int, pair: OnePair, claimed: int | None = None
-) -> Single:
-    """One pair through the engine's single-check path (`lez.rules.decide_one`: the compiled
-    tables read with scalar arithmetic), which the engine's property tests hold equal to
-    `evaluate`. No arrays are set up: the vehicle and its registrations come from the warm key
-    columns with a few scalar reads."""
-    if pair.invalid:
-        one = lez.rules.Verdict(Outcome.INVALID, pair.invalid, DAY_UNKNOWN, 0, 0, 0)
-        return Single(decision=one, record=None)
-    history = snap.versions_of(pair.key)
-    at = version_on(history, pair.day)
-    record = history[at] if at is not None else None
-    one = lez.rules.decide_one(
-        revision,
-        zone_id,
-        record,
-        len(history) > 0,
-        pair.day,
-        pair.country == b"BE",
-        pair.country == b"NL",
-        0,
-        snap.registrations_for(pair.key),
-        claimed,
+# ---- deciding ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecidedChunk:
+    """Decisions for n items plus the lookup that fed them."""
+
+    decisions: DecisionColumns
+    lookup: VehicleLookup
+
+    def outcome_counts(self) -> npt.NDArray[np.int64]:
+        return np.bincount(self.decisions.outcome, minlength=OUTCOMES)[:OUTCOMES]
+
+
+def _decide(
+    snap: Snapshot,
+    revision: Revision,
+    zone_id: int,
+    items: KeyedItems,
+    claimed_first_registration: npt.NDArray[np.int32] | None = None,
+) -> DecidedChunk:
+    """Look up and decide n items on one snapshot; INVALID rows are forced INVALID."""
+    lookup = snap.vehicles_on(items.keys, items.days)
+    reg_query, reg_rows = snap.registrations_of(items.keys)
+    c = items.countries
+    belgian = (c[:, 0] == BE[0]) & (c[:, 1] == BE[1])
+    dutch = (c[:, 0] == NL[0]) & (c[:, 1] == NL[1])
+    batch = BatchInput(
+        records=lookup.records,
+        found=lookup.found,
+        known=lookup.known,
+        days=items.days,
+        belgian=belgian,
+        dutch=dutch,
+        invalid=items.invalid,
+        reg_query=reg_query,
+        reg_rows=reg_rows,
+        claimed_first_registration=claimed_first_registration,
     )
-    return Single(decision=one, record=record)
+    decisions = lez.rules.evaluate(revision, zone_id, batch)
+    bad = items.invalid != 0
+    if bad.any():
+        decisions.outcome[bad] = Outcome.INVALID
+        decisions.reason[bad] = items.invalid[bad]
+        decisions.allowed_until[bad] = DAY_UNKNOWN
+    return DecidedChunk(decisions=decisions, lookup=lookup)
 
 
 # ---- encoding ------------------------------------------------------------------------------
@@ -313,9 +432,12 @@ def _b(values: npt.NDArray[Any], dtype: str) -> bytes:
     return np.ascontiguousarray(values, dtype=dtype).tobytes()
 
 
-def result_columns(ev: Evaluated, *, technical: bool) -> dict[str, Any]:
-    """The DecisionChunk column fields (bytes) for n decisions; minimised unless `technical`."""
-    d = ev.decisions
+def _result_columns(
+    decided: DecidedChunk, *, technical: bool
+) -> tuple[dict[str, Any], dict[str, bytes] | None]:
+    """The DecisionChunk column fields (bytes) for n decisions, and the TechnicalColumns fields
+    when `technical` (else the reasons and derived bits are zeros: minimised)."""
+    d = decided.decisions
     n = len(d.outcome)
     cols: dict[str, Any] = {
         "count": n,
@@ -323,23 +445,22 @@ def result_columns(ev: Evaluated, *, technical: bool) -> dict[str, Any]:
         "allowed_until": _b(d.allowed_until, "<i4"),
         "euro": _b(np.where(d.outcome == Outcome.COMBINATION_MISMATCH, 0, d.euro), "u1"),
     }
-    if technical:
-        rec = ev.lookup.records
-        mismatch = d.outcome == Outcome.COMBINATION_MISMATCH
-        if mismatch.any():  # no vehicle data where the combination does not match
-            rec = rec.copy()
-            rec[mismatch] = empty(int(mismatch.sum()))
-        cols["reason"] = _b(d.reason, "u1")
-        cols["derived"] = _b(d.derived, "u1")
-        cols["technical"] = {
-            "category": _b(d.category, "u1"),
-            "fuel": _b(rec["fuel"], "u1"),
-            "first_registration": _b(rec["first_registration"], "<i4"),
-            "max_mass_kg": _b(rec["max_mass"], "<u4"),
-            "co2_g_km": _b(rec["co2"], "<u2"),
-            "power_kw": _b(rec["power_kw"], "<u2"),
-        }
-    else:
+    if not technical:
         cols["reason"] = bytes(n)
         cols["derived"] = bytes(n)
-    return cols
+        return cols, None
+    rec = decided.lookup.records
+    mismatch = d.outcome == Outcome.COMBINATION_MISMATCH
+    if mismatch.any():  # no vehicle data where the combination does not match
+        rec = rec.copy()
+        rec[mismatch] = empty(int(mismatch.sum()))
+    cols["reason"] = _b(d.reason, "u1")
+    cols["derived"] = _b(d.derived, "u1")
+    return cols, {
+        "category": _b(d.category, "u1"),
+        "fuel": _b(rec["fuel"], "u1"),
+        "first_registration": _b(rec["first_registration"], "<i4"),
+        "max_mass_kg": _b(rec["max_mass"], "<u4"),
+        "co2_g_km": _b(rec["co2"], "<u2"),
+        "power_kw": _b(rec["power_kw"], "<u2"),
+    }

@@ -1,9 +1,10 @@
 """The AccessService servicer: a thin translation between proto messages and the domain.
 
 Each call: identify the caller (`auth`), check role, zone and quota, lease the current store
-(`state`), run the vectorised pipeline (`pipeline`), write the audit record (`audit`) and only
-then complete the answer. Errors travel through the one table in `status`. Plates are never
-logged or echoed.
+(`state`), ask the pipeline (`pipeline.answer_chunk`, `pipeline.answer_single`) or the domain
+(`lez.fleet`, `lez.recheck`), write the audit record (`audit`) and only then complete the
+answer. Nothing is computed here beyond moving values between messages and domain types.
+Errors travel through the one table in `status`. Plates are never logged or echoed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import grpc
@@ -19,16 +21,15 @@ import grpc.aio
 import numpy as np
 import numpy.typing as npt
 
-from lez import codes
+from lez import codes, fleet, recheck
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
 from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, today_brussels
-from lez.decision import Derived, Outcome, Reason
-from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest, KeyMismatch
-from lez.keys import KEY_BYTES, PlateKeyer
-from lez.plates import BELGIUM
+from lez.decision import Outcome, Reason
+from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest
+from lez.keys import PlateKeyer
 from lez.rules import Revision, RuleCatalog, Verdict, Zone
-from lez.store import StoreMeta
+from lez.store import Snapshot, StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from server import pipeline
 from server.audit import AuditLog, KeyBatch
@@ -41,19 +42,6 @@ log = logging.getLogger("lez.server")
 
 SERVER_VERSION: Final = "0.1.0"
 CODE_LISTS: Final = (("euro", codes.EURO), ("category", codes.CATEGORY), ("fuel", codes.FUEL))
-REGISTRATION_REASONS: Final = frozenset(
-    {
-        Reason.REGISTERED_DISABLED_PERSON,
-        Reason.REGISTERED_OLDTIMER,
-        Reason.REGISTERED_TRACTOR_UNDER_130KW,
-        Reason.REGISTERED_PRIORITY_VEHICLE,
-        Reason.REGISTERED_WHEELCHAIR_LIFT,
-        Reason.LOCAL_PERMIT,
-        Reason.DAY_PASS,
-        Reason.FOREIGN_REGISTERED,
-    }
-)
-NO_DATA_OUTCOMES: Final = frozenset({Outcome.UNKNOWN_PLATE, Outcome.INVALID, Outcome.UNSPECIFIED})
 NO_VEHICLE: Final = empty(1)[0]
 """A record of unknown values: the technical data of an answer without a vehicle version."""
 
@@ -103,6 +91,111 @@ def _positive(value: int, unknown: int) -> int:
     return 0 if value == unknown else int(value)
 
 
+def _single_check(
+    item: pb.CheckRequest | pb.EarlierDecision, day: int, key_id: str, claimed: int | None
+) -> pipeline.SingleCheck:
+    """The pipeline's question for a unary item given as plate or key."""
+    which = item.WhichOneof("subject")
+    return pipeline.SingleCheck(
+        plate=item.plate if which == "plate" else None,
+        key=item.key if which == "key" else None,
+        key_id=key_id,
+        country=item.country,
+        day=day,
+        claimed_first_registration=claimed,
+    )
+
+
+def _technical(msg: pb.Decision, verdict: Verdict, record: np.void | None) -> None:
+    """Fill the technical part of a decision message (callers that see it)."""
+    known = record if record is not None else NO_VEHICLE
+    msg.reason = verdict.reason  # type: ignore[assignment]
+    msg.derived = verdict.derived
+    tech = msg.technical
+    tech.category = _code_text(codes.CATEGORY, verdict.category)
+    tech.fuel = _code_text(codes.FUEL, int(known["fuel"]))
+    tech.first_registration = _date_text(int(known["first_registration"]))
+    tech.max_mass_kg = _positive(int(known["max_mass"]), U32_UNKNOWN)
+    tech.co2_g_km = _positive(int(known["co2"]), U16_UNKNOWN)
+    tech.power_kw = _positive(int(known["power_kw"]), U16_UNKNOWN)
+    tech.version_valid_from = _date_text(int(known["valid_from"])) if record is not None else ""
+    msg.technical.SetInParent()  # present even when every field is empty
+
+
+def decision_message(verdict: Verdict, record: np.void | None, who: Identity) -> pb.Decision:
+    """One decision as a message; `record` is the vehicle version it was decided on."""
+    allowed = verdict.outcome == Outcome.ALLOWED
+    # docs/rules.md#public-checker: vehicle data only where plate, country and first
+    # registration match; a mismatch must not tell a guesser anything about the vehicle.
+    mismatch = verdict.outcome == Outcome.COMBINATION_MISMATCH
+    msg = pb.Decision(
+        outcome=verdict.outcome,  # type: ignore[arg-type]
+        allowed_until=_date_text(verdict.allowed_until) if allowed else "",
+        open_ended=allowed and verdict.allowed_until == DAY_OPEN,
+        euro="" if mismatch else _code_text(codes.EURO, verdict.euro),
+    )
+    if who.sees_technical and mismatch:
+        msg.reason = verdict.reason  # type: ignore[assignment]
+    elif who.sees_technical:
+        _technical(msg, verdict, record)
+    return msg
+
+
+def _decision_chunk(
+    answers: pipeline.ChunkAnswers, chunk_id: int, first_index: int, snapshot_id: str, rev: str
+) -> pb.DecisionChunk:
+    out = pb.DecisionChunk(
+        chunk_id=chunk_id,
+        first_index=first_index,
+        snapshot_id=snapshot_id,
+        ruleset_revision=rev,
+        **answers.columns,
+    )
+    if answers.technical is not None:
+        out.technical.CopyFrom(pb.TechnicalColumns(**answers.technical))
+    return out
+
+
+def _fleet_cell(dimensions: list[fleet.Dimension], cell: fleet.FleetCell) -> pb.FleetCell:
+    msg = pb.FleetCell(vehicles=cell.vehicles)
+    for dimension, value in zip(dimensions, cell.values, strict=True):
+        if dimension == fleet.Dimension.NIS:
+            msg.nis = value
+        elif dimension == fleet.Dimension.FUEL:
+            msg.fuel = fleet.code_text(dimension, value)
+        elif dimension == fleet.Dimension.EURO:
+            msg.euro = fleet.code_text(dimension, value)
+        else:
+            msg.category = fleet.code_text(dimension, value)
+    return msg
+
+
+@dataclass(slots=True)
+class _StreamTally:
+    """What a CheckStream has answered so far: for the next chunk, the summary and the audit."""
+
+    snapshot_id: str
+    zone: Zone | None = None
+    revision: Revision | None = None
+    context: pipeline.AnswerContext | None = None
+    answered: int = 0  # items answered so far: the first index of the next chunk
+    chunks: int = 0
+    counts: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(pipeline.OUTCOMES, dtype=np.int64)
+    )
+    keys: KeyBatch = field(default_factory=KeyBatch)
+
+    @property
+    def revision_name(self) -> str:
+        return self.revision.id if self.revision is not None else ""
+
+    def add(self, answers: pipeline.ChunkAnswers) -> None:
+        self.counts += answers.outcome_counts
+        self.keys.add(answers.audit_keys)
+        self.answered += answers.count
+        self.chunks += 1
+
+
 # ---- the servicer ---------------------------------------------------------------------------
 
 
@@ -142,15 +235,17 @@ class AccessService(pb_grpc.AccessServiceServicer):
         _check_deadline(context)
         return who
 
-    def _revision(self, served: ServedSnapshot, pinned: str) -> Revision:
-        return served.catalog.get(pinned or None)
-
-    def _check_key_id(self, key_id: str, served: ServedSnapshot) -> None:
-        if key_id != served.meta.key_id:
-            raise KeyMismatch(
-                f"the keys were made with key id {key_id or '(none given)'}, the store uses "
-                f"{served.meta.key_id}; send plates, or keys made with the store's key"
-            )
+    def _context(
+        self, served: ServedSnapshot, revision: Revision, zone: Zone
+    ) -> pipeline.AnswerContext:
+        return pipeline.AnswerContext(
+            revision=revision,
+            zone_id=zone.id,
+            keyer=self.keyer,
+            store_key_id=served.meta.key_id,
+            max_plate_bytes=self.config.max_plate_bytes,
+            max_chunk_pairs=self.config.max_chunk_pairs,
+        )
 
     def _audit(
         self,
@@ -179,60 +274,6 @@ class AccessService(pb_grpc.AccessServiceServicer):
             status=status,
         )
 
-    def _decision_msg(self, d: Verdict, rec: np.void | None, who: Identity) -> pb.Decision:
-        """One decision as a message; `rec` is the vehicle version it was decided on."""
-        allowed = d.outcome == Outcome.ALLOWED
-        # docs/rules.md#public-checker: vehicle data only where plate, country and first
-        # registration match; a mismatch must not tell a guesser anything about the vehicle.
-        mismatch = d.outcome == Outcome.COMBINATION_MISMATCH
-        msg = pb.Decision(
-            outcome=d.outcome,  # type: ignore[arg-type]
-            allowed_until=_date_text(d.allowed_until) if allowed else "",
-            open_ended=allowed and d.allowed_until == DAY_OPEN,
-            euro="" if mismatch else _code_text(codes.EURO, d.euro),
-        )
-        if who.sees_technical and mismatch:
-            msg.reason = d.reason  # type: ignore[assignment]
-        elif who.sees_technical:
-            known = rec if rec is not None else NO_VEHICLE
-            msg.reason = d.reason  # type: ignore[assignment]
-            msg.derived = d.derived
-            tech = msg.technical
-            tech.category = _code_text(codes.CATEGORY, d.category)
-            tech.fuel = _code_text(codes.FUEL, int(known["fuel"]))
-            tech.first_registration = _date_text(int(known["first_registration"]))
-            tech.max_mass_kg = _positive(int(known["max_mass"]), U32_UNKNOWN)
-            tech.co2_g_km = _positive(int(known["co2"]), U16_UNKNOWN)
-            tech.power_kw = _positive(int(known["power_kw"]), U16_UNKNOWN)
-            tech.version_valid_from = (
-                _date_text(int(known["valid_from"])) if rec is not None else ""
-            )
-            msg.technical.SetInParent()  # present even when every field is empty
-        return msg
-
-    def _single_pair(
-        self,
-        *,
-        which: str,
-        plate: str,
-        key: bytes,
-        country: str,
-        day: int,
-        key_id: str,
-        served: ServedSnapshot,
-    ) -> pipeline.OnePair:
-        """One item given as plate or key (unary calls)."""
-        if which == "key":
-            self._check_key_id(key_id, served)
-            if len(key) != KEY_BYTES:
-                raise InvalidRequest(f"a key is {KEY_BYTES} bytes, not {len(key)}")
-            return pipeline.decode_one_key(key, country or BELGIUM, day)
-        if which != "plate":
-            raise InvalidRequest("give a plate or a key")
-        return pipeline.decode_one_plate(
-            self.keyer, plate, country or BELGIUM, day, self.config.max_plate_bytes
-        )
-
     # -- Check --
 
     @translate_errors
@@ -242,8 +283,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         who = self._enter(Rpc.CHECK, context)
         self.limiter.charge_pairs(who, 1)
         with self.holder.lease() as served:
-            revision = self._revision(served, request.ruleset_revision)
-            rev_name = revision.id
+            revision = served.catalog.get(request.ruleset_revision or None)
             zone = resolve_zone(revision, request.zone)
             who.require_zone(zone.id, zone.name)
             day = _day_or_invalid(request.date, None)
@@ -254,69 +294,89 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 raise InvalidRequest(
                     "the public checker needs the first-registration date of the vehicle"
                 )
-            which = request.WhichOneof("subject") or ""
-            pair = self._single_pair(
-                which=which,
-                plate=request.plate,
-                key=request.key,
-                country=request.country,
-                day=day,
-                key_id=request.key_id,
-                served=served,
-            )
+            check = _single_check(request, day, request.key_id, claimed)
             with served.reader.snapshot() as snap:
-                single = pipeline.evaluate_single(snap, revision, zone.id, pair, claimed)
-            decision = self._decision_msg(single.decision, single.record, who)
+                answer = pipeline.answer_single(snap, self._context(served, revision, zone), check)
+            decision = decision_message(answer.verdict, answer.record, who)
             keys = KeyBatch()
-            keys.add(pair.valid_key())
+            keys.add(answer.audit_key)
             self._audit(
                 Rpc.CHECK,
                 who,
                 zone=zone.name,
-                revision=rev_name,
+                revision=revision.id,
                 meta=served.meta,
                 pairs=1,
-                outcomes={Outcome(single.decision.outcome).name: 1},
+                outcomes={Outcome(answer.verdict.outcome).name: 1},
                 keys=keys,
             )
             return pb.CheckResponse(
                 decision=decision,
                 snapshot_id=served.meta.snapshot_id,
-                ruleset_revision=rev_name,
+                ruleset_revision=revision.id,
                 zone=zone.name,
                 date=_date_text(day),
             )
 
     # -- CheckStream --
 
-    def _compute_chunk(
-        self,
-        served: ServedSnapshot,
-        revision: Any,
-        zone_id: int,
-        chunk: pb.CheckChunk,
+    def _open_stream(
+        self, served: ServedSnapshot, tally: _StreamTally, chunk: pb.CheckChunk, who: Identity
+    ) -> pipeline.AnswerContext:
+        """The stream's revision and zone, named by its first chunk; later chunks keep them."""
+        if tally.context is not None and tally.revision is not None and tally.zone is not None:
+            if chunk.zone and resolve_zone(tally.revision, chunk.zone).id != tally.zone.id:
+                raise InvalidRequest("a stream is for one zone; open another stream")
+            return tally.context
+        tally.revision = served.catalog.get(chunk.ruleset_revision or None)
+        tally.zone = resolve_zone(tally.revision, chunk.zone)
+        who.require_zone(tally.zone.id, tally.zone.name)
+        tally.context = self._context(served, tally.revision, tally.zone)
+        return tally.context
+
+    def _answer_chunk(
+        self, served: ServedSnapshot, context: pipeline.AnswerContext, chunk: pb.CheckChunk,
         technical: bool,
-    ) -> tuple[dict[str, Any], npt.NDArray[np.int64], bytes]:
-        n = pipeline.chunk_size(chunk)
-        countries = pipeline.country_matrix(chunk.countries, n)
-        days = pipeline.day_column(chunk.days, n)
-        which = chunk.WhichOneof("subject")
-        if which == "keys":
-            pairs = pipeline.decode_keys(chunk.keys, countries, days)
-        elif which == "plates":
-            p = chunk.plates
-            packed = pipeline.plate_column(
-                p.data, p.offsets, p.width, n, self.config.max_plate_bytes
-            )
-            pairs = pipeline.decode_plates(self.keyer, packed, countries, days)
-        else:
-            raise InvalidRequest("a chunk needs plates or keys")
+    ) -> pipeline.ChunkAnswers:  # fmt: skip
+        """Runs on the compute thread."""
         with served.reader.snapshot() as snap:
-            ev = pipeline.evaluate(snap, revision, zone_id, pairs)
-        return (
-            pipeline.result_columns(ev, technical=technical),
-            ev.outcome_counts(),
-            (pairs.valid_keys_bytes()),
+            return pipeline.answer_chunk(snap, context, chunk, technical=technical)
+
+    def _stream_audit(
+        self, who: Identity, served: ServedSnapshot, tally: _StreamTally, status: str
+    ) -> str:
+        return self._audit(
+            Rpc.CHECK_STREAM,
+            who,
+            zone=tally.zone.name if tally.zone else "",
+            revision=tally.revision_name,
+            meta=served.meta,
+            pairs=tally.answered,
+            outcomes=outcome_names(tally.counts),
+            keys=tally.keys,
+            status=status,
+        )
+
+    def _stream_summary(
+        self, served: ServedSnapshot, tally: _StreamTally, audit_id: str
+    ) -> pb.DecisionChunk:
+        # An empty stream asked nothing of any revision: the summary names the newest.
+        revision_name = tally.revision_name or served.catalog.get(None).id
+        summary = pb.BatchSummary(
+            pairs=tally.answered,
+            chunks=tally.chunks,
+            outcomes=[
+                pb.OutcomeCount(outcome=i, count=int(c))  # type: ignore[arg-type]
+                for i, c in enumerate(tally.counts)
+                if c
+            ],
+            audit_id=audit_id,
+        )
+        return pb.DecisionChunk(
+            first_index=tally.answered,
+            snapshot_id=tally.snapshot_id,
+            ruleset_revision=revision_name,
+            summary=summary,
         )
 
     @translate_stream_errors
@@ -328,92 +388,72 @@ class AccessService(pb_grpc.AccessServiceServicer):
         who = self._enter(Rpc.CHECK_STREAM, context)
         loop = asyncio.get_running_loop()
         with self.holder.lease() as served:
-            zone: Zone | None = None
-            revision: Any = None
-            rev_name = ""
-            counts = np.zeros(pipeline.OUTCOMES, dtype=np.int64)
-            keys = KeyBatch()
-            index = 0
-            chunks = 0
-            snapshot_id = served.meta.snapshot_id
-
-            def record(status: str) -> str:
-                return self._audit(
-                    Rpc.CHECK_STREAM,
-                    who,
-                    zone=zone.name if zone else "",
-                    revision=rev_name,
-                    meta=served.meta,
-                    pairs=index,
-                    outcomes=outcome_names(counts),
-                    keys=keys,
-                    status=status,
-                )
-
+            tally = _StreamTally(snapshot_id=served.meta.snapshot_id)
             try:
                 async for chunk in request_iterator:
                     _check_deadline(context)
-                    if zone is None:
-                        revision = self._revision(served, chunk.ruleset_revision)
-                        rev_name = revision.id
-                        zone = resolve_zone(revision, chunk.zone)
-                        who.require_zone(zone.id, zone.name)
-                    elif chunk.zone and resolve_zone(revision, chunk.zone).id != zone.id:
-                        raise InvalidRequest("a stream is for one zone; open another stream")
-                    if chunk.WhichOneof("subject") == "keys":
-                        self._check_key_id(chunk.key_id, served)
-                    n = pipeline.chunk_size(chunk)
-                    pipeline.check_chunk_size(n, self.config.max_chunk_pairs)
+                    answer_context = self._open_stream(served, tally, chunk, who)
+                    n = pipeline.admit_chunk(chunk, answer_context)
                     self.limiter.charge_pairs(who, n)
-                    cols, chunk_counts, chunk_keys = await loop.run_in_executor(
-                        self.executor,
-                        self._compute_chunk,
-                        served,
-                        revision,
-                        zone.id,
-                        chunk,
+                    answers = await loop.run_in_executor(
+                        self.executor, self._answer_chunk, served, answer_context, chunk,
                         who.sees_technical,
-                    )
-                    counts += chunk_counts
-                    keys.add(chunk_keys)
-                    technical = cols.pop("technical", None)
-                    out = pb.DecisionChunk(
-                        chunk_id=chunk.chunk_id,
-                        first_index=index,
-                        snapshot_id=snapshot_id,
-                        ruleset_revision=rev_name,
-                        **cols,
-                    )
-                    if technical is not None:
-                        out.technical.CopyFrom(pb.TechnicalColumns(**technical))
-                    index += n
-                    chunks += 1
-                    yield out
+                    )  # fmt: skip
+                    first_index = tally.answered
+                    tally.add(answers)
+                    yield _decision_chunk(
+                        answers, chunk.chunk_id, first_index, tally.snapshot_id,
+                        tally.revision_name,
+                    )  # fmt: skip
             except BaseException as exc:
-                if index:  # answers already went out: the consultation is on record all the same
-                    record(audit_status(exc))
+                if tally.answered:  # answers went out: the consultation is on record all the same
+                    self._stream_audit(who, served, tally, audit_status(exc))
                 raise
-            if zone is None:  # an empty stream: nothing was asked of any revision
-                rev_name = served.catalog.get(None).id
-            audit_id = record("OK")
-            summary = pb.BatchSummary(
-                pairs=index,
-                chunks=chunks,
-                outcomes=[
-                    pb.OutcomeCount(outcome=i, count=int(c))  # type: ignore[arg-type]
-                    for i, c in enumerate(counts)
-                    if c
-                ],
-                audit_id=audit_id,
-            )
-            yield pb.DecisionChunk(
-                first_index=index,
-                snapshot_id=snapshot_id,
-                ruleset_revision=rev_name,
-                summary=summary,
-            )
+            audit_id = self._stream_audit(who, served, tally, "OK")
+            yield self._stream_summary(served, tally, audit_id)
 
     # -- Recheck --
+
+    def _recheck_one(
+        self,
+        snap: Snapshot,
+        served: ServedSnapshot,
+        index: int,
+        item: pb.EarlierDecision,
+        zone: Zone,
+        key_id: str,
+        who: Identity,
+    ) -> tuple[pb.RecheckResult, pipeline.SingleAnswer]:
+        """Today's answer for one earlier decision, with what changed since."""
+        newest = served.catalog.get(None)
+        earlier_rules: Revision | None = None
+        pinned = item.ruleset_revision
+        if pinned and pinned != newest.id and pinned in served.catalog.revisions:
+            earlier_rules = served.catalog.get(pinned)
+        check = _single_check(item, _day_or_invalid(item.date, DAY_UNKNOWN), key_id, None)
+        now = pipeline.answer_single(
+            snap, self._context(served, newest, zone), check, also_under=earlier_rules
+        )
+        current = decision_message(now.verdict, now.record, who)
+        earlier = recheck.EarlierAnswer(
+            outcome=Outcome(int(item.outcome)), reason=Reason(int(item.reason)), euro=item.euro
+        )
+        under_earlier = now.verdict_under_other_revision
+        changes = recheck.classify_changes(
+            earlier,
+            now.verdict,
+            current.euro,
+            under_earlier.outcome if under_earlier is not None else None,
+        )
+        result = pb.RecheckResult(
+            index=index,
+            previous_outcome=earlier.outcome.value,  # type: ignore[arg-type]
+            previous_reason=earlier.reason.value,  # type: ignore[arg-type]
+            current=current,
+            outcome_changed=earlier.outcome != now.verdict.outcome,
+            changes=[int(c) for c in changes],  # type: ignore[misc]
+        )
+        return result, now
 
     @translate_errors
     async def Recheck(
@@ -429,9 +469,6 @@ class AccessService(pb_grpc.AccessServiceServicer):
             )
         self.limiter.charge_pairs(who, len(items))
         with self.holder.lease() as served:
-            newest = served.catalog.get(None)
-            newest_name = newest.id
-            loaded = set(served.catalog.revisions)
             zones = [resolve_zone(served.catalog, it.zone) for it in items]
             for z in {z.id: z for z in zones}.values():
                 who.require_zone(z.id, z.name)
@@ -440,25 +477,13 @@ class AccessService(pb_grpc.AccessServiceServicer):
             keys = KeyBatch()
             with served.reader.snapshot() as snap:
                 for i, (item, zone) in enumerate(zip(items, zones, strict=True)):
-                    pair = self._single_pair(
-                        which=item.WhichOneof("subject") or "",
-                        plate=item.plate,
-                        key=item.key,
-                        country=item.country,
-                        day=_day_or_invalid(item.date, DAY_UNKNOWN),
-                        key_id=request.key_id,
-                        served=served,
+                    result, now = self._recheck_one(
+                        snap, served, i, item, zone, request.key_id, who
                     )
-                    keys.add(pair.valid_key())
-                    now = pipeline.evaluate_single(snap, newest, zone.id, pair)
-                    counts[now.decision.outcome] += 1
-                    then_rules: pipeline.Single | None = None
-                    old_rev = item.ruleset_revision
-                    if old_rev and old_rev != newest_name and old_rev in loaded:
-                        then_rules = pipeline.evaluate_single(
-                            snap, served.catalog.get(old_rev), zone.id, pair
-                        )
-                    results.append(self._recheck_result(i, item, now, then_rules, who))
+                    keys.add(now.audit_key)
+                    counts[now.verdict.outcome] += 1
+                    results.append(result)
+            newest_name = served.catalog.get(None).id
             self._audit(
                 Rpc.RECHECK,
                 who,
@@ -476,48 +501,6 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 mutation_watermark=served.meta.mutation_watermark,
             )
 
-    def _recheck_result(
-        self,
-        index: int,
-        item: pb.EarlierDecision,
-        now: pipeline.Single,
-        then_rules: pipeline.Single | None,
-        who: Identity,
-    ) -> pb.RecheckResult:
-        current = self._decision_msg(now.decision, now.record, who)
-        old_outcome = Outcome(int(item.outcome))
-        old_reason = Reason(int(item.reason))
-        new_outcome = Outcome(now.decision.outcome)
-        new_reason = Reason(now.decision.reason)
-        changes: list[int] = []
-        if old_outcome == Outcome.UNKNOWN_PLATE and new_outcome not in NO_DATA_OUTCOMES:
-            changes.append(pb.CHANGE_PLATE_ADDED)
-        if old_outcome not in NO_DATA_OUTCOMES and new_outcome == Outcome.UNKNOWN_PLATE:
-            changes.append(pb.CHANGE_PLATE_REMOVED)
-        if new_reason in REGISTRATION_REASONS and old_reason not in REGISTRATION_REASONS:
-            changes.append(pb.CHANGE_REGISTRATION_ADDED)
-        if old_reason in REGISTRATION_REASONS and new_reason not in REGISTRATION_REASONS:
-            changes.append(pb.CHANGE_REGISTRATION_REMOVED)
-        corrected = bool(now.decision.derived & Derived.EURO_CORRECTED)
-        euro_changed = bool(item.euro) and item.euro.strip().upper() != current.euro
-        if corrected and (euro_changed or not item.euro):
-            changes.append(pb.CHANGE_EURO_CORRECTED)
-        elif euro_changed:
-            changes.append(pb.CHANGE_VEHICLE_DATA)
-        if then_rules is not None and then_rules.decision.outcome != new_outcome:
-            changes.append(pb.CHANGE_RULESET)
-        outcome_changed = old_outcome != new_outcome
-        if outcome_changed and not changes:
-            changes.append(pb.CHANGE_VEHICLE_DATA)
-        return pb.RecheckResult(
-            index=index,
-            previous_outcome=old_outcome.value,  # type: ignore[arg-type]
-            previous_reason=old_reason.value,  # type: ignore[arg-type]
-            current=current,
-            outcome_changed=outcome_changed,
-            changes=changes,  # type: ignore[arg-type]
-        )
-
     # -- FleetStats --
 
     @translate_errors
@@ -525,56 +508,32 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self, request: pb.FleetStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.FleetStatsResponse:
         who = self._enter(Rpc.FLEET_STATS, context)
-        dims = list(request.group_by)
-        if not dims or len(set(dims)) != len(dims) or pb.DIMENSION_UNSPECIFIED in dims:
-            raise InvalidRequest("group_by needs one or more distinct dimensions")
+        dimensions = fleet.dimensions([int(d) for d in request.group_by])
         with self.holder.lease() as served:
             if request.date:
                 day = _required_day(request.date, "date")
             else:
                 day = parse_day(served.meta.source_date)
-            min_cell = self.config.min_cell_size
             with served.reader.snapshot() as snap:
-                rec = snap.vehicles.records
-                on_day = (rec["valid_from"] <= day) & (day < rec["valid_to"])
-                if request.nis:
-                    on_day &= np.isin(rec["nis"], np.array(list(request.nis), dtype=np.uint32))
-                cols = {
-                    pb.DIMENSION_NIS: rec["nis"][on_day].astype(np.uint32),
-                    pb.DIMENSION_FUEL: rec["fuel"][on_day].astype(np.uint32),
-                    pb.DIMENSION_EURO: rec["euro"][on_day].astype(np.uint32),
-                    pb.DIMENSION_CATEGORY: rec["category"][on_day].astype(np.uint32),
-                }
-            stacked = np.stack([cols[d] for d in dims], axis=1)
-            cells, counts = (
-                np.unique(stacked, axis=0, return_counts=True)
-                if len(stacked)
-                else (stacked, np.zeros(0, dtype=np.int64))
-            )
-            keep = counts >= min_cell
+                counted = fleet.count_fleet(
+                    snap.vehicles.records,
+                    day,
+                    dimensions,
+                    nis=list(request.nis),
+                    min_cell_size=self.config.min_cell_size,
+                )
             out = pb.FleetStatsResponse(
-                suppressed_cells=int((~keep).sum()),
-                suppressed_vehicles=int(counts[~keep].sum()),
-                min_cell_size=min_cell,
+                cells=[_fleet_cell(dimensions, cell) for cell in counted.cells],
+                suppressed_cells=counted.suppressed_cells,
+                suppressed_vehicles=counted.suppressed_vehicles,
+                min_cell_size=self.config.min_cell_size,
                 snapshot_id=served.meta.snapshot_id,
                 ruleset_revision=served.catalog.get(None).id,
                 date=format_day(day),
             )
-            for row, count in zip(cells[keep], counts[keep], strict=True):
-                cell = pb.FleetCell(vehicles=int(count))
-                for d, value in zip(dims, row, strict=True):
-                    if d == pb.DIMENSION_NIS:
-                        cell.nis = int(value)
-                    elif d == pb.DIMENSION_FUEL:
-                        cell.fuel = _code_text(codes.FUEL, int(value))
-                    elif d == pb.DIMENSION_EURO:
-                        cell.euro = _code_text(codes.EURO, int(value))
-                    else:
-                        cell.category = _code_text(codes.CATEGORY, int(value))
-                out.cells.append(cell)
             log.info(
                 "FleetStats by %s for %s: %d cells, %d suppressed",
-                [pb.Dimension.Name(d) for d in dims],
+                [pb.Dimension.Name(d) for d in dimensions],  # type: ignore[arg-type]
                 who.organisation,
                 len(out.cells),
                 out.suppressed_cells,

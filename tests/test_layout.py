@@ -113,3 +113,51 @@ def test_the_client_core_does_no_io() -> None:
     for path, names in _imports("clients/core").items():
         assert not _roots(names) & {"asyncio", "socket", "queue", "subprocess"}, path
         assert not {"grpc.aio", "clients.sync", "clients.aio"} & names, path
+
+
+DOMAIN_MODULES_WITHOUT_WIRE = ("lez/fleet.py", "lez/recheck.py", "lez/rules/engine.py")
+
+
+@pytest.mark.parametrize("path", DOMAIN_MODULES_WITHOUT_WIRE)
+def test_domain_answers_import_neither_grpc_nor_the_wire_contract(path: str) -> None:
+    # fleet counts, recheck change classes and verdicts are pure: the servicer translates them
+    names = _imports("lez")[path]
+    assert not _roots(names) & {"grpc", "google", "server"}, (path, names)
+    assert not {n for n in names if n.startswith("lez.api")}, (path, names)
+
+
+def _attributes_used(path: Path, module: str) -> set[str]:
+    """Names taken from `module` in a file: `module.X` attribute reads and `from m import X`."""
+    alias = module.rsplit(".", 1)[-1]
+    used: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id == alias:
+                used.add(node.attr)
+        elif isinstance(node, ast.ImportFrom) and node.module == module:
+            used.update(a.name for a in node.names)
+    return used
+
+
+def test_the_servicer_uses_only_the_pipelines_entry_points() -> None:
+    # one entry per question (answer_chunk, answer_single) and their types, nothing inside
+    from server import pipeline
+
+    used = _attributes_used(ROOT / "server" / "service.py", "server.pipeline")
+    assert used, "the servicer asks the pipeline"
+    assert used <= set(pipeline.__all__), used - set(pipeline.__all__)
+    private = {n for n in pipeline.__all__ if n.startswith("_")}
+    assert not private, private
+
+
+def test_the_servicer_holds_no_decision_or_recheck_rules() -> None:
+    # recheck classification and fleet aggregation live in lez.recheck and lez.fleet
+    source = (ROOT / "server" / "service.py").read_text(encoding="utf-8")
+    for name in (
+        "REGISTRATION_REASONS",
+        "NO_DATA_OUTCOMES",
+        "np.unique",
+        "decide_one",
+        "evaluate(",
+    ):
+        assert name not in source, name

@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lez.days import DAY_OPEN, DAY_UNKNOWN
-from lez.decision import BatchInput, DecisionColumns, Derived, Outcome, Reason
+from lez.decision import BatchInput, DecisionColumns, Derived, ItemInput, Outcome, Reason
 from lez.enrich import (
     Enriched,
     VehicleClass,
@@ -416,23 +416,13 @@ def _criteria_one(
     return int(tables.outcome[idx]), int(tables.reason[idx]), int(tables.until[idx])
 
 
-def decide_one(
-    revision: Revision,
-    zone_id: int,
-    record: np.void | None,
-    known: bool,
-    day: int,
-    belgian: bool,
-    dutch: bool,
-    invalid: int,
-    registrations: RegistrationArray,
-    claimed_first_registration: int | None = None,
-) -> Verdict:
+def decide_one(revision: Revision, zone_id: int, item: ItemInput) -> Verdict:
     """The answer for one item, for single checks: the answer `evaluate` gives that item.
 
-    `record` is the version valid on `day` (None if none); `registrations` are all rows of the
-    item's key (REGISTRATION_DTYPE). Reads the zone's compiled tables with scalar arithmetic.
+    Reads the zone's compiled tables with scalar arithmetic; no arrays are set up.
     """
+    record, day, belgian, invalid = item.record, item.day, item.belgian, item.invalid
+    registrations, claimed_first_registration = item.registrations, item.claimed_first_registration
     if invalid:
         return Verdict(Outcome.INVALID, invalid, DAY_UNKNOWN, 0, 0, 0)
     tables = revision.compiled(zone_id)
@@ -469,7 +459,7 @@ def decide_one(
     if en is None or vehicle is None:
         if has_ground:
             return Verdict(Outcome.ALLOWED, int(RANK_REASON[ground_rank]), ground_until, 0, 0, 0)
-        return _without_vehicle_one(tables, period, known, belgian, dutch)
+        return _without_vehicle_one(tables, period, item.known, belgian, item.dutch)
     outcome, reason, until = _criteria_one(tables, period, vehicle, vclass, en.family, en.euro)
     if outcome == Outcome.ALLOWED and has_ground:
         until = max(until, ground_until)

@@ -18,7 +18,7 @@ import pytest
 
 from lez import codes
 from lez.days import DAY_OPEN, DAY_UNKNOWN, to_day
-from lez.decision import BatchInput, Derived, Outcome, Reason
+from lez.decision import BatchInput, Derived, ItemInput, Outcome, Reason
 from lez.keys import PlateKeyer
 from lez.registrations import REGISTRATION_DTYPE, Region, RegistrationKind
 from lez.rules import decide_one, evaluate, load_catalog, read_rule_texts
@@ -150,13 +150,19 @@ def test_golden_case(case: dict[str, Any]) -> None:
         ),
     )
     got = evaluate(revision, zone.id, batch)
-    args = (
-        revision, zone.id, found.records[0] if found.found[0] else None, bool(found.known[0]),
-        day, country == "BE", country == "NL", 0, reg_rows,
-        _day(claimed) if claimed is not None else None,
-    )  # fmt: skip
-    one = reference_verdict(*args)
-    assert decide_one(*args) == one  # the single-check path answers as the rows-based reference
+    item = ItemInput(
+        record=found.records[0] if found.found[0] else None,
+        known=bool(found.known[0]),
+        day=day,
+        belgian=country == "BE",
+        dutch=country == "NL",
+        registrations=reg_rows,
+        claimed_first_registration=_day(claimed) if claimed is not None else None,
+    )
+    one = reference_verdict(revision, zone.id, item)
+    assert (
+        decide_one(revision, zone.id, item) == one
+    )  # the single-check path answers as the rows-based reference
     expect = case["expect"]
     want = (
         Outcome[expect["outcome"]],

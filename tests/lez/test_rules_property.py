@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from lez import codes
 from lez.days import DAY_OPEN, DAY_UNKNOWN, parse_day
-from lez.decision import BatchInput
+from lez.decision import BatchInput, ItemInput
 from lez.errors import UnknownZone
 from lez.registrations import REGISTRATION_DTYPE, RegistrationKind
 from lez.rules import decide_one, evaluate, load_catalog_dir
@@ -141,20 +141,18 @@ def _assert_paths_agree(
     got = evaluate(rev, zone, batch)
     claims = batch.claimed_first_registration
     for i, item in enumerate(chosen):
-        args = (
-            rev,
-            zone,
-            records[i],
-            bool(batch.known[i]),
-            int(batch.days[i]),
-            bool(batch.belgian[i]),
-            bool(batch.dutch[i]),
-            int(batch.invalid[i]),
-            per_item[i],
-            int(claims[i]) if claims is not None else None,
+        one = ItemInput(
+            record=records[i],
+            known=bool(batch.known[i]),
+            day=int(batch.days[i]),
+            belgian=bool(batch.belgian[i]),
+            dutch=bool(batch.dutch[i]),
+            invalid=int(batch.invalid[i]),
+            registrations=per_item[i],
+            claimed_first_registration=int(claims[i]) if claims is not None else None,
         )
-        want = reference_verdict(*args)
-        assert decide_one(*args) == want, (i, "decide_one")
+        want = reference_verdict(rev, zone, one)
+        assert decide_one(rev, zone, one) == want, (i, "decide_one")
         vec = (
             int(got.outcome[i]),
             int(got.reason[i]),

@@ -7,7 +7,7 @@ import inspect
 import grpc
 import pytest
 
-from lez import decision, errors
+from lez import decision, errors, fleet, recheck
 from lez.api.v1 import access_pb2 as pb
 from server import status
 from server.auth import Role
@@ -20,6 +20,8 @@ from server.config import ServerConfig, parse_serve_args
         (decision.Outcome, pb.Outcome, "OUTCOME_"),
         (decision.Reason, pb.Reason, "REASON_"),
         (Role, pb.Role, "ROLE_"),
+        (recheck.Change, pb.Change, "CHANGE_"),
+        (fleet.Dimension, pb.Dimension, "DIMENSION_"),
     ],
 )
 def test_proto_enums_mirror_the_domain(domain: type, proto: object, prefix: str) -> None:

@@ -10,12 +10,9 @@ check faster in every case (`python -m bench.single_paths`).
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
-
 from lez import codes
 from lez.days import DAY_OPEN, DAY_UNKNOWN
-from lez.decision import Derived, Outcome, Reason
+from lez.decision import Derived, ItemInput, Outcome, Reason
 from lez.enrich import MEMBERS, VehicleClass, enrich_one, plug_in_hybrid_one
 from lez.registrations import RegistrationKind
 from lez.rules import Revision, Verdict
@@ -97,23 +94,11 @@ def criteria_one(
     return outcome, reason, DAY_OPEN
 
 
-def reference_verdict(
-    revision: Revision,
-    zone_id: int,
-    record: np.void | None,
-    known: bool,
-    day: int,
-    belgian: bool,
-    dutch: bool,
-    invalid: int,
-    registrations: npt.NDArray[np.void],
-    claimed_first_registration: int | None = None,
-) -> Verdict:
-    """The answer for one item from the revision's rows; the arguments of `decide_one`.
-
-    `record` is the version valid on `day` (None if none); `registrations` are all rows of the
-    item's key (REGISTRATION_DTYPE).
-    """
+def reference_verdict(revision: Revision, zone_id: int, item: ItemInput) -> Verdict:
+    """The answer for one item from the revision's rows; the arguments of `decide_one`."""
+    record, known, day, belgian, dutch = item.record, item.known, item.day, item.belgian, item.dutch
+    invalid, registrations = item.invalid, item.registrations
+    claimed_first_registration = item.claimed_first_registration
     zone = revision.zone_def(zone_id)
     rev = revision.data
     if invalid:

@@ -1,0 +1,62 @@
+"""Fleet statistics (`lez.fleet`): counts by cell on a day, small cells suppressed."""
+
+from __future__ import annotations
+
+import pytest
+
+from lez import codes, fleet
+from lez.days import DAY_OPEN, parse_day
+from lez.errors import InvalidRequest
+from lez.vehicle import VehicleArray, empty
+
+DAY = parse_day("2026-03-01")
+PETROL, DIESEL = codes.FUEL.id_of("01"), codes.FUEL.id_of("02")
+EURO_6, EURO_4 = codes.EURO.id_of("6"), codes.EURO.id_of("4")
+
+
+def _fleet() -> VehicleArray:
+    """12 petrol euro 6 cars in NIS 11002, 2 diesel euro 4 in 44021, 1 version not valid on DAY."""
+    rec = empty(15)
+    rec["valid_from"], rec["valid_to"] = DAY - 100, DAY_OPEN
+    rec["fuel"], rec["euro"], rec["nis"] = PETROL, EURO_6, 11002
+    rec["fuel"][12:14], rec["euro"][12:14], rec["nis"][12:14] = DIESEL, EURO_4, 44021
+    rec["valid_to"][14] = DAY  # ended the day before
+    return rec
+
+
+def test_cells_and_suppression() -> None:
+    got = fleet.count_fleet(
+        _fleet(), DAY, [fleet.Dimension.FUEL, fleet.Dimension.EURO], min_cell_size=10
+    )
+    assert got.cells == [fleet.FleetCell(values=(PETROL, EURO_6), vehicles=12)]
+    assert (got.suppressed_cells, got.suppressed_vehicles) == (1, 2)
+    at_the_minimum = fleet.count_fleet(_fleet(), DAY, [fleet.Dimension.FUEL], min_cell_size=12)
+    assert [c.vehicles for c in at_the_minimum.cells] == [12]  # a cell of exactly the minimum
+
+
+def test_grouping_order_and_nis_filter() -> None:
+    got = fleet.count_fleet(
+        _fleet(), DAY, [fleet.Dimension.EURO, fleet.Dimension.NIS], nis=[44021], min_cell_size=1
+    )
+    assert got.cells == [fleet.FleetCell(values=(EURO_4, 44021), vehicles=2)]
+    assert got.suppressed_cells == 0
+
+
+def test_no_vehicle_on_the_day() -> None:
+    got = fleet.count_fleet(_fleet(), DAY - 200, [fleet.Dimension.FUEL], min_cell_size=1)
+    assert got == fleet.FleetCount(cells=[], suppressed_cells=0, suppressed_vehicles=0)
+
+
+def test_code_text() -> None:
+    assert fleet.code_text(fleet.Dimension.FUEL, PETROL) == "01"
+    assert fleet.code_text(fleet.Dimension.EURO, 250) == ""
+
+
+@pytest.mark.parametrize("values", [[], [2, 2], [0], [9], [1, 0]])
+def test_dimensions_refuses_bad_groupings(values: list[int]) -> None:
+    with pytest.raises(InvalidRequest, match="distinct dimensions"):
+        fleet.dimensions(values)
+
+
+def test_dimensions_in_the_order_asked() -> None:
+    assert fleet.dimensions([4, 1]) == [fleet.Dimension.CATEGORY, fleet.Dimension.NIS]
