@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -108,13 +108,13 @@ def _run(cmd: Sequence[str], *, quiet: bool = False, plate: str | None = None) -
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
-def ensure_key(key: Path, t: Timings) -> None:
-    with t.step("HMAC key") as note:
+def ensure_key(key: Path, timings: Timings) -> None:
+    with timings.step("HMAC key") as note:
         if key.exists():
             print(f"using {key}")
             note.append("reused")
@@ -122,9 +122,9 @@ def ensure_key(key: Path, t: Timings) -> None:
         _run([*_script("lez-loader"), "keygen", "--key", str(key)])
 
 
-def ensure_register(out: Path, plates: int, seed: int, t: Timings) -> Path:
+def ensure_register(out: Path, plates: int, seed: int, timings: Timings) -> Path:
     extract = out / "extract.csv"
-    with t.step(f"synthetic register ({plates:,} plates)") as note:
+    with timings.step(f"synthetic register ({plates:,} plates)") as note:
         meta = out / "synth.json"
         if extract.exists() and meta.exists():
             try:
@@ -151,12 +151,12 @@ def ensure_register(out: Path, plates: int, seed: int, t: Timings) -> Path:
 
 
 def _extract_stamp(extract: Path) -> dict[str, object]:
-    st = extract.stat()
-    return {"extract": str(extract.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    stat = extract.stat()
+    return {"extract": str(extract.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def ensure_store(extract: Path, key: Path, store: Path, rules: Path, t: Timings) -> None:
-    with t.step("store") as note:
+def ensure_store(extract: Path, key: Path, store: Path, rules: Path, timings: Timings) -> None:
+    with timings.step("store") as note:
         stamp = store / STAMP
         want = _extract_stamp(extract)
         if stamp.exists():
@@ -191,12 +191,12 @@ def ensure_store(extract: Path, key: Path, store: Path, rules: Path, t: Timings)
 
 @contextlib.contextmanager
 def running_server(
-    store: Path, key: Path, var: Path, workers: int, t: Timings
+    store: Path, key: Path, var: Path, workers: int, timings: Timings
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = _free_port()
     address = f"127.0.0.1:{port}"
     log = var / "server.log"
-    with t.step(f"server ({workers} workers)") as note:
+    with timings.step(f"server ({workers} workers)") as note:
         cmd = [
             *_script("lez-server"),
             "serve",
@@ -226,7 +226,7 @@ def running_server(
     try:
         yield address, proc
     finally:
-        with t.step("stop server (SIGTERM)") as note:
+        with timings.step("stop server (SIGTERM)") as note:
             note.append(f"exit status {_stop(proc)}")
 
 
@@ -241,9 +241,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> int | None:
     return proc.returncode
 
 
-def make_workload(extract: Path, out: Path, pairs: int, seed: int, t: Timings) -> Path:
+def make_workload(extract: Path, out: Path, pairs: int, seed: int, timings: Timings) -> Path:
     reads = out / f"camera-reads-{pairs}-s{seed}.csv"
-    with t.step(f"enforcement week ({pairs:,} camera reads)") as note:
+    with timings.step(f"enforcement week ({pairs:,} camera reads)") as note:
         if reads.exists():
             print(f"using {reads}")
             note.append("reused")
@@ -264,9 +264,9 @@ def make_workload(extract: Path, out: Path, pairs: int, seed: int, t: Timings) -
     return reads
 
 
-def send_batch(address: str, reads: Path, out: Path, zone: str, t: Timings) -> None:
+def send_batch(address: str, reads: Path, out: Path, zone: str, timings: Timings) -> None:
     decisions = out / "decisions.csv"
-    with t.step(f"lez batch ({zone})") as note:
+    with timings.step(f"lez batch ({zone})") as note:
         _run(
             [
                 *_script("lez"),
@@ -291,8 +291,8 @@ class Example:
     first_registration: dt.date | None = None
 
 
-def pick_examples(address: str, extract: Path, seed: int) -> list[Example]:
-    """Plates of the extract that really give each answer: ask the server about a sample."""
+def _current_sample(extract: Path, seed: int) -> pa.Table:
+    """Up to SAMPLE_PLATES current versions of the extract (`plate`, `first_registration`)."""
     table = pacsv.read_csv(
         extract,
         convert_options=pacsv.ConvertOptions(
@@ -308,96 +308,107 @@ def pick_examples(address: str, extract: Path, seed: int) -> list[Example]:
     current = table.filter(pc.equal(table.column("valid_to"), ""))
     rng = np.random.default_rng(seed)
     take = rng.choice(current.num_rows, size=min(SAMPLE_PLATES, current.num_rows), replace=False)
-    sample = current.take(pa.array(np.sort(take)))
+    return current.take(pa.array(np.sort(take)))
+
+
+WANTED: Final = ("ALLOWED", "NOT_ALLOWED", "INSUFFICIENT_DATA")
+OPEN_ENDED: Final = "ALLOWED (open-ended)"
+
+
+def _answered_examples(
+    client: LezClient, plates: list[str], zones: list[str]
+) -> dict[str, Example]:
+    """A plate of the sample for each WANTED outcome (and an open-ended ALLOWED), zone by zone
+    until all are found."""
+    found: dict[str, Example] = {}
+    for zone in zones:
+        result = client.check_batch(
+            BatchRows.of(plates, None, [CHECK_DAY] * len(plates)), zone=zone
+        )
+        for i, name in enumerate(result.outcome_names()):
+            if name == "ALLOWED" and int(result.allowed_until[i]) == DAY_OPEN:
+                found.setdefault(OPEN_ENDED, Example(OPEN_ENDED, plates[i], zone))
+            elif name in WANTED and name not in found:
+                found[name] = Example(name, plates[i], zone)
+        if all(w in found for w in WANTED):
+            break
+    return found
+
+
+def pick_examples(address: str, extract: Path, seed: int) -> list[Example]:
+    """Plates of the extract that really give each answer: ask the server about a sample."""
+    sample = _current_sample(extract, seed)
     plates = sample.column("plate").to_pylist()
-    first_reg = sample.column("first_registration").to_pylist()
-    examples: list[Example] = []
-    wanted = ["ALLOWED", "NOT_ALLOWED", "INSUFFICIENT_DATA"]
     with LezClient([address]) as client:
         zones = [z.name for z in client.server_info().zones] or [DEFAULT_ZONE]
-        found: dict[str, Example] = {}
-        for zone in zones:
-            result = client.check_batch(
-                BatchRows.of(plates, None, [CHECK_DAY] * len(plates)), zone=zone
-            )
-            names = result.outcome_names()
-            until = result.allowed_until
-            for i, name in enumerate(names):
-                if name == "ALLOWED" and int(until[i]) == DAY_OPEN:
-                    found.setdefault("ALLOWED (open-ended)", Example("", plates[i], zone))
-                    continue
-                if name in wanted and name not in found:
-                    found[name] = Example("", plates[i], zone)
-            if all(w in found for w in wanted):
-                break
-        unknown = client.check_batch(
-            BatchRows.of(list(UNKNOWN_CANDIDATES), None, [CHECK_DAY] * len(UNKNOWN_CANDIDATES)),
-            zone=zones[0],
-        ).outcome_names()
-    for label in ("ALLOWED", "ALLOWED (open-ended)", "NOT_ALLOWED", "INSUFFICIENT_DATA"):
-        if label in found:
-            e = found[label]
-            examples.append(Example(label, e.plate, e.zone))
-    if "ALLOWED" not in found and "ALLOWED (open-ended)" in found:
-        examples[0] = Example("ALLOWED", examples[0].plate, examples[0].zone)
-    known = next((i for i, fr in enumerate(first_reg) if fr), None)
+        found = _answered_examples(client, plates, zones)
+        candidates = BatchRows.of(
+            list(UNKNOWN_CANDIDATES), None, [CHECK_DAY] * len(UNKNOWN_CANDIDATES)
+        )
+        unknown = client.check_batch(candidates, zone=zones[0]).outcome_names()
+    if "ALLOWED" not in found and OPEN_ENDED in found:
+        found["ALLOWED"] = replace(found.pop(OPEN_ENDED), label="ALLOWED")
+    labels = ("ALLOWED", OPEN_ENDED, "NOT_ALLOWED", "INSUFFICIENT_DATA")
+    examples = [found[label] for label in labels if label in found]
+    registered = sample.column("first_registration").to_pylist()
+    known = next((i for i, first in enumerate(registered) if first), None)
     if known is not None:
-        examples.append(
-            Example("COMBINATION_MISMATCH", plates[known], zones[0], MISMATCH_FIRST_REGISTRATION)
+        mismatch = Example(
+            "COMBINATION_MISMATCH", plates[known], zones[0], MISMATCH_FIRST_REGISTRATION
         )
+        examples.append(mismatch)
     if "UNKNOWN_PLATE" in unknown:
-        examples.append(
-            Example("UNKNOWN_PLATE", UNKNOWN_CANDIDATES[unknown.index("UNKNOWN_PLATE")], zones[0])
-        )
+        unknown_plate = UNKNOWN_CANDIDATES[unknown.index("UNKNOWN_PLATE")]
+        examples.append(Example("UNKNOWN_PLATE", unknown_plate, zones[0]))
     examples.append(Example("INVALID", INVALID_PLATE, zones[0]))
     return examples
 
 
-def single_checks(address: str, extract: Path, seed: int, t: Timings) -> None:
-    with t.step("single checks (lez check)") as note:
+def single_checks(address: str, extract: Path, seed: int, timings: Timings) -> None:
+    with timings.step("single checks (lez check)") as note:
         examples = pick_examples(address, extract, seed)
-        for e in examples:
+        for example in examples:
             cmd = [
                 *_script("lez"),
                 "--server",
                 address,
                 "check",
-                e.plate,
+                example.plate,
                 "--zone",
-                e.zone,
+                example.zone,
                 "--date",
                 CHECK_DAY.isoformat(),
             ]
-            if e.first_registration is not None:
-                cmd += ["--first-registration", e.first_registration.isoformat()]
-            print(f"\n-- expecting {e.label}")
-            _run(cmd, plate=e.plate)
+            if example.first_registration is not None:
+                cmd += ["--first-registration", example.first_registration.isoformat()]
+            print(f"\n-- expecting {example.label}")
+            _run(cmd, plate=example.plate)
         note.append(f"{len(examples)} checks")
 
 
-def print_timings(t: Timings, total: float) -> None:
+def print_timings(timings: Timings, total: float) -> None:
     print("\n== summary")
     print(f"  {'step':<42}{'seconds':>9}  note")
-    for name, seconds, note in t.steps:
+    for name, seconds, note in timings.steps:
         print(f"  {name:<42}{seconds:>9.1f}  {note}")
     print(f"  {'total':<42}{total:>9.1f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="python -m clients.demo",
         description="Set up and run the LEZ service locally (what 'make run' does).",
     )
-    p.add_argument("--var", type=Path, default=Path("var"), help="working directory [var]")
-    p.add_argument("--plates", type=int, default=300_000, help="register size [300000]")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed [{DEFAULT_SEED}]")
-    p.add_argument(
+    parser.add_argument("--var", type=Path, default=Path("var"), help="working directory [var]")
+    parser.add_argument("--plates", type=int, default=300_000, help="register size [300000]")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed [{DEFAULT_SEED}]")
+    parser.add_argument(
         "--pairs", type=int, default=DEFAULT_PAIRS, help=f"camera reads [{DEFAULT_PAIRS}]"
     )
-    p.add_argument("--zone", default=DEFAULT_ZONE, help=f"zone of the batch [{DEFAULT_ZONE}]")
-    p.add_argument("--workers", type=int, default=2, help="server worker processes [2]")
-    p.add_argument("--rules", type=Path, default=Path("rules"), help="rule revisions [rules]")
-    args = p.parse_args(argv)
+    parser.add_argument("--zone", default=DEFAULT_ZONE, help=f"zone of the batch [{DEFAULT_ZONE}]")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes [2]")
+    parser.add_argument("--rules", type=Path, default=Path("rules"), help="rule revisions [rules]")
+    args = parser.parse_args(argv)
     t0 = time.perf_counter()
     var: Path = args.var
     demo = var / "demo"
@@ -405,15 +416,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = var / "keys" / "hmac.key"
     register = var / f"register-{args.plates}-s{args.seed}"
     store = var / "store"
-    t = Timings()
-    ensure_key(key, t)
-    extract = ensure_register(register, args.plates, args.seed, t)
-    ensure_store(extract, key, store, args.rules, t)
-    reads = make_workload(extract, register, args.pairs, args.seed, t)  # tied to the extract
-    with running_server(store, key, var, args.workers, t) as (address, _proc):
-        send_batch(address, reads, demo, args.zone, t)
-        single_checks(address, extract, args.seed, t)
-    print_timings(t, time.perf_counter() - t0)
+    timings = Timings()
+    ensure_key(key, timings)
+    extract = ensure_register(register, args.plates, args.seed, timings)
+    ensure_store(extract, key, store, args.rules, timings)
+    reads = make_workload(extract, register, args.pairs, args.seed, timings)  # tied to the extract
+    with running_server(store, key, var, args.workers, timings) as (address, _proc):
+        send_batch(address, reads, demo, args.zone, timings)
+        single_checks(address, extract, args.seed, timings)
+    print_timings(timings, time.perf_counter() - t0)
     print(f"\noutcomes: {', '.join(OUTCOME_NAMES[1:])}; see {demo} for the files")
     return 0
 
