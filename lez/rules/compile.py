@@ -150,6 +150,8 @@ class CompiledGrant:
 
 @dataclass(frozen=True, slots=True)
 class CompiledZone:
+    """One zone of a revision as lookup tables: what both engine paths read."""
+
     zone: ZoneDef
     bounds: npt.NDArray[np.int32]  # period starts; bounds[0] = DAY_UNKNOWN
     outcome: npt.NDArray[np.uint8]  # flat [period, class, family, euro, phev]
@@ -204,56 +206,59 @@ def _agree(
     return out, why
 
 
-def compile_zone(rev: RevisionData, zone: ZoneDef) -> CompiledZone:
-    """The lookup tables of one zone."""
-    starts = change_days(rev, zone)
-    bounds = np.array([DAY_UNKNOWN, *starts], dtype=np.int32)
-    n_periods = len(bounds)
-    shape = (n_periods, N_CLASSES, N_FAMILIES, N_EUROS, N_PHEV)
-    outcome = np.zeros(shape, dtype=np.uint8)
-    reason = np.zeros(shape, dtype=np.uint8)
-    foreign_required = np.zeros(n_periods, dtype=np.bool_)
-    dutch_elsewhere = np.zeros(n_periods, dtype=np.bool_)
-    phev_periods = np.zeros(n_periods, dtype=np.bool_)
-    for p, day in enumerate(bounds.tolist()):
-        rule = foreign_on(rev, zone, day)
-        if rule is not None:
-            foreign_required[p] = rule.registration_required
-            dutch_elsewhere[p] = rule.dutch_checked_elsewhere
-        for c in BASE_CLASSES:
-            phev_ok = phev_exempt_on(rev, zone, c, day)
-            phev_periods[p] |= phev_ok
-            for f in REAL_FAMILIES:
-                o, r = _effect_vec(criterion_on(rev, zone, c, f, day))
-                outcome[p, c, f, :, 0], reason[p, c, f, :, 0] = o, r
-                if phev_ok and f in COMBUSTION_FAMILIES:
-                    lift = o != _ALLOWED
-                    o, r = o.copy(), r.copy()
-                    o[lift], r[lift] = _ALLOWED, Reason.PLUG_IN_HYBRID_EXEMPT
-                outcome[p, c, f, :, 1], reason[p, c, f, :, 1] = o, r
-            for f in set(codes.FuelFamily) - set(REAL_FAMILIES):
-                for h in range(N_PHEV):
-                    cells = [(outcome[p, c, g, :, h], reason[p, c, g, :, h]) for g in REAL_FAMILIES]
-                    outcome[p, c, f, :, h], reason[p, c, f, :, h] = _agree(
-                        cells, Reason.FUEL_UNKNOWN
-                    )
-        for cls in VehicleClass:
-            if cls in BASE_CLASSES:
-                continue
-            for f in codes.FuelFamily:
-                for h in range(N_PHEV):
-                    cells = [(outcome[p, m, f, :, h], reason[p, m, f, :, h]) for m in MEMBERS[cls]]
-                    outcome[p, cls, f, :, h], reason[p, cls, f, :, h] = _agree(
-                        cells, Reason.CATEGORY_UNKNOWN
-                    )
+def _base_class_period(
+    rev: RevisionData,
+    zone: ZoneDef,
+    vclass: int,
+    day: int,
+    outcome: npt.NDArray[np.uint8],
+    reason: npt.NDArray[np.uint8],
+) -> bool:
+    """Fill one base class's [family, euro, phev] cells of one period (starting on `day`);
+    True when a plug-in hybrid exemption is in force for the class."""
+    phev_ok = phev_exempt_on(rev, zone, vclass, day)
+    for f in REAL_FAMILIES:
+        o, r = _effect_vec(criterion_on(rev, zone, vclass, f, day))
+        outcome[f, :, 0], reason[f, :, 0] = o, r
+        if phev_ok and f in COMBUSTION_FAMILIES:
+            lift = o != _ALLOWED
+            o, r = o.copy(), r.copy()
+            o[lift], r[lift] = _ALLOWED, Reason.PLUG_IN_HYBRID_EXEMPT
+        outcome[f, :, 1], reason[f, :, 1] = o, r
+    for f in set(codes.FuelFamily) - set(REAL_FAMILIES):  # compound families: members agree
+        for h in range(N_PHEV):
+            cells = [(outcome[g, :, h], reason[g, :, h]) for g in REAL_FAMILIES]
+            outcome[f, :, h], reason[f, :, h] = _agree(cells, Reason.FUEL_UNKNOWN)
+    return phev_ok
+
+
+def _compound_classes(outcome: npt.NDArray[np.uint8], reason: npt.NDArray[np.uint8]) -> None:
+    """Fill one period's compound vehicle classes with the answer their members agree on."""
+    for cls in VehicleClass:
+        if cls in BASE_CLASSES:
+            continue
+        for f in codes.FuelFamily:
+            for h in range(N_PHEV):
+                cells = [(outcome[m, f, :, h], reason[m, f, :, h]) for m in MEMBERS[cls]]
+                outcome[cls, f, :, h], reason[cls, f, :, h] = _agree(cells, Reason.CATEGORY_UNKNOWN)
+
+
+def _allowed_until(
+    outcome: npt.NDArray[np.uint8], bounds: npt.NDArray[np.int32]
+) -> npt.NDArray[np.int32]:
+    """For each allowed cell, the last day before the first later period that does not allow
+    it (DAY_OPEN if none); DAY_UNKNOWN where not allowed."""
     allowed = outcome == _ALLOWED
-    until = np.full(shape, DAY_UNKNOWN, dtype=np.int32)
+    until = np.full(outcome.shape, DAY_UNKNOWN, dtype=np.int32)
     until[-1][allowed[-1]] = DAY_OPEN
-    for p in range(n_periods - 2, -1, -1):
+    for p in range(len(bounds) - 2, -1, -1):
         carry = np.where(allowed[p + 1], until[p + 1], bounds[p + 1] - 1)
         until[p] = np.where(allowed[p], carry, DAY_UNKNOWN)
-    phev_rows = [r for r in rev.plug_in_hybrid if r.where.applies_to(zone)]
-    grants = tuple(
+    return until
+
+
+def _compiled_grants(rev: RevisionData, zone: ZoneDef) -> tuple[CompiledGrant, ...]:
+    return tuple(
         CompiledGrant(
             kind=int(g.kind),
             rank=REGISTRATION_RANK[g.kind],
@@ -268,15 +273,36 @@ def compile_zone(rev: RevisionData, zone: ZoneDef) -> CompiledZone:
         for g in rev.grants
         if g.where.applies_to(zone)
     )
+
+
+def compile_zone(rev: RevisionData, zone: ZoneDef) -> CompiledZone:
+    """The lookup tables of one zone."""
+    bounds = np.array([DAY_UNKNOWN, *change_days(rev, zone)], dtype=np.int32)
+    n_periods = len(bounds)
+    shape = (n_periods, N_CLASSES, N_FAMILIES, N_EUROS, N_PHEV)
+    outcome = np.zeros(shape, dtype=np.uint8)
+    reason = np.zeros(shape, dtype=np.uint8)
+    foreign_required = np.zeros(n_periods, dtype=np.bool_)
+    dutch_elsewhere = np.zeros(n_periods, dtype=np.bool_)
+    phev_periods = np.zeros(n_periods, dtype=np.bool_)
+    for p, day in enumerate(bounds.tolist()):
+        rule = foreign_on(rev, zone, day)
+        if rule is not None:
+            foreign_required[p] = rule.registration_required
+            dutch_elsewhere[p] = rule.dutch_checked_elsewhere
+        for c in BASE_CLASSES:
+            phev_periods[p] |= _base_class_period(rev, zone, c, day, outcome[p, c], reason[p, c])
+        _compound_classes(outcome[p], reason[p])
+    phev_rows = [r for r in rev.plug_in_hybrid if r.where.applies_to(zone)]
     return CompiledZone(
         zone=zone,
         bounds=bounds,
         outcome=outcome.ravel(),
         reason=reason.ravel(),
-        until=until.ravel(),
+        until=_allowed_until(outcome, bounds).ravel(),
         foreign_required=foreign_required,
         dutch_elsewhere=dutch_elsewhere,
         phev_limit=(phev_rows[0].max_co2, phev_rows[0].inclusive) if phev_rows else None,
         phev_periods=phev_periods,
-        grants=grants,
+        grants=_compiled_grants(rev, zone),
     )
