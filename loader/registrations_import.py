@@ -9,11 +9,18 @@ The import merges the file's rows with the registrations already in the store (i
 are kept once) and publishes a new snapshot through `StoreBuilder.replace_registrations`: a
 small layer with the new registrations table over the register, which is never copied.
 Importing the same file twice changes nothing but the snapshot id.
+
+Lifecycle (docs/registrations.md): an optional last column `action` says what a row does: `add`
+(the default, and what every row of a file without the column does), `withdraw` (remove the
+registration) or `end` (end it early on `valid_until`). A registration is identified by its
+plate key, zone (or region), kind and `valid_from`. An import applies its additions first, then
+its withdrawals and ends, so it is idempotent: importing it again gives the same content.
 """
 
 from __future__ import annotations
 
 import csv
+import enum
 import io
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,11 +37,23 @@ from lez.plates import normalise, normalise_country
 from lez.registrations import REGISTRATION_DTYPE, Region, RegistrationKind
 from lez.rules import schema
 from lez.rules.catalog import RULE_SUFFIX
-from lez.store.columns import KeyedRecords, group_by_key
+from lez.store.columns import KeyedRecords, empty_table, group_by_key
 from lez.store.reader import open_store
 from lez.store.writer import StoreBuilder, new_snapshot_id, utc_now
 
 COLUMNS: Final = ("plate", "country", "zone", "region", "kind", "valid_from", "valid_until", "euro")
+ACTION_COLUMN: Final = "action"
+"""Optional last column (docs/registrations.md); a file without it only adds."""
+
+
+class Action(enum.IntEnum):
+    """What a row of the file does to the registration it describes."""
+
+    ADD = 0
+    WITHDRAW = 1
+    END = 2
+
+
 REGIONS: Final = {"": Region.NONE, **schema.REGIONS}
 """What the region field may say: a region of the rule tables, or nothing."""
 
@@ -47,6 +66,9 @@ class ImportReport:
     rows_read: int
     rows_new: int  # rows not yet in the store
     rows_already_present: int
+    withdrawn: int  # registrations removed by `withdraw` rows
+    ended: int  # registrations shortened by `end` rows
+    not_found: int  # withdraw/end rows matching no registration (e.g. already withdrawn)
     registrations_total: int
     plates_total: int
     snapshot_id: str
@@ -55,7 +77,9 @@ class ImportReport:
     def __str__(self) -> str:
         return (
             f"registrations imported from {self.file}: {self.rows_read} rows read, "
-            f"{self.rows_new} new, {self.rows_already_present} already present; store now holds "
+            f"{self.rows_new} new, {self.rows_already_present} already present, "
+            f"{self.withdrawn} withdrawn, {self.ended} ended early, {self.not_found} to withdraw "
+            f"or end not found; store now holds "
             f"{self.registrations_total} registrations for {self.plates_total} keys; "
             f"snapshot {self.snapshot_id} published at {self.build_dir}"
         )
@@ -81,8 +105,9 @@ def _zone_names(texts: dict[str, str]) -> dict[str, tuple[int, int]]:
 
 def parse_registrations(
     path: Path, keyer: PlateKeyer, zones: dict[str, tuple[int, int]]
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.void]]:
-    """(keys (m, 16), rows) of a registrations file; raises RegistrationFileError."""
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.void], npt.NDArray[np.uint8]]:
+    """(keys (m, 16), rows, `Action` of each row) of a registrations file; raises
+    RegistrationFileError."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -93,19 +118,38 @@ def parse_registrations(
         raise RegistrationFileError(f"{path}: no header line; expected {','.join(COLUMNS)}")
     header_line, header = data[0]
     names = [h.strip() for h in next(csv.reader([header]))]
-    if names != list(COLUMNS):
-        raise _fail(path, header_line, "header", f"expected exactly {','.join(COLUMNS)}")
+    columns: tuple[str, ...] = (*COLUMNS, ACTION_COLUMN)
+    if names not in (list(COLUMNS), list(columns)):
+        raise _fail(
+            path,
+            header_line,
+            "header",
+            f"expected exactly {','.join(COLUMNS)}, optionally followed by ,{ACTION_COLUMN}",
+        )
+    columns = columns[: len(names)]
     keys: list[bytes] = []
     rows = np.zeros(len(data) - 1, dtype=REGISTRATION_DTYPE)
+    actions = np.zeros(len(data) - 1, dtype=np.uint8)
     for r, (line_no, line) in enumerate(data[1:]):
         values = next(csv.reader(io.StringIO(line)))
-        if len(values) != len(COLUMNS):
-            raise _fail(path, line_no, "*", f"expected {len(COLUMNS)} columns, got {len(values)}")
-        row = dict(zip(COLUMNS, (v.strip() for v in values), strict=True))
+        if len(values) == len(COLUMNS) < len(columns):
+            values.append("")  # the action may be left out: add
+        if len(values) != len(columns):
+            raise _fail(path, line_no, "*", f"expected {len(columns)} columns, got {len(values)}")
+        row = dict(zip(columns, (v.strip() for v in values), strict=True))
+        action = _action(path, line_no, row.get(ACTION_COLUMN, ""))
         keys.append(_key(path, line_no, row, keyer))
-        _fill(path, line_no, row, rows[r : r + 1], zones)
+        _fill(path, line_no, row, rows[r : r + 1], zones, action)
+        actions[r] = action
     key_matrix = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
-    return key_matrix, rows
+    return key_matrix, rows, actions
+
+
+def _action(path: Path, line: int, text: str) -> Action:
+    name = (text or "add").upper()
+    if name not in Action.__members__:
+        raise _fail(path, line, ACTION_COLUMN, "expected add, withdraw, end or empty (add)")
+    return Action[name]
 
 
 def _key(path: Path, line: int, row: dict[str, str], keyer: PlateKeyer) -> bytes:
@@ -126,6 +170,7 @@ def _fill(
     row: dict[str, str],
     out: npt.NDArray[np.void],
     zones: dict[str, tuple[int, int]],
+    action: Action = Action.ADD,
 ) -> None:
     kind_text = row["kind"].upper()
     if kind_text not in RegistrationKind.__members__:
@@ -154,6 +199,10 @@ def _fill(
         start = parse_day(row["valid_from"])
     except ValueError as exc:
         raise _fail(path, line, "valid_from", str(exc)) from None
+    if action == Action.END and not row["valid_until"]:
+        raise _fail(path, line, "valid_until", "an 'end' row gives the new last day")
+    if action == Action.WITHDRAW:
+        row = {**row, "valid_until": "", "euro": ""}  # identified without them
     if row["valid_until"]:
         try:
             end = parse_day(row["valid_until"]) + 1
@@ -163,10 +212,10 @@ def _fill(
             raise _fail(path, line, "valid_until", "before valid_from")
     else:
         end = start + 1 if kind == RegistrationKind.DAY_PASS else DAY_OPEN
-    if kind == RegistrationKind.DAY_PASS and end != start + 1:
+    if kind == RegistrationKind.DAY_PASS and end != start + 1 and action == Action.ADD:
         raise _fail(path, line, "valid_until", "a day pass is valid for one day")
     euro = 0
-    if kind == RegistrationKind.EURO_CORRECTION:
+    if kind == RegistrationKind.EURO_CORRECTION and action != Action.WITHDRAW:
         if not codes.EURO.is_known(row["euro"]):
             raise _fail(path, line, "euro", "a euro-norm correction needs a known DIV euro code")
         euro = codes.EURO.id_of(row["euro"])
@@ -180,16 +229,71 @@ def _fill(
     out["euro"] = euro
 
 
+def row_keys(table: KeyedRecords) -> npt.NDArray[np.uint8]:
+    """The (m, 16) key of every row of a table."""
+    keys = np.empty((len(table.records), 2), dtype=">u8")
+    offsets = table.offsets.astype(np.int64)
+    counts = offsets[1:] - offsets[:-1]
+    keys[:, 0] = np.repeat(table.key_hi, counts)
+    keys[:, 1] = np.repeat(table.key_lo, counts)
+    return keys.view(np.uint8).reshape(-1, KEY_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleCounts:
+    """What the withdraw and end rows of an import did."""
+
+    withdrawn: int = 0
+    ended: int = 0
+    not_found: int = 0
+
+
+def withdraw_and_end(
+    table: KeyedRecords,
+    keys: npt.NDArray[np.uint8],
+    rows: npt.NDArray[np.void],
+    actions: npt.NDArray[np.uint8],
+) -> tuple[KeyedRecords, LifecycleCounts]:
+    """Apply the `withdraw` and `end` rows, in file order, to the registrations `table`.
+
+    A row matches the registrations with its plate key, zone, region, kind and `valid_from`.
+    `withdraw` removes them; `end` moves their end to the row's `valid_until` when that is
+    earlier (it never lengthens one). A row matching nothing is counted, not refused, so that
+    importing a file again (its registrations already withdrawn) is not an error.
+    """
+    todo = np.flatnonzero(actions != Action.ADD)
+    if not len(todo):
+        return table, LifecycleCounts()
+    stored_keys = row_keys(table)
+    records = table.records.copy()
+    keep = np.ones(len(records), dtype=np.bool_)
+    fields = ("zone", "region", "kind", "valid_from")
+    index: dict[tuple[bytes, int, int, int, int], list[int]] = {}
+    for i, ident in enumerate(zip(*(records[f].tolist() for f in fields), strict=True)):
+        index.setdefault((stored_keys[i].tobytes(), *ident), []).append(i)
+    withdrawn = ended = not_found = 0
+    for r in todo.tolist():
+        ident = (keys[r].tobytes(), *(int(rows[f][r]) for f in fields))
+        live = [i for i in index.get(ident, []) if keep[i]]
+        if not live:
+            not_found += 1
+        elif actions[r] == Action.WITHDRAW:
+            keep[live] = False
+            withdrawn += len(live)
+        else:
+            new_end = int(rows["valid_to"][r])
+            shorter = [i for i in live if int(records["valid_to"][i]) > new_end]
+            records["valid_to"][shorter] = new_end
+            ended += len(shorter)
+    merged, _ = merge(empty_table(REGISTRATION_DTYPE), stored_keys[keep], records[keep])
+    return merged, LifecycleCounts(withdrawn=withdrawn, ended=ended, not_found=not_found)
+
+
 def merge(
     existing: KeyedRecords, keys: npt.NDArray[np.uint8], rows: npt.NDArray[np.void]
 ) -> tuple[KeyedRecords, int]:
     """Union of the stored registrations and new rows (identical rows once); (table, new rows)."""
-    old_keys = np.empty((len(existing.records), 2), dtype=">u8")
-    offsets = existing.offsets.astype(np.int64)
-    counts = offsets[1:] - offsets[:-1]
-    old_keys[:, 0] = np.repeat(existing.key_hi, counts)
-    old_keys[:, 1] = np.repeat(existing.key_lo, counts)
-    old_key_bytes = old_keys.view(np.uint8).reshape(-1, KEY_BYTES)
+    old_key_bytes = row_keys(existing)
     pair = np.dtype([("key", "V16"), ("row", "V16")])
 
     def packed(k: npt.NDArray[np.uint8], r: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
@@ -222,8 +326,10 @@ def import_registrations(
             existing = snap.registrations.copy()
     finally:
         reader.close()
-    keys, rows = parse_registrations(path, keyer, _zone_names(texts))
-    table, added = merge(existing, keys, rows)
+    keys, rows, actions = parse_registrations(path, keyer, _zone_names(texts))
+    adding = actions == Action.ADD
+    table, added = merge(existing, keys[adding], rows[adding])
+    table, lifecycle = withdraw_and_end(table, keys, rows, actions)
     new_id = snapshot_id or new_snapshot_id()
     new_meta = replace(
         meta,
@@ -238,7 +344,10 @@ def import_registrations(
         file=str(path),
         rows_read=len(rows),
         rows_new=added,
-        rows_already_present=len(rows) - added,
+        rows_already_present=int(adding.sum()) - added,
+        withdrawn=lifecycle.withdrawn,
+        ended=lifecycle.ended,
+        not_found=lifecycle.not_found,
         registrations_total=len(table.records),
         plates_total=table.size,
         snapshot_id=new_id,
