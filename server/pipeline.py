@@ -401,9 +401,9 @@ def _decide(
     """Look up and decide n items on one snapshot; INVALID rows are forced INVALID."""
     lookup = snap.vehicles_on(items.keys, items.days)
     reg_query, reg_rows = snap.registrations_of(items.keys)
-    c = items.countries
-    belgian = (c[:, 0] == BE[0]) & (c[:, 1] == BE[1])
-    dutch = (c[:, 0] == NL[0]) & (c[:, 1] == NL[1])
+    countries = items.countries
+    belgian = (countries[:, 0] == BE[0]) & (countries[:, 1] == BE[1])
+    dutch = (countries[:, 0] == NL[0]) & (countries[:, 1] == NL[1])
     batch = BatchInput(
         records=lookup.records,
         found=lookup.found,
@@ -437,27 +437,29 @@ def _result_columns(
 ) -> tuple[dict[str, Any], dict[str, bytes] | None]:
     """The DecisionChunk column fields (bytes) for n decisions, and the TechnicalColumns fields
     when `technical` (else the reasons and derived bits are zeros: minimised)."""
-    d = decided.decisions
-    n = len(d.outcome)
+    decisions = decided.decisions
+    n = len(decisions.outcome)
     cols: dict[str, Any] = {
         "count": n,
-        "outcome": _b(d.outcome, "u1"),
-        "allowed_until": _b(d.allowed_until, "<i4"),
-        "euro": _b(np.where(d.outcome == Outcome.COMBINATION_MISMATCH, 0, d.euro), "u1"),
+        "outcome": _b(decisions.outcome, "u1"),
+        "allowed_until": _b(decisions.allowed_until, "<i4"),
+        "euro": _b(
+            np.where(decisions.outcome == Outcome.COMBINATION_MISMATCH, 0, decisions.euro), "u1"
+        ),
     }
     if not technical:
         cols["reason"] = bytes(n)
         cols["derived"] = bytes(n)
         return cols, None
     rec = decided.lookup.records
-    mismatch = d.outcome == Outcome.COMBINATION_MISMATCH
+    mismatch = decisions.outcome == Outcome.COMBINATION_MISMATCH
     if mismatch.any():  # no vehicle data where the combination does not match
         rec = rec.copy()
         rec[mismatch] = empty(int(mismatch.sum()))
-    cols["reason"] = _b(d.reason, "u1")
-    cols["derived"] = _b(d.derived, "u1")
+    cols["reason"] = _b(decisions.reason, "u1")
+    cols["derived"] = _b(decisions.derived, "u1")
     return cols, {
-        "category": _b(d.category, "u1"),
+        "category": _b(decisions.category, "u1"),
         "fuel": _b(rec["fuel"], "u1"),
         "first_registration": _b(rec["first_registration"], "<i4"),
         "max_mass_kg": _b(rec["max_mass"], "<u4"),
