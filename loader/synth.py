@@ -694,56 +694,119 @@ def _fuels(rng: np.random.Generator, cls: I64) -> I64:
 
 def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -> _Veh:
     """Vehicles of the given classes. With `first` None the first registration is drawn from
-    the age model (current vehicles); otherwise fuels are made consistent with `first`."""
-    n = len(cls)
+    the age model (current vehicles); otherwise fuels are made consistent with `first`.
+
+    The steps below run in a fixed order and each draws from `rng` in turn: the order is part
+    of the output definition (same seed, same register)."""
     fuel = _fuels(rng, cls)
     if first is None:
-        mean = np.zeros(n)
-        for code, age in _CAR_AGE.items():
-            mean[(cls == CAR) & (fuel == FU[code])] = age
-        for c, age in _CLASS_AGE.items():
-            mean[cls == c] = age
-        years = _gamma_age(rng, mean)
-        old = cls == OLDTIMER
-        # oldtimers: older than 30 years (modelling choice), spread back to 1970
-        oldest = (end[old] - _FIRST_DAY) / _YEAR - 0.1
-        years[old] = 30.2 + rng.random(int(old.sum())) * np.maximum(oldest - 30.2, 0)
-        first = end - (years * _YEAR).astype(np.int64) - 1
-        too_old = first < _FIRST_DAY
-        first[too_old] = _FIRST_DAY + (rng.random(int(too_old.sum())) * 15 * _YEAR).astype(np.int64)
+        first = _drawn_first_registration(rng, cls, fuel, end)
     first = np.minimum(first, end - 1)
     # young technologies: no electric car before 2011, no hybrid before 2000 (modelling choice)
     ev = (fuel == FU["04"]) | (fuel == FU["09"])
     hyb = np.isin(fuel, (FU["07"], FU["08"], FU["12"]))
     fuel[ev & (first < _d(2011))] = FU["01"]
     fuel[hyb & (first < _d(2000))] = FU["01"]
-    year = 1970 + (first - _FIRST_DAY) / _YEAR
+    d = _Draft.start(rng, cls, fuel)
+    _passenger_cars(d)
+    _vans(d)
+    _trucks(d)
+    _buses(d)
+    _tractors_and_machinery(d)
+    _two_wheelers(d)
+    _trailers(d)
+    return _finished(d, first)
 
-    cat = np.full(n, _NONE, dtype=np.int64)
-    kind = np.full(n, _NONE, dtype=np.int64)
-    body = np.full(n, B["01"], dtype=np.int64)
-    max_mass = np.zeros(n, dtype=np.int64)
-    seats = np.full(n, _NONE, dtype=np.int64)
-    power = np.zeros(n, dtype=np.int64)
-    run_ratio = np.full(n, 0.72)
-    u = rng.random(n)
-    norm = rng.standard_normal(n)
 
-    def kinds(mask: Bool, choices: tuple[tuple[str, float], ...]) -> None:
+@dataclass(slots=True)
+class _Draft:
+    """A batch of vehicles being filled in class by class (vocabulary indices, -1 blank)."""
+
+    rng: np.random.Generator
+    cls: I64
+    fuel: I64
+    cat: I64
+    kind: I64
+    body: I64
+    max_mass: I64
+    seats: I64
+    power: I64
+    run_ratio: F64
+    u: F64  # one uniform draw per vehicle, shared by the class steps
+    norm: F64
+
+    @classmethod
+    def start(cls, rng: np.random.Generator, classes: I64, fuel: I64) -> _Draft:
+        n = len(classes)
+        return cls(
+            rng=rng,
+            cls=classes,
+            fuel=fuel,
+            cat=np.full(n, _NONE, dtype=np.int64),
+            kind=np.full(n, _NONE, dtype=np.int64),
+            body=np.full(n, B["01"], dtype=np.int64),
+            max_mass=np.zeros(n, dtype=np.int64),
+            seats=np.full(n, _NONE, dtype=np.int64),
+            power=np.zeros(n, dtype=np.int64),
+            run_ratio=np.full(n, 0.72),
+            u=rng.random(n),
+            norm=rng.standard_normal(n),
+        )
+
+    @property
+    def m1(self) -> Bool:
+        m1 = np.isin(self.cls, (CAR, OLDTIMER)) | ((self.cls == SPECIAL) & (self.u < 0.55))
+        return np.asarray(m1, dtype=np.bool_)
+
+    @property
+    def van(self) -> Bool:
+        van = (self.cls == VAN) | ((self.cls == SPECIAL) & (self.u >= 0.55) & (self.u < 0.62))
+        return np.asarray(van, dtype=np.bool_)
+
+    @property
+    def m2(self) -> Bool:
+        return np.asarray((self.cls == BUS) & (self.u < 0.2), dtype=np.bool_)
+
+    def kinds(self, mask: Bool, choices: tuple[tuple[str, float], ...]) -> None:
         p = np.array([w for _, w in choices])
         vocab = np.array([K[c] for c, _ in choices])
-        kind[mask] = vocab[rng.choice(len(p), size=int(mask.sum()), p=p / p.sum())]
+        self.kind[mask] = vocab[self.rng.choice(len(p), size=int(mask.sum()), p=p / p.sum())]
 
-    def bodies(mask: Bool, choices: tuple[tuple[str, float], ...]) -> None:
+    def bodies(self, mask: Bool, choices: tuple[tuple[str, float], ...]) -> None:
         p = np.array([w for _, w in choices])
         vocab = np.array([B[c] for c, _ in choices])
-        body[mask] = vocab[rng.choice(len(p), size=int(mask.sum()), p=p / p.sum())]
+        self.body[mask] = vocab[self.rng.choice(len(p), size=int(mask.sum()), p=p / p.sum())]
 
-    def ints(mask: Bool, lo: float, hi: float, arr: I64) -> None:
-        arr[mask] = (lo + rng.random(int(mask.sum())) * (hi - lo)).astype(np.int64)
+    def ints(self, mask: Bool, lo: float, hi: float, arr: I64) -> None:
+        arr[mask] = (lo + self.rng.random(int(mask.sum())) * (hi - lo)).astype(np.int64)
 
+
+def _drawn_first_registration(rng: np.random.Generator, cls: I64, fuel: I64, end: I64) -> I64:
+    """First registration from the age model (modelling choice: gamma ages by class/fuel)."""
+    n = len(cls)
+    mean = np.zeros(n)
+    for code, age in _CAR_AGE.items():
+        mean[(cls == CAR) & (fuel == FU[code])] = age
+    for c, age in _CLASS_AGE.items():
+        mean[cls == c] = age
+    years = _gamma_age(rng, mean)
+    old = cls == OLDTIMER
+    # oldtimers: older than 30 years (modelling choice), spread back to 1970
+    oldest = (end[old] - _FIRST_DAY) / _YEAR - 0.1
+    years[old] = 30.2 + rng.random(int(old.sum())) * np.maximum(oldest - 30.2, 0)
+    first = end - (years * _YEAR).astype(np.int64) - 1
+    too_old = first < _FIRST_DAY
+    first[too_old] = _FIRST_DAY + (rng.random(int(too_old.sum())) * 15 * _YEAR).astype(np.int64)
+    return first
+
+
+def _passenger_cars(d: _Draft) -> None:
+    """M1: cars, oldtimers and the car-like special vehicles."""
+    rng, cls, norm = d.rng, d.cls, d.norm
+    cat, max_mass, seats, power = d.cat, d.max_mass, d.seats, d.power
+    kinds, bodies = d.kinds, d.bodies
+    m1 = d.m1
     # Masses (kg), seats (incl. driver), power (kW): plausible ranges, a modelling choice.
-    m1 = np.isin(cls, (CAR, OLDTIMER)) | ((cls == SPECIAL) & (u < 0.55))
     cat[m1] = C["M1"]
     kinds(
         m1 & (cls != SPECIAL),
@@ -757,7 +820,13 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
     power[m1] = np.clip(rng.lognormal(np.log(85), 0.38, int(m1.sum())), 30, 450).astype(np.int64)
     bodies(m1, (("01", 0.97), ("02", 0.025), ("07", 0.005)))
 
-    van = (cls == VAN) | ((cls == SPECIAL) & (u >= 0.55) & (u < 0.62))
+
+def _vans(d: _Draft) -> None:
+    """N1: vans and the van-like special vehicles."""
+    rng, cls, u = d.rng, d.cls, d.u
+    cat, max_mass, seats, power, run_ratio = d.cat, d.max_mass, d.seats, d.power, d.run_ratio
+    kinds, bodies, ints = d.kinds, d.bodies, d.ints
+    van = d.van
     cat[van] = C["N1"]
     kinds(van & (cls == VAN), (("CT", 0.97), ("XC", 0.02), ("AZ", 0.01)))
     kinds(van & (cls == SPECIAL), (("AZ", 1.0),))
@@ -767,6 +836,20 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
     ints(van, 60, 140, power)
     bodies(van, (("01", 0.5), ("03", 0.4), ("02", 0.1)))
 
+
+def _trucks(d: _Draft) -> None:
+    """N2 and N3: trucks, road tractors and heavy special vehicles."""
+    cls, u = d.cls, d.u
+    cat, kind, body, max_mass, seats, power, run_ratio = (
+        d.cat,
+        d.kind,
+        d.body,
+        d.max_mass,
+        d.seats,
+        d.power,
+        d.run_ratio,
+    )
+    bodies, ints = d.bodies, d.ints
     n2 = cls == TRUCK_N2
     cat[n2] = C["N2"]
     kind[n2] = K["XL"]
@@ -785,8 +868,21 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
     bodies(heavy_goods, (("03", 0.4), ("02", 0.25), ("05", 0.15), ("04", 0.1), ("99", 0.1)))
     body[cls == ROAD_TRACTOR] = B["99"]
 
+
+def _buses(d: _Draft) -> None:
+    """M2 and M3."""
+    cls = d.cls
+    cat, kind, max_mass, seats, power, run_ratio = (
+        d.cat,
+        d.kind,
+        d.max_mass,
+        d.seats,
+        d.power,
+        d.run_ratio,
+    )
+    bodies, ints = d.bodies, d.ints
+    m2 = d.m2
     bus = cls == BUS
-    m2 = bus & (u < 0.2)
     m3 = bus & ~m2
     cat[m2] = C["M2"]
     cat[m3] = C["M3"]
@@ -799,6 +895,20 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
     bodies(bus, (("06", 0.95), ("07", 0.05)))
     run_ratio[bus] = 0.6
 
+
+def _tractors_and_machinery(d: _Draft) -> None:
+    """Agricultural tractors (T) and other machinery (OTHER)."""
+    rng, cls, u = d.rng, d.cls, d.u
+    cat, kind, body, max_mass, seats, power, run_ratio = (
+        d.cat,
+        d.kind,
+        d.body,
+        d.max_mass,
+        d.seats,
+        d.power,
+        d.run_ratio,
+    )
+    ints = d.ints
     tr = cls == AGRI_TRACTOR
     cat[tr] = C["T"]
     kind[tr] = K["XT"]
@@ -817,6 +927,20 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
     body[other] = B["99"]
     run_ratio[other] = 0.8
 
+
+def _two_wheelers(d: _Draft) -> None:
+    """Motorcycles (L3-L7, old ones among the oldtimers) and mopeds (L1)."""
+    rng, cls, u, fuel = d.rng, d.cls, d.u, d.fuel
+    cat, kind, body, max_mass, seats, power, run_ratio = (
+        d.cat,
+        d.kind,
+        d.body,
+        d.max_mass,
+        d.seats,
+        d.power,
+        d.run_ratio,
+    )
+    ints = d.ints
     moto = cls == MOTORCYCLE
     old_moto = (cls == OLDTIMER) & (u < 0.08)
     moto_all = moto | old_moto
@@ -841,6 +965,13 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
     body[mop] = B["99"]
     run_ratio[mop] = 0.5
 
+
+def _trailers(d: _Draft) -> None:
+    """Trailers (O1-O4)."""
+    rng, cls = d.rng, d.cls
+    cat, kind, max_mass, power, run_ratio = d.cat, d.kind, d.max_mass, d.power, d.run_ratio
+    kinds, bodies = d.kinds, d.bodies
+    n = len(cls)
     trl = cls == TRAILER
     o = rng.choice(4, n, p=[0.15, 0.62, 0.08, 0.15])
     cat[trl] = np.array([C["O1"], C["O2"], C["O3"], C["O4"]])[o[trl]]
@@ -853,27 +984,26 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
     power[trl] = _NONE
     run_ratio[trl] = 0.3
 
+
+def _finished(d: _Draft, first: I64) -> _Veh:
+    """Running mass, CO2, euro norm and the deliberate gaps; the finished vehicles."""
+    rng, cls, fuel = d.rng, d.cls, d.fuel
+    cat, kind, body, max_mass, seats, power, run_ratio = (
+        d.cat,
+        d.kind,
+        d.body,
+        d.max_mass,
+        d.seats,
+        d.power,
+        d.run_ratio,
+    )
+    m1 = d.m1
+    n = len(cls)
     running = (max_mass * run_ratio * (1 + 0.05 * rng.standard_normal(n))).astype(np.int64)
     bev = fuel == FU["04"]
     max_mass[m1 & bev] = np.minimum(max_mass[m1 & bev] + 300, 3500)
     power[bev & m1] = np.clip(power[bev & m1] * 1.6, 60, 500).astype(np.int64)
-
-    # CO2 (g/km) for light vehicles registered since 2001; blank before (modelling choice).
-    light = m1 | van | m2
-    co2 = np.full(n, _NONE, dtype=np.int64)
-    base = np.full(n, 150.0)
-    base[fuel == FU["02"]] = 140
-    base[np.isin(fuel, (FU["06"], FU["15"]))] = 125
-    phev = np.isin(fuel, (FU["07"], FU["08"])) & (rng.random(n) < 0.45)  # modelling choice
-    base[np.isin(fuel, (FU["07"], FU["08"], FU["12"]))] = 110
-    base[phev] = 40
-    base[van] += 40
-    trend = np.clip(year - 2001, 0, None) * 2.2
-    value = np.clip(base - trend * (base > 60) + 18 * rng.standard_normal(n), 60, 400)
-    value[phev] = np.clip(40 + 10 * rng.standard_normal(int(phev.sum())), 18, 75)
-    has_co2 = light & (first >= _d(2001))
-    co2[has_co2] = value[has_co2].astype(np.int64)
-    co2[light & np.isin(fuel, (FU["04"], FU["09"]))] = 0
+    co2 = _co2(d, first)
 
     euro = _euro(rng, cls, cat, fuel, first, running)
     electric = np.where(np.isin(fuel, (FU["04"], FU["07"], FU["08"], FU["12"])), 1, 0)
@@ -900,6 +1030,29 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
         first=first,
         electric=electric.astype(np.int64),
     )
+
+
+def _co2(d: _Draft, first: I64) -> I64:
+    """CO2 (g/km) for light vehicles registered since 2001; blank before (modelling choice)."""
+    rng, fuel, n = d.rng, d.fuel, len(d.cls)
+    m1, van, m2 = d.m1, d.van, d.m2
+    year = 1970 + (first - _FIRST_DAY) / _YEAR
+    light = m1 | van | m2
+    co2 = np.full(n, _NONE, dtype=np.int64)
+    base = np.full(n, 150.0)
+    base[fuel == FU["02"]] = 140
+    base[np.isin(fuel, (FU["06"], FU["15"]))] = 125
+    phev = np.isin(fuel, (FU["07"], FU["08"])) & (rng.random(n) < 0.45)  # modelling choice
+    base[np.isin(fuel, (FU["07"], FU["08"], FU["12"]))] = 110
+    base[phev] = 40
+    base[van] += 40
+    trend = np.clip(year - 2001, 0, None) * 2.2
+    value = np.clip(base - trend * (base > 60) + 18 * rng.standard_normal(n), 60, 400)
+    value[phev] = np.clip(40 + 10 * rng.standard_normal(int(phev.sum())), 18, 75)
+    has_co2 = light & (first >= _d(2001))
+    co2[has_co2] = value[has_co2].astype(np.int64)
+    co2[light & np.isin(fuel, (FU["04"], FU["09"]))] = 0
+    return co2
 
 
 def _euro(rng: np.random.Generator, cls: I64, cat: I64, fuel: I64, first: I64, running: I64) -> I64:
