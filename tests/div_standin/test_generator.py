@@ -157,6 +157,9 @@ def test_manifest_lists_days_and_hashes(generated: GenerationResult) -> None:
     day0 = manifest["days"][0]
     assert (generated.feed_dir / day0["file"]).is_file()
     assert json.dumps(manifest).count("seconds") == 0  # timings would break byte-identity
+    plates = {i["plate"] for day in _days(generated) for i in day}
+    text = (generated.feed_dir / feed.MANIFEST).read_text()
+    assert not [p for p in plates if f'"{p}"' in text], "a plate in the manifest"
 
 
 def test_start_must_follow_the_extract(extract: Path, tmp_path: Path) -> None:

@@ -148,14 +148,17 @@ def _arm(client: httpx.Client, *faults: dict[str, object]) -> list[dict[str, obj
     return list(answer.json()["faults"])
 
 
-def test_status_faults_for_the_next_requests(standin: Running, generated: GenerationResult) -> None:
+@pytest.mark.parametrize("status", ["500", "502", "503", "504"])
+def test_status_faults_for_the_next_requests(
+    standin: Running, generated: GenerationResult, status: str
+) -> None:
     date, _ = _day(generated)
     with standin.client() as client:
-        assert _arm(client, {"kind": "503", "count": 2}) == [{"kind": "503", "count": 2}]
+        assert _arm(client, {"kind": status, "count": 2}) == [{"kind": status, "count": 2}]
         codes = [
             client.get(f"{LIST}transactions", params={"date": date}).status_code for _ in range(3)
         ]
-        assert codes == [503, 503, 200]
+        assert codes == [int(status), int(status), 200]
         assert client.get("/_standin/faults").json()["faults"] == []
 
 
