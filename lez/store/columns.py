@@ -115,9 +115,12 @@ class KeyedRecords:
             return -1
         hi = int.from_bytes(key[:8], "big")
         lo = int.from_bytes(key[8:], "big")
-        starts = self.buckets()
-        bucket = hi >> (64 - BUCKET_BITS)
-        first, end = int(starts[bucket]), int(starts[bucket + 1])
+        if self.bucket_starts is None:  # no index (a merged or small table): search it whole
+            first = int(np.searchsorted(self.key_hi, np.uint64(hi), side="left"))
+            end = int(np.searchsorted(self.key_hi, np.uint64(hi), side="right"))
+        else:
+            bucket = hi >> (64 - BUCKET_BITS)
+            first, end = int(self.bucket_starts[bucket]), int(self.bucket_starts[bucket + 1])
         # a bucket holds ~8 keys at 8M plates: bisect its high halves as Python ints, then walk
         # the equal ones (a 64-bit prefix collision is rare but legal; equal high halves never
         # straddle a bucket)
@@ -132,9 +135,12 @@ class KeyedRecords:
     def _bucket_bounds(
         self, hi: npt.NDArray[np.uint64]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Search range [lower, upper) in `key_hi` for each query, from the bucket index."""
+        """Search range [lower, upper) in `key_hi` for each query, from the bucket index (a
+        table without one, merged or small, is searched whole: no index to build first)."""
+        if self.bucket_starts is None:
+            return np.zeros(len(hi), dtype=np.int64), np.full(len(hi), self.size, dtype=np.int64)
         bucket = (hi >> np.uint64(64 - BUCKET_BITS)).astype(np.int64)
-        starts = self.buckets()
+        starts = self.bucket_starts
         return starts[bucket], starts[bucket + 1]
 
     def buckets(self) -> npt.NDArray[np.int64]:
@@ -384,7 +390,15 @@ def range_bounds(
     """(first, end) key index of each of `parts` equal ranges of the high key half."""
     if not 1 <= parts <= 2**BUCKET_BITS or parts & (parts - 1):
         raise ValueError(f"parts must be a power of two from 1 to {2**BUCKET_BITS}, got {parts}")
-    starts = table.buckets()[:: 2**BUCKET_BITS // parts]
+    if table.bucket_starts is not None:
+        starts = table.bucket_starts[:: 2**BUCKET_BITS // parts]
+    else:
+        edges = np.zeros(0, dtype=np.uint64)
+        if parts > 1:
+            shift = np.uint64(64 - (parts.bit_length() - 1))
+            edges = np.arange(1, parts, dtype=np.uint64) << shift
+        inner = np.searchsorted(table.key_hi, edges).astype(np.int64)
+        starts = np.concatenate([[0], inner, [table.size]]).astype(np.int64)
     return starts[:-1], starts[1:]
 
 
