@@ -50,8 +50,10 @@ def _random_keys(rng: np.random.Generator, n: int) -> list[bytes]:
     """Random 16-byte keys, a few sharing their high half with another (64-bit prefix
     collisions, rare in real HMAC keys but legal)."""
     raw = rng.integers(0, 256, size=(n, KEY_BYTES), dtype=np.uint8)
-    twins = rng.choice(n, size=min(n // 20, n - 1), replace=False) if n > 1 else np.zeros(0)
-    for i in twins.tolist():
+    twins: list[int] = (
+        rng.choice(n, size=min(n // 20, n - 1), replace=False).tolist() if n > 1 else []
+    )
+    for i in twins:
         raw[i, :8] = raw[(i + 1) % n, :8]
     return [bytes(row) for row in raw]
 
