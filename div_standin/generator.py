@@ -53,6 +53,7 @@ from div_standin.register import (
 )
 from lez.days import from_day, to_day
 from lez.errors import StandinError
+from lez.plates import PLATE_WIDTH
 from loader import synth
 
 I64 = npt.NDArray[np.int64]
@@ -122,8 +123,8 @@ def generate(
     earlier feed there). See the module docstring for the mix and the planted transactions."""
     if days < 1:
         raise StandinError(f"--days must be at least 1 (got {days})")
-    if bad_per_day < 0 or (per_day is not None and per_day < 1):
-        raise StandinError("--per-day must be at least 1 and --bad-per-day at least 0")
+    if bad_per_day < 0 or (per_day is not None and per_day < 1) or seed < 0:
+        raise StandinError("--per-day must be at least 1, --bad-per-day and --seed at least 0")
     started = time.perf_counter()
     register = read_register(extract)
     read_seconds = time.perf_counter() - started
@@ -189,12 +190,16 @@ class _FreshPlates:
         while len(pending):
             issued = np.full(len(pending), day, np.int32)
             series = synth.choose_series(rng, cls[pending], issued, day)
-            texts = synth.written_plates(series, self.perms, self.offsets).view("S10").ravel()
-            keys = [(feed.normalised_plate(t.decode()) or "").encode() for t in texts.tolist()]
+            try:
+                matrix = synth.written_plates(series, self.perms, self.offsets)
+            except ValueError as exc:  # a plate series used up: too many new plates
+                raise StandinError(f"{exc}; generate fewer days or a smaller volume") from None
+            texts: list[bytes] = matrix.view(f"S{PLATE_WIDTH}").ravel().tolist()
+            keys = [(feed.normalised_plate(t.decode()) or "").encode() for t in texts]
             taken = self.register.are_taken(keys)
             retry = []
             for at, text, key, s, used in zip(
-                pending.tolist(), texts.tolist(), keys, series.tolist(), taken.tolist(), strict=True
+                pending.tolist(), texts, keys, series.tolist(), taken.tolist(), strict=True
             ):
                 if not key or used or key in chosen:
                     retry.append(at)
