@@ -7,10 +7,12 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Final
 
 from lez.errors import LezError
+from lez.store.compaction import DEFAULT_COMPACTION
 from loader.config import (
     DEFAULT_MAX_REJECT_SHARE,
     DEFAULT_RETENTION_DAYS,
@@ -30,6 +32,7 @@ examples:
   lez-loader sync --store var/store --key var/keys/hmac.key --div-url https://localhost:8443 \\
       --div-ca certs/ca.pem --div-cert certs/client.pem --div-key certs/client.key
   lez-loader reconcile extract.csv --store var/store --key var/keys/hmac.key --report diff.json
+  lez-loader compact --store var/store
   lez-loader info --store var/store
 
 Environment: LEZ_KEY_FILE, LEZ_STORE, LEZ_RULES set the defaults of --key, --out/--store, --rules;
@@ -103,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _sync_parser(sub)
     _reconcile_parser(sub)
+    _compact_parser(sub)
 
     inf = sub.add_parser("info", help="show what the published store holds")
     _store_arg(inf, "--store")
@@ -416,6 +420,61 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 0 if result.equal else 1
 
 
+def _compact_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cp = sub.add_parser(
+        "compact",
+        help="fold the published layer of daily changes into a new base build",
+        description="Write the published snapshot (a base plus its layer of daily changes) as "
+        "a new base build, exactly as a fresh build of the same data, and publish it "
+        "atomically; running servers switch to it like to any new build. A store whose "
+        "published build is already a base is left as it is. Without --force, compacts only "
+        "when the compaction policy says so (see --max-layer-keys, --max-layer-share).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _store_arg(cp, "--store")
+    cp.add_argument(
+        "--max-layer-keys",
+        type=int,
+        default=DEFAULT_COMPACTION.max_layer_keys,
+        help="policy: compact when the layer holds more keys than this",
+    )
+    cp.add_argument(
+        "--max-layer-share",
+        type=float,
+        default=DEFAULT_COMPACTION.max_layer_share,
+        help="policy: compact when the layer's keys exceed this share of the plates",
+    )
+    cp.add_argument("--force", action="store_true", help="compact whatever the policy says")
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from lez.store import CompactionPolicy, StoreBuilder, needs_compaction
+    from lez.store.reader import current_build, read_meta
+
+    meta = read_meta(current_build(args.store))
+    if not meta.is_layer:
+        print(f"snapshot {meta.snapshot_id} is a base build: nothing to compact")
+        return 0
+    policy = CompactionPolicy(
+        max_layer_keys=args.max_layer_keys, max_layer_share=args.max_layer_share
+    )
+    if not args.force and not needs_compaction(meta, policy):
+        print(
+            f"snapshot {meta.snapshot_id}: layer of {meta.layer_keys:,} keys over "
+            f"{meta.plates:,} plates is within the policy; nothing done (--force compacts)"
+        )
+        return 0
+    started = time.perf_counter()
+    build = StoreBuilder(args.store).compact(progress=ProgressBar())
+    new = read_meta(build)
+    print(
+        f"published base {new.snapshot_id} ({new.plates:,} plates, {new.versions:,} versions) "
+        f"folding layer {meta.snapshot_id} ({meta.layer_keys:,} keys) in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    return 0
+
+
 _COMMANDS = {
     "keygen": _keygen,
     "synth": _synth,
@@ -423,6 +482,7 @@ _COMMANDS = {
     "registrations": _registrations,
     "sync": _sync,
     "reconcile": _reconcile,
+    "compact": _compact,
     "info": _info,
 }
 
