@@ -7,6 +7,10 @@ current `ServedSnapshot` and keeps it to the end, so it finishes on the snapshot
 opened, checked (format, key id), its catalog loaded and its pages warmed off the event loop,
 and only then swapped in. The previous build is closed when its last lease ends. No call fails
 during the switch: there is always a complete `ServedSnapshot` to lease.
+
+A published build may be a layer of daily changes over a base (`lez.store.layout`): the reader
+opens the base with it, and consecutive layers over one base share its open, indexed and
+warmed environment (`LmdbReader`), so switching to the next day's layer costs only the layer.
 """
 
 from __future__ import annotations
