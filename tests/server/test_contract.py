@@ -51,6 +51,7 @@ LOADER_ONLY: set[type[errors.LezError]] = {
     errors.RuleTableError,
     errors.RegistrationFileError,
     errors.StoreChangeError,
+    errors.StandinError,  # the development DIV stand-in's (lez-div), never the server's
 }
 """Errors of the loader's own files: no call can raise them, so the INTERNAL fallback is right."""
 
