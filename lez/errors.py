@@ -201,3 +201,9 @@ class ServerStartRefused(LezError):
     audit directory."""
 
     code = "server_start_refused"
+
+
+class SyncBusy(LezError):
+    """Another `lez-loader sync` holds the store's sync lock; one sync at a time."""
+
+    code = "sync_busy"

@@ -374,7 +374,7 @@ def _sync(args: argparse.Namespace) -> int:
 
     try:
         result = run_sync(settings, progress=ProgressBar(), on_day=on_day)
-    except LezError as exc:
+    except (LezError, OSError) as exc:
         print(f"lez-loader sync: {exc}", file=sys.stderr)
         print(
             "lez-loader sync: stopped; the published store holds the last complete day",

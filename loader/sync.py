@@ -24,13 +24,15 @@ the operator's view. No plate in clear reaches the store, the checkpoint, a repo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -40,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lez.days import to_day
-from lez.errors import FeedError
+from lez.errors import FeedError, StoreNotReady, SyncBusy
 from lez.keys import KEY_BYTES, PlateKeyer, load_key
 from lez.store import StoreBuilder
 from lez.store.columns import KeyedRecords, group_by_key
@@ -57,6 +59,7 @@ from loader.retention import purge_changes
 
 CHECKPOINT_NAME: Final = "sync-checkpoint.json"
 """Default checkpoint file, in the store root beside `builds/` (never inside a build)."""
+LOCK_NAME: Final = "sync.lock"
 CRASH_HOOK: Final = "LEZ_SYNC_CRASH_AT"
 """Test hook: `page:N`, `before-publish`, `after-publish` or `before-compact` makes the sync
 SIGKILL itself there (the kill-and-resume tests); unset in production."""
@@ -145,7 +148,10 @@ def run_sync(
     say = log or (lambda line: print(line, file=sys.stderr))
     keyer = load_key(settings.key_file)
     report = SyncReport()
-    with FeedClient(settings.feed, transport=transport, wait=wait, log=say) as client:
+    with (
+        _sync_lock(settings.store_root),
+        FeedClient(settings.feed, transport=transport, wait=wait, log=say) as client,
+    ):
         while True:
             reader = open_store(settings.store_root, expected_key_id=keyer.key_id)
             try:
@@ -301,6 +307,23 @@ def _current_versions(
     key_matrix = unique.view(np.uint8).reshape(-1, KEY_BYTES)
     query, rows = vehicle_rows(key_matrix)
     return group_by_key(key_matrix[query], np.array(rows, dtype=VEHICLE_DTYPE))
+
+
+@contextlib.contextmanager
+def _sync_lock(store_root: Path) -> Iterator[None]:
+    """Hold STORE/sync.lock (an advisory `flock`, released when the process ends, even killed):
+    two syncs at once would fetch the same day into one checkpoint."""
+    if not store_root.is_dir():
+        raise StoreNotReady(f"no store at {store_root}; build one with `lez-loader build`")
+    path = store_root / LOCK_NAME
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SyncBusy(
+                f"another sync is running on {store_root} (it holds {path}); wait for it"
+            ) from None
+        yield
 
 
 def _crash_point(name: str) -> None:

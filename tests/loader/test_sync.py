@@ -9,6 +9,7 @@ again; no plate the feed sent appears in the store, the checkpoint or the output
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 from lez import plates
 from lez.days import parse_day
 from lez.decision import BatchInput, Outcome
+from lez.errors import SyncBusy
 from lez.keys import PlateKeyer
 from lez.rules import evaluate, load_catalog
 from lez.store import open_store
@@ -30,7 +32,7 @@ from loader.build import build_store
 from loader.config import LoaderConfig
 from loader.feed import DETAIL_FIELDS, FeedSettings, no_wait
 from loader.reconcile import reconcile
-from loader.sync import CHECKPOINT_NAME, SyncSettings, run_sync
+from loader.sync import CHECKPOINT_NAME, LOCK_NAME, SyncSettings, run_sync
 from tests.support.extracts import row, write_extract
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -365,3 +367,12 @@ def _content(root: Path) -> tuple[bytes, bytes, bytes, bytes, str]:
             )
     finally:
         reader.close()
+
+
+def test_one_sync_at_a_time(store: Path, key_file: Path) -> None:
+    with (store / LOCK_NAME).open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SyncBusy, match="another sync is running"):
+            _sync(store, key_file, ScriptedFeed(FEED))
+    report, _ = _sync(store, key_file, ScriptedFeed(FEED))  # released: it runs
+    assert len(report.days) == 3
