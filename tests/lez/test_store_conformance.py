@@ -1,8 +1,10 @@
-"""One contract, two readers: the LMDB store and the in-memory reader answer alike."""
+"""One contract, three readers: an LMDB base build, an LMDB layer over a base holding other data,
+and the in-memory reader answer alike."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ from lez.days import DAY_OPEN
 from lez.keys import PlateKeyer
 from lez.registrations import REGISTRATION_DTYPE, RegistrationKind
 from lez.store import StoreBuilder, StoreMeta, group_by_key, open_store
-from lez.store.columns import sort_by_key
+from lez.store.columns import empty_table, sort_by_key
 from lez.store.memory import MemoryReader
+from lez.store.overlay import overlay
 
 PLATES = ["1ABC234", "2XYZ999", "GABC123", "JAN2"]
 
@@ -64,16 +67,40 @@ def _data(keyer: PlateKeyer) -> tuple[StoreMeta, Any, Any]:
     return meta, vehicles, registrations
 
 
-@pytest.fixture(params=["lmdb", "memory"])
+def _layered(root: Path, keyer: PlateKeyer, meta: StoreMeta, vehicles: Any, regs: Any) -> None:
+    """Publish the same data as a base holding other data plus a layer of changes: plates 0 and
+    1 replaced, 2 and 3 added, one plate removed, the registrations replaced."""
+    stale = vehicle.empty(3)
+    stale["valid_from"] = [5, 6, 7]
+    stale["euro"] = 1
+    base = group_by_key(_keys(keyer, [PLATES[0], PLATES[1], "GONE1"]), stale)
+    builder = StoreBuilder(root)
+    builder.build(
+        meta=replace(meta, snapshot_id="base", plates=3, versions=3, registrations=0),
+        vehicles=base,
+        registrations=empty_table(REGISTRATION_DTYPE),
+        rulesets={"r1": "text"},
+    )
+    gone = group_by_key(_keys(keyer, ["GONE1"]), vehicle.empty(1))
+    removal = replace(gone, offsets=np.zeros(2, dtype=np.uint64), records=vehicle.empty(0))
+    changes = overlay(vehicles, removal, keep_empty=True)
+    builder.publish_changes(changes, meta=meta, registrations=regs)
+
+
+@pytest.fixture(params=["lmdb", "lmdb-layered", "memory"])
 def reader(request: pytest.FixtureRequest, keyer: PlateKeyer, tmp_path: Path) -> Iterator[Any]:
     meta, vehicles, registrations = _data(keyer)
     if request.param == "memory":
         yield MemoryReader(meta, vehicles, registrations, {"r1": "text"})
         return
-    StoreBuilder(tmp_path / "store").build(
-        meta=meta, vehicles=vehicles, registrations=registrations, rulesets={"r1": "text"}
-    )
+    if request.param == "lmdb-layered":
+        _layered(tmp_path / "store", keyer, meta, vehicles, registrations)
+    else:
+        StoreBuilder(tmp_path / "store").build(
+            meta=meta, vehicles=vehicles, registrations=registrations, rulesets={"r1": "text"}
+        )
     r = open_store(tmp_path / "store", expected_key_id=keyer.key_id)
+    assert r.meta.is_layer == (request.param == "lmdb-layered")
     yield r
     r.close()
 
