@@ -9,10 +9,10 @@ SHA-256 the record holds. Never a plate. Each record carries the hash of the pre
 reordering a record (or a sidecar) breaks the chain, and an editor without the audit secret
 cannot recompute it. Signed checkpoints of the chain head (`server.audit_checkpoints`), written
 by a background thread after a file's first record, then every `checkpoint_every_records`
-records or `checkpoint_every_s` seconds, and when the file is opened and closed, catch what a chain alone cannot: records cut off the
-end, an emptied file. `server.audit_verify` checks both. Records written before the chain was
-keyed (no `chain` field, a plain SHA-256 `hash`) are continued by keyed records, which anchor
-them.
+records or `checkpoint_every_s` seconds, and when the file is opened and closed, catch what a
+chain alone cannot: records cut off the end, an emptied file. `server.audit_verify` checks
+both. Records written before the chain was keyed (no `chain` field, a plain SHA-256 `hash`) are
+continued by keyed records, which anchor them.
 
 A record is written and fsynced before the call's answer completes: one write per call, never
 one per pair, and no other sync on that path (checkpoints are synced by their own thread).

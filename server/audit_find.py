@@ -7,11 +7,11 @@ inline (`keys`: hex strings, small calls such as a unary `Check`) or in a sideca
 16-byte keys (`keys_file`, big calls such as `CheckStream`). So a search is two scans, both
 without parsing every record:
 
-- each audit file is memory-mapped and searched for the key's hex text (a byte search); only
-  the lines that contain it are parsed;
 - each sidecar is read as one NumPy array of little-endian uint64 halves and compared with the
-  key's two halves (vectorised: one pass over the key column); a hit names its record by the
-  sidecar's file name, found in the audit file by the same byte search.
+  key's two halves (vectorised: one pass over the key column);
+- each audit file is memory-mapped and searched, up to its zero padding, for the key's hex text
+  (a byte search), then, if some sidecars held the key, for the records' `keys_file` fields:
+  only the lines of the records found are parsed.
 
 A year at 1.5 M pairs a day is about 8.8 GB of sidecar keys; `bench/audit_find_bench.py`
 measures the scan. Filters (zone, from/to day) apply to the records found. The outcome of a
@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import mmap
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from lez.plates import normalise
 from server.audit_verify import AUDIT_GLOB
 
 _READ_BLOCK: Final = 1 << 24  # sidecars are read in pieces of at most this many bytes
+_KEYS_FILE: Final = b'"keys_file":"'
+_PAGE: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,25 +100,45 @@ def find_consultations(
 
 def _records_with_key(path: Path, key: bytes) -> Iterator[tuple[dict[str, Any], int]]:
     """(record, times the key occurs in it) of the records of one audit file holding `key`."""
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        hex_key = key.hex()
-        for rec in _lines_containing(data, f'"{hex_key}"'.encode()):
-            times = sum(1 for k in rec.get("keys", ()) if k == hex_key)
-            if times:
-                yield rec, times
-        keys_dir = path.with_name(path.stem + "-keys")
-        if not keys_dir.is_dir():
-            return
+    keys_dir = path.with_name(path.stem + "-keys")
+    in_sidecars: dict[str, int] = {}  # `keys_file` of a record -> times the key is in it
+    if keys_dir.is_dir():
         for sidecar in sorted(keys_dir.glob("*.bin")):
             times = count_key(sidecar, key)
-            if not times:
-                continue
-            needle = f'"keys_file":"{keys_dir.name}/{sidecar.name}"'.encode()
-            for rec in _lines_containing(data, needle):
-                yield rec, times
+            if times:
+                in_sidecars[f"{keys_dir.name}/{sidecar.name}"] = times
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            end = records_end(data)
+            hex_key = key.hex()
+            for rec in _lines_containing(data, f'"{hex_key}"'.encode(), end):
+                times = sum(1 for k in rec.get("keys", ()) if k == hex_key)
+                if times:
+                    yield rec, times
+            if in_sidecars:  # one more pass, over the records that have a sidecar
+                for rec in _lines_containing(data, _KEYS_FILE, end, in_sidecars):
+                    yield rec, in_sidecars[str(rec["keys_file"])]
+
+
+def records_end(data: mmap.mmap) -> int:
+    """Where the records end and the zero padding begins, by a binary search over pages.
+
+    Records hold no NUL byte and the padding is all NULs, so the all-zero pages are exactly the
+    pages after the records: the first one is found in a few reads, not by reading the padding
+    (tens of MiB per file)."""
+    pages = -(-len(data) // _PAGE)
+    low, high = 0, pages  # the first all-zero page is in [low, high]
+    while low < high:
+        mid = (low + high) // 2
+        if data[mid * _PAGE : (mid + 1) * _PAGE].strip(b"\0"):
+            low = mid + 1
+        else:
+            high = mid
+    if low == 0:
+        return 0
+    return (low - 1) * _PAGE + len(data[(low - 1) * _PAGE : low * _PAGE].rstrip(b"\0"))
 
 
 def count_key(sidecar: Path, key: bytes) -> int:
@@ -134,20 +157,31 @@ def count_key(sidecar: Path, key: bytes) -> int:
                 times += int(np.count_nonzero(halves[candidates, 1] == lo))
 
 
-def _lines_containing(data: mmap.mmap, needle: bytes) -> Iterator[dict[str, Any]]:
-    """The JSON records of the lines of `data` that contain `needle` (each line once)."""
-    at = data.find(needle)
+def _lines_containing(
+    data: mmap.mmap, needle: bytes, end: int, names: Mapping[str, int] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The JSON records of the lines of `data[:end]` that contain `needle` (each line once).
+
+    With `names`, `needle` starts a JSON string and only lines where that string is one of
+    `names` are parsed."""
+    at = data.find(needle, 0, end)
     while at >= 0:
+        line_end = data.find(b"\n", at, end)
+        line_end = end if line_end < 0 else line_end
+        if names is not None:
+            value_at = at + len(needle)
+            value = data[value_at : data.find(b'"', value_at, line_end)].decode(errors="replace")
+            if value not in names:
+                at = data.find(needle, line_end, end)
+                continue
         start = data.rfind(b"\n", 0, at) + 1
-        end = data.find(b"\n", at)
-        end = len(data) if end < 0 else end
         try:
-            rec = json.loads(data[start:end])
+            rec = json.loads(data[start:line_end])
         except ValueError:  # a torn or edited line: `verify-audit` reports it
             rec = None
         if isinstance(rec, dict):
             yield rec
-        at = data.find(needle, end)
+        at = data.find(needle, line_end, end)
 
 
 def _day_of(rec: Mapping[str, Any]) -> dt.date | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import mmap
 from pathlib import Path
 
 import grpc
@@ -14,7 +15,7 @@ from lez.api.v1 import access_pb2 as pb
 from lez.keys import load_key
 from server.__main__ import main
 from server.audit import read_records
-from server.audit_find import count_key, find_consultations, plate_key
+from server.audit_find import count_key, find_consultations, plate_key, records_end
 from tests.server.conftest import DAY, ServerThread
 from tests.server.helpers import chunk, stub
 
@@ -112,3 +113,12 @@ def test_sidecar_scan_counts_whole_keys_only(tmp_path: Path, key_file: Path) -> 
     sidecar.write_bytes(b"\0" * 8 + key + b"\0" * 8)  # the key across two slots: not a key
     assert count_key(sidecar, key) == 0
     assert find_consultations(tmp_path, key) == []
+
+
+@pytest.mark.parametrize("records", [0, 1, 4095, 4096, 4097, 50_000])
+@pytest.mark.parametrize("padding", [0, 1, 4096, 300_000])
+def test_records_end_skips_the_padding(tmp_path: Path, records: int, padding: int) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b"x" * records + bytes(padding) + (b"" if records + padding else b"\0"))
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        assert records_end(data) == records
