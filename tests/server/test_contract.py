@@ -52,6 +52,10 @@ LOADER_ONLY: set[type[errors.LezError]] = {
     errors.RegistrationFileError,
     errors.StoreChangeError,
     errors.StandinError,  # the development DIV stand-in's (lez-div), never the server's
+    errors.FeedError,  # the daily sync's (lez-loader sync)
+    errors.CheckpointError,
+    errors.TransactionRefused,
+    errors.SyncBusy,
 }
 """Errors of the loader's own files: no call can raise them, so the INTERNAL fallback is right."""
 
