@@ -37,7 +37,7 @@ from bench.build_bench import ensure_key, ensure_register
 from lez import vehicle
 from lez.keys import KEY_BYTES
 from lez.store import KeyedRecords, LmdbReader, StoreBuilder, StoreMeta, group_by_key, open_store
-from lez.store.overlay import keys_matrix, overlay
+from lez.store.overlay import overlay
 from lez.store.reader import current_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def day_changes(
     removals = changes - edits - adds
     chosen = rng.choice(base.size, size=edits + removals, replace=False)
     chosen.sort()
-    keys = keys_matrix(base)
+    keys = base.key_matrix()
     parts_keys: list[npt.NDArray[np.uint8]] = []
     parts_rows: list[npt.NDArray[np.void]] = []
     edited = chosen[:edits] if edits else chosen[:0]
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # lookups: base alone against base + the cumulative layer
     known = rng.choice(base.size, size=args.pairs, replace=True)
-    keys = keys_matrix(base)[known]
+    keys = base.key_matrix()[known]
     unknown = rng.random(args.pairs) < 0.05
     keys[unknown] = rng.integers(0, 256, size=(int(unknown.sum()), KEY_BYTES), dtype=np.uint8)
     days = rng.integers(day - 3650, day + args.days, args.pairs).astype(np.int32)

@@ -56,6 +56,13 @@ class KeyedRecords:
             records=self.records[start:stop],
         )
 
+    def key_matrix(self) -> npt.NDArray[np.uint8]:
+        """The keys as an (n, 16) uint8 matrix (a copy)."""
+        halves = np.empty((self.size, 2), dtype=">u8")
+        halves[:, 0] = self.key_hi
+        halves[:, 1] = self.key_lo
+        return halves.view(np.uint8).reshape(-1, KEY_BYTES)
+
     def key_bytes(self, i: int) -> bytes:
         return int(self.key_hi[i]).to_bytes(8, "big") + int(self.key_lo[i]).to_bytes(8, "big")
 

@@ -49,9 +49,6 @@ def _feed_table(h: hashlib._Hash, table: KeyedRecords) -> None:
     """Sizes, then keys (16 big-endian bytes each), rows per key, rows."""
     h.update(table.size.to_bytes(8, "little"))
     h.update(len(table.records).to_bytes(8, "little"))
-    keys = np.empty((table.size, 2), dtype=">u8")
-    keys[:, 0] = table.key_hi
-    keys[:, 1] = table.key_lo
-    h.update(keys.tobytes())
+    h.update(table.key_matrix().tobytes())
     h.update(table.counts().astype("<u8").tobytes())
     h.update(np.ascontiguousarray(table.records).view(np.uint8).tobytes())

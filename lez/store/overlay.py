@@ -18,7 +18,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from lez.keys import KEY_BYTES, keys_to_u64
+from lez.keys import keys_to_u64
 from lez.store.columns import (
     KeyedRecords,
     VehicleLookup,
@@ -238,11 +238,3 @@ def _move_rows(
     src = np.repeat(source_start, count) + within
     dst = np.repeat(out_start, count) + within
     scatter_rows(out, dst, take_rows(source.records, src))
-
-
-def keys_matrix(table: KeyedRecords) -> npt.NDArray[np.uint8]:
-    """The keys of a table as an (n, 16) uint8 matrix."""
-    halves = np.empty((table.size, 2), dtype=">u8")
-    halves[:, 0] = table.key_hi
-    halves[:, 1] = table.key_lo
-    return halves.view(np.uint8).reshape(-1, KEY_BYTES)
