@@ -21,7 +21,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -36,6 +36,7 @@ PLATE_KEY_HEADER: Final = "lez-hmac-key-v1"
 SECRET_BYTES: Final = 32
 _CHAIN_LABEL: Final = b"lez-audit-chain-v1"
 _SIGNING_LABEL: Final = b"lez-audit-checkpoint-v1"
+_SHA256_BLOCK: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,10 @@ class AuditKeys:
     """Fingerprint of the secret (safe to write into records and checkpoints)."""
     _chain_key: bytes = field(repr=False)
     signing_key: Ed25519PrivateKey = field(repr=False)
+    # HMAC's inner and outer SHA-256 states after the padded key, copied per record (as in
+    # `lez.keys`): a record's MAC then costs about 1 us instead of 2.5 us with `hmac.digest`.
+    _inner: Any = field(repr=False, default=None)
+    _outer: Any = field(repr=False, default=None)
 
     @classmethod
     def from_secret(cls, secret: bytes) -> AuditKeys:
@@ -55,10 +60,13 @@ class AuditKeys:
             )
         chain_key = hmac.digest(secret, _CHAIN_LABEL, "sha256")
         seed = hmac.digest(secret, _SIGNING_LABEL, "sha256")
+        padded = chain_key.ljust(_SHA256_BLOCK, b"\0")  # 32 bytes: shorter than a block
         return cls(
             key_id=hashlib.sha256(b"lez-audit-key-id\x00" + secret).hexdigest()[:16],
             _chain_key=chain_key,
             signing_key=Ed25519PrivateKey.from_private_bytes(seed),
+            _inner=hashlib.sha256(bytes(b ^ 0x36 for b in padded)),
+            _outer=hashlib.sha256(bytes(b ^ 0x5C for b in padded)),
         )
 
     @property
@@ -68,7 +76,11 @@ class AuditKeys:
 
     def mac(self, body: bytes) -> str:
         """HMAC-SHA256 of a record's canonical body under the chain key, in hex."""
-        return hmac.digest(self._chain_key, body, "sha256").hex()
+        inner = self._inner.copy()
+        inner.update(body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return str(outer.hexdigest())
 
     @property
     def public_key(self) -> Ed25519PublicKey:

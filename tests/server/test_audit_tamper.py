@@ -7,6 +7,7 @@ and a log from before keyed chains."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import shutil
 import time
@@ -256,3 +257,9 @@ def test_checkpoints_are_signed_by_records_and_by_time(tmp_path: Path) -> None:
         by_time.close()
     last = [c.checkpoint for c in read_checkpoints(by_records.checkpoints.path)][-1]
     assert last is not None and last.records == 12  # on close
+
+
+def test_record_mac_is_hmac_sha256_under_the_chain_key() -> None:
+    body = b'{"seq":1}' * 60
+    assert KEYS.mac(body) == hmac.digest(KEYS._chain_key, body, "sha256").hex()
+    assert KEYS.mac(body) != AuditKeys.from_secret(b"another secret of 32 bytes......").mac(body)
