@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar, Unpack
+from typing import Any, Final, TypeVar, Unpack
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2_grpc
 from clients import request_builders
 from clients.batch_rows import BatchInput
 from clients.core.base_client import BaseClient
-from clients.core.batch import BatchOptions, BatchRun, InputOrder
+from clients.core.batch import BatchOptions, BatchRun, in_input_order
 from clients.core.health import ServingWait
 from clients.core.retry import Attempts
 from clients.core.spread import SpreadProbes, WorkerAnswer, worker_answer
@@ -42,7 +42,7 @@ from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
 
 Answer = TypeVar("Answer")
-THREAD_JOIN_S = 5.0
+THREAD_JOIN_S: Final = 5.0
 """How long closing a batch waits for each of its stream threads."""
 
 
@@ -172,13 +172,13 @@ class LezClient(BaseClient):
             stub.ServerInfo(request_builders.server_info_request(), timeout=self.settings.timeout_s)
         )
 
-    def _unordered(
-        self, rows: BatchInput, options: BatchOptions
-    ) -> tuple[BatchRun, Iterator[ResultChunk]]:
-        """A batch's core and its result chunks in the order they come."""
+    def _batch_run(self, rows: BatchInput, options: BatchOptions) -> BatchRun:
         size = options.get("chunk_size") or self.chunk_size()
-        run = BatchRun(self.settings, rows, options, chunk_size=size)
-        return run, _ThreadedBatch(run, self._channels(run.streams)).unordered()
+        return BatchRun(self.settings, rows, options, chunk_size=size)
+
+    def _unordered(self, run: BatchRun) -> Iterator[ResultChunk]:
+        """The result chunks of `run` in the order they come (channels opened on first use)."""
+        yield from _ThreadedBatch(run, self._channels(run.streams)).unordered()
 
     def stream_batch(
         self, pairs: BatchInput, **options: Unpack[BatchOptions]
@@ -189,15 +189,12 @@ class LezClient(BaseClient):
         (plate, country, day) tuples, read lazily chunk by chunk; the options are
         `BatchOptions`.
         """
-        order = InputOrder()
-        _run, parts = self._unordered(pairs, options)
-        for part in parts:
-            yield from order.add(part)
+        return in_input_order(self._unordered(self._batch_run(pairs, options)))
 
     def check_batch(self, pairs: BatchInput, **options: Unpack[BatchOptions]) -> BatchResult:
         """Decide a batch; the result's columns are aligned with the input rows."""
-        run, parts = self._unordered(pairs, options)
-        return run.collected(parts)
+        run = self._batch_run(pairs, options)
+        return run.collected(self._unordered(run))
 
 
 class _ThreadedBatch:

@@ -7,8 +7,8 @@ chunks on in input order, `BatchCollector` gathers them into columns aligned wit
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import Any, Required, TypedDict
+from collections.abc import Iterable, Iterator
+from typing import Any, Final, Required, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +20,7 @@ from clients.core.streams import BatchTally, Progress, StreamAttempts, StreamRes
 from clients.result_columns import BatchResult, BatchSummary, ResultChunk, summarise
 from clients.settings import ClientSettings
 
-QUEUED_CHUNKS_PER_SLOT = 2
+QUEUED_CHUNKS_PER_SLOT: Final = 2
 """Result chunks the streams may queue for the caller, per chunk in flight."""
 
 
@@ -117,6 +117,13 @@ class InputOrder:
             self._next += chunk.count
             ready.append(chunk)
         return ready
+
+
+def in_input_order(parts: Iterable[ResultChunk]) -> Iterator[ResultChunk]:
+    """`parts` handed on in input order (each as soon as the ones before it are)."""
+    order = InputOrder()
+    for part in parts:
+        yield from order.add(part)
 
 
 class BatchCollector:

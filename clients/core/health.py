@@ -6,13 +6,14 @@ say why it gave up.
 from __future__ import annotations
 
 import time
+from typing import Final
 
 import grpc
 from grpc_health.v1 import health_pb2
 
 from clients.errors import LezClientError, ServerUnavailable, from_rpc_error
 
-POLL_TIMEOUT_FACTOR = 10
+POLL_TIMEOUT_FACTOR: Final = 10
 """A health call may take this many poll intervals before it counts as failed."""
 
 
