@@ -99,7 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     bd.add_argument("--snapshot-id", default=None, help="snapshot id (default: time + random)")
     bd.add_argument("--json", action="store_true", help="print the build report as JSON")
 
-    rg = sub.add_parser("registrations", help="import the cities' registrations (idempotent)")
+    rg = sub.add_parser(
+        "registrations",
+        help="import the cities' registrations: add, withdraw or end early (idempotent)",
+    )
     rg.add_argument("file", type=Path, help="registrations file, see docs/registrations.md")
     _key_arg(rg, "HMAC key file")
     _store_arg(rg, "--store")
