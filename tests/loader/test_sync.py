@@ -376,3 +376,17 @@ def test_one_sync_at_a_time(store: Path, key_file: Path) -> None:
             _sync(store, key_file, ScriptedFeed(FEED))
     report, _ = _sync(store, key_file, ScriptedFeed(FEED))  # released: it runs
     assert len(report.days) == 3
+
+
+def test_cli_usage_and_failure_exit_codes(
+    tmp_path: Path, key_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from loader.__main__ import main
+
+    assert main(["sync", "--store", str(tmp_path), "--key", str(key_file)]) == 2
+    assert "give --div-url, --div-ca, --div-cert, --div-key" in capsys.readouterr().err
+    tls = ["--div-url", "https://127.0.0.1:9", "--div-ca", "ca.pem"]
+    tls += ["--div-cert", "c.pem", "--div-key", "c.key"]
+    missing = ["sync", "--store", str(tmp_path / "none"), "--key", str(key_file), *tls]
+    assert main(missing) == 1
+    assert "no store at" in capsys.readouterr().err
