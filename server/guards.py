@@ -64,9 +64,15 @@ def ensure_port_free(host: str, port: int) -> None:
 def hold_audit_dir(directory: Path) -> Iterator[Path]:
     """Hold an exclusive lock on the audit directory until the block ends; yields the lock
     file. Raises ServerStartRefused when another server holds it."""
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ServerStartRefused(
+            f"cannot use audit directory {directory}: {exc.strerror}; give --audit-dir a "
+            "directory this server can create and write"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

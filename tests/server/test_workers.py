@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lez.api.v1 import access_pb2 as pb
+from lez.keys import generate_key_file
 from server.audit import read_records
 from server.config import ServerConfig
 from tests.server.conftest import DAY
@@ -82,7 +83,11 @@ def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
         pids = _worker_pids(proc.pid)
         assert len(pids) == 2
         served_by: set[int] = set()
-        for _ in range(16):  # separate connections: all on one worker with probability 2**-15
+        connections = 0
+        # Separate connections until both workers answered (the second may still be binding
+        # when the first is SERVING); 48 on one worker has probability 2**-47 once both listen.
+        while served_by != {0, 1} and connections < 48:
+            connections += 1
             ch = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
             with ch:
                 info = stub(ch).ServerInfo(pb.ServerInfoRequest())
@@ -102,7 +107,7 @@ def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
             for i in range(2)
             for _, r in read_records(audit_dir / f"audit-w{i}.jsonl")
         )
-        assert streams == 16  # every stream recorded by the worker that answered it
+        assert streams == connections  # every stream recorded by the worker that answered it
         # A dead worker is replaced.
         victim = min(pids)
         os.kill(victim, signal.SIGKILL)
@@ -125,15 +130,15 @@ def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
 def test_a_worker_that_cannot_start_stops_the_server(
     base_config: ServerConfig, tmp_path: Path
 ) -> None:
-    """Each worker dies at start (its audit directory cannot be created): the supervisor
+    """Each worker dies at start (the store was keyed with another plate key): the supervisor
     restarts it with growing pauses a bounded number of times, then exits 1 saying why."""
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
+    other_key = tmp_path / "keys" / "other.key"
+    generate_key_file(other_key)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEZ_")}
     done = subprocess.run(
         [sys.executable, "-m", "server", "serve", "--address", f"127.0.0.1:{free_port()}",
          "--workers", "2", "--store-root", str(base_config.store_root),
-         "--key-file", str(base_config.key_file), "--audit-dir", str(blocker / "audit"),
+         "--key-file", str(other_key), "--audit-dir", str(base_config.audit_dir),
          "--warm-store", "0", "--restart-backoff-s", "0.05", "--max-quick-restarts", "2",
          "--log-level", "WARNING"],
         env=env, capture_output=True, text=True, timeout=60,

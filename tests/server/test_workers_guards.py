@@ -80,6 +80,17 @@ def test_a_held_audit_directory_is_refused(base_config: ServerConfig) -> None:
     assert (base_config.audit_dir / LOCK_NAME).exists()
 
 
+def test_an_audit_directory_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ServerStartRefused) as refused, hold_audit_dir(blocker / "audit"):
+        pass
+    assert refused.value.message == (
+        f"cannot use audit directory {blocker / 'audit'}: Not a directory; give --audit-dir a "
+        "directory this server can create and write"
+    )
+
+
 @pytest.mark.slow
 def test_a_second_server_process_is_refused(base_config: ServerConfig, tmp_path: Path) -> None:
     port = free_port()
