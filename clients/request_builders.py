@@ -9,8 +9,8 @@ clients' `check` methods take it as keywords), so both clients and the request a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
-from typing import Final, Required, TypedDict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, TypedDict
 
 from grpc_health.v1 import health_pb2
 
@@ -25,7 +25,11 @@ ALL_SERVICES: Final = ""
 """The health service name that stands for the whole server."""
 
 
-class CheckOptions(TypedDict, total=False):
+class _CheckZone(TypedDict):
+    zone: str
+
+
+class CheckOptions(_CheckZone, total=False):
     """What a single check takes besides the plate, as keywords.
 
     `zone` (name or id, required); `day` (a date, aware datetime, or ISO text; default today,
@@ -34,7 +38,6 @@ class CheckOptions(TypedDict, total=False):
     key instead of the plate, with the id of the HMAC key that made it).
     """
 
-    zone: Required[str]
     day: dt.date | str | None
     country: str
     first_registration: dt.date | str | None
@@ -43,8 +46,20 @@ class CheckOptions(TypedDict, total=False):
     key_id: str
 
 
+def checked_options(options: Mapping[str, object], spec: Any, call: str) -> None:
+    """TypeError, as Python gives for a signature, when keyword options given as
+    `**options: Unpack[spec]` miss a required one or name one `spec` does not know."""
+    unknown = sorted(set(options) - spec.__required_keys__ - spec.__optional_keys__)
+    if unknown:
+        raise TypeError(f"{call}() got an unexpected keyword argument {unknown[0]!r}")
+    missing = sorted(spec.__required_keys__ - set(options))
+    if missing:
+        raise TypeError(f"{call}() missing required keyword argument {missing[0]!r}")
+
+
 def check_request(plate: str | None, options: CheckOptions) -> pb.CheckRequest:
     """The CheckRequest of a plate (or of `options["key"]`) with the caller's options."""
+    checked_options(options, CheckOptions, "check")
     request = pb.CheckRequest(
         country=options.get("country") or BELGIUM,
         zone=options["zone"],
@@ -94,6 +109,7 @@ class FleetOptions(TypedDict, total=False):
 
 def fleet_request(group_by: Sequence[str], options: FleetOptions) -> pb.FleetStatsRequest:
     """Group by dimension names (`nis`, `fuel`, `euro`, `category`) on a day."""
+    checked_options(options, FleetOptions, "fleet_stats")
     dimensions = [int(pb.Dimension.Value("DIMENSION_" + g.strip().upper())) for g in group_by]
     return pb.FleetStatsRequest(
         group_by=dimensions,  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, Final, Required, TypedDict
+from typing import Any, Final, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,7 @@ from clients.batch_rows import BatchInput, BatchRows
 from clients.core.chunks import ChunkSource
 from clients.core.retry import Attempts, Deadline
 from clients.core.streams import BatchTally, Progress, StreamAttempts, StreamResults
+from clients.request_builders import checked_options
 from clients.result_columns import BatchResult, BatchSummary, ResultChunk, summarise
 from clients.settings import ClientSettings
 
@@ -24,7 +25,11 @@ QUEUED_CHUNKS_PER_SLOT: Final = 2
 """Result chunks the streams may queue for the caller, per chunk in flight."""
 
 
-class BatchOptions(TypedDict, total=False):
+class _BatchZone(TypedDict):
+    zone: str
+
+
+class BatchOptions(_BatchZone, total=False):
     """What a batch call takes besides its rows, as keywords.
 
     `zone` (name or id, required); `ruleset` (pin a rule revision); `chunk_size` (pairs per
@@ -34,7 +39,6 @@ class BatchOptions(TypedDict, total=False):
     answered).
     """
 
-    zone: Required[str]
     ruleset: str | None
     chunk_size: int | None
     connections: int | None
@@ -53,6 +57,7 @@ class BatchRun:
         *,
         chunk_size: int,
     ) -> None:
+        checked_options(options, BatchOptions, "check_batch")
         self.streams = options.get("connections") or settings.connections
         if isinstance(rows, BatchRows):  # no point in more streams than chunks
             self.streams = max(1, min(self.streams, -(-len(rows) // chunk_size)))

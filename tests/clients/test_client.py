@@ -365,3 +365,16 @@ def test_async_chunk_size_asks_the_server_once_even_without_a_limit() -> None:
 
     assert asyncio.run(go()) == [ClientSettings().default_chunk_pairs] * 3
     assert len(asked) == 1
+
+
+def test_unknown_or_missing_keywords_are_type_errors_as_before() -> None:
+    # the options are `**options: Unpack[...]`: a typo must not pass silently
+    with LezClient(["127.0.0.1:9"]) as c:  # nothing listens: every call fails before I/O
+        with pytest.raises(TypeError, match="unexpected keyword argument 'dayy'"):
+            c.check("1ABC234", zone=ZONE, dayy=DATE)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="missing required keyword argument 'zone'"):
+            c.check("1ABC234")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="unexpected keyword argument 'zones'"):
+            c.check_batch([], zone=ZONE, chunk_size=10, zones=[ZONE])  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="unexpected keyword argument 'date'"):
+            c.fleet_stats(["fuel"], date=DATE)  # type: ignore[call-arg]
