@@ -146,7 +146,10 @@ def test_server_audits_without_plates(
     assert served_problems(server, path) == []
     assert server.app.audit is not None
     assert server.app.audit.preallocate_bytes == server.app.config.audit_preallocate_mb * MIB
+    checkpoints = "".join(p.read_text() for p in (audit_dir / "checkpoints").iterdir())
+    assert '"records":' in checkpoints
     everything = path.read_text() + "\n".join(errors) + caplog.text + "".join(capsys.readouterr())
+    everything += checkpoints
     for p in PLATES:
         assert p not in everything
         assert p.lower() not in everything

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from lez.errors import AuditKeyError
 from server.__main__ import main
 from server.audit import GENESIS, AuditLog, canonical_json, read_records, record_hash
-from server.audit_checkpoints import checkpoints_path, read_checkpoints
+from server.audit_checkpoints import Checkpoint, checkpoints_path, read_checkpoints
 from server.audit_keys import AuditKeys
 from server.audit_verify import verify, verify_file
 from tests.server.test_audit import KEYS, _open_log, _write, audit_key_file
@@ -263,3 +264,31 @@ def test_record_mac_is_hmac_sha256_under_the_chain_key() -> None:
     body = b'{"seq":1}' * 60
     assert KEYS.mac(body) == hmac.digest(KEYS._chain_key, body, "sha256").hex()
     assert KEYS.mac(body) != AuditKeys.from_secret(b"another secret of 32 bytes......").mac(body)
+
+
+def test_a_checkpoint_never_covers_records_not_yet_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a sync window, records are synced later: a checkpoint syncs them before signing."""
+    log = _open_log(tmp_path, sync_window_s=3600, checkpoint_every_s=3600)
+    events: list[str] = []
+    real_fdatasync, real_append = os.fdatasync, log.checkpoints.append
+
+    def fdatasync(fd: int) -> None:
+        events.append("sync" if fd == log._fd else "other")
+        real_fdatasync(fd)
+
+    def append(checkpoint: Checkpoint) -> None:
+        events.append(f"checkpoint {checkpoint.records}")
+        real_append(checkpoint)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(log.checkpoints, "append", append)
+    _write(log, 3)
+    time.sleep(0.05)  # the first-record checkpoint, if the thread runs now
+    log.checkpoint()
+    monkeypatch.undo()
+    log.close()
+    signed = [i for i, e in enumerate(events) if e.startswith("checkpoint")]
+    assert signed and events[signed[-1]] == "checkpoint 3"
+    assert all(events[i - 1] == "sync" for i in signed)  # synced right before each signature
