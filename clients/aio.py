@@ -1,7 +1,7 @@
 """`AsyncLezClient`: the asyncio Python client of AccessService (`grpc.aio`).
 
     async with AsyncLezClient(["127.0.0.1:50051"]) as client:
-        d = await client.check("1-ABC-234", zone="Gent")
+        answer = await client.check("1-ABC-234", zone="Gent")
         result = await client.check_batch(pairs, zone="Antwerpen")
         async for part in client.stream_batch(rows, zone="Gent"): ...
 

@@ -17,7 +17,7 @@ from clients.batchfile import BatchFile, BatchFileError
 from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem
 from clients.enum_names import OUTCOME_NAMES
 from clients.result_columns import BatchSummary
-from clients.settings import DEFAULT_SERVER, ClientSettings
+from clients.settings import BYTES_PER_MIB, DEFAULT_SERVER, ClientSettings
 from lez.api.v1 import access_pb2 as pb
 
 PROGRESS_EVERY_S: Final = 0.1
@@ -208,10 +208,11 @@ def _limit_text(value: int) -> str:
 
 def info_lines(info: pb.ServerInfoResponse, servers: tuple[str, ...]) -> list[str]:
     """What the server serves and what this client may do, as a person reads it."""
-    me = info.client
-    roles = ", ".join(pb.Role.Name(r).removeprefix("ROLE_").lower() for r in me.roles) or "none"
+    caller = info.client
+    roles = ", ".join(pb.Role.Name(r).removeprefix("ROLE_").lower() for r in caller.roles)
     worker = f", worker {info.worker + 1} of {info.workers} answered" if info.workers > 1 else ""
     zones = ", ".join(f"{z.name} (id {z.id}, {z.region.lower()})" for z in info.zones)
+    message_mib = caller.max_message_bytes / BYTES_PER_MIB
     return [
         f"server {info.server_version} at {', '.join(servers)}{worker}",
         f"snapshot      {info.snapshot_id} (#{info.snapshot_seq}), extract of "
@@ -220,10 +221,11 @@ def info_lines(info: pb.ServerInfoResponse, servers: tuple[str, ...]) -> list[st
         f"key id        {info.key_id}",
         f"rules         {info.ruleset_revision} (loaded: {', '.join(info.ruleset_revisions)})",
         f"zones         {zones}",
-        f"this client   {me.organisation}; roles {roles}; zones {', '.join(me.zones) or 'all'}",
-        f"limits        calls/min {_limit_text(me.calls_per_minute)}, pairs/day "
-        f"{_limit_text(me.pairs_per_day)}, pairs/chunk {me.max_chunk_pairs:,}, "
-        f"recheck items {me.max_recheck_items:,}, message {me.max_message_bytes / 2**20:.0f} MiB",
+        f"this client   {caller.organisation}; roles {roles or 'none'}; "
+        f"zones {', '.join(caller.zones) or 'all'}",
+        f"limits        calls/min {_limit_text(caller.calls_per_minute)}, pairs/day "
+        f"{_limit_text(caller.pairs_per_day)}, pairs/chunk {caller.max_chunk_pairs:,}, "
+        f"recheck items {caller.max_recheck_items:,}, message {message_mib:.0f} MiB",
     ]
 
 

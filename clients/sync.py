@@ -1,7 +1,7 @@
 """`LezClient`: the synchronous Python client of AccessService.
 
     with LezClient(["127.0.0.1:50051"]) as client:
-        d = client.check("1-ABC-234", zone="Gent", day=dt.date(2026, 10, 20))
+        answer = client.check("1-ABC-234", zone="Gent", day=dt.date(2026, 10, 20))
         result = client.check_batch(rows, zone="Antwerpen")   # rows: (plate, country, day)
 
 Unary calls retry UNAVAILABLE (bounded, exponential backoff with jitter, RetryInfo honoured)

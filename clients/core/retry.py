@@ -47,10 +47,11 @@ class Backoff:
 
     def next_delay(self, err: LezClientError) -> float | None:
         """Seconds to wait before the next attempt, or None when the error is final."""
-        s = self.settings
-        if not err.retryable or self.attempt >= s.retries:
+        settings = self.settings
+        if not err.retryable or self.attempt >= settings.retries:
             return None
-        cap = min(s.backoff_max_s, s.backoff_initial_s * s.backoff_multiplier**self.attempt)
+        growth = settings.backoff_multiplier**self.attempt
+        cap = min(settings.backoff_max_s, settings.backoff_initial_s * growth)
         self.attempt += 1
         delay = random.uniform(cap / 2, cap)
         if err.retry_after_s is not None:
