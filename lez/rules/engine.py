@@ -175,7 +175,7 @@ def _grounds(
 def _criteria(
     tables: CompiledZone,
     days: npt.NDArray[np.int32],
-    en: Enriched,
+    enriched: Enriched,
     records: VehicleArray,
     vehicle: npt.NDArray[np.bool_],
 ) -> tuple[
@@ -187,7 +187,11 @@ def _criteria(
     idx -= 1
     period = idx.copy()
     idx *= STRIDES[0]
-    for values, stride in ((en.vclass, STRIDES[1]), (en.family, STRIDES[2]), (en.euro, STRIDES[3])):
+    for values, stride in (
+        (enriched.vclass, STRIDES[1]),
+        (enriched.family, STRIDES[2]),
+        (enriched.euro, STRIDES[3]),
+    ):
         part = values.astype(np.int32)
         part *= stride
         idx += part
@@ -318,12 +322,16 @@ def evaluate(revision: Revision, zone_id: int, batch: BatchInput) -> DecisionCol
     no_vehicle = np.flatnonzero(~vehicle)
 
     live = _live_registrations(tables, batch, days)
-    en = enrich(records, _euro_corrections(live, len(days)))
-    en.vclass[no_vehicle] = VehicleClass.UNKNOWN
-    en.euro[no_vehicle], en.category[no_vehicle], en.derived[no_vehicle] = 0, 0, 0
-    grounds = _grounds(tables, live, en.vclass, records, vehicle, belgian)
+    enriched = enrich(records, _euro_corrections(live, len(days)))
+    enriched.vclass[no_vehicle] = VehicleClass.UNKNOWN
+    (
+        enriched.euro[no_vehicle],
+        enriched.category[no_vehicle],
+        enriched.derived[no_vehicle],
+    ) = 0, 0, 0
+    grounds = _grounds(tables, live, enriched.vclass, records, vehicle, belgian)
 
-    outcome, reason, until, period = _criteria(tables, days, en, records, vehicle)
+    outcome, reason, until, period = _criteria(tables, days, enriched, records, vehicle)
     if grounds is not None:
         _apply_grounds(grounds, vehicle, outcome, reason, until)
     unmatched = _without_ground(no_vehicle, grounds)
@@ -333,9 +341,9 @@ def evaluate(revision: Revision, zone_id: int, batch: BatchInput) -> DecisionCol
         outcome=outcome,
         reason=reason,
         allowed_until=until,
-        euro=en.euro,
-        category=en.category,
-        derived=en.derived,
+        euro=enriched.euro,
+        category=enriched.category,
+        derived=enriched.derived,
     )
     _final_overrides(tables, batch, days, vehicle, columns)
     if tables.phev_limit is not None:
@@ -438,34 +446,38 @@ def decide_one(revision: Revision, zone_id: int, item: ItemInput) -> Verdict:
         )
     live = _live_rows(tables, registrations, day) if len(registrations) else []
     corrections = [(valid_from, euro) for kind, valid_from, _, euro in live if kind == _CORRECTION]
-    en = (
+    enriched = (
         enrich_one(vehicle, max(corrections)[1] if corrections else 0)
         if vehicle is not None
         else None
     )
-    vclass = en.vclass if en is not None else int(VehicleClass.UNKNOWN)
+    vclass = enriched.vclass if enriched is not None else int(VehicleClass.UNKNOWN)
     power = int(vehicle["power_kw"]) if vehicle is not None else U16_UNKNOWN
     ground_until, ground_rank = (
         _ground_one(tables, live, vclass, power, belgian, day) if live else (DAY_UNKNOWN, NO_RANK)
     )
     has_ground = ground_rank != NO_RANK
     if day < tables.zone.start:
-        euro, category, derived = (en.euro, en.category, en.derived) if en else (0, 0, 0)
+        euro, category, derived = (
+            (enriched.euro, enriched.category, enriched.derived) if enriched else (0, 0, 0)
+        )
         return Verdict(
             Outcome.ALLOWED, Reason.ZONE_NOT_IN_FORCE, tables.zone.start - 1, euro, category,
             derived,
         )  # fmt: skip
     period = bisect.bisect_right(tables.bounds, day) - 1
-    if en is None or vehicle is None:
+    if enriched is None or vehicle is None:
         if has_ground:
             return Verdict(Outcome.ALLOWED, int(RANK_REASON[ground_rank]), ground_until, 0, 0, 0)
         return _without_vehicle_one(tables, period, item.known, belgian, item.dutch)
-    outcome, reason, until = _criteria_one(tables, period, vehicle, vclass, en.family, en.euro)
+    outcome, reason, until = _criteria_one(
+        tables, period, vehicle, vclass, enriched.family, enriched.euro
+    )
     if outcome == Outcome.ALLOWED and has_ground:
         until = max(until, ground_until)
     elif has_ground:
         outcome, reason, until = Outcome.ALLOWED, int(RANK_REASON[ground_rank]), ground_until
-    derived = int(en.derived)
+    derived = int(enriched.derived)
     if reason == Reason.PLUG_IN_HYBRID_EXEMPT:
         derived |= Derived.PLUG_IN_HYBRID
-    return Verdict(outcome, reason, until, int(en.euro), int(en.category), derived)
+    return Verdict(outcome, reason, until, int(enriched.euro), int(enriched.category), derived)
