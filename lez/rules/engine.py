@@ -25,10 +25,11 @@ protocol annex par. 16-18 and 22-24):
 
 There are two implementations, each kept for a figure (`python -m bench.single_paths`, one core):
 
-- `evaluate`, vectorised over a chunk: about 0.05 us per item on a 100,000-item chunk (18M
-  items/s in `bench.engine_bench`), but about 50 us for a chunk of one item (array set-up).
-- `decide_one`, scalar over the same compiled tables, for single checks: about 2-8 us per item
-  whatever the case (registrations included), against 50-120 us through `evaluate`.
+- `evaluate`, vectorised over a chunk: about 0.05 us per item on a 100,000-item chunk (15-18M
+  items/s in `bench.engine_bench`), but 50-140 us for a chunk of one item (array set-up).
+- `decide_one`, scalar over the same compiled tables, for single checks: 1.3-6.5 us per item on
+  a quiet machine (5.4 us for a Belgian vehicle, 6.5 us with registrations, 1.5 us foreign or
+  unknown), 10-60 times less than `evaluate` on a chunk of one in every run.
 
 Both read the zone's compiled tables (`lez.rules.compile`); a hypothesis property and the golden
 cases hold them equal to each other and to a reference that reads the revision's rows directly
