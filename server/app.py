@@ -1,7 +1,8 @@
 """One serving process: a `grpc.aio` server with AccessService, health and reflection.
 
-`App` wires config, key, store holder, auth, rate limits and audit into the servicer, binds the
-port (mutual TLS, or plain TCP on loopback), starts the hot-reload watcher, and reports health:
+`App` wires config, key, store holder, auth, rate limits and audit into the servicer (and the
+audit of refused calls, `server.audit_refusals`, around it), binds the port (mutual TLS, or
+plain TCP on loopback), starts the hot-reload watcher, and reports health:
 `grpc.health.v1` says SERVING (for "" and `lez.api.v1.AccessService`) only while a store is
 loaded, NOT_SERVING before that and during shutdown. Message size limits and the concurrency
 limit come from the config. `stop()` is graceful: health goes NOT_SERVING, new calls are
@@ -30,6 +31,7 @@ from lez.api.v1 import access_pb2_grpc as pb_grpc
 from lez.keys import PlateKeyer, load_key
 from server.audit import AuditLog
 from server.audit_keys import ensure_audit_key_file, load_audit_keys
+from server.audit_refusals import RefusalAudit
 from server.auth import Authenticator, Identity, RateLimiter
 from server.config import MIB, ServerConfig
 from server.guards import ensure_port_free, hold_audit_dir
@@ -108,11 +110,12 @@ class App:
             checkpoint_every_records=config.audit_checkpoint_records,
             checkpoint_every_s=config.audit_checkpoint_s,
         )
+        auth = Authenticator(config, self.clients)
         self.service = AccessService(
             config=config,
             holder=self.holder,
             keyer=keyer,
-            auth=Authenticator(config, self.clients),
+            auth=auth,
             limiter=RateLimiter(),
             audit=self.audit,
             worker=self.worker,
@@ -120,6 +123,7 @@ class App:
         self.server = grpc.aio.server(
             options=server_options(config, reuse_port=self.reuse_port),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            interceptors=[RefusalAudit(self.audit, auth, self.holder)],
         )
         pb_grpc.add_AccessServiceServicer_to_server(self.service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
