@@ -357,11 +357,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             status=status,
         )
 
-    def _stream_summary(
-        self, served: ServedSnapshot, tally: _StreamTally, audit_id: str
-    ) -> pb.DecisionChunk:
-        # An empty stream asked nothing of any revision: the summary names the newest.
-        revision_name = tally.revision_name or served.catalog.get(None).id
+    def _stream_summary(self, tally: _StreamTally, audit_id: str) -> pb.DecisionChunk:
         summary = pb.BatchSummary(
             pairs=tally.answered,
             chunks=tally.chunks,
@@ -375,7 +371,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         return pb.DecisionChunk(
             first_index=tally.answered,
             snapshot_id=tally.snapshot_id,
-            ruleset_revision=revision_name,
+            ruleset_revision=tally.revision_name,
             summary=summary,
         )
 
@@ -409,8 +405,10 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 if tally.answered:  # answers went out: the consultation is on record all the same
                     self._stream_audit(who, served, tally, audit_status(exc))
                 raise
+            if tally.revision is None:  # an empty stream asked nothing of any revision
+                tally.revision = served.catalog.get(None)  # its record names the newest
             audit_id = self._stream_audit(who, served, tally, "OK")
-            yield self._stream_summary(served, tally, audit_id)
+            yield self._stream_summary(tally, audit_id)
 
     # -- Recheck --
 

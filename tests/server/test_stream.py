@@ -12,9 +12,10 @@ import pytest
 from lez.api.v1 import access_pb2 as pb
 from lez.keys import PlateKeyer
 from lez.plates import as_matrix, countries_matrix, normalise_many
+from server import audit
 from server.auth import Identity, Role
 from server.config import ServerConfig
-from tests.server.conftest import DAY, PERMIT_PLATE, UNKNOWN_PLATE, make_server
+from tests.server.conftest import DAY, PERMIT_PLATE, UNKNOWN_PLATE, ServerThread, make_server
 from tests.server.helpers import chunk, error_reason, outcomes, reasons, stub
 
 
@@ -95,9 +96,14 @@ def test_stream_of_keys_skips_keying(channel: grpc.Channel, keyer: PlateKeyer) -
     assert by_key[0].reason == by_plate[0].reason
 
 
-def test_empty_stream_gets_a_summary(channel: grpc.Channel) -> None:
+def test_empty_stream_gets_a_summary(server: ServerThread, channel: grpc.Channel) -> None:
     answers = list(stub(channel).CheckStream(iter([])))
     assert len(answers) == 1 and answers[0].summary.pairs == 0
+    # nothing was asked of any revision: the summary and the audit record name the newest
+    newest = stub(channel).ServerInfo(pb.ServerInfoRequest()).ruleset_revision
+    assert newest and answers[0].ruleset_revision == newest
+    records = [r for _, r in audit.read_records(server.app.config.audit_dir / "audit-w0.jsonl")]
+    assert [(r["rpc"], r["ruleset_revision"]) for r in records] == [("CheckStream", newest)]
 
 
 def test_chunk_too_large(channel: grpc.Channel) -> None:
