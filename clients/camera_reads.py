@@ -10,7 +10,7 @@ its offset and milliseconds (`2026-10-25T02:30:00.123+01:00`), spread evenly ove
 asked, so a week around the end of October crosses the DST change.
 
 The shares are the demo's modelling choices (`ReadMix`), not measured figures. Deterministic
-for a seed. No plate is printed: `describe` counts the reads by kind.
+for a seed. No plate is printed: `counts_by_kind` counts the reads by kind.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def write_reads(reads: pa.Table, path: Path) -> None:
         pacsv.write_csv(reads.select(columns), out, options)
 
 
-def describe(reads: pa.Table) -> str:
+def counts_by_kind(reads: pa.Table) -> str:
     """How many reads of each kind (no plate)."""
     counts = np.bincount(reads.column("kind").to_numpy(), minlength=len(ReadKind))
     return " ".join(f"{kind.name.lower()}={int(counts[kind])}" for kind in ReadKind)

@@ -31,7 +31,7 @@ from clients.cli_output import (
     answer_json,
     batch_json,
     batch_lines,
-    describe,
+    error_line,
     info_lines,
     print_answer,
     recheck_json,
@@ -183,7 +183,7 @@ def main(
     except Exception as exc:
         if os.environ.get("LEZ_DEBUG"):
             raise
-        err.write(f"{PROG} {args.command}: error: {describe(exc, settings)}\n")
+        err.write(f"{PROG} {args.command}: error: {error_line(exc, settings)}\n")
         usage = isinstance(exc, BatchFileError | errors.InvalidRequest)
         return EXIT_USAGE if usage else EXIT_FAILED
 

@@ -229,7 +229,7 @@ def info_lines(info: pb.ServerInfoResponse, servers: tuple[str, ...]) -> list[st
     ]
 
 
-def describe(exc: BaseException, settings: ClientSettings | None) -> str:
+def error_line(exc: BaseException, settings: ClientSettings | None) -> str:
     """The one line a person sees for an error, with what to do about it."""
     where = ", ".join(settings.servers) if settings else DEFAULT_SERVER
     if isinstance(exc, errors.ServerUnavailable):

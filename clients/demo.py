@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from clients.batch_rows import BatchRows
-from clients.camera_reads import describe, register_plates, sample_reads, write_reads
+from clients.camera_reads import counts_by_kind, register_plates, sample_reads, write_reads
 from clients.enum_names import OUTCOME_NAMES
 from clients.errors import LezClientError
 from clients.sync import LezClient
@@ -260,7 +260,7 @@ def make_workload(extract: Path, out: Path, pairs: int, seed: int, timings: Timi
             last_day=ENFORCEMENT_TO,
         )
         write_reads(sampled, reads)
-        print(f"{describe(sampled)} -> {reads}")
+        print(f"{counts_by_kind(sampled)} -> {reads}")
     return reads
 
 

@@ -19,7 +19,7 @@ from clients.camera_reads import (
     DEFAULT_MIX,
     ReadKind,
     ReadMix,
-    describe,
+    counts_by_kind,
     register_plates,
     sample_reads,
     write_reads,
@@ -102,7 +102,7 @@ def test_the_same_seed_draws_the_same_reads(extract: Path, reads: pa.Table) -> N
 
 
 def test_the_description_counts_and_shows_no_plate(reads: pa.Table) -> None:
-    text = describe(reads)
+    text = counts_by_kind(reads)
     assert text.startswith("registered=") and "unreadable=" in text
     for plate in reads.column("plate").to_pylist():
         assert not plate or plate not in text
