@@ -33,7 +33,7 @@ from clients.errors import (
     UnknownZone,
 )
 from clients.request_builders import CheckOptions, FleetOptions
-from clients.result_columns import BatchResult, BatchSummary, ResultChunk
+from clients.result_columns import BatchResult, BatchSummary, DecisionColumns, ResultChunk
 from clients.settings import ClientSettings
 from clients.sync import LezClient
 
@@ -49,6 +49,7 @@ __all__ = [
     "CheckOptions",
     "ClientSettings",
     "DeadlineExceeded",
+    "DecisionColumns",
     "FleetOptions",
     "InternalError",
     "InvalidRequest",

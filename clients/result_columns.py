@@ -19,21 +19,35 @@ from clients.day_input import day_or_none
 from clients.enum_names import OUTCOME_NAMES, REASON_NAMES
 from lez.api.v1 import access_pb2 as pb
 
+DECISION_COLUMNS: Final = (
+    ("outcome", np.uint8),
+    ("reason", np.uint8),
+    ("allowed_until", np.int32),
+    ("euro", np.uint8),
+    ("derived", np.uint8),
+)
+"""The columns of batch decisions, with their NumPy types."""
 
-@dataclass(frozen=True, slots=True)
-class ResultChunk:
-    """Decisions for input rows [first_index, first_index + count), as NumPy columns.
 
-    `allowed_until` holds day numbers (open = 2147483647, unknown = -2147483648); `euro` holds
-    ids of the server's euro code list (ServerInfo); `technical` is empty for the public role.
-    """
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionColumns:
+    """Decisions as aligned NumPy columns: Outcome and Reason numbers (`clients.enum_names`),
+    allowed-until day numbers (open = 2147483647, unknown = -2147483648), ids of the server's
+    euro code list (ServerInfo) and Derived bits."""
 
-    first_index: int
     outcome: npt.NDArray[np.uint8]
     reason: npt.NDArray[np.uint8]
     allowed_until: npt.NDArray[np.int32]
     euro: npt.NDArray[np.uint8]
     derived: npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResultChunk(DecisionColumns):
+    """Decisions for input rows [first_index, first_index + count); `technical` is empty for
+    the public role."""
+
+    first_index: int
     snapshot_id: str
     revision: str
     technical: Mapping[str, npt.NDArray[Any]] = field(default_factory=dict)
@@ -103,15 +117,10 @@ class BatchSummary:
         return self.pairs / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class BatchResult:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchResult(DecisionColumns):
     """All decisions of a batch, aligned with the input rows, plus the summary."""
 
-    outcome: npt.NDArray[np.uint8]
-    reason: npt.NDArray[np.uint8]
-    allowed_until: npt.NDArray[np.int32]
-    euro: npt.NDArray[np.uint8]
-    derived: npt.NDArray[np.uint8]
     summary: BatchSummary
 
     def __len__(self) -> int:

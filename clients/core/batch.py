@@ -18,7 +18,13 @@ from clients.core.chunks import ChunkSource
 from clients.core.retry import Attempts, Deadline
 from clients.core.streams import BatchTally, Progress, StreamAttempts, StreamResults
 from clients.request_builders import checked_options
-from clients.result_columns import BatchResult, BatchSummary, ResultChunk, summarise
+from clients.result_columns import (
+    DECISION_COLUMNS,
+    BatchResult,
+    BatchSummary,
+    ResultChunk,
+    summarise,
+)
 from clients.settings import ClientSettings
 
 QUEUED_CHUNKS_PER_SLOT: Final = 2
@@ -143,18 +149,10 @@ class BatchCollector:
     def result(self, summary: BatchSummary) -> BatchResult:
         parts = sorted(self.parts, key=lambda p: p.first_index)
         rows = sum(p.count for p in parts)
-
-        def column(name: str, dtype: Any) -> npt.NDArray[Any]:
-            out = np.empty(rows, dtype=dtype)
-            for p in parts:
-                out[p.first_index : p.first_index + p.count] = getattr(p, name)
-            return out
-
-        return BatchResult(
-            outcome=column("outcome", np.uint8),
-            reason=column("reason", np.uint8),
-            allowed_until=column("allowed_until", np.int32),
-            euro=column("euro", np.uint8),
-            derived=column("derived", np.uint8),
-            summary=summary,
-        )
+        columns: dict[str, Any] = {}
+        for name, dtype in DECISION_COLUMNS:
+            column = np.empty(rows, dtype=dtype)
+            for part in parts:
+                column[part.first_index : part.first_index + part.count] = getattr(part, name)
+            columns[name] = column
+        return BatchResult(summary=summary, **columns)
