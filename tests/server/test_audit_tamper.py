@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import shutil
 import time
@@ -292,3 +293,28 @@ def test_a_checkpoint_never_covers_records_not_yet_on_disk(
     signed = [i for i, e in enumerate(events) if e.startswith("checkpoint")]
     assert signed and events[signed[-1]] == "checkpoint 3"
     assert all(events[i - 1] == "sync" for i in signed)  # synced right before each signature
+
+
+def test_a_server_reopening_a_cut_or_rewritten_log_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _log_with_checkpoints(tmp_path)
+    lines = _lines(path)
+    _rewrite(path, lines[:4])
+    caplog.set_level(logging.ERROR, logger="lez.server")
+    _open_log(tmp_path).close()
+    assert f"audit log {path.name} holds 4 records but its checkpoint signed at" in caplog.text
+    assert f"covers {RECORDS}: records were removed" in caplog.text
+    caplog.clear()
+    other = _log_with_checkpoints(tmp_path / "b")
+    _rewrite(other, _rechain(_lines(other), 1, KEYS.mac))
+    _open_log(tmp_path / "b").close()
+    assert "its last record is not the one signed at" in caplog.text
+
+
+def test_verify_audit_without_a_readable_key_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _log_with_checkpoints(tmp_path)
+    assert main(["verify-audit", str(path), "--audit-key-file", str(tmp_path / "nope")]) == 2
+    assert "cannot read audit key file" in capsys.readouterr().err
