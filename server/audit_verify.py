@@ -255,8 +255,8 @@ def _against_checkpoints(
     last = max(cp.records for cp in checkpoints)
     if walk.records > last:
         verdict.notes.append(
-            f"{name}: records {last + 1}-{walk.records} came after the last checkpoint: chained, "
-            "not yet covered by a signature"
+            f"{name}: {_span(last + 1, walk.records)} written after the last checkpoint: "
+            "chained, not yet covered by a signature"
         )
 
 
@@ -279,8 +279,13 @@ def _report_lost_records(path: Path, walk: _Walk, cp: Checkpoint, verdict: FileV
     else:
         verdict.problems.append(
             f"{name}: missing tail: the file holds {walk.records} records, but {signed} covers "
-            f"{cp.records}: records {walk.records + 1}-{cp.records} were cut off"
+            f"{cp.records}: {_span(walk.records + 1, cp.records)} cut off"
         )
+
+
+def _span(first: int, last: int) -> str:
+    """'record 5 was' or 'records 5-7 were'."""
+    return f"record {first} was" if first == last else f"records {first}-{last} were"
 
 
 def _int_or(value: Any, default: int) -> int:
