@@ -141,7 +141,54 @@ def readme_table(res: dict[str, Any]) -> str:
         lines.append(f"Note: {res['noisy']}")
     lines += [f"- {n}" for n in notes]
     lines += unary_table(res.get("unary", {}))
+    lines += sync_table(res.get("mutations", {}))
     return "\n".join(lines) + "\n"
+
+
+def sync_table(m: dict[str, Any]) -> list[str]:
+    """The daily sync's figures (`bench.sync_bench`), when measured."""
+    if "apply_day" not in m:
+        return []
+
+    def s(fig: dict[str, Any]) -> str:
+        return f"{fig['median']:.3f} s ({fig['min']:.3f}-{fig['max']:.3f})"
+
+    seq, layers, serving = m["days_sequence"], m["stream_layers"], m["serving_during_sync"]
+    busy = serving["unary_during_sync"]
+    rows = [
+        (f"one day ({m['apply_day']['transactions']:,} transactions) applied and published, "
+         "no HTTP", s(m["apply_day"]["seconds"])),
+        ("one day end to end: `lez-loader sync` from the stand-in over mutual TLS",
+         s(m["sync_end_to_end"]["seconds"])),
+        (f"{seq['days']} days in a row, per day (last day {seq['last_day_s']:.3f} s; layer "
+         f"{seq['layer_keys']:,} keys, {seq['layer_bytes'] / 2**20:.0f} MiB)",
+         s(seq["seconds_per_day"])),
+        (f"compaction of the {seq['days']}-day layer into a new base",
+         s(m["compaction"]["seconds"])),
+        (f"500k-pair stream, base + {seq['days']}-day layer vs fresh base",
+         f"{layers['ratio_layered_to_fresh']:.2f}x ({layers['layered_us_per_pair']:.3f} vs "
+         f"{layers['fresh_us_per_pair']:.3f} us/pair)"),
+        ("unary `Check` p99 while a day is synced vs idle",
+         f"{busy['p99_ms']['median']:.2f} ms vs {serving['unary_idle']['p99_ms']:.2f} ms "
+         f"({busy['failed_calls']} failed of {busy['calls']:,})"),
+    ]  # fmt: skip
+    if serving.get("stream_during_sync"):
+        rows.append(
+            (
+                "500k-pair stream while a day is synced vs idle",
+                f"{serving['stream_ratio_during_to_idle']:.2f}x "
+                f"({s(serving['stream_during_sync'])} vs {s(serving['stream_idle'])})",
+            )
+        )
+    return [
+        "",
+        f"Daily sync on the {m['plates']:,}-plate register (`{m.get('command', '')}`, "
+        "median (min-max)):",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        *(f"| {label} | {value} |" for label, value in rows),
+    ]
 
 
 UNARY_ROWS = (

@@ -24,7 +24,9 @@ warm-up; all on this machine, in this run):
 6. The loader build (`bench.build_bench`).
 7. Writes `results.json`, `README-table.md` and `scaling.png` to `--out`.
 
-The daily mutation figure is reported as not measured: there is no mutation sync yet.
+8. The daily sync (`bench.sync_bench`): a day of the DIV feed applied and published, a day end
+   to end from the stand-in over HTTPS, serving while a day lands, 30 daily layers against a
+   fresh build, compaction.
 Exit status 1 when a peer decides differently from the service (results are written first).
 """
 
@@ -43,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import build_bench, report
+from bench import build_bench, report, sync_bench
 from bench.peer_data import (
     SELECTION_VERSION,
     Decided,
@@ -564,6 +566,18 @@ def phase_build(cfg: Config, extract: Path, key: Path, res: dict[str, Any]) -> N
     }
 
 
+def phase_sync(cfg: Config, res: dict[str, Any]) -> None:
+    """The daily sync's figures (`bench.sync_bench`) on the same register."""
+    log("daily sync: a day applied, end to end over HTTPS, serving during a sync, layers")
+    days = 3 if cfg.quick else 30
+    argv = ["--plates", str(cfg.plates), "--days", str(days), "--runs", str(cfg.runs),
+            "--compact-runs", "1" if cfg.quick else "3", "--serving-runs", "2",
+            "--seed", str(cfg.seed), "--scratch", str(cfg.scratch)]  # fmt: skip
+    res["mutations"] = sync_bench.run(sync_bench.parse(argv)) | {
+        "command": "python -m bench.sync_bench " + " ".join(argv)
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
     t0 = time.perf_counter()
@@ -585,11 +599,6 @@ def main(argv: list[str] | None = None) -> int:
         "scaling": {},
         "comparison_500k": {},
         "equality": {},
-        "mutations": {
-            "measured": False,
-            "reason": "there is no daily mutation sync yet (issue 'daily synchronisation'); "
-            "no figure is reported rather than an invented one",
-        },
     }
     key = build_bench.ensure_key(cfg.scratch)
     log(f"register of {cfg.plates:,} plates, key and store (reused when present)")
@@ -628,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     phase_store_sizes(cfg, key, res)
     phase_engine(cfg, res)
     phase_build(cfg, extract, key, res)
+    phase_sync(cfg, res)
     end = report.machine()["load_average_at_start"]
     res["load_average_at_end"] = end
     if res["machine"]["load_average_at_start"][0] > 0.5:
