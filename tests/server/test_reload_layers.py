@@ -70,7 +70,7 @@ def test_layers_reload_under_load_without_failures(
                 if got.decision.outcome != pb.OUTCOME_ALLOWED:
                     failures.append(f"outcome {got.decision.outcome}")
             except grpc.RpcError as exc:
-                failures.append(str(exc.code()))  # type: ignore[attr-defined]
+                failures.append(str(exc.code()))
 
     def slow_stream() -> Iterator[pb.CheckChunk]:
         for i in range(6):
