@@ -83,7 +83,9 @@ def _generate_options(gen: argparse.ArgumentParser) -> None:
         "--start",
         type=_date,
         metavar="DATE",
-        help="first day (default: the day after the extract's latest valid_from/valid_to)",
+        help="first day (default: the day after the extract's date, its newest valid_from, "
+        "which is the first day `lez-loader sync` asks for when the build was given no "
+        "--source-date)",
     )
     gen.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     gen.add_argument(

@@ -131,7 +131,7 @@ def generate(
     first = start or day_after(register)
     if to_day(first) <= register.last_day:
         raise StandinError(
-            f"--start {first} is not after the extract's latest date "
+            f"--start {first} is not after the extract's date (its newest valid_from) "
             f"{from_day(register.last_day)}; start on {day_after(register)} or later"
         )
     volume = per_day or default_per_day(register.size)

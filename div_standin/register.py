@@ -98,7 +98,7 @@ class Register:
     days: dict[str, I64]  # DAY_UNKNOWN for blank
     vehicle_id: I64
     vehicle_from: I64  # day the current vehicle came on the plate
-    last_day: int  # latest valid_from or valid_to of the extract
+    last_day: int  # the extract's date as the loader takes it by default: its newest valid_from
     next_vehicle: int = 1
     _index: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -289,7 +289,11 @@ def read_register(path: Path) -> Register:
     last = np.append(sorted_norm[1:] != sorted_norm[:-1], True)
     latest = order[last]
     current = table.take(pa.array(latest))
-    last_day = max(int(valid_from[good].max()), int(valid_to[good].max()))
+    # The extract's date as `lez-loader build` takes it when none is given (its newest
+    # valid_from, loader.build.latest_day): the feed continues from the day after, the first
+    # day `lez-loader sync` asks for. Versions the extract already closes on a later day are
+    # plates without a vehicle from that day on, as the loader reads them.
+    last_day = int(valid_from[good].max())
     return _register(current, sorted_norm[last], valid_to[latest], last_day)
 
 
@@ -327,5 +331,6 @@ def _register(
 
 
 def day_after(register: Register) -> dt.date:
-    """The default first day to generate: the day after the extract's latest date."""
+    """The default first day to generate: the day after the extract's date (its newest
+    valid_from, as the loader takes it by default), the first day a sync asks for."""
     return from_day(register.last_day + 1)

@@ -162,8 +162,32 @@ def test_manifest_lists_days_and_hashes(generated: GenerationResult) -> None:
     assert not [p for p in plates if f'"{p}"' in text], "a plate in the manifest"
 
 
+def test_default_start_is_the_first_day_a_sync_asks_for(extract: Path, tmp_path: Path) -> None:
+    # `lez-loader build` without --source-date dates the store by the extract's newest
+    # valid_from, and `lez-loader sync` asks for the day after: the feed must start there.
+    from lez.days import from_day
+    from loader.build import latest_day
+    from loader.extract import load_extract
+
+    # a plate crossed out the day after the newest valid_from: the register holds a closing
+    # later than any opening, which must not move the feed's first day
+    with extract.open(encoding="utf-8") as source:
+        rows = list(csv.DictReader(source))
+    newest = max(r["valid_from"] for r in rows if r["valid_from"])
+    closed = dict(rows[0], plate="1-ZZQ-987", valid_from="2020-01-01", status="S")
+    closed["valid_to"] = (dt.date.fromisoformat(newest) + dt.timedelta(days=1)).isoformat()
+    longer = tmp_path / "extract.csv"
+    with longer.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows([*rows, closed])
+    generated = generate(longer, tmp_path / "f", days=1, seed=SEED, per_day=PER_DAY)
+    store_date = from_day(latest_day(load_extract(longer)))
+    assert generated.days[0].date == store_date + dt.timedelta(days=1)
+
+
 def test_start_must_follow_the_extract(extract: Path, tmp_path: Path) -> None:
-    with pytest.raises(StandinError, match="not after the extract's latest date"):
+    with pytest.raises(StandinError, match="not after the extract's date"):
         generate(extract, tmp_path / "f", days=1, start=dt.date(2020, 1, 1))
     with pytest.raises(StandinError, match="--days"):
         generate(extract, tmp_path / "f", days=0)
