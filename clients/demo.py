@@ -11,7 +11,9 @@ camera timestamps across the October DST change). Then it starts `lez-server ser
 worker processes on a free loopback port, waits for health SERVING, sends the reads with
 `lez batch`, runs single `lez check`s that show every answer (plates picked from the demo's own
 synthetic extract by asking the server about a sample), prints a summary with timings and
-stops the server with SIGTERM.
+then plays out the DIV's daily change feed (`clients.demo_sync`: the stand-in `lez-div`, a few
+days synced into the served store with `lez-loader sync`, picked up by the running server, and a
+transferred plate whose answer changes on the transfer day) and stops the server with SIGTERM.
 
 Only console scripts run as subprocesses; nothing from `loader` or `server` is imported.
 """
@@ -39,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from clients import demo_sync
 from clients.batch_rows import BatchRows
 from clients.camera_reads import counts_by_kind, register_plates, sample_reads, write_reads
 from clients.enum_names import OUTCOME_NAMES
@@ -60,6 +63,7 @@ INVALID_PLATE: Final = "1-AB#-23"
 MISMATCH_FIRST_REGISTRATION: Final = dt.date(1990, 1, 1)
 STAMP: Final = "demo-stamp.json"
 PLATE_PLACEHOLDER: Final = "<plate>"
+SYNC_ZONES: Final = ("Gent", "Brussels")  # where else a transfer's changed answer is looked for
 
 
 @dataclass
@@ -424,6 +428,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with running_server(store, key, var, args.workers, timings) as (address, _proc):
         send_batch(address, reads, demo, args.zone, timings)
         single_checks(address, extract, args.seed, timings)
+        demo_sync.sync_and_show(
+            address=address, extract=extract, store=store, key=key, var=var, seed=args.seed,
+            zones=(args.zone, *SYNC_ZONES), step=timings.step, run=_run,
+            script={name: _script(name) for name in ("lez", "lez-loader", "lez-div")},
+        )  # fmt: skip
     print_timings(timings, time.perf_counter() - t0)
     print(f"\noutcomes: {', '.join(OUTCOME_NAMES[1:])}; see {demo} for the files")
     return 0
