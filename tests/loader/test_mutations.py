@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lez import codes
 from lez.days import DAY_OPEN, DAY_UNKNOWN, parse_day
 from lez.errors import TransactionRefused
 from lez.store.columns import KeyedRecords, empty_table, group_by_key
 from lez.vehicle import VEHICLE_DTYPE, VehicleArray, empty, version_on
+from loader import mutations
 from loader.mutations import (
     CROSSED_OUT_STATUS,
+    NO_OPEN_VERSION,
+    PAST_THE_DAY,
+    DayOutcome,
     DayTransactions,
     TransactionKind,
     apply_day,
+    apply_day_per_transaction,
     apply_one,
     close_version,
     correct_vehicle,
@@ -201,3 +210,107 @@ def test_apply_day_removes_a_key_left_without_versions() -> None:
 def test_records_keep_the_vehicle_dtype() -> None:
     out = apply_day(_day([("t1", 7, K.NEW, 1)]), empty_table())
     assert out.changes.records.dtype == VEHICLE_DTYPE
+
+
+# -- the vectorised path of apply_day equals the per-transaction reference ----------------------
+
+
+def _random_history(rng: np.random.Generator) -> VehicleArray:
+    """0 to 3 versions with boundaries near D: open or closed, opened today, ending today,
+    gaps, or reaching past D (which must be refused)."""
+    edges = np.unique(rng.integers(D - 6, D + 3, size=int(rng.integers(1, 5))))
+    spans = [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
+    spans = [s for s in spans if rng.random() < 0.8]  # gaps
+    if rng.random() < 0.6:
+        spans.append((int(edges[-1]), DAY_OPEN))
+    out = history(*spans) if spans else empty(0)
+    _random_fields(rng, out)
+    return out
+
+
+def _random_fields(rng: np.random.Generator, rows: VehicleArray) -> None:
+    """Values from small pools, so a same-day change often repeats the version exactly."""
+    rows["euro"] = rng.choice([codes.EURO.id_of("4"), codes.EURO.id_of("6D")], size=len(rows))
+    rows["nis"] = rng.choice([11002, 44021], size=len(rows))
+    rows["co2"] = rng.choice([90, 118], size=len(rows))
+    rows["status"] = codes.STATUS.id_of("A")
+
+
+def _random_day(seed: int, plates: int) -> tuple[DayTransactions, KeyedRecords]:
+    """A day of transactions over `plates` plates (some unknown to the store, some sharing
+    the high key half), most of them one transaction a plate, with the current versions."""
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 256, size=(plates, 16), dtype=np.uint8)
+    if plates > 1:
+        keys[1, :8] = keys[0, :8]  # a 64-bit prefix collision
+    histories = [_random_history(rng) for _ in range(plates)]
+    known = [p for p in range(plates) if len(histories[p]) and rng.random() < 0.9]
+    current = (
+        group_by_key(
+            np.concatenate([np.repeat(keys[p : p + 1], len(histories[p]), axis=0) for p in known]),
+            np.concatenate([histories[p] for p in known]),
+        )
+        if known
+        else empty_table()
+    )
+    per_plate = rng.choice([1, 1, 1, 1, 2, 3], size=plates)
+    owner = np.repeat(np.arange(plates), per_plate)
+    rng.shuffle(owner)
+    n = len(owner)
+    kinds = rng.integers(1, 8, size=n).astype(np.uint8)
+    corrects = (kinds == K.CHANGED_VEHICLE) & (rng.random(n) < 0.4)
+    records = empty(n)
+    _random_fields(rng, records)
+    txs = DayTransactions(
+        day=D,
+        ids=[f"tx{i:05d}" for i in range(n)],
+        keys=keys[owner],
+        kinds=kinds,
+        sequence=rng.integers(0, 4, size=n).astype(np.int64),  # ties keep the feed's order
+        corrects_from=np.where(corrects, rng.integers(D - 7, D + 2, size=n), DAY_UNKNOWN).astype(
+            np.int32
+        ),
+        records=records,
+    )
+    return txs, current
+
+
+def _assert_same_outcome(got: DayOutcome, want: DayOutcome) -> None:
+    for column in ("key_hi", "key_lo", "offsets"):
+        assert getattr(got.changes, column).tolist() == getattr(want.changes, column).tolist()
+    assert got.changes.records.dtype == want.changes.records.dtype
+    assert got.changes.records.tobytes() == want.changes.records.tobytes()
+    assert dict(got.applied) == dict(want.applied)
+    assert got.refused == want.refused
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), plates=st.integers(1, 30))
+def test_vectorised_apply_day_equals_the_per_transaction_path(seed: int, plates: int) -> None:
+    txs, current = _random_day(seed, plates)
+    _assert_same_outcome(apply_day(txs, current), apply_day_per_transaction(txs, current))
+
+
+def test_a_large_random_day_is_the_same_on_both_paths() -> None:
+    txs, current = _random_day(20261021, 3000)
+    fast, reference = apply_day(txs, current), apply_day_per_transaction(txs, current)
+    _assert_same_outcome(fast, reference)
+    # the day exercises every outcome: changes, removals, refusals of both kinds
+    assert fast.changes.size > 1000 and (fast.changes.counts() == 0).any()
+    assert {reason for _, reason in fast.refused} >= {NO_OPEN_VERSION, PAST_THE_DAY}
+
+
+def test_single_transactions_take_the_vectorised_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_per_transaction_path(*args: object) -> VehicleArray:
+        raise AssertionError("apply_one called for a plate with one simple transaction")
+
+    monkeypatch.setattr(mutations, "apply_one", no_per_transaction_path)
+    current = _current({1: [(D - 10, DAY_OPEN)], 2: [(D - 10, DAY_OPEN)], 3: [(D, DAY_OPEN)]})
+    txs = _day([("t1", 1, K.TRANSFERRED, 1), ("t2", 2, K.CROSSED_OUT, 1), ("t3", 3, K.NEW, 1),
+                ("t4", 4, K.NEW, 1), ("t5", 5, K.DESTROYED, 1)])  # fmt: skip
+    out = apply_day(txs, current)
+    assert out.refused == [("t5", NO_OPEN_VERSION)]
+    assert out.changes.size == 4
+    plate2 = out.changes.rows_of(int(out.changes.find(_keys(2))[0]))
+    assert plate2[["valid_from", "valid_to"]].tolist() == [(D - 10, D)]
+    assert int(plate2["status"][0]) == CROSSED_OUT_STATUS
