@@ -6,11 +6,16 @@ default `retention_days`, 183; docs/sync.md). The build applies this to a full e
 as the day's changes, to the store's content with the day's changes laid over it, with the
 cutoff `day - retention_days`. A purged plate loses its whole history (its key is removed); a
 plate whose last version is open is never purged. Only counts leave this module.
+
+The store is read as its tables laid over each other (the base, then its layer), never merged:
+one vectorised pass over each table's last versions gives the few keys that may be purged (a
+few hundred a day), and only those are looked up in the tables above, which may replace or
+remove them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -21,17 +26,17 @@ from lez.store.columns import KeyedRecords
 from loader.build import crossed_out_before
 from loader.mutations import with_removed
 
-_NONE = np.zeros(0, dtype="V1")
-
 
 def last_ends(table: KeyedRecords) -> npt.NDArray[np.int32]:
     """Per key: `valid_to` of its last (latest) version; DAY_OPEN for a key without rows."""
-    offsets = table.offsets.astype(np.int64)
-    has_rows = offsets[1:] > offsets[:-1]
     ends = np.full(table.size, DAY_OPEN, dtype=np.int32)
     if len(table.records):
-        last = np.maximum(offsets[1:] - 1, 0)
-        ends[has_rows] = table.records["valid_to"][last[has_rows]]
+        stops = table.offsets[1:].astype(np.int64)
+        has_rows = stops > table.offsets[:-1].astype(np.int64)
+        if has_rows.all():  # a base: every key has rows
+            ends[:] = table.records["valid_to"][stops - 1]
+        else:
+            ends[has_rows] = table.records["valid_to"][stops[has_rows] - 1]
     return ends
 
 
@@ -46,45 +51,42 @@ def expired(
     return crossed_out_before(key_hi, key_lo, ends, cutoff)
 
 
+def expired_keys(table: KeyedRecords, cutoff: int) -> npt.NDArray[np.int64]:
+    """Indices of the keys of `table` that `expired` purges (judged by this table alone)."""
+    ends = last_ends(table)
+    maybe = np.flatnonzero(ends <= cutoff)  # the rule needs an end on or before the cutoff
+    return maybe[expired(table.key_hi[maybe], table.key_lo[maybe], ends[maybe], cutoff)]
+
+
 def purge_changes(
-    store_parts: Iterable[KeyedRecords], changes: KeyedRecords, cutoff: int
+    store_tables: Sequence[KeyedRecords], changes: KeyedRecords, cutoff: int
 ) -> tuple[KeyedRecords, int]:
     """The day's `changes` plus the removal of every expired plate; (changes, plates purged).
 
-    `store_parts` is the published content (merged, in disjoint key-sorted parts, as
-    `Snapshot.vehicles_in_parts` gives it); a key in `changes` is judged by its new versions.
+    `store_tables` is the published content as tables laid over each other, the lowest first
+    (a base and its layer, where a key without rows is removed; disjoint key-sorted parts work
+    as well): a key is judged by the highest table holding it, and `changes` lies above them
+    all, so a key in `changes` is judged by its new versions.
     """
-    gone_hi: list[npt.NDArray[np.uint64]] = []
-    gone_lo: list[npt.NDArray[np.uint64]] = []
-    for part in store_parts:
-        gone = expired(part.key_hi, part.key_lo, last_ends(part), cutoff)
-        if gone.any() and changes.size:
-            gone &= ~_member(part.key_hi, part.key_lo, changes)
-        gone_hi.append(part.key_hi[gone])
-        gone_lo.append(part.key_lo[gone])
-    changed_gone = expired(changes.key_hi, changes.key_lo, last_ends(changes), cutoff)
-    gone_hi.append(changes.key_hi[changed_gone])
-    gone_lo.append(changes.key_lo[changed_gone])
-    removed_hi, removed_lo = np.concatenate(gone_hi), np.concatenate(gone_lo)
-    if not len(removed_hi):
+    tables = [*store_tables, changes]
+    gone: list[npt.NDArray[np.int64]] = []
+    for depth, table in enumerate(tables):
+        candidates = expired_keys(table, cutoff)
+        for above in tables[depth + 1 :]:
+            if not len(candidates):
+                break
+            found = above.find_halves(table.key_hi[candidates], table.key_lo[candidates])
+            candidates = candidates[found < 0]
+        gone.append(candidates)
+    purged = sum(len(g) for g in gone)
+    if not purged:
         return changes, 0
-    keys = np.empty((len(removed_hi), 2), dtype=">u8")
-    keys[:, 0], keys[:, 1] = removed_hi, removed_lo
-    kept = _subset(changes, ~changed_gone)
-    return with_removed(kept, keys.view(np.uint8).reshape(-1, KEY_BYTES)), len(removed_hi)
-
-
-def _member(
-    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], table: KeyedRecords
-) -> npt.NDArray[np.bool_]:
-    """Which of the sorted keys (hi, lo) are keys of `table` (the small side is searched)."""
-    keys = np.empty((table.size, 2), dtype=">u8")
-    keys[:, 0], keys[:, 1] = table.key_hi, table.key_lo
-    index = KeyedRecords(key_hi=hi, key_lo=lo, offsets=np.zeros(0, np.uint64), records=_NONE)
-    found = index.find(keys.view(np.uint8).reshape(-1, KEY_BYTES))
-    member = np.zeros(len(hi), dtype=np.bool_)
-    member[found[found >= 0]] = True
-    return member
+    keys = np.empty((purged, 2), dtype=">u8")
+    keys[:, 0] = np.concatenate([t.key_hi[g] for t, g in zip(tables, gone, strict=True)])
+    keys[:, 1] = np.concatenate([t.key_lo[g] for t, g in zip(tables, gone, strict=True)])
+    kept = np.ones(changes.size, dtype=np.bool_)
+    kept[gone[-1]] = False
+    return with_removed(_subset(changes, kept), keys.view(np.uint8).reshape(-1, KEY_BYTES)), purged
 
 
 def _subset(table: KeyedRecords, keep: npt.NDArray[np.bool_]) -> KeyedRecords:

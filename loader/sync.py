@@ -8,7 +8,8 @@ no day was synced yet), up to `--through` or the first day the DIV has not close
    is saved atomically, so a killed sync resumes after the last page it recorded.
 2. **Apply** (`apply_fetched`): the current versions of the touched plates
    (`Snapshot.vehicle_rows`) go through `loader.mutations.apply_day`; plates crossed out longer
-   ago than the retention period are purged (`loader.retention`); everything is published in
+   ago than the retention period are purged (`loader.retention`, over the store's base and
+   layer as they are); everything is published in
    ONE `StoreBuilder.publish_changes` whose meta records the day as `mutation_watermark` and a
    digest of the transaction ids. Only then is the checkpoint removed.
 3. **Compact** when the store's policy (`lez.store.compaction.needs_compaction`) says the layer
@@ -254,7 +255,7 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
         current = _current_versions(snap.vehicle_rows, txs.keys)
         outcome = apply_day(txs, current)
         cutoff = day - settings.retention_days
-        changes, purged = purge_changes(snap.vehicles_in_parts(), outcome.changes, cutoff)
+        changes, purged = purge_changes(_store_tables(reader), outcome.changes, cutoff)
     refused = sorted(state.refused + outcome.refused)
     all_ids = [t.transaction_id for t in state.transactions] + [i for i, _ in state.refused]
     report = DayReport(
@@ -296,6 +297,14 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
         else:
             report.compaction_advised = True
     return report
+
+
+def _store_tables(reader: LmdbReader) -> list[KeyedRecords]:
+    """The published vehicles as tables laid over each other: the base, then its layer (read
+    as they are, never merged: retention looks up only its few candidates in the layer)."""
+    if reader.overlay is None:
+        return [reader.vehicle_columns]
+    return [reader.overlay.base, reader.overlay.layer]
 
 
 def _current_versions(

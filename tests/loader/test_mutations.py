@@ -314,3 +314,14 @@ def test_single_transactions_take_the_vectorised_path(monkeypatch: pytest.Monkey
     plate2 = out.changes.rows_of(int(out.changes.find(_keys(2))[0]))
     assert plate2[["valid_from", "valid_to"]].tolist() == [(D - 10, D)]
     assert int(plate2["status"][0]) == CROSSED_OUT_STATUS
+
+
+def test_apply_day_reads_current_versions_without_writing_them() -> None:
+    txs, current = _random_day(7, 200)
+    records = current.records.copy()
+    records.flags.writeable = False  # as the store's memory map is
+    current = KeyedRecords(current.key_hi, current.key_lo, current.offsets, records)
+    before = records.tobytes()
+    for apply in (apply_day, apply_day_per_transaction):
+        assert apply(txs, current).changes.size
+        assert records.tobytes() == before
