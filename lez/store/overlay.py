@@ -137,13 +137,14 @@ class Overlay:
     def counts(self) -> OverlayCounts:
         in_base = self.base.find_halves(self.layer.key_hi, self.layer.key_lo)
         replaced = in_base[in_base >= 0]
-        base_counts = self.base.counts()
+        # rows of the replaced base keys only: the base's own counts would be a pass over it
+        starts = self.base.offsets[replaced].astype(np.int64)
+        stops = self.base.offsets[replaced + 1].astype(np.int64)
+        replaced_rows = int((stops - starts).sum())
         layer_counts = self.layer.counts()
         return OverlayCounts(
             plates=self.base.size - len(replaced) + int((layer_counts > 0).sum()),
-            versions=len(self.base.records)
-            - int(base_counts[replaced].sum())
-            + len(self.layer.records),
+            versions=len(self.base.records) - replaced_rows + len(self.layer.records),
             in_base=in_base,
         )
 
