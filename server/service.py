@@ -514,7 +514,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 day = parse_day(served.meta.source_date)
             with served.reader.snapshot() as snap:
                 counted = fleet.count_fleet(
-                    snap.vehicles.records,
+                    (part.records for part in snap.vehicles_in_parts()),
                     day,
                     dimensions,
                     nis=list(request.nis),

@@ -42,6 +42,21 @@ def test_grouping_order_and_nis_filter() -> None:
     assert got.suppressed_cells == 0
 
 
+def test_parts_add_up_to_the_whole() -> None:
+    """A layered store is counted part by part (never merged in memory): a cell split over
+    parts is one cell, counted once, and suppression applies to the sum."""
+    whole = _fleet()
+    dims = [fleet.Dimension.FUEL, fleet.Dimension.EURO]
+    for cuts in ([5], [1, 13], [0, 0, 15], [7, 12, 14]):
+        edges = [0, *cuts, len(whole)]
+        parts = [whole[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+        for minimum in (1, 10, 13):
+            assert fleet.count_fleet(parts, DAY, dims, min_cell_size=minimum) == (
+                fleet.count_fleet(whole, DAY, dims, min_cell_size=minimum)
+            )
+    assert fleet.count_fleet([], DAY, dims, min_cell_size=1).cells == []
+
+
 def test_no_vehicle_on_the_day() -> None:
     got = fleet.count_fleet(_fleet(), DAY - 200, [fleet.Dimension.FUEL], min_cell_size=1)
     assert got == fleet.FleetCount(cells=[], suppressed_cells=0, suppressed_vehicles=0)
