@@ -29,14 +29,17 @@ from loader.mutations import with_removed
 
 def last_ends(table: KeyedRecords) -> npt.NDArray[np.int32]:
     """Per key: `valid_to` of its last (latest) version; DAY_OPEN for a key without rows."""
+    if not len(table.records):
+        return np.full(table.size, DAY_OPEN, dtype=np.int32)
+    offsets = table.offsets
+    offsets = offsets.view(np.int64) if offsets.dtype == np.uint64 else offsets.astype(np.int64)
+    stops = offsets[1:]  # offsets are far below 2**63: the int64 view reads them as they are
+    has_rows = stops > offsets[:-1]
+    valid_to = table.records["valid_to"]
+    if has_rows.all():  # a base: every key has rows
+        return np.asarray(valid_to[stops - 1], dtype=np.int32)
     ends = np.full(table.size, DAY_OPEN, dtype=np.int32)
-    if len(table.records):
-        stops = table.offsets[1:].astype(np.int64)
-        has_rows = stops > table.offsets[:-1].astype(np.int64)
-        if has_rows.all():  # a base: every key has rows
-            ends[:] = table.records["valid_to"][stops - 1]
-        else:
-            ends[has_rows] = table.records["valid_to"][stops[has_rows] - 1]
+    ends[has_rows] = valid_to[stops[has_rows] - 1]
     return ends
 
 
