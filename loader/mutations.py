@@ -286,7 +286,7 @@ def apply_day(txs: DayTransactions, current: KeyedRecords) -> DayOutcome:
 
 def apply_day_per_transaction(txs: DayTransactions, current: KeyedRecords) -> DayOutcome:
     """`apply_day` with every plate through `apply_one`, one transaction at a time: the
-    reference the vectorised path is tested against (about 20x slower)."""
+    reference the vectorised path is tested against (about 6x slower on a day of the feed)."""
     return _apply(txs, current, vectorised=False)
 
 
