@@ -8,10 +8,10 @@ no day was synced yet), up to `--through` or the first day the DIV has not close
    is saved atomically, so a killed sync resumes after the last page it recorded.
 2. **Apply** (`apply_fetched`): the current versions of the touched plates
    (`Snapshot.vehicle_rows`) go through `loader.mutations.apply_day`; plates crossed out longer
-   ago than the retention period are purged (`loader.retention`, over the store's base and
-   layer as they are); everything is published in
-   ONE `StoreBuilder.publish_changes` whose meta records the day as `mutation_watermark` and a
-   digest of the transaction ids. Only then is the checkpoint removed.
+   ago than the retention period are purged (`loader.retention`, reading the store's base and
+   layer as they are); everything is published in ONE `StoreBuilder.publish_changes` whose
+   meta records the day as `mutation_watermark` and a digest of the transaction ids. Only then
+   is the checkpoint removed.
 3. **Compact** when the store's policy (`lez.store.compaction.needs_compaction`) says the layer
    has grown too large: the sync folds it into a new base itself (`StoreBuilder.compact`, same
    content, atomic like every publication), so an unattended nightly sync keeps lookups fast;
