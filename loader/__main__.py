@@ -306,6 +306,13 @@ def _sync_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "store's policy says the layer is large]",
     )
     sc.add_argument("--json", action="store_true", help="print the sync report as JSON")
+    sc.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="lower this process's CPU priority by this much (0-19) so that a server on the same "
+        "machine keeps its latency while a day is fetched and applied [%(default)s]",
+    )
 
 
 def _reconcile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -352,6 +359,9 @@ def _sync(args: argparse.Namespace) -> int:
         raise ValueError(f"give {names} (or the LEZ_DIV_* variables); see --help")
     if args.retention_days < 0:
         raise ValueError("--retention-days must be 0 or more")
+    if not 0 <= args.nice <= 19:
+        raise ValueError("--nice must be between 0 and 19")
+    os.nice(args.nice)  # a background job: serving on the same cores comes first
     settings = SyncSettings(
         store_root=args.store,
         key_file=args.key,

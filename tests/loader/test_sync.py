@@ -388,5 +388,8 @@ def test_cli_usage_and_failure_exit_codes(
     tls = ["--div-url", "https://127.0.0.1:9", "--div-ca", "ca.pem"]
     tls += ["--div-cert", "c.pem", "--div-key", "c.key"]
     missing = ["sync", "--store", str(tmp_path / "none"), "--key", str(key_file), *tls]
+    too_nice = ["sync", "--store", str(tmp_path), "--key", str(key_file), *tls, "--nice", "25"]
+    assert main(too_nice) == 2
+    assert "--nice must be between 0 and 19" in capsys.readouterr().err
     assert main(missing) == 1
     assert "no store at" in capsys.readouterr().err
