@@ -109,11 +109,11 @@ def _ix(vocab: tuple[str, ...], code: str) -> int:
     return vocab.index(code)
 
 
-C = {c: _ix(CATEGORIES, c) for c in CATEGORIES}
-K = {c: _ix(KINDS, c) for c in KINDS}
-B = {c: _ix(BODYWORKS, c) for c in BODYWORKS}
-FU = {c: _ix(FUELS, c) for c in FUELS}
-EU = {c: _ix(EUROS, c) for c in EUROS}
+CATEGORY_IX = {c: _ix(CATEGORIES, c) for c in CATEGORIES}
+KIND_IX = {c: _ix(KINDS, c) for c in KINDS}
+BODYWORK_IX = {c: _ix(BODYWORKS, c) for c in BODYWORKS}
+FUEL_IX = {c: _ix(FUELS, c) for c in FUELS}
+EURO_IX = {c: _ix(EUROS, c) for c in EUROS}
 ST_A, ST_S, ST_O = 0, 1, 2
 
 # ---- vehicle classes (Statbel fleet, docs/sources.md#reference-data) -------------------------
@@ -644,7 +644,7 @@ def _arrow_plates(mat: U8) -> pa.Array:
 
 def _pick(rng: np.random.Generator, n: int, choices: tuple[tuple[str, float], ...]) -> I64:
     p = np.array([w for _, w in choices], dtype=np.float64)
-    vocab = np.array([FU[c] for c, _ in choices])
+    vocab = np.array([FUEL_IX[c] for c, _ in choices])
     return np.asarray(vocab[rng.choice(len(p), size=n, p=p / p.sum())], dtype=np.int64)
 
 
@@ -703,10 +703,10 @@ def _vehicles(rng: np.random.Generator, cls: I64, end: I64, first: I64 | None) -
         first = _drawn_first_registration(rng, cls, fuel, end)
     first = np.minimum(first, end - 1)
     # young technologies: no electric car before 2011, no hybrid before 2000 (modelling choice)
-    ev = (fuel == FU["04"]) | (fuel == FU["09"])
-    hyb = np.isin(fuel, (FU["07"], FU["08"], FU["12"]))
-    fuel[ev & (first < _d(2011))] = FU["01"]
-    fuel[hyb & (first < _d(2000))] = FU["01"]
+    ev = (fuel == FUEL_IX["04"]) | (fuel == FUEL_IX["09"])
+    hyb = np.isin(fuel, (FUEL_IX["07"], FUEL_IX["08"], FUEL_IX["12"]))
+    fuel[ev & (first < _d(2011))] = FUEL_IX["01"]
+    fuel[hyb & (first < _d(2000))] = FUEL_IX["01"]
     d = _Draft.start(rng, cls, fuel)
     _passenger_cars(d)
     _vans(d)
@@ -744,7 +744,7 @@ class _Draft:
             fuel=fuel,
             cat=np.full(n, _NONE, dtype=np.int64),
             kind=np.full(n, _NONE, dtype=np.int64),
-            body=np.full(n, B["01"], dtype=np.int64),
+            body=np.full(n, BODYWORK_IX["01"], dtype=np.int64),
             max_mass=np.zeros(n, dtype=np.int64),
             seats=np.full(n, _NONE, dtype=np.int64),
             power=np.zeros(n, dtype=np.int64),
@@ -769,12 +769,12 @@ class _Draft:
 
     def kinds(self, mask: Bool, choices: tuple[tuple[str, float], ...]) -> None:
         p = np.array([w for _, w in choices])
-        vocab = np.array([K[c] for c, _ in choices])
+        vocab = np.array([KIND_IX[c] for c, _ in choices])
         self.kind[mask] = vocab[self.rng.choice(len(p), size=int(mask.sum()), p=p / p.sum())]
 
     def bodies(self, mask: Bool, choices: tuple[tuple[str, float], ...]) -> None:
         p = np.array([w for _, w in choices])
-        vocab = np.array([B[c] for c, _ in choices])
+        vocab = np.array([BODYWORK_IX[c] for c, _ in choices])
         self.body[mask] = vocab[self.rng.choice(len(p), size=int(mask.sum()), p=p / p.sum())]
 
     def ints(self, mask: Bool, lo: float, hi: float, arr: I64) -> None:
@@ -786,7 +786,7 @@ def _drawn_first_registration(rng: np.random.Generator, cls: I64, fuel: I64, end
     n = len(cls)
     mean = np.zeros(n)
     for code, age in _CAR_AGE.items():
-        mean[(cls == CAR) & (fuel == FU[code])] = age
+        mean[(cls == CAR) & (fuel == FUEL_IX[code])] = age
     for c, age in _CLASS_AGE.items():
         mean[cls == c] = age
     years = _gamma_age(rng, mean)
@@ -807,7 +807,7 @@ def _passenger_cars(d: _Draft) -> None:
     kinds, bodies = d.kinds, d.bodies
     m1 = d.m1
     # Masses (kg), seats (incl. driver), power (kW): plausible ranges, a modelling choice.
-    cat[m1] = C["M1"]
+    cat[m1] = CATEGORY_IX["M1"]
     kinds(
         m1 & (cls != SPECIAL),
         (("AA", 35), ("AB", 25), ("AC", 20), ("AD", 4), ("AE", 2), ("AF", 14)),
@@ -827,7 +827,7 @@ def _vans(d: _Draft) -> None:
     cat, max_mass, seats, power, run_ratio = d.cat, d.max_mass, d.seats, d.power, d.run_ratio
     kinds, bodies, ints = d.kinds, d.bodies, d.ints
     van = d.van
-    cat[van] = C["N1"]
+    cat[van] = CATEGORY_IX["N1"]
     kinds(van & (cls == VAN), (("CT", 0.97), ("XC", 0.02), ("AZ", 0.01)))
     kinds(van & (cls == SPECIAL), (("AZ", 1.0),))
     max_mass[van] = np.where(u[van] < 0.5, 3500, 2000 + (u[van] * 3000).astype(np.int64))
@@ -851,14 +851,16 @@ def _trucks(d: _Draft) -> None:
     )
     bodies, ints = d.bodies, d.ints
     n2 = cls == TRUCK_N2
-    cat[n2] = C["N2"]
-    kind[n2] = K["XL"]
+    cat[n2] = CATEGORY_IX["N2"]
+    kind[n2] = KIND_IX["XL"]
     ints(n2, 3501, 12000, max_mass)
     ints(n2, 110, 220, power)
     n3 = (cls == TRUCK_N3) | (cls == ROAD_TRACTOR) | ((cls == SPECIAL) & (u >= 0.62) & (u < 0.7))
-    cat[n3] = C["N3"]
+    cat[n3] = CATEGORY_IX["N3"]
     kind[n3] = np.where(
-        cls[n3] == ROAD_TRACTOR, K["XR"], np.where(cls[n3] == SPECIAL, K["BF"], K["XL"])
+        cls[n3] == ROAD_TRACTOR,
+        KIND_IX["XR"],
+        np.where(cls[n3] == SPECIAL, KIND_IX["BF"], KIND_IX["XL"]),
     )
     ints(n3, 12001, 44000, max_mass)
     ints(n3, 180, 450, power)
@@ -866,7 +868,7 @@ def _trucks(d: _Draft) -> None:
     seats[heavy_goods] = 2 + (u[heavy_goods] < 0.3)
     run_ratio[heavy_goods] = 0.45
     bodies(heavy_goods, (("03", 0.4), ("02", 0.25), ("05", 0.15), ("04", 0.1), ("99", 0.1)))
-    body[cls == ROAD_TRACTOR] = B["99"]
+    body[cls == ROAD_TRACTOR] = BODYWORK_IX["99"]
 
 
 def _buses(d: _Draft) -> None:
@@ -884,9 +886,9 @@ def _buses(d: _Draft) -> None:
     m2 = d.m2
     bus = cls == BUS
     m3 = bus & ~m2
-    cat[m2] = C["M2"]
-    cat[m3] = C["M3"]
-    kind[bus] = K["BC"]
+    cat[m2] = CATEGORY_IX["M2"]
+    cat[m3] = CATEGORY_IX["M3"]
+    kind[bus] = KIND_IX["BC"]
     ints(m2, 3500, 5000, max_mass)
     ints(m3, 12000, 19500, max_mass)
     ints(m2, 10, 23, seats)
@@ -910,21 +912,21 @@ def _tractors_and_machinery(d: _Draft) -> None:
     )
     ints = d.ints
     tr = cls == AGRI_TRACTOR
-    cat[tr] = C["T"]
-    kind[tr] = K["XT"]
+    cat[tr] = CATEGORY_IX["T"]
+    kind[tr] = KIND_IX["XT"]
     ints(tr, 2000, 14000, max_mass)
     seats[tr] = 1 + (u[tr] < 0.3)
     power[tr] = np.clip(rng.lognormal(np.log(95), 0.55, int(tr.sum())), 20, 330).astype(np.int64)
-    body[tr] = B["99"]
+    body[tr] = BODYWORK_IX["99"]
     run_ratio[tr] = 0.7
 
     other = (cls == SPECIAL) & (u >= 0.7)
-    cat[other] = C["OTHER"]
-    kind[other] = K["XL"]
+    cat[other] = CATEGORY_IX["OTHER"]
+    kind[other] = KIND_IX["XL"]
     ints(other, 3500, 32000, max_mass)
     ints(other, 100, 400, power)
     seats[other] = 2
-    body[other] = B["99"]
+    body[other] = BODYWORK_IX["99"]
     run_ratio[other] = 0.8
 
 
@@ -944,25 +946,31 @@ def _two_wheelers(d: _Draft) -> None:
     moto = cls == MOTORCYCLE
     old_moto = (cls == OLDTIMER) & (u < 0.08)
     moto_all = moto | old_moto
-    cat[moto_all] = np.array([C["L3"], C["L4"], C["L5"], C["L6"], C["L7"]])[
-        rng.choice(5, int(moto_all.sum()), p=[0.9, 0.02, 0.03, 0.02, 0.03])
-    ]
-    kind[moto_all] = K["XM"]
-    fuel[old_moto] = FU["01"]
+    cat[moto_all] = np.array(
+        [
+            CATEGORY_IX["L3"],
+            CATEGORY_IX["L4"],
+            CATEGORY_IX["L5"],
+            CATEGORY_IX["L6"],
+            CATEGORY_IX["L7"],
+        ]
+    )[rng.choice(5, int(moto_all.sum()), p=[0.9, 0.02, 0.03, 0.02, 0.03])]
+    kind[moto_all] = KIND_IX["XM"]
+    fuel[old_moto] = FUEL_IX["01"]
     ints(moto_all, 250, 550, max_mass)
     seats[moto_all] = 2
     power[moto_all] = np.clip(rng.lognormal(np.log(50), 0.6, int(moto_all.sum())), 4, 160).astype(
         np.int64
     )
-    body[moto_all] = B["99"]
+    body[moto_all] = BODYWORK_IX["99"]
     run_ratio[moto_all] = 0.55
     mop = cls == MOPED
-    cat[mop] = C["L1"]
-    kind[mop] = K["XB"]
+    cat[mop] = CATEGORY_IX["L1"]
+    kind[mop] = KIND_IX["XB"]
     ints(mop, 150, 250, max_mass)
     seats[mop] = 1 + (u[mop] < 0.5)
     ints(mop, 1, 5, power)
-    body[mop] = B["99"]
+    body[mop] = BODYWORK_IX["99"]
     run_ratio[mop] = 0.5
 
 
@@ -974,12 +982,14 @@ def _trailers(d: _Draft) -> None:
     n = len(cls)
     trl = cls == TRAILER
     o = rng.choice(4, n, p=[0.15, 0.62, 0.08, 0.15])
-    cat[trl] = np.array([C["O1"], C["O2"], C["O3"], C["O4"]])[o[trl]]
+    cat[trl] = np.array(
+        [CATEGORY_IX["O1"], CATEGORY_IX["O2"], CATEGORY_IX["O3"], CATEGORY_IX["O4"]]
+    )[o[trl]]
     lo = np.array([300, 751, 3501, 10001])[o]
     hi = np.array([750, 3500, 10000, 39000])[o]
     max_mass[trl] = (lo + rng.random(n) * (hi - lo)).astype(np.int64)[trl]
     kinds(trl & (o < 3), (("AR", 0.7), ("BR", 0.07), ("CR", 0.2), ("CO", 0.03)))
-    kind[trl & (o == 3)] = K["XS"]
+    kind[trl & (o == 3)] = KIND_IX["XS"]
     bodies(trl, (("02", 0.5), ("03", 0.3), ("99", 0.2)))
     power[trl] = _NONE
     run_ratio[trl] = 0.3
@@ -1000,13 +1010,15 @@ def _finished(d: _Draft, first: I64) -> _Veh:
     m1 = d.m1
     n = len(cls)
     running = (max_mass * run_ratio * (1 + 0.05 * rng.standard_normal(n))).astype(np.int64)
-    bev = fuel == FU["04"]
+    bev = fuel == FUEL_IX["04"]
     max_mass[m1 & bev] = np.minimum(max_mass[m1 & bev] + 300, 3500)
     power[bev & m1] = np.clip(power[bev & m1] * 1.6, 60, 500).astype(np.int64)
     co2 = _co2(d, first)
 
     euro = _euro(rng, cls, cat, fuel, first, running)
-    electric = np.where(np.isin(fuel, (FU["04"], FU["07"], FU["08"], FU["12"])), 1, 0)
+    electric = np.where(
+        np.isin(fuel, (FUEL_IX["04"], FUEL_IX["07"], FUEL_IX["08"], FUEL_IX["12"])), 1, 0
+    )
     electric[fuel == _NONE] = _NONE
     max_mass = np.maximum(max_mass, 1)
     # Missing values (modelling choice): category blank for 4 % of vehicles registered before
@@ -1040,10 +1052,12 @@ def _co2(d: _Draft, first: I64) -> I64:
     light = m1 | van | m2
     co2 = np.full(n, _NONE, dtype=np.int64)
     base = np.full(n, 150.0)
-    base[fuel == FU["02"]] = 140
-    base[np.isin(fuel, (FU["06"], FU["15"]))] = 125
-    phev = np.isin(fuel, (FU["07"], FU["08"])) & (rng.random(n) < 0.45)  # modelling choice
-    base[np.isin(fuel, (FU["07"], FU["08"], FU["12"]))] = 110
+    base[fuel == FUEL_IX["02"]] = 140
+    base[np.isin(fuel, (FUEL_IX["06"], FUEL_IX["15"]))] = 125
+    phev = np.isin(fuel, (FUEL_IX["07"], FUEL_IX["08"])) & (
+        rng.random(n) < 0.45
+    )  # modelling choice
+    base[np.isin(fuel, (FUEL_IX["07"], FUEL_IX["08"], FUEL_IX["12"]))] = 110
     base[phev] = 40
     base[van] += 40
     trend = np.clip(year - 2001, 0, None) * 2.2
@@ -1051,7 +1065,7 @@ def _co2(d: _Draft, first: I64) -> I64:
     value[phev] = np.clip(40 + 10 * rng.standard_normal(int(phev.sum())), 18, 75)
     has_co2 = light & (first >= _d(2001))
     co2[has_co2] = value[has_co2].astype(np.int64)
-    co2[light & np.isin(fuel, (FU["04"], FU["09"]))] = 0
+    co2[light & np.isin(fuel, (FUEL_IX["04"], FUEL_IX["09"]))] = 0
     return co2
 
 
@@ -1059,15 +1073,19 @@ def _euro(rng: np.random.Generator, cls: I64, cat: I64, fuel: I64, first: I64, r
     """Euro code from the first registration (docs/rules.md#enrichment), with gaps and variants."""
     n = len(cls)
     scheme = np.full(n, SCHEME_NONE)
-    scheme[cat == C["M1"]] = SCHEME_M1
+    scheme[cat == CATEGORY_IX["M1"]] = SCHEME_M1
     # N1 class by reference mass = running mass - 75 + 100, class limits 1,305 / 1,760 kg
     # (docs/rules.md#reference-mass-and-vehicle-classes).
     ref = running + 25
-    n1 = cat == C["N1"]
+    n1 = cat == CATEGORY_IX["N1"]
     scheme[n1 & (ref <= 1305)] = SCHEME_N1_I
-    scheme[(n1 & (ref > 1305)) | (cat == C["M2"])] = SCHEME_N1_II
-    scheme[np.isin(cat, (C["M3"], C["N2"], C["N3"], C["OTHER"]))] = SCHEME_HEAVY
-    scheme[cat == C["T"]] = SCHEME_T
+    scheme[(n1 & (ref > 1305)) | (cat == CATEGORY_IX["M2"])] = SCHEME_N1_II
+    scheme[
+        np.isin(
+            cat, (CATEGORY_IX["M3"], CATEGORY_IX["N2"], CATEGORY_IX["N3"], CATEGORY_IX["OTHER"])
+        )
+    ] = SCHEME_HEAVY
+    scheme[cat == CATEGORY_IX["T"]] = SCHEME_T
     euro = np.full(n, _NONE, dtype=np.int64)
     u = rng.random(n)
     for sid, (bounds, codes) in _SCHEMES.items():
@@ -1078,24 +1096,24 @@ def _euro(rng: np.random.Generator, cls: I64, cat: I64, fuel: I64, first: I64, r
         nxt = np.minimum(level, len(b) - 1)
         early = (level < len(b)) & (b[nxt] - first[rows] < 540) & (u[rows] < 0.2)
         level = level + early
-        vocab = np.array([EU[c] if c else _NONE for c in codes])
+        vocab = np.array([EURO_IX[c] if c else _NONE for c in codes])
         euro[rows] = vocab[level]
     # DIV spelling variants inside a level (docs/rules.md#codes: 5a, 5b, 6a, 6b; 6c UNCONFIRMED)
     v = rng.random(n)
-    euro[(euro == EU["5"]) & (v < 0.1)] = EU["5A"]
-    euro[(euro == EU["5"]) & (v >= 0.9)] = EU["5B"]
-    euro[(euro == EU["6"]) & (v < 0.1)] = EU["6A"]
-    euro[(euro == EU["6"]) & (v >= 0.1) & (v < 0.2)] = EU["6B"]
-    euro[(euro == EU["6"]) & (v >= 0.2) & (v < 0.3) & (first >= _d(2017, 9))] = EU["6C"]
-    euro[(euro == EU["V"]) & (cat == C["M3"]) & (v < 0.15)] = EU["EEV"]
+    euro[(euro == EURO_IX["5"]) & (v < 0.1)] = EURO_IX["5A"]
+    euro[(euro == EURO_IX["5"]) & (v >= 0.9)] = EURO_IX["5B"]
+    euro[(euro == EURO_IX["6"]) & (v < 0.1)] = EURO_IX["6A"]
+    euro[(euro == EURO_IX["6"]) & (v >= 0.1) & (v < 0.2)] = EURO_IX["6B"]
+    euro[(euro == EURO_IX["6"]) & (v >= 0.2) & (v < 0.3) & (first >= _d(2017, 9))] = EURO_IX["6C"]
+    euro[(euro == EURO_IX["V"]) & (cat == CATEGORY_IX["M3"]) & (v < 0.15)] = EURO_IX["EEV"]
     # Missing euro norm (modelling choice): old vehicles mostly, electric always (no
     # combustion engine), special machinery often; L and O categories carry none.
     w = rng.random(n)
     missing = (first < _d(1992, 7)) & (w < 0.7)
     missing |= (first >= _d(1992, 7)) & (first < _d(2001)) & (w < 0.2)
     missing |= (first >= _d(2001)) & (w < 0.02)
-    missing |= np.isin(fuel, (FU["04"], FU["09"]))
-    missing |= (cat == C["OTHER"]) & (w < 0.5)
+    missing |= np.isin(fuel, (FUEL_IX["04"], FUEL_IX["09"]))
+    missing |= (cat == CATEGORY_IX["OTHER"]) & (w < 0.5)
     euro[missing] = _NONE
     return euro
 
