@@ -180,6 +180,14 @@ def sync_table(m: dict[str, Any]) -> list[str]:
                 f"({s(serving['stream_during_sync'])} vs {s(serving['stream_idle'])})",
             )
         )
+    if serving.get("stream_beside_idle_burner"):
+        rows.append(
+            (
+                "ceiling: 500k-pair stream beside a process that only spins at SCHED_IDLE",
+                f"{serving['stream_ratio_burner_to_idle']:.2f}x "
+                f"({s(serving['stream_beside_idle_burner'])})",
+            )
+        )
     return [
         "",
         f"Daily sync on the {m['plates']:,}-plate register (`{m.get('command', '')}`, "

@@ -25,7 +25,9 @@ Figures (median, min and max of `--runs` runs unless said):
   process, from start to exit (fetch, keying, apply, publish).
 - `serving_during_sync`: unary `Check` p99 and the 500,000-pair stream while a server with a
   short reload interval serves the root a sync is publishing to, against the same server
-  idle; every call must succeed.
+  idle; every call must succeed. Beside it, the same stream next to a process that only spins
+  at SCHED_IDLE: on a 2-core machine any work beside the server costs the stream this much,
+  whatever its priority, which bounds what a sync on the serving machine can achieve.
 """
 
 from __future__ import annotations
@@ -354,6 +356,7 @@ def phase_serving(
             if proc.returncode != 0:
                 raise RuntimeError(f"sync of {day} failed ({proc.returncode})")
         idle_stream = stream_seconds(server.address, batch, a.runs)
+        burner_stream = _beside_a_burner(lambda: stream_seconds(server.address, batch, a.runs))
         busy_stream: list[float] = []
         for _ in range(a.serving_runs):
             day = next(day_iter)
@@ -380,12 +383,18 @@ def phase_serving(
         out["stream_ratio_during_to_idle"] = round(
             float(np.median(busy_stream)) / float(np.median(idle_stream)), 3
         )
+    out["stream_beside_idle_burner"] = stats(burner_stream)
+    out["stream_ratio_burner_to_idle"] = round(
+        float(np.median(burner_stream)) / float(np.median(idle_stream)), 3
+    )
     out["what"] = (
         "one server (2 workers, reload every 0.2 s) on the root `lez-loader sync` (at its default "
         "--nice 10) publishes to, the DIV stand-in at nice 19 as the remote service it stands in "
         "for; "
         "unary Check from one caller for the whole sync, and 500,000-pair streams back to back "
-        "while another day syncs; both against the same server idle"
+        "while another day syncs; both against the same server idle, and the stream beside a "
+        "process that only spins at SCHED_IDLE (the machine's ceiling for work beside the "
+        "server)"
     )
     return out
 
@@ -402,6 +411,19 @@ def unary_requests(batch: WireBatch, n: int = 20_000) -> list[tuple[str, str, st
         )
         for i in range(len(sample))
     ]
+
+
+def _beside_a_burner(measure: Callable[[], list[float]]) -> list[float]:
+    """`measure` while a process that only spins runs at the lowest priority Linux has
+    (SCHED_IDLE): the ceiling this machine puts on any work running beside the server, the
+    sync included."""
+    burner = subprocess.Popen(["chrt", "--idle", "0", sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        return measure()
+    finally:
+        burner.kill()
+        burner.wait()
 
 
 class _UnaryLoop:
