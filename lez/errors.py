@@ -8,6 +8,25 @@ contains a raw plate: callers pass pseudonymised key prefixes or row numbers ins
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
+ECHO_LIMIT: Final = 40
+"""Longest piece of a caller's value an error message quotes."""
+_DIGIT: Final = re.compile(r"[0-9]")
+_LETTER: Final = re.compile(r"[^\W\d_]")
+
+
+def echo(value: str, limit: int = ECHO_LIMIT) -> str:
+    """A caller's free-text value as an error message may quote it: cut to `limit` characters,
+    control characters replaced, and not quoted at all when it could hold a plate (a letter and
+    a digit anywhere in it), so a plate sent in the wrong field never comes back in an error."""
+    if _DIGIT.search(value) and _LETTER.search(value):
+        return f"(a value of {len(value)} characters, not shown: it could be a plate)"
+    shown = "".join(c if c.isprintable() else "?" for c in value[:limit])
+    more = f"... ({len(value)} characters)" if len(value) > limit else ""
+    return repr(shown) + more
+
 
 class LezError(Exception):
     """Base of all domain errors. `code` is stable and machine-readable."""
@@ -23,6 +42,7 @@ class InvalidPlate(LezError):
     """A plate that cannot be read. `rule` names the rule it broke; the plate is never echoed."""
 
     code = "invalid_plate"
+    field = "plate"  # the request field a `google.rpc.BadRequest` violation names
 
     def __init__(self, rule: str, detail: str) -> None:
         super().__init__(f"plate rejected ({rule}): {detail}")
@@ -30,9 +50,30 @@ class InvalidPlate(LezError):
 
 
 class InvalidRequest(LezError):
-    """A request that is malformed as a whole (unknown zone, bad date, empty batch...)."""
+    """A request that is malformed (unknown zone, bad date, empty batch...). `field` names the
+    request field at fault (`google.rpc.BadRequest`), "request" when it is the whole message."""
 
     code = "invalid_request"
+    field = "request"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        if field is not None:
+            self.field = field
+
+
+class UndecodableRequest(InvalidRequest):
+    """Request bytes that do not parse as the method's message: not protobuf, a field of the
+    wrong wire type, or invalid UTF-8 in a string field. Nothing of the bytes is echoed."""
+
+    code = "undecodable_request"
+
+    def __init__(self, message_name: str) -> None:
+        super().__init__(
+            f"the request does not decode as lez.api.v1.{message_name} (not protobuf, a field "
+            "of the wrong type, or invalid UTF-8 in a string field); build it from access.proto",
+            field=message_name,
+        )
 
 
 class BatchTooLarge(InvalidRequest):
@@ -50,6 +91,7 @@ class UnknownZone(InvalidRequest):
     """A zone id that no loaded rule revision knows."""
 
     code = "unknown_zone"
+    field = "zone"
 
 
 class UnknownRuleset(LezError):

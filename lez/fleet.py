@@ -70,7 +70,7 @@ def dimensions(values: Sequence[int]) -> list[Dimension]:
     """The grouping asked for: one or more distinct known dimensions; InvalidRequest otherwise."""
     known = {d.value for d in Dimension}
     if not values or len(set(values)) != len(values) or not set(values) <= known:
-        raise InvalidRequest("group_by needs one or more distinct dimensions")
+        raise InvalidRequest("group_by needs one or more distinct dimensions", field="group_by")
     return [Dimension(v) for v in values]
 
 

@@ -27,7 +27,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lez.api.v1 import access_pb2 as pb
-from lez.api.v1 import access_pb2_grpc as pb_grpc
 from lez.keys import PlateKeyer, load_key
 from server.audit import AuditLog
 from server.audit_keys import ensure_audit_key_file, load_audit_keys
@@ -35,7 +34,7 @@ from server.audit_refusals import RefusalAudit
 from server.auth import Authenticator, Identity, RateLimiter
 from server.config import MIB, ServerConfig
 from server.guards import ensure_port_free, hold_audit_dir
-from server.service import AccessService
+from server.service import AccessService, add_access_service
 from server.state import ServedSnapshot, StoreHolder
 
 log = logging.getLogger("lez.server")
@@ -125,7 +124,7 @@ class App:
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             interceptors=[RefusalAudit(self.audit, auth, self.holder)],
         )
-        pb_grpc.add_AccessServiceServicer_to_server(self.service, self.server)
+        add_access_service(self.service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server

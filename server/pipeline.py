@@ -28,7 +28,7 @@ import lez.rules
 from lez.api.v1 import access_pb2 as pb
 from lez.days import DAY_UNKNOWN, to_day
 from lez.decision import BatchInput, DecisionColumns, ItemInput, Outcome, Reason
-from lez.errors import BatchTooLarge, InvalidPlate, InvalidRequest, KeyMismatch
+from lez.errors import BatchTooLarge, InvalidPlate, InvalidRequest, KeyMismatch, echo
 from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import BELGIUM, PlateRule, normalise_country, try_normalise
 from lez.rules import Revision, Verdict
@@ -112,7 +112,7 @@ def admit_chunk(chunk: pb.CheckChunk, context: AnswerContext) -> int:
     """The number of items of a chunk, once its subject, key id and size are acceptable."""
     which = chunk.WhichOneof("subject")
     if which not in ("plates", "keys"):
-        raise InvalidRequest("a chunk needs plates or keys")
+        raise InvalidRequest("a chunk needs plates or keys", field="subject")
     if which == "keys":
         _check_key_id(chunk.key_id, context.store_key_id)
     n = len(chunk.days) // 4
@@ -227,7 +227,8 @@ class PlateSpans:
 def _check_key_id(given: str, store_key_id: str) -> None:
     if given != store_key_id:
         raise KeyMismatch(
-            f"the keys were made with key id {given or '(none given)'}, the store uses "
+            f"the keys were made with key id {echo(given) if given else '(none given)'}, the "
+            f"store uses "
             f"{store_key_id}; send plates, or keys made with the store's key"
         )
 
@@ -242,20 +243,29 @@ def _plate_spans(
     raw = np.frombuffer(data, dtype=np.uint8)
     if not offsets:
         if width <= 0:
-            raise InvalidRequest("plates need either offsets or a fixed width")
+            raise InvalidRequest("plates need either offsets or a fixed width", field="plates")
         if width > max_plate_bytes:
-            raise InvalidRequest(f"plate width {width} exceeds the limit of {max_plate_bytes}")
+            raise InvalidRequest(
+                f"plate width {width} exceeds the limit of {max_plate_bytes}", field="plates.width"
+            )
         if len(raw) != n * width:
-            raise InvalidRequest(f"plates hold {len(raw)} bytes; expected {n} x {width}")
+            raise InvalidRequest(
+                f"plates hold {len(raw)} bytes; expected {n} x {width}", field="plates.data"
+            )
         starts = np.arange(n, dtype=np.int64) * width
         lengths = np.full(n, width, dtype=np.int64)  # NUL padding counts as a separator
         return PlateSpans(raw, starts, lengths, np.zeros(n, dtype=np.bool_))
     if len(offsets) != 4 * (n + 1):
-        raise InvalidRequest(f"plate offsets must hold {n + 1} uint32 values")
+        raise InvalidRequest(
+            f"plate offsets must hold {n + 1} uint32 values", field="plates.offsets"
+        )
     off = np.frombuffer(offsets, dtype="<u4").astype(np.int64)
     lengths = np.diff(off)
     if off[0] != 0 or off[-1] != len(raw) or (lengths < 0).any():
-        raise InvalidRequest("plate offsets must start at 0, rise, and end at the data length")
+        raise InvalidRequest(
+            "plate offsets must start at 0, rise, and end at the data length",
+            field="plates.offsets",
+        )
     too_long = lengths > max_plate_bytes
     return PlateSpans(raw, off[:-1], np.minimum(lengths, max_plate_bytes), too_long)
 
@@ -265,7 +275,9 @@ def _country_matrix(countries: bytes, n: int) -> npt.NDArray[np.uint8]:
     if not countries:
         return np.broadcast_to(BE, (n, COUNTRY_BYTES))
     if len(countries) != COUNTRY_BYTES * n:
-        raise InvalidRequest(f"countries hold {len(countries)} bytes; expected {n} x 2")
+        raise InvalidRequest(
+            f"countries hold {len(countries)} bytes; expected {n} x 2", field="countries"
+        )
     mat = np.frombuffer(countries, dtype=np.uint8).reshape(n, COUNTRY_BYTES)
     lower = (mat >= ord("a")) & (mat <= ord("z"))
     if lower.any():
@@ -275,7 +287,9 @@ def _country_matrix(countries: bytes, n: int) -> npt.NDArray[np.uint8]:
 
 def _day_column(days: bytes, n: int) -> npt.NDArray[np.int32]:
     if len(days) != 4 * n:
-        raise InvalidRequest(f"days hold {len(days)} bytes; expected {n} little-endian int32")
+        raise InvalidRequest(
+            f"days hold {len(days)} bytes; expected {n} little-endian int32", field="days"
+        )
     return np.frombuffer(days, dtype="<i4").astype(np.int32, copy=False)
 
 
@@ -309,7 +323,9 @@ def _decode_keys(
     """Items from pre-pseudonymised keys: no normalisation, no keying."""
     n = len(days)
     if len(keys) != KEY_BYTES * n:
-        raise InvalidRequest(f"keys hold {len(keys)} bytes; expected {n} x {KEY_BYTES}")
+        raise InvalidRequest(
+            f"keys hold {len(keys)} bytes; expected {n} x {KEY_BYTES}", field="keys"
+        )
     mat = np.frombuffer(keys, dtype=np.uint8).reshape(n, KEY_BYTES)
     letters = (countries >= ord("A")) & (countries <= ord("Z"))
     invalid = np.zeros(n, dtype=np.uint8)
@@ -326,10 +342,10 @@ def _decode_single(context: AnswerContext, check: SingleCheck) -> KeyedItem:
     if check.key is not None:
         _check_key_id(check.key_id, context.store_key_id)
         if len(check.key) != KEY_BYTES:
-            raise InvalidRequest(f"a key is {KEY_BYTES} bytes, not {len(check.key)}")
+            raise InvalidRequest(f"a key is {KEY_BYTES} bytes, not {len(check.key)}", field="key")
         return _decode_one_key(check.key, country, check.day)
     if check.plate is None:
-        raise InvalidRequest("give a plate or a key")
+        raise InvalidRequest("give a plate or a key", field="subject")
     return _decode_one_plate(
         context.keyer, check.plate, country, check.day, context.max_plate_bytes
     )

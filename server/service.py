@@ -5,13 +5,17 @@ Each call: identify the caller (`auth`), check role, zone and quota, lease the c
 (`lez.fleet`, `lez.recheck`), write the audit record (`audit`) and only then complete the
 answer. Nothing is computed here beyond moving values between messages and domain types.
 Errors travel through the one table in `status`. Plates are never logged or echoed.
+
+`add_access_service` registers the servicer with request deserializers that never raise
+(`status.tolerant_deserializer`), and every request's strings are bounded (`check_text_lengths`)
+before use, so a malformed request is INVALID_ARGUMENT, never INTERNAL or UNKNOWN.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -20,6 +24,8 @@ import grpc
 import grpc.aio
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from lez import codes, fleet, recheck
 from lez.api.v1 import access_pb2 as pb
@@ -36,7 +42,12 @@ from server.audit import AuditLog, KeyBatch
 from server.auth import Authenticator, Identity, RateLimiter, Rpc
 from server.config import ServerConfig
 from server.state import ServedSnapshot, StoreHolder
-from server.status import audit_status, translate_errors, translate_stream_errors
+from server.status import (
+    audit_status,
+    tolerant_deserializer,
+    translate_errors,
+    translate_stream_errors,
+)
 
 log = logging.getLogger("lez.server")
 
@@ -44,13 +55,77 @@ SERVER_VERSION: Final = "0.1.0"
 CODE_LISTS: Final = (("euro", codes.EURO), ("category", codes.CATEGORY), ("fuel", codes.FUEL))
 NO_VEHICLE: Final = empty(1)[0]
 """A record of unknown values: the technical data of an answer without a vehicle version."""
+TEXT_LIMIT: Final = 64
+"""Longest string a request field may hold (zones, dates, countries, revisions, key ids)."""
+PLATE_TEXT_LIMIT: Final = 256
+"""Longest `plate` string; longer than the store's plate limit but shorter is INVALID_PLATE."""
+
+
+def check_text_lengths(message: Message, path: str = "") -> None:
+    """Every string of a request (nested messages included) within its limit; InvalidRequest
+    naming the field otherwise. Never echoes the value: it may be a plate."""
+    for desc, value in message.ListFields():
+        where = f"{path}{desc.name}"
+        if desc.type == FieldDescriptor.TYPE_MESSAGE:
+            repeated = isinstance(value, Sequence)
+            items = value if repeated else [value]
+            for i, item in enumerate(items):
+                index = f"[{i}]" if repeated else ""
+                check_text_lengths(item, f"{where}{index}.")
+        elif desc.type == FieldDescriptor.TYPE_STRING and isinstance(value, str):
+            limit = PLATE_TEXT_LIMIT if desc.name == "plate" else TEXT_LIMIT
+            if len(value) > limit:
+                raise InvalidRequest(
+                    f"{where} holds {len(value)} characters; at most {limit}", field=where
+                )
+
+
+def _enum_value(kind: type[Outcome] | type[Reason], value: int, where: str) -> int:
+    """A proto3 (open) enum number the domain knows; InvalidRequest naming the field otherwise."""
+    if value not in kind._value2member_map_:
+        raise InvalidRequest(f"{where} is {value}, not a known {kind.__name__}", field=where)
+    return value
+
+
+def add_access_service(service: AccessService, server: grpc.aio.Server) -> None:
+    """Register the servicer like the generated `add_AccessServiceServicer_to_server`, with
+    request deserializers that turn undecodable bytes into INVALID_ARGUMENT (`status`)."""
+    handlers = {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            service.Check,
+            request_deserializer=tolerant_deserializer(pb.CheckRequest),
+            response_serializer=pb.CheckResponse.SerializeToString,
+        ),
+        "CheckStream": grpc.stream_stream_rpc_method_handler(
+            service.CheckStream,
+            request_deserializer=tolerant_deserializer(pb.CheckChunk),
+            response_serializer=pb.DecisionChunk.SerializeToString,
+        ),
+        "Recheck": grpc.unary_unary_rpc_method_handler(
+            service.Recheck,
+            request_deserializer=tolerant_deserializer(pb.RecheckRequest),
+            response_serializer=pb.RecheckResponse.SerializeToString,
+        ),
+        "FleetStats": grpc.unary_unary_rpc_method_handler(
+            service.FleetStats,
+            request_deserializer=tolerant_deserializer(pb.FleetStatsRequest),
+            response_serializer=pb.FleetStatsResponse.SerializeToString,
+        ),
+        "ServerInfo": grpc.unary_unary_rpc_method_handler(
+            service.ServerInfo,
+            request_deserializer=tolerant_deserializer(pb.ServerInfoRequest),
+            response_serializer=pb.ServerInfoResponse.SerializeToString,
+        ),
+    }
+    name = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
 
 
 def resolve_zone(catalog: Revision | RuleCatalog, text: str) -> Zone:
     """The zone named by id or name in a revision (or the catalog's newest); UnknownZone lists
     the known ones."""
     if not text.strip():
-        raise InvalidRequest("a zone is required; ServerInfo lists the zones")
+        raise InvalidRequest("a zone is required; ServerInfo lists the zones", field="zone")
     return catalog.zone(text)
 
 
@@ -75,7 +150,7 @@ def _required_day(text: str, field: str) -> int:
     try:
         return parse_day(text)
     except ValueError:
-        raise InvalidRequest(f"{field} must be a date as YYYY-MM-DD") from None
+        raise InvalidRequest(f"{field} must be a date as YYYY-MM-DD", field=field) from None
 
 
 def _code_text(lst: codes.CodeList, ident: int) -> str:
@@ -281,6 +356,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self, request: pb.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CheckResponse:
         who = self._enter(Rpc.CHECK, context)
+        check_text_lengths(request)
         self.limiter.charge_pairs(who, 1)
         with self.holder.lease() as served:
             revision = served.catalog.get(request.ruleset_revision or None)
@@ -292,7 +368,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 claimed = _required_day(request.first_registration, "first_registration")
             elif who.public_only:
                 raise InvalidRequest(
-                    "the public checker needs the first-registration date of the vehicle"
+                    "the public checker needs the first-registration date of the vehicle",
+                    field="first_registration",
                 )
             check = _single_check(request, day, request.key_id, claimed)
             with served.reader.snapshot() as snap:
@@ -326,7 +403,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         """The stream's revision and zone, named by its first chunk; later chunks keep them."""
         if tally.context is not None and tally.revision is not None and tally.zone is not None:
             if chunk.zone and resolve_zone(tally.revision, chunk.zone).id != tally.zone.id:
-                raise InvalidRequest("a stream is for one zone; open another stream")
+                raise InvalidRequest("a stream is for one zone; open another stream", field="zone")
             return tally.context
         tally.revision = served.catalog.get(chunk.ruleset_revision or None)
         tally.zone = resolve_zone(tally.revision, chunk.zone)
@@ -388,6 +465,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             try:
                 async for chunk in request_iterator:
                     _check_deadline(context)
+                    check_text_lengths(chunk)
                     answer_context = self._open_stream(served, tally, chunk, who)
                     n = pipeline.admit_chunk(chunk, answer_context)
                     self.limiter.charge_pairs(who, n)
@@ -433,8 +511,10 @@ class AccessService(pb_grpc.AccessServiceServicer):
             snap, self._context(served, newest, zone), check, also_under=earlier_rules
         )
         current = decision_message(now.verdict, now.record, who)
+        outcome = _enum_value(Outcome, int(item.outcome), f"decisions[{index}].outcome")
+        reason = _enum_value(Reason, int(item.reason), f"decisions[{index}].reason")
         earlier = recheck.EarlierAnswer(
-            outcome=Outcome(int(item.outcome)), reason=Reason(int(item.reason)), euro=item.euro
+            outcome=Outcome(outcome), reason=Reason(reason), euro=item.euro
         )
         under_earlier = now.verdict_under_other_revision
         changes = recheck.classify_changes(
@@ -460,11 +540,12 @@ class AccessService(pb_grpc.AccessServiceServicer):
         who = self._enter(Rpc.RECHECK, context)
         items = list(request.decisions)
         if not items:
-            raise InvalidRequest("a recheck needs at least one earlier decision")
+            raise InvalidRequest("a recheck needs at least one earlier decision", field="decisions")
         if len(items) > self.config.max_recheck_items:
             raise BatchTooLarge(
                 len(items), self.config.max_recheck_items, "earlier decisions in one recheck"
             )
+        check_text_lengths(request)
         self.limiter.charge_pairs(who, len(items))
         with self.holder.lease() as served:
             zones = [resolve_zone(served.catalog, it.zone) for it in items]
@@ -506,6 +587,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self, request: pb.FleetStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.FleetStatsResponse:
         who = self._enter(Rpc.FLEET_STATS, context)
+        check_text_lengths(request)
         dimensions = fleet.dimensions([int(d) for d in request.group_by])
         with self.holder.lease() as served:
             if request.date:

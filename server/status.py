@@ -2,10 +2,14 @@
 
 Every servicer method is wrapped by `translate_errors`: a `LezError` becomes its status code, a
 message that says what to change, a `google.rpc.ErrorInfo` (domain `lez.api.v1`, reason = the
-`ErrorReason` name without prefix, metadata such as `size`/`limit`) and, where a retry makes
-sense, a `google.rpc.RetryInfo`. Anything else becomes INTERNAL with a generic message and a
-reference to the server log. Messages never contain a plate (`lez.errors` guarantees it for
-domain errors; unexpected exceptions are never echoed).
+`ErrorReason` name without prefix, metadata such as `size`/`limit`), for a client's mistake
+(INVALID_ARGUMENT) a `google.rpc.BadRequest` naming the field at fault, and, where a retry makes
+sense, a `google.rpc.RetryInfo`. Request bytes that do not decode are a client's mistake too:
+`tolerant_deserializer` turns a parse failure into an `Undecodable` marker that the wrappers
+raise as `UndecodableRequest` (grpcio would otherwise answer UNKNOWN before any handler
+runs). Anything else becomes INTERNAL with a generic message and a reference to the server
+log. Messages never contain a plate (`lez.errors` guarantees it for domain errors; unexpected
+exceptions are never echoed).
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import secrets
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar, cast
 
 import grpc
 import grpc.aio
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as Message_
 from google.rpc import error_details_pb2, status_pb2
 
 from lez import errors
@@ -48,6 +54,9 @@ ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
         grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_BATCH_TOO_LARGE
     ),
     errors.UnknownZone: Mapping(grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_UNKNOWN_ZONE),
+    errors.UndecodableRequest: Mapping(
+        grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_INVALID_REQUEST
+    ),
     errors.InvalidRequest: Mapping(
         grpc.StatusCode.INVALID_ARGUMENT, pb.ERROR_REASON_INVALID_REQUEST
     ),
@@ -84,6 +93,9 @@ ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
 }
 
 _INTERNAL: Final = Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL)
+MESSAGE_LIMIT: Final = 600
+"""Longest status message sent: a message stays far below gRPC's header limits, so a long
+value can never turn a client's mistake into RESOURCE_EXHAUSTED."""
 
 
 def mapping_of(exc: BaseException) -> Mapping:
@@ -116,6 +128,8 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, status_pb2.Stat
     m = mapping_of(exc)
     if isinstance(exc, errors.LezError) and m.reason != pb.ERROR_REASON_INTERNAL:
         message = exc.message
+        if len(message) > MESSAGE_LIMIT:
+            message = message[: MESSAGE_LIMIT - 3] + "..."
     else:
         ref = secrets.token_hex(6)
         # Frames only: an unexpected exception's message may quote its input (a plate).
@@ -128,6 +142,11 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, status_pb2.Stat
     if m.reason != pb.ERROR_REASON_INTERNAL:
         info.metadata.update(_metadata_of(exc))
     details.append(info)
+    if m.code == grpc.StatusCode.INVALID_ARGUMENT:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=str(getattr(exc, "field", "request")), description=message
+        )
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
     if m.retry_after_s is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(m.retry_after_s * 1e9))
@@ -153,6 +172,42 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException)
         code, message, trailing_metadata=((DETAILS_KEY, status.SerializeToString()),)
     )
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Stands for request bytes that did not parse as `message_name`: the handler wrappers
+    raise it as `UndecodableRequest` (INVALID_ARGUMENT)."""
+
+    message_name: str
+
+
+Message = TypeVar("Message", bound=Message_)
+
+
+def tolerant_deserializer(message_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    """A request deserializer that never raises: a parse failure (grpcio reports a raising
+    deserializer as UNKNOWN before any handler runs) becomes an `Undecodable` marker."""
+    name = message_type.DESCRIPTOR.name
+
+    def deserialize(raw: bytes) -> Message | Undecodable:
+        try:
+            return message_type.FromString(raw)
+        except DecodeError:
+            return Undecodable(name)
+
+    return deserialize
+
+
+def _decoded(request: object) -> None:
+    if isinstance(request, Undecodable):
+        raise errors.UndecodableRequest(request.message_name)
+
+
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        _decoded(request)
+        yield request
 
 
 Req = TypeVar("Req")
@@ -188,6 +243,7 @@ def translate_errors(
         self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
     ) -> Resp:
         try:
+            _decoded(request)
             return await handler(self, request, context)
         except BaseException as exc:
             await _abort_or_reraise(context, exc)
@@ -198,13 +254,17 @@ def translate_errors(
 def translate_stream_errors(
     handler: StreamHandler[Self, Req, Resp],
 ) -> StreamHandler[Self, Req, Resp]:
-    """Wrap a response-streaming servicer method the same way."""
+    """Wrap a response-streaming servicer method the same way; a request stream's messages pass
+    through the decode check as they arrive."""
 
     @functools.wraps(handler)
     async def wrapper(
         self: Self, request: Req, context: grpc.aio.ServicerContext[Any, Resp]
     ) -> AsyncIterator[Resp]:
         try:
+            _decoded(request)
+            if hasattr(request, "__aiter__"):
+                request = cast(Req, _decoded_stream(cast(AsyncIterator[Any], request)))
             async for item in handler(self, request, context):
                 yield item
         except BaseException as exc:

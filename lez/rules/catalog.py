@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from lez.errors import RuleTableError, UnknownRuleset, UnknownZone
+from lez.errors import RuleTableError, UnknownRuleset, UnknownZone, echo
 from lez.registrations import Region
 from lez.rules.compile import CompiledZone, compile_zone
 from lez.rules.schema import RevisionData, ZoneDef, parse_revision
@@ -69,7 +69,9 @@ class Revision:
                 found = self._defs.get(int(text))
         if found is None:
             known = ", ".join(f"{z.id} {z.name}" for z in self.data.zones)
-            raise UnknownZone(f"unknown zone {name_or_id!r} in revision {self.id}; known: {known}")
+            raise UnknownZone(
+                f"unknown zone {echo(str(name_or_id))} in revision {self.id}; known: {known}"
+            )
         return found
 
     def compiled(self, zone_id: int) -> CompiledZone:
@@ -100,7 +102,8 @@ class RuleCatalog:
         got = self._by_id.get(revision_id)
         if got is None:
             raise UnknownRuleset(
-                f"rule revision {revision_id!r} is not loaded; loaded: {', '.join(self.revisions)}"
+                f"rule revision {echo(revision_id)} is not loaded; "
+                f"loaded: {', '.join(self.revisions)}"
             )
         return got
 
