@@ -1,0 +1,353 @@
+"""A client's malformed request is INVALID_ARGUMENT with a `google.rpc.BadRequest` naming the
+field, never INTERNAL or UNKNOWN, and its values come back cut short and never when they could
+be a plate. One test per kind of malformation through a real in-process server, then a fuzz of
+random bytes and mutated valid messages across every method (the 10,000-request run is slow).
+"""
+
+from __future__ import annotations
+
+import random
+
+import grpc
+import numpy as np
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lez.api.v1 import access_pb2 as pb
+from lez.errors import echo
+from lez.keys import PlateKeyer
+from tests.server.conftest import DAY, VEHICLES
+from tests.server.helpers import chunk, error_reason
+
+SERVICE = "/lez.api.v1.AccessService/"
+UNARY = ("Check", "Recheck", "FleetStats", "ServerInfo")
+ALLOWED = {"OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}
+PRECONDITIONS = {"KEY_MISMATCH", "UNKNOWN_RULESET"}
+"""FAILED_PRECONDITION reasons a well-formed request may meet (keys made with another key id,
+a pinned rule revision that is not loaded): documented answers, not malformed requests."""
+CALL_TIMEOUT_S = 10.0
+"""Deadline of every call: a hang fails the test as DEADLINE_EXCEEDED."""
+PLATE = VEHICLES[0].plate
+
+
+def violations(err: grpc.RpcError) -> dict[str, str]:
+    """The BadRequest field violations of a failed call, field -> description."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    found: dict[str, str] = {}
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            found.update({v.field: v.description for v in bad.field_violations})
+    return found
+
+
+def _outcome(err: grpc.RpcError) -> str:
+    """A failed call as "CODE" or, for FAILED_PRECONDITION, "CODE/REASON"."""
+    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return f"{code.name}/{error_reason(err)[1]}"
+    return code.name
+
+
+def unary_raw(channel: grpc.Channel, method: str, raw: bytes) -> str:
+    """Send raw request bytes to a unary method; how it ended (`_outcome`)."""
+    call = channel.unary_unary(SERVICE + method)
+    try:
+        call(raw, timeout=CALL_TIMEOUT_S)
+    except grpc.RpcError as err:
+        return _outcome(err)
+    return "OK"
+
+
+def stream_raw(channel: grpc.Channel, raws: list[bytes]) -> str:
+    """Send raw chunk bytes on CheckStream; how it ended (`_outcome`)."""
+    call = channel.stream_stream(SERVICE + "CheckStream")
+    try:
+        for _ in call(iter(raws), timeout=CALL_TIMEOUT_S):
+            pass
+    except grpc.RpcError as err:
+        return _outcome(err)
+    return "OK"
+
+
+def invalid_argument(call: object, request: object, *, stream: bool = False) -> grpc.RpcError:
+    """Make a call expected to fail with INVALID_ARGUMENT; the error."""
+    with pytest.raises(grpc.RpcError) as caught:
+        if stream:
+            list(call(iter([request]), timeout=CALL_TIMEOUT_S))  # type: ignore[operator]
+        else:
+            call(request, timeout=CALL_TIMEOUT_S)  # type: ignore[operator]
+    err = caught.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()  # type: ignore[attr-defined]
+    return err
+
+
+# ---- undecodable bytes and invalid UTF-8 ------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", UNARY)
+def test_undecodable_bytes_are_invalid_argument(channel: grpc.Channel, method: str) -> None:
+    call = channel.unary_unary(SERVICE + method)
+    err = invalid_argument(call, b"\xff\xff\xff\xff")
+    name = f"{method}Request" if method != "Check" else "CheckRequest"
+    assert name in violations(err)
+
+
+def test_undecodable_chunk_is_invalid_argument(channel: grpc.Channel) -> None:
+    call = channel.stream_stream(SERVICE + "CheckStream")
+    err = invalid_argument(call, b"\x0a\x05ab", stream=True)  # a string cut short
+    assert "CheckChunk" in violations(err)
+
+
+def test_invalid_utf8_in_a_string_field_is_invalid_argument(channel: grpc.Channel) -> None:
+    zone_field = b"\x22\x02\xff\xfe"  # CheckRequest.zone (field 4) holding invalid UTF-8
+    err = invalid_argument(channel.unary_unary(SERVICE + "Check"), zone_field)
+    assert "CheckRequest" in violations(err)
+    plate_field = b"\x0a\x07\xff" + PLATE[1:].encode()  # a plate with a bad first byte
+    err = invalid_argument(channel.unary_unary(SERVICE + "Check"), plate_field)
+    assert PLATE[1:] not in err.details()  # type: ignore[attr-defined]
+
+
+# ---- enums, dimensions, strings ---------------------------------------------------------------
+
+
+def _earlier(**fields: object) -> pb.EarlierDecision:
+    base: dict[str, object] = {"plate": PLATE, "zone": "Gent", "date": "2025-06-02"}
+    base.update(fields)
+    return pb.EarlierDecision(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["outcome", "reason"])
+def test_out_of_range_enum_is_invalid_argument(channel: grpc.Channel, field: str) -> None:
+    raw = pb.RecheckRequest(decisions=[_earlier(**{field: 250})]).SerializeToString()
+    err = invalid_argument(channel.unary_unary(SERVICE + "Recheck"), raw)
+    assert f"decisions[0].{field}" in violations(err)
+
+
+def test_unknown_fleet_dimension_is_invalid_argument(channel: grpc.Channel) -> None:
+    raw = pb.FleetStatsRequest(group_by=[1, 99]).SerializeToString()  # type: ignore[list-item]
+    err = invalid_argument(channel.unary_unary(SERVICE + "FleetStats"), raw)
+    assert "group_by" in violations(err)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("zone", "G" * 100_000),
+        ("date", "2" * 5000),
+        ("first_registration", "x" * 65),
+        ("ruleset_revision", "r" * 1000),
+        ("key_id", "k" * 1000),
+        ("country", "B" * 1000),
+        ("plate", PLATE * 1000),
+    ],
+)
+def test_oversized_strings_are_invalid_argument_and_not_echoed(
+    channel: grpc.Channel, field: str, value: str
+) -> None:
+    raw = pb.CheckRequest(**{"zone": "Gent", field: value}).SerializeToString()  # type: ignore[arg-type]
+    err = invalid_argument(channel.unary_unary(SERVICE + "Check"), raw)
+    assert field in violations(err)
+    details = err.details()  # type: ignore[attr-defined]
+    assert len(details) < 200 and value[:20] not in details
+
+
+def test_a_plate_given_as_zone_is_never_echoed(channel: grpc.Channel) -> None:
+    raw = pb.CheckRequest(plate=PLATE, zone=PLATE, date="2025-06-02").SerializeToString()
+    err = invalid_argument(channel.unary_unary(SERVICE + "Check"), raw)
+    assert error_reason(err)[1] == "UNKNOWN_ZONE"
+    assert PLATE not in err.details() and "zone" in violations(err)  # type: ignore[attr-defined]
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None and PLATE.encode() not in status.SerializeToString()
+
+
+def test_echo_cuts_and_hides_plate_like_values() -> None:
+    assert echo("Gent") == "'Gent'"
+    assert "1ABC234" not in echo("1ABC234") and "1-ABC-234" not in echo("zone 1-ABC-234")
+    assert len(echo("z" * 10_000)) < 80
+
+
+# ---- packed columns -----------------------------------------------------------------------
+
+
+def _stream_field_error(channel: grpc.Channel, msg: pb.CheckChunk) -> dict[str, str]:
+    call = channel.stream_stream(SERVICE + "CheckStream")
+    return violations(invalid_argument(call, msg.SerializeToString(), stream=True))
+
+
+def test_wrong_packed_column_lengths_are_invalid_argument(
+    channel: grpc.Channel, keyer: PlateKeyer
+) -> None:
+    good = chunk([PLATE, "1XYZ987"], [DAY, DAY], zone="Gent")
+    short_offsets = pb.CheckChunk()
+    short_offsets.CopyFrom(good)
+    short_offsets.plates.offsets = short_offsets.plates.offsets[:-4]
+    assert "plates.offsets" in _stream_field_error(channel, short_offsets)
+    odd_days = pb.CheckChunk()
+    odd_days.CopyFrom(good)
+    odd_days.days = good.days + b"\x01"
+    assert "days" in _stream_field_error(channel, odd_days)
+    countries = pb.CheckChunk()
+    countries.CopyFrom(good)
+    countries.countries = b"BEB"
+    assert "countries" in _stream_field_error(channel, countries)
+    beyond = pb.CheckChunk()
+    beyond.CopyFrom(good)
+    beyond.plates.offsets = np.asarray([0, 3, 999], dtype="<u4").tobytes()
+    assert "plates.offsets" in _stream_field_error(channel, beyond)
+    keys = pb.CheckChunk(zone="Gent", keys=b"\x00" * 17, days=good.days, key_id=keyer.key_id)
+    assert "keys" in _stream_field_error(channel, keys)
+    width = pb.CheckChunk()
+    width.CopyFrom(good)
+    width.plates.Clear()
+    width.plates.width = 8
+    width.plates.data = b"1ABC234\0" + b"1XYZ98"
+    assert "plates.data" in _stream_field_error(channel, width)
+
+
+# ---- dates and required fields ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("date", ["-0001-01-01", "2025-13-01", "99999-01-01", "0000-00-00"])
+def test_absurd_fleet_dates_are_invalid_argument(channel: grpc.Channel, date: str) -> None:
+    raw = pb.FleetStatsRequest(group_by=[1], date=date).SerializeToString()  # type: ignore[list-item]
+    err = invalid_argument(channel.unary_unary(SERVICE + "FleetStats"), raw)
+    assert "date" in violations(err)
+
+
+def test_absurd_check_date_is_an_invalid_decision_not_an_error(channel: grpc.Channel) -> None:
+    from tests.server.helpers import stub
+
+    answer = stub(channel).Check(
+        pb.CheckRequest(plate=PLATE, zone="Gent", date="9999-12-31"), timeout=CALL_TIMEOUT_S
+    )
+    assert answer.decision.outcome == pb.OUTCOME_INVALID
+
+
+@pytest.mark.parametrize(
+    ("method", "request_message", "field"),
+    [
+        ("Check", pb.CheckRequest(plate=PLATE), "zone"),
+        ("Check", pb.CheckRequest(zone="Gent"), "subject"),
+        ("Recheck", pb.RecheckRequest(), "decisions"),
+        ("FleetStats", pb.FleetStatsRequest(), "group_by"),
+    ],
+)
+def test_empty_required_fields_are_invalid_argument(
+    channel: grpc.Channel, method: str, request_message: object, field: str
+) -> None:
+    raw = request_message.SerializeToString()  # type: ignore[attr-defined]
+    err = invalid_argument(channel.unary_unary(SERVICE + method), raw)
+    assert field in violations(err)
+
+
+def test_chunk_without_subject_is_invalid_argument(channel: grpc.Channel) -> None:
+    msg = pb.CheckChunk(zone="Gent", days=np.asarray([DAY], dtype="<i4").tobytes())
+    assert "subject" in _stream_field_error(channel, msg)
+
+
+# ---- the fuzz ---------------------------------------------------------------------------------
+
+
+def _valid_messages(key_id: str) -> list[tuple[str, bytes]]:
+    """Valid requests of every method, the seeds the mutations start from."""
+    return [
+        ("Check", pb.CheckRequest(plate=PLATE, zone="Gent", date="2025-06-02").SerializeToString()),
+        (
+            "Check",
+            pb.CheckRequest(
+                key=b"k" * 16, key_id=key_id, zone="Gent", date="2025-06-02"
+            ).SerializeToString(),
+        ),
+        ("CheckStream", chunk([PLATE, "1XYZ987"], [DAY, DAY], zone="Gent").SerializeToString()),
+        (
+            "CheckStream",
+            chunk([PLATE, "1XYZ987"], [DAY, DAY], zone="Gent", fixed_width=8).SerializeToString(),
+        ),
+        (
+            "Recheck",
+            pb.RecheckRequest(decisions=[_earlier(outcome=1, reason=1)]).SerializeToString(),
+        ),
+        (
+            "CheckStream",
+            pb.CheckChunk(
+                zone="Gent",
+                keys=b"k" * 32,
+                key_id=key_id,
+                countries=b"BENL",
+                days=np.asarray([DAY, DAY], dtype="<i4").tobytes(),
+            ).SerializeToString(),
+        ),
+        ("FleetStats", pb.FleetStatsRequest(group_by=[1, 2]).SerializeToString()),  # type: ignore[list-item]
+        ("ServerInfo", pb.ServerInfoRequest().SerializeToString()),
+    ]
+
+
+METHODS = ("Check", "CheckStream", "Recheck", "FleetStats", "ServerInfo")
+
+
+def _mutate(raw: bytes, rng: random.Random) -> bytes:
+    """A valid message with a few bytes flipped, inserted, deleted or its tail cut."""
+    data = bytearray(raw)
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.randrange(4)
+        at = rng.randrange(len(data) + 1)
+        if kind == 0 and data:
+            data[min(at, len(data) - 1)] = rng.randrange(256)
+        elif kind == 1:
+            data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        elif kind == 2 and data:
+            del data[at : at + rng.randint(1, 4)]
+        else:
+            data = data[:at]
+    return bytes(data)
+
+
+def fuzz_requests(key_id: str) -> st.SearchStrategy[tuple[str, bytes]]:
+    """Random bytes to any method, and valid messages mutated (`_mutate`)."""
+    return st.one_of(
+        st.tuples(st.sampled_from(METHODS), st.binary(max_size=64)),
+        st.builds(
+            lambda seed, r: (seed[0], _mutate(seed[1], random.Random(r))),
+            st.sampled_from(_valid_messages(key_id)),
+            st.integers(0, 2**32),
+        ),
+    )
+
+
+def _fuzz_one(channel: grpc.Channel, method: str, raw: bytes) -> None:
+    if method == "CheckStream":
+        code = stream_raw(channel, [raw])
+    else:
+        code = unary_raw(channel, method, raw)
+    allowed = ALLOWED | {f"FAILED_PRECONDITION/{reason}" for reason in PRECONDITIONS}
+    assert code in allowed, f"{method} answered {code} to {raw!r}"
+
+
+def _fuzz(channel: grpc.Channel, key_id: str, examples: int) -> None:
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(fuzz_requests(key_id))
+    def run(request: tuple[str, bytes]) -> None:
+        _fuzz_one(channel, *request)
+
+    run()
+
+
+def test_fuzz_1000_malformed_requests(channel: grpc.Channel, keyer: PlateKeyer) -> None:
+    _fuzz(channel, keyer.key_id, 1000)
+
+
+@pytest.mark.slow
+def test_fuzz_10000_malformed_requests(channel: grpc.Channel, keyer: PlateKeyer) -> None:
+    _fuzz(channel, keyer.key_id, 10_000)
