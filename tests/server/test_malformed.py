@@ -1,12 +1,13 @@
 """A client's malformed request is INVALID_ARGUMENT with a `google.rpc.BadRequest` naming the
 field, never INTERNAL or UNKNOWN, and its values come back cut short and never when they could
 be a plate. One test per kind of malformation through a real in-process server, then a fuzz of
-random bytes and mutated valid messages across every method (the 10,000-request run is slow).
+random bytes and mutated valid messages across every method (10,000 requests, about 20 s).
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import grpc
 import numpy as np
@@ -146,6 +147,7 @@ def test_unknown_fleet_dimension_is_invalid_argument(channel: grpc.Channel) -> N
         ("country", "B" * 1000),
         ("plate", PLATE * 1000),
     ],
+    ids=lambda v: v if len(v) < 30 else f"{len(v)}chars",
 )
 def test_oversized_strings_are_invalid_argument_and_not_echoed(
     channel: grpc.Channel, field: str, value: str
@@ -320,16 +322,19 @@ def fuzz_requests(key_id: str) -> st.SearchStrategy[tuple[str, bytes]]:
     )
 
 
-def _fuzz_one(channel: grpc.Channel, method: str, raw: bytes) -> None:
+def _fuzz_one(channel: grpc.Channel, method: str, raw: bytes) -> str:
     if method == "CheckStream":
         code = stream_raw(channel, [raw])
     else:
         code = unary_raw(channel, method, raw)
     allowed = ALLOWED | {f"FAILED_PRECONDITION/{reason}" for reason in PRECONDITIONS}
     assert code in allowed, f"{method} answered {code} to {raw!r}"
+    return code
 
 
 def _fuzz(channel: grpc.Channel, key_id: str, examples: int) -> None:
+    seen: Counter[str] = Counter()
+
     @settings(
         max_examples=examples,
         deadline=None,
@@ -339,15 +344,14 @@ def _fuzz(channel: grpc.Channel, key_id: str, examples: int) -> None:
     )
     @given(fuzz_requests(key_id))
     def run(request: tuple[str, bytes]) -> None:
-        _fuzz_one(channel, *request)
+        seen[f"{request[0]} {_fuzz_one(channel, *request)}"] += 1
 
     run()
+    # the fuzz reaches past decoding: every method answers some requests, and rejects some
+    for method in METHODS:
+        assert seen[f"{method} OK"] > 0, seen
+        assert seen[f"{method} INVALID_ARGUMENT"] > 0, seen
 
 
-def test_fuzz_1000_malformed_requests(channel: grpc.Channel, keyer: PlateKeyer) -> None:
-    _fuzz(channel, keyer.key_id, 1000)
-
-
-@pytest.mark.slow
 def test_fuzz_10000_malformed_requests(channel: grpc.Channel, keyer: PlateKeyer) -> None:
     _fuzz(channel, keyer.key_id, 10_000)
