@@ -10,8 +10,9 @@ The defaults come from the daily-sync bench at 8,000,000 plates (`bench/sync_ben
 changes a day): a day applied and published took 0.30 s on a base and grew with the layer to
 1.2 s at 1.4 million layer keys (30 days, no compaction), while a compaction took 11 s. Folding
 the layer past 750,000 keys (about two weeks of changes at that scale; a quarter of the plates
-on smaller registers) keeps a day near or under the 1 s a day may take (an interpolation between those two measured points), at the
-price of one compaction every two weeks or so, run by the sync after it has published the day.
+on smaller registers) keeps a day near or under the 1 s a day may take (an interpolation
+between those two measured points), at the price of one compaction every two weeks or so,
+run by the sync after it has published the day.
 """
 
 from __future__ import annotations

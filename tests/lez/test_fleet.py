@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from lez import codes, fleet
@@ -49,7 +51,7 @@ def test_parts_add_up_to_the_whole() -> None:
     dims = [fleet.Dimension.FUEL, fleet.Dimension.EURO]
     for cuts in ([5], [1, 13], [0, 0, 15], [7, 12, 14]):
         edges = [0, *cuts, len(whole)]
-        parts = [whole[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+        parts = [whole[a:b] for a, b in itertools.pairwise(edges)]
         for minimum in (1, 10, 13):
             assert fleet.count_fleet(parts, DAY, dims, min_cell_size=minimum) == (
                 fleet.count_fleet(whole, DAY, dims, min_cell_size=minimum)
