@@ -6,6 +6,7 @@ random bytes and mutated valid messages across every method (10,000 requests, ab
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from lez.api.v1 import access_pb2 as pb
 from lez.errors import echo
 from lez.keys import PlateKeyer
-from tests.server.conftest import DAY, VEHICLES
+from tests.server.conftest import DAY, VEHICLES, ServerThread
 from tests.server.helpers import chunk, error_reason
 
 SERVICE = "/lez.api.v1.AccessService/"
@@ -166,6 +167,44 @@ def test_a_plate_given_as_zone_is_never_echoed(channel: grpc.Channel) -> None:
     assert PLATE not in err.details() and "zone" in violations(err)  # type: ignore[attr-defined]
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
     assert status is not None and PLATE.encode() not in status.SerializeToString()
+
+
+def test_malformed_requests_leave_no_plate_in_logs_audit_or_errors(
+    channel: grpc.Channel, server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    requests = [
+        ("Check", pb.CheckRequest(plate=PLATE, zone=PLATE).SerializeToString()),
+        ("Check", pb.CheckRequest(plate=PLATE * 100, zone="Gent").SerializeToString()),
+        ("Check", pb.CheckRequest(key=b"k" * 16, zone="Gent", key_id=PLATE).SerializeToString()),
+        ("Check", b"\x0a\x07" + PLATE.encode() + b"\x22\x02\xff\xfe"),
+        ("Recheck", pb.RecheckRequest(decisions=[_earlier(outcome=99)]).SerializeToString()),
+        ("Recheck", pb.RecheckRequest(decisions=[_earlier(zone=PLATE)]).SerializeToString()),
+    ]
+    texts = []
+    for method, raw in requests:
+        with pytest.raises(grpc.RpcError) as caught:
+            channel.unary_unary(SERVICE + method)(raw, timeout=CALL_TIMEOUT_S)
+        err = caught.value
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        assert status is not None
+        texts.append(err.details() + repr(status.SerializeToString()))  # type: ignore[attr-defined]
+    audit_files = sorted(server.app.config.audit_dir.glob("*.jsonl"))
+    everything = "".join(texts) + caplog.text + "".join(p.read_text() for p in audit_files)
+    assert PLATE not in everything
+
+
+def test_undecodable_chunk_after_answers_ends_the_stream_invalid_argument(
+    channel: grpc.Channel,
+) -> None:
+    good = chunk([PLATE], [DAY], zone="Gent").SerializeToString()
+    call = channel.stream_stream(SERVICE + "CheckStream")
+    answers = call(iter([good, b"\xff\xff"]), timeout=CALL_TIMEOUT_S)
+    with pytest.raises(grpc.RpcError) as caught:
+        for _ in answers:
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "CheckChunk" in violations(caught.value)
 
 
 def test_echo_cuts_and_hides_plate_like_values() -> None:
