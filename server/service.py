@@ -119,6 +119,9 @@ def add_access_service(service: AccessService, server: grpc.aio.Server) -> None:
     }
     name = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    # as the generated code does: registered methods are found without the generic lookup per
+    # call (grpc-stubs does not declare this grpcio method yet)
+    server.add_registered_method_handlers(name, handlers)  # type: ignore[attr-defined]
 
 
 def resolve_zone(catalog: Revision | RuleCatalog, text: str) -> Zone:
