@@ -89,35 +89,26 @@ def _enum_value(kind: type[Outcome] | type[Reason], value: int, where: str) -> i
 
 def add_access_service(service: AccessService, server: grpc.aio.Server) -> None:
     """Register the servicer like the generated `add_AccessServiceServicer_to_server`, with
-    request deserializers that turn undecodable bytes into INVALID_ARGUMENT (`status`)."""
-    handlers = {
-        "Check": grpc.unary_unary_rpc_method_handler(
-            service.Check,
-            request_deserializer=tolerant_deserializer(pb.CheckRequest),
-            response_serializer=pb.CheckResponse.SerializeToString,
-        ),
-        "CheckStream": grpc.stream_stream_rpc_method_handler(
-            service.CheckStream,
-            request_deserializer=tolerant_deserializer(pb.CheckChunk),
-            response_serializer=pb.DecisionChunk.SerializeToString,
-        ),
-        "Recheck": grpc.unary_unary_rpc_method_handler(
-            service.Recheck,
-            request_deserializer=tolerant_deserializer(pb.RecheckRequest),
-            response_serializer=pb.RecheckResponse.SerializeToString,
-        ),
-        "FleetStats": grpc.unary_unary_rpc_method_handler(
-            service.FleetStats,
-            request_deserializer=tolerant_deserializer(pb.FleetStatsRequest),
-            response_serializer=pb.FleetStatsResponse.SerializeToString,
-        ),
-        "ServerInfo": grpc.unary_unary_rpc_method_handler(
-            service.ServerInfo,
-            request_deserializer=tolerant_deserializer(pb.ServerInfoRequest),
-            response_serializer=pb.ServerInfoResponse.SerializeToString,
-        ),
-    }
-    name = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
+    request deserializers that turn undecodable bytes into INVALID_ARGUMENT (`status`).
+
+    The handlers are derived from the contract's service descriptor, so a method added to the
+    proto is registered here too (or refused at start if its call shape is not served)."""
+    descriptor = pb.DESCRIPTOR.services_by_name["AccessService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in descriptor.methods:
+        if method.client_streaming != method.server_streaming:
+            raise TypeError(f"{method.name}: only unary and bidirectional methods are served")
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if method.client_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            getattr(service, method.name),
+            request_deserializer=tolerant_deserializer(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    name = descriptor.full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     # as the generated code does: registered methods are found without the generic lookup per
     # call (grpc-stubs does not declare this grpcio method yet)
