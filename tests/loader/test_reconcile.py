@@ -12,10 +12,8 @@ import pytest
 from lez.keys import PlateKeyer
 from lez.store import open_store
 from loader.__main__ import main
-from loader.build import build_store
-from loader.config import LoaderConfig
 from loader.reconcile import ReconcileReport, reconcile
-from tests.support.extracts import row, write_extract
+from tests.support.extracts import build_test_store, row, write_extract
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = dt.date(2026, 10, 20)
@@ -31,17 +29,8 @@ ROWS = [
 
 @pytest.fixture
 def store(tmp_path: Path, key_file: Path) -> Path:
-    root = tmp_path / "store"
-    config = LoaderConfig(
-        store_root=root,
-        key_file=key_file,
-        rules_dir=REPO / "rules",
-        reports_dir=root / "reports",
-        source_date=SOURCE,
-        workers=1,
-    )
-    build_store(config, write_extract(tmp_path / "extract.csv", ROWS))
-    return root
+    extract = write_extract(tmp_path / "extract.csv", ROWS)
+    return build_test_store(tmp_path / "store", key_file, extract, SOURCE)
 
 
 def _diff(

@@ -28,12 +28,10 @@ from lez.errors import SyncBusy
 from lez.keys import PlateKeyer
 from lez.rules import evaluate, load_catalog
 from lez.store import open_store
-from loader.build import build_store
-from loader.config import LoaderConfig
 from loader.feed import DETAIL_FIELDS, FeedSettings, no_wait
 from loader.reconcile import reconcile
 from loader.sync import CHECKPOINT_NAME, LOCK_NAME, SyncSettings, run_sync
-from tests.support.extracts import row, write_extract
+from tests.support.extracts import build_test_store, row, write_extract
 
 Handler = Callable[[httpx.Request], httpx.Response]
 REPO = Path(__file__).resolve().parents[2]
@@ -152,19 +150,15 @@ def _extract(path: Path, rows_by_plate: dict[str, list[dict[str, str]]]) -> Path
     return write_extract(path, [r for rows in rows_by_plate.values() for r in rows])
 
 
+def build_before(tmp_path: Path, key_file: Path) -> Path:
+    """The store of BEFORE at SOURCE, under tmp_path/store."""
+    extract = _extract(tmp_path / "before.csv", BEFORE)
+    return build_test_store(tmp_path / "store", key_file, extract, SOURCE)
+
+
 @pytest.fixture
 def store(tmp_path: Path, key_file: Path) -> Path:
-    root = tmp_path / "store"
-    config = LoaderConfig(
-        store_root=root,
-        key_file=key_file,
-        rules_dir=REPO / "rules",
-        reports_dir=root / "reports",
-        source_date=dt.date.fromisoformat(SOURCE),
-        workers=1,
-    )
-    build_store(config, _extract(tmp_path / "before.csv", BEFORE))
-    return root
+    return build_before(tmp_path, key_file)
 
 
 def _settings(store: Path, key_file: Path, **kw: Any) -> SyncSettings:

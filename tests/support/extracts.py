@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from loader.extract import COLUMNS
+
+RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
+"""The project's rule tables, which test stores are built with."""
 
 DEFAULTS: dict[str, str] = {
     "plate_type": "N",
@@ -48,3 +52,22 @@ def write_extract(
     lines.extend(extra.values())
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def build_test_store(root: Path, key_file: Path, extract: Path, source_date: dt.date | str) -> Path:
+    """Build and publish a store from `extract` with the project's rule tables, one worker;
+    returns the store root."""
+    from loader.build import build_store
+    from loader.config import LoaderConfig
+
+    when = source_date if isinstance(source_date, dt.date) else dt.date.fromisoformat(source_date)
+    config = LoaderConfig(
+        store_root=root,
+        key_file=key_file,
+        rules_dir=RULES_DIR,
+        reports_dir=root / "reports",
+        source_date=when,
+        workers=1,
+    )
+    build_store(config, extract)
+    return root
