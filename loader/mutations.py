@@ -57,6 +57,7 @@ from lez.store.columns import (
     scatter_rows,
     take_rows,
 )
+from lez.store.overlay import overlay
 from lez.vehicle import VEHICLE_DTYPE, VehicleArray
 
 
@@ -465,25 +466,22 @@ def _changes(plate_keys: npt.NDArray[np.uint8], parts: list[_Changed]) -> KeyedR
 
 
 def with_removed(table: KeyedRecords, removed: npt.NDArray[np.uint8]) -> KeyedRecords:
-    """`table` plus the keys in `removed` with zero rows (a change that deletes the key)."""
+    """`table` with every key of `removed` as a change that deletes the key: an entry without
+    rows, replacing the key's rows where `table` had some (`lez.store.overlay.overlay`)."""
     if not len(removed):
         return table
     hi, lo = keys_to_u64(removed)
-    all_hi = np.concatenate([table.key_hi, hi])
-    all_lo = np.concatenate([table.key_lo, lo])
-    counts = np.concatenate(
-        [np.diff(table.offsets.astype(np.int64)), np.zeros(len(hi), dtype=np.int64)]
+    order = np.lexsort((lo, hi))
+    hi, lo = hi[order], lo[order]
+    distinct = np.ones(len(hi), dtype=np.bool_)
+    distinct[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+    removals = KeyedRecords(
+        key_hi=hi[distinct],
+        key_lo=lo[distinct],
+        offsets=np.zeros(int(distinct.sum()) + 1, dtype=np.uint64),
+        records=table.records[:0],
     )
-    starts = np.concatenate([table.offsets[:-1].astype(np.int64), np.zeros(len(hi), np.int64)])
-    order = np.lexsort((all_lo, all_hi))
-    counts, starts = counts[order], starts[order]
-    before = np.cumsum(counts) - counts
-    rows = np.repeat(starts - before, counts) + np.arange(int(counts.sum()), dtype=np.int64)
-    offsets = np.zeros(len(order) + 1, dtype=np.uint64)
-    offsets[1:] = np.cumsum(counts)
-    return KeyedRecords(
-        key_hi=all_hi[order], key_lo=all_lo[order], offsets=offsets, records=table.records[rows]
-    )
+    return overlay(table, removals, keep_empty=True)
 
 
 def _empty() -> VehicleArray:

@@ -87,22 +87,4 @@ def purge_changes(
     keys = np.empty((purged, 2), dtype=">u8")
     keys[:, 0] = np.concatenate([t.key_hi[g] for t, g in zip(tables, gone, strict=True)])
     keys[:, 1] = np.concatenate([t.key_lo[g] for t, g in zip(tables, gone, strict=True)])
-    kept = np.ones(changes.size, dtype=np.bool_)
-    kept[gone[-1]] = False
-    return with_removed(_subset(changes, kept), keys.view(np.uint8).reshape(-1, KEY_BYTES)), purged
-
-
-def _subset(table: KeyedRecords, keep: npt.NDArray[np.bool_]) -> KeyedRecords:
-    offsets = table.offsets.astype(np.int64)
-    counts = (offsets[1:] - offsets[:-1])[keep]
-    starts = offsets[:-1][keep]
-    before = np.cumsum(counts) - counts
-    rows = np.repeat(starts - before, counts) + np.arange(int(counts.sum()), dtype=np.int64)
-    new_offsets = np.zeros(len(counts) + 1, dtype=np.uint64)
-    new_offsets[1:] = np.cumsum(counts)
-    return KeyedRecords(
-        key_hi=table.key_hi[keep],
-        key_lo=table.key_lo[keep],
-        offsets=new_offsets,
-        records=table.records[rows],
-    )
+    return with_removed(changes, keys.view(np.uint8).reshape(-1, KEY_BYTES)), purged

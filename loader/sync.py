@@ -255,7 +255,7 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
         current = _current_versions(snap.vehicle_rows, txs.keys)
         outcome = apply_day(txs, current)
         cutoff = day - settings.retention_days
-        changes, purged = purge_changes(_store_tables(reader), outcome.changes, cutoff)
+        changes, purged = purge_changes(reader.vehicle_tables(), outcome.changes, cutoff)
     refused = sorted(state.refused + outcome.refused)
     all_ids = [t.transaction_id for t in state.transactions] + [i for i, _ in state.refused]
     report = DayReport(
@@ -297,14 +297,6 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
         else:
             report.compaction_advised = True
     return report
-
-
-def _store_tables(reader: LmdbReader) -> list[KeyedRecords]:
-    """The published vehicles as tables laid over each other: the base, then its layer (read
-    as they are, never merged: retention looks up only its few candidates in the layer)."""
-    if reader.overlay is None:
-        return [reader.vehicle_columns]
-    return [reader.overlay.base, reader.overlay.layer]
 
 
 def _current_versions(

@@ -385,6 +385,15 @@ class LmdbReader:
             )
         return base
 
+    def vehicle_tables(self) -> list[KeyedRecords]:
+        """The published vehicles as tables laid over each other, lowest first: a base alone,
+        or the base and its layer (whose key without rows removes it). Nothing is merged: for
+        readers that judge the whole store but look up only a few keys in the layer (the
+        sync's retention)."""
+        if self.overlay is None:
+            return [self.vehicle_columns]
+        return [self.overlay.base, self.overlay.layer]
+
     def merged_vehicles(self) -> KeyedRecords:
         """The store's whole vehicles table: a base's columns, or base and layer merged (once
         per process and layer, on first use; it lives as long as the layer is open)."""
