@@ -193,6 +193,7 @@ def fetch_day(
     if state is None or state.day != day:  # none, or one of a day already published
         checkpoints.discard(path)
         state = DayCheckpoint(key_id=keyer.key_id, day=day)
+    seen = state.seen()  # ids already fetched, kept up to date below (not rebuilt per page)
     while not state.complete:
         page = client.page(day, state.pages_done)
         if page is None:
@@ -202,7 +203,6 @@ def fetch_day(
                     "run the sync again later (the pages fetched are kept)"
                 )
             return None
-        seen = state.seen()
         fresh: list[str] = []
         for txid, kind in page.items:
             if txid not in seen:
