@@ -30,7 +30,6 @@ from lez.api.v1 import access_pb2 as pb
 from lez.keys import PlateKeyer, load_key
 from server.audit import AuditLog
 from server.audit_keys import ensure_audit_key_file, load_audit_keys
-from server.audit_refusals import RefusalAudit
 from server.auth import Authenticator, Identity, RateLimiter
 from server.config import MIB, ServerConfig
 from server.guards import ensure_port_free, hold_audit_dir
@@ -122,7 +121,6 @@ class App:
         self.server = grpc.aio.server(
             options=server_options(config, reuse_port=self.reuse_port),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-            interceptors=[RefusalAudit(self.audit, auth, self.holder)],
         )
         add_access_service(self.service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

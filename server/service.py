@@ -39,6 +39,7 @@ from lez.store import Snapshot, StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from server import pipeline
 from server.audit import AuditLog, KeyBatch
+from server.audit_refusals import RefusalAudit
 from server.auth import Authenticator, Identity, RateLimiter, Rpc
 from server.config import ServerConfig
 from server.state import ServedSnapshot, StoreHolder
@@ -289,6 +290,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.auth = auth
         self.limiter = limiter
         self.audit = audit
+        self.refusals = RefusalAudit(audit, auth, holder)
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lez-chunk")
 
@@ -296,6 +298,12 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # -- shared steps --
+
+    def on_refused(
+        self, rpc: str, context: grpc.aio.ServicerContext[Any, Any], status: grpc.StatusCode
+    ) -> None:
+        """A call ended UNAUTHENTICATED or PERMISSION_DENIED (`status.RefusalHook`): audit it."""
+        self.refusals.record(rpc, context, status)
 
     def _enter(self, rpc: Rpc, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         who = self.auth.identify(context)

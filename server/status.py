@@ -20,7 +20,7 @@ import secrets
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn, TypeVar, cast
+from typing import Any, Final, NoReturn, Protocol, TypeVar, cast, runtime_checkable
 
 import grpc
 import grpc.aio
@@ -223,13 +223,29 @@ def _is_abort(exc: BaseException) -> bool:
     return type(exc).__name__ == "AbortError"
 
 
+REFUSALS: Final = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+"""Statuses of a refused call: the servicer is told of them (`RefusalHook`) to audit them."""
+
+
+@runtime_checkable
+class RefusalHook(Protocol):
+    """A servicer that records refused calls (`server.audit_refusals`)."""
+
+    def on_refused(
+        self, rpc: str, context: grpc.aio.ServicerContext[Any, Any], status: grpc.StatusCode
+    ) -> None: ...
+
+
 async def _abort_or_reraise(
-    context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
+    servicer: object, rpc: str, context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
 ) -> NoReturn:
-    """A domain or unexpected error ends the call through the table; an abort, a cancellation
-    or an exit goes on as it came."""
+    """A domain or unexpected error ends the call through the table, a refusal told to the
+    servicer first; an abort, a cancellation or an exit goes on as it came."""
     if _is_abort(exc) or not isinstance(exc, Exception):
         raise exc
+    code = mapping_of(exc).code
+    if code in REFUSALS and isinstance(servicer, RefusalHook):
+        servicer.on_refused(rpc, context, code)
     await abort(context, exc)
 
 
@@ -246,7 +262,7 @@ def translate_errors(
             _decoded(request)
             return await handler(self, request, context)
         except BaseException as exc:
-            await _abort_or_reraise(context, exc)
+            await _abort_or_reraise(self, handler.__name__, context, exc)
 
     return wrapper
 
@@ -268,6 +284,6 @@ def translate_stream_errors(
             async for item in handler(self, request, context):
                 yield item
         except BaseException as exc:
-            await _abort_or_reraise(context, exc)
+            await _abort_or_reraise(self, handler.__name__, context, exc)
 
     return wrapper
