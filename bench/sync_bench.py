@@ -269,12 +269,13 @@ def phase_stream_layers(
 
 def phase_compaction(layered: Path, a: Any) -> dict[str, Any]:
     log("compaction of the layer into a new base")
-    times = []
+    times: list[float] = []
     for r in range(a.compact_runs):
         root = a.scratch / "sync-roots" / f"compact-{r}"
         shutil.rmtree(root, ignore_errors=True)
         shutil.copytree(layered, root, copy_function=os.link, symlinks=True)
-        times.append(timed(lambda root=root: StoreBuilder(root).compact()))
+        builder = StoreBuilder(root)
+        times.append(timed(builder.compact))
     return {"seconds": stats(times), "what": f"base + {a.days}-day layer folded into a new base"}
 
 
@@ -495,7 +496,7 @@ def run(a: Any) -> dict[str, Any]:
     base = ensure_base(a.extract, key, a.scratch)
     feed = ensure_feed(a.extract, max(a.days, 2 * a.serving_runs), a.seed, a.scratch)
     days = feed_days(feed)
-    res = a.results
+    res: dict[str, Any] = a.results
     res["plates"] = a.plates
     res["apply_day"] = phase_apply(base, feed, days, key, a)
     log(f"apply_day {res['apply_day']['seconds']}")

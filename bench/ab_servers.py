@@ -1,0 +1,110 @@
+"""This code's server against an earlier commit's, on one store, alternated in one run.
+
+    python -m bench.ab_servers --old c0e1bcd --plates 8000000 --rounds 7
+
+Checks out `--old` into a git worktree under `--scratch` (git-ignored `var/bench/`), builds its
+native keying core in place, and starts both servers (2 workers each, plain TCP on loopback) on
+the same base store of the bench (`var/bench/store-<plates>-<seed>`, made by `make bench`).
+Each round runs the 500,000-pair `CheckStream` and then 3 s of sequential unary `Check` against
+one server and then the other, so drift of the machine hits both alike. Prints the medians.
+Used to show that a restructuring left the figures where they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from bench import build_bench, sync_bench
+from bench.stream import free_port, unary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def worktree(rev: str, scratch: Path) -> Iterator[Path]:
+    path = scratch / f"ab-{rev}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+                   capture_output=True, check=False)  # fmt: skip
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(path), rev],
+                   check=True)  # fmt: skip
+    try:
+        subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-q"],
+                       cwd=path, check=True, capture_output=True)  # fmt: skip
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
+                       check=False)  # fmt: skip
+
+
+@contextmanager
+def server(code: Path, store: Path, key: Path, audit: Path) -> Iterator[str]:
+    """`python -m server serve` of the code under `code` (its packages first on the path)."""
+    from clients import LezClient
+
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--store-root", str(store), "--key-file",
+         str(key), "--workers", "2", "--address", address, "--audit-dir", str(audit),
+         "--log-level", "WARNING"],
+        cwd=code, env=dict(os.environ, PYTHONPATH=str(code)), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        with LezClient([address], timeout_s=120) as client:
+            client.wait_until_serving(timeout=120)
+        yield address
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.ab_servers", description=__doc__)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--old", required=True, help="the earlier commit to compare with")
+    p.add_argument("--plates", type=int, default=8_000_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--scratch", type=Path, default=ROOT / "var" / "bench")
+    a = p.parse_args(argv)
+    scratch = a.scratch.resolve()
+    extract = build_bench.ensure_register(a.plates, a.seed, scratch)
+    key = build_bench.ensure_key(scratch).resolve()
+    store = scratch / f"store-{a.plates}-{a.seed}"
+    if not (store / "current").exists():
+        raise SystemExit(f"no bench store at {store}: run `make bench` first")
+    batch = sync_bench.stream_batch(extract, a.seed)
+    requests = sync_bench.unary_requests(batch)
+    stream: dict[str, list[float]] = {"old": [], "new": []}
+    calls: dict[str, list[float]] = {"old": [], "new": []}
+    with (
+        worktree(a.old, scratch) as old_code,
+        server(old_code, store, key, scratch / "ab-audit-old") as old,
+        server(ROOT, store, key, scratch / "ab-audit-new") as new,
+    ):
+        for _ in range(a.rounds):
+            for name, address in (("old", old), ("new", new)):
+                stream[name] += sync_bench.stream_seconds(address, batch, 1)
+                calls[name].append(
+                    unary(address, requests, "Antwerpen", seconds=3.0)["calls_per_s"]
+                )
+    print(json.dumps({
+        "old": a.old, "rounds": a.rounds,
+        "stream_500k_s": {k: round(float(np.median(v)), 3) for k, v in stream.items()},
+        "unary_calls_per_s": {k: round(float(np.median(v))) for k, v in calls.items()},
+    }, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
