@@ -306,6 +306,15 @@ def sync_command(root: Path, key: Path, handle: Any, through: dt.date) -> list[s
     ]  # fmt: skip
 
 
+def start_sync(root: Path, key: Path, handle: Any, through: dt.date) -> subprocess.Popen[bytes]:
+    """`lez-loader sync` through `through` as a background process, its output discarded."""
+    return subprocess.Popen(
+        sync_command(root, key, handle, through),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def run_sync(root: Path, key: Path, handle: Any, through: dt.date) -> float:
     cmd = sync_command(root, key, handle, through)
     t0 = time.perf_counter()
@@ -342,11 +351,7 @@ def phase_serving(
         sync_s: list[float] = []
         for _ in range(a.serving_runs):
             day = next(day_iter)
-            proc = subprocess.Popen(
-                sync_command(root, key, handle, day),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            proc = start_sync(root, key, handle, day)
             t0 = time.perf_counter()
             stop = threading.Event()
             busy_calls = _unary_until(server.address, requests, stop)
@@ -361,11 +366,7 @@ def phase_serving(
         busy_stream: list[float] = []
         for _ in range(a.serving_runs):
             day = next(day_iter)
-            proc = subprocess.Popen(
-                sync_command(root, key, handle, day),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            proc = start_sync(root, key, handle, day)
             while proc.poll() is None:
                 busy_stream += stream_seconds(server.address, batch, 1)
             if proc.returncode != 0:
