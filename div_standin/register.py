@@ -27,6 +27,7 @@ from lez.days import DAY_UNKNOWN, from_day
 from lez.errors import ExtractError
 from lez.plates import PLATE_WIDTH, PlateRule
 from loader import synth
+from loader.build import extract_date
 from loader.extract import plate_columns, read_table
 
 I64 = npt.NDArray[np.int64]
@@ -289,11 +290,9 @@ def read_register(path: Path) -> Register:
     last = np.append(sorted_norm[1:] != sorted_norm[:-1], True)
     latest = order[last]
     current = table.take(pa.array(latest))
-    # The extract's date as `lez-loader build` takes it when none is given (its newest
-    # valid_from, loader.build.latest_day): the feed continues from the day after, the first
-    # day `lez-loader sync` asks for. Versions the extract already closes on a later day are
-    # plates without a vehicle from that day on, as the loader reads them.
-    last_day = int(valid_from[good].max())
+    # Versions the extract already closes after its date are plates without a vehicle from that
+    # day on, as the loader reads them.
+    last_day = extract_date(valid_from[good])
     return _register(current, sorted_norm[last], valid_to[latest], last_day)
 
 

@@ -16,6 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -225,8 +226,14 @@ def build_store(
 
 def latest_day(ext: Extract) -> int:
     """The extract date when none is given: its newest valid_from."""
-    vf = ext.records["valid_from"]
-    return int(vf.max()) if len(vf) else to_day(dt.date.today())
+    return extract_date(ext.records["valid_from"])
+
+
+def extract_date(valid_from: npt.NDArray[np.signedinteger[Any]]) -> int:
+    """The date of an extract whose versions start on `valid_from` (days), when none is given:
+    the newest of them (today for an empty extract). The DIV stand-in continues from the day
+    after, the first day `lez-loader sync` asks for."""
+    return int(valid_from.max()) if len(valid_from) else to_day(dt.date.today())
 
 
 def _rule_texts(config: LoaderConfig) -> dict[str, str]:
