@@ -25,9 +25,10 @@ from lez import plates
 from lez.days import parse_day
 from lez.decision import BatchInput, Outcome
 from lez.errors import SyncBusy
-from lez.keys import PlateKeyer
+from lez.keys import PlateKeyer, load_key
 from lez.rules import evaluate, load_catalog
 from lez.store import open_store
+from loader import checkpoint as checkpoints
 from loader.feed import DETAIL_FIELDS, FeedSettings, no_wait
 from loader.reconcile import reconcile
 from loader.sync import CHECKPOINT_NAME, LOCK_NAME, SyncSettings, run_sync
@@ -289,8 +290,9 @@ def test_a_failing_feed_leaves_the_store_and_keeps_the_fetched_pages(
     with pytest.raises(Exception, match="after 3 attempts"):
         _sync(store, key_file, flaky)
     assert open_store(store).path == before  # nothing published
-    saved = json.loads((store / CHECKPOINT_NAME).read_text())
-    assert saved["day"] == D21 and saved["pages_done"] == 1 and not saved["complete"]
+    saved = checkpoints.load(store / CHECKPOINT_NAME, key_id=load_key(key_file).key_id)
+    assert saved is not None
+    assert saved.day.isoformat() == D21 and saved.pages_done == 1 and not saved.complete
     report, _ = _sync(store, key_file, ScriptedFeed(FEED))
     assert [d.day for d in report.days] == [D21, D22, D23]
 
@@ -312,7 +314,8 @@ def test_no_feed_plate_in_store_checkpoint_or_output(
     with pytest.raises(Exception, match="HTTP 400"):
         _sync(store, key_file, stop_late)
     checkpoint = (store / CHECKPOINT_NAME).read_bytes()
-    assert json.loads(checkpoint)["pages_done"] == 5
+    saved = checkpoints.load(store / CHECKPOINT_NAME, key_id=load_key(key_file).key_id)
+    assert saved is not None and saved.pages_done == 5
     report, lines = _sync(store, key_file, ScriptedFeed(FEED))
     text = (json.dumps([d.lines() for d in report.days]) + "\n".join(lines)).encode()
     haystacks = {"checkpoint": checkpoint, "store": _all_bytes(store), "output": text}
