@@ -142,6 +142,11 @@ class StoreNotReady(LezError):
     code = "store_not_ready"
 
 
+class AuditClosed(StoreNotReady):
+    """The server is stopping and its audit log is closed: a call still finishing cannot be
+    recorded, so it is not answered (UNAVAILABLE, like a store not ready: retry elsewhere)."""
+
+
 class StoreFormatMismatch(LezError):
     """The store was written with a format version or key id this code does not accept."""
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from lez.errors import AuditKeyError
+from lez.errors import AuditClosed, AuditKeyError
 from lez.keys import KEY_BYTES
 from server.audit_checkpoints import Checkpoint, CheckpointFile, last_checkpoint, sign_checkpoint
 from server.audit_keys import AuditKeys
@@ -183,6 +183,7 @@ class AuditLog:
         self.sync_window_s = sync_window_s
         self._dirty = threading.Event()
         self._closing = threading.Event()
+        self._closed = False  # set under `_lock` by `close`
         self._syncer: threading.Thread | None = None
         if sync_window_s > 0:
             self._syncer = threading.Thread(target=self._sync_loop, name="audit-sync", daemon=True)
@@ -311,6 +312,8 @@ class AuditLog:
             self._syncer.join()
         os.fdatasync(self._fd)
         self.checkpoint()
+        with self._lock:  # a call finishing after this is refused, never written to a stale fd
+            self._closed = True
         self.checkpoints.close()
         os.close(self._fd)
 
@@ -334,6 +337,8 @@ class AuditLog:
         when = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
         blob = b"".join(keys.parts)
         with self._lock:
+            if self._closed:  # its descriptor may already belong to another file or socket
+                raise AuditClosed("the server is stopping: its audit log is closed")
             seq = self._seq + 1
             rec: dict[str, Any] = {
                 "seq": seq,

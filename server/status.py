@@ -80,6 +80,10 @@ ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
     errors.StoreNotReady: Mapping(
         grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_STORE_NOT_READY, retry_after_s=1.0
     ),
+    # a stopping server: not ready to serve, as a store being switched; retry (on a replica)
+    errors.AuditClosed: Mapping(
+        grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_STORE_NOT_READY, retry_after_s=1.0
+    ),
     errors.DeadlineExceeded: Mapping(
         grpc.StatusCode.DEADLINE_EXCEEDED, pb.ERROR_REASON_DEADLINE_EXCEEDED
     ),

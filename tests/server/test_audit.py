@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from lez.api.v1 import access_pb2 as pb
+from lez.errors import AuditClosed
 from server import audit
 from server.__main__ import main
 from server.audit import AuditLog, KeyBatch
@@ -386,3 +387,17 @@ def test_a_stream_that_fails_after_answering_is_still_audited(
     )
     assert last["keys_count"] == len(PLATES)
     assert served_problems(server, path) == []
+
+
+def test_a_call_finishing_after_close_is_refused_not_written(tmp_path: Path) -> None:
+    """A cancelled call's cleanup may record after the server closed its log: the record is
+    refused (the call is not answered), never written to a descriptor the process may have
+    handed to another file or socket since."""
+    log = _open_log(tmp_path)
+    _write(log, 2)
+    log.close()
+    before = (tmp_path / log.path.name).read_bytes()
+    with pytest.raises(AuditClosed):
+        _write(log, 1, first=2)
+    assert (tmp_path / log.path.name).read_bytes() == before
+    assert _problems(tmp_path / log.path.name) == []
