@@ -62,6 +62,8 @@ class Reason(enum.IntEnum):
     INVALID_COUNTRY = 26
     CATEGORY_ALWAYS_ALLOWED = 27  # a category the revision exempts (e.g. priority vehicles)
     CRITERIA_NOT_FOUND = 28  # the revision marks this case's criterion as not found in the sources
+    OLDTIMER_PLATE_EXEMPT = 29  # Brussels: O plate older than the age the law sets, no registration
+    OLDTIMER_TOO_YOUNG = 30  # an oldtimer registration, but the vehicle is under the age on the day
 
 
 class Derived(enum.IntFlag):
@@ -72,6 +74,16 @@ class Derived(enum.IntFlag):
     EURO = 2  # euro norm derived from the first-registration date
     PLUG_IN_HYBRID = 4  # plug-in hybrid derived from fuel, electric indicator and CO2
     EURO_CORRECTED = 8  # euro norm from a registered correction
+
+
+class Note(enum.IntFlag):
+    """What a reader of an answer should know beyond outcome and reason (docs/rules.md#time)."""
+
+    NONE = 0
+    HOUR_UNKNOWN = 1  # a day without a time, where the time could change the outcome
+    WARNING_ONLY = 2  # the day is in a warning-only period: a refusal leads to a warning
+    REGISTERED_AFTER_ENTRY = 4  # allowed by a registration made within the grace days after
+    VALID_UNTIL_HOUR = 8  # allowed by a registration of the day before valid until an hour today
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

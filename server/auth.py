@@ -47,6 +47,7 @@ class Role(enum.IntEnum):
     APPEALS = 4
     MONITORING = 5
     OPERATOR = 6
+    INTEGRATOR = 7
 
 
 class Rpc(enum.Enum):
@@ -57,6 +58,7 @@ class Rpc(enum.Enum):
     RECHECK = "Recheck"
     FLEET_STATS = "FleetStats"
     SERVER_INFO = "ServerInfo"
+    LOSING_ACCESS = "LosingAccess"
 
 
 ALLOWED_ROLES: Final[dict[Rpc, frozenset[Role]]] = {
@@ -65,6 +67,7 @@ ALLOWED_ROLES: Final[dict[Rpc, frozenset[Role]]] = {
     Rpc.RECHECK: frozenset({Role.APPEALS, Role.OPERATOR}),
     Rpc.FLEET_STATS: frozenset({Role.MONITORING, Role.OPERATOR}),
     Rpc.SERVER_INFO: frozenset(Role),
+    Rpc.LOSING_ACCESS: frozenset({Role.INTEGRATOR, Role.OPERATOR}),
 }
 """Which roles may make which call."""
 

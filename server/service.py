@@ -97,11 +97,13 @@ def add_access_service(service: AccessService, server: grpc.aio.Server) -> None:
     descriptor = pb.DESCRIPTOR.services_by_name["AccessService"]
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in descriptor.methods:
-        if method.client_streaming != method.server_streaming:
-            raise TypeError(f"{method.name}: only unary and bidirectional methods are served")
+        if method.client_streaming and not method.server_streaming:
+            raise TypeError(f"{method.name}: client-streaming methods are not served")
         make = (
             grpc.stream_stream_rpc_method_handler
             if method.client_streaming
+            else grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
             else grpc.unary_unary_rpc_method_handler
         )
         handlers[method.name] = make(
@@ -667,6 +669,15 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 worker=self.worker,
                 workers=self.config.workers,
             )
+
+    # -- LosingAccess --
+
+    async def LosingAccess(
+        self, request: pb.LosingAccessRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.LosingAccessChunk]:
+        """Warning campaigns (issue 15): not served yet."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "LosingAccess is not served yet")
+        yield pb.LosingAccessChunk()  # pragma: no cover - abort raises
 
 
 def _check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:

@@ -39,6 +39,11 @@ def test_derived_bits_mirror_the_domain() -> None:
     assert proto_values == {m.name: m.value for m in decision.Derived if m.value}
 
 
+def test_note_bits_mirror_the_domain() -> None:
+    proto_values = {n.removeprefix("NOTE_"): v for n, v in pb.Note.items() if v}
+    assert proto_values == {m.name: m.value for m in decision.Note if m.value}
+
+
 def _error_classes() -> list[type[errors.LezError]]:
     return [
         c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.LezError)

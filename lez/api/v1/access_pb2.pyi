@@ -145,6 +145,14 @@ class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reason.ValueTy
     """A category the revision always allows (e.g. priority vehicles)."""
     REASON_CRITERIA_NOT_FOUND: _Reason.ValueType  # 28
     """The revision marks the criterion for this case as not found in the legal sources."""
+    REASON_OLDTIMER_PLATE_EXEMPT: _Reason.ValueType  # 29
+    """Brussels: an oldtimer with an O plate (plate type) older than the age the law sets, exempt
+    without registration.
+    """
+    REASON_OLDTIMER_TOO_YOUNG: _Reason.ValueType  # 30
+    """An oldtimer registration exists but the vehicle is younger than the age the law sets on
+    the day (first-registration date from the register).
+    """
 
 class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper):
     """Why an outcome was given. Mirrors `lez.decision.Reason` one to one; numbers never change."""
@@ -207,6 +215,14 @@ REASON_CATEGORY_ALWAYS_ALLOWED: Reason.ValueType  # 27
 """A category the revision always allows (e.g. priority vehicles)."""
 REASON_CRITERIA_NOT_FOUND: Reason.ValueType  # 28
 """The revision marks the criterion for this case as not found in the legal sources."""
+REASON_OLDTIMER_PLATE_EXEMPT: Reason.ValueType  # 29
+"""Brussels: an oldtimer with an O plate (plate type) older than the age the law sets, exempt
+without registration.
+"""
+REASON_OLDTIMER_TOO_YOUNG: Reason.ValueType  # 30
+"""An oldtimer registration exists but the vehicle is younger than the age the law sets on
+the day (first-registration date from the register).
+"""
 Global___Reason: _TypeAlias = Reason  # noqa: Y015
 
 class _Derived:
@@ -243,6 +259,76 @@ DERIVED_EURO_CORRECTED: Derived.ValueType  # 8
 """Euro norm taken from a registered correction."""
 Global___Derived: _TypeAlias = Derived  # noqa: Y015
 
+class _Note:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NoteEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Note.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NOTE_UNSPECIFIED: _Note.ValueType  # 0
+    """Nothing to note."""
+    NOTE_HOUR_UNKNOWN: _Note.ValueType  # 1
+    """The read carried a day but no time, and the time could change the outcome (e.g. a day
+    pass of the day before, valid until an hour of this morning). Decided on the day.
+    """
+    NOTE_WARNING_ONLY: _Note.ValueType  # 2
+    """The day falls in a warning-only period of the zone: a refusal leads to a warning letter,
+    not a fine.
+    """
+    NOTE_REGISTERED_AFTER_ENTRY: _Note.ValueType  # 4
+    """Allowed by a registration whose first day is after the read, within the grace days the
+    zone's rules give for registering after entering.
+    """
+    NOTE_VALID_UNTIL_HOUR: _Note.ValueType  # 8
+    """Allowed by a registration of the day before that stays valid until an hour of this day."""
+
+class Note(_Note, metaclass=_NoteEnumTypeWrapper):
+    """Bits of a `notes` value: what a reader of the answer should know beyond outcome and reason.
+    Mirrors `lez.decision.Note`. The value travels as a bit set (uint32 or one byte).
+    """
+
+NOTE_UNSPECIFIED: Note.ValueType  # 0
+"""Nothing to note."""
+NOTE_HOUR_UNKNOWN: Note.ValueType  # 1
+"""The read carried a day but no time, and the time could change the outcome (e.g. a day
+pass of the day before, valid until an hour of this morning). Decided on the day.
+"""
+NOTE_WARNING_ONLY: Note.ValueType  # 2
+"""The day falls in a warning-only period of the zone: a refusal leads to a warning letter,
+not a fine.
+"""
+NOTE_REGISTERED_AFTER_ENTRY: Note.ValueType  # 4
+"""Allowed by a registration whose first day is after the read, within the grace days the
+zone's rules give for registering after entering.
+"""
+NOTE_VALID_UNTIL_HOUR: Note.ValueType  # 8
+"""Allowed by a registration of the day before that stays valid until an hour of this day."""
+Global___Note: _TypeAlias = Note  # noqa: Y015
+
+class _InstantUnit:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InstantUnitEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InstantUnit.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INSTANT_UNIT_UNSPECIFIED: _InstantUnit.ValueType  # 0
+    """Seconds (the default when instants are given and no unit is set)."""
+    INSTANT_UNIT_SECONDS: _InstantUnit.ValueType  # 1
+    """Seconds since 1970-01-01T00:00:00Z."""
+    INSTANT_UNIT_MILLISECONDS: _InstantUnit.ValueType  # 2
+    """Milliseconds since 1970-01-01T00:00:00Z."""
+
+class InstantUnit(_InstantUnit, metaclass=_InstantUnitEnumTypeWrapper):
+    """Unit of the values of an instants column."""
+
+INSTANT_UNIT_UNSPECIFIED: InstantUnit.ValueType  # 0
+"""Seconds (the default when instants are given and no unit is set)."""
+INSTANT_UNIT_SECONDS: InstantUnit.ValueType  # 1
+"""Seconds since 1970-01-01T00:00:00Z."""
+INSTANT_UNIT_MILLISECONDS: InstantUnit.ValueType  # 2
+"""Milliseconds since 1970-01-01T00:00:00Z."""
+Global___InstantUnit: _TypeAlias = InstantUnit  # noqa: Y015
+
 class _Role:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -263,6 +349,8 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     """Environment agency: FleetStats only."""
     ROLE_OPERATOR: _Role.ValueType  # 6
     """Operator of the service: every call."""
+    ROLE_INTEGRATOR: _Role.ValueType  # 7
+    """Integrator of a city's warning campaigns: LosingAccess only (and ServerInfo)."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """What a client organisation may do. A client may hold several roles."""
@@ -281,6 +369,8 @@ ROLE_MONITORING: Role.ValueType  # 5
 """Environment agency: FleetStats only."""
 ROLE_OPERATOR: Role.ValueType  # 6
 """Operator of the service: every call."""
+ROLE_INTEGRATOR: Role.ValueType  # 7
+"""Integrator of a city's warning campaigns: LosingAccess only (and ServerInfo)."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _ErrorReason:
@@ -445,6 +535,7 @@ class CheckRequest(_message.Message):
     FIRST_REGISTRATION_FIELD_NUMBER: _builtins.int
     RULESET_REVISION_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    INSTANT_FIELD_NUMBER: _builtins.int
     plate: _builtins.str
     """The plate as written (`1-ABC-234`, `1abc234`); the server normalises it."""
     key: _builtins.bytes
@@ -464,6 +555,12 @@ class CheckRequest(_message.Message):
     """Pin a rule-table revision; empty means the newest loaded revision."""
     key_id: _builtins.str
     """With `key`: the key id of the HMAC key that made it; must equal the store's key id."""
+    instant: _builtins.str
+    """The instant of the read (a camera timestamp), ISO 8601 with a UTC offset
+    (`2026-03-01T05:30:00+01:00`, `2026-03-01T04:30:00Z`). When given, the day is the
+    Europe/Brussels calendar day of the instant, derived by the server; `date` must then be
+    empty or that same day. Hours matter to some registrations (a day pass valid until 06:00).
+    """
     def __init__(
         self,
         *,
@@ -475,10 +572,11 @@ class CheckRequest(_message.Message):
         first_registration: _builtins.str = ...,
         ruleset_revision: _builtins.str = ...,
         key_id: _builtins.str = ...,
+        instant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "plate", b"plate", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "date", b"date", "first_registration", b"first_registration", "key", b"key", "key_id", b"key_id", "plate", b"plate", "ruleset_revision", b"ruleset_revision", "subject", b"subject", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "date", b"date", "first_registration", b"first_registration", "instant", b"instant", "key", b"key", "key_id", b"key_id", "plate", b"plate", "ruleset_revision", b"ruleset_revision", "subject", b"subject", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["plate", "key"]  # noqa: Y015
     _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
@@ -545,6 +643,7 @@ class Decision(_message.Message):
     EURO_FIELD_NUMBER: _builtins.int
     DERIVED_FIELD_NUMBER: _builtins.int
     TECHNICAL_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     """The answer."""
     reason: Global___Reason.ValueType
@@ -559,6 +658,8 @@ class Decision(_message.Message):
     """Effective DIV euro-norm code used (after derivation or correction); empty when unknown."""
     derived: _builtins.int
     """`Derived` bits: which inputs were derived or corrected."""
+    notes: _builtins.int
+    """`Note` bits: hour not known where it could matter, warning-only period, ..."""
     @_builtins.property
     def technical(self) -> Global___TechnicalData:
         """The technical data used; absent for ROLE_PUBLIC."""
@@ -573,10 +674,11 @@ class Decision(_message.Message):
         euro: _builtins.str = ...,
         derived: _builtins.int = ...,
         technical: Global___TechnicalData | None = ...,
+        notes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["technical", b"technical"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_until", b"allowed_until", "derived", b"derived", "euro", b"euro", "open_ended", b"open_ended", "outcome", b"outcome", "reason", b"reason", "technical", b"technical"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_until", b"allowed_until", "derived", b"derived", "euro", b"euro", "notes", b"notes", "open_ended", b"open_ended", "outcome", b"outcome", "reason", b"reason", "technical", b"technical"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -593,6 +695,7 @@ class CheckResponse(_message.Message):
     RULESET_REVISION_FIELD_NUMBER: _builtins.int
     ZONE_FIELD_NUMBER: _builtins.int
     DATE_FIELD_NUMBER: _builtins.int
+    INSTANT_FIELD_NUMBER: _builtins.int
     snapshot_id: _builtins.str
     """The register snapshot that produced it."""
     ruleset_revision: _builtins.str
@@ -601,6 +704,8 @@ class CheckResponse(_message.Message):
     """The zone decided on, as its canonical name."""
     date: _builtins.str
     """The day decided on (`YYYY-MM-DD`)."""
+    instant: _builtins.str
+    """The instant decided on, when the request gave one (ISO 8601, UTC)."""
     @_builtins.property
     def decision(self) -> Global___Decision:
         """The decision."""
@@ -613,10 +718,11 @@ class CheckResponse(_message.Message):
         ruleset_revision: _builtins.str = ...,
         zone: _builtins.str = ...,
         date: _builtins.str = ...,
+        instant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "decision", b"decision", "ruleset_revision", b"ruleset_revision", "snapshot_id", b"snapshot_id", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "decision", b"decision", "instant", b"instant", "ruleset_revision", b"ruleset_revision", "snapshot_id", b"snapshot_id", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -671,6 +777,9 @@ class CheckChunk(_message.Message):
     COUNTRIES_FIELD_NUMBER: _builtins.int
     DAYS_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    INSTANTS_FIELD_NUMBER: _builtins.int
+    INSTANT_UNIT_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     zone: _builtins.str
     """The zone, by id or name. Required in the first chunk; later chunks leave it empty or repeat
     the same zone (a stream is for one zone).
@@ -689,6 +798,21 @@ class CheckChunk(_message.Message):
     """n little-endian int32 day numbers (days since 1970-01-01)."""
     key_id: _builtins.str
     """With `keys`: the key id of the HMAC key that made them; must equal the store's key id."""
+    instants: _builtins.bytes
+    """n little-endian int64 instants of the reads (camera timestamps) since 1970-01-01T00:00:00Z,
+    in `instant_unit`; int64 minimum (-9223372036854775808) for a row without one. A row with
+    an instant is decided on the Europe/Brussels day of that instant (derived by the server)
+    and its hour; a row without one on its `days` value. Empty means no instants: `days` is
+    then required. With instants and no `days`, every row must have an instant.
+    """
+    instant_unit: Global___InstantUnit.ValueType
+    """The unit of `instants`."""
+    as_of: _builtins.str
+    """Evaluate on another date than the read's day (`YYYY-MM-DD`, first chunk only): the
+    register on the read's day, the rules and registrations of this date. For warning
+    campaigns: which vehicles seen last month will be refused after a stricter step.
+    Empty means each read is evaluated on its own day.
+    """
     @_builtins.property
     def plates(self) -> Global___PlateColumn:
         """Plates as written."""
@@ -704,10 +828,13 @@ class CheckChunk(_message.Message):
         countries: _builtins.bytes = ...,
         days: _builtins.bytes = ...,
         key_id: _builtins.str = ...,
+        instants: _builtins.bytes = ...,
+        instant_unit: Global___InstantUnit.ValueType = ...,
+        as_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "plates", b"plates", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "countries", b"countries", "days", b"days", "key_id", b"key_id", "keys", b"keys", "plates", b"plates", "ruleset_revision", b"ruleset_revision", "subject", b"subject", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "chunk_id", b"chunk_id", "countries", b"countries", "days", b"days", "instant_unit", b"instant_unit", "instants", b"instants", "key_id", b"key_id", "keys", b"keys", "plates", b"plates", "ruleset_revision", b"ruleset_revision", "subject", b"subject", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["plates", "keys"]  # noqa: Y015
     _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
@@ -795,12 +922,15 @@ class BatchSummary(_message.Message):
     CHUNKS_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
     AUDIT_ID_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     pairs: _builtins.int
     """Pairs answered in the whole call."""
     chunks: _builtins.int
     """Chunks answered."""
     audit_id: _builtins.str
     """Id of the audit record of this consultation (hex hash), to quote in appeals."""
+    as_of: _builtins.str
+    """The evaluation date when the call asked for one (`as_of`); empty otherwise."""
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutcomeCount]:
         """Pairs per outcome (outcomes with zero pairs are left out)."""
@@ -812,10 +942,11 @@ class BatchSummary(_message.Message):
         chunks: _builtins.int = ...,
         outcomes: _abc.Iterable[Global___OutcomeCount] | None = ...,
         audit_id: _builtins.str = ...,
+        as_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_id", b"audit_id", "chunks", b"chunks", "outcomes", b"outcomes", "pairs", b"pairs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "audit_id", b"audit_id", "chunks", b"chunks", "outcomes", b"outcomes", "pairs", b"pairs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -839,6 +970,9 @@ class DecisionChunk(_message.Message):
     SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
     RULESET_REVISION_FIELD_NUMBER: _builtins.int
     SUMMARY_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     chunk_id: _builtins.int
     """The `chunk_id` of the chunk answered."""
     first_index: _builtins.int
@@ -859,6 +993,14 @@ class DecisionChunk(_message.Message):
     """The register snapshot of the whole call."""
     ruleset_revision: _builtins.str
     """The rule-table revision of the whole call."""
+    notes: _builtins.bytes
+    """n bytes: `Note` bits of each pair."""
+    days: _builtins.bytes
+    """n little-endian int32: the day each pair was decided on (the Brussels day of its instant,
+    or its `days` value). Sent only when the chunk carried instants.
+    """
+    as_of: _builtins.str
+    """The evaluation date when the call asked for one (`as_of`); empty otherwise."""
     @_builtins.property
     def technical(self) -> Global___TechnicalColumns:
         """The technical data used; absent for roles that may not see it."""
@@ -882,10 +1024,13 @@ class DecisionChunk(_message.Message):
         snapshot_id: _builtins.str = ...,
         ruleset_revision: _builtins.str = ...,
         summary: Global___BatchSummary | None = ...,
+        notes: _builtins.bytes = ...,
+        days: _builtins.bytes = ...,
+        as_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary", "technical", b"technical"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_until", b"allowed_until", "chunk_id", b"chunk_id", "count", b"count", "derived", b"derived", "euro", b"euro", "first_index", b"first_index", "outcome", b"outcome", "reason", b"reason", "ruleset_revision", b"ruleset_revision", "snapshot_id", b"snapshot_id", "summary", b"summary", "technical", b"technical"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_until", b"allowed_until", "as_of", b"as_of", "chunk_id", b"chunk_id", "count", b"count", "days", b"days", "derived", b"derived", "euro", b"euro", "first_index", b"first_index", "notes", b"notes", "outcome", b"outcome", "reason", b"reason", "ruleset_revision", b"ruleset_revision", "snapshot_id", b"snapshot_id", "summary", b"summary", "technical", b"technical"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1111,6 +1256,7 @@ class FleetCell(_message.Message):
     EURO_FIELD_NUMBER: _builtins.int
     CATEGORY_FIELD_NUMBER: _builtins.int
     VEHICLES_FIELD_NUMBER: _builtins.int
+    EURO_DERIVED_FIELD_NUMBER: _builtins.int
     nis: _builtins.int
     """NIS code of the municipality."""
     fuel: _builtins.str
@@ -1121,6 +1267,10 @@ class FleetCell(_message.Message):
     """DIV category code."""
     vehicles: _builtins.int
     """Vehicles in the cell (at least `min_cell_size`)."""
+    euro_derived: _builtins.int
+    """Of them, vehicles whose euro norm was derived (not read from DIV); counted when grouping
+    by euro norm.
+    """
     def __init__(
         self,
         *,
@@ -1129,10 +1279,11 @@ class FleetCell(_message.Message):
         euro: _builtins.str = ...,
         category: _builtins.str = ...,
         vehicles: _builtins.int = ...,
+        euro_derived: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "euro", b"euro", "fuel", b"fuel", "nis", b"nis", "vehicles", b"vehicles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "euro", b"euro", "euro_derived", b"euro_derived", "fuel", b"fuel", "nis", b"nis", "vehicles", b"vehicles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1151,6 +1302,7 @@ class FleetStatsResponse(_message.Message):
     SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
     RULESET_REVISION_FIELD_NUMBER: _builtins.int
     DATE_FIELD_NUMBER: _builtins.int
+    SUPPRESSION_FIELD_NUMBER: _builtins.int
     suppressed_cells: _builtins.int
     """Cells left out because they were smaller than `min_cell_size`."""
     suppressed_vehicles: _builtins.int
@@ -1163,6 +1315,8 @@ class FleetStatsResponse(_message.Message):
     """The newest rule-table revision loaded (not used by the count; for traceability)."""
     date: _builtins.str
     """The day counted (`YYYY-MM-DD`)."""
+    suppression: _builtins.str
+    """How small cells are protected against differencing between answers (docs/fleet.md)."""
     @_builtins.property
     def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___FleetCell]:
         """Cells with at least `min_cell_size` vehicles."""
@@ -1177,10 +1331,11 @@ class FleetStatsResponse(_message.Message):
         snapshot_id: _builtins.str = ...,
         ruleset_revision: _builtins.str = ...,
         date: _builtins.str = ...,
+        suppression: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "date", b"date", "min_cell_size", b"min_cell_size", "ruleset_revision", b"ruleset_revision", "snapshot_id", b"snapshot_id", "suppressed_cells", b"suppressed_cells", "suppressed_vehicles", b"suppressed_vehicles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "date", b"date", "min_cell_size", b"min_cell_size", "ruleset_revision", b"ruleset_revision", "snapshot_id", b"snapshot_id", "suppressed_cells", b"suppressed_cells", "suppressed_vehicles", b"suppressed_vehicles", "suppression", b"suppression"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1368,6 +1523,7 @@ class ServerInfoResponse(_message.Message):
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
     WORKER_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
+    DATA_QUALITY_FIELD_NUMBER: _builtins.int
     snapshot_id: _builtins.str
     """The register snapshot currently served."""
     snapshot_seq: _builtins.int
@@ -1407,6 +1563,10 @@ class ServerInfoResponse(_message.Message):
     def client(self) -> Global___ClientInfo:
         """The calling client."""
 
+    @_builtins.property
+    def data_quality(self) -> Global___DataQuality:
+        """Data quality of the served store (ROLE_OPERATOR only; absent for other roles)."""
+
     def __init__(
         self,
         *,
@@ -1424,11 +1584,301 @@ class ServerInfoResponse(_message.Message):
         server_version: _builtins.str = ...,
         worker: _builtins.int = ...,
         workers: _builtins.int = ...,
+        data_quality: Global___DataQuality | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["client", b"client"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["client", b"client", "data_quality", b"data_quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["built_at", b"built_at", "client", b"client", "code_lists", b"code_lists", "key_id", b"key_id", "mutation_watermark", b"mutation_watermark", "ruleset_revision", b"ruleset_revision", "ruleset_revisions", b"ruleset_revisions", "server_version", b"server_version", "snapshot_id", b"snapshot_id", "snapshot_seq", b"snapshot_seq", "source_date", b"source_date", "worker", b"worker", "workers", b"workers", "zones", b"zones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["built_at", b"built_at", "client", b"client", "code_lists", b"code_lists", "data_quality", b"data_quality", "key_id", b"key_id", "mutation_watermark", b"mutation_watermark", "ruleset_revision", b"ruleset_revision", "ruleset_revisions", b"ruleset_revisions", "server_version", b"server_version", "snapshot_id", b"snapshot_id", "snapshot_seq", b"snapshot_seq", "source_date", b"source_date", "worker", b"worker", "workers", b"workers", "zones", b"zones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServerInfoResponse: _TypeAlias = ServerInfoResponse  # noqa: Y015
+
+@_typing.final
+class DataQuality(_message.Message):
+    """Data quality of a store, per build and per sync (what the register left unknown and what the
+    enrichment derived).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DerivedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class UnknownCodesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    MISSING_CATEGORY_FIELD_NUMBER: _builtins.int
+    MISSING_EURO_FIELD_NUMBER: _builtins.int
+    MISSING_FUEL_FIELD_NUMBER: _builtins.int
+    DERIVED_FIELD_NUMBER: _builtins.int
+    UNKNOWN_CODES_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    records: _builtins.int
+    """Vehicle versions counted."""
+    missing_category: _builtins.int
+    """Records without a category in DIV."""
+    missing_euro: _builtins.int
+    """Records without a euro norm in DIV."""
+    missing_fuel: _builtins.int
+    """Records without a fuel in DIV."""
+    rejected: _builtins.int
+    """Rows or transactions rejected by the build or the syncs."""
+    source: _builtins.str
+    """Where the figures come from (`build` or the last `sync` day)."""
+    @_builtins.property
+    def derived(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Records with a value derived, by method (`category`, `euro`, `plug_in_hybrid`, ...)."""
+
+    @_builtins.property
+    def unknown_codes(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Records with a code not in the code lists, by field."""
+
+    def __init__(
+        self,
+        *,
+        records: _builtins.int = ...,
+        missing_category: _builtins.int = ...,
+        missing_euro: _builtins.int = ...,
+        missing_fuel: _builtins.int = ...,
+        derived: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        unknown_codes: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        rejected: _builtins.int = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["derived", b"derived", "missing_category", b"missing_category", "missing_euro", b"missing_euro", "missing_fuel", b"missing_fuel", "records", b"records", "rejected", b"rejected", "source", b"source", "unknown_codes", b"unknown_codes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataQuality: _TypeAlias = DataQuality  # noqa: Y015
+
+@_typing.final
+class LosingAccessRequest(_message.Message):
+    """---- LosingAccess -----------------------------------------------------------------------
+
+    Who will lose access to a zone on a future date.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ZONE_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    REFERENCE_DATE_FIELD_NUMBER: _builtins.int
+    NIS_FIELD_NUMBER: _builtins.int
+    RULESET_REVISION_FIELD_NUMBER: _builtins.int
+    CHUNK_SIZE_FIELD_NUMBER: _builtins.int
+    zone: _builtins.str
+    """The zone, by id or name."""
+    date: _builtins.str
+    """The future date (`YYYY-MM-DD`), e.g. a stricter step's start."""
+    reference_date: _builtins.str
+    """The reference day on which the vehicles must still be allowed (`YYYY-MM-DD`); empty means
+    today in Europe/Brussels.
+    """
+    ruleset_revision: _builtins.str
+    """Pin the rule-table revision in force on `date`; empty means the newest loaded revision."""
+    chunk_size: _builtins.int
+    """Pairs per chunk wanted (0 = the server's default; capped by the server)."""
+    @_builtins.property
+    def nis(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """NIS codes of the municipalities of the zone's residents (at least one)."""
+
+    def __init__(
+        self,
+        *,
+        zone: _builtins.str = ...,
+        date: _builtins.str = ...,
+        reference_date: _builtins.str = ...,
+        nis: _abc.Iterable[_builtins.int] | None = ...,
+        ruleset_revision: _builtins.str = ...,
+        chunk_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_size", b"chunk_size", "date", b"date", "nis", b"nis", "reference_date", b"reference_date", "ruleset_revision", b"ruleset_revision", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LosingAccessRequest: _TypeAlias = LosingAccessRequest  # noqa: Y015
+
+@_typing.final
+class LosingAccessCell(_message.Message):
+    """Counts of one (category, fuel, euro) cell of the vehicles listed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    FUEL_FIELD_NUMBER: _builtins.int
+    EURO_FIELD_NUMBER: _builtins.int
+    VEHICLES_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    """DIV category code."""
+    fuel: _builtins.str
+    """DIV fuel code."""
+    euro: _builtins.str
+    """DIV euro-norm code."""
+    vehicles: _builtins.int
+    """Vehicles in the cell (at least `min_cell_size`)."""
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        fuel: _builtins.str = ...,
+        euro: _builtins.str = ...,
+        vehicles: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "euro", b"euro", "fuel", b"fuel", "vehicles", b"vehicles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LosingAccessCell: _TypeAlias = LosingAccessCell  # noqa: Y015
+
+@_typing.final
+class LosingAccessSummary(_message.Message):
+    """The closing summary of a LosingAccess stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VEHICLES_FIELD_NUMBER: _builtins.int
+    CELLS_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_CELLS_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_VEHICLES_FIELD_NUMBER: _builtins.int
+    MIN_CELL_SIZE_FIELD_NUMBER: _builtins.int
+    AUDIT_ID_FIELD_NUMBER: _builtins.int
+    vehicles: _builtins.int
+    """Vehicles listed in the whole call."""
+    suppressed_cells: _builtins.int
+    """Cells left out because they were smaller than `min_cell_size`."""
+    suppressed_vehicles: _builtins.int
+    """Vehicles in the suppressed cells together."""
+    min_cell_size: _builtins.int
+    """The small-cell threshold applied."""
+    audit_id: _builtins.str
+    """Id of the audit record of this consultation (hex hash)."""
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___LosingAccessCell]:
+        """Vehicles by category, fuel and euro norm; small cells suppressed."""
+
+    def __init__(
+        self,
+        *,
+        vehicles: _builtins.int = ...,
+        cells: _abc.Iterable[Global___LosingAccessCell] | None = ...,
+        suppressed_cells: _builtins.int = ...,
+        suppressed_vehicles: _builtins.int = ...,
+        min_cell_size: _builtins.int = ...,
+        audit_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_id", b"audit_id", "cells", b"cells", "min_cell_size", b"min_cell_size", "suppressed_cells", b"suppressed_cells", "suppressed_vehicles", b"suppressed_vehicles", "vehicles", b"vehicles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LosingAccessSummary: _TypeAlias = LosingAccessSummary  # noqa: Y015
+
+@_typing.final
+class LosingAccessChunk(_message.Message):
+    """n vehicles that will lose access, as packed columns, or the closing summary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FIRST_DAY_LOST_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    FUEL_FIELD_NUMBER: _builtins.int
+    EURO_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    RULESET_REVISION_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    keys: _builtins.bytes
+    """n * 16 bytes: the pseudonymised keys (HMAC of country + normalised plate)."""
+    reason: _builtins.bytes
+    """n bytes: the Reason each will not be allowed on the date."""
+    first_day_lost: _builtins.bytes
+    """n little-endian int32: the first day each is no longer allowed."""
+    category: _builtins.bytes
+    """n bytes: category id; n bytes: fuel id; n bytes: effective euro id (code lists as in
+    ServerInfo).
+    """
+    fuel: _builtins.bytes
+    """See `category`."""
+    euro: _builtins.bytes
+    """See `category`."""
+    count: _builtins.int
+    """n: rows in this chunk (0 in the closing message)."""
+    key_id: _builtins.str
+    """The key id of the HMAC key the keys were made with."""
+    snapshot_id: _builtins.str
+    """The register snapshot of the whole call."""
+    ruleset_revision: _builtins.str
+    """The rule-table revision of the whole call."""
+    @_builtins.property
+    def summary(self) -> Global___LosingAccessSummary:
+        """Set in the closing message only."""
+
+    def __init__(
+        self,
+        *,
+        keys: _builtins.bytes = ...,
+        reason: _builtins.bytes = ...,
+        first_day_lost: _builtins.bytes = ...,
+        category: _builtins.bytes = ...,
+        fuel: _builtins.bytes = ...,
+        euro: _builtins.bytes = ...,
+        count: _builtins.int = ...,
+        key_id: _builtins.str = ...,
+        snapshot_id: _builtins.str = ...,
+        ruleset_revision: _builtins.str = ...,
+        summary: Global___LosingAccessSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "count", b"count", "euro", b"euro", "first_day_lost", b"first_day_lost", "fuel", b"fuel", "key_id", b"key_id", "keys", b"keys", "reason", b"reason", "ruleset_revision", b"ruleset_revision", "snapshot_id", b"snapshot_id", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LosingAccessChunk: _TypeAlias = LosingAccessChunk  # noqa: Y015

@@ -60,6 +60,11 @@ class AccessServiceStub(object):
                 request_serializer=lez_dot_api_dot_v1_dot_access__pb2.ServerInfoRequest.SerializeToString,
                 response_deserializer=lez_dot_api_dot_v1_dot_access__pb2.ServerInfoResponse.FromString,
                 _registered_method=True)
+        self.LosingAccess = channel.unary_stream(
+                '/lez.api.v1.AccessService/LosingAccess',
+                request_serializer=lez_dot_api_dot_v1_dot_access__pb2.LosingAccessRequest.SerializeToString,
+                response_deserializer=lez_dot_api_dot_v1_dot_access__pb2.LosingAccessChunk.FromString,
+                _registered_method=True)
 
 
 class AccessServiceServicer(object):
@@ -108,6 +113,17 @@ class AccessServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LosingAccess(self, request, context):
+        """Warning campaigns (docs/sources.md: DIV-VMM protocol, purpose "communication"): for a zone,
+        a future date and the municipalities of its residents, the pseudonymised keys of the
+        vehicles registered there that are allowed on a reference day and will not be allowed on
+        the future date, with the reason and the first day each loses access. Keys only, in chunks
+        of packed columns, closed by one chunk carrying only the `summary`. ROLE_INTEGRATOR only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +151,11 @@ def add_AccessServiceServicer_to_server(servicer, server):
                     servicer.ServerInfo,
                     request_deserializer=lez_dot_api_dot_v1_dot_access__pb2.ServerInfoRequest.FromString,
                     response_serializer=lez_dot_api_dot_v1_dot_access__pb2.ServerInfoResponse.SerializeToString,
+            ),
+            'LosingAccess': grpc.unary_stream_rpc_method_handler(
+                    servicer.LosingAccess,
+                    request_deserializer=lez_dot_api_dot_v1_dot_access__pb2.LosingAccessRequest.FromString,
+                    response_serializer=lez_dot_api_dot_v1_dot_access__pb2.LosingAccessChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +294,33 @@ class AccessService(object):
             '/lez.api.v1.AccessService/ServerInfo',
             lez_dot_api_dot_v1_dot_access__pb2.ServerInfoRequest.SerializeToString,
             lez_dot_api_dot_v1_dot_access__pb2.ServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LosingAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lez.api.v1.AccessService/LosingAccess',
+            lez_dot_api_dot_v1_dot_access__pb2.LosingAccessRequest.SerializeToString,
+            lez_dot_api_dot_v1_dot_access__pb2.LosingAccessChunk.FromString,
             options,
             channel_credentials,
             insecure,

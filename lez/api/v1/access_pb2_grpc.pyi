@@ -77,6 +77,13 @@ class AccessServiceStub:
     """What the server serves: snapshot, revisions, zones, key id, code lists and this client's
     identity and limits. Allowed for every authenticated client.
     """
+    LosingAccess: _grpc.UnaryStreamMultiCallable[_access_pb2.LosingAccessRequest, _access_pb2.LosingAccessChunk]
+    """Warning campaigns (docs/sources.md: DIV-VMM protocol, purpose "communication"): for a zone,
+    a future date and the municipalities of its residents, the pseudonymised keys of the
+    vehicles registered there that are allowed on a reference day and will not be allowed on
+    the future date, with the reason and the first day each loses access. Keys only, in chunks
+    of packed columns, closed by one chunk carrying only the `summary`. ROLE_INTEGRATOR only.
+    """
 
 @_typing.type_check_only
 class AccessServiceAsyncStub(AccessServiceStub):
@@ -104,6 +111,13 @@ class AccessServiceAsyncStub(AccessServiceStub):
     ServerInfo: _aio.UnaryUnaryMultiCallable[_access_pb2.ServerInfoRequest, _access_pb2.ServerInfoResponse]  # type: ignore[assignment]
     """What the server serves: snapshot, revisions, zones, key id, code lists and this client's
     identity and limits. Allowed for every authenticated client.
+    """
+    LosingAccess: _aio.UnaryStreamMultiCallable[_access_pb2.LosingAccessRequest, _access_pb2.LosingAccessChunk]  # type: ignore[assignment]
+    """Warning campaigns (docs/sources.md: DIV-VMM protocol, purpose "communication"): for a zone,
+    a future date and the municipalities of its residents, the pseudonymised keys of the
+    vehicles registered there that are allowed on a reference day and will not be allowed on
+    the future date, with the reason and the first day each loses access. Keys only, in chunks
+    of packed columns, closed by one chunk carrying only the `summary`. ROLE_INTEGRATOR only.
     """
 
 class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -159,6 +173,19 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_access_pb2.ServerInfoResponse, _abc.Awaitable[_access_pb2.ServerInfoResponse]]:
         """What the server serves: snapshot, revisions, zones, key id, code lists and this client's
         identity and limits. Allowed for every authenticated client.
+        """
+
+    @_abc_1.abstractmethod
+    def LosingAccess(
+        self,
+        request: _access_pb2.LosingAccessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_access_pb2.LosingAccessChunk], _abc.AsyncIterator[_access_pb2.LosingAccessChunk]]:
+        """Warning campaigns (docs/sources.md: DIV-VMM protocol, purpose "communication"): for a zone,
+        a future date and the municipalities of its residents, the pseudonymised keys of the
+        vehicles registered there that are allowed on a reference day and will not be allowed on
+        the future date, with the reason and the first day each loses access. Keys only, in chunks
+        of packed columns, closed by one chunk carrying only the `summary`. ROLE_INTEGRATOR only.
         """
 
 def add_AccessServiceServicer_to_server(servicer: AccessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
