@@ -147,6 +147,12 @@ class AuditClosed(StoreNotReady):
     recorded, so it is not answered (UNAVAILABLE, like a store not ready: retry elsewhere)."""
 
 
+class AuditFailed(AuditClosed):
+    """The audit log could not be written or synced to disk: the call's record is not durable,
+    so it is not answered, nor is any later call of this process (UNAVAILABLE: retry on another
+    worker or replica; the operator must look at the disk)."""
+
+
 class StoreFormatMismatch(LezError):
     """The store was written with a format version or key id this code does not accept."""
 

@@ -1,26 +1,38 @@
 """The append-only, keyed hash-chained audit log of every consultation (docs/audit.md).
 
-One JSON line per call: who (certificate identity, organisation, roles), when, which call, zone,
-rule revision, snapshot, number of pairs, outcome counts, the status, and the pseudonymised keys
-consulted: inline as hex for small calls, otherwise in a sidecar file of raw 16-byte keys whose
-SHA-256 the record holds. Never a plate. Each record carries the hash of the previous one
-(`prev`) and its own `hash`: an HMAC-SHA256 of its canonical JSON under the audit chain key
-(`server.audit_keys`; the record's `chain` field names the key), so editing, removing or
-reordering a record (or a sidecar) breaks the chain, and an editor without the audit secret
-cannot recompute it. Signed checkpoints of the chain head (`server.audit_checkpoints`), written
-by a background thread after a file's first record, then every `checkpoint_every_records`
-records or `checkpoint_every_s` seconds, and when the file is opened and closed, catch what a
-chain alone cannot: records cut off the end, an emptied file. `server.audit_verify` checks
-both. Records written before the chain was keyed (no `chain` field, a plain SHA-256 `hash`) are
-continued by keyed records, which anchor them.
+One JSON line per call, or per answered chunk of a `CheckStream` plus one closing line saying
+how the stream ended: who (certificate identity, organisation, roles), when, which call, zone,
+rule revision, snapshot, number of pairs, outcome counts, each pair's outcome (`pair_outcomes`,
+packed), the status, and the pseudonymised keys consulted: inline as hex for small calls,
+otherwise in a sidecar file of raw 16-byte keys whose SHA-256 the record holds. Never a plate.
+Each record carries the hash of the previous one (`prev`) and its own `hash`: an HMAC-SHA256
+of its canonical JSON under the audit chain key (`server.audit_keys`; the record's `chain` field
+names the key), so editing, removing or reordering a record (or a sidecar) breaks the chain, and
+an editor without the audit secret cannot recompute it. Signed checkpoints of the chain head
+(`server.audit_checkpoints`), written by a background thread after a series' first record, then
+every `checkpoint_every_records` records or `checkpoint_every_s` seconds, at rotation, and when
+the log is opened and closed, catch what a chain alone cannot: records cut off the end, an
+emptied file. `server.audit_verify` checks both. Records written before the chain was keyed (no
+`chain` field, a plain SHA-256 `hash`) are continued by keyed records, which anchor them.
 
-A record is written and fsynced before the call's answer completes: one write per call, never
-one per pair, and no other sync on that path (checkpoints are synced by their own thread).
-(`sync_window_s` > 0 trades that for speed: the record is still written before the answer, so
-a killed process loses nothing, and synced within the window.)
+**Durability.** `append` writes a record (one `pwrite`, never one per pair); `sync_through`
+makes every record up to a sequence number durable with one fdatasync (group commit: the calls
+whose records were written while a flush was running share the next one). A call's answer is
+sent only after its record is durable (`durable` in the servicer's event loop, `sync_through`
+on the stream's compute thread); `record` does both for synchronous callers. (`sync_window_s`
+> 0 trades that for speed: the record is still written before the answer, so a killed process
+loses nothing, and synced within the window.) A failed write or sync stops the log
+(`AuditFailed`): no call of this process is answered after it.
 
-Each worker process appends to its own file (`audit-w<N>.jsonl`), so no lock is shared between
-processes; a restarted worker continues its file's chain.
+**Series and rotation.** Each worker process appends to its own series (`audit-w<N>`), so no
+lock is shared between processes; a restarted worker continues its series' chain. The active
+file is `audit-w<N>.jsonl`; when it would pass `rotate_bytes`, or a record of a new UTC day
+arrives (`rotate_daily`), it is synced, cut to its records and renamed `audit-w<N>.<first
+seq>.jsonl`, and the chain goes on in a new active file (`seq` and `prev` carry across).
+Retention (`retention_days`) removes the oldest rotated files whose last record is older than
+that, never the active one and never a gap: before removing, it appends an `AuditRetention`
+record naming them and the last sequence number removed, so `verify-audit` can tell retention
+from a deleted file.
 
 The file is grown ahead of its records in zero-filled chunks (`preallocate_bytes`, fsynced once
 each), so it ends in a run of NUL bytes after the last record: a record then overwrites zeros
@@ -33,18 +45,24 @@ and writing resumes there.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 import hashlib
 import json
 import logging
 import os
+import re
+import secrets
 import threading
+import time
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from lez.errors import AuditClosed, AuditKeyError
+from lez.errors import AuditClosed, AuditFailed, AuditKeyError
 from lez.keys import KEY_BYTES
 from server.audit_checkpoints import Checkpoint, CheckpointFile, last_checkpoint, sign_checkpoint
 from server.audit_keys import AuditKeys
@@ -59,6 +77,16 @@ CHECKPOINT_EVERY_RECORDS: Final = 1000
 CHECKPOINT_EVERY_S: Final = 60.0
 CHECKPOINTS_DIR: Final = "checkpoints"
 """Default checkpoint directory, inside the audit directory."""
+RETENTION_RPC: Final = "AuditRetention"
+"""The `rpc` of the record that states which rotated files retention removed."""
+PAIR_OUTCOMES_PREFIX: Final = "zlib+b64:"
+_ROTATED: Final = re.compile(r"^(audit-w\d+)\.(\d+)\.jsonl$")
+_ACTIVE: Final = re.compile(r"^(audit-w\d+)\.jsonl$")
+_RECORD_FIELDS: Final = frozenset(
+    {"seq", "ts", "prev", "rpc", "identity", "organisation", "roles", "zone", "chain", "hash"}
+    | {"ruleset_revision", "snapshot_id", "pairs", "outcomes", "status", "keys_count"}
+    | {"keys_sha256", "keys", "keys_file", "pair_outcomes"}
+)
 
 
 _CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -79,6 +107,60 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(record_body(record)).hexdigest()
 
 
+def encode_pair_outcomes(outcomes: bytes) -> str:
+    """Each pair's outcome (one byte each, in the call's order) as the record holds it."""
+    return PAIR_OUTCOMES_PREFIX + base64.b64encode(zlib.compress(outcomes, 1)).decode()
+
+
+def decode_pair_outcomes(text: str) -> bytes:
+    """The outcome bytes of a record's `pair_outcomes` (ValueError when it is not one)."""
+    if not text.startswith(PAIR_OUTCOMES_PREFIX):
+        raise ValueError("not a packed outcome column")
+    try:
+        return zlib.decompress(base64.b64decode(text[len(PAIR_OUTCOMES_PREFIX) :], validate=True))
+    except (zlib.error, ValueError) as exc:
+        raise ValueError(f"not a packed outcome column: {exc}") from None
+
+
+# ---- series of files ------------------------------------------------------------------------
+
+
+def series_name(worker: int) -> str:
+    """The name of worker `worker`'s series of audit files."""
+    return f"audit-w{worker}"
+
+
+def rotated_name(series: str, first_seq: int) -> str:
+    """The name of a rotated file of `series` whose first record is `first_seq`."""
+    return f"{series}.{first_seq:012d}.jsonl"
+
+
+def series_of(name: str) -> str | None:
+    """The series an audit file name belongs to (None: not an audit file name)."""
+    found = _ACTIVE.match(name) or _ROTATED.match(name)
+    return found.group(1) if found else None
+
+
+def series_files(directory: Path, series: str) -> list[Path]:
+    """The files of a series, oldest first: the rotated ones by first sequence number, then the
+    active one (when it exists)."""
+    rotated = []
+    for path in directory.glob(f"{series}.*.jsonl"):
+        found = _ROTATED.match(path.name)
+        if found and found.group(1) == series:
+            rotated.append((int(found.group(2)), path))
+    files = [p for _, p in sorted(rotated)]
+    active = directory / f"{series}.jsonl"
+    if active.exists():
+        files.append(active)
+    return files
+
+
+def keys_dir_of(directory: Path, series: str) -> Path:
+    """The sidecar directory of a series."""
+    return directory / f"{series}-keys"
+
+
 @dataclass(slots=True)
 class KeyBatch:
     """The keys one call consulted, gathered chunk by chunk (no per-pair work)."""
@@ -90,6 +172,14 @@ class KeyBatch:
         if keys:
             self.parts.append(keys)
             self.count += len(keys) // KEY_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """A record written to the file (durable once `AuditLog.sync_through(seq)` returned)."""
+
+    seq: int
+    audit_id: str
 
 
 def _tail(fd: int, size: int) -> tuple[int, int]:
@@ -116,6 +206,36 @@ def _line_start(fd: int, end: int) -> int:
     return 0
 
 
+def _first_line(fd: int, end: int) -> bytes:
+    """The first line of a file's first `end` bytes (without its newline)."""
+    out = b""
+    offset = 0
+    while offset < end:
+        block = os.pread(fd, min(_TAIL_BLOCK, end - offset), offset)
+        cut = block.find(b"\n")
+        if cut >= 0:
+            return out + block[:cut]
+        out, offset = out + block, offset + len(block)
+    return out
+
+
+def last_record(path: Path) -> dict[str, Any] | None:
+    """The last complete record of an audit file (None when it holds none)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end, _ = _tail(fd, os.fstat(fd).st_size)
+        while end > 0:
+            start = _line_start(fd, end - 1)
+            line = os.pread(fd, end - start, start)
+            if line.strip() and b"\0" not in line:
+                rec = json.loads(line)
+                return rec if isinstance(rec, dict) else None
+            end = start
+        return None
+    finally:
+        os.close(fd)
+
+
 def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
@@ -130,9 +250,24 @@ def _zero(fd: int, start: int, end: int) -> None:
         start += piece
 
 
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _day_of(ts: str) -> dt.date | None:
+    try:
+        return dt.datetime.fromisoformat(ts).astimezone(dt.UTC).date()
+    except ValueError:
+        return None
+
+
 class AuditLog:
-    """Appends keyed, hash-chained records to one file and checkpoints its head; thread-safe
-    within a process."""
+    """Appends keyed, hash-chained records to one worker's series of files and checkpoints its
+    head; thread-safe within a process."""
 
     def __init__(
         self,
@@ -146,28 +281,46 @@ class AuditLog:
         checkpoint_dir: Path | None = None,
         checkpoint_every_records: int = CHECKPOINT_EVERY_RECORDS,
         checkpoint_every_s: float = CHECKPOINT_EVERY_S,
+        rotate_bytes: int = 0,
+        rotate_daily: bool = False,
+        retention_days: int = 0,
     ) -> None:
         if preallocate_bytes <= 0:
             raise ValueError("preallocate_bytes must be positive")
         if checkpoint_every_records <= 0 or checkpoint_every_s <= 0:
             raise ValueError("checkpoint_every_records and checkpoint_every_s must be positive")
+        if rotate_bytes < 0 or retention_days < 0:
+            raise ValueError("rotate_bytes and retention_days must not be negative")
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"audit-w{worker}.jsonl"
-        self.keys_dir = directory / f"audit-w{worker}-keys"
+        self.directory = directory
+        self.series = series_name(worker)
+        self.path = directory / f"{self.series}.jsonl"
+        self.keys_dir = keys_dir_of(directory, self.series)
         self.keys = keys
         self.inline_keys = inline_keys
         self.preallocate_bytes = preallocate_bytes
         self.checkpoint_every_records = checkpoint_every_records
         self.checkpoint_every_s = checkpoint_every_s
+        self.rotate_bytes = rotate_bytes
+        self.rotate_daily = rotate_daily
+        self.retention_days = retention_days
         self._chain = keys.chain
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the file's tail: offset, seq, prev
+        self._sync_lock = threading.Lock()  # one flush at a time
         self._prev = GENESIS
         self._seq = 0
+        self._synced = 0  # every record up to this seq is on disk
+        self._failed: BaseException | None = None
+        self._retired: list[int] = []  # descriptors of rotated files, closed by the next flush
+        self._keys_dir_dirty = False  # a sidecar was created since the last flush
+        self._file_first_seq: int | None = None  # seq of the active file's first record
+        self._file_day: dt.date | None = None  # UTC day of the active file's first record
         self._last_chain: str | None = None  # `chain` of the last record on opening
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             self._size = os.fstat(self._fd).st_size  # allocated: records, then zeros
             self._offset = self._open_tail()  # where the next record goes
+            self._synced = self._seq
             self._check_chain_key()
             if self._size - self._offset < self.preallocate_bytes // 2:
                 # grow now rather than inside the first call that would not fit
@@ -178,8 +331,8 @@ class AuditLog:
         except BaseException:
             os.close(self._fd)
             raise
-        # 0: sync each record before returning. > 0: a background thread syncs written records
-        # within the window; `close` syncs whatever is left.
+        # 0: every record is synced before its answer. > 0: a background thread syncs written
+        # records within the window; `close` syncs whatever is left.
         self.sync_window_s = sync_window_s
         self._dirty = threading.Event()
         self._closing = threading.Event()
@@ -192,12 +345,17 @@ class AuditLog:
         self._checkpoint_lock = threading.Lock()
         self._checkpointed = 0  # the records the last checkpoint covers
         self._checkpoint_due = threading.Event()
+        self._retention_due = retention_days > 0
         self._compare_with_last_checkpoint()
         self.checkpoint()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="audit-checkpoint", daemon=True
         )
         self._checkpointer.start()
+        if self._retention_due:
+            self._checkpoint_due.set()  # retention of what expired while the server was down
+
+    # -- opening --
 
     def _open_tail(self) -> int:
         """Find the end of the records, drop a torn one, load the chain; returns the offset."""
@@ -220,6 +378,14 @@ class AuditLog:
             )
         if last.strip():
             rec = json.loads(last)
+            first = json.loads(_first_line(self._fd, end))
+            self._file_first_seq = int(first["seq"])
+            self._file_day = _day_of(str(first.get("ts", "")))
+        else:  # an empty active file: the chain goes on from the last rotated file, if any
+            rotated = [p for p in series_files(self.directory, self.series) if p != self.path]
+            found = last_record(rotated[-1]) if rotated else None
+            rec = found if found is not None else {}
+        if rec:
             self._prev, self._seq = str(rec["hash"]), int(rec["seq"])
             self._last_chain = str(rec["chain"]) if "chain" in rec else None
         return end
@@ -243,8 +409,8 @@ class AuditLog:
         )
 
     def _compare_with_last_checkpoint(self) -> None:
-        """Log loudly when the file no longer matches its last signed checkpoint (it was cut or
-        rewritten while the server was down); `verify-audit` says exactly how."""
+        """Log loudly when the series no longer matches its last signed checkpoint (it was cut
+        or rewritten while the server was down); `verify-audit` says exactly how."""
         last = last_checkpoint(self.checkpoints.path)
         if last is None:
             return
@@ -274,19 +440,33 @@ class AuditLog:
         os.fsync(self._fd)
         self._size = size
 
+    # -- background threads --
+
     def _sync_loop(self) -> None:
         while not self._closing.is_set():
             self._dirty.wait()
             self._closing.wait(self.sync_window_s)  # gather the window's records
             self._dirty.clear()
-            os.fdatasync(self._fd)
+            try:
+                self.sync_through(self._seq)
+            except AuditClosed:
+                return
 
     def _checkpoint_loop(self) -> None:
         while not self._closing.is_set():
             self._checkpoint_due.wait(self.checkpoint_every_s)
             self._checkpoint_due.clear()
-            if not self._closing.is_set():
+            if self._closing.is_set():
+                return
+            try:
                 self.checkpoint()
+                if self._retention_due:
+                    self._retention_due = False
+                    self.apply_retention()
+            except AuditClosed:
+                return
+            except OSError:
+                log.exception("audit log %s: checkpoint or retention failed", self.path.name)
 
     def checkpoint(self) -> Checkpoint | None:
         """Sign and write a checkpoint of the head now, if records were added since the last
@@ -296,8 +476,7 @@ class AuditLog:
                 records, head = self._seq, self._prev
             if records <= self._checkpointed:
                 return None
-            if self._syncer is not None:
-                os.fdatasync(self._fd)  # never sign records that are not on disk yet
+            self.sync_through(records)  # never sign records that are not on disk yet
             cp = sign_checkpoint(self.keys, file=self.path.name, records=records, head=head)
             self.checkpoints.append(cp)
             self._checkpointed = records
@@ -306,18 +485,83 @@ class AuditLog:
     def close(self) -> None:
         self._closing.set()
         self._checkpoint_due.set()
+        self._dirty.set()
         self._checkpointer.join()
         if self._syncer is not None:
-            self._dirty.set()
             self._syncer.join()
-        os.fdatasync(self._fd)
-        self.checkpoint()
-        with self._lock:  # a call finishing after this is refused, never written to a stale fd
+        if self._failed is None:
+            self.sync_through(self._seq)
+            self.checkpoint()
+        with self._sync_lock, self._lock:  # a call finishing after this is refused
             self._closed = True
+            for fd in [*self._retired, self._fd]:
+                os.close(fd)
+            self._retired = []
         self.checkpoints.close()
-        os.close(self._fd)
 
-    def record(
+    # -- durability --
+
+    def _fail(self, exc: OSError, what: str) -> AuditFailed:
+        self._failed = exc
+        log.error("audit log %s: %s failed (%s): no further call is answered", self.path, what, exc)
+        return AuditFailed(
+            f"the audit record could not be made durable ({what} failed): the call is not "
+            "answered; retry on another worker or replica"
+        )
+
+    def _check_usable(self) -> None:
+        """Under `_lock`: raise when the log may no longer be written."""
+        if self._closed:  # its descriptor may already belong to another file or socket
+            raise AuditClosed("the server is stopping: its audit log is closed")
+        if self._failed is not None:
+            raise AuditFailed(
+                "the audit log failed earlier in this process: no call is answered without a "
+                "durable record; retry on another worker or replica"
+            )
+
+    def sync_through(self, seq: int) -> None:
+        """Return once every record up to `seq` is on disk: one fdatasync covers every record
+        written before it started (group commit). Raises AuditFailed when the disk refuses."""
+        if self._synced >= seq:
+            return
+        with self._sync_lock:
+            if self._synced >= seq:
+                return
+            with self._lock:
+                self._check_usable()
+                target, fd = self._seq, self._fd
+                retired, self._retired = self._retired, []
+                keys_dir_dirty, self._keys_dir_dirty = self._keys_dir_dirty, False
+            try:
+                if keys_dir_dirty:  # the sidecars' names must survive a crash too
+                    _fsync_dir(self.keys_dir)
+                os.fdatasync(fd)
+            except OSError as exc:
+                raise self._fail(exc, "fdatasync") from None
+            finally:
+                for old in retired:  # rotated files, synced when they were rotated
+                    os.close(old)
+            self._synced = max(self._synced, target)
+
+    async def durable(self, seq: int) -> None:
+        """In an event loop: return once record `seq` is on disk. Calls that are ready to run
+        write their records first, and one flush then covers them all."""
+        if self.sync_window_s > 0 or self._synced >= seq:
+            return
+        await asyncio.sleep(0)
+        self.sync_through(seq)
+
+    # -- writing --
+
+    def record(self, **fields: Any) -> str:
+        """Append one record and make it durable (unless a sync window is set); returns its
+        hash (the audit id). Takes the arguments of `append`."""
+        appended = self.append(**fields)
+        if self.sync_window_s <= 0:
+            self.sync_through(appended.seq)
+        return appended.audit_id
+
+    def append(
         self,
         *,
         rpc: str,
@@ -332,65 +576,158 @@ class AuditLog:
         keys: KeyBatch,
         status: str = "OK",
         now: dt.datetime | None = None,
-    ) -> str:
-        """Append and fsync one record; returns its hash (the audit id)."""
-        when = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
+        pair_outcomes: bytes | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Appended:
+        """Write one record (not yet synced: see `sync_through`); returns its seq and hash.
+
+        `pair_outcomes`: each consulted pair's outcome, one byte each in the keys' order.
+        `extra`: more fields (a stream's id and part), never one of the record's own."""
+        when = now or dt.datetime.now(dt.UTC)
         blob = b"".join(keys.parts)
+        fields: dict[str, Any] = {
+            "ts": when.isoformat(timespec="microseconds"),
+            "rpc": rpc,
+            "identity": identity,
+            "organisation": organisation,
+            "roles": sorted(roles),
+            "zone": zone,
+            "chain": self._chain,
+            "ruleset_revision": ruleset_revision,
+            "snapshot_id": snapshot_id,
+            "pairs": pairs,
+            "outcomes": dict(sorted(outcomes.items())),
+            "status": status,
+            "keys_count": keys.count,
+            "keys_sha256": hashlib.sha256(blob).hexdigest(),
+        }
+        if pair_outcomes is not None:
+            fields["pair_outcomes"] = encode_pair_outcomes(pair_outcomes)
+        if extra:
+            clash = _RECORD_FIELDS.intersection(extra)
+            if clash:
+                raise ValueError(f"extra audit fields may not replace {sorted(clash)}")
+            fields.update(extra)
+        if keys.count <= self.inline_keys:
+            fields["keys"] = [blob[i : i + KEY_BYTES].hex() for i in range(0, len(blob), KEY_BYTES)]
+        else:  # written and synced before the record, outside the lock
+            fields["keys_file"] = self._write_sidecar(blob)
         with self._lock:
-            if self._closed:  # its descriptor may already belong to another file or socket
-                raise AuditClosed("the server is stopping: its audit log is closed")
+            self._check_usable()
             seq = self._seq + 1
-            rec: dict[str, Any] = {
-                "seq": seq,
-                "ts": when,
-                "prev": self._prev,
-                "rpc": rpc,
-                "identity": identity,
-                "organisation": organisation,
-                "roles": sorted(roles),
-                "zone": zone,
-                "chain": self._chain,
-                "ruleset_revision": ruleset_revision,
-                "snapshot_id": snapshot_id,
-                "pairs": pairs,
-                "outcomes": dict(sorted(outcomes.items())),
-                "status": status,
-                "keys_count": keys.count,
-                "keys_sha256": hashlib.sha256(blob).hexdigest(),
-            }
-            if keys.count <= self.inline_keys:
-                rec["keys"] = [
-                    blob[i : i + KEY_BYTES].hex() for i in range(0, len(blob), KEY_BYTES)
-                ]
-            else:
-                rec["keys_file"] = self._write_sidecar(seq, blob)
+            rec = {"seq": seq, "prev": self._prev, **fields}
             body = canonical_json(rec)  # what the hash covers (see `record_body`)
             digest = self.keys.mac(body)
             # the line is the hashed body with the hash appended: one JSON encoding per call
             line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
-            if self._offset + len(line) > self._size:
-                self._extend(self._offset + len(line))
-            _write_all(self._fd, line, self._offset)  # over zeros: the size does not change
-            if self._syncer is None:
-                os.fdatasync(self._fd)
-            else:
-                self._dirty.set()
+            try:
+                if self._rotation_due(when, len(line)):
+                    self._rotate()
+                if self._offset + len(line) > self._size:
+                    self._extend(self._offset + len(line))
+                _write_all(self._fd, line, self._offset)  # over zeros: the size does not change
+            except OSError as exc:
+                raise self._fail(exc, "write") from None
             self._offset += len(line)
             self._prev, self._seq = digest, seq
+            if self._file_first_seq is None:
+                self._file_first_seq, self._file_day = seq, when.astimezone(dt.UTC).date()
             if seq - self._checkpointed >= self.checkpoint_every_records or not self._checkpointed:
                 self._checkpoint_due.set()  # the checkpoint thread signs it, off this path
-            return digest
+        if self._syncer is not None:
+            self._dirty.set()
+        return Appended(seq, digest)
 
-    def _write_sidecar(self, seq: int, blob: bytes) -> str:
+    def _write_sidecar(self, blob: bytes) -> str:
+        """Write and sync a sidecar of keys; returns its name relative to the audit directory.
+        The directory entry is synced by the next flush, before the record that names it."""
         self.keys_dir.mkdir(exist_ok=True)
-        name = f"{seq:012d}.bin"
-        fd = os.open(self.keys_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.bin"
         try:
-            _write_all(fd, blob, 0)
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.keys_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, blob, 0)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._fail(exc, "sidecar write") from None
+        self._keys_dir_dirty = True
         return f"{self.keys_dir.name}/{name}"
+
+    # -- rotation and retention --
+
+    def _rotation_due(self, when: dt.datetime, line_bytes: int) -> bool:
+        if self._file_first_seq is None:  # an empty file is never rotated
+            return False
+        if self.rotate_bytes and self._offset + line_bytes > self.rotate_bytes:
+            return True
+        return self.rotate_daily and when.astimezone(dt.UTC).date() != self._file_day
+
+    def _rotate(self) -> None:
+        """Under `_lock`: close the active file (synced, cut to its records) under its rotated
+        name and go on in a new active file; the chain carries across."""
+        assert self._file_first_seq is not None
+        os.fdatasync(self._fd)  # every record of the file is on disk before it is renamed
+        os.ftruncate(self._fd, self._offset)  # a rotated file holds its records only
+        os.fsync(self._fd)
+        rotated = self.directory / rotated_name(self.series, self._file_first_seq)
+        os.rename(self.path, rotated)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self._retired.append(self._fd)
+        self._fd, self._size, self._offset = fd, 0, 0
+        self._extend(self.preallocate_bytes)
+        _fsync_dir(self.directory)
+        self._synced = max(self._synced, self._seq)
+        self._file_first_seq = self._file_day = None
+        self._retention_due = self.retention_days > 0
+        self._checkpoint_due.set()  # a checkpoint at each rotation
+        log.info("audit log %s: rotated to %s", self.path.name, rotated.name)
+
+    def apply_retention(self, now: dt.datetime | None = None) -> list[str]:
+        """Remove the oldest rotated files whose last record is more than `retention_days`
+        old (with their sidecars), after recording which; returns their names."""
+        if self.retention_days <= 0:
+            return []
+        cutoff = (now or dt.datetime.now(dt.UTC)).date() - dt.timedelta(days=self.retention_days)
+        expired: list[tuple[Path, int]] = []
+        for path in series_files(self.directory, self.series):
+            if path == self.path:
+                break
+            last = last_record(path)
+            day = _day_of(str(last.get("ts", ""))) if last else None
+            if last is None or day is None or day >= cutoff:
+                break
+            expired.append((path, int(last["seq"])))
+        if not expired:
+            return []
+        names = [p.name for p, _ in expired]
+        self.record(
+            rpc=RETENTION_RPC,
+            identity="(server)",
+            organisation="",
+            roles=(),
+            zone="",
+            ruleset_revision="",
+            snapshot_id="",
+            pairs=0,
+            outcomes={},
+            keys=KeyBatch(),
+            now=now,
+            extra={
+                "removed_files": names,
+                "removed_through_seq": expired[-1][1],
+                "retention_days": self.retention_days,
+            },
+        )
+        for path, _ in expired:
+            for _, rec in read_records(path):
+                if "keys_file" in rec:
+                    (self.directory / str(rec["keys_file"])).unlink(missing_ok=True)
+            path.unlink()
+        _fsync_dir(self.directory)
+        log.info("audit log %s: retention removed %s", self.path.name, ", ".join(names))
+        return names
 
 
 def is_padding(raw: bytes) -> bool:
@@ -416,3 +753,10 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(rec, dict):
                 raise ValueError(f"{path.name}:{lineno}: not an audit record")
             yield lineno, rec
+
+
+def read_series(directory: Path, series: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(file, record) of every record of a series, oldest first, across rotated files."""
+    for path in series_files(directory, series):
+        for _, rec in read_records(path):
+            yield path, rec
