@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from lez.api.v1 import access_pb2 as pb
 from lez.keys import PlateKeyer, load_key
-from server.audit import AuditLog
+from server.audit import AuditLog, AuditWriter, NoAudit
 from server.audit_keys import ensure_audit_key_file, load_audit_keys
 from server.auth import Authenticator, Identity, RateLimiter
 from server.config import MIB, ServerConfig
@@ -74,7 +74,7 @@ class App:
     holder: StoreHolder | None = None
     service: AccessService | None = None
     health: Any = None
-    audit: AuditLog | None = None
+    audit: AuditWriter | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> int:
@@ -91,23 +91,7 @@ class App:
         loaded = await asyncio.to_thread(self.holder.load)
         if not loaded:
             log.warning("no store published under %s yet: NOT_SERVING", config.store_root)
-        if ensure_audit_key_file(config.audit_key_path):
-            log.warning(
-                "created the audit key %s: keep a copy of it off this machine, "
-                "`lez-server verify-audit` needs it",
-                config.audit_key_path,
-            )
-        self.audit = AuditLog(
-            config.audit_dir,
-            keys=load_audit_keys(config.audit_key_path),
-            worker=self.worker,
-            inline_keys=config.audit_inline_keys,
-            sync_window_s=config.audit_sync_ms / 1000,
-            preallocate_bytes=config.audit_preallocate_mb * MIB,
-            checkpoint_dir=config.audit_checkpoint_path,
-            checkpoint_every_records=config.audit_checkpoint_records,
-            checkpoint_every_s=config.audit_checkpoint_s,
-        )
+        self.audit = self._open_audit() if not config.audit_off else NoAudit()
         auth = Authenticator(config, self.clients)
         self.service = AccessService(
             config=config,
@@ -145,6 +129,29 @@ class App:
         )
         return self.port
 
+    def _open_audit(self) -> AuditLog:
+        config = self.config
+        if ensure_audit_key_file(config.audit_key_path):
+            log.warning(
+                "created the audit key %s: keep a copy of it off this machine, "
+                "`lez-server verify-audit` needs it",
+                config.audit_key_path,
+            )
+        return AuditLog(
+            config.audit_dir,
+            keys=load_audit_keys(config.audit_key_path),
+            worker=self.worker,
+            inline_keys=config.audit_inline_keys,
+            sync_window_s=config.audit_sync_ms / 1000,
+            preallocate_bytes=config.audit_preallocate_mb * MIB,
+            checkpoint_dir=config.audit_checkpoint_path,
+            checkpoint_every_records=config.audit_checkpoint_records,
+            checkpoint_every_s=config.audit_checkpoint_s,
+            rotate_bytes=config.audit_rotate_mb * MIB,
+            rotate_daily=config.audit_rotate_daily,
+            retention_days=config.audit_retention_days,
+        )
+
     def _on_change(self, served: ServedSnapshot | None) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(self._set_health(served)))
 
@@ -163,6 +170,8 @@ class App:
             await self.health.enter_graceful_shutdown()
         for task in self._tasks:
             task.cancel()
+        if self.service is not None:
+            self.service.stopping = True
         if self.server is not None:
             await self.server.stop(self.config.grace_period_s if grace is None else grace)
         if self.service is not None:

@@ -321,6 +321,7 @@ class AuditLog:
             self._size = os.fstat(self._fd).st_size  # allocated: records, then zeros
             self._offset = self._open_tail()  # where the next record goes
             self._synced = self._seq
+            self._next_checkpoint_at = self._seq + 1  # the first record: checkpointed at once
             self._check_chain_key()
             if self._size - self._offset < self.preallocate_bytes // 2:
                 # grow now rather than inside the first call that would not fit
@@ -474,6 +475,8 @@ class AuditLog:
         with self._checkpoint_lock:
             with self._lock:
                 records, head = self._seq, self._prev
+                if records >= self._next_checkpoint_at - 1:  # a checkpoint by time
+                    self._next_checkpoint_at = records + self.checkpoint_every_records
             if records <= self._checkpointed:
                 return None
             self.sync_through(records)  # never sign records that are not on disk yet
@@ -632,7 +635,8 @@ class AuditLog:
             self._prev, self._seq = digest, seq
             if self._file_first_seq is None:
                 self._file_first_seq, self._file_day = seq, when.astimezone(dt.UTC).date()
-            if seq - self._checkpointed >= self.checkpoint_every_records or not self._checkpointed:
+            if seq >= self._next_checkpoint_at:  # the first record, then every N
+                self._next_checkpoint_at = seq + self.checkpoint_every_records
                 self._checkpoint_due.set()  # the checkpoint thread signs it, off this path
         if self._syncer is not None:
             self._dirty.set()
@@ -728,6 +732,35 @@ class AuditLog:
         _fsync_dir(self.directory)
         log.info("audit log %s: retention removed %s", self.path.name, ", ".join(names))
         return names
+
+
+class NoAudit:
+    """Stands in for `AuditLog` when the audit is off (`--audit-off`: development and benchmarks
+    on loopback only, refused with TLS): records nothing, answers at once."""
+
+    sync_window_s: Final = 0.0
+
+    def append(self, **fields: Any) -> Appended:
+        return Appended(0, "")
+
+    def record(self, **fields: Any) -> str:
+        return ""
+
+    def sync_through(self, seq: int) -> None:
+        return None
+
+    async def durable(self, seq: int) -> None:
+        return None
+
+    def checkpoint(self) -> Checkpoint | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+AuditWriter = AuditLog | NoAudit
+"""What the servicer writes its records to."""
 
 
 def is_padding(raw: bytes) -> bool:

@@ -7,16 +7,21 @@ inline (`keys`: hex strings, small calls such as a unary `Check`) or in a sideca
 16-byte keys (`keys_file`, big calls such as `CheckStream`). So a search is two scans, both
 without parsing every record:
 
-- each sidecar is read as one NumPy array of little-endian uint64 halves and compared with the
-  key's two halves (vectorised: one pass over the key column);
-- each audit file is memory-mapped and searched, up to its zero padding, for the key's hex text
-  (a byte search), then, if some sidecars held the key, for the records' `keys_file` fields:
-  only the lines of the records found are parsed.
+- each sidecar of a series (`audit-w<N>-keys/`) is read as one NumPy array of little-endian
+  uint64 halves and compared with the key's two halves (vectorised: one pass over the key
+  column), keeping the positions where it occurs;
+- each audit file of the series (rotated ones included) is memory-mapped and searched, up to
+  its zero padding, for the key's hex text (a byte search), then, if some sidecars held the key,
+  for the records' `keys_file` fields: only the lines of the records found are parsed.
+
+The plate's own outcome in each call comes from the record's `pair_outcomes` at the key's
+positions. For a `CheckStream` chunk, the stream's closing record (found by the stream's id)
+says how the stream ended (`ended`; "no closing record" when its worker was killed mid-stream).
 
 A year at 1.5 M pairs a day is about 8.8 GB of sidecar keys; `bench/audit_find_bench.py`
-measures the scan. Filters (zone, from/to day) apply to the records found. The outcome of a
-one-pair call is the call's outcome; for bigger calls the audit records outcome counts per
-call, not per pair, so the plate's own outcome is not known from the audit alone.
+measures the scan. Filters (zone, from/to day) apply to the records found. Records written
+before per-pair outcomes were recorded give the outcome of a one-pair call and, for bigger
+calls, only the call's counts.
 """
 
 from __future__ import annotations
@@ -26,14 +31,17 @@ import json
 import mmap
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
+from lez.decision import Outcome
 from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import normalise
+from server.audit import decode_pair_outcomes, keys_dir_of, series_files, series_of
 from server.audit_verify import AUDIT_GLOB
 
 _READ_BLOCK: Final = 1 << 24  # sidecars are read in pieces of at most this many bytes
@@ -60,6 +68,8 @@ class Consultation:
     audit_id: str
     where: str
     """Audit file and record number (`audit-w0.jsonl#12`)."""
+    ended: str = ""
+    """For a `CheckStream` chunk: how the stream ended (its closing record's status)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,29 +94,52 @@ def find_consultations(
     if len(key) != KEY_BYTES:
         raise ValueError(f"a plate key is {KEY_BYTES} bytes")
     found: list[Consultation] = []
-    for path in sorted(audit_dir.glob(AUDIT_GLOB)):
-        for rec, times in _records_with_key(path, key):
-            if zone is not None and str(rec.get("zone", "")).casefold() != zone.casefold():
-                continue
-            day = _day_of(rec)
-            if (since is not None and (day is None or day < since)) or (
-                until is not None and (day is None or day > until)
-            ):
-                continue
-            found.append(_consultation(path, rec, times))
+    every_series = {series_of(p.name) for p in audit_dir.glob(AUDIT_GLOB)}
+    for series in sorted(s for s in every_series if s is not None):
+        files = series_files(audit_dir, series)
+        in_sidecars = _sidecars_with_key(audit_dir, series, key)
+        streams: list[tuple[Consultation, str]] = []
+        for path in files:
+            for rec, positions in _records_with_key(path, key, in_sidecars):
+                if zone is not None and str(rec.get("zone", "")).casefold() != zone.casefold():
+                    continue
+                day = _day_of(rec)
+                if (since is not None and (day is None or day < since)) or (
+                    until is not None and (day is None or day > until)
+                ):
+                    continue
+                consultation = _consultation(path, rec, positions)
+                if "stream" in rec:
+                    streams.append((consultation, str(rec["stream"])))
+                else:
+                    found.append(consultation)
+        if streams:
+            endings = _stream_endings(files, {stream for _, stream in streams})
+            for consultation, stream in streams:
+                ended = endings.get(stream, "no closing record (its worker stopped mid-stream)")
+                found.append(replace(consultation, ended=ended))
     found.sort(key=lambda c: c.ts)
     return found
 
 
-def _records_with_key(path: Path, key: bytes) -> Iterator[tuple[dict[str, Any], int]]:
-    """(record, times the key occurs in it) of the records of one audit file holding `key`."""
-    keys_dir = path.with_name(path.stem + "-keys")
-    in_sidecars: dict[str, int] = {}  # `keys_file` of a record -> times the key is in it
+def _sidecars_with_key(audit_dir: Path, series: str, key: bytes) -> dict[str, list[int]]:
+    """`keys_file` of a record -> the positions of `key` among its keys, for the sidecars of a
+    series that hold it."""
+    keys_dir = keys_dir_of(audit_dir, series)
+    found: dict[str, list[int]] = {}
     if keys_dir.is_dir():
         for sidecar in sorted(keys_dir.glob("*.bin")):
-            times = count_key(sidecar, key)
-            if times:
-                in_sidecars[f"{keys_dir.name}/{sidecar.name}"] = times
+            positions = key_positions(sidecar, key)
+            if len(positions):
+                found[f"{keys_dir.name}/{sidecar.name}"] = positions.tolist()
+    return found
+
+
+def _records_with_key(
+    path: Path, key: bytes, in_sidecars: Mapping[str, list[int]]
+) -> Iterator[tuple[dict[str, Any], list[int]]]:
+    """(record, positions of the key among its keys) of the records of one audit file holding
+    `key`."""
     with path.open("rb") as fh:
         if os.fstat(fh.fileno()).st_size == 0:
             return
@@ -114,12 +147,29 @@ def _records_with_key(path: Path, key: bytes) -> Iterator[tuple[dict[str, Any], 
             end = records_end(data)
             hex_key = key.hex()
             for rec in _lines_containing(data, f'"{hex_key}"'.encode(), end):
-                times = sum(1 for k in rec.get("keys", ()) if k == hex_key)
-                if times:
-                    yield rec, times
+                positions = [i for i, k in enumerate(rec.get("keys", ())) if k == hex_key]
+                if positions:
+                    yield rec, positions
             if in_sidecars:  # one more pass, over the records that have a sidecar
                 for rec in _lines_containing(data, _KEYS_FILE, end, in_sidecars):
                     yield rec, in_sidecars[str(rec["keys_file"])]
+
+
+def _stream_endings(files: list[Path], streams: set[str]) -> dict[str, str]:
+    """Stream id -> the status of its closing record, for the streams that have one."""
+    endings: dict[str, str] = {}
+    for path in files:
+        with path.open("rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                continue
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                end = records_end(data)
+                for stream in streams - endings.keys():
+                    needle = f'"stream":"{stream}"'.encode()
+                    for rec in _lines_containing(data, needle, end):
+                        if rec.get("part") == "end":
+                            endings[stream] = str(rec.get("status", ""))
+    return endings
 
 
 def records_end(data: mmap.mmap) -> int:
@@ -141,24 +191,32 @@ def records_end(data: mmap.mmap) -> int:
     return (low - 1) * _PAGE + len(data[(low - 1) * _PAGE : low * _PAGE].rstrip(b"\0"))
 
 
-def count_key(sidecar: Path, key: bytes) -> int:
-    """How many times `key` occurs among the 16-byte keys of a sidecar file (vectorised)."""
+def key_positions(sidecar: Path, key: bytes) -> npt.NDArray[np.int64]:
+    """Where `key` occurs among the 16-byte keys of a sidecar file (vectorised)."""
     hi, lo = np.frombuffer(key, dtype="<u8")
-    times = 0
+    found: list[npt.NDArray[np.int64]] = []
+    first = 0  # index of the block's first key
     with sidecar.open("rb") as fh:
         while True:
             block = fh.read(_READ_BLOCK)
             if not block:
-                return times
+                break
             usable = len(block) - len(block) % KEY_BYTES  # a cut file: whole keys only
             halves = np.frombuffer(block, dtype="<u8", count=usable // 8).reshape(-1, 2)
             candidates = np.flatnonzero(halves[:, 0] == hi)
             if len(candidates):
-                times += int(np.count_nonzero(halves[candidates, 1] == lo))
+                found.append(first + candidates[halves[candidates, 1] == lo])
+            first += len(halves)
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
+def count_key(sidecar: Path, key: bytes) -> int:
+    """How many times `key` occurs among the 16-byte keys of a sidecar file."""
+    return len(key_positions(sidecar, key))
 
 
 def _lines_containing(
-    data: mmap.mmap, needle: bytes, end: int, names: Mapping[str, int] | None = None
+    data: mmap.mmap, needle: bytes, end: int, names: Mapping[str, object] | None = None
 ) -> Iterator[dict[str, Any]]:
     """The JSON records of the lines of `data[:end]` that contain `needle` (each line once).
 
@@ -191,17 +249,38 @@ def _day_of(rec: Mapping[str, Any]) -> dt.date | None:
         return None
 
 
-def _outcome(rec: Mapping[str, Any]) -> str:
-    counts = rec.get("outcomes") or {}
-    if not isinstance(counts, dict):
+def _outcome(rec: Mapping[str, Any], positions: list[int]) -> str:
+    """The plate's outcome in the call: from each pair's recorded outcome at the key's
+    positions; from the call's counts for records that predate per-pair outcomes."""
+    packed = rec.get("pair_outcomes")
+    if isinstance(packed, str):
+        try:
+            column = decode_pair_outcomes(packed)
+            names = [_outcome_name(column[i]) for i in positions]
+        except (ValueError, IndexError):
+            names = []
+        if names:
+            counts = {name: names.count(name) for name in dict.fromkeys(names)}
+            if len(counts) == 1:
+                return names[0]
+            return ", ".join(f"{name} {n}" for name, n in counts.items())
+    counts_of_call = rec.get("outcomes") or {}
+    if not isinstance(counts_of_call, dict):
         return ""
-    if rec.get("pairs") == 1 and len(counts) == 1:
-        return str(next(iter(counts)))
-    listed = ", ".join(f"{name} {n}" for name, n in counts.items())
+    if rec.get("pairs") == 1 and len(counts_of_call) == 1:
+        return str(next(iter(counts_of_call)))
+    listed = ", ".join(f"{name} {n}" for name, n in counts_of_call.items())
     return f"not recorded per pair (call: {listed or 'none'})"
 
 
-def _consultation(path: Path, rec: Mapping[str, Any], times: int) -> Consultation:
+def _outcome_name(value: int) -> str:
+    try:
+        return Outcome(value).name
+    except ValueError:
+        return str(value)
+
+
+def _consultation(path: Path, rec: Mapping[str, Any], positions: list[int]) -> Consultation:
     roles = rec.get("roles") or []
     return Consultation(
         ts=str(rec.get("ts", "")),
@@ -211,10 +290,10 @@ def _consultation(path: Path, rec: Mapping[str, Any], times: int) -> Consultatio
         purpose=str(rec.get("purpose", "")),
         rpc=str(rec.get("rpc", "")),
         zone=str(rec.get("zone", "")),
-        outcome=_outcome(rec),
+        outcome=_outcome(rec, positions),
         status=str(rec.get("status", "")),
         pairs=int(rec.get("pairs", 0) or 0),
-        times=times,
+        times=len(positions),
         audit_id=str(rec.get("hash", "")),
         where=f"{path.name}#{rec.get('seq', '?')}",
     )
@@ -223,7 +302,7 @@ def _consultation(path: Path, rec: Mapping[str, Any], times: int) -> Consultatio
 def format_table(found: list[Consultation]) -> str:
     """The consultations as an aligned text table (header first)."""
     columns: tuple[str, ...] = ("ts", "organisation", "identity", "roles", "purpose", "rpc")
-    columns += ("zone", "outcome", "status", "pairs", "times", "where")
+    columns += ("zone", "outcome", "status", "ended", "pairs", "times", "where")
     rows = [list(columns)] + [[str(getattr(c, name)) or "-" for name in columns] for c in found]
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     return "\n".join(

@@ -20,7 +20,7 @@ import grpc
 import grpc.aio
 
 from lez.errors import Unauthenticated
-from server.audit import AuditLog, KeyBatch
+from server.audit import AuditWriter, KeyBatch
 from server.auth import Authenticator
 from server.state import StoreHolder
 
@@ -28,7 +28,7 @@ from server.state import StoreHolder
 class RefusalAudit:
     """Appends an audit record for an AccessService call refused by authentication or roles."""
 
-    def __init__(self, audit: AuditLog, auth: Authenticator, holder: StoreHolder) -> None:
+    def __init__(self, audit: AuditWriter, auth: Authenticator, holder: StoreHolder) -> None:
         self.audit = audit
         self.auth = auth
         self.holder = holder

@@ -85,6 +85,17 @@ class ServerConfig:
     closed)."""
     audit_checkpoint_s: float = 60.0
     """A checkpoint is signed at most this many seconds after a record (never on a call's path)."""
+    audit_rotate_mb: int = 1024
+    """The active audit file is rotated (renamed `audit-w<N>.<first seq>.jsonl`, the chain
+    carried into a new file) before it would pass this many MiB; 0: no rotation by size."""
+    audit_rotate_daily: bool = True
+    """Rotate the active audit file at the first record of each new UTC day."""
+    audit_retention_days: int = 0
+    """Rotated audit files whose last record is older than this many days are removed (with
+    their key sidecars), after an `AuditRetention` record names them; 0: kept for ever."""
+    audit_off: bool = False
+    """Record nothing (development and benchmarks only): refused unless plain TCP on
+    loopback."""
     reload_interval_s: float = 1.0
     """How often the `current` link of the store root is checked for a new build."""
     warm_store: bool = True
@@ -166,6 +177,13 @@ class ServerConfig:
             raise ValueError(
                 "--audit-key-file must not be the plate key file: the audit chain needs a secret "
                 "of its own (`lez-server audit keygen --out FILE`)"
+            )
+        if self.audit_rotate_mb < 0 or self.audit_retention_days < 0:
+            raise ValueError("audit_rotate_mb and audit_retention_days must not be negative")
+        if self.audit_off and (self.tls or not is_loopback(self.host)):
+            raise ValueError(
+                "--audit-off is for development and benchmarks on loopback only: a server "
+                "reachable with TLS records every consultation"
             )
         if self.audit_sync_ms < 0:
             raise ValueError("audit_sync_ms must be 0 (sync every record) or a positive window")
@@ -252,6 +270,10 @@ _FIELD_DOCS: Final = {
     "audit_checkpoint_dir": "signed audit checkpoints (default AUDIT_DIR/checkpoints; copy off)",
     "audit_checkpoint_records": "sign an audit checkpoint after at most this many records",
     "audit_checkpoint_s": "sign an audit checkpoint at most this many seconds after a record",
+    "audit_rotate_mb": "rotate the audit file before it passes this many MiB (0: never by size)",
+    "audit_rotate_daily": "rotate the audit file at the first record of each UTC day (1/0)",
+    "audit_retention_days": "remove rotated audit files older than this many days (0: keep)",
+    "audit_off": "record no audit (development/benchmarks on loopback only; 1/0)",
     "reload_interval_s": "seconds between checks for a newly published store",
     "warm_store": "read the store once at load (1/0)",
     "grace_period_s": "seconds calls in flight get on SIGTERM",

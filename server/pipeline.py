@@ -84,6 +84,7 @@ class ChunkAnswers:
     technical: dict[str, bytes] | None  # TechnicalColumns fields, for callers that see them
     outcome_counts: npt.NDArray[np.int64]  # by Outcome value
     audit_keys: bytes  # the keys of the readable items, concatenated (for the audit log)
+    audit_outcomes: bytes  # the outcome of each readable item, aligned with `audit_keys`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +143,7 @@ def answer_chunk(
         technical=technical_columns,
         outcome_counts=decided.outcome_counts(),
         audit_keys=items.valid_keys_bytes(),
+        audit_outcomes=items.valid_only(decided.decisions.outcome.astype(np.uint8)),
     )
 
 
@@ -198,6 +200,13 @@ class KeyedItems:
         if not self.invalid.any():
             return bytes(self.keys.tobytes())
         return bytes(self.keys[self.invalid == 0].tobytes())
+
+    def valid_only(self, column: npt.NDArray[np.uint8]) -> bytes:
+        """A one-byte column of the n items, kept for the readable ones (aligned with
+        `valid_keys_bytes`)."""
+        if not self.invalid.any():
+            return bytes(column.tobytes())
+        return bytes(column[self.invalid == 0].tobytes())
 
 
 @dataclass(frozen=True, slots=True)

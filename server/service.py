@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,13 +33,13 @@ from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
 from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, today_brussels
 from lez.decision import Outcome, Reason
-from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest
+from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest, LezError
 from lez.keys import PlateKeyer
 from lez.rules import Revision, RuleCatalog, Verdict, Zone
 from lez.store import Snapshot, StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from server import pipeline
-from server.audit import AuditLog, KeyBatch
+from server.audit import Appended, AuditWriter, KeyBatch
 from server.audit_refusals import RefusalAudit
 from server.auth import Authenticator, Identity, RateLimiter, Rpc
 from server.config import ServerConfig
@@ -60,6 +61,8 @@ TEXT_LIMIT: Final = 64
 """Longest string a request field may hold (zones, dates, countries, revisions, key ids)."""
 PLATE_TEXT_LIMIT: Final = 256
 """Longest `plate` string; longer than the store's plate limit but shorter is INVALID_PLATE."""
+SHUTDOWN: Final = "SHUTDOWN"
+"""Closing status of a stream cut off by the server's shutdown grace period."""
 
 
 def check_text_lengths(message: Message, path: str = "") -> None:
@@ -247,6 +250,8 @@ class _StreamTally:
     """What a CheckStream has answered so far: for the next chunk, the summary and the audit."""
 
     snapshot_id: str
+    stream_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Names the stream in each of its audit records (its chunks' and its closing one)."""
     zone: Zone | None = None
     revision: Revision | None = None
     context: pipeline.AnswerContext | None = None
@@ -282,7 +287,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         keyer: PlateKeyer,
         auth: Authenticator,
         limiter: RateLimiter,
-        audit: AuditLog,
+        audit: AuditWriter,
         worker: int = 0,
     ) -> None:
         self.config = config
@@ -293,6 +298,9 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.limiter = limiter
         self.audit = audit
         self.refusals = RefusalAudit(audit, auth, holder)
+        self.stopping = False
+        """Set when the server starts its graceful stop: a stream cut off after that was cut
+        by the shutdown grace period, not by its client."""
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lez-chunk")
 
@@ -338,8 +346,12 @@ class AccessService(pb_grpc.AccessServiceServicer):
         outcomes: Mapping[str, int],
         keys: KeyBatch,
         status: str = "OK",
-    ) -> str:
-        return self.audit.record(
+        pair_outcomes: bytes | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Appended:
+        """Write a call's record (not yet durable: `audit.durable` or `audit.sync_through`
+        before answering)."""
+        return self.audit.append(
             rpc=rpc.value,
             identity=who.identity,
             organisation=who.organisation,
@@ -351,6 +363,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
             outcomes=outcomes,
             keys=keys,
             status=status,
+            pair_outcomes=pair_outcomes,
+            extra=extra,
         )
 
     # -- Check --
@@ -381,7 +395,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             decision = decision_message(answer.verdict, answer.record, who)
             keys = KeyBatch()
             keys.add(answer.audit_key)
-            self._audit(
+            recorded = self._audit(
                 Rpc.CHECK,
                 who,
                 zone=zone.name,
@@ -391,6 +405,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 outcomes={Outcome(answer.verdict.outcome).name: 1},
                 keys=keys,
             )
+            await self.audit.durable(recorded.seq)  # no answer before its record is on disk
             return pb.CheckResponse(
                 decision=decision,
                 snapshot_id=served.meta.snapshot_id,
@@ -417,15 +432,51 @@ class AccessService(pb_grpc.AccessServiceServicer):
 
     def _answer_chunk(
         self, served: ServedSnapshot, context: pipeline.AnswerContext, chunk: pb.CheckChunk,
-        technical: bool,
+        who: Identity, tally: _StreamTally,
     ) -> pipeline.ChunkAnswers:  # fmt: skip
-        """Runs on the compute thread."""
+        """Runs on the compute thread: answer the chunk, then write its audit record and make
+        it durable, so the answer can be sent as soon as it returns."""
         with served.reader.snapshot() as snap:
-            return pipeline.answer_chunk(snap, context, chunk, technical=technical)
+            answers = pipeline.answer_chunk(snap, context, chunk, technical=who.sees_technical)
+        keys = KeyBatch()
+        keys.add(answers.audit_keys)
+        recorded = self._audit(
+            Rpc.CHECK_STREAM,
+            who,
+            zone=tally.zone.name if tally.zone else "",
+            revision=tally.revision_name,
+            meta=served.meta,
+            pairs=answers.count,
+            outcomes=outcome_names(answers.outcome_counts),
+            keys=keys,
+            pair_outcomes=answers.audit_outcomes,
+            extra={
+                "stream": tally.stream_id,
+                "part": "chunk",
+                "chunk": tally.chunks,
+                "first_index": tally.answered,
+            },
+        )
+        if self.audit.sync_window_s <= 0:
+            self.audit.sync_through(recorded.seq)
+        return answers
 
-    def _stream_audit(
+    def _stream_ended(self, exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """How a stream that did not finish normally ended, for its closing record."""
+        if isinstance(exc, Exception):
+            return audit_status(exc)
+        if self.stopping:
+            return SHUTDOWN
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED.name
+        return grpc.StatusCode.CANCELLED.name
+
+    def _close_stream(
         self, who: Identity, served: ServedSnapshot, tally: _StreamTally, status: str
-    ) -> str:
+    ) -> Appended:
+        """The stream's closing record: how it ended, and its totals (the keys and each pair's
+        outcome are in its chunks' records)."""
         return self._audit(
             Rpc.CHECK_STREAM,
             who,
@@ -434,8 +485,9 @@ class AccessService(pb_grpc.AccessServiceServicer):
             meta=served.meta,
             pairs=tally.answered,
             outcomes=outcome_names(tally.counts),
-            keys=tally.keys,
+            keys=KeyBatch(),
             status=status,
+            extra={"stream": tally.stream_id, "part": "end", "chunks": tally.chunks},
         )
 
     def _stream_summary(self, tally: _StreamTally, audit_id: str) -> pb.DecisionChunk:
@@ -474,8 +526,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     n = pipeline.admit_chunk(chunk, answer_context)
                     self.limiter.charge_pairs(who, n)
                     answers = await loop.run_in_executor(
-                        self.executor, self._answer_chunk, served, answer_context, chunk,
-                        who.sees_technical,
+                        self.executor, self._answer_chunk, served, answer_context, chunk, who,
+                        tally,
                     )  # fmt: skip
                     first_index = tally.answered
                     tally.add(answers)
@@ -483,14 +535,20 @@ class AccessService(pb_grpc.AccessServiceServicer):
                         answers, chunk.chunk_id, first_index, tally.snapshot_id,
                         tally.revision_name,
                     )  # fmt: skip
+                if self.stopping and context.cancelled():  # the shutdown ended the requests
+                    raise asyncio.CancelledError
             except BaseException as exc:
-                if tally.answered:  # answers went out: the consultation is on record all the same
-                    self._stream_audit(who, served, tally, audit_status(exc))
+                if tally.chunks:  # answers went out: say how the stream ended
+                    try:
+                        self._close_stream(who, served, tally, self._stream_ended(exc, context))
+                    except (LezError, OSError):
+                        log.exception("CheckStream: the closing audit record was not written")
                 raise
             if tally.revision is None:  # an empty stream asked nothing of any revision
                 tally.revision = served.catalog.get(None)  # its record names the newest
-            audit_id = self._stream_audit(who, served, tally, "OK")
-            yield self._stream_summary(tally, audit_id)
+            closing = self._close_stream(who, served, tally, "OK")
+            await self.audit.durable(closing.seq)
+            yield self._stream_summary(tally, closing.audit_id)
 
     # -- Recheck --
 
@@ -558,16 +616,19 @@ class AccessService(pb_grpc.AccessServiceServicer):
             results: list[pb.RecheckResult] = []
             counts = np.zeros(pipeline.OUTCOMES, dtype=np.int64)
             keys = KeyBatch()
+            pair_outcomes: list[int] = []  # aligned with `keys`
             with served.reader.snapshot() as snap:
                 for i, (item, zone) in enumerate(zip(items, zones, strict=True)):
                     result, now = self._recheck_one(
                         snap, served, i, item, zone, request.key_id, who
                     )
                     keys.add(now.audit_key)
+                    if now.audit_key:
+                        pair_outcomes.append(int(now.verdict.outcome))
                     counts[now.verdict.outcome] += 1
                     results.append(result)
             newest_name = served.catalog.get(None).id
-            self._audit(
+            recorded = self._audit(
                 Rpc.RECHECK,
                 who,
                 zone=",".join(sorted({z.name for z in zones})),
@@ -576,7 +637,9 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 pairs=len(items),
                 outcomes=outcome_names(counts),
                 keys=keys,
+                pair_outcomes=bytes(pair_outcomes),
             )
+            await self.audit.durable(recorded.seq)  # no answer before its record is on disk
             return pb.RecheckResponse(
                 results=results,
                 snapshot_id=served.meta.snapshot_id,

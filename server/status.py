@@ -84,6 +84,10 @@ ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
     errors.AuditClosed: Mapping(
         grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_STORE_NOT_READY, retry_after_s=1.0
     ),
+    # the audit log failed: this process answers nothing more; retry on another worker
+    errors.AuditFailed: Mapping(
+        grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_STORE_NOT_READY, retry_after_s=1.0
+    ),
     errors.DeadlineExceeded: Mapping(
         grpc.StatusCode.DEADLINE_EXCEEDED, pb.ERROR_REASON_DEADLINE_EXCEEDED
     ),

@@ -140,10 +140,14 @@ def test_server_audits_without_plates(
     audit_dir = server.app.config.audit_dir
     path = audit_dir / "audit-w0.jsonl"
     records = [r for _, r in audit.read_records(path)]
-    assert [r["rpc"] for r in records] == ["Check"] * len(PLATES) + ["CheckStream"]
-    assert records[-1]["pairs"] == len(stream_plates)
-    assert records[-1]["hash"] == answers[-1].summary.audit_id
-    assert "keys_file" in records[-1] and "keys" in records[0]
+    assert [r["rpc"] for r in records] == ["Check"] * len(PLATES) + ["CheckStream"] * 2
+    chunk_record, closing = records[-2:]
+    assert (chunk_record["part"], closing["part"]) == ("chunk", "end")
+    assert chunk_record["stream"] == closing["stream"]
+    assert chunk_record["pairs"] == closing["pairs"] == len(stream_plates)
+    assert closing["hash"] == answers[-1].summary.audit_id
+    assert (closing["status"], closing["chunks"], closing["keys_count"]) == ("OK", 1, 0)
+    assert "keys_file" in chunk_record and "keys" in records[0]
     assert served_problems(server, path) == []
     assert server.app.audit is not None
     assert server.app.audit.preallocate_bytes == server.app.config.audit_preallocate_mb * MIB
@@ -379,13 +383,14 @@ def test_a_stream_that_fails_after_answering_is_still_audited(
     assert details and not any(p in details for p in PLATES)  # raised after plates were read
     assert len(got) == 1 and len(got[0].outcome) == len(PLATES)  # the first chunk was answered
     path = server.app.config.audit_dir / "audit-w0.jsonl"
-    (last,) = [r for _, r in audit.read_records(path)][-1:]
-    assert (last["rpc"], last["pairs"], last["status"]) == (
+    answered, last = [r for _, r in audit.read_records(path)][-2:]
+    assert (last["rpc"], last["part"], last["pairs"], last["status"]) == (
         "CheckStream",
+        "end",
         len(PLATES),
         "INVALID_ARGUMENT",
     )
-    assert last["keys_count"] == len(PLATES)
+    assert (answered["part"], answered["keys_count"]) == ("chunk", len(PLATES))
     assert served_problems(server, path) == []
 
 

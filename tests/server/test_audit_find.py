@@ -47,15 +47,16 @@ def test_find_lists_checks_and_streams_of_one_plate(
 ) -> None:
     zone = _consult(channel)
     records = [r for _, r in read_records(server.app.config.audit_dir / "audit-w0.jsonl")]
-    assert "keys_file" in records[-1]  # the stream's keys are in a sidecar
+    assert "keys_file" in records[-2]  # the stream's chunk: its keys are in a sidecar
+    assert records[-1]["part"] == "end"  # the stream's closing record holds no keys
     assert main(_find(server, "1-ABC-234", "--json")) == 0
     found = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(f["rpc"], f["times"], f["outcome"]) for f in found] == [
-        ("Check", 1, "ALLOWED"),
-        ("Check", 1, "ALLOWED"),
-        ("CheckStream", 3, "not recorded per pair (call: ALLOWED 3, NOT_ALLOWED 10)"),
+    assert [(f["rpc"], f["times"], f["outcome"], f["ended"]) for f in found] == [
+        ("Check", 1, "ALLOWED", ""),
+        ("Check", 1, "ALLOWED", ""),
+        ("CheckStream", 3, "ALLOWED", "OK"),  # its own outcome, not the call's 10 NOT_ALLOWED
     ]
-    expected = [r for r in records if r["rpc"] == "CheckStream" or r["seq"] in (1, 3)]
+    expected = [r for r in records if r.get("part") == "chunk" or r["seq"] in (1, 3)]
     assert [f["audit_id"] for f in found] == [r["hash"] for r in expected]
     assert [f["ts"] for f in found] == [r["ts"] for r in expected]
     for f, r in zip(found, expected, strict=True):
