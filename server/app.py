@@ -38,6 +38,8 @@ from server.state import ServedSnapshot, StoreHolder
 
 log = logging.getLogger("lez.server")
 
+CLOSING_RECORDS_S: Final = 2.0
+"""On stop: how long streams cut by the grace period get to write their closing records."""
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
 
 
@@ -175,6 +177,8 @@ class App:
         if self.server is not None:
             await self.server.stop(self.config.grace_period_s if grace is None else grace)
         if self.service is not None:
+            if self.service.open_streams:  # cut by the grace period: let them record how
+                await asyncio.wait(self.service.open_streams, timeout=CLOSING_RECORDS_S)
             self.service.close()
         if self.holder is not None:
             self.holder.close()

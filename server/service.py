@@ -14,6 +14,7 @@ before use, so a malformed request is INVALID_ARGUMENT, never INTERNAL or UNKNOW
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -63,6 +64,14 @@ PLATE_TEXT_LIMIT: Final = 256
 """Longest `plate` string; longer than the store's plate limit but shorter is INVALID_PLATE."""
 SHUTDOWN: Final = "SHUTDOWN"
 """Closing status of a stream cut off by the server's shutdown grace period."""
+PROBE_TURNS: Final = 2
+"""Loop turns a stream waits, after its requests ended, for a termination to cancel it."""
+DEADLINE_SLACK_S: Final = 0.05
+"""A stream terminated this close to its deadline was ended by it (gRPC's core fires the
+deadline by its own clock, a little before `time_remaining` reaches 0)."""
+TERMINATION_WAIT_S: Final = 0.05
+"""How long a stream whose requests ended near its deadline or during the shutdown waits for
+the termination that likely ended them."""
 
 
 def check_text_lengths(message: Message, path: str = "") -> None:
@@ -299,6 +308,9 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.audit = audit
         self.refusals = RefusalAudit(audit, auth, holder)
         self.stopping = False
+        self.open_streams: set[asyncio.Task[Any]] = set()
+        """The tasks of the streams in progress: the server waits for them to write their
+        closing records before closing the audit log."""
         """Set when the server starts its graceful stop: a stream cut off after that was cut
         by the shutdown grace period, not by its client."""
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
@@ -461,6 +473,20 @@ class AccessService(pb_grpc.AccessServiceServicer):
             self.audit.sync_through(recorded.seq)
         return answers
 
+    async def _still_running(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """After the request stream ended: raise CancelledError if it ended because the call
+        was terminated (deadline, shutdown grace period, client gone) rather than half-closed.
+
+        grpc.aio ends the request iterator the same way in both cases; the termination then
+        cancels the handler's task at its next await (a loop turn, at most a few ms when the
+        loop is busy). So yield to the loop, longer when a deadline or the shutdown makes a
+        termination likely."""
+        for _ in range(PROBE_TURNS):
+            await asyncio.sleep(0)
+        remaining = context.time_remaining()
+        if self.stopping or (remaining is not None and remaining <= DEADLINE_SLACK_S):
+            await asyncio.sleep(TERMINATION_WAIT_S)
+
     def _stream_ended(self, exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         """How a stream that did not finish normally ended, for its closing record."""
         if isinstance(exc, Exception):
@@ -468,7 +494,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         if self.stopping:
             return SHUTDOWN
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and remaining <= DEADLINE_SLACK_S:
             return grpc.StatusCode.DEADLINE_EXCEEDED.name
         return grpc.StatusCode.CANCELLED.name
 
@@ -516,7 +542,12 @@ class AccessService(pb_grpc.AccessServiceServicer):
     ) -> AsyncIterator[pb.DecisionChunk]:
         who = self._enter(Rpc.CHECK_STREAM, context)
         loop = asyncio.get_running_loop()
-        with self.holder.lease() as served:
+        task = asyncio.current_task()
+        with contextlib.ExitStack() as cleanup:
+            if task is not None:
+                self.open_streams.add(task)
+                cleanup.callback(self.open_streams.discard, task)
+            served = cleanup.enter_context(self.holder.lease())
             tally = _StreamTally(snapshot_id=served.meta.snapshot_id)
             try:
                 async for chunk in request_iterator:
@@ -535,8 +566,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                         answers, chunk.chunk_id, first_index, tally.snapshot_id,
                         tally.revision_name,
                     )  # fmt: skip
-                if self.stopping and context.cancelled():  # the shutdown ended the requests
-                    raise asyncio.CancelledError
+                await self._still_running(context)
             except BaseException as exc:
                 if tally.chunks:  # answers went out: say how the stream ended
                     try:
