@@ -347,6 +347,7 @@ class AuditLog:
         self._checkpointed = 0  # the records the last checkpoint covers
         self._checkpoint_due = threading.Event()
         self._retention_due = retention_days > 0
+        self._retention_lock = threading.Lock()
         self._compare_with_last_checkpoint()
         self.checkpoint()
         self._checkpointer = threading.Thread(
@@ -693,6 +694,10 @@ class AuditLog:
         old (with their sidecars), after recording which; returns their names."""
         if self.retention_days <= 0:
             return []
+        with self._retention_lock:  # the checkpoint thread and a caller: one at a time
+            return self._apply_retention(now)
+
+    def _apply_retention(self, now: dt.datetime | None) -> list[str]:
         cutoff = (now or dt.datetime.now(dt.UTC)).date() - dt.timedelta(days=self.retention_days)
         expired: list[tuple[Path, int]] = []
         for path in series_files(self.directory, self.series):
