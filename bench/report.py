@@ -141,8 +141,63 @@ def readme_table(res: dict[str, Any]) -> str:
         lines.append(f"Note: {res['noisy']}")
     lines += [f"- {n}" for n in notes]
     lines += unary_table(res.get("unary", {}))
+    lines += audit_table(res.get("audit", {}))
     lines += sync_table(res.get("mutations", {}))
     return "\n".join(lines) + "\n"
+
+
+def audit_table(audit: dict[str, Any]) -> list[str]:
+    """The audit's cost (`bench.audit_bench`) and `audit find` over a year
+    (`bench.audit_find_bench`), when measured."""
+    if not audit:
+        return []
+    rows: list[tuple[str, str]] = []
+    stream = audit.get("stream")
+    if stream:
+        on, off = stream["tls_audit"], stream["plain_no_audit"]
+        rows.append((
+            f"{stream['pairs']:,}-pair stream, mutual TLS + each chunk's record synced before "
+            "its answer, vs plain TCP with the audit off",
+            f"{stream['ratio']:.2f}x ({on['median_s']:.3f} s vs {off['median_s']:.3f} s; bar "
+            f"{stream['bar']})",
+        ))  # fmt: skip
+    unary = audit.get("unary")
+    if unary:
+        ceiling, seq, conc = (
+            unary["ceiling_grpc_plus_flush"],
+            unary["sequential"],
+            unary["concurrent"],
+        )
+        rows.append((
+            "unary `Check`, one sequential caller, share of the gRPC-plus-one-flush ceiling "
+            "measured in the same run",
+            f"{unary['sequential_share_of_ceiling']:.0%} ({seq['calls_per_s']:,.0f} vs "
+            f"{ceiling['calls_per_s']:,.0f} calls/s; bar {unary['bar']})",
+        ))  # fmt: skip
+        rows.append((
+            f"unary `Check`, {conc['callers']} callers from {conc['client_processes']} client "
+            "processes (group commit)",
+            f"{conc['calls_per_s']:,.0f} calls/s, p50 {conc['p50_ms']:.2f} ms, p99 "
+            f"{conc['p99_ms']:.2f} ms ({unary['concurrent_speedup_over_sequential']:.1f}x the "
+            "sequential caller)",
+        ))  # fmt: skip
+    find = audit.get("find")
+    if find:
+        rows.append((
+            f"`audit find` of one plate over {find['days_written']} days at "
+            f"{find['pairs_per_day']:,} pairs a day ({find['files']} rotated files, "
+            f"{find['bytes_scanned'] / 1e9:.1f} GB)",
+            f"{find['scan_s_median']:.2f} s; a year: {find['year_s']:.1f} s "
+            f"({find['year_basis']})",
+        ))  # fmt: skip
+    return [
+        "",
+        "The audit's cost (`python -m bench.audit_bench`, `python -m bench.audit_find_bench`):",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        *(f"| {label} | {value} |" for label, value in rows),
+    ]
 
 
 def sync_table(m: dict[str, Any]) -> list[str]:

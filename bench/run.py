@@ -24,7 +24,12 @@ warm-up; all on this machine, in this run):
 6. The loader build (`bench.build_bench`).
 7. Writes `results.json`, `README-table.md` and `scaling.png` to `--out`.
 
-8. The daily sync (`bench.sync_bench`): a day of the DIV feed applied and published, a day end
+8. The audit's cost (`bench.audit_bench`): the 500,000-pair stream with mutual TLS and the
+   audit against plain TCP with the audit off; the unary ladder (the gRPC-plus-one-flush
+   ceiling, one sequential caller, 32 callers from 2 client processes); `audit find` over
+   synthetic days of audit at 1.5 M pairs a day (`bench.audit_find_bench`).
+
+9. The daily sync (`bench.sync_bench`): a day of the DIV feed applied and published, a day end
    to end from the stand-in over HTTPS, serving while a day lands, 30 daily layers against a
    fresh build, compaction.
 Exit status 1 when a peer decides differently from the service (results are written first).
@@ -45,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import build_bench, report, sync_bench
+from bench import audit_bench, audit_find_bench, build_bench, report, sync_bench
 from bench.peer_data import (
     SELECTION_VERSION,
     Decided,
@@ -566,6 +571,20 @@ def phase_build(cfg: Config, extract: Path, key: Path, res: dict[str, Any]) -> N
     }
 
 
+def phase_audit(cfg: Config, res: dict[str, Any]) -> None:
+    """The audit's cost on the main store, and `audit find` over synthetic days of audit."""
+    log("audit: 500k-pair stream with mutual TLS and the audit vs plain TCP without; unary ladder")
+    res["audit"] = audit_bench.run(
+        plates=cfg.plates, seed=cfg.seed, scratch=cfg.scratch, runs=cfg.runs,
+        unary_seconds=cfg.unary_seconds,
+    )  # fmt: skip
+    days = 3 if cfg.quick else 30
+    argv = ["--days", str(days), "--runs", str(min(cfg.runs, 3)), "--dir",
+            str(cfg.scratch / "audit-find")]  # fmt: skip
+    log(f"audit find over {days} days of synthetic audit at 1.5 M pairs a day")
+    res["audit"]["find"] = audit_find_bench.run(audit_find_bench.parse(argv))
+
+
 def phase_sync(cfg: Config, res: dict[str, Any]) -> None:
     """The daily sync's figures (`bench.sync_bench`) on the same register."""
     log("daily sync: a day applied, end to end over HTTPS, serving during a sync, layers")
@@ -637,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     phase_store_sizes(cfg, key, res)
     phase_engine(cfg, res)
     phase_build(cfg, extract, key, res)
+    phase_audit(cfg, res)
     phase_sync(cfg, res)
     end = report.machine()["load_average_at_start"]
     res["load_average_at_end"] = end

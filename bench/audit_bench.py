@@ -1,0 +1,378 @@
+"""What the audit costs, measured in one run against the bars the service is held to:
+
+1. **Stream.** The 500,000-pair `CheckStream` (the bench's camera mix, the Python client over 4
+   connections, 2 worker processes) against a server with mutual TLS and the audit on (each
+   chunk's record, with its keys and each pair's outcome, durable before the chunk's answer is
+   sent) and against a server in plain TCP with the audit off (`--audit-off`), on the same
+   store, alternated run by run so drift of the machine hits both alike. Bar: at most 10% more.
+2. **Unary ladder.** In the same run: the ceiling of a gRPC server that only flushes one record
+   a call (`bench.unary_floor --mode flush`), then the real server with one sequential caller
+   (bar: at least 70% of that ceiling), then 32 concurrent callers from 2 client processes (16
+   threads each, so the load generator is not the limit), where group commit lets one flush
+   carry the records of every call waiting on it.
+
+    python -m bench.audit_bench [--plates 8000000] [--runs 5] [--unary-seconds 3] [--out F]
+
+The store is the bench's (`var/bench/store-<plates>-<seed>`, built by `make bench` or reused);
+the servers write their audit under `--scratch`. `bench.run` calls `run` (`make bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import build_bench, sync_bench
+from bench.peer_data import WireBatch
+from bench.stream import free_port, unary
+from bench.unary_floor import FloorServer
+
+ROOT = Path(__file__).resolve().parents[1]
+ZONE = "Antwerpen"
+CLIENT = "bench-client"
+STREAM_BAR = 1.10
+UNARY_BAR = 0.70
+CONCURRENT_PROCESSES = 2
+CONCURRENT_THREADS = 16
+FLOOR_SERVER = "python -m bench.unary_floor --mode flush"
+OUR_SERVER = "lez-server serve --workers 2 (plain TCP; each record synced before its answer)"
+
+
+@contextmanager
+def server(
+    store: Path, key: Path, scratch: Path, *, tls: bool, audit: bool, workers: int = 2
+) -> Iterator[dict[str, Any]]:
+    """`python -m server serve` (this checkout) on a loopback port; yields the client settings
+    that reach it (address, and the client's certificate with TLS)."""
+    from clients import LezClient
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [sys.executable, "-m", "server", "serve", "--store-root", str(store),
+            "--key-file", str(key), "--workers", str(workers), "--audit-dir",
+            str(scratch / "audit"), "--reload-interval-s", "3600",
+            "--log-level", "WARNING"]  # fmt: skip
+    client: dict[str, Any] = {}
+    if tls:
+        from server.certs import write_dev_certs
+
+        certs = scratch / "certs"
+        write_dev_certs(certs, clients=(CLIENT,), hosts=("localhost",))
+        clients_file = scratch / "clients.toml"
+        clients_file.write_text(
+            f'[[client]]\nidentity = "{CLIENT}"\norganisation = "Bench city"\n'
+            'roles = ["enforcement", "desk"]\n'
+        )
+        args += ["--address", f"localhost:{port}", "--tls-cert", str(certs / "server.pem"),
+                 "--tls-key", str(certs / "server.key"), "--tls-ca", str(certs / "ca.pem"),
+                 "--clients-file", str(clients_file)]  # fmt: skip
+        client = {"ca": certs / "ca.pem", "cert": certs / f"{CLIENT}.pem",
+                  "key": certs / f"{CLIENT}.key"}  # fmt: skip
+        address = f"localhost:{port}"
+    else:
+        address = f"127.0.0.1:{port}"
+        args += ["--address", address]
+    if not audit:
+        args += ["--audit-off", "1"]
+    log = (scratch / f"server-{port}.log").open("wb")
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    try:
+        with LezClient([address], timeout_s=180, **client) as c:
+            c.wait_until_serving(timeout=180)
+        yield {"servers": [address], **client}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _stream_seconds(settings: dict[str, Any], batch: WireBatch) -> float:
+    """One run of the whole batch through `check_batch` (a fresh client: its connections'
+    TLS handshakes count, as a camera system's would once a batch)."""
+    from clients import BatchRows, JoinedPlates, LezClient
+
+    pairs = BatchRows(
+        days=batch.days, countries=batch.countries, plates=JoinedPlates(batch.data, batch.offsets)
+    )
+    servers = settings["servers"]
+    extra = {k: v for k, v in settings.items() if k != "servers"}
+    with LezClient(servers, connections=4, batch_timeout_s=600.0, **extra) as client:
+        client.wait_until_serving()
+        t0 = time.perf_counter()
+        got = client.check_batch(pairs, zone=ZONE)
+        seconds = time.perf_counter() - t0
+    assert len(got.outcome) == len(batch)
+    return seconds
+
+
+def _figure(values: list[float]) -> dict[str, float]:
+    return {
+        "median_s": round(float(np.median(values)), 4),
+        "min_s": round(min(values), 4),
+        "max_s": round(max(values), 4),
+    }
+
+
+def stream_overhead(
+    store: Path, key: Path, batch: WireBatch, scratch: Path, runs: int
+) -> dict[str, Any]:
+    """The batch against mutual TLS with the audit on and plain TCP with the audit off,
+    alternated; after one warm-up run each."""
+    times: dict[str, list[float]] = {"tls_audit": [], "plain_no_audit": []}
+    with (
+        server(store, key, scratch / "tls-audit", tls=True, audit=True) as tls_audit,
+        server(store, key, scratch / "plain-off", tls=False, audit=False) as plain,
+    ):
+        targets = {"tls_audit": tls_audit, "plain_no_audit": plain}
+        for settings in targets.values():
+            _stream_seconds(settings, batch)  # warm-up
+        for _ in range(runs):
+            for name, settings in targets.items():
+                times[name].append(_stream_seconds(settings, batch))
+        records = _audit_records(scratch / "tls-audit" / "audit")
+    ratio = float(np.median(times["tls_audit"])) / float(np.median(times["plain_no_audit"]))
+    return {
+        "pairs": len(batch),
+        "tls_audit": _figure(times["tls_audit"]),
+        "plain_no_audit": _figure(times["plain_no_audit"]),
+        "ratio": round(ratio, 3),
+        "bar": f"at most {STREAM_BAR:.2f}",
+        "meets_bar": ratio <= STREAM_BAR,
+        "audit_records_written": records,
+        "command": f"LezClient(connections=4).check_batch(<{len(batch):,} packed pairs>, "
+        f"zone={ZONE!r}) against `lez-server serve --workers 2` with --tls-* and the audit "
+        "(default: each chunk's record synced before its answer), and with plain TCP and "
+        f"--audit-off 1; alternated, median of {runs} runs each after a warm-up",
+    }
+
+
+def _audit_records(directory: Path) -> dict[str, int]:
+    from server.audit import read_records
+
+    counts: dict[str, int] = {}
+    for path in sorted(directory.glob("audit-w*.jsonl")):
+        for _, rec in read_records(path):
+            kind = f"{rec['rpc']}/{rec.get('part', 'call')}"
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def _unary_summary(latencies: np.ndarray, elapsed: float) -> dict[str, float]:
+    return {
+        "calls": len(latencies),
+        "calls_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(latencies, 50) * 1000), 3),
+        "p99_ms": round(float(np.percentile(latencies, 99) * 1000), 3),
+    }
+
+
+def concurrent_unary(
+    address: str, requests_file: Path, *, processes: int, threads: int, seconds: float
+) -> dict[str, Any]:
+    """`processes` client processes of `threads` callers each, started together; their calls
+    merged."""
+    start_at = time.time() + 3.0  # every process connected and warmed before the start
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.audit_bench",
+                "--unary-client",
+                address,
+                "--requests",
+                str(requests_file),
+                "--threads",
+                str(threads),
+                "--unary-seconds",
+                str(seconds),
+                "--start-at",
+                str(start_at),
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    outs = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in procs]
+    latencies = np.concatenate([np.asarray(o["latencies_s"]) for o in outs])
+    elapsed = max(o["elapsed_s"] for o in outs)
+    return {
+        "callers": processes * threads,
+        "client_processes": processes,
+        **_unary_summary(latencies, elapsed),
+    }
+
+
+def _unary_client(args: argparse.Namespace) -> int:
+    """One load-generating process: `--threads` callers, each its own client."""
+    from clients import LezClient
+
+    requests = json.loads(args.requests.read_text())
+    latencies: list[list[float]] = [[] for _ in range(args.threads)]
+    ready = threading.Barrier(args.threads + 1)
+
+    def caller(k: int) -> None:
+        with LezClient([args.unary_client]) as client:
+            plate, country, day = requests[k]
+            client.check(plate, zone=ZONE, day=day, country=country)
+            ready.wait()
+            stop = args.start_at + args.unary_seconds
+            j = k * 7919
+            got = latencies[k]
+            while time.time() < stop:
+                plate, country, day = requests[j % len(requests)]
+                t0 = time.perf_counter()
+                client.check(plate, zone=ZONE, day=day, country=country)
+                got.append(time.perf_counter() - t0)
+                j += 1
+
+    workers = [threading.Thread(target=caller, args=(k,)) for k in range(args.threads)]
+    for w in workers:
+        w.start()
+    ready.wait()
+    time.sleep(max(0.0, args.start_at - time.time()))
+    t0 = time.perf_counter()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - t0
+    flat = [x for lst in latencies for x in lst]
+    print(json.dumps({"latencies_s": flat, "elapsed_s": elapsed}))
+    return 0
+
+
+def unary_ladder(
+    store: Path, key: Path, requests: list[tuple[str, str, str]], scratch: Path, runs: int,
+    seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The flush ceiling, the real server's one sequential caller, then 32 callers from 2
+    processes; the sequential figures alternated run by run."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    requests_file = scratch / "unary-requests.json"
+    requests_file.write_text(json.dumps(requests))
+    ceiling: list[dict[str, float]] = []
+    sequential: list[dict[str, float]] = []
+    with (
+        FloorServer("flush", scratch / "floor") as floor,
+        server(store, key, scratch / "unary", tls=False, audit=True) as real,
+    ):
+        address = real["servers"][0]
+        unary(floor.address, requests, ZONE, threads=1, seconds=0.5)  # warm-up
+        unary(address, requests, ZONE, threads=1, seconds=0.5)
+        for _ in range(runs):
+            ceiling.append(unary(floor.address, requests, ZONE, threads=1, seconds=seconds))
+            sequential.append(unary(address, requests, ZONE, threads=1, seconds=seconds))
+        concurrent = concurrent_unary(
+            address, requests_file, processes=CONCURRENT_PROCESSES,
+            threads=CONCURRENT_THREADS, seconds=seconds,
+        )  # fmt: skip
+    ceiling_rate = float(np.median([r["calls_per_s"] for r in ceiling]))
+    ours_rate = float(np.median([r["calls_per_s"] for r in sequential]))
+    share = ours_rate / ceiling_rate
+
+    def med(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {k: round(float(np.median([r[k] for r in rows])), 3) for k in rows[0]}
+
+    return {
+        "ceiling_grpc_plus_flush": med(ceiling) | {"server": FLOOR_SERVER},
+        "sequential": med(sequential) | {"server": OUR_SERVER},
+        "sequential_share_of_ceiling": round(share, 3),
+        "bar": f"at least {UNARY_BAR:.2f} of the ceiling",
+        "meets_bar": share >= UNARY_BAR,
+        "concurrent": concurrent,
+        "concurrent_speedup_over_sequential": round(concurrent["calls_per_s"] / ours_rate, 2),
+        "command": f"LezClient.check in a loop, {seconds} s per run, median of {runs} runs "
+        "alternating ceiling and server; then "
+        f"{CONCURRENT_PROCESSES} processes x {CONCURRENT_THREADS} threads (one client each) "
+        f"for {seconds} s (python -m bench.audit_bench --unary-client)",
+    }
+
+
+def run(
+    *, plates: int, seed: int, scratch: Path, runs: int, unary_seconds: float,
+    work: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Both measurements on the bench store of `plates` plates under `scratch` (built there if
+    missing, else only read); the servers write under `work` (default `scratch/audit-bench`)."""
+    from bench.run import Config, ensure_store
+
+    key = build_bench.ensure_key(scratch)
+    cfg = Config(
+        plates=plates, runs=runs, seed=seed, out=scratch, scratch=scratch, quick=False,
+        stream_sizes=(), small_sizes=(), compare_pairs=0, wide_pairs=0, store_sizes=(),
+        store_batch_pairs=0, unary_seconds=unary_seconds, unary_threads=1, build_runs=1,
+        engine_runs=1, server_workers=2, postgres=False,
+    )  # fmt: skip
+    extract, store, _ = ensure_store(plates, cfg, key)
+    batch = sync_bench.stream_batch(extract, seed)
+    requests = sync_bench.unary_requests(batch)
+    work = work or scratch / "audit-bench"
+    return {
+        "store_plates": plates,
+        "stream": stream_overhead(store, key, batch, work / "stream", runs),
+        "unary": unary_ladder(store, key, requests, work / "unary", runs, unary_seconds),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.audit_bench", description=__doc__)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--plates", type=int, default=8_000_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--unary-seconds", type=float, default=3.0)
+    p.add_argument(
+        "--scratch",
+        type=Path,
+        default=ROOT / "var" / "bench",
+        help="the bench's registers, key and stores (only read when present)",
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="where the servers write their audit (default SCRATCH/audit-bench)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    p.add_argument("--unary-client", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--requests", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=CONCURRENT_THREADS, help=argparse.SUPPRESS)
+    p.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.unary_client:
+        return _unary_client(a)
+    result = run(
+        plates=a.plates, seed=a.seed, scratch=a.scratch.resolve(), runs=a.runs,
+        unary_seconds=a.unary_seconds, work=a.work.resolve() if a.work else None,
+    )  # fmt: skip
+    result["command"] = "python -m bench.audit_bench " + " ".join(argv or sys.argv[1:])
+    text = json.dumps(result, indent=2)
+    print(text)
+    if a.out is not None:
+        a.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
