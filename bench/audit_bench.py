@@ -188,9 +188,8 @@ def _unary_summary(latencies: np.ndarray, elapsed: float) -> dict[str, float]:
 def concurrent_unary(
     address: str, requests_file: Path, *, processes: int, threads: int, seconds: float
 ) -> dict[str, Any]:
-    """`processes` client processes of `threads` callers each, started together; their calls
-    merged."""
-    start_at = time.time() + 3.0  # every process connected and warmed before the start
+    """`processes` client processes of `threads` callers each, started together once every
+    one of them is connected and warmed; their calls merged."""
     procs = [
         subprocess.Popen(
             [
@@ -205,17 +204,19 @@ def concurrent_unary(
                 str(threads),
                 "--unary-seconds",
                 str(seconds),
-                "--start-at",
-                str(start_at),
             ],
             cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-        )
+        )  # fmt: skip
         for _ in range(processes)
     ]
-    outs = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in procs]
+    for proc in procs:  # each says when its callers are connected and warmed
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    start_at = time.time() + 0.2
+    outs = [json.loads(p.communicate(f"{start_at}\n", timeout=seconds + 120)[0]) for p in procs]
     latencies = np.concatenate([np.asarray(o["latencies_s"]) for o in outs])
     elapsed = max(o["elapsed_s"] for o in outs)
     return {
@@ -226,19 +227,23 @@ def concurrent_unary(
 
 
 def _unary_client(args: argparse.Namespace) -> int:
-    """One load-generating process: `--threads` callers, each its own client."""
+    """One load-generating process: `--threads` callers, each its own client; says `ready`,
+    reads the start time on stdin, calls until `--unary-seconds` after it."""
     from clients import LezClient
 
     requests = json.loads(args.requests.read_text())
     latencies: list[list[float]] = [[] for _ in range(args.threads)]
     ready = threading.Barrier(args.threads + 1)
+    start = threading.Barrier(args.threads + 1)
+    window: list[float] = []
 
     def caller(k: int) -> None:
         with LezClient([args.unary_client]) as client:
             plate, country, day = requests[k]
             client.check(plate, zone=ZONE, day=day, country=country)
             ready.wait()
-            stop = args.start_at + args.unary_seconds
+            start.wait()
+            stop = window[0] + args.unary_seconds
             j = k * 7919
             got = latencies[k]
             while time.time() < stop:
@@ -252,7 +257,10 @@ def _unary_client(args: argparse.Namespace) -> int:
     for w in workers:
         w.start()
     ready.wait()
-    time.sleep(max(0.0, args.start_at - time.time()))
+    print("ready", flush=True)
+    window.append(float(sys.stdin.readline()))
+    time.sleep(max(0.0, window[0] - time.time()))
+    start.wait()
     t0 = time.perf_counter()
     for w in workers:
         w.join()
@@ -358,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unary-client", default=None, help=argparse.SUPPRESS)
     p.add_argument("--requests", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=CONCURRENT_THREADS, help=argparse.SUPPRESS)
-    p.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.unary_client:
         return _unary_client(a)

@@ -15,9 +15,11 @@ the log is opened and closed, catch what a chain alone cannot: records cut off t
 emptied file. `server.audit_verify` checks both. Records written before the chain was keyed (no
 `chain` field, a plain SHA-256 `hash`) are continued by keyed records, which anchor them.
 
-**Durability.** `append` writes a record (one `pwrite`, never one per pair); `sync_through`
-makes every record up to a sequence number durable with one fdatasync (group commit: the calls
-whose records were written while a flush was running share the next one). A call's answer is
+**Durability.** `append` writes a record (one `pwrite`, never one per pair; a big call's keys
+go to a sidecar file first); `sync_through` makes every record up to a sequence number durable
+with one flush (group commit: the sidecars written since the last flush, their directory, then
+the records file; calls whose records were written while a flush was running share the next
+one). A call's answer is
 sent only after its record is durable (`durable` in the servicer's event loop, `sync_through`
 on the stream's compute thread); `record` does both for synchronous callers. (`sync_window_s`
 > 0 trades that for speed: the record is still written before the answer, so a killed process
@@ -312,7 +314,7 @@ class AuditLog:
         self._synced = 0  # every record up to this seq is on disk
         self._failed: BaseException | None = None
         self._retired: list[int] = []  # descriptors of rotated files, closed by the next flush
-        self._keys_dir_dirty = False  # a sidecar was created since the last flush
+        self._pending_sidecars: list[int] = []  # written, not yet synced: the next flush does
         self._file_first_seq: int | None = None  # seq of the active file's first record
         self._file_day: dt.date | None = None  # UTC day of the active file's first record
         self._last_chain: str | None = None  # `chain` of the last record on opening
@@ -498,9 +500,9 @@ class AuditLog:
             self.checkpoint()
         with self._sync_lock, self._lock:  # a call finishing after this is refused
             self._closed = True
-            for fd in [*self._retired, self._fd]:
+            for fd in [*self._retired, *self._pending_sidecars, self._fd]:
                 os.close(fd)
-            self._retired = []
+            self._retired, self._pending_sidecars = [], []
         self.checkpoints.close()
 
     # -- durability --
@@ -535,15 +537,17 @@ class AuditLog:
                 self._check_usable()
                 target, fd = self._seq, self._fd
                 retired, self._retired = self._retired, []
-                keys_dir_dirty, self._keys_dir_dirty = self._keys_dir_dirty, False
+                sidecars, self._pending_sidecars = self._pending_sidecars, []
             try:
-                if keys_dir_dirty:  # the sidecars' names must survive a crash too
+                for sidecar in sidecars:  # the keys before the records that name them
+                    os.fdatasync(sidecar)
+                if sidecars:  # and the sidecars' names
                     _fsync_dir(self.keys_dir)
                 os.fdatasync(fd)
             except OSError as exc:
                 raise self._fail(exc, "fdatasync") from None
             finally:
-                for old in retired:  # rotated files, synced when they were rotated
+                for old in [*retired, *sidecars]:  # rotated files were synced at rotation
                     os.close(old)
             self._synced = max(self._synced, target)
 
@@ -612,11 +616,14 @@ class AuditLog:
             if clash:
                 raise ValueError(f"extra audit fields may not replace {sorted(clash)}")
             fields.update(extra)
+        sidecar = -1
         if keys.count <= self.inline_keys:
             fields["keys"] = [blob[i : i + KEY_BYTES].hex() for i in range(0, len(blob), KEY_BYTES)]
-        else:  # written and synced before the record, outside the lock
-            fields["keys_file"] = self._write_sidecar(blob)
+        else:  # written before the record, outside the lock; synced by the flush before it
+            fields["keys_file"], sidecar = self._write_sidecar(blob)
         with self._lock:
+            if sidecar >= 0:
+                self._pending_sidecars.append(sidecar)  # closed by the flush (or `close`)
             self._check_usable()
             seq = self._seq + 1
             rec = {"seq": seq, "prev": self._prev, **fields}
@@ -643,22 +650,22 @@ class AuditLog:
             self._dirty.set()
         return Appended(seq, digest)
 
-    def _write_sidecar(self, blob: bytes) -> str:
-        """Write and sync a sidecar of keys; returns its name relative to the audit directory.
-        The directory entry is synced by the next flush, before the record that names it."""
+    def _write_sidecar(self, blob: bytes) -> tuple[str, int]:
+        """Write a sidecar of keys; returns its name relative to the audit directory and its
+        open descriptor. The next flush syncs it and the directory, before the record that
+        names it."""
         self.keys_dir.mkdir(exist_ok=True)
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.bin"
         try:
             fd = os.open(self.keys_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 _write_all(fd, blob, 0)
-                os.fdatasync(fd)
-            finally:
+            except BaseException:
                 os.close(fd)
+                raise
         except OSError as exc:
             raise self._fail(exc, "sidecar write") from None
-        self._keys_dir_dirty = True
-        return f"{self.keys_dir.name}/{name}"
+        return f"{self.keys_dir.name}/{name}", fd
 
     # -- rotation and retention --
 

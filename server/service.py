@@ -64,6 +64,8 @@ PLATE_TEXT_LIMIT: Final = 256
 """Longest `plate` string; longer than the store's plate limit but shorter is INVALID_PLATE."""
 SHUTDOWN: Final = "SHUTDOWN"
 """Closing status of a stream cut off by the server's shutdown grace period."""
+AUDIT_THREADS: Final = 4
+"""Threads that write and sync stream chunks' audit records (per worker process)."""
 PROBE_TURNS: Final = 2
 """Loop turns a stream waits, after its requests ended, for a termination to cancel it."""
 DEADLINE_SLACK_S: Final = 0.05
@@ -315,9 +317,14 @@ class AccessService(pb_grpc.AccessServiceServicer):
         by the shutdown grace period, not by its client."""
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lez-chunk")
+        # Stream chunks' audit records are written and synced here, off the compute thread.
+        self.audit_executor = ThreadPoolExecutor(
+            max_workers=AUDIT_THREADS, thread_name_prefix="lez-audit"
+        )
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.audit_executor.shutdown(wait=False, cancel_futures=True)
 
     # -- shared steps --
 
@@ -444,12 +451,20 @@ class AccessService(pb_grpc.AccessServiceServicer):
 
     def _answer_chunk(
         self, served: ServedSnapshot, context: pipeline.AnswerContext, chunk: pb.CheckChunk,
-        who: Identity, tally: _StreamTally,
+        technical: bool,
     ) -> pipeline.ChunkAnswers:  # fmt: skip
-        """Runs on the compute thread: answer the chunk, then write its audit record and make
-        it durable, so the answer can be sent as soon as it returns."""
+        """Runs on the compute thread."""
         with served.reader.snapshot() as snap:
-            answers = pipeline.answer_chunk(snap, context, chunk, technical=who.sees_technical)
+            return pipeline.answer_chunk(snap, context, chunk, technical=technical)
+
+    def _record_chunk(
+        self, who: Identity, served: ServedSnapshot, tally: _StreamTally,
+        answers: pipeline.ChunkAnswers,
+    ) -> None:  # fmt: skip
+        """Runs on an audit thread: write the chunk's record (its keys and each pair's outcome)
+        and make it durable, so the answer can be sent when it returns. The compute thread is
+        meanwhile free for the next chunk of another stream, and streams finishing chunks
+        together share a flush."""
         keys = KeyBatch()
         keys.add(answers.audit_keys)
         recorded = self._audit(
@@ -471,7 +486,6 @@ class AccessService(pb_grpc.AccessServiceServicer):
         )
         if self.audit.sync_window_s <= 0:
             self.audit.sync_through(recorded.seq)
-        return answers
 
     async def _still_running(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """After the request stream ended: raise CancelledError if it ended because the call
@@ -557,9 +571,12 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     n = pipeline.admit_chunk(chunk, answer_context)
                     self.limiter.charge_pairs(who, n)
                     answers = await loop.run_in_executor(
-                        self.executor, self._answer_chunk, served, answer_context, chunk, who,
-                        tally,
+                        self.executor, self._answer_chunk, served, answer_context, chunk,
+                        who.sees_technical,
                     )  # fmt: skip
+                    await loop.run_in_executor(
+                        self.audit_executor, self._record_chunk, who, served, tally, answers
+                    )  # no answer before its record is durable
                     first_index = tally.answered
                     tally.add(answers)
                     yield _decision_chunk(
@@ -570,14 +587,21 @@ class AccessService(pb_grpc.AccessServiceServicer):
             except BaseException as exc:
                 if tally.chunks:  # answers went out: say how the stream ended
                     try:
-                        self._close_stream(who, served, tally, self._stream_ended(exc, context))
+                        ended = self._close_stream(
+                            who, served, tally, self._stream_ended(exc, context)
+                        )
+                        if self.audit.sync_window_s <= 0:
+                            self.audit.sync_through(ended.seq)
                     except (LezError, OSError):
                         log.exception("CheckStream: the closing audit record was not written")
                 raise
             if tally.revision is None:  # an empty stream asked nothing of any revision
                 tally.revision = served.catalog.get(None)  # its record names the newest
             closing = self._close_stream(who, served, tally, "OK")
-            await self.audit.durable(closing.seq)
+            if self.audit.sync_window_s <= 0:
+                await loop.run_in_executor(
+                    self.audit_executor, self.audit.sync_through, closing.seq
+                )
             yield self._stream_summary(tally, closing.audit_id)
 
     # -- Recheck --
