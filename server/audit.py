@@ -21,7 +21,7 @@ with one flush (group commit: the sidecars written since the last flush, their d
 the records file; calls whose records were written while a flush was running share the next
 one). A call's answer is
 sent only after its record is durable (`durable` in the servicer's event loop, `sync_through`
-on the stream's compute thread); `record` does both for synchronous callers. (`sync_window_s`
+on an audit thread for a stream chunk); `record` does both for synchronous callers. (`sync_window_s`
 > 0 trades that for speed: the record is still written before the answer, so a killed process
 loses nothing, and synced within the window.) A failed write or sync stops the log
 (`AuditFailed`): no call of this process is answered after it.
