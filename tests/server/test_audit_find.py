@@ -16,8 +16,10 @@ from lez.keys import load_key
 from server.__main__ import main
 from server.audit import read_records
 from server.audit_find import count_key, find_consultations, plate_key, records_end
+from server.config import ServerConfig
 from tests.server.conftest import DAY, ServerThread
 from tests.server.helpers import chunk, stub
+from tests.server.test_audit import served_problems
 
 SOUGHT = "1ABC234"
 OTHER = "1XYZ987"
@@ -123,3 +125,44 @@ def test_records_end_skips_the_padding(tmp_path: Path, records: int, padding: in
     path.write_bytes(b"x" * records + bytes(padding) + (b"" if records + padding else b"\0"))
     with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
         assert records_end(data) == records
+
+
+def _recheck(channel: grpc.Channel, zone: str, plate: str) -> None:
+    item = pb.EarlierDecision(plate=plate, zone=zone, date="2025-06-02")
+    stub(channel).Recheck(pb.RecheckRequest(decisions=[item, item]))
+
+
+def test_find_lists_recheck_and_every_file_of_a_rotated_series(
+    base_config: ServerConfig, key_file: Path
+) -> None:
+    """Check, CheckStream and Recheck found across a rotated file and the file a restarted
+    server continued the chain in."""
+    first = ServerThread(base_config)
+    try:
+        with grpc.insecure_channel(first.target) as ch:
+            zone = _consult(ch)
+            _recheck(ch, zone, SOUGHT)
+    finally:
+        first.stop()
+    audit_dir = base_config.audit_dir
+    active = audit_dir / "audit-w0.jsonl"
+    first_seq = next(read_records(active))[1]["seq"]
+    active.rename(audit_dir / f"audit-w0.{first_seq:012d}.jsonl")  # as a rotation leaves it
+    second = ServerThread(base_config)  # continues the chain from the rotated file
+    try:
+        with grpc.insecure_channel(second.target) as ch:
+            zone = stub(ch).ServerInfo(pb.ServerInfoRequest()).zones[0].name
+            _recheck(ch, zone, SOUGHT)
+            stub(ch).Check(pb.CheckRequest(plate=SOUGHT, zone=zone, date="2025-06-02"))
+        assert served_problems(second, active) == []
+    finally:
+        second.stop()
+    found = find_consultations(audit_dir, plate_key(load_key(key_file), SOUGHT))
+    assert [(c.rpc, c.times, c.outcome, c.where.split("#")[0]) for c in found] == [
+        ("Check", 1, "ALLOWED", "audit-w0.000000000001.jsonl"),
+        ("Check", 1, "ALLOWED", "audit-w0.000000000001.jsonl"),
+        ("CheckStream", 3, "ALLOWED", "audit-w0.000000000001.jsonl"),
+        ("Recheck", 2, "ALLOWED", "audit-w0.000000000001.jsonl"),
+        ("Recheck", 2, "ALLOWED", "audit-w0.jsonl"),
+        ("Check", 1, "ALLOWED", "audit-w0.jsonl"),
+    ]
