@@ -271,15 +271,13 @@ class _StreamTally:
     counts: npt.NDArray[np.int64] = field(
         default_factory=lambda: np.zeros(pipeline.OUTCOMES, dtype=np.int64)
     )
-    keys: KeyBatch = field(default_factory=KeyBatch)
 
     @property
     def revision_name(self) -> str:
         return self.revision.id if self.revision is not None else ""
 
     def add(self, answers: pipeline.ChunkAnswers) -> None:
-        self.counts += answers.outcome_counts
-        self.keys.add(answers.audit_keys)
+        self.counts += answers.outcome_counts  # the keys are in each chunk's own record
         self.answered += answers.count
         self.chunks += 1
 
@@ -310,11 +308,11 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.audit = audit
         self.refusals = RefusalAudit(audit, auth, holder)
         self.stopping = False
+        """Set when the server starts its graceful stop: a stream cut off after that was cut
+        by the shutdown grace period, not by its client."""
         self.open_streams: set[asyncio.Task[Any]] = set()
         """The tasks of the streams in progress: the server waits for them to write their
         closing records before closing the audit log."""
-        """Set when the server starts its graceful stop: a stream cut off after that was cut
-        by the shutdown grace period, not by its client."""
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lez-chunk")
         # Stream chunks' audit records are written and synced here, off the compute thread.
