@@ -66,6 +66,10 @@ SHUTDOWN: Final = "SHUTDOWN"
 """Closing status of a stream cut off by the server's shutdown grace period."""
 AUDIT_THREADS: Final = 4
 """Threads that write and sync stream chunks' audit records (per worker process)."""
+READ_AHEAD: Final = 2
+"""Chunks of a stream read ahead of the one being decided."""
+PENDING_RECORD_S: Final = 5.0
+"""How long a failing stream waits for its last chunk's record before its closing record."""
 PROBE_TURNS: Final = 2
 """Loop turns a stream waits, after its requests ended, for a termination to cancel it."""
 DEADLINE_SLACK_S: Final = 0.05
@@ -266,8 +270,10 @@ class _StreamTally:
     zone: Zone | None = None
     revision: Revision | None = None
     context: pipeline.AnswerContext | None = None
-    answered: int = 0  # items answered so far: the first index of the next chunk
-    chunks: int = 0
+    answered: int = 0  # items decided so far: the first index of the next chunk
+    chunks: int = 0  # chunks decided so far: the number of the next one
+    sent: int = 0  # chunks whose answer was sent
+    sent_pairs: int = 0
     counts: npt.NDArray[np.int64] = field(
         default_factory=lambda: np.zeros(pipeline.OUTCOMES, dtype=np.int64)
     )
@@ -276,10 +282,67 @@ class _StreamTally:
     def revision_name(self) -> str:
         return self.revision.id if self.revision is not None else ""
 
-    def add(self, answers: pipeline.ChunkAnswers) -> None:
-        self.counts += answers.outcome_counts  # the keys are in each chunk's own record
+    def reserve(self, answers: pipeline.ChunkAnswers) -> None:
+        """A chunk was decided (its record is being written): number the next one after it."""
         self.answered += answers.count
         self.chunks += 1
+
+    def add(self, answers: pipeline.ChunkAnswers) -> None:
+        """A chunk's answer is being sent."""
+        self.counts += answers.outcome_counts  # the keys are in each chunk's own record
+        self.sent += 1
+        self.sent_pairs += answers.count
+
+
+@dataclass(slots=True)
+class _PendingChunk:
+    """A decided chunk whose audit record is being written; its answer goes once it is."""
+
+    recorded: asyncio.Future[None]
+    answers: pipeline.ChunkAnswers
+    message: pb.DecisionChunk
+
+    async def answer(self, tally: _StreamTally) -> pb.DecisionChunk:
+        await self.recorded  # no answer before its record is durable
+        tally.add(self.answers)
+        return self.message
+
+
+_END: Final = object()
+
+
+class _ChunkReader:
+    """Reads a stream's chunks ahead in a task of its own (at most `READ_AHEAD`), so the
+    servicer can see whether the next chunk is already there."""
+
+    def __init__(self, requests: AsyncIterator[pb.CheckChunk]) -> None:
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=READ_AHEAD)
+        self._task = asyncio.get_running_loop().create_task(self._read(requests))
+
+    async def _read(self, requests: AsyncIterator[pb.CheckChunk]) -> None:
+        try:
+            async for chunk in requests:
+                await self._queue.put(chunk)
+        except Exception as exc:  # an undecodable chunk: raised where it is taken
+            await self._queue.put(exc)
+            return
+        await self._queue.put(_END)
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    async def next(self) -> pb.CheckChunk | None:
+        """The next chunk; None when the client has sent them all."""
+        item = await self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        if item is _END:
+            return None
+        assert isinstance(item, pb.CheckChunk)
+        return item
+
+    def stop(self) -> None:
+        self._task.cancel()
 
 
 # ---- the servicer ---------------------------------------------------------------------------
@@ -457,7 +520,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
 
     def _record_chunk(
         self, who: Identity, served: ServedSnapshot, tally: _StreamTally,
-        answers: pipeline.ChunkAnswers,
+        answers: pipeline.ChunkAnswers, index: int, first_index: int,
     ) -> None:  # fmt: skip
         """Runs on an audit thread: write the chunk's record (its keys and each pair's outcome)
         and make it durable, so the answer can be sent when it returns. The compute thread is
@@ -478,8 +541,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
             extra={
                 "stream": tally.stream_id,
                 "part": "chunk",
-                "chunk": tally.chunks,
-                "first_index": tally.answered,
+                "chunk": index,
+                "first_index": first_index,
             },
         )
         if self.audit.sync_window_s <= 0:
@@ -521,11 +584,11 @@ class AccessService(pb_grpc.AccessServiceServicer):
             zone=tally.zone.name if tally.zone else "",
             revision=tally.revision_name,
             meta=served.meta,
-            pairs=tally.answered,
+            pairs=tally.sent_pairs,
             outcomes=outcome_names(tally.counts),
             keys=KeyBatch(),
             status=status,
-            extra={"stream": tally.stream_id, "part": "end", "chunks": tally.chunks},
+            extra={"stream": tally.stream_id, "part": "end", "chunks": tally.sent},
         )
 
     def _stream_summary(self, tally: _StreamTally, audit_id: str) -> pb.DecisionChunk:
@@ -552,6 +615,10 @@ class AccessService(pb_grpc.AccessServiceServicer):
         request_iterator: AsyncIterator[pb.CheckChunk],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.DecisionChunk]:
+        """Chunks are read ahead by a reader task (at most `READ_AHEAD`), so while chunk k's
+        audit record is being synced chunk k+1 is already being decided; chunk k's answer is
+        sent once its record is durable, and before waiting for a chunk that has not arrived
+        (a client that sends one chunk at a time is never kept waiting)."""
         who = self._enter(Rpc.CHECK_STREAM, context)
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -561,8 +628,17 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 cleanup.callback(self.open_streams.discard, task)
             served = cleanup.enter_context(self.holder.lease())
             tally = _StreamTally(snapshot_id=served.meta.snapshot_id)
+            chunks = _ChunkReader(request_iterator)
+            cleanup.callback(chunks.stop)
+            pending: _PendingChunk | None = None
             try:
-                async for chunk in request_iterator:
+                while True:
+                    if pending is not None and chunks.empty():  # answer before waiting
+                        yield await pending.answer(tally)
+                        pending = None
+                    chunk = await chunks.next()
+                    if chunk is None:
+                        break
                     _check_deadline(context)
                     check_text_lengths(chunk)
                     answer_context = self._open_stream(served, tally, chunk, who)
@@ -572,18 +648,28 @@ class AccessService(pb_grpc.AccessServiceServicer):
                         self.executor, self._answer_chunk, served, answer_context, chunk,
                         who.sees_technical,
                     )  # fmt: skip
-                    await loop.run_in_executor(
-                        self.audit_executor, self._record_chunk, who, served, tally, answers
-                    )  # no answer before its record is durable
-                    first_index = tally.answered
-                    tally.add(answers)
-                    yield _decision_chunk(
+                    if pending is not None:  # its record was synced while this was decided
+                        yield await pending.answer(tally)
+                        pending = None
+                    first_index, index = tally.answered, tally.chunks
+                    recorded = loop.run_in_executor(
+                        self.audit_executor, self._record_chunk, who, served, tally, answers,
+                        index, first_index,
+                    )  # fmt: skip
+                    message = _decision_chunk(
                         answers, chunk.chunk_id, first_index, tally.snapshot_id,
                         tally.revision_name,
                     )  # fmt: skip
+                    pending = _PendingChunk(recorded, answers, message)
+                    tally.reserve(answers)
+                if pending is not None:
+                    yield await pending.answer(tally)
+                    pending = None
                 await self._still_running(context)
             except BaseException as exc:
-                if tally.chunks:  # answers went out: say how the stream ended
+                if pending is not None:  # its record is being written: let it land first
+                    await asyncio.wait([pending.recorded], timeout=PENDING_RECORD_S)
+                if tally.sent:  # answers went out: say how the stream ended
                     try:
                         ended = self._close_stream(
                             who, served, tally, self._stream_ended(exc, context)

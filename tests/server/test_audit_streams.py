@@ -128,3 +128,27 @@ def _wait_for_closing(server: ServerThread) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("no closing record")
+
+
+def test_a_client_sending_one_chunk_per_answer_is_answered_each_time(
+    server: ServerThread, channel: grpc.Channel
+) -> None:
+    """The server reads chunks ahead to decide the next while the last one's record is synced,
+    but never holds an answer back waiting for a chunk the client sends only after it."""
+    zone = _zone(channel)
+    answered = threading.Semaphore(0)
+
+    def lockstep() -> Iterator[pb.CheckChunk]:
+        for i in range(4):
+            yield chunk(PLATES, [DAY] * len(PLATES), zone=zone, chunk_id=i)
+            assert answered.acquire(timeout=20), "no answer to the chunk sent"
+
+    got = []
+    for answer in stub(channel).CheckStream(lockstep(), timeout=30):
+        got.append(answer)
+        answered.release()
+    assert [a.chunk_id for a in got[:4]] == [0, 1, 2, 3] and got[-1].summary.pairs == 4 * len(
+        PLATES
+    )
+    chunks, closing = _stream_records(server)
+    assert len(chunks) == 4 and closing is not None and closing["status"] == "OK"
