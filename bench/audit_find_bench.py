@@ -108,7 +108,7 @@ def generate(directory: Path, args: argparse.Namespace, sought: bytes) -> dict[s
     keys = AuditKeys.from_secret(b"bench audit secret, not a real one")
     logs = [
         AuditLog(
-            directory, keys=keys, worker=w, sync_window_s=1.0, preallocate_bytes=64 << 20,
+            directory, keys=keys, worker=w, sync_window_s=1.0, preallocate_bytes=8 << 20,
             rotate_daily=True, rotate_bytes=1 << 30,
         )
         for w in range(args.workers)

@@ -46,6 +46,7 @@ from server.audit_verify import AUDIT_GLOB
 
 _READ_BLOCK: Final = 1 << 24  # sidecars are read in pieces of at most this many bytes
 _KEYS_FILE: Final = b'"keys_file":"'
+_CLOSING: Final = b'"part":"end"'
 _PAGE: Final = 4096
 
 
@@ -99,7 +100,8 @@ def find_consultations(
         files = series_files(audit_dir, series)
         in_sidecars = _sidecars_with_key(audit_dir, series, key)
         streams: list[tuple[Consultation, str]] = []
-        for path in files:
+        seen_in: dict[str, int] = {}  # stream id -> the last file its chunks were found in
+        for index, path in enumerate(files):
             for rec, positions in _records_with_key(path, key, in_sidecars):
                 if zone is not None and str(rec.get("zone", "")).casefold() != zone.casefold():
                     continue
@@ -111,10 +113,11 @@ def find_consultations(
                 consultation = _consultation(path, rec, positions)
                 if "stream" in rec:
                     streams.append((consultation, str(rec["stream"])))
+                    seen_in[str(rec["stream"])] = index
                 else:
                     found.append(consultation)
         if streams:
-            endings = _stream_endings(files, {stream for _, stream in streams})
+            endings = _stream_endings(files, seen_in)
             for consultation, stream in streams:
                 ended = endings.get(stream, "no closing record (its worker stopped mid-stream)")
                 found.append(replace(consultation, ended=ended))
@@ -155,20 +158,30 @@ def _records_with_key(
                     yield rec, in_sidecars[str(rec["keys_file"])]
 
 
-def _stream_endings(files: list[Path], streams: set[str]) -> dict[str, str]:
-    """Stream id -> the status of its closing record, for the streams that have one."""
+def _stream_endings(files: list[Path], seen_in: Mapping[str, int]) -> dict[str, str]:
+    """Stream id -> the status of its closing record, for the streams that have one.
+
+    A closing record follows its stream's chunks: it is looked for in the file where the
+    stream's last chunk found was, then in the files after it until found (a stream rarely
+    spans a rotation), one byte search per file for closing records, whatever the number of
+    streams."""
     endings: dict[str, str] = {}
-    for path in files:
+    wanted = set(seen_in)
+    for index, path in enumerate(files):
+        looking = {s for s in wanted if seen_in[s] <= index}
+        if not looking:
+            continue
         with path.open("rb") as fh:
             if os.fstat(fh.fileno()).st_size == 0:
                 continue
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                end = records_end(data)
-                for stream in streams - endings.keys():
-                    needle = f'"stream":"{stream}"'.encode()
-                    for rec in _lines_containing(data, needle, end):
-                        if rec.get("part") == "end":
-                            endings[stream] = str(rec.get("status", ""))
+                for rec in _lines_containing(data, _CLOSING, records_end(data)):
+                    stream = str(rec.get("stream", ""))
+                    if stream in looking:
+                        endings[stream] = str(rec.get("status", ""))
+                        wanted.discard(stream)
+        if not wanted:
+            break
     return endings
 
 
