@@ -125,6 +125,34 @@ def readme_table(res: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {_fmt_s(s)} | {pairs / s['median_s'] / 1e6:.2f}M | {ratio:.2f}x |"
         )
+    simple_ours, simple_duck = cmp.get("ours_stream_simplified"), cmp.get("duckdb_simplified")
+    if simple_ours and simple_duck:
+        s_ours, s_duck = simple_ours["seconds"], simple_duck["seconds"]
+        lines += [
+            f"| *simplified rules (bench only: one euro minimum per fuel)*: **LEZ service** "
+            f"| {_fmt_s(s_ours)} | {pairs / s_ours['median_s'] / 1e6:.2f}M "
+            f"| {s_ours['median_s'] / ours['median_s']:.2f}x |",
+            f"| *simplified rules*: DuckDB in-process, 2 threads, plates in clear text "
+            f"| {_fmt_s(s_duck)} | {pairs / s_duck['median_s'] / 1e6:.2f}M "
+            f"| {s_duck['median_s'] / ours['median_s']:.2f}x "
+            f"({s_duck['median_s'] / s_ours['median_s']:.2f}x the service on the same rules) |",
+        ]
+    best = min(
+        (
+            cmp[k]
+            for k in ("duckdb_plain", "duckdb_hmac", "postgres")
+            if "seconds" in cmp.get(k, {})
+        ),
+        key=lambda peer: peer["seconds"]["median_s"],
+        default=None,
+    )
+    if best is not None:
+        lines += [
+            "",
+            f"Best peer row: {best['seconds']['median_s'] / ours['median_s']:.2f}x the service's "
+            "time on the full rules (DuckDB's setup and why it is its best: "
+            "bench/README.md#duckdb-at-its-best).",
+        ]
     eq = res.get("equality", {})
     lines += [
         "",
@@ -143,6 +171,21 @@ def readme_table(res: dict[str, Any]) -> str:
     lines += unary_table(res.get("unary", {}))
     lines += sync_table(res.get("mutations", {}))
     return "\n".join(lines) + "\n"
+
+
+README_START = "<!-- bench-table:start"
+README_END = "<!-- bench-table:end -->"
+
+
+def splice_readme(readme: Path, table: str) -> None:
+    """Put a full run's table between the README's bench-table markers (the figures a reader
+    sees are then always those of the last full run, never copied by hand)."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme}: the bench-table markers are missing; table not written")
+    start = text.index("\n", start) + 1
+    readme.write_text(text[:start] + table + text[end:], encoding="utf-8")
 
 
 def sync_table(m: dict[str, Any]) -> list[str]:

@@ -70,6 +70,11 @@ ENGINE_PAIRS = 1_000_000
 DAY_FROM, DAY_TO = dt.date(2026, 10, 19), dt.date(2026, 10, 25)  # one week, sent days later
 WIDE_FROM, WIDE_TO = dt.date(2016, 1, 1), dt.date(2027, 12, 31)  # every rule period, zone starts
 FIELDS = ("outcome", "reason", "allowed_until", "euro")
+DEFAULT_OUT = ROOT / "bench" / "results"
+SIMPLIFIED_RULES = ROOT / "bench" / "rules-simplified"
+"""A bench-only rule revision (not legal rules): one zone, one euro minimum per fuel. The service
+serves it beside the store's revisions and the bench pins it; DuckDB runs it as SQL too, so the
+cost of the rules shows apart from the engine (bench/README.md#duckdb-at-its-best)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +108,12 @@ def parse(argv: list[str] | None) -> Config:
     p.add_argument("--plates", type=int, default=8_000_000, help="plates of the main register")
     p.add_argument("--runs", type=int, default=5, help="timed runs per figure (after a warm-up)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="results folder; the default one also rewrites the README's table (a full run only)",
+    )
     p.add_argument("--scratch", type=Path, default=ROOT / "var" / "bench")
     p.add_argument("--quick", action="store_true", help="small register, few runs (~2 min)")
     p.add_argument("--no-postgres", action="store_true", help="leave PostgreSQL out")
@@ -266,9 +276,11 @@ def us_per_pair(s: dict[str, Any], n: int) -> dict[str, float]:
     }
 
 
-def stream_figure(client: StreamClient, batch: WireBatch, runs: int) -> tuple[dict[str, Any], Any]:
+def stream_figure(
+    client: StreamClient, batch: WireBatch, runs: int, ruleset: str | None = None
+) -> tuple[dict[str, Any], Any]:
     pairs = client.pairs(batch)
-    s, res = report.timed(lambda: client.decide(pairs, ZONE), runs)
+    s, res = report.timed(lambda: client.decide(pairs, ZONE, ruleset), runs)
     n = len(batch)
     return {
         "pairs": n,
@@ -300,7 +312,11 @@ def phase_service(
         wb, wk = make_wire(register, cfg.wide_pairs, cfg.seed + 1000 + zone.id, WIDE_FROM, WIDE_TO)
         wide[zone.id] = (wb, wk)
     out: dict[str, Any] = {"compare": full.slice(cfg.compare_pairs), "kinds": kinds}
-    with LezServer(store, key, cfg.scratch / "server", workers=cfg.server_workers) as server:
+    simplified = load_catalog_dir(SIMPLIFIED_RULES).get()
+    with LezServer(
+        store, key, cfg.scratch / "server", workers=cfg.server_workers,
+        extra_args=("--rules-dir", str(SIMPLIFIED_RULES)),
+    ) as server:  # fmt: skip
         client = StreamClient(server.address)
         try:
             stream: list[dict[str, Any]] = []
@@ -319,6 +335,14 @@ def phase_service(
                 if n == cfg.compare_pairs:
                     out["ours_compare"] = got
                     out["ours_compare_fig"] = fig
+            log(f"CheckStream {cfg.compare_pairs:,} pairs x {cfg.runs}, simplified rules")
+            fig, got = stream_figure(client, out["compare"], cfg.runs, simplified.id)
+            fig["command"] = (
+                f"LezClient.check_batch(<{cfg.compare_pairs:,} packed pairs>, zone={ZONE!r}, "
+                f"ruleset={simplified.id!r}) (bench-only simplified rules, {SIMPLIFIED_RULES.name})"
+            )
+            out["ours_simplified"], out["ours_simplified_fig"] = got, fig
+            out["simplified_revision"] = simplified
             res["stream"] = stream
             res["scaling"]["batch_size"] = [
                 {
@@ -425,6 +449,26 @@ def phase_duckdb(
             for zid, (wb, wk, mine) in ours["wide"].items():
                 theirs = peer.decide(wb, zid, keyed=keyed)
                 eq[name][f"wide_zone_{zid}"] = compare(mine, theirs, wk, wb.days)
+        simplified: Revision = ours["simplified_revision"]
+        simple_zone = simplified.zone(ZONE).id
+        log(f"DuckDB duckdb_simplified: {cfg.compare_pairs:,} pairs x {cfg.runs}")
+        s, got = report.timed(
+            lambda: peer.decide(batch, simple_zone, keyed=False, revision=simplified), cfg.runs
+        )
+        ours_simple = cmp["ours_stream_simplified"]["seconds"]["median_s"]
+        cmp["duckdb_simplified"] = {
+            "seconds": s,
+            "pairs_per_s": round(len(batch) / s["median_s"]),
+            "ratio_to_ours": round(s["median_s"] / ours_simple, 3),
+            "ratio_to": "ours_stream_simplified",
+            "version": duckdb.__version__,
+            "threads": 2,
+            "command": f"as duckdb_plain, with the bench-only simplified revision {simplified.id}",
+        }
+        kinds = ours["kinds"][: len(batch)]
+        eq["duckdb_simplified"] = {
+            "batch": compare(ours["ours_simplified"], got, kinds, batch.days)
+        }
     finally:
         peer.close()
 
@@ -625,6 +669,11 @@ def main(argv: list[str] | None = None) -> int:
         "pairs_per_s": ours["ours_compare_fig"]["pairs_per_s"],
         "command": ours["ours_compare_fig"]["command"],
     }
+    cmp["ours_stream_simplified"] = {
+        "seconds": ours["ours_simplified_fig"]["seconds"],
+        "pairs_per_s": ours["ours_simplified_fig"]["pairs_per_s"],
+        "command": ours["ours_simplified_fig"]["command"],
+    }
     phase_duckdb(cfg, preg, revision, key, ours, res)
     phase_postgres(cfg, preg, revision, ours, res)
     eq = res["equality"]
@@ -651,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.out.mkdir(parents=True, exist_ok=True)
     report.write_json(cfg.out / "results.json", res)
     (cfg.out / "README-table.md").write_text(report.readme_table(res))
+    if not cfg.quick and cfg.out.resolve() == DEFAULT_OUT.resolve():
+        report.splice_readme(ROOT / "README.md", report.readme_table(res))
     charted = report.chart(res, cfg.out / "scaling.png")
     log(f"done in {res['total_seconds']} s: {cfg.out}/results.json, README-table.md"
         + (", scaling.png" if charted else " (no matplotlib: no chart)"))  # fmt: skip

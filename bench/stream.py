@@ -110,8 +110,8 @@ class StreamClient:
             plates=JoinedPlates(batch.data, batch.offsets),
         )
 
-    def decide(self, pairs: Any, zone: str) -> Decided:
-        r = self.client.check_batch(pairs, zone=zone)
+    def decide(self, pairs: Any, zone: str, ruleset: str | None = None) -> Decided:
+        r = self.client.check_batch(pairs, zone=zone, ruleset=ruleset)
         return Decided(r.outcome, r.reason, r.allowed_until, r.euro)
 
     def close(self) -> None:
