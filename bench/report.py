@@ -168,6 +168,17 @@ def readme_table(res: dict[str, Any]) -> str:
     if res.get("noisy"):
         lines.append(f"Note: {res['noisy']}")
     lines += [f"- {n}" for n in notes]
+    mem = res.get("memory_per_worker")
+    if mem:
+        own = ", ".join(f"{w['own_mib']:.0f}" for w in mem["workers"])
+        mapped = max((w["mapped_mib"] for w in mem["workers"]), default=0.0)
+        lines += [
+            "",
+            f"Memory per worker during the {mem['pairs']:,}-pair stream: own (anonymous) memory "
+            f"at most {own} MiB (limit {mem['limit_own_mib']:.0f} MiB: "
+            f"{'within' if mem['within_limit'] else 'OVER'}), besides up to {mapped:.0f} MiB "
+            "mapped from files (the store's map, shared by the workers, and libraries).",
+        ]
     lines += unary_table(res.get("unary", {}))
     lines += sync_table(res.get("mutations", {}))
     return "\n".join(lines) + "\n"

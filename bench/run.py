@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import build_bench, report, sync_bench
+from bench import build_bench, memory, report, sync_bench
 from bench.peer_data import (
     SELECTION_VERSION,
     Decided,
@@ -71,6 +71,8 @@ DAY_FROM, DAY_TO = dt.date(2026, 10, 19), dt.date(2026, 10, 25)  # one week, sen
 WIDE_FROM, WIDE_TO = dt.date(2016, 1, 1), dt.date(2027, 12, 31)  # every rule period, zone starts
 FIELDS = ("outcome", "reason", "allowed_until", "euro")
 DEFAULT_OUT = ROOT / "bench" / "results"
+WORKER_OWN_MIB_LIMIT = 150.0
+"""A worker's own memory (beyond the shared store map) during the largest stream, at most."""
 SIMPLIFIED_RULES = ROOT / "bench" / "rules-simplified"
 """A bench-only rule revision (not legal rules): one zone, one euro minimum per fuel. The service
 serves it beside the store's revisions and the bench pins it; DuckDB runs it as SQL too, so the
@@ -324,7 +326,17 @@ def phase_service(
             for n in sorted({*cfg.small_sizes, *cfg.stream_sizes, cfg.compare_pairs}):
                 runs = cfg.runs if n >= 100_000 else max(cfg.runs, 10)
                 log(f"CheckStream {n:,} pairs x {runs}")
-                fig, got = stream_figure(client, full.slice(n), runs)
+                if n == max(cfg.stream_sizes):
+                    (fig, got), peaks = memory.sample_while(
+                        lambda: memory.children(server.pid),
+                        partial(stream_figure, client, full.slice(n), runs),
+                    )
+                    res["memory_per_worker"] = {
+                        "pairs": n,
+                        **memory.worker_report(peaks, WORKER_OWN_MIB_LIMIT),
+                    }
+                else:
+                    fig, got = stream_figure(client, full.slice(n), runs)
                 fig["command"] = (
                     f"LezClient.check_batch(<{n:,} packed pairs>, zone={ZONE!r}) against "
                     f"lez-server serve --workers {cfg.server_workers} (loopback, plain TCP)"

@@ -72,6 +72,13 @@ class LezServer:
         with LezClient([self.address], timeout_s=timeout) as client:
             client.wait_until_serving(timeout=timeout)
 
+    @property
+    def pid(self) -> int:
+        """The supervisor's process id (its children are the workers)."""
+        if self.proc is None:
+            raise RuntimeError("the server is not running")
+        return self.proc.pid
+
     def stop(self) -> None:
         if self.proc is None:
             return
