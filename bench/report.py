@@ -179,6 +179,7 @@ def readme_table(res: dict[str, Any]) -> str:
             f"{'within' if mem['within_limit'] else 'OVER'}), besides up to {mapped:.0f} MiB "
             "mapped from files (the store's map, shared by the workers, and libraries).",
         ]
+    lines += breakdown_table(res.get("stream_breakdown"))
     lines += unary_table(res.get("unary", {}))
     lines += sync_table(res.get("mutations", {}))
     return "\n".join(lines) + "\n"
@@ -263,6 +264,25 @@ UNARY_ROWS = (
     ),
     ("concurrent", "LEZ service, default, {callers} concurrent callers"),
 )
+
+
+def breakdown_table(b: dict[str, Any] | None) -> list[str]:
+    """Where a pair's time goes (bench.pair_breakdown), one row per stage."""
+    if not b:
+        return []
+    end = b["end_to_end_s"]
+    lines = [
+        "",
+        f"Where a pair's time goes: the {b['pairs']:,}-pair batch end to end with one worker and "
+        f"one connection ({end:.3f} s, median of {b['runs']}), and each stage of the same code "
+        "timed alone in one process (`bench/pair_breakdown.py`):",
+        "",
+        "| stage | us per pair | share |",
+        "|---|---:|---:|",
+    ]
+    for stage, us in b["us_per_pair"].items():
+        lines.append(f"| {stage.replace('_', ' ')} | {us:.3f} | {b['share'][stage]:.0%} |")
+    return lines
 
 
 def unary_table(unary: dict[str, Any]) -> list[str]:

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import build_bench, memory, report, sync_bench
+from bench import build_bench, memory, pair_breakdown, report, sync_bench
 from bench.peer_data import (
     SELECTION_VERSION,
     Decided,
@@ -57,6 +57,7 @@ from bench.peer_data import (
 from bench.stream import LezServer, StreamClient, free_port, unary
 from bench.unary_floor import FloorServer
 from bench.workload import Item, batch_from_plates, read_plates
+from clients.settings import ClientSettings
 from lez.days import from_day
 from lez.keys import load_key
 from lez.rules import Revision, load_catalog_dir
@@ -409,6 +410,17 @@ def phase_service(
             fig, _ = stream_figure(client, out["compare"], cfg.runs)
         finally:
             client.close()
+        log(f"CheckStream {cfg.compare_pairs:,} pairs, 1 worker, 1 connection, and its stages")
+        single = StreamClient(server.address, connections=1)
+        try:
+            serial, _ = stream_figure(single, out["compare"], cfg.runs)
+        finally:
+            single.close()
+    res["stream_breakdown"] = pair_breakdown.breakdown(
+        store, key, out["compare"], ZONE, chunk_pairs=ClientSettings().default_chunk_pairs,
+        runs=cfg.runs, end_to_end_s=serial["seconds"]["median_s"],
+    )  # fmt: skip
+    res["stream_breakdown"]["end_to_end"] = serial
     res["scaling"]["workers"].insert(0, {"workers": 1, "seconds": fig["seconds"]})
     for w in res["scaling"]["workers"]:
         w["command"] = (
