@@ -3,8 +3,8 @@
 Each call: identify the caller (`auth`), check role, zone and quota, lease the current store
 (`state`), ask the pipeline (`pipeline.answer_chunk`, `pipeline.answer_single`) or the domain
 (`lez.fleet`, `lez.recheck`, `lez.campaign`), write the audit record (`audit`) and only then
-complete the answer. Nothing is computed here beyond moving values between messages and domain types.
-Errors travel through the one table in `status`. Plates are never logged or echoed.
+complete the answer. Nothing is computed here beyond moving values between messages and domain
+types. Errors travel through the one table in `status`. Plates are never logged or echoed.
 
 `add_access_service` registers the servicer with request deserializers that never raise
 (`status.tolerant_deserializer`), and every request's strings are bounded (`check_text_lengths`)

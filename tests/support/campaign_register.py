@@ -70,7 +70,7 @@ CASES = (
         "1EXE001",
         (Version(dt.date(2019, 1, 1), 21004),),
         _disabled(dt.date(2027, 1, 1), dt.date(2029, 1, 1)),
-    ),  # fmt: skip
+    ),
     # already refused today (diesel Euro 4): not losing access, not listed
     Case("1REF001", (Version(dt.date(2019, 1, 1), 21004, euro="4"),)),
     # allowed on both days (petrol Euro 6): not listed
@@ -86,11 +86,9 @@ CASES = (
         "1END001",
         (Version(dt.date(2019, 1, 1), 21004, euro="4"),),
         _disabled(dt.date(2027, 1, 1), dt.date(2027, 9, 1)),
-    ),  # fmt: skip
+    ),
     # exempt from the step's start until 2028-02-29 only: lost on 2028-03-01 (asked for LATER)
-    Case(
-        "1GAP001", (Version(dt.date(2019, 1, 1), 21009),), _disabled(STEP, dt.date(2028, 3, 1))
-    ),  # fmt: skip
+    Case("1GAP001", (Version(dt.date(2019, 1, 1), 21009),), _disabled(STEP, dt.date(2028, 3, 1))),
 )
 LISTED_ON_STEP = {
     "1LOS001": STEP,
