@@ -20,7 +20,7 @@ from lez.keys import PlateKeyer
 from server import audit
 from server.auth import Identity, Role
 from server.config import ServerConfig
-from tests.server.conftest import ServerThread
+from tests.server.conftest import ServerThread, tls_channel
 from tests.server.helpers import chunk, error_reason, outcomes, reasons, stub, violations
 from tests.support import campaign_register as cr
 
@@ -281,6 +281,41 @@ def test_quota_counts_the_vehicles_examined(campaign_config: ServerConfig) -> No
     s = serve(campaign_config, Role.INTEGRATOR, pairs_per_day=33)
     try:
         assert call(s, request())[-1].summary.vehicles == 29
+    finally:
+        s.stop()
+
+
+INTEGRATOR_FILE = """
+[[client]]
+identity = "brussels-integrator"
+organisation = "Brussels letters"
+roles = ["integrator"]
+zones = ["Brussels"]
+"""
+
+
+def test_integrator_role_in_a_clients_file_over_mutual_tls(
+    campaign_config: ServerConfig, cert_dir: Path, tmp_path: Path
+) -> None:
+    clients = tmp_path / "clients.toml"
+    clients.write_text(INTEGRATOR_FILE)
+    s = ServerThread(
+        replace(
+            campaign_config,
+            tls_cert=cert_dir / "server.pem",
+            tls_key=cert_dir / "server.key",
+            tls_ca=cert_dir / "ca.pem",
+            clients_file=clients,
+        )
+    )
+    try:
+        with tls_channel(cert_dir, s.port, "brussels-integrator") as ch:
+            info = stub(ch).ServerInfo(pb.ServerInfoRequest())
+            assert list(info.client.roles) == [pb.ROLE_INTEGRATOR]
+            assert list(stub(ch).LosingAccess(request()))[-1].summary.vehicles == 29
+            with pytest.raises(grpc.RpcError) as failure:
+                stub(ch).Check(pb.CheckRequest(plate="1LOS001", zone=cr.ZONE))
+            assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
     finally:
         s.stop()
 
