@@ -140,9 +140,26 @@ def readme_table(res: dict[str, Any]) -> str:
     if res.get("noisy"):
         lines.append(f"Note: {res['noisy']}")
     lines += [f"- {n}" for n in notes]
+    lines += campaign_table(res.get("campaign", {}))
     lines += unary_table(res.get("unary", {}))
     lines += sync_table(res.get("mutations", {}))
     return "\n".join(lines) + "\n"
+
+
+def campaign_table(c: dict[str, Any]) -> list[str]:
+    """The warning-campaign figures (`bench.campaign_bench`), when measured."""
+    if not c:
+        return []
+    lines = ["", f"Warning campaign ({c['what']}; `{c['command']}`):", "",
+             "| municipalities | residents examined | vehicles listed | end to end |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    for key in ("zone_municipalities", "with_antwerpen_and_gent"):
+        f = c[key]
+        lines.append(
+            f"| {f['nis']} | {f['residents_examined']:,} | {f['vehicles_listed']:,} | "
+            f"{_fmt_s(f['seconds'])} |"
+        )
+    return lines
 
 
 def sync_table(m: dict[str, Any]) -> list[str]:
