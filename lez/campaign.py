@@ -15,10 +15,11 @@ of those municipalities, and the engine (`lez.rules.evaluate`) answers:
 Only NOT_ALLOWED counts as losing access: a vehicle whose data cannot decide on the date
 (INSUFFICIENT_DATA) is not known to be refused. Each listed vehicle carries the reason it is
 refused on the date and the first day it loses access: the first day after the reference day
-on which the engine no longer allows it. That day is found from the engine's own allowed-until
-(the end of the step or registration that allows it): the day after it is asked again, and
-while a registration that starts later still allows the vehicle there, the day after that one,
-until a refusal or the date itself. No rule is restated here.
+on which the engine no longer allows it. The engine is asked again only on the days its answer
+could change: the day after its own allowed-until (the end of the step or registration that
+allows the vehicle), or an earlier day on which one of the vehicle's registrations starts or
+ends or a registration grant of the zone does; until it refuses, or the date. No rule is
+restated here.
 
 The register is read in parts (`Snapshot.vehicles_in_parts`), one at a time, so memory stays
 bounded; `losing_in_part` answers one part and `CampaignTally` adds the parts up for the
@@ -230,26 +231,52 @@ def _first_days_lost(
     allowed_until: npt.NDArray[np.int32],
 ) -> npt.NDArray[np.int32]:
     """The first day after the reference day each vehicle (refused on the date) is no longer
-    allowed: the day after its allowed-until, asked again while a later registration still
-    allows it there; never after the date."""
-    date = question.date
-    first = _day_after(allowed_until, date)
-    pending = np.flatnonzero(first < date)
+    allowed: the engine is asked again on the next day its answer could change, until it
+    refuses or the date is reached (see `_next_change`)."""
+    n = len(vehicles)
+    day = np.full(n, question.reference_day, dtype=np.int32)
+    first = _next_change(question, day, allowed_until, reg_query, reg_rows)
+    pending = np.flatnonzero(first < question.date)
     while len(pending):  # each round moves every pending vehicle strictly later
-        q, rows = _regs_of(pending, len(vehicles), reg_query, reg_rows)
+        q, rows = _regs_of(pending, n, reg_query, reg_rows)
         again = _decide(question, vehicles[pending], first[pending], q, rows)
-        still = again.outcome == Outcome.ALLOWED
+        still = np.flatnonzero(again.outcome == Outcome.ALLOWED)
+        q, rows = _regs_of(still, len(pending), q, rows)
         moved = pending[still]
-        first[moved] = _day_after(again.allowed_until[still], date)
-        pending = moved[first[moved] < date]
+        first[moved] = _next_change(question, first[moved], again.allowed_until[still], q, rows)
+        pending = moved[first[moved] < question.date]
     return first
 
 
-def _day_after(allowed_until: npt.NDArray[np.int32], date: int) -> npt.NDArray[np.int32]:
-    """The day after each allowed-until, the date at the latest (open or unknown: the date)."""
+def _next_change(
+    question: CampaignQuestion,
+    day: npt.NDArray[np.int32],
+    allowed_until: npt.NDArray[np.int32],
+    reg_query: npt.NDArray[np.int64],
+    reg_rows: npt.NDArray[np.void],
+) -> npt.NDArray[np.int32]:
+    """For vehicles allowed on `day` until `allowed_until` (the engine's answer), the next day
+    the answer could change, the date at the latest: the day after the allowed-until, or an
+    earlier day on which one of the vehicle's registrations starts or ends (a euro correction
+    that ends changes the euro norm the allowed-until was computed with), or a registration
+    grant of the zone starts or ends."""
+    date = question.date
     until = allowed_until.astype(np.int64)
     open_ended = (allowed_until == DAY_OPEN) | (allowed_until == DAY_UNKNOWN)
-    return np.where(open_ended, date, np.minimum(until + 1, date)).astype(np.int32)
+    upcoming = np.where(open_ended, date, until + 1)
+    if len(reg_query):
+        for edge in (reg_rows["valid_from"], reg_rows["valid_to"]):
+            edge = edge.astype(np.int64)
+            later = edge > day[reg_query]
+            np.minimum.at(upcoming, reg_query[later], edge[later])
+    grants = question.revision.compiled(question.zone_id).grants
+    edges = {g.start for g in grants} | {g.end + 1 for g in grants if g.end < DAY_OPEN}
+    if edges:
+        sorted_edges = np.array(sorted(edges), dtype=np.int64)
+        at = np.searchsorted(sorted_edges, day, side="right")
+        has = at < len(sorted_edges)
+        upcoming[has] = np.minimum(upcoming[has], sorted_edges[at[has]])
+    return np.minimum(upcoming, date).astype(np.int32)
 
 
 @dataclass(slots=True)
