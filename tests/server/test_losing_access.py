@@ -273,11 +273,18 @@ def test_no_plate_in_answers_logs_or_audit(
 def test_quota_counts_the_vehicles_examined(campaign_config: ServerConfig) -> None:
     s = serve(campaign_config, Role.INTEGRATOR, pairs_per_day=20)  # 33 residents examined
     try:
-        with pytest.raises(grpc.RpcError) as failure:
-            call(s, request())
+        with grpc.insecure_channel(s.target) as ch:
+            answers = stub(ch).LosingAccess(request())
+            received = []
+            with pytest.raises(grpc.RpcError) as failure:
+                received.extend(answers)
         assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
     finally:
         s.stop()
+    # the keys that went out before the quota ran out are on record, with how the call ended
+    (rec,) = audit_records(campaign_config)
+    assert rec["status"] == "RESOURCE_EXHAUSTED" and rec["purpose"] == "communication"
+    assert 0 < rec["keys_count"] == sum(m.count for m in received) < 29
     s = serve(campaign_config, Role.INTEGRATOR, pairs_per_day=33)
     try:
         assert call(s, request())[-1].summary.vehicles == 29
