@@ -4,7 +4,7 @@ Starts `lez-server serve` (2 workers, loopback) on a store, then times `LezClien
 for the Brussels zone's 19 municipalities (about 750,000 resident vehicles in the 8,000,000-
 plate synthetic register), reference day 2026-10-20, date 2028-01-01 (the Brussels step that
 asks diesel Euro 6d): from the call to every key received and joined in the client, after a
-warm-up. The target is under 2 s (issue 15). Also counts the residents examined (FleetStats on
+warm-up. The target is under 2 s. Also counts the residents examined (FleetStats on
 the reference day for the same municipalities) and checks every run lists the same vehicles.
 
     .venv/bin/python -m bench.campaign_bench --store var/bench/store-8000000-1 \\

@@ -118,7 +118,9 @@ def test_the_question_is_checked(revision: Revision) -> None:
     zone = revision.zone("Brussels").id
     ask = {"reference_day": REFERENCE, "date": DATE, "nis": [21004], "max_nis": 2}
     assert campaign.campaign_question(revision, zone, **ask).nis.tolist() == [21004]  # type: ignore[arg-type]
-    for change in ({"date": REFERENCE}, {"nis": []}, {"nis": [0]}, {"nis": [1, 2, 3]}):
+    changes: list[dict[str, object]] = [{"date": REFERENCE}, {"nis": []}, {"nis": [0]},
+                                        {"nis": [1, 2, 3]}]  # fmt: skip
+    for change in changes:
         with pytest.raises(InvalidRequest):
             campaign.campaign_question(revision, zone, **(ask | change))  # type: ignore[arg-type]
 
