@@ -180,6 +180,7 @@ def readme_table(res: dict[str, Any]) -> str:
             "mapped from files (the store's map, shared by the workers, and libraries).",
         ]
     lines += breakdown_table(res.get("stream_breakdown"))
+    lines += campaign_table(res.get("campaign", {}))
     lines += unary_table(res.get("unary", {}))
     lines += sync_table(res.get("mutations", {}))
     return "\n".join(lines) + "\n"
@@ -198,6 +199,22 @@ def splice_readme(readme: Path, table: str) -> None:
         raise SystemExit(f"{readme}: the bench-table markers are missing; table not written")
     start = text.index("\n", start) + 1
     readme.write_text(text[:start] + table + text[end:], encoding="utf-8")
+
+
+def campaign_table(c: dict[str, Any]) -> list[str]:
+    """The warning-campaign figures (`bench.campaign_bench`), when measured."""
+    if not c:
+        return []
+    lines = ["", f"Warning campaign ({c['what']}; `{c['command']}`):", "",
+             "| municipalities | residents examined | vehicles listed | end to end |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    for key in ("zone_municipalities", "with_antwerpen_and_gent"):
+        f = c[key]
+        lines.append(
+            f"| {f['nis']} | {f['residents_examined']:,} | {f['vehicles_listed']:,} | "
+            f"{_fmt_s(f['seconds'])} |"
+        )
+    return lines
 
 
 def sync_table(m: dict[str, Any]) -> list[str]:

@@ -24,6 +24,8 @@ warm-up; all on this machine, in this run):
 6. The loader build (`bench.build_bench`).
 7. Writes `results.json`, `README-table.md` and `scaling.png` to `--out`.
 
+7b. The warning campaign (`bench.campaign_bench`): `LosingAccess` for the Brussels zone's
+   municipalities on the main store, end to end through the client.
 8. The daily sync (`bench.sync_bench`): a day of the DIV feed applied and published, a day end
    to end from the stand-in over HTTPS, serving while a day lands, 30 daily layers against a
    fresh build, compaction.
@@ -45,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import build_bench, memory, pair_breakdown, report, sync_bench
+from bench import build_bench, campaign_bench, memory, pair_breakdown, report, sync_bench
 from bench.peer_data import (
     SELECTION_VERSION,
     Decided,
@@ -634,6 +636,14 @@ def phase_build(cfg: Config, extract: Path, key: Path, res: dict[str, Any]) -> N
     }
 
 
+def phase_campaign(cfg: Config, store: Path, key: Path, res: dict[str, Any]) -> None:
+    """`bench.campaign_bench` on the main store (its own server)."""
+    log(f"warning campaign: LosingAccess for zone {campaign_bench.ZONE}'s municipalities")
+    res["campaign"] = campaign_bench.measure(store, key, cfg.scratch / "server", cfg.runs) | {
+        "command": f"python -m bench.campaign_bench --store {store} --key {key} --runs {cfg.runs}"
+    }
+
+
 def phase_sync(cfg: Config, res: dict[str, Any]) -> None:
     """The daily sync's figures (`bench.sync_bench`) on the same register."""
     log("daily sync: a day applied, end to end over HTTPS, serving during a sync, layers")
@@ -710,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     phase_store_sizes(cfg, key, res)
     phase_engine(cfg, res)
     phase_build(cfg, extract, key, res)
+    phase_campaign(cfg, store, key, res)
     phase_sync(cfg, res)
     end = report.machine()["load_average_at_start"]
     res["load_average_at_end"] = end

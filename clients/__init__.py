@@ -12,6 +12,7 @@ or `bench`.
 
 from clients.aio import AsyncLezClient
 from clients.batch_rows import BatchRows, JoinedPlates
+from clients.campaign import CampaignCell, CampaignResult, CampaignSummary, LosingRows
 from clients.core.batch import BatchOptions
 from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem, RecheckResult, TechnicalData
 from clients.errors import (
@@ -44,6 +45,9 @@ __all__ = [
     "BatchRows",
     "BatchSummary",
     "BatchTooLarge",
+    "CampaignCell",
+    "CampaignResult",
+    "CampaignSummary",
     "Cancelled",
     "CheckAnswer",
     "CheckOptions",
@@ -57,6 +61,7 @@ __all__ = [
     "KeyMismatch",
     "LezClient",
     "LezClientError",
+    "LosingRows",
     "Overloaded",
     "PermissionDenied",
     "ProtocolError",

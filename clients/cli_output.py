@@ -14,6 +14,7 @@ from typing import Any, Final, TextIO
 
 from clients import errors
 from clients.batchfile import BatchFile, BatchFileError
+from clients.campaign_output import PlotUnavailable
 from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem
 from clients.enum_names import OUTCOME_NAMES
 from clients.result_columns import BatchSummary
@@ -108,6 +109,33 @@ class ProgressBar:
             self.stream.flush()
 
 
+class ProgressCount:
+    """A one-line running count on a terminal (stderr), for work of unknown size; silent
+    otherwise."""
+
+    def __init__(self, what: str, stream: TextIO, enabled: bool) -> None:
+        self.what = what
+        self.stream = stream
+        self.enabled = enabled
+        self.done = 0
+        self.started = time.perf_counter()
+        self.shown = 0.0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and now - self.shown >= PROGRESS_EVERY_S:
+            self.shown = now
+            rate = self.done / max(now - self.started, 1e-9)
+            self.stream.write(f"\r{self.done:,} {self.what} received, {rate:,.0f}/s ")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write(f"\r{self.done:,} {self.what} received\n")
+            self.stream.flush()
+
+
 def summary_table(summary: BatchSummary) -> list[str]:
     """A small table of outcomes with counts and shares."""
     lines = [f"  {'outcome':<22}{'pairs':>12}{'share':>9}"]
@@ -132,6 +160,7 @@ def batch_json(summary: BatchSummary, batch: BatchFile, output: Path) -> dict[st
         "snapshot_ids": list(summary.snapshot_ids),
         "ruleset_revision": summary.revision,
         "audit_ids": list(summary.audit_ids),
+        "as_of": summary.as_of.isoformat() if summary.as_of else None,
         "unreadable_days": batch.bad_days,
         "output": str(output),
     }
@@ -141,8 +170,9 @@ def batch_lines(
     summary: BatchSummary, batch: BatchFile, zone: str, read_s: float, write_s: float
 ) -> list[str]:
     """A batch's summary as a person reads it: timings, outcomes, snapshot and audit ids."""
+    on = f" on {summary.as_of.isoformat()} (as_of)" if summary.as_of else ""
     lines = [
-        f"{summary.pairs:,} pairs for zone {zone} decided in {summary.seconds:.2f} s "
+        f"{summary.pairs:,} pairs for zone {zone}{on} decided in {summary.seconds:.2f} s "
         f"({summary.pairs_per_second:,.0f} pairs/s over {summary.streams} connection(s)); "
         f"read {read_s:.2f} s, write {write_s:.2f} s",
         *summary_table(summary),
@@ -257,6 +287,6 @@ def error_line(exc: BaseException, settings: ClientSettings | None) -> str:
         return f"the server failed: {exc.message}"
     if isinstance(exc, errors.LezClientError):
         return exc.message
-    if isinstance(exc, BatchFileError):
+    if isinstance(exc, BatchFileError | PlotUnavailable):
         return str(exc)
     return f"unexpected error ({type(exc).__name__}); set LEZ_DEBUG=1 for details"

@@ -118,6 +118,27 @@ def fleet_request(group_by: Sequence[str], options: FleetOptions) -> pb.FleetSta
     )
 
 
+def losing_access_request(
+    zone: str,
+    date: dt.date | str,
+    nis: Iterable[int],
+    *,
+    reference_date: dt.date | str | None = None,
+    ruleset: str | None = None,
+    chunk_size: int | None = None,
+) -> pb.LosingAccessRequest:
+    """Who, among the holders of the `nis` municipalities, will lose access to `zone` by
+    `date` (allowed on `reference_date`, default today in Brussels)."""
+    return pb.LosingAccessRequest(
+        zone=zone,
+        date=date_text(date),
+        reference_date=date_text(reference_date),
+        nis=[int(n) for n in nis],
+        ruleset_revision=ruleset or "",
+        chunk_size=chunk_size or 0,
+    )
+
+
 def server_info_request() -> pb.ServerInfoRequest:
     return pb.ServerInfoRequest()
 
@@ -127,12 +148,21 @@ def health_request() -> health_pb2.HealthCheckRequest:
 
 
 def chunk_request(
-    rows: BatchRows, start: int, stop: int, *, chunk_id: int, zone: str, ruleset: str
+    rows: BatchRows,
+    start: int,
+    stop: int,
+    *,
+    chunk_id: int,
+    zone: str,
+    ruleset: str,
+    as_of: str = "",
 ) -> pb.CheckChunk:
-    """The CheckChunk of rows [start, stop)."""
+    """The CheckChunk of rows [start, stop). `as_of` (an evaluation date, ISO text) goes on
+    every chunk: each stream's first chunk must carry it, and the server accepts it again."""
     msg = pb.CheckChunk(
         zone=zone,
         ruleset_revision=ruleset,
+        as_of=as_of,
         chunk_id=chunk_id,
         days=rows.days[start:stop].astype("<i4").tobytes(),
         countries=rows.countries[COUNTRY_BYTES * start : COUNTRY_BYTES * stop],

@@ -111,6 +111,7 @@ class BatchSummary:
     revision: str
     seconds: float
     streams: int
+    as_of: dt.date | None = None  # the evaluation date every read was decided on, if asked
 
     @property
     def pairs_per_second(self) -> float:
@@ -146,6 +147,7 @@ def summarise(
     revision: str,
     seconds: float,
     streams: int,
+    as_of: dt.date | None = None,
 ) -> BatchSummary:
     """A summary counted on the client side from the outcome columns received."""
     counts = np.zeros(len(OUTCOME_NAMES), dtype=np.int64)
@@ -160,4 +162,5 @@ def summarise(
         revision=revision,
         seconds=seconds,
         streams=streams,
+        as_of=as_of,
     )

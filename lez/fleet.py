@@ -102,7 +102,16 @@ def count_fleet(
         cells, counts = _cells_of(part, day, group_by, nis)
         part_cells.append(cells)
         part_counts.append(counts)
-    cells, counts = _add_up(part_cells, part_counts, len(group_by))
+    cells, counts = add_up(part_cells, part_counts, len(group_by))
+    return published(cells, counts, min_cell_size)
+
+
+def published(
+    cells: npt.NDArray[np.uint32], counts: npt.NDArray[np.int64], min_cell_size: int
+) -> FleetCount:
+    """The small-cell rule: cells of at least `min_cell_size` vehicles are published, the
+    others only counted (cells and vehicles). Every aggregate the service gives out goes
+    through here (`FleetStats`, the summary of a warning campaign in `lez.campaign`)."""
     keep = counts >= min_cell_size
     return FleetCount(
         cells=[
@@ -122,10 +131,10 @@ def _cells_of(
     if nis:
         on_day &= np.isin(records["nis"], np.array(list(nis), dtype=np.uint32))
     stacked = np.stack([records[d.field][on_day].astype(np.uint32) for d in group_by], axis=1)
-    return _unique_rows(stacked)
+    return unique_rows(stacked)
 
 
-def _add_up(
+def add_up(
     cells: list[npt.NDArray[np.uint32]], counts: list[npt.NDArray[np.int64]], width: int
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
     """The cells of all parts with their counts summed (sorted like `np.unique`)."""
@@ -141,9 +150,10 @@ def _add_up(
     )
 
 
-def _unique_rows(
+def unique_rows(
     stacked: npt.NDArray[np.uint32],
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+    """The distinct rows of an (n, dimensions) matrix and how often each occurs."""
     if not len(stacked):
         return stacked, np.zeros(0, dtype=np.int64)
     cells, counts = np.unique(stacked, axis=0, return_counts=True)

@@ -331,9 +331,11 @@ class AuditLog:
         outcomes: Mapping[str, int],
         keys: KeyBatch,
         status: str = "OK",
+        purpose: str = "",
         now: dt.datetime | None = None,
     ) -> str:
-        """Append and fsync one record; returns its hash (the audit id)."""
+        """Append and fsync one record; returns its hash (the audit id). `purpose` (why the
+        register was consulted, `server.auth.Purpose`) is recorded when given."""
         when = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
         blob = b"".join(keys.parts)
         with self._lock:
@@ -358,6 +360,8 @@ class AuditLog:
                 "keys_count": keys.count,
                 "keys_sha256": hashlib.sha256(blob).hexdigest(),
             }
+            if purpose:
+                rec["purpose"] = purpose
             if keys.count <= self.inline_keys:
                 rec["keys"] = [
                     blob[i : i + KEY_BYTES].hex() for i in range(0, len(blob), KEY_BYTES)

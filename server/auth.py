@@ -6,7 +6,8 @@ clients file (TOML):
     [[client]]
     identity = "gent-enforcement"     # certificate CN
     organisation = "Stad Gent"
-    roles = ["enforcement"]           # public, desk, enforcement, appeals, monitoring, operator
+    roles = ["enforcement"]           # public, desk, enforcement, appeals, monitoring,
+                                      # integrator, operator
     zones = ["gent"]                  # zone names or ids; absent or empty = every zone
     calls_per_minute = 120            # 0 = unlimited; absent = the server default
     pairs_per_day = 2000000           # 0 = unlimited; a unary check counts one pair
@@ -61,13 +62,29 @@ class Rpc(enum.Enum):
     LOSING_ACCESS = "LosingAccess"
 
 
+class Purpose(enum.Enum):
+    """Why a call consults the register, where one call serves two purposes (DIV-VMM protocol
+    section VIII, docs/sources.md#div-vmm-protocol): a `CheckStream` of camera reads is
+    enforcement, the same reads evaluated on a later date (`as_of`) warn their owners."""
+
+    ENFORCEMENT = "enforcement"
+    COMMUNICATION = "communication"
+
+
+PURPOSE_ROLES: Final[dict[Purpose, frozenset[Role]]] = {
+    Purpose.ENFORCEMENT: frozenset({Role.ENFORCEMENT, Role.OPERATOR}),
+    Purpose.COMMUNICATION: frozenset({Role.INTEGRATOR, Role.OPERATOR}),
+}
+"""Which roles hold which purpose."""
+
 ALLOWED_ROLES: Final[dict[Rpc, frozenset[Role]]] = {
     Rpc.CHECK: frozenset({Role.PUBLIC, Role.DESK, Role.ENFORCEMENT, Role.APPEALS, Role.OPERATOR}),
-    Rpc.CHECK_STREAM: frozenset({Role.ENFORCEMENT, Role.OPERATOR}),
+    # enforcement, or communication with `as_of` (`Identity.require_purpose` on the first chunk)
+    Rpc.CHECK_STREAM: PURPOSE_ROLES[Purpose.ENFORCEMENT] | PURPOSE_ROLES[Purpose.COMMUNICATION],
     Rpc.RECHECK: frozenset({Role.APPEALS, Role.OPERATOR}),
     Rpc.FLEET_STATS: frozenset({Role.MONITORING, Role.OPERATOR}),
     Rpc.SERVER_INFO: frozenset(Role),
-    Rpc.LOSING_ACCESS: frozenset({Role.INTEGRATOR, Role.OPERATOR}),
+    Rpc.LOSING_ACCESS: PURPOSE_ROLES[Purpose.COMMUNICATION],
 }
 """Which roles may make which call."""
 
@@ -107,6 +124,16 @@ class Identity:
             needed = ", ".join(sorted(r.name.lower() for r in ALLOWED_ROLES[rpc]))
             raise PermissionDenied(
                 f"{rpc.value} needs one of the roles {needed}; {self.organisation} has {held}"
+            )
+
+    def require_purpose(self, purpose: Purpose, rpc: Rpc) -> None:
+        """Raise PermissionDenied unless one of the roles holds `purpose` for `rpc`."""
+        if not self.roles & PURPOSE_ROLES[purpose]:
+            held = ", ".join(sorted(r.name.lower() for r in self.roles)) or "none"
+            needed = ", ".join(sorted(r.name.lower() for r in PURPOSE_ROLES[purpose]))
+            raise PermissionDenied(
+                f"{rpc.value} for {purpose.value} needs one of the roles {needed}; "
+                f"{self.organisation} has {held}"
             )
 
     def require_zone(self, zone_id: int, zone_name: str) -> None:

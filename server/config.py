@@ -92,7 +92,9 @@ class ServerConfig:
     grace_period_s: float = 10.0
     """On SIGTERM: how long calls in flight may take to finish."""
     min_cell_size: int = 10
-    """FleetStats: cells with fewer vehicles are suppressed."""
+    """FleetStats and LosingAccess summaries: cells with fewer vehicles are suppressed."""
+    max_campaign_nis: int = 600
+    """Most NIS codes in one LosingAccess request (Belgium has fewer than 600 municipalities)."""
     restart_backoff_s: float = 1.0
     """Supervisor: pause before restarting a dead worker (doubled after each quick failure)."""
     restart_stable_s: float = 30.0
@@ -152,6 +154,7 @@ class ServerConfig:
             "max_recheck_items",
             "max_concurrent_rpcs",
             "min_cell_size",
+            "max_campaign_nis",
             "audit_preallocate_mb",
             "audit_checkpoint_records",
             "audit_checkpoint_s",
@@ -255,7 +258,8 @@ _FIELD_DOCS: Final = {
     "reload_interval_s": "seconds between checks for a newly published store",
     "warm_store": "read the store once at load (1/0)",
     "grace_period_s": "seconds calls in flight get on SIGTERM",
-    "min_cell_size": "FleetStats small-cell suppression threshold",
+    "min_cell_size": "FleetStats and LosingAccess summaries' small-cell suppression threshold",
+    "max_campaign_nis": "most NIS codes in one LosingAccess request",
     "restart_backoff_s": "pause before restarting a dead worker (doubled per quick failure)",
     "restart_stable_s": "a worker alive this long before dying counts as a fresh failure",
     "max_quick_restarts": "restarts of a worker that keeps dying at once before the server stops",

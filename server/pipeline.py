@@ -73,6 +73,8 @@ class AnswerContext:
     store_key_id: str  # keys sent by callers must have been made with this key
     max_plate_bytes: int
     max_chunk_pairs: int
+    as_of: int | None = None  # evaluate on this day: the register of the read's day, the rules
+    # and registrations of this one (warning campaigns); None: each item on its own day
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,7 @@ def answer_chunk(
         plates = chunk.plates
         spans = _plate_spans(plates.data, plates.offsets, plates.width, n, context.max_plate_bytes)
         items = _decode_plates(context.keyer, spans, countries, days)
-    decided = _decide(snap, context.revision, context.zone_id, items)
+    decided = _decide(snap, context.revision, context.zone_id, items, as_of=context.as_of)
     columns, technical_columns = _result_columns(decided, technical=technical)
     return ChunkAnswers(
         count=n,
@@ -413,9 +415,16 @@ def _decide(
     zone_id: int,
     items: KeyedItems,
     claimed_first_registration: npt.NDArray[np.int32] | None = None,
+    *,
+    as_of: int | None = None,
 ) -> DecidedChunk:
-    """Look up and decide n items on one snapshot; INVALID rows are forced INVALID."""
+    """Look up and decide n items on one snapshot; INVALID rows are forced INVALID. With
+    `as_of`, the vehicle version of each item's day is decided on `as_of` (its rules and
+    registrations)."""
     lookup = snap.vehicles_on(items.keys, items.days)
+    days = items.days
+    if as_of is not None:
+        days = np.where(items.invalid == 0, as_of, 0).astype(np.int32)
     reg_query, reg_rows = snap.registrations_of(items.keys)
     countries = items.countries
     belgian = (countries[:, 0] == BE[0]) & (countries[:, 1] == BE[1])
@@ -424,7 +433,7 @@ def _decide(
         records=lookup.records,
         found=lookup.found,
         known=lookup.known,
-        days=items.days,
+        days=days,
         belgian=belgian,
         dutch=dutch,
         invalid=items.invalid,

@@ -2,9 +2,9 @@
 
 Each call: identify the caller (`auth`), check role, zone and quota, lease the current store
 (`state`), ask the pipeline (`pipeline.answer_chunk`, `pipeline.answer_single`) or the domain
-(`lez.fleet`, `lez.recheck`), write the audit record (`audit`) and only then complete the
-answer. Nothing is computed here beyond moving values between messages and domain types.
-Errors travel through the one table in `status`. Plates are never logged or echoed.
+(`lez.fleet`, `lez.recheck`, `lez.campaign`), write the audit record (`audit`) and only then
+complete the answer. Nothing is computed here beyond moving values between messages and domain
+types. Errors travel through the one table in `status`. Plates are never logged or echoed.
 
 `add_access_service` registers the servicer with request deserializers that never raise
 (`status.tolerant_deserializer`), and every request's strings are bounded (`check_text_lengths`)
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -27,7 +27,7 @@ import numpy.typing as npt
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from lez import codes, fleet, recheck
+from lez import campaign, codes, fleet, recheck
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
 from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, today_brussels
@@ -35,12 +35,12 @@ from lez.decision import Outcome, Reason
 from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest
 from lez.keys import PlateKeyer
 from lez.rules import Revision, RuleCatalog, Verdict, Zone
-from lez.store import Snapshot, StoreMeta
+from lez.store import KeyedRecords, Snapshot, StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from server import pipeline
 from server.audit import AuditLog, KeyBatch
 from server.audit_refusals import RefusalAudit
-from server.auth import Authenticator, Identity, RateLimiter, Rpc
+from server.auth import Authenticator, Identity, Purpose, RateLimiter, Rpc
 from server.config import ServerConfig
 from server.state import ServedSnapshot, StoreHolder
 from server.status import (
@@ -214,13 +214,14 @@ def decision_message(verdict: Verdict, record: np.void | None, who: Identity) ->
 
 
 def _decision_chunk(
-    answers: pipeline.ChunkAnswers, chunk_id: int, first_index: int, snapshot_id: str, rev: str
+    answers: pipeline.ChunkAnswers, chunk_id: int, first_index: int, tally: _StreamTally
 ) -> pb.DecisionChunk:
     out = pb.DecisionChunk(
         chunk_id=chunk_id,
         first_index=first_index,
-        snapshot_id=snapshot_id,
-        ruleset_revision=rev,
+        snapshot_id=tally.snapshot_id,
+        ruleset_revision=tally.revision_name,
+        as_of=tally.as_of_text,
         **answers.columns,
     )
     if answers.technical is not None:
@@ -250,6 +251,8 @@ class _StreamTally:
     zone: Zone | None = None
     revision: Revision | None = None
     context: pipeline.AnswerContext | None = None
+    as_of: int | None = None  # the evaluation date the first chunk asked for
+    purpose: Purpose | None = None  # known from the first chunk
     answered: int = 0  # items answered so far: the first index of the next chunk
     chunks: int = 0
     counts: npt.NDArray[np.int64] = field(
@@ -260,6 +263,10 @@ class _StreamTally:
     @property
     def revision_name(self) -> str:
         return self.revision.id if self.revision is not None else ""
+
+    @property
+    def as_of_text(self) -> str:
+        return "" if self.as_of is None else format_day(self.as_of)
 
     def add(self, answers: pipeline.ChunkAnswers) -> None:
         self.counts += answers.outcome_counts
@@ -315,7 +322,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         return who
 
     def _context(
-        self, served: ServedSnapshot, revision: Revision, zone: Zone
+        self, served: ServedSnapshot, revision: Revision, zone: Zone, as_of: int | None = None
     ) -> pipeline.AnswerContext:
         return pipeline.AnswerContext(
             revision=revision,
@@ -324,6 +331,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             store_key_id=served.meta.key_id,
             max_plate_bytes=self.config.max_plate_bytes,
             max_chunk_pairs=self.config.max_chunk_pairs,
+            as_of=as_of,
         )
 
     def _audit(
@@ -338,6 +346,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         outcomes: Mapping[str, int],
         keys: KeyBatch,
         status: str = "OK",
+        purpose: Purpose | None = None,
     ) -> str:
         return self.audit.record(
             rpc=rpc.value,
@@ -351,6 +360,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             outcomes=outcomes,
             keys=keys,
             status=status,
+            purpose=purpose.value if purpose is not None else "",
         )
 
     # -- Check --
@@ -408,11 +418,19 @@ class AccessService(pb_grpc.AccessServiceServicer):
         if tally.context is not None and tally.revision is not None and tally.zone is not None:
             if chunk.zone and resolve_zone(tally.revision, chunk.zone).id != tally.zone.id:
                 raise InvalidRequest("a stream is for one zone; open another stream", field="zone")
+            if chunk.as_of and _required_day(chunk.as_of, "as_of") != tally.as_of:
+                raise InvalidRequest(
+                    "a stream has one evaluation date (as_of); open another stream", field="as_of"
+                )
             return tally.context
+        if chunk.as_of:
+            tally.as_of = _required_day(chunk.as_of, "as_of")
+        tally.purpose = Purpose.ENFORCEMENT if tally.as_of is None else Purpose.COMMUNICATION
+        who.require_purpose(tally.purpose, Rpc.CHECK_STREAM)
         tally.revision = served.catalog.get(chunk.ruleset_revision or None)
         tally.zone = resolve_zone(tally.revision, chunk.zone)
         who.require_zone(tally.zone.id, tally.zone.name)
-        tally.context = self._context(served, tally.revision, tally.zone)
+        tally.context = self._context(served, tally.revision, tally.zone, tally.as_of)
         return tally.context
 
     def _answer_chunk(
@@ -436,6 +454,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             outcomes=outcome_names(tally.counts),
             keys=tally.keys,
             status=status,
+            purpose=tally.purpose,
         )
 
     def _stream_summary(self, tally: _StreamTally, audit_id: str) -> pb.DecisionChunk:
@@ -448,12 +467,14 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 if c
             ],
             audit_id=audit_id,
+            as_of=tally.as_of_text,
         )
         return pb.DecisionChunk(
             first_index=tally.answered,
             snapshot_id=tally.snapshot_id,
             ruleset_revision=tally.revision_name,
             summary=summary,
+            as_of=tally.as_of_text,
         )
 
     @translate_stream_errors
@@ -479,10 +500,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     )  # fmt: skip
                     first_index = tally.answered
                     tally.add(answers)
-                    yield _decision_chunk(
-                        answers, chunk.chunk_id, first_index, tally.snapshot_id,
-                        tally.revision_name,
-                    )  # fmt: skip
+                    yield _decision_chunk(answers, chunk.chunk_id, first_index, tally)
             except BaseException as exc:
                 if tally.answered:  # answers went out: the consultation is on record all the same
                     self._stream_audit(who, served, tally, audit_status(exc))
@@ -672,12 +690,136 @@ class AccessService(pb_grpc.AccessServiceServicer):
 
     # -- LosingAccess --
 
+    def _campaign_question(
+        self, served: ServedSnapshot, request: pb.LosingAccessRequest, who: Identity
+    ) -> tuple[campaign.CampaignQuestion, Zone]:
+        revision = served.catalog.get(request.ruleset_revision or None)
+        zone = resolve_zone(revision, request.zone)
+        who.require_zone(zone.id, zone.name)
+        if not request.date:
+            raise InvalidRequest("a future date is required (YYYY-MM-DD)", field="date")
+        reference = (
+            _required_day(request.reference_date, "reference_date")
+            if request.reference_date
+            else today_brussels()
+        )
+        question = campaign.campaign_question(
+            revision,
+            zone.id,
+            reference_day=reference,
+            date=_required_day(request.date, "date"),
+            nis=list(request.nis),
+            max_nis=self.config.max_campaign_nis,
+        )
+        return question, zone
+
+    @translate_stream_errors
     async def LosingAccess(
         self, request: pb.LosingAccessRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.LosingAccessChunk]:
-        """Warning campaigns (issue 15): not served yet."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "LosingAccess is not served yet")
-        yield pb.LosingAccessChunk()  # pragma: no cover - abort raises
+        who = self._enter(Rpc.LOSING_ACCESS, context)
+        check_text_lengths(request)
+        loop = asyncio.get_running_loop()
+        rows = min(request.chunk_size or self.config.max_chunk_pairs, self.config.max_chunk_pairs)
+        with self.holder.lease() as served, served.reader.snapshot() as snap:
+            question, zone = self._campaign_question(served, request, who)
+            head = pb.LosingAccessChunk(
+                key_id=served.meta.key_id,
+                snapshot_id=served.meta.snapshot_id,
+                ruleset_revision=question.revision.id,
+            )
+            tally = campaign.CampaignTally()
+            sent = KeyBatch()
+
+            def audit(status: str) -> str:
+                return self._audit(
+                    Rpc.LOSING_ACCESS,
+                    who,
+                    zone=zone.name,
+                    revision=question.revision.id,
+                    meta=served.meta,
+                    pairs=tally.examined,
+                    outcomes={Outcome.NOT_ALLOWED.name: tally.listed} if tally.listed else {},
+                    keys=sent,
+                    status=status,
+                    purpose=Purpose.COMMUNICATION,
+                )
+
+            parts = snap.vehicles_in_parts()
+            try:
+                while True:
+                    _check_deadline(context)
+                    part = await loop.run_in_executor(
+                        self.executor, _next_losing, parts, snap, question
+                    )
+                    if part is None:
+                        break
+                    self.limiter.charge_pairs(who, part.examined)
+                    tally.add(part)
+                    for start in range(0, len(part), rows):
+                        piece = part.rows(start, start + rows)
+                        sent.add(piece.keys.tobytes())
+                        yield _losing_chunk(head, piece)
+            except BaseException as exc:
+                if sent.count:  # keys went out: the consultation is on record all the same
+                    audit(audit_status(exc))
+                raise
+            audit_id = audit("OK")
+            counted = tally.summary(self.config.min_cell_size)
+            closing = pb.LosingAccessChunk()
+            closing.CopyFrom(head)
+            closing.summary.CopyFrom(
+                pb.LosingAccessSummary(
+                    vehicles=tally.listed,
+                    cells=[_losing_cell(cell) for cell in counted.cells],
+                    suppressed_cells=counted.suppressed_cells,
+                    suppressed_vehicles=counted.suppressed_vehicles,
+                    min_cell_size=self.config.min_cell_size,
+                    audit_id=audit_id,
+                )
+            )
+            log.info(
+                "LosingAccess for %s in %s: %d of %d vehicles listed",
+                who.organisation,
+                zone.name,
+                tally.listed,
+                tally.examined,
+            )
+            yield closing
+
+
+def _next_losing(
+    parts: Iterator[KeyedRecords], snap: Snapshot, question: campaign.CampaignQuestion
+) -> campaign.LosingVehicles | None:
+    """The next part of the register answered (on the compute thread); None after the last."""
+    part = next(parts, None)
+    if part is None:
+        return None
+    return campaign.losing_in_part(part, snap.registrations_of, question)
+
+
+def _losing_chunk(
+    head: pb.LosingAccessChunk, rows: campaign.LosingVehicles
+) -> pb.LosingAccessChunk:
+    out = pb.LosingAccessChunk(
+        keys=rows.keys.tobytes(),
+        reason=rows.reason.tobytes(),
+        first_day_lost=np.ascontiguousarray(rows.first_day_lost, dtype="<i4").tobytes(),
+        category=rows.category.tobytes(),
+        fuel=rows.fuel.tobytes(),
+        euro=rows.euro.tobytes(),
+        count=len(rows),
+    )
+    out.MergeFrom(head)
+    return out
+
+
+def _losing_cell(cell: fleet.FleetCell) -> pb.LosingAccessCell:
+    category, fuel, euro = (
+        fleet.code_text(dimension, value)
+        for dimension, value in zip(campaign.CELL_DIMENSIONS, cell.values, strict=True)
+    )
+    return pb.LosingAccessCell(category=category, fuel=fuel, euro=euro, vehicles=cell.vehicles)
 
 
 def _check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:

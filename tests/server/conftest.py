@@ -213,7 +213,12 @@ def make_server(config: ServerConfig, **changes: Any) -> ServerThread:
 @pytest.fixture(scope="session")
 def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("certs")
-    write_dev_certs(out, clients=("dev-operator", "gent-enforcement", "public-checker", "stranger"))
+    write_dev_certs(
+        out,
+        clients=(
+            "dev-operator", "gent-enforcement", "public-checker", "brussels-integrator", "stranger",
+        ),
+    )  # fmt: skip
     return out
 
 

@@ -65,3 +65,16 @@ def error_reason(err: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, st
             assert info.domain == "lez.api.v1"
             return err.code(), info.reason, dict(info.metadata)  # type: ignore[attr-defined]
     raise AssertionError("no ErrorInfo in the status details")
+
+
+def violations(err: grpc.RpcError) -> dict[str, str]:
+    """The BadRequest field violations of a failed call, field -> description."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    found: dict[str, str] = {}
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            found.update({v.field: v.description for v in bad.field_violations})
+    return found
