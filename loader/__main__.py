@@ -228,6 +228,9 @@ def _build(args: argparse.Namespace) -> int:
     unknown = {k: v["unrecognised"] for k, v in report.unknown_codes.items() if v["unrecognised"]}
     if unknown:
         print(f"  unrecognised codes counted as UNKNOWN: {unknown}")
+    from lez.data_quality import summary
+
+    print(f"  {summary(report.data_quality)}")
     print(f"  rule revisions: {', '.join(report.rulesets) or 'none'}")
     print(f"  store {report.store_bytes / 2**20:,.0f} MiB at {report.build_dir}")
     print("  stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))

@@ -42,6 +42,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from lez import data_quality
 from lez.days import to_day
 from lez.errors import FeedError, StoreNotReady, SyncBusy
 from lez.keys import KEY_BYTES, PlateKeyer, load_key
@@ -256,7 +257,9 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
         outcome = apply_day(txs, current)
         cutoff = day - settings.retention_days
         changes, purged = purge_changes(reader.vehicle_tables(), outcome.changes, cutoff)
+        _, replaced = snap.vehicle_rows(changes.key_matrix())
     refused = sorted(state.refused + outcome.refused)
+    quality = _updated_quality(reader.meta.data_quality, replaced, changes, state, len(refused))
     all_ids = [t.transaction_id for t in state.transactions] + [i for i, _ in state.refused]
     report = DayReport(
         day=state.day.isoformat(),
@@ -282,6 +285,7 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
             "refused": len(refused),
             "plates_purged": purged,
         },
+        data_quality=quality,
     )
     _crash_point("before-publish")
     builder = StoreBuilder(
@@ -297,6 +301,29 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
         else:
             report.compaction_advised = True
     return report
+
+
+def _updated_quality(
+    previous: dict[str, Any] | None,
+    replaced: npt.NDArray[np.void],
+    changes: KeyedRecords,
+    state: DayCheckpoint,
+    refused: int,
+) -> dict[str, Any] | None:
+    """The store's data quality after the day: the replaced versions' counts out, the new
+    versions' counts in, the day's unrecognised codes and refused transactions added
+    (`lez.data_quality`). A store whose build recorded none keeps none."""
+    if previous is None:
+        return None
+    day = data_quality.DataQuality(
+        unknown_codes=dict(state.unrecognised_codes), rejected=refused
+    ).plus(data_quality.count_versions(changes.records))
+    updated = data_quality.DataQuality.from_json(previous).minus_versions(
+        data_quality.count_versions(replaced)
+    )
+    return replace(
+        updated.plus(day), source=data_quality.sync_source(state.day.isoformat())
+    ).to_json()
 
 
 def _current_versions(

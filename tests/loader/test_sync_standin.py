@@ -32,6 +32,7 @@ from loader.config import LoaderConfig
 from loader.feed import FeedSettings, no_wait
 from loader.sync import CHECKPOINT_NAME, SyncSettings, run_sync
 from loader.synth import generate as synth
+from tests.support.quality import feed_unknown_codes, store_versions_counted
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = dt.date(2026, 11, 1)
@@ -278,3 +279,30 @@ def test_a_sync_sigkilled_at_random_moments_resumes_to_the_same_store(
     assert code == 0
     assert kills >= 1
     assert _digest(store) == world.reference
+
+
+def test_data_quality_after_a_sync_equals_a_direct_count(tmp_path: Path, world: World) -> None:
+    store = _copy(world, tmp_path / "store")
+    before = _meta(store).data_quality
+    assert before is not None and before["source"] == "build"
+    with _standin(world) as standin:
+        report = run_sync(_settings(world, store, standin), wait=no_wait, log=lambda _: None)
+    got = _meta(store).data_quality
+    assert got is not None
+    expected = store_versions_counted(store)
+    assert {k: got[k] for k in expected} == expected
+    assert got["source"] == f"sync {report.days[-1].day}"
+    refused = sum(len(d.refused) for d in report.days)
+    assert refused == len(_planted(world, "malformed_detail") | _planted(world, "bad_plate")) > 0
+    assert got["rejected"] == before["rejected"] + refused
+    build_codes, feed_codes = before["unknown_codes"], feed_unknown_codes(world.feed / "days")
+    assert sum(feed_codes.values()) >= len(_planted(world, "unknown_code")) > 0
+    assert got["unknown_codes"] == {k: build_codes[k] + feed_codes[k] for k in build_codes}
+
+
+def _meta(store: Path) -> Any:
+    reader = open_store(store)
+    try:
+        return reader.meta
+    finally:
+        reader.close()
