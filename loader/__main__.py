@@ -13,6 +13,7 @@ from typing import Final
 
 from lez.errors import LezError
 from lez.store.compaction import DEFAULT_COMPACTION
+from lez.version import version_line
 from loader.config import (
     DEFAULT_MAX_REJECT_SHARE,
     DEFAULT_RETENTION_DAYS,
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=version_line("lez-loader"))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     kg = sub.add_parser("keygen", help="create a new HMAC key file (mode 0600)")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from lez.errors import LezError
 from lez.keys import load_key
+from lez.version import version_line
 from server import audit_find, certs
 from server.audit_keys import AuditKeys, generate_audit_key_file, load_audit_keys
 from server.audit_verify import audit_files, verify_file
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="lez-server",
         description="LEZ access-decision gRPC server (Belgian low-emission zones).",
     )
+    parser.add_argument("--version", action="version", version=version_line("lez-server"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser(
         "serve",
