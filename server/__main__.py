@@ -6,6 +6,7 @@
     lez-server audit find --plate P [--country BE] [--zone Z] [--from DAY] [--to DAY]
                           --key-file HMAC_KEY --audit-dir DIR [--json]
     lez-server audit keygen --out FILE
+    lez-server health [--address H:P] [--tls-ca F --tls-cert F --tls-key F] [--live]
 
 Every `serve` option can also be given as a `LEZ_*` environment variable (see `--help`).
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 from lez.errors import LezError
 from lez.keys import load_key
 from lez.version import version_line
-from server import audit_find, certs
+from server import audit_find, certs, health_probe
 from server.audit_keys import AuditKeys, generate_audit_key_file, load_audit_keys
 from server.audit_verify import audit_files, verify_file
 from server.config import ServerConfig, add_serve_arguments, build_config
@@ -116,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a new audit secret; give it to the server with --audit-key-file.",
     )
     k.add_argument("--out", type=Path, required=True, help="the key file to create")
+    health_probe.add_health_parser(sub)
     return parser
 
 
@@ -241,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in written:
             print(p)
         return 0
+    if args.command == "health":
+        return health_probe.run(args)
     if args.command == "audit":
         return _find(args) if args.audit_command == "find" else _keygen(args)
     return _verify(args)
