@@ -15,7 +15,7 @@ import random
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,7 @@ def test_cli_sync_reports_days_refusals_and_leaves_no_plate(tmp_path: Path, worl
     assert refused == _planted(world, "malformed_detail") | _planted(world, "bad_plate")
     assert refused.isdisjoint(_planted(world, "unknown_code"))  # loaded as UNKNOWN, counted
     assert "unrecognised codes loaded as UNKNOWN: {'fuel': 1}" in out
+    assert f"data quality (sync {days[-1]}): " in out
     for txid in refused:
         assert f"transaction {txid} refused" in err
     assert _digest(store) == world.reference
@@ -286,7 +287,10 @@ def test_data_quality_after_a_sync_equals_a_direct_count(tmp_path: Path, world: 
     before = _meta(store).data_quality
     assert before is not None and before["source"] == "build"
     with _standin(world) as standin:
-        report = run_sync(_settings(world, store, standin), wait=no_wait, log=lambda _: None)
+        # a shorter retention than the build's: the first day purges plates untouched that day
+        settings = replace(_settings(world, store, standin), retention_days=60)
+        report = run_sync(settings, wait=no_wait, log=lambda _: None)
+    assert report.days[0].plates_purged > 0
     got = _meta(store).data_quality
     assert got is not None
     expected = store_versions_counted(store)
