@@ -6,14 +6,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lez import codes, vehicle
 from lez.data_quality import DataQuality, count_versions
-from lez.store import open_store
+from lez.keys import PlateKeyer
+from lez.store import StoreBuilder, open_store
 from loader.build import build_store
 from loader.config import LoaderConfig
+from loader.registrations_import import import_registrations
 from loader.synth import generate as synth
 from tests.support.quality import extract_unknown_codes, store_versions_counted
 
@@ -98,3 +101,29 @@ def test_counts_add_up_when_versions_are_replaced() -> None:
     assert first.plus(rest) == whole
     assert whole.minus_versions(first) == rest
     assert DataQuality.from_json(whole.to_json()) == whole
+
+
+def test_registrations_and_compaction_keep_the_figures(
+    tmp_path: Path, key_file: Path, keyer: PlateKeyer
+) -> None:
+    synth(400, 5, tmp_path / "reg")
+    store = _build(tmp_path, key_file, tmp_path / "reg" / "extract.csv")
+    built = _quality(store)
+    regs = tmp_path / "regs.csv"
+    regs.write_text(
+        "plate,country,zone,region,kind,valid_from,valid_until,euro\n"
+        "1-ABC-234,BE,Gent,,DAY_PASS,2026-10-20,,\n"
+    )
+    import_registrations(store, regs, keyer)
+    assert _quality(store) == built
+    StoreBuilder(store).compact()
+    assert _quality(store) == built
+    assert store_versions_counted(store) == {k: built[k] for k in store_versions_counted(store)}
+
+
+def _quality(store: Path) -> dict[str, Any] | None:
+    reader = open_store(store)
+    try:
+        return reader.meta.data_quality
+    finally:
+        reader.close()
