@@ -23,6 +23,8 @@ from lez.api.v1 import access_pb2 as pb
 
 PROGRESS_EVERY_S: Final = 0.1
 BAR_WIDTH: Final = 30
+NO_END_DATE: Final = "no end date under this revision"
+"""What an ALLOWED answer without an end date says where the date would be."""
 AUDIT_ID_SHOWN: Final = 16
 """Characters of each audit id in a batch's text summary."""
 
@@ -36,8 +38,7 @@ def print_answer(plate: str, country: str, answer: CheckAnswer, out: TextIO) -> 
     where = f"{plate} ({country}) in {answer.zone} on {_date_str(answer.date)}"
     out.write(f"{where}: {answer.outcome}{_reason_text(answer.reason)}\n")
     if answer.outcome == "ALLOWED":
-        no_end = "no end date under this revision"
-        until = no_end if answer.open_ended else _date_str(answer.allowed_until)
+        until = NO_END_DATE if answer.open_ended else _date_str(answer.allowed_until)
         out.write(f"  allowed until: {until}\n")
     if answer.euro:
         derived = f" (derived: {', '.join(sorted(answer.derived))})" if answer.derived else ""

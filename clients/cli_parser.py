@@ -21,6 +21,7 @@ from clients.day_input import parse_when
 from clients.enum_names import OUTCOME_NAMES, REASON_NAMES
 from clients.settings import DEFAULT_SERVER, ClientSettings
 from lez.days import from_day, parse_day
+from lez.version import version_line
 
 PROG: Final = "lez"
 EXIT_OK: Final = 0
@@ -189,6 +190,7 @@ def build_parser() -> OneLineErrorParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_line(PROG))
     _connection_options(parser)
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=OneLineErrorParser

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lez import keys
+from lez import data_quality, keys
 from lez.days import DAY_OPEN, from_day, to_day
 from lez.errors import BuildFailed, StoreFormatMismatch, StoreNotReady
 from lez.registrations import REGISTRATION_DTYPE
@@ -59,6 +59,7 @@ class BuildReport:
     rulesets: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     store_bytes: int = 0
+    data_quality: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -195,6 +196,14 @@ def build_store(
         rulesets = _rule_texts(config)
     report.rulesets = sorted(rulesets)
 
+    with timer("quality"):
+        quality = data_quality.of_build(
+            vehicles.records,
+            unknown_codes={k: v["unrecognised"] for k, v in report.unknown_codes.items()},
+            rejected=report.rows_rejected,
+        )
+    report.data_quality = quality.to_json()
+
     previous_seq, registrations = _previous_state(config.store_root, keyer.key_id)
     meta = StoreMeta(
         format_version=FORMAT_VERSION,
@@ -207,6 +216,7 @@ def build_store(
         versions=len(vehicles.records),
         registrations=len(registrations.records),
         build_report={"rows_read": report.rows_read, "rows_rejected": report.rows_rejected},
+        data_quality=quality.to_json(),
     )
     with timer("write"):
         builder = StoreBuilder(config.store_root, map_size=config.map_size, keep=config.keep_builds)

@@ -37,6 +37,7 @@ from lez.keys import PlateKeyer
 from lez.rules import Revision, RuleCatalog, Verdict, Zone
 from lez.store import KeyedRecords, Snapshot, StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
+from lez.version import VERSION
 from server import pipeline
 from server.audit import AuditLog, KeyBatch
 from server.audit_refusals import RefusalAudit
@@ -52,7 +53,7 @@ from server.status import (
 
 log = logging.getLogger("lez.server")
 
-SERVER_VERSION: Final = "0.1.0"
+SERVER_VERSION: Final = VERSION
 CODE_LISTS: Final = (("euro", codes.EURO), ("category", codes.CATEGORY), ("fuel", codes.FUEL))
 NO_VEHICLE: Final = empty(1)[0]
 """A record of unknown values: the technical data of an answer without a vehicle version."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Final
+from typing import Any, Final
 
 META_DB: Final = b"meta"
 RULESETS_DB: Final = b"rulesets"
@@ -64,6 +64,8 @@ class StoreMeta:
     layer_keys: int = 0  # a layer: keys in its vehicles columns (changed or removed plates)
     rulesets: tuple[str, ...] = ()
     build_report: dict[str, object] = field(default_factory=dict)
+    # lez.data_quality.DataQuality.to_json(); None for a store built before it was recorded
+    data_quality: dict[str, Any] | None = None
 
     @property
     def is_layer(self) -> bool:
