@@ -180,6 +180,7 @@ def readme_table(res: dict[str, Any]) -> str:
             "mapped from files (the store's map, shared by the workers, and libraries).",
         ]
     lines += breakdown_table(res.get("stream_breakdown"))
+    lines += build_table(res.get("loader_build"))
     lines += campaign_table(res.get("campaign", {}))
     lines += unary_table(res.get("unary", {}))
     lines += sync_table(res.get("mutations", {}))
@@ -281,6 +282,37 @@ UNARY_ROWS = (
     ),
     ("concurrent", "LEZ service, default, {callers} concurrent callers"),
 )
+
+
+BUILD_STAGES = (
+    "read_csv", "validate_and_key", "sort", "group", "rules", "quality", "write", "sync", "verify",
+    "publish",
+)  # fmt: skip
+"""The loader's stages in the order a build runs them (`loader.build.build_store`)."""
+
+
+def build_table(b: dict[str, Any] | None) -> list[str]:
+    """The loader's build: total, peak memory and each stage's share (the median run)."""
+    if not b:
+        return []
+    run = b["median_run"]
+    total = b["seconds"]
+    lines = [
+        "",
+        f"Loader: `lez-loader build` of {run['plates']:,} plates ({run['versions']:,} versions): "
+        f"{total['median']:.1f} s median ({total['min']:.1f}-{total['max']:.1f}, "
+        f"{total['runs']} runs), peak memory {run['peak_rss_mib'] / 1024:.2f} GiB, store "
+        f"{run['store_bytes'] / 2**30:.2f} GiB. Stages of the median run "
+        f"({run.get('stages_cover', 0):.0%} of its wall time; the rest is start-up):",
+        "",
+        "| stage | seconds | share |",
+        "|---|---:|---:|",
+    ]
+    shares = run.get("stage_shares", {})
+    order = {name: i for i, name in enumerate(BUILD_STAGES)}
+    for stage, seconds in sorted(run["stages"].items(), key=lambda kv: order.get(kv[0], 99)):
+        lines.append(f"| {stage.replace('_', ' ')} | {seconds:.2f} | {shares.get(stage, 0):.0%} |")
+    return lines
 
 
 def breakdown_table(b: dict[str, Any] | None) -> list[str]:

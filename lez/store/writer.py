@@ -245,7 +245,9 @@ class StoreBuilder:
                 mdb = env.open_db(layout.META_DB, txn=txn)
                 for k, v in meta.to_items():
                     txn.put(k, v, db=mdb)
+            progress("sync", 0, 1)
             env.sync(True)
+            progress("sync", 1, 1)
         finally:
             env.close()
         progress("verify", 0, 1)
