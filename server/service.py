@@ -1,8 +1,10 @@
 """The AccessService servicer: a thin translation between proto messages and the domain.
 
-Each call: identify the caller (`auth`), check role, zone and quota, lease the current store
-(`state`), ask the pipeline (`pipeline.answer_chunk`, `pipeline.answer_single`) or the domain
-(`lez.fleet`, `lez.recheck`), write the audit record (`audit`) and only then complete the
+Each call: identify the caller (`auth`), admit it under the worker's caps on work in flight
+(`admission`: refused at once when over), check role, zone and the organisation's quotas
+(`quotas`, shared by the workers), lease the current store (`state`), ask the pipeline
+(`pipeline.answer_chunk`, `pipeline.answer_single`) or the domain (`lez.fleet`,
+`lez.recheck`), write the audit record (`audit`) and only then complete the
 answer. Nothing is computed here beyond moving values between messages and domain types.
 Errors travel through the one table in `status`. Plates are never logged or echoed.
 
@@ -18,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import grpc
 import grpc.aio
@@ -38,10 +40,12 @@ from lez.rules import Revision, RuleCatalog, Verdict, Zone
 from lez.store import Snapshot, StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from server import pipeline
+from server.admission import Admission, idle_limited
 from server.audit import AuditLog, KeyBatch
 from server.audit_refusals import RefusalAudit
-from server.auth import Authenticator, Identity, RateLimiter, Rpc
+from server.auth import Authenticator, Identity, Rpc
 from server.config import ServerConfig
+from server.quotas import QuotaStore
 from server.state import ServedSnapshot, StoreHolder
 from server.status import (
     audit_status,
@@ -281,7 +285,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
         holder: StoreHolder,
         keyer: PlateKeyer,
         auth: Authenticator,
-        limiter: RateLimiter,
+        quotas: QuotaStore,
+        admission: Admission,
         audit: AuditLog,
         worker: int = 0,
     ) -> None:
@@ -290,7 +295,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.holder = holder
         self.keyer = keyer
         self.auth = auth
-        self.limiter = limiter
+        self.quotas = quotas
+        self.admission = admission
         self.audit = audit
         self.refusals = RefusalAudit(audit, auth, holder)
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
@@ -308,9 +314,16 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.refusals.record(rpc, context, status)
 
     def _enter(self, rpc: Rpc, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        """The caller, allowed to make `rpc` and admitted among its organisation's calls in
+        flight on this worker (counted until the call is done, however it ends)."""
         who = self.auth.identify(context)
         who.require(rpc)
-        self.limiter.charge_call(who)
+        self.admission.enter_call(who.organisation)
+
+        def leave(_: object) -> None:
+            self.admission.leave_call(who.organisation)
+
+        context.add_done_callback(cast("grpc.aio.DoneCallback[Any, Any]", leave))
         _check_deadline(context)
         return who
 
@@ -361,8 +374,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
     ) -> pb.CheckResponse:
         who = self._enter(Rpc.CHECK, context)
         check_text_lengths(request)
-        self.limiter.charge_pairs(who, 1)
-        with self.holder.lease() as served:
+        with self.admission.work(who.organisation, 1), self.holder.lease() as served:
             revision = served.catalog.get(request.ruleset_revision or None)
             zone = resolve_zone(revision, request.zone)
             who.require_zone(zone.id, zone.name)
@@ -376,6 +388,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     field="first_registration",
                 )
             check = _single_check(request, day, request.key_id, claimed)
+            self.quotas.charge_check(who)  # a well-formed question in the caller's zones
             with served.reader.snapshot() as snap:
                 answer = pipeline.answer_single(snap, self._context(served, revision, zone), check)
             decision = decision_message(answer.verdict, answer.record, who)
@@ -464,19 +477,26 @@ class AccessService(pb_grpc.AccessServiceServicer):
     ) -> AsyncIterator[pb.DecisionChunk]:
         who = self._enter(Rpc.CHECK_STREAM, context)
         loop = asyncio.get_running_loop()
-        with self.holder.lease() as served:
+        org = who.organisation
+        idle_s = self.config.stream_idle_timeout_s
+        with (
+            self.admission.stream(org),
+            self.quotas.stream_lease(who),
+            self.holder.lease() as served,
+        ):
             tally = _StreamTally(snapshot_id=served.meta.snapshot_id)
             try:
-                async for chunk in request_iterator:
+                async for chunk in idle_limited(request_iterator, idle_s):
                     _check_deadline(context)
                     check_text_lengths(chunk)
                     answer_context = self._open_stream(served, tally, chunk, who)
                     n = pipeline.admit_chunk(chunk, answer_context)
-                    self.limiter.charge_pairs(who, n)
-                    answers = await loop.run_in_executor(
-                        self.executor, self._answer_chunk, served, answer_context, chunk,
-                        who.sees_technical,
-                    )  # fmt: skip
+                    self.quotas.charge_pairs(who, n)
+                    with self.admission.work(org, n):
+                        answers = await loop.run_in_executor(
+                            self.executor, self._answer_chunk, served, answer_context, chunk,
+                            who.sees_technical,
+                        )  # fmt: skip
                     first_index = tally.answered
                     tally.add(answers)
                     yield _decision_chunk(
@@ -550,8 +570,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 len(items), self.config.max_recheck_items, "earlier decisions in one recheck"
             )
         check_text_lengths(request)
-        self.limiter.charge_pairs(who, len(items))
-        with self.holder.lease() as served:
+        self.quotas.charge_pairs(who, len(items))
+        with self.admission.work(who.organisation, len(items)), self.holder.lease() as served:
             zones = [resolve_zone(served.catalog, it.zone) for it in items]
             for z in {z.id: z for z in zones}.values():
                 who.require_zone(z.id, z.name)
@@ -659,7 +679,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     organisation=who.organisation,
                     roles=sorted(int(r) for r in who.roles),  # type: ignore[misc]
                     zones=sorted(who.zones),
-                    calls_per_minute=who.calls_per_minute,
+                    calls_per_minute=who.checks_per_minute,
                     pairs_per_day=who.pairs_per_day,
                     max_chunk_pairs=self.config.max_chunk_pairs,
                     max_message_bytes=self.config.max_receive_message_bytes,

@@ -65,3 +65,15 @@ def error_reason(err: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, st
             assert info.domain == "lez.api.v1"
             return err.code(), info.reason, dict(info.metadata)  # type: ignore[attr-defined]
     raise AssertionError("no ErrorInfo in the status details")
+
+
+def retry_after(err: grpc.RpcError) -> float | None:
+    """The RetryInfo delay of a failed call in seconds, None when it has none."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    return None
