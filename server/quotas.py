@@ -55,6 +55,8 @@ DB_NAME: Final = "quotas.sqlite"
 SECONDS_PER_MINUTE: Final = 60
 BUSY_TIMEOUT_MS: Final = 2000
 """How long a charge waits for another worker's transaction (they last microseconds)."""
+ENDED_STATES: Final = frozenset({"Z", "X", "x"})
+"""/proc states of a process that has ended (zombie, dead)."""
 STREAM_RETRY_S: Final = 1.0
 """RetryInfo of a refused stream: slots free up as streams end."""
 
@@ -84,14 +86,17 @@ CONCURRENT_STREAMS: Final = "concurrent_streams"
 
 def process_started(pid: int) -> str | None:
     """When a process started (clock ticks since boot, from /proc), None when there is no such
-    process. With the pid it names one process even after the pid is reused."""
+    process or it has ended (a zombie not yet reaped by its parent). With the pid it names one
+    process even after the pid is reused."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except OSError:
         return None
     # fields after the command name (which may hold spaces): state is the 3rd, starttime the 22nd
     fields = stat[stat.rindex(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else None
+    if len(fields) <= 19 or fields[0] in ENDED_STATES:
+        return None
+    return fields[19]
 
 
 def seconds_to_next_minute(now: float) -> float:

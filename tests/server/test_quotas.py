@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,11 +207,20 @@ def test_counts_and_streams_of_a_process_killed_by_sigkill(
         assert exc.value.quota == CONCURRENT_STREAMS
         assert exc.value.retry_after_s == pytest.approx(1.0)
         os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        _until_zombie(child.pid)  # dead, not yet reaped by its parent (as a supervisor polls)
         assert quotas.used("Org", CHECKS_PER_DAY) == 7
         with quotas.stream_lease(who):  # the dead holder's lease is reclaimed
             assert quotas.open_streams("Org") == 1
         assert quotas.open_streams("Org") == 0
+
+
+def _until_zombie(pid: int) -> None:
+    stat = Path(f"/proc/{pid}/stat")
+    for _ in range(1000):
+        if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return
+        time.sleep(0.01)
+    raise AssertionError("the killed process did not end")
 
 
 def test_a_new_store_reclaims_the_leases_of_dead_processes(tmp_path: Path) -> None:
