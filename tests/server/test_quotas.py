@@ -370,8 +370,16 @@ class HeldStream:
         self._done.wait(30)
 
     def end(self) -> list[pb.DecisionChunk]:
+        """Close the request side; the rest of the answers."""
         self._done.set()
         return list(self._responses)
+
+    def rest(self) -> list[pb.DecisionChunk]:
+        """The rest of the answers, the request side left open (the server ends the stream)."""
+        try:
+            return list(self._responses)
+        finally:
+            self._done.set()
 
 
 def test_concurrent_streams_of_an_organisation(base_config: ServerConfig, tmp_path: Path) -> None:
