@@ -241,6 +241,7 @@ def _fleet_cell(dimensions: list[fleet.Dimension], cell: fleet.FleetCell) -> pb.
             msg.fuel = fleet.code_text(dimension, value)
         elif dimension == fleet.Dimension.EURO:
             msg.euro = fleet.code_text(dimension, value)
+            msg.euro_derived = cell.euro_derived
         else:
             msg.category = fleet.code_text(dimension, value)
     return msg
@@ -625,12 +626,14 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     dimensions,
                     nis=list(request.nis),
                     min_cell_size=self.config.min_cell_size,
+                    rounding_base=self.config.fleet_rounding_base,
                 )
             out = pb.FleetStatsResponse(
                 cells=[_fleet_cell(dimensions, cell) for cell in counted.cells],
                 suppressed_cells=counted.suppressed_cells,
                 suppressed_vehicles=counted.suppressed_vehicles,
                 min_cell_size=self.config.min_cell_size,
+                suppression=counted.suppression,
                 snapshot_id=served.meta.snapshot_id,
                 ruleset_revision=served.catalog.get(None).id,
                 date=format_day(day),
