@@ -59,10 +59,11 @@ class ServerConfig:
     """Calls in progress per worker before RESOURCE_EXHAUSTED."""
     default_checks_per_minute: int = 35
     """Single checks (`Check` calls) an organisation may make per minute when the clients file
-    gives none (0 = unlimited; refused for the public role). The legal figure: 35."""
+    gives none (0 = unlimited; refused for the public role). 35, as the register API the service
+    takes its conventions from (docs/sources.md#woz-api)."""
     default_checks_per_day: int = 10_000
     """Single checks an organisation may make per Brussels day when the clients file gives none
-    (0 = unlimited; refused for the public role). The legal figure: 10,000."""
+    (0 = unlimited; refused for the public role). 10,000, as that API (docs/sources.md#woz-api)."""
     default_pairs_per_day: int = 0
     """Pairs (of every call; a single check counts one) an organisation may have answered per
     Brussels day when the clients file gives none (0 = unlimited)."""
