@@ -116,18 +116,20 @@ class RateLimited(LezError):
     """A quota of the caller's organisation is used up. `quota` names it (`checks_per_minute`,
     `checks_per_day`, `pairs_per_day`, `concurrent_streams`), `limit` is its value and
     `retry_after_s` says when the quota allows the call again (the next minute, the next
-    Brussels day, a stream ending)."""
+    Brussels day, a stream ending). `attempt`: the refused call asked for register data, so it
+    is audited as a refused attempt (not so a stream refused a slot before sending anything)."""
 
     code = "rate_limited"
 
     def __init__(
         self, message: str, *, quota: str = "", limit: int | None = None,
-        retry_after_s: float = 60.0,
+        retry_after_s: float = 60.0, attempt: bool = True,
     ) -> None:  # fmt: skip
         super().__init__(message)
         self.quota = quota
         self.limit = limit
         self.retry_after_s = retry_after_s
+        self.attempt = attempt
 
 
 class Overloaded(LezError):

@@ -288,6 +288,7 @@ class QuotaStore:
                         quota=CONCURRENT_STREAMS,
                         limit=limit,
                         retry_after_s=STREAM_RETRY_S,
+                        attempt=False,  # no pair sent yet: load, not a consultation
                     )
             cursor = db.execute(
                 "INSERT INTO stream_leases (organisation, pid, pid_started, opened) "

@@ -239,7 +239,8 @@ def _is_abort(exc: BaseException) -> bool:
 
 REFUSALS: Final = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 """Statuses of a refused call: the servicer is told of them (`RefusalHook`) to audit them, and
-of calls over a quota (`RateLimited`; not of `Overloaded`, which must stay cheap)."""
+of attempts over a quota (`RateLimited.attempt`; not of `Overloaded` nor of a stream refused a
+slot: refusing load must stay cheap, an audit record is a synced write)."""
 
 
 @runtime_checkable
@@ -259,7 +260,8 @@ async def _abort_or_reraise(
     if _is_abort(exc) or not isinstance(exc, Exception):
         raise exc
     code = mapping_of(exc).code
-    refused = code in REFUSALS or isinstance(exc, errors.RateLimited)  # over quota: an attempt
+    over_quota = isinstance(exc, errors.RateLimited) and exc.attempt
+    refused = code in REFUSALS or over_quota
     if refused and isinstance(servicer, RefusalHook):
         servicer.on_refused(rpc, context, code)
     await abort(context, exc)

@@ -399,3 +399,6 @@ def test_concurrent_streams_of_an_organisation(base_config: ServerConfig, tmp_pa
         assert srv.app.quotas is not None and srv.app.quotas.open_streams("Stad Gent website") == 0
     finally:
         srv.stop()
+    # a stream refused a slot asked nothing yet: load, not an attempt to audit (a synced write)
+    records = [r for _, r in read_records(base_config.audit_dir / "audit-w0.jsonl")]
+    assert [r["status"] for r in records if r["rpc"] == "CheckStream"] == ["OK", "OK"]
