@@ -14,7 +14,9 @@ its latency measured per call. Three phases:
    `--idle-timeout-s`); they are refused beyond the caps or ended by the timeout.
 
 Printed per phase: B's calls, failures, p50 and p99; A's streams served and refused, with the
-median and maximum time to a refusal.
+median and maximum time to a refusal as the flooding process saw it (its own 50 threads and
+their TLS connections slow it), and, measured from outside the flood, probe streams of A every
+50 ms on a connected channel: how many were refused and how fast.
 
     python -m bench.overload_bench [--plates 100000] [--streams 50] [--pairs 200000]
         [--idle 1200] [--seconds 4] [--out F]
@@ -23,6 +25,7 @@ median and maximum time to a refusal.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
 import os
@@ -34,11 +37,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc.aio
 import numpy as np
 
 from bench.stream import free_port
@@ -148,36 +152,41 @@ def _flood(certs: str, port: int, zone: str, streams: int, pairs: int, out: Any)
 
 
 def _idle(certs: str, port: int, streams: int, hold_s: float, out: Any) -> None:
-    """Open idle streams over a few connections; count how each ended."""
-    stop = threading.Event()
+    """Open idle streams at once from one asyncio client (as one program holding many streams
+    would) over a few connections; count how each ended."""
+    out.put(asyncio.run(_idle_async(Path(certs), port, streams, hold_s)))
 
-    def nothing() -> Iterator[pb.CheckChunk]:
-        stop.wait(hold_s)
-        yield from ()
 
-    ended: list[str] = []
-    lock = threading.Lock()
-    channels = [_channel(Path(certs), port, "gent-enforcement") for _ in range(8)]
+async def _idle_async(certs: Path, port: int, streams: int, hold_s: float) -> list[str]:
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(certs / "ca.pem").read_bytes(),
+        private_key=(certs / "gent-enforcement.key").read_bytes(),
+        certificate_chain=(certs / "gent-enforcement.pem").read_bytes(),
+    )
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [
+        grpc.aio.secure_channel(f"localhost:{port}", creds, options=options) for _ in range(8)
+    ]
 
-    def run(i: int) -> None:
+    async def nothing() -> AsyncIterator[pb.CheckChunk]:
+        await asyncio.sleep(hold_s)
+        return
+        yield  # an async generator that sends nothing
+
+    async def one(i: int) -> str:
         stub = pb_grpc.AccessServiceStub(channels[i % len(channels)])
         try:
-            list(stub.CheckStream(nothing(), timeout=hold_s + 30))
-            name = "OK"
-        except grpc.RpcError as err:
-            name = err.code().name  # type: ignore[attr-defined]
-        with lock:
-            ended.append(name)
+            async for _ in stub.CheckStream(nothing(), timeout=hold_s + 30):
+                pass
+            return "OK"
+        except grpc.aio.AioRpcError as err:
+            return str(err.code().name)
 
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    stop.set()
-    for ch in channels:
-        ch.close()
-    out.put(ended)
+    try:
+        return list(await asyncio.gather(*(one(i) for i in range(streams))))
+    finally:
+        for ch in channels:
+            await ch.close()
 
 
 def _checks(certs: Path, port: int, zone: str, until: threading.Event) -> tuple[list[float], int]:
@@ -197,6 +206,24 @@ def _checks(certs: Path, port: int, zone: str, until: threading.Event) -> tuple[
     return latencies, failures
 
 
+def _probe(certs: Path, port: int, zone: str, until: threading.Event) -> list[tuple[str, float]]:
+    """During a flood, from outside the flooding process: a one-pair stream of the flooding
+    organisation every 50 ms on a connected channel; how each ended and how long it took."""
+    got: list[tuple[str, float]] = []
+    one = _chunk(1, zone, 0)
+    with _channel(certs, port, "gent-enforcement") as ch:
+        grpc.channel_ready_future(ch).result(timeout=60)
+        stub = pb_grpc.AccessServiceStub(ch)
+        while not until.wait(0.05):
+            began = time.perf_counter()
+            try:
+                list(stub.CheckStream(iter([one]), timeout=30))
+                got.append(("OK", time.perf_counter() - began))
+            except grpc.RpcError as err:
+                got.append((err.code().name, time.perf_counter() - began))  # type: ignore[attr-defined]
+    return got
+
+
 def _latency(latencies: list[float], failures: int) -> dict[str, Any]:
     ms = sorted(x * 1000 for x in latencies)
     return {
@@ -207,20 +234,41 @@ def _latency(latencies: list[float], failures: int) -> dict[str, Any]:
     }
 
 
-def _phase(certs: Path, port: int, zone: str, load: Any) -> tuple[dict[str, Any], Any]:
-    """B checks while `load` (a started process putting its result on a queue) runs."""
+def _phase(
+    certs: Path, port: int, zone: str, load: Any, probe: bool = False
+) -> tuple[dict[str, Any], Any, list[tuple[str, float]]]:
+    """B checks while `load` (a started process putting its result on a queue) runs; with
+    `probe`, A's probe streams too."""
     until = threading.Event()
-    box: dict[str, Any] = {}
+    box: dict[str, Any] = {"probes": []}
 
     def run() -> None:
         box["got"] = _checks(certs, port, zone, until)
 
-    t = threading.Thread(target=run)
-    t.start()
+    def run_probe() -> None:
+        box["probes"] = _probe(certs, port, zone, until)
+
+    threads = [threading.Thread(target=run)]
+    if probe:
+        threads.append(threading.Thread(target=run_probe))
+    for t in threads:
+        t.start()
     result = load()
     until.set()
-    t.join()
-    return _latency(*box["got"]), result
+    for t in threads:
+        t.join()
+    return _latency(*box["got"]), result, box["probes"]
+
+
+def _probe_summary(probes: list[tuple[str, float]]) -> dict[str, Any]:
+    refused = sorted(t * 1000 for code, t in probes if code == "RESOURCE_EXHAUSTED")
+    return {
+        "sent": len(probes),
+        "refused": len(refused),
+        "served": sum(code == "OK" for code, _ in probes),
+        "refusal_ms_p50": round(statistics.median(refused), 2) if refused else None,
+        "refusal_ms_p99": round(refused[int(0.99 * (len(refused) - 1))], 2) if refused else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,9 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                 p.join()
                 return got
 
-            quiet_b, _ = _phase(certs, port, zone, quiet)
-            flood_b, streams = _phase(certs, port, zone, flood)
-            idle_b, idled = _phase(certs, port, zone, idle)
+            quiet_b, _, _ = _phase(certs, port, zone, quiet)
+            flood_b, streams, probes = _phase(certs, port, zone, flood, probe=True)
+            idle_b, idled, _ = _phase(certs, port, zone, idle)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
@@ -295,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             "refusal_s_median": round(statistics.median(refused), 4) if refused else None,
             "refusal_s_max": round(max(refused), 4) if refused else None,
             "served_stream_s_median": round(statistics.median(served), 3) if served else None,
+            "probe_streams": _probe_summary(probes),
         },
         "idle": {
             "desk_checks": idle_b,

@@ -492,8 +492,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     check_text_lengths(chunk)
                     answer_context = self._open_stream(served, tally, chunk, who)
                     n = pipeline.admit_chunk(chunk, answer_context)
-                    self.quotas.charge_pairs(who, n)
-                    with self.admission.work(org, n):
+                    with self.admission.work(org, n):  # refused load is not charged
+                        self.quotas.charge_pairs(who, n)
                         answers = await loop.run_in_executor(
                             self.executor, self._answer_chunk, served, answer_context, chunk,
                             who.sees_technical,
@@ -571,8 +571,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 len(items), self.config.max_recheck_items, "earlier decisions in one recheck"
             )
         check_text_lengths(request)
-        self.quotas.charge_pairs(who, len(items))
         with self.admission.work(who.organisation, len(items)), self.holder.lease() as served:
+            self.quotas.charge_pairs(who, len(items))
             zones = [resolve_zone(served.catalog, it.zone) for it in items]
             for z in {z.id: z for z in zones}.values():
                 who.require_zone(z.id, z.name)
