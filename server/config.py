@@ -225,8 +225,9 @@ class ServerConfig:
                 "fleet_rounding_base must be at least min_cell_size: a smaller base lets the "
                 "difference of two FleetStats answers give a suppressed cell (docs/fleet.md)"
             )
-        if self.max_pairs_in_flight < self.max_chunk_pairs:
-            raise ValueError("max_pairs_in_flight must hold at least one chunk (max_chunk_pairs)")
+        for name in ("max_pairs_in_flight", "max_org_pairs_in_flight"):
+            if getattr(self, name) < self.max_chunk_pairs:
+                raise ValueError(f"{name} must hold at least one chunk (max_chunk_pairs)")
         if self.audit_sync_ms < 0:
             raise ValueError("audit_sync_ms must be 0 (sync every record) or a positive window")
         if self.reload_interval_s <= 0 or self.grace_period_s < 0:

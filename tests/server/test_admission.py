@@ -196,3 +196,10 @@ def test_slots_come_back_when_the_work_fails() -> None:
     door.enter_call("A")
     door.leave_call("A")
     assert door.idle
+
+
+@pytest.mark.parametrize("cap", ["max_pairs_in_flight", "max_org_pairs_in_flight"])
+def test_a_pairs_cap_that_cannot_hold_one_chunk_is_refused_at_start(cap: str) -> None:
+    with pytest.raises(ValueError, match=f"{cap} must hold at least one chunk"):
+        ServerConfig(max_chunk_pairs=1000, **{cap: 999}).validate()  # type: ignore[arg-type]
+    ServerConfig(max_chunk_pairs=1000, **{cap: 1000}).validate()  # type: ignore[arg-type]

@@ -380,3 +380,11 @@ def test_combination_mismatch_reveals_no_vehicle_data(channel: grpc.Channel) -> 
             pb.CheckRequest(plate="1ABC234", zone=zone, date=date, first_registration="03/2019")
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+
+
+def test_a_fleet_rounding_base_under_the_minimum_cell_size_is_refused() -> None:
+    """Rounding by less than the minimum cell size lets two answers give a small cell away
+    (tests/lez/test_fleet_attack.py)."""
+    with pytest.raises(ValueError, match="fleet_rounding_base must be at least min_cell_size"):
+        ServerConfig(min_cell_size=10, fleet_rounding_base=5).validate()
+    ServerConfig(min_cell_size=10, fleet_rounding_base=10).validate()
