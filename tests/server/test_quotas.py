@@ -314,6 +314,8 @@ def test_brute_force_of_a_first_registration_date_is_stopped_within_the_public_l
     records = [r for _, r in read_records(base_config.audit_dir / "audit-w0.jsonl")]
     over = [r for r in records if r["status"] == "RESOURCE_EXHAUSTED"]
     assert len(over) == len(refused) and {r["organisation"] for r in over} == {"Stad Gent website"}
+    state = list(base_config.state_path.iterdir())  # the counters hold organisations, no plate
+    assert state and not any(b"1XYZ987" in f.read_bytes() for f in state)
 
 
 def test_daily_quota_through_the_server_says_when_to_retry(
