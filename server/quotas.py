@@ -158,17 +158,19 @@ class QuotaStore:
     def charge_check(self, who: Identity) -> None:
         """Count one single check (minute, day, and one pair of the day); RateLimited naming the
         first limit it would pass, nothing counted then."""
+        if not (who.checks_per_minute or who.checks_per_day or who.pairs_per_day):
+            return
         now = self.clock()
         minute, day = int(now // SECONDS_PER_MINUTE), brussels_day(_utc(now))
+        to_midnight = seconds_to_next_brussels_day(now)
         self._charge(
             who,
             [
                 _Charge(CHECKS_PER_MINUTE, 1, who.checks_per_minute, minute,
                         seconds_to_next_minute(now), "single checks a minute"),
-                _Charge(CHECKS_PER_DAY, 1, who.checks_per_day, day,
-                        seconds_to_next_brussels_day(now), "single checks a day"),
-                _Charge(PAIRS_PER_DAY, 1, who.pairs_per_day, day,
-                        seconds_to_next_brussels_day(now), "pairs a day"),
+                _Charge(CHECKS_PER_DAY, 1, who.checks_per_day, day, to_midnight,
+                        "single checks a day"),
+                _Charge(PAIRS_PER_DAY, 1, who.pairs_per_day, day, to_midnight, "pairs a day"),
             ],
             minute,
         )  # fmt: skip
