@@ -22,8 +22,7 @@ from server.admission import Admission, Caps
 from server.audit import read_records
 from server.config import ServerConfig
 from tests.server.conftest import DAY, ServerThread, make_server, tls_channel
-from tests.server.helpers import chunk, error_reason, stub
-from tests.server.test_quotas import HeldStream
+from tests.server.helpers import HeldStream, chunk, error_reason, stub
 
 CLIENTS = """
 [[client]]
@@ -95,7 +94,7 @@ def test_many_streams_of_one_organisation_are_refused_while_another_is_served(
         ):
             zone = _zone(flood)
             one = chunk(["1ABC234"], [DAY], zone=zone)
-            held = [HeldStream(flood, zone) for _ in range(2)]  # the organisation's share
+            held = [HeldStream(flood, zone, DAY) for _ in range(2)]  # the organisation's share
             for _ in range(20):  # refused while the admitted ones are still open: not queued
                 assert _refusal(lambda: list(stub(flood).CheckStream(iter([one])))) == OVERLOADED
             # the other organisation is served: single checks and a stream of its own
@@ -104,7 +103,7 @@ def test_many_streams_of_one_organisation_are_refused_while_another_is_served(
                     pb.CheckRequest(plate="1ABC234", zone=zone, date="2025-06-02")
                 )
                 assert got.decision.outcome == pb.OUTCOME_ALLOWED
-            held_other = HeldStream(other, zone)
+            held_other = HeldStream(other, zone, DAY)
             # the worker is full now: a stream of anyone is refused
             assert _refusal(lambda: list(stub(other).CheckStream(iter([one])))) == OVERLOADED
             for stream in [*held, held_other]:
@@ -127,7 +126,7 @@ def test_calls_in_flight_of_one_organisation_are_capped(
             tls_channel(cert_dir, srv.port, "dev-operator") as other,
         ):
             zone = _zone(flood)
-            held = [HeldStream(flood, zone) for _ in range(2)]
+            held = [HeldStream(flood, zone, DAY) for _ in range(2)]
             request = pb.CheckRequest(plate="1ABC234", zone=zone, date="2025-06-02")
             assert _refusal(lambda: stub(flood).Check(request)) == OVERLOADED
             assert stub(other).Check(request).decision.outcome == pb.OUTCOME_ALLOWED
@@ -155,7 +154,7 @@ def test_an_idle_stream_is_ended_and_its_answers_stay_on_record(
             with pytest.raises(grpc.RpcError) as exc:
                 list(stub(ch).CheckStream(nothing()))
             assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
-            held = HeldStream(ch, zone)  # one chunk answered, then nothing
+            held = HeldStream(ch, zone, DAY)  # one chunk answered, then nothing
             with pytest.raises(grpc.RpcError) as exc:
                 held.rest()
             assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]

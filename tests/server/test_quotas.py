@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +40,7 @@ from server.quotas import (
     seconds_to_next_brussels_day,
 )
 from tests.server.conftest import DAY, ServerThread, make_server
-from tests.server.helpers import chunk, error_reason, retry_after, stub
+from tests.server.helpers import HeldStream, chunk, error_reason, retry_after, stub
 
 DATE = "2025-06-02"
 NOON: float = dt.datetime(2026, 6, 10, 12, 0, 20, tzinfo=BRUSSELS).timestamp()
@@ -359,38 +358,13 @@ def test_pairs_per_day_through_a_stream(base_config: ServerConfig, tmp_path: Pat
         srv.stop()
 
 
-class HeldStream:
-    """A CheckStream that sent one chunk, got its answer, and stays open until `end()`."""
-
-    def __init__(self, channel: grpc.Channel, zone: str) -> None:
-        self._done = threading.Event()
-        self._responses = stub(channel).CheckStream(self._requests(zone))
-        self.first = next(self._responses)
-
-    def _requests(self, zone: str) -> Iterator[pb.CheckChunk]:
-        yield chunk(["1ABC234"], [DAY], zone=zone)
-        self._done.wait(30)
-
-    def end(self) -> list[pb.DecisionChunk]:
-        """Close the request side; the rest of the answers."""
-        self._done.set()
-        return list(self._responses)
-
-    def rest(self) -> list[pb.DecisionChunk]:
-        """The rest of the answers, the request side left open (the server ends the stream)."""
-        try:
-            return list(self._responses)
-        finally:
-            self._done.set()
-
-
 def test_concurrent_streams_of_an_organisation(base_config: ServerConfig, tmp_path: Path) -> None:
     clients = PUBLIC_CLIENT.replace('"public"', '"enforcement"') + "concurrent_streams = 1\n"
     srv = _server_with(base_config, tmp_path, clients)
     try:
         with grpc.insecure_channel(srv.target) as ch:
             zone = _zone(ch)
-            held = HeldStream(ch, zone)
+            held = HeldStream(ch, zone, DAY)
             with pytest.raises(grpc.RpcError) as exc:
                 list(stub(ch).CheckStream(iter([chunk(["1ABC234"], [DAY], zone=zone)])))
             _, reason, meta = error_reason(exc.value)

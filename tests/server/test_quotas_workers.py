@@ -18,8 +18,7 @@ import pytest
 from lez.api.v1 import access_pb2 as pb
 from server.config import ServerConfig
 from tests.server.conftest import DAY
-from tests.server.helpers import chunk, error_reason, stub
-from tests.server.test_quotas import HeldStream
+from tests.server.helpers import HeldStream, chunk, error_reason, stub
 from tests.server.test_workers import _wait_serving, _worker_pids
 from tests.support.net import free_port
 
@@ -103,7 +102,7 @@ def test_quotas_hold_across_two_workers_a_kill_and_a_restart(
         assert (answered, refused) == (PER_DAY, PER_DAY)  # not twice the limit with 2 workers
 
         # one stream slot for the organisation, over both workers
-        held = HeldStream(channels[0], zone)
+        held = HeldStream(channels[0], zone, DAY)
         one = chunk(["1ABC234"], [DAY], zone=zone)
         with pytest.raises(grpc.RpcError) as exc:
             list(stub(channels[1]).CheckStream(iter([one])))
