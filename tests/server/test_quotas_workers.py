@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -45,23 +44,24 @@ def _serve(config: ServerConfig, clients: Path, target: str) -> subprocess.Popen
     )  # fmt: skip
 
 
-def _channels_by_worker(target: str) -> Iterator[tuple[int, grpc.Channel]]:
-    """Separate connections and the worker each landed on (the kernel places them)."""
-    for _ in range(64):
-        ch = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-        yield stub(ch).ServerInfo(pb.ServerInfoRequest()).worker, ch
-
-
-def _one_per_worker(target: str) -> dict[int, grpc.Channel]:
+def _one_per_worker(target: str, timeout: float = 60.0) -> dict[int, grpc.Channel]:
+    """A connection to each worker: separate connections until both answered (the kernel
+    places them; the second worker may still be starting when the first serves)."""
     found: dict[int, grpc.Channel] = {}
-    for worker, ch in _channels_by_worker(target):
+    deadline = time.monotonic() + timeout
+    while len(found) < 2 and time.monotonic() < deadline:
+        ch = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        worker = stub(ch).ServerInfo(pb.ServerInfoRequest(), timeout=10).worker
         if worker in found:
             ch.close()
-            continue
-        found[worker] = ch
-        if len(found) == 2:
-            return found
-    raise AssertionError("both workers did not answer")
+            time.sleep(0.05)
+        else:
+            found[worker] = ch
+    if len(found) < 2:
+        for ch in found.values():
+            ch.close()
+        raise AssertionError("both workers did not answer")
+    return found
 
 
 def _kill_server(proc: subprocess.Popen[str]) -> None:
