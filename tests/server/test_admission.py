@@ -141,7 +141,7 @@ def test_calls_in_flight_of_one_organisation_are_capped(
 def test_an_idle_stream_is_ended_and_its_answers_stay_on_record(
     base_config: ServerConfig,
 ) -> None:
-    srv = make_server(base_config, stream_idle_timeout_s=0.3)
+    srv = make_server(base_config, stream_idle_timeout_s=1.0)  # long for a chunk to arrive
     opened = threading.Event()
     try:
         with grpc.insecure_channel(srv.target) as ch:
