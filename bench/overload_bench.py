@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             "desk_checks": flood_b,
             "streams_served": len(served),
             "streams_refused": len(refused),
-            "streams_other": len(streams) - len(served) - len(refused),
+            "streams_other": sorted(c for c, _ in streams if c not in ("OK", "RESOURCE_EXHAUSTED")),
             "refusal_s_median": round(statistics.median(refused), 4) if refused else None,
             "refusal_s_max": round(max(refused), 4) if refused else None,
             "served_stream_s_median": round(statistics.median(served), 3) if served else None,
