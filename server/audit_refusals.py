@@ -5,9 +5,10 @@ any answer leaves no record there, yet attempts are what an audit must show (som
 with a stolen certificate, an organisation asking outside its zones). Every servicer method
 ends a domain error through one path (`server.status.translate_errors`), and that path calls
 the servicer's `on_refused` for `Unauthenticated`, `PermissionDenied` and an attempt over a
-quota (`RateLimited.attempt`); `RefusalAudit` is what the servicer calls there. It appends one record (no pairs, no keys, `status` the refusal, the
-caller as far as it is known: a listed identity with its organisation and roles, or the
-certificate CN that was not listed, or `(none)`). Other failures are not refusals and are not
+quota (`RateLimited.attempt`); `RefusalAudit` is what the servicer calls there. It appends
+one record (no pairs, no keys, `status` the refusal, the caller as far as it is known: a listed
+identity with its organisation and roles, or the certificate CN that was not listed, or
+`(none)`). Other failures are not refusals and are not
 recorded here (a stream that fails after answering is recorded by the servicer with its
 status). Answered calls pay nothing for it.
 """
