@@ -254,7 +254,7 @@ def info_lines(info: pb.ServerInfoResponse, servers: tuple[str, ...]) -> list[st
         f"zones         {zones}",
         f"this client   {caller.organisation}; roles {roles or 'none'}; "
         f"zones {', '.join(caller.zones) or 'all'}",
-        f"limits        calls/min {_limit_text(caller.calls_per_minute)}, pairs/day "
+        f"limits        checks/min {_limit_text(caller.calls_per_minute)}, pairs/day "
         f"{_limit_text(caller.pairs_per_day)}, pairs/chunk {caller.max_chunk_pairs:,}, "
         f"recheck items {caller.max_recheck_items:,}, message {message_mib:.0f} MiB",
     ]

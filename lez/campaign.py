@@ -298,6 +298,8 @@ class CampaignTally:
 
     def summary(self, min_cell_size: int) -> fleet.FleetCount:
         """Vehicles listed by (category, fuel, euro) id, small cells suppressed as in
-        FleetStats (`lez.fleet.published`)."""
+        FleetStats (`lez.fleet.published`). Counts are not rounded: every listed key comes
+        with its own category, fuel and euro id, so the caller can count them exactly anyway;
+        rounding would hide nothing and only make the summary disagree with the list."""
         cells, counts = fleet.add_up(self._cells, self._counts, len(CELL_DIMENSIONS))
-        return fleet.published(cells, counts, min_cell_size)
+        return fleet.published(cells, counts, min_cell_size, rounding_base=1)

@@ -1,6 +1,7 @@
 """One serving process: a `grpc.aio` server with AccessService, health and reflection.
 
-`App` wires config, key, store holder, auth, rate limits and audit into the servicer (and the
+`App` wires config, key, store holder, auth, the shared quotas (`server.quotas`), the
+worker's caps on work in flight (`server.admission`) and audit into the servicer (and the
 audit of refused calls, `server.audit_refusals`, around it), binds the port (mutual TLS, or
 plain TCP on loopback), starts the hot-reload watcher, and reports health:
 `grpc.health.v1` says SERVING (for "" and `lez.api.v1.AccessService`) only while a store is
@@ -28,11 +29,13 @@ from grpc_reflection.v1alpha import reflection
 
 from lez.api.v1 import access_pb2 as pb
 from lez.keys import PlateKeyer, load_key
+from server.admission import Admission, Caps
 from server.audit import AuditLog
 from server.audit_keys import ensure_audit_key_file, load_audit_keys
-from server.auth import Authenticator, Identity, RateLimiter
+from server.auth import Authenticator, Identity
 from server.config import MIB, ServerConfig
 from server.guards import ensure_port_free, hold_audit_dir
+from server.quotas import QuotaStore
 from server.service import AccessService, add_access_service
 from server.state import ServedSnapshot, StoreHolder
 
@@ -75,6 +78,7 @@ class App:
     service: AccessService | None = None
     health: Any = None
     audit: AuditLog | None = None
+    quotas: QuotaStore | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> int:
@@ -109,12 +113,14 @@ class App:
             checkpoint_every_s=config.audit_checkpoint_s,
         )
         auth = Authenticator(config, self.clients)
+        self.quotas = QuotaStore(config.state_path)  # opened after the fork, like the store
         self.service = AccessService(
             config=config,
             holder=self.holder,
             keyer=keyer,
             auth=auth,
-            limiter=RateLimiter(),
+            quotas=self.quotas,
+            admission=Admission(Caps.of(config)),
             audit=self.audit,
             worker=self.worker,
         )
@@ -171,6 +177,8 @@ class App:
             self.holder.close()
         if self.audit is not None:
             self.audit.close()
+        if self.quotas is not None:
+            self.quotas.close()
 
     async def wait(self) -> None:
         assert self.server is not None

@@ -4,10 +4,11 @@ The servicer records every consultation it answers (`server.service`); a call re
 any answer leaves no record there, yet attempts are what an audit must show (someone probing
 with a stolen certificate, an organisation asking outside its zones). Every servicer method
 ends a domain error through one path (`server.status.translate_errors`), and that path calls
-the servicer's `on_refused` for `Unauthenticated` and `PermissionDenied`; `RefusalAudit` is what
-the servicer calls there. It appends one record (no pairs, no keys, `status` the refusal, the
-caller as far as it is known: a listed identity with its organisation and roles, or the
-certificate CN that was not listed, or `(none)`). Other failures are not refusals and are not
+the servicer's `on_refused` for `Unauthenticated`, `PermissionDenied` and an attempt over a
+quota (`RateLimited.attempt`); `RefusalAudit` is what the servicer calls there. It appends
+one record (no pairs, no keys, `status` the refusal, the caller as far as it is known: a listed
+identity with its organisation and roles, or the certificate CN that was not listed, or
+`(none)`). Other failures are not refusals and are not
 recorded here (a stream that fails after answering is recorded by the servicer with its
 status). Answered calls pay nothing for it.
 """

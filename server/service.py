@@ -1,10 +1,12 @@
 """The AccessService servicer: a thin translation between proto messages and the domain.
 
-Each call: identify the caller (`auth`), check role, zone and quota, lease the current store
-(`state`), ask the pipeline (`pipeline.answer_chunk`, `pipeline.answer_single`) or the domain
-(`lez.fleet`, `lez.recheck`, `lez.campaign`), write the audit record (`audit`) and only then
-complete the answer. Nothing is computed here beyond moving values between messages and domain
-types. Errors travel through the one table in `status`. Plates are never logged or echoed.
+Each call: identify the caller (`auth`), admit it under the worker's caps on work in flight
+(`admission`: refused at once when over), check role, zone and the organisation's quotas
+(`quotas`, shared by the workers), lease the current store (`state`), ask the pipeline
+(`pipeline.answer_chunk`, `pipeline.answer_single`) or the domain (`lez.fleet`,
+`lez.recheck`, `lez.campaign`), write the audit record (`audit`) and only then complete the
+answer. Nothing is computed here beyond moving values between messages and domain types.
+Errors travel through the one table in `status`. Plates are never logged or echoed.
 
 `add_access_service` registers the servicer with request deserializers that never raise
 (`status.tolerant_deserializer`), and every request's strings are bounded (`check_text_lengths`)
@@ -18,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import grpc
 import grpc.aio
@@ -39,10 +41,12 @@ from lez.store import KeyedRecords, Snapshot, StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from lez.version import VERSION
 from server import pipeline
+from server.admission import Admission, idle_limited
 from server.audit import AuditLog, KeyBatch
 from server.audit_refusals import RefusalAudit
-from server.auth import Authenticator, Identity, Purpose, RateLimiter, Rpc
+from server.auth import Authenticator, Identity, Purpose, Rpc
 from server.config import ServerConfig
+from server.quotas import QuotaStore
 from server.state import ServedSnapshot, StoreHolder
 from server.status import (
     audit_status,
@@ -239,6 +243,7 @@ def _fleet_cell(dimensions: list[fleet.Dimension], cell: fleet.FleetCell) -> pb.
             msg.fuel = fleet.code_text(dimension, value)
         elif dimension == fleet.Dimension.EURO:
             msg.euro = fleet.code_text(dimension, value)
+            msg.euro_derived = cell.euro_derived
         else:
             msg.category = fleet.code_text(dimension, value)
     return msg
@@ -289,7 +294,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
         holder: StoreHolder,
         keyer: PlateKeyer,
         auth: Authenticator,
-        limiter: RateLimiter,
+        quotas: QuotaStore,
+        admission: Admission,
         audit: AuditLog,
         worker: int = 0,
     ) -> None:
@@ -298,7 +304,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.holder = holder
         self.keyer = keyer
         self.auth = auth
-        self.limiter = limiter
+        self.quotas = quotas
+        self.admission = admission
         self.audit = audit
         self.refusals = RefusalAudit(audit, auth, holder)
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
@@ -316,9 +323,16 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.refusals.record(rpc, context, status)
 
     def _enter(self, rpc: Rpc, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        """The caller, allowed to make `rpc` and admitted among its organisation's calls in
+        flight on this worker (counted until the call is done, however it ends)."""
         who = self.auth.identify(context)
         who.require(rpc)
-        self.limiter.charge_call(who)
+        self.admission.enter_call(who.organisation)
+
+        def leave(_: object) -> None:
+            self.admission.leave_call(who.organisation)
+
+        context.add_done_callback(cast("grpc.aio.DoneCallback[Any, Any]", leave))
         _check_deadline(context)
         return who
 
@@ -372,8 +386,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
     ) -> pb.CheckResponse:
         who = self._enter(Rpc.CHECK, context)
         check_text_lengths(request)
-        self.limiter.charge_pairs(who, 1)
-        with self.holder.lease() as served:
+        with self.admission.work(who.organisation, 1), self.holder.lease() as served:
             revision = served.catalog.get(request.ruleset_revision or None)
             zone = resolve_zone(revision, request.zone)
             who.require_zone(zone.id, zone.name)
@@ -387,6 +400,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     field="first_registration",
                 )
             check = _single_check(request, day, request.key_id, claimed)
+            self.quotas.charge_check(who)  # a well-formed question in the caller's zones
             with served.reader.snapshot() as snap:
                 answer = pipeline.answer_single(snap, self._context(served, revision, zone), check)
             decision = decision_message(answer.verdict, answer.record, who)
@@ -486,19 +500,26 @@ class AccessService(pb_grpc.AccessServiceServicer):
     ) -> AsyncIterator[pb.DecisionChunk]:
         who = self._enter(Rpc.CHECK_STREAM, context)
         loop = asyncio.get_running_loop()
-        with self.holder.lease() as served:
+        org = who.organisation
+        idle_s = self.config.stream_idle_timeout_s
+        with (
+            self.admission.stream(org),
+            self.quotas.stream_lease(who),
+            self.holder.lease() as served,
+        ):
             tally = _StreamTally(snapshot_id=served.meta.snapshot_id)
             try:
-                async for chunk in request_iterator:
+                async for chunk in idle_limited(request_iterator, idle_s):
                     _check_deadline(context)
                     check_text_lengths(chunk)
                     answer_context = self._open_stream(served, tally, chunk, who)
                     n = pipeline.admit_chunk(chunk, answer_context)
-                    self.limiter.charge_pairs(who, n)
-                    answers = await loop.run_in_executor(
-                        self.executor, self._answer_chunk, served, answer_context, chunk,
-                        who.sees_technical,
-                    )  # fmt: skip
+                    with self.admission.work(org, n):  # refused load is not charged
+                        self.quotas.charge_pairs(who, n)
+                        answers = await loop.run_in_executor(
+                            self.executor, self._answer_chunk, served, answer_context, chunk,
+                            who.sees_technical,
+                        )  # fmt: skip
                     first_index = tally.answered
                     tally.add(answers)
                     yield _decision_chunk(answers, chunk.chunk_id, first_index, tally)
@@ -569,8 +590,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 len(items), self.config.max_recheck_items, "earlier decisions in one recheck"
             )
         check_text_lengths(request)
-        self.limiter.charge_pairs(who, len(items))
-        with self.holder.lease() as served:
+        with self.admission.work(who.organisation, len(items)), self.holder.lease() as served:
+            self.quotas.charge_pairs(who, len(items))
             zones = [resolve_zone(served.catalog, it.zone) for it in items]
             for z in {z.id: z for z in zones}.values():
                 who.require_zone(z.id, z.name)
@@ -624,12 +645,14 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     dimensions,
                     nis=list(request.nis),
                     min_cell_size=self.config.min_cell_size,
+                    rounding_base=self.config.fleet_rounding_base,
                 )
             out = pb.FleetStatsResponse(
                 cells=[_fleet_cell(dimensions, cell) for cell in counted.cells],
                 suppressed_cells=counted.suppressed_cells,
                 suppressed_vehicles=counted.suppressed_vehicles,
                 min_cell_size=self.config.min_cell_size,
+                suppression=counted.suppression,
                 snapshot_id=served.meta.snapshot_id,
                 ruleset_revision=served.catalog.get(None).id,
                 date=format_day(day),
@@ -678,7 +701,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     organisation=who.organisation,
                     roles=sorted(int(r) for r in who.roles),  # type: ignore[misc]
                     zones=sorted(who.zones),
-                    calls_per_minute=who.calls_per_minute,
+                    calls_per_minute=who.checks_per_minute,
                     pairs_per_day=who.pairs_per_day,
                     max_chunk_pairs=self.config.max_chunk_pairs,
                     max_message_bytes=self.config.max_receive_message_bytes,
@@ -722,7 +745,12 @@ class AccessService(pb_grpc.AccessServiceServicer):
         check_text_lengths(request)
         loop = asyncio.get_running_loop()
         rows = min(request.chunk_size or self.config.max_chunk_pairs, self.config.max_chunk_pairs)
-        with self.holder.lease() as served, served.reader.snapshot() as snap:
+        with (
+            self.admission.stream(who.organisation),  # a long stream like CheckStream's
+            self.quotas.stream_lease(who),
+            self.holder.lease() as served,
+            served.reader.snapshot() as snap,
+        ):
             question, zone = self._campaign_question(served, request, who)
             head = pb.LosingAccessChunk(
                 key_id=served.meta.key_id,
@@ -755,7 +783,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     )
                     if part is None:
                         break
-                    self.limiter.charge_pairs(who, part.examined)
+                    self.quotas.charge_pairs(who, part.examined)
                     tally.add(part)
                     for start in range(0, len(part), rows):
                         piece = part.rows(start, start + rows)

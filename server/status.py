@@ -87,6 +87,10 @@ ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
     errors.DeadlineExceeded: Mapping(
         grpc.StatusCode.DEADLINE_EXCEEDED, pb.ERROR_REASON_DEADLINE_EXCEEDED
     ),
+    # a stream that sent nothing for the idle time: ended like a passed deadline
+    errors.StreamIdle: Mapping(
+        grpc.StatusCode.DEADLINE_EXCEEDED, pb.ERROR_REASON_DEADLINE_EXCEEDED
+    ),
     # Operator-side failures: the caller can do nothing about them.
     errors.StoreFormatMismatch: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
     errors.StoreCorrupt: Mapping(grpc.StatusCode.INTERNAL, pb.ERROR_REASON_INTERNAL),
@@ -120,7 +124,7 @@ def audit_status(exc: BaseException) -> str:
 
 def _metadata_of(exc: BaseException) -> dict[str, str]:
     meta = {"code": getattr(exc, "code", "internal")}
-    for attr in ("size", "limit", "rule"):
+    for attr in ("size", "limit", "rule", "quota"):
         value = getattr(exc, attr, None)
         if value is not None:
             meta[attr] = str(value)
@@ -151,14 +155,20 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, status_pb2.Stat
             field=str(getattr(exc, "field", "request")), description=message
         )
         details.append(error_details_pb2.BadRequest(field_violations=[violation]))
-    if m.retry_after_s is not None:
+    # an error that knows when a retry can succeed (a quota's next window) says so itself
+    retry_after_s = getattr(exc, "retry_after_s", m.retry_after_s)
+    if retry_after_s is not None:
         delay = duration_pb2.Duration()
-        delay.FromNanoseconds(int(m.retry_after_s * 1e9))
+        delay.FromNanoseconds(int(retry_after_s * 1e9))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     if isinstance(exc, errors.RateLimited):
         details.append(
             error_details_pb2.QuotaFailure(
-                violations=[error_details_pb2.QuotaFailure.Violation(description=exc.message)]
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=exc.quota, description=exc.message
+                    )
+                ]
             )
         )
     status = status_pb2.Status(code=m.code.value[0], message=message)
@@ -228,7 +238,9 @@ def _is_abort(exc: BaseException) -> bool:
 
 
 REFUSALS: Final = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
-"""Statuses of a refused call: the servicer is told of them (`RefusalHook`) to audit them."""
+"""Statuses of a refused call: the servicer is told of them (`RefusalHook`) to audit them, and
+of attempts over a quota (`RateLimited.attempt`; not of `Overloaded` nor of a stream refused a
+slot: refusing load must stay cheap, an audit record is a synced write)."""
 
 
 @runtime_checkable
@@ -248,7 +260,9 @@ async def _abort_or_reraise(
     if _is_abort(exc) or not isinstance(exc, Exception):
         raise exc
     code = mapping_of(exc).code
-    if code in REFUSALS and isinstance(servicer, RefusalHook):
+    over_quota = isinstance(exc, errors.RateLimited) and exc.attempt
+    refused = code in REFUSALS or over_quota
+    if refused and isinstance(servicer, RefusalHook):
         servicer.on_refused(rpc, context, code)
     await abort(context, exc)
 

@@ -285,11 +285,16 @@ def test_quota_counts_the_vehicles_examined(campaign_config: ServerConfig) -> No
         assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
     finally:
         s.stop()
-    # the keys that went out before the quota ran out are on record, with how the call ended
-    (rec,) = audit_records(campaign_config)
+    # the keys that went out before the quota ran out are on record, with how the call ended,
+    # and so is the refused rest of the call (a refused attempt: no keys)
+    rec, refused = audit_records(campaign_config)
     assert rec["status"] == "RESOURCE_EXHAUSTED" and rec["purpose"] == "communication"
     assert 0 < int(str(rec["keys_count"])) == sum(m.count for m in received) < 29
-    s = serve(campaign_config, Role.INTEGRATOR, pairs_per_day=33)
+    assert refused["rpc"] == "LosingAccess" and refused["status"] == "RESOURCE_EXHAUSTED"
+    assert refused["keys_count"] == 0
+    # the day's count is kept across restarts: a fresh quota file for a fresh day's allowance
+    fresh_day = replace(campaign_config, state_dir=campaign_config.audit_dir.parent / "day2")
+    s = serve(fresh_day, Role.INTEGRATOR, pairs_per_day=33)
     try:
         assert call(s, request())[-1].summary.vehicles == 29
     finally:
