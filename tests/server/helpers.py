@@ -79,6 +79,8 @@ def violations(err: grpc.RpcError) -> dict[str, str]:
             detail.Unpack(bad)
             found.update({v.field: v.description for v in bad.field_violations})
     return found
+
+
 def retry_after(err: grpc.RpcError) -> float | None:
     """The RetryInfo delay of a failed call in seconds, None when it has none."""
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
