@@ -77,7 +77,7 @@ class Derived(enum.IntFlag):
 
 
 class Note(enum.IntFlag):
-    """What a reader of an answer should know beyond outcome and reason (docs/rules.md)."""
+    """What a reader of an answer should know beyond outcome and reason (docs/rules.md#notes)."""
 
     NONE = 0
     HOUR_UNKNOWN = 1  # a day without a time, where the time could change the outcome
