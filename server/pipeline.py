@@ -47,8 +47,8 @@ from lez.vehicle import empty, version_on
 __all__ = [
     "EARLIEST_DAY",
     "EARLIEST_INSTANT",
-    "LATEST_INSTANT",
     "LATEST_DAY",
+    "LATEST_INSTANT",
     "OUTCOMES",
     "AnswerContext",
     "ChunkAnswers",
