@@ -65,6 +65,7 @@ def cmd_check(args: argparse.Namespace, client: LezClient, out: TextIO) -> int:
         args.plate,
         zone=args.zone,
         day=args.date,
+        instant=args.instant,
         country=args.country,
         first_registration=args.first_registration,
         ruleset=args.ruleset,

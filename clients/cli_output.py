@@ -34,6 +34,10 @@ def print_answer(plate: str, country: str, answer: CheckAnswer, out: TextIO) -> 
     """A single check's answer as a person reads it."""
     where = f"{plate} ({country}) in {answer.zone} on {_date_str(answer.date)}"
     out.write(f"{where}: {answer.outcome}{_reason_text(answer.reason)}\n")
+    if answer.instant:
+        out.write(f"  read at:       {answer.instant}\n")
+    if answer.notes:
+        out.write(f"  notes:         {', '.join(sorted(answer.notes))}\n")
     if answer.outcome == "ALLOWED":
         no_end = "no end date under this revision"
         until = no_end if answer.open_ended else _date_str(answer.allowed_until)

@@ -182,8 +182,8 @@ def answer_chunk(
         items = _decode_plates(context.keyer, spans, countries, days, unreadable)
     decided = _decide(snap, context.revision, context.zone_id, items, seconds=seconds)
     columns, technical_columns = _result_columns(decided, technical=technical)
-    if seconds is not None:
-        columns["days"] = _b(np.where(items.invalid == 0, items.days, DAY_UNKNOWN), "<i4")
+    if seconds is not None:  # the day each row was decided on; unknown where unreadable
+        columns["days"] = _b(np.where(_day_invalid(days, unreadable), DAY_UNKNOWN, days), "<i4")
     return ChunkAnswers(
         count=n,
         columns=columns,
