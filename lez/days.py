@@ -67,6 +67,9 @@ def format_day(day: int) -> str:
 SECONDS_PER_DAY: Final = 86_400
 NO_INSTANT: Final = -(2**63)
 """An instants column's value for a row without one (int64 minimum, as on the wire)."""
+_FEW_CHANGES: Final = 8
+"""Up to this many offset changes inside a chunk's span, each is one vectorised compare (a
+`searchsorted` over the whole chunk costs more)."""
 SECOND_UNKNOWN: Final = -1
 """The second-of-day of a read given only as a day: its hour is not known."""
 
@@ -150,8 +153,9 @@ def brussels_days_seconds(
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
     """Europe/Brussels calendar day and second of the local day of each instant (seconds since
     the epoch, within years 1..9998), vectorised: the offset comes from a table of the zone's
-    offset changes over the years the instants span (one `searchsorted`, or one constant when
-    every instant lies between the same two changes, the usual case for a day of reads)."""
+    offset changes over the years the instants span: one constant when every instant lies
+    between the same two changes (the usual case for a day of reads), one masked add per change
+    when there are a few (a week across a DST switch), a `searchsorted` otherwise."""
     seconds = np.asarray(seconds, dtype=np.int64)
     if not len(seconds):
         return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
@@ -159,12 +163,25 @@ def brussels_days_seconds(
     starts, offsets = _offset_table(_utc_year(low), _utc_year(high))
     first = int(np.searchsorted(starts, low, side="right")) - 1
     last = int(np.searchsorted(starts, high, side="right")) - 1
-    if first == last:
-        local = seconds + offsets[first]
-    else:
+    if high - low >= 2**31 - 2 * SECONDS_PER_DAY or last - first > _FEW_CHANGES:
         local = seconds + offsets[np.searchsorted(starts, seconds, side="right") - 1]
-    days, second = np.divmod(local, SECONDS_PER_DAY)
-    return days.astype(np.int32), second.astype(np.int32)
+        days64 = local // SECONDS_PER_DAY
+        local -= days64 * SECONDS_PER_DAY
+        return days64.astype(np.int32), local.astype(np.int32)
+    # The usual chunk spans days, not years: seconds since the first local midnight fit int32,
+    # and each offset change inside the span is one masked add. In place, without int64
+    # temporaries: fresh large arrays (page faults) cost more than the arithmetic.
+    base = (low + int(offsets[first])) // SECONDS_PER_DAY
+    within = np.empty(len(seconds), dtype=np.int32)
+    np.subtract(seconds, base * SECONDS_PER_DAY - int(offsets[first]), out=within,
+                casting="unsafe")  # fmt: skip
+    for k in range(first + 1, last + 1):
+        np.add(within, np.int32(offsets[k] - offsets[k - 1]), out=within,
+               where=seconds >= starts[k])  # fmt: skip
+    days = np.floor_divide(within, np.int32(SECONDS_PER_DAY))
+    np.remainder(within, np.int32(SECONDS_PER_DAY), out=within)
+    days += np.int32(base)
+    return days, within
 
 
 def anniversary(first: int, years: int) -> int:

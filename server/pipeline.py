@@ -183,7 +183,9 @@ def answer_chunk(
     decided = _decide(snap, context.revision, context.zone_id, items, seconds=seconds)
     columns, technical_columns = _result_columns(decided, technical=technical)
     if seconds is not None:  # the day each row was decided on; unknown where unreadable
-        columns["days"] = _b(np.where(_day_invalid(days, unreadable), DAY_UNKNOWN, days), "<i4")
+        unknown = _day_invalid(days, unreadable)
+        columns["days"] = _b(np.where(unknown, DAY_UNKNOWN, days) if unknown.any() else days,
+                             "<i4")  # fmt: skip
     return ChunkAnswers(
         count=n,
         columns=columns,
@@ -341,20 +343,21 @@ def _instant_days(
     SECOND_UNKNOWN for a row without one; and the rows whose instant is unreadable (out of
     range, or missing where no days were sent), which become INVALID_DAY."""
     raw = np.frombuffer(chunk.instants, dtype="<i8")
-    has = raw != NO_INSTANT
     divisor = INSTANT_DIVISORS[chunk.instant_unit]
-    instants = raw // divisor if divisor != 1 else raw
-    readable = has & (instants >= EARLIEST_INSTANT) & (instants < LATEST_INSTANT)
+    # NO_INSTANT (int64 minimum) lies below the earliest readable instant in any unit
+    readable = (raw >= EARLIEST_INSTANT * divisor) & (raw < LATEST_INSTANT * divisor)
+    instants = np.floor_divide(raw, divisor) if divisor != 1 else raw
+    if readable.all():  # the usual chunk: every row has a readable instant
+        days, seconds = brussels_days_seconds(instants)
+        return days, seconds, np.zeros(n, dtype=np.bool_)
     if chunk.days:
         days = _day_column(chunk.days, n).copy()
-        unreadable = has & ~readable
+        unreadable = (raw != NO_INSTANT) & ~readable
     else:
         days = np.zeros(n, dtype=np.int32)
         unreadable = ~readable
     seconds = np.full(n, SECOND_UNKNOWN, dtype=np.int32)
-    if readable.all():
-        days, seconds = brussels_days_seconds(instants)
-    elif readable.any():
+    if readable.any():
         rows = np.flatnonzero(readable)
         days[rows], seconds[rows] = brussels_days_seconds(instants[rows])
     return days, seconds, unreadable
