@@ -23,6 +23,16 @@ protocol annex par. 16-18 and 22-24):
    DUTCH_PLATE_CHECKED_ELSEWHERE (we do not hold that register and do not guess); else
    NOT_ALLOWED / FOREIGN_NOT_REGISTERED where registration is required; else UNKNOWN_PLATE.
 
+Time of day (docs/rules.md#time-of-day), all from the zone's compiled tables for the read's
+period: a registration also counts as a ground for a read within the kind's grace days before
+its first day, or (when the read's second of the Brussels day is known) before the kind's hour
+on the day after its last day; a read without an hour where only the latter could have allowed
+it gets HOUR_UNKNOWN. A Belgian vehicle on an oldtimer plate old enough is exempt as if the
+criteria allowed it (OLDTIMER_PLATE_EXEMPT); a grant's age condition fails on a known
+first-registration date, and a refused vehicle with such an oldtimer registration gets
+OLDTIMER_TOO_YOUNG. A NOT_ALLOWED answer inside a warning-only window that the rules before the
+window's step did not give gets WARNING_ONLY. Notes are `lez.decision.Note` bits.
+
 There are two implementations, each kept for a figure (`python -m bench.single_paths`, one core):
 
 - `evaluate`, vectorised over a chunk: about 0.05 us per item on a 100,000-item chunk (15-18M
