@@ -297,14 +297,15 @@ def _oldtimer_plates(
 ) -> None:
     """The automatic exemption of vehicles on an oldtimer plate old enough on the day: allowed
     like the criteria allow (their reason first, the latest end of both)."""
-    age = tables.plate_age[period]
-    sub = np.flatnonzero(
-        (age > 0) & vehicle & ((records["flags"] & _OLDTIMER_PLATE) != 0)
-        & (records["first_registration"] != DAY_UNKNOWN)
-    )  # fmt: skip
+    sub = np.flatnonzero(records["flags"] & _OLDTIMER_PLATE)  # few: test them first
     if not len(sub):
         return
-    first, sub_age = records["first_registration"][sub], age[sub]
+    sub_age = tables.plate_age[period[sub]]
+    keep = (sub_age > 0) & vehicle[sub] & (records["first_registration"][sub] != DAY_UNKNOWN)
+    sub, sub_age = sub[keep], sub_age[keep]
+    if not len(sub):
+        return
+    first = records["first_registration"][sub]
     old = np.zeros(len(sub), dtype=np.bool_)
     for years in np.unique(sub_age).tolist():
         of = sub_age == years
@@ -328,11 +329,11 @@ def _warnings(
 ) -> None:
     """WARNING_ONLY on refusals inside a warning-only window that the rules in force before the
     window's step did not make (every refusal when the step is the zone's start)."""
-    prev = tables.warn_prev[period]
-    sub = np.flatnonzero((prev != NO_WARNING) & (outcome == Outcome.NOT_ALLOWED))
+    windows = tables.warn_prev != NO_WARNING
+    sub = np.flatnonzero(windows[period] & (outcome == Outcome.NOT_ALLOWED))
     if not len(sub):
         return
-    before = prev[sub]
+    before = tables.warn_prev[period[sub]]
     warn = before == WARN_ALL
     known = np.flatnonzero(~warn)
     if len(known):
@@ -495,7 +496,9 @@ def evaluate(revision: Revision, zone_id: int, batch: BatchInput) -> DecisionCol
 
     outcome, reason, until = _criteria(tables, period, enriched, records, vehicle)
     notes = np.zeros(len(days), dtype=np.uint8)
-    if tables.plate_age.any():
+    # the periods the chunk's days fall in: most chunks meet no exemption or warning period
+    low, high = (int(period.min()), int(period.max()) + 1) if len(period) else (0, 0)
+    if tables.plate_age[low:high].any():
         _oldtimer_plates(tables, period, days, records, vehicle, outcome, reason, until)
     if grounds is not None:
         _apply_grounds(grounds, vehicle, outcome, reason, until, notes)
@@ -517,9 +520,10 @@ def evaluate(revision: Revision, zone_id: int, batch: BatchInput) -> DecisionCol
             Derived.PLUG_IN_HYBRID
         )
     if grounds is not None:
-        maybe = ((grounds.via & _VIA_MAYBE) != 0) & np.isin(outcome, _REFUSED_HOUR_MATTERS)
+        maybe = np.flatnonzero(grounds.via & _VIA_MAYBE)
+        maybe = maybe[np.isin(outcome[maybe], _REFUSED_HOUR_MATTERS)]
         notes[maybe] |= _U8(Note.HOUR_UNKNOWN)
-    if (tables.warn_prev != NO_WARNING).any():
+    if (tables.warn_prev[low:high] != NO_WARNING).any():
         _warnings(tables, period, enriched, records, vehicle, outcome, notes)
     return columns
 
@@ -709,7 +713,7 @@ def decide_one(revision: Revision, zone_id: int, item: ItemInput) -> Verdict:
             notes |= Note.HOUR_UNKNOWN
         if verdict.outcome == Outcome.NOT_ALLOWED and _warned_one(tables, period, None, None):
             notes |= Note.WARNING_ONLY
-        return verdict._replace(notes=int(notes))
+        return verdict._replace(notes=int(notes)) if notes else verdict
     outcome, reason, until = _criteria_one(
         tables, period, vehicle, vclass, enriched.family, enriched.euro
     )
