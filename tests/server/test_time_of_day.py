@@ -233,6 +233,11 @@ def test_instants_without_days_and_malformed_instant_columns(time_channel: grpc.
     assert outcomes(answer) == [pb.OUTCOME_ALLOWED, pb.OUTCOME_INVALID, pb.OUTCOME_INVALID]
     assert reasons(answer)[1:] == [pb.REASON_INVALID_DAY, pb.REASON_INVALID_DAY]
     assert np.frombuffer(answer.days, dtype="<i4").tolist()[1:] == [DAY_UNKNOWN, DAY_UNKNOWN]
+    with_days = chunk([OLD_DIESEL, OLD_DIESEL], [_d(PASS_DAY), _d(PASS_DAY)], zone=GENT)
+    with_days.instants = _instants([None, "1500-01-01T00:00:00Z"])  # out of range: not its day
+    answer = next(iter(stub(time_channel).CheckStream(iter([with_days]))))
+    assert outcomes(answer) == [pb.OUTCOME_ALLOWED, pb.OUTCOME_INVALID]
+    assert reasons(answer)[1] == pb.REASON_INVALID_DAY
     for broken in (
         {"instants": b"\0" * 7},  # not whole int64 values
         {"instants": b"\0" * 16},  # two instants for three days
