@@ -257,7 +257,7 @@ def test_golden_case_through_the_server_pipeline(case: dict[str, Any]) -> None:
         claimed_first_registration=prep.claimed, second=prep.second,
     )  # fmt: skip
     with prep.reader.snapshot() as snap:
-        answer = answer_single(snap, context, single)  # type: ignore[arg-type]
+        answer = answer_single(snap, context, single)
         verdict = answer.verdict
         got_single = (
             Outcome(verdict.outcome), Reason(verdict.reason), verdict.allowed_until,
@@ -275,7 +275,7 @@ def test_golden_case_through_the_server_pipeline(case: dict[str, Any]) -> None:
         else:
             chunk.instants = np.array([prep.instant * 1000], dtype="<i8").tobytes()
             chunk.instant_unit = pb.INSTANT_UNIT_MILLISECONDS
-        answers = answer_chunk(snap, context, chunk, technical=True)  # type: ignore[arg-type]
+        answers = answer_chunk(snap, context, chunk, technical=True)
     cols = answers.columns
     got_chunk = (
         Outcome(cols["outcome"][0]), Reason(cols["reason"][0]),

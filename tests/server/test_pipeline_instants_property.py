@@ -139,7 +139,7 @@ def test_a_mixed_chunk_answers_each_row_as_its_own_check(
     if with_days:
         chunk.days = np.array(days, dtype="<i4").tobytes()
     with READER.snapshot() as snap:
-        got = answer_chunk(snap, context, chunk, technical=True)  # type: ignore[arg-type]
+        got = answer_chunk(snap, context, chunk, technical=True)
         cols = got.columns
         decided_on = np.frombuffer(cols["days"], dtype="<i4").tolist()
         until = np.frombuffer(cols["allowed_until"], dtype="<i4").tolist()
@@ -151,7 +151,7 @@ def test_a_mixed_chunk_answers_each_row_as_its_own_check(
                 day, second = days[i], SECOND_UNKNOWN
             expected_days.append(day)
             one = answer_single(
-                snap, context,  # type: ignore[arg-type]
+                snap, context,
                 SingleCheck(plate=plate, country=country, day=day, second=second),
             ).verdict  # fmt: skip
             row = (cols["outcome"][i], cols["reason"][i], until[i], cols["notes"][i])

@@ -101,9 +101,10 @@ def time_channel(
 
 
 def _check(channel: grpc.Channel, plate: str, zone: str, **fields: str) -> pb.CheckResponse:
-    response: pb.CheckResponse = stub(channel).Check(
-        pb.CheckRequest(plate=plate, zone=zone, **fields)
-    )
+    request = pb.CheckRequest(plate=plate, zone=zone)
+    for name, value in fields.items():
+        setattr(request, name, value)
+    response: pb.CheckResponse = stub(channel).Check(request)
     return response
 
 
@@ -248,4 +249,4 @@ def test_instants_without_days_and_malformed_instant_columns(time_channel: grpc.
             setattr(request, name, value)
         with pytest.raises(grpc.RpcError) as err:
             list(stub(time_channel).CheckStream(iter([request])))
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
