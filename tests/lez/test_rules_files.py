@@ -245,3 +245,16 @@ def test_overlapping_timing_rows_of_one_kind_and_scope_are_refused(tmp_path: Pat
     with pytest.raises(RuleTableError, match="overlaps") as err:
         _load(tmp_path, text)
     assert err.value.line == _line_of(text, "from = 2017-02-01", 4)
+
+
+def test_an_undetermined_warning_window_claims_no_warning(tmp_path: Path) -> None:
+    window = TIMING.split("[[warning]]")[1].split("[[oldtimer_plate]]")[0]
+    undetermined = window.replace('source = "test"', 'source = "test"\nundetermined = true\n'
+                                  'note = "NOT FOUND: the window"')  # fmt: skip
+    (tmp_path / "2030-01-01.toml").write_text(MINIMAL + "\n[[warning]]" + undetermined)
+    tables = load_catalog_dir(tmp_path).get().compiled(7)
+    assert (tables.warn_prev == -2).all()  # NO_WARNING in every period
+    without_note = window.replace('source = "test"', 'source = "test"\nundetermined = true')
+    (tmp_path / "2030-01-01.toml").write_text(MINIMAL + "\n[[warning]]" + without_note)
+    with pytest.raises(RuleTableError, match="say in a note"):
+        load_catalog_dir(tmp_path)
