@@ -36,8 +36,9 @@ def test_lez_batch_sends_instants_and_writes_notes(
     src = tmp_path / "reads.csv"
     src.write_text("plate,timestamp\n" + "".join(f"{p},{t}\n" for p, t in rows))
     out_csv = tmp_path / "decisions.csv"
-    code, _out, err = batch(capsys, live_server, str(src), str(out_csv))
+    code, out, err = batch(capsys, live_server, str(src), str(out_csv))
     assert code == 0, err
+    assert "notes: WARNING_ONLY 2" in out
     with open(out_csv, newline="") as fh:
         got = list(csv.DictReader(fh))
     assert [r["day"] for r in got] == ["2020-01-15", "2020-02-01", "2020-01-31", "2020-01-15"]
