@@ -19,8 +19,14 @@ loads.
   (`EARLIEST_DAY`..`LATEST_DAY`) and the server's default plate limit
   (`server.config.ServerConfig.max_plate_bytes`).
 
-What is left out, on purpose: registrations (exemptions, permits, corrections) and the public
-checker's first-registration match. The benchmark store has no registrations and the batch has
+- **Oldtimer plates**: the automatic exemption of `CompiledZone.plate_age` / `plate_until` by
+  period, on the record's oldtimer-plate flag and its age on the day (the anniversary as the
+  first of the month plus whole years, plus the day of the month: 29 February turns on 1 March,
+  as in `lez.days.anniversary`).
+
+What is left out, on purpose: registrations (exemptions, permits, corrections, their grace days
+and hours), the public checker's first-registration match, and the notes (warnings, hours),
+which are not among the compared columns. The benchmark store has no registrations and the batch has
 no claimed dates; the harness asserts on the real batch that the peers decide exactly as we do.
 
 Two dialects (DuckDB, PostgreSQL) differ only in a few spellings (`Dialect`).
@@ -191,6 +197,33 @@ def phev_sql(cz: CompiledZone, period_col: str) -> str:
     )
 
 
+def plate_exempt_sql(cz: CompiledZone, period_col: str, day_col: str) -> str:
+    """The automatic oldtimer-plate exemption (a boolean): the flag, a known first registration
+    and the period's age reached on the day; FALSE for a zone without the exemption."""
+    ages = {int(p): int(a) for p, a in enumerate(cz.plate_age) if a}
+    if not ages:
+        return "FALSE"
+    first = "(DATE '1970-01-01' + first_registration)"
+    years = _case(period_col, ages, 0)
+    turns = (
+        f"(date_trunc('month', {first}) + INTERVAL '1 month' * (12 * {years}) "
+        f"+ INTERVAL '1 day' * (extract(day FROM {first}) - 1))"
+    )
+    return (
+        f"((flags & {int(Flag.OLDTIMER_PLATE)}) <> 0 AND first_registration <> {DAY_UNKNOWN} "
+        f"AND {period_col} IN ({', '.join(map(str, sorted(ages)))}) "
+        f"AND {turns} <= (DATE '1970-01-01' + {day_col}))"
+    )
+
+
+def plate_until_sql(cz: CompiledZone, period_col: str) -> str:
+    """The last day of the run of exemption periods the item's period starts."""
+    return _case(
+        period_col, {int(p): int(u) for p, u in enumerate(cz.plate_until) if cz.plate_age[p]},
+        DAY_UNKNOWN,
+    )  # fmt: skip
+
+
 def period_sql(cz: CompiledZone, day_col: str) -> str:
     bounds = [int(b) for b in cz.bounds]
     return _steps(day_col, bounds[1:], list(range(1, len(bounds))), 0)
@@ -308,6 +341,19 @@ def decision_sql(
         "first_registration, max_mass, running_mass, co2, seats, category, kind, fuel, euro, flags"
     )
     enrich_cols = f"{class_sql()} AS vclass, {family_sql()} AS family, {phev_sql(cz, 'p')} AS phev"
+    exempt = plate_exempt_sql(cz, "p", "day")
+
+    def with_plate(outcome: str, reason: str, until: str, plate: str, period: str) -> str:
+        """The criteria's cell with the oldtimer-plate exemption: allowed as if the criteria
+        allowed (their reason first, the later end of both)."""
+        plate_until = plate_until_sql(cz, period)
+        return (
+            f"CASE WHEN {plate} THEN {o.ALLOWED} ELSE {outcome} END AS outcome, "
+            f"CASE WHEN {plate} AND {outcome} <> {o.ALLOWED} THEN {r.OLDTIMER_PLATE_EXEMPT} "
+            f"ELSE {reason} END AS reason, "
+            f"CASE WHEN NOT {plate} THEN {until} WHEN {outcome} <> {o.ALLOWED} THEN {plate_until} "
+            f"ELSE GREATEST({until}, {plate_until}) END AS until"
+        )
 
     if skeleton == "ctes":
         # DuckDB: the batch once (materialised), hash joins for the versions, the answer
@@ -317,15 +363,15 @@ WITH b AS MATERIALIZED ({batch_cols}
 ), q AS (
   SELECT i, day, p, np{key_select} FROM b WHERE invalid = 0 AND cty = 'BE'
 ), hit AS (
-  SELECT q.i, q.p, {", ".join("v." + c for c in vehicle_cols.split(", "))}
+  SELECT q.i, q.p, q.day, {", ".join("v." + c for c in vehicle_cols.split(", "))}
   FROM q JOIN {register} v
     ON v.{match_col} = q.{match_expr} AND v.valid_from <= q.day AND q.day < v.valid_to
 ), cls AS (
-  SELECT i, p, {enrich_cols}, first_registration, euro FROM hit
+  SELECT i, p, {enrich_cols}, first_registration, euro, {exempt} AS exempt FROM hit
 ), enr AS (
-  SELECT i, p, vclass, family, phev, {euro_sql("vclass")} AS eff_euro FROM cls
+  SELECT i, p, vclass, family, phev, {euro_sql("vclass")} AS eff_euro, exempt FROM cls
 ), dec AS (
-  SELECT e.i, c.outcome, c.reason, c.until, e.eff_euro
+  SELECT e.i, {with_plate("c.outcome", "c.reason", "c.until", "e.exempt", "e.p")}, e.eff_euro
   FROM enr e JOIN {cells} c ON c.idx = {cell_idx.replace("p *", "e.p *")}
 ), miss AS (
   SELECT q.i, EXISTS (SELECT 1 FROM {plates} k WHERE k.{match_col} = q.{match_expr}) AS known
@@ -348,18 +394,19 @@ FROM (
             for arr in (cz.outcome, cz.reason, cz.until)
         )
         known = f"EXISTS (SELECT 1 FROM {plates} k WHERE k.{match_col} = {match_expr} OFFSET 0)"
+        cell = with_plate(
+            f"({out_arr})[{cell_idx} + 1]", f"({why_arr})[{cell_idx} + 1]",
+            f"({until_arr})[{cell_idx} + 1]", f"(vf IS NOT NULL AND {exempt})", "p",
+        )  # fmt: skip
         query = f"""
-SELECT i, {
-            final(
-                "vf IS NOT NULL",
-                known,
-                f"({out_arr})[{cell_idx} + 1]",
-                f"({why_arr})[{cell_idx} + 1]",
-                f"({until_arr})[{cell_idx} + 1]",
-                "eff_euro",
-            )
-        }
+SELECT i, {final("vf IS NOT NULL", known, "c_outcome", "c_reason", "c_until", "eff_euro")}
 FROM (
+  SELECT *, {
+            cell.replace(" AS outcome", " AS c_outcome")
+            .replace(" AS reason", " AS c_reason")
+            .replace(" AS until", " AS c_until")
+        }
+  FROM (
   SELECT *, {euro_sql("vclass")} AS eff_euro FROM (
     SELECT b.*, v.valid_from AS vf, {", ".join("v." + c for c in vehicle_cols.split(", "))},
            {enrich_cols}
@@ -369,6 +416,7 @@ FROM (
          AND b.invalid = 0 AND b.cty = 'BE'
     OFFSET 0
   ) y OFFSET 0
+  ) w OFFSET 0
 ) z
 """
     return DecisionSql(query=query, zone_id=zone_id, revision=revision.id)
