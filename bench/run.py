@@ -22,13 +22,16 @@ warm-up; all on this machine, in this run):
 4. Per-pair cost against store size (registers of 1M to 16M plates, each its own server).
 5. The engine alone on one core (`bench.engine_bench`, zones Antwerpen and Brussels).
 6. The loader build (`bench.build_bench`).
-7. Writes `results.json`, `README-table.md` and `scaling.png` to `--out`.
-
-7b. The warning campaign (`bench.campaign_bench`): `LosingAccess` for the Brussels zone's
+7. The warning campaign (`bench.campaign_bench`): `LosingAccess` for the Brussels zone's
    municipalities on the main store, end to end through the client.
 8. The daily sync (`bench.sync_bench`): a day of the DIV feed applied and published, a day end
    to end from the stand-in over HTTPS, serving while a day lands, 30 daily layers against a
    fresh build, compaction.
+9. Reads with a time (`bench.instants_bench`): the 500,000-pair stream (100,000 with
+   `--quick`) with an instants column against the same stream with days, alternating runs.
+10. Writes `results.json`, `README-table.md` and `scaling.png` to `--out` (and, for a full run
+   into the default folder, the README's table).
+
 Exit status 1 when a peer decides differently from the service (results are written first).
 """
 
@@ -47,7 +50,15 @@ from typing import Any
 
 import numpy as np
 
-from bench import build_bench, campaign_bench, memory, pair_breakdown, report, sync_bench
+from bench import (
+    build_bench,
+    campaign_bench,
+    instants_bench,
+    memory,
+    pair_breakdown,
+    report,
+    sync_bench,
+)
 from bench.peer_data import (
     SELECTION_VERSION,
     Decided,
@@ -432,6 +443,15 @@ def phase_service(
     return out
 
 
+def phase_instants(cfg: Config, extract: Path, store: Path, key: Path, res: dict[str, Any]) -> None:
+    """The stream with an instants column against days (`bench.instants_bench`)."""
+    pairs = 100_000 if cfg.quick else 500_000
+    log(f"CheckStream {pairs:,} pairs: instants against days x {2 * cfg.runs}")
+    res["instants"] = instants_bench.measure(
+        store, key, extract, pairs, 2 * cfg.runs, cfg.scratch / "instants", seed=cfg.seed
+    )
+
+
 def phase_duckdb(
     cfg: Config, preg: PeerRegister, revision: Revision, key: Path, ours: dict[str, Any],
     res: dict[str, Any],
@@ -695,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     register = read_plates(extract)
     ours = phase_service(cfg, store, key, register, revision, res)
     del register
+    phase_instants(cfg, extract, store, key, res)
     cmp = res["comparison_500k"]
     cmp["pairs"] = cfg.compare_pairs
     cmp["zone"] = ZONE

@@ -43,6 +43,8 @@ from clients.cli_output import (
     batch_lines,
     error_line,
     info_lines,
+    note_counts,
+    notes_lines,
     print_answer,
     recheck_json,
     recheck_lines,
@@ -75,6 +77,7 @@ def cmd_check(args: argparse.Namespace, client: LezClient, out: TextIO) -> int:
         args.plate,
         zone=args.zone,
         day=args.date,
+        instant=args.instant,
         country=args.country,
         first_registration=args.first_registration,
         ruleset=args.ruleset,
@@ -114,9 +117,11 @@ def cmd_batch(args: argparse.Namespace, client: LezClient, out: TextIO, err: Tex
     write_results(args.output, batch, result, euro_codes)
     write_s = time.perf_counter() - started
     if args.json:
-        _write_json(out, batch_json(result.summary, batch, args.output))
+        notes = {"notes": note_counts(result.notes)}
+        _write_json(out, batch_json(result.summary, batch, args.output) | notes)
         return EXIT_OK
     lines = batch_lines(result.summary, batch, args.zone, read_s, write_s)
+    lines += notes_lines(result.notes)
     out.write("\n".join([*lines, f"wrote {args.output}"]) + "\n")
     return EXIT_OK
 

@@ -12,11 +12,14 @@ import time
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+import numpy as np
+import numpy.typing as npt
+
 from clients import errors
 from clients.batchfile import BatchFile, BatchFileError
 from clients.campaign_output import PlotUnavailable
 from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem
-from clients.enum_names import OUTCOME_NAMES
+from clients.enum_names import NOTE_FLAGS, OUTCOME_NAMES
 from clients.result_columns import BatchSummary
 from clients.settings import BYTES_PER_MIB, DEFAULT_SERVER, ClientSettings
 from lez.api.v1 import access_pb2 as pb
@@ -37,6 +40,10 @@ def print_answer(plate: str, country: str, answer: CheckAnswer, out: TextIO) -> 
     """A single check's answer as a person reads it."""
     where = f"{plate} ({country}) in {answer.zone} on {_date_str(answer.date)}"
     out.write(f"{where}: {answer.outcome}{_reason_text(answer.reason)}\n")
+    if answer.instant:
+        out.write(f"  read at:       {answer.instant}\n")
+    if answer.notes:
+        out.write(f"  notes:         {', '.join(sorted(answer.notes))}\n")
     if answer.outcome == "ALLOWED":
         until = NO_END_DATE if answer.open_ended else _date_str(answer.allowed_until)
         out.write(f"  allowed until: {until}\n")
@@ -147,6 +154,23 @@ def summary_table(summary: BatchSummary) -> list[str]:
             lines.append(f"  {name:<22}{count:>12,}{count / total:>9.1%}")
     lines.append(f"  {'total':<22}{summary.pairs:>12,}{1:>9.1%}")
     return lines
+
+
+def note_counts(notes: npt.NDArray[np.uint8]) -> dict[str, int]:
+    """How many pairs carry each note (`WARNING_ONLY`, `HOUR_UNKNOWN`, ...); none: {}."""
+    return {
+        name: int(((notes & bit) != 0).sum())
+        for bit, name in NOTE_FLAGS
+        if ((notes & bit) != 0).any()
+    }
+
+
+def notes_lines(notes: npt.NDArray[np.uint8]) -> list[str]:
+    """A batch's note counts as a person reads them (nothing when no pair has a note)."""
+    counts = note_counts(notes)
+    if not counts:
+        return []
+    return ["  notes: " + ", ".join(f"{name} {count:,}" for name, count in counts.items())]
 
 
 def batch_json(summary: BatchSummary, batch: BatchFile, output: Path) -> dict[str, Any]:

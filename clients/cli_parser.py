@@ -219,6 +219,12 @@ def _add_check(commands: Any) -> None:
         default=None,
         help="day asked about, YYYY-MM-DD or an ISO 8601 timestamp [today in Brussels]",
     )
+    command.add_argument(
+        "--instant",
+        default=None,
+        help="the moment of a camera read, ISO 8601 with its offset (2026-03-02T05:30:00+01:00); "
+        "the server derives the Brussels day and uses the hour (a day pass valid until 06:00)",
+    )
     command.add_argument("--country", type=_country_arg, default="BE", help="plate country [BE]")
     command.add_argument(
         "--first-registration",

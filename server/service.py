@@ -32,7 +32,17 @@ from google.protobuf.message import Message
 from lez import campaign, codes, fleet, recheck
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
-from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, today_brussels
+from lez.days import (
+    DAY_OPEN,
+    DAY_UNKNOWN,
+    SECOND_UNKNOWN,
+    brussels_day_second,
+    format_day,
+    format_instant,
+    parse_day,
+    parse_instant,
+    today_brussels,
+)
 from lez.decision import Outcome, Reason
 from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest
 from lez.keys import PlateKeyer
@@ -169,7 +179,11 @@ def _positive(value: int, unknown: int) -> int:
 
 
 def _single_check(
-    item: pb.CheckRequest | pb.EarlierDecision, day: int, key_id: str, claimed: int | None
+    item: pb.CheckRequest | pb.EarlierDecision,
+    day: int,
+    key_id: str,
+    claimed: int | None,
+    second: int = SECOND_UNKNOWN,
 ) -> pipeline.SingleCheck:
     """The pipeline's question for a unary item given as plate or key."""
     which = item.WhichOneof("subject")
@@ -180,7 +194,28 @@ def _single_check(
         country=item.country,
         day=day,
         claimed_first_registration=claimed,
+        second=second,
     )
+
+
+def _day_and_second(request: pb.CheckRequest) -> tuple[int, int]:
+    """The day of a Check and the second of that Brussels day: from `instant` when given (the
+    server derives the Brussels day, so every client gets the same day for the same read;
+    `date` must then be empty or that day), else from `date` with the hour unknown."""
+    if not request.instant:
+        return _day_or_invalid(request.date, None), SECOND_UNKNOWN
+    try:
+        instant = parse_instant(request.instant)
+    except ValueError as exc:
+        raise InvalidRequest(f"instant: {exc}", field="instant") from None
+    if not pipeline.EARLIEST_INSTANT <= instant < pipeline.LATEST_INSTANT:
+        return DAY_UNKNOWN, SECOND_UNKNOWN  # decided as INVALID_DAY
+    day, second = brussels_day_second(instant)
+    if request.date and _day_or_invalid(request.date, DAY_UNKNOWN) != day:
+        raise InvalidRequest(
+            "date must be empty or the Europe/Brussels day of the instant", field="date"
+        )
+    return day, second
 
 
 def _technical(msg: pb.Decision, verdict: Verdict, record: np.void | None) -> None:
@@ -188,6 +223,7 @@ def _technical(msg: pb.Decision, verdict: Verdict, record: np.void | None) -> No
     known = record if record is not None else NO_VEHICLE
     msg.reason = verdict.reason  # type: ignore[assignment]
     msg.derived = verdict.derived
+    msg.notes = verdict.notes
     tech = msg.technical
     tech.category = _code_text(codes.CATEGORY, verdict.category)
     tech.fuel = _code_text(codes.FUEL, int(known["fuel"]))
@@ -390,7 +426,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             revision = served.catalog.get(request.ruleset_revision or None)
             zone = resolve_zone(revision, request.zone)
             who.require_zone(zone.id, zone.name)
-            day = _day_or_invalid(request.date, None)
+            day, second = _day_and_second(request)
             claimed: int | None = None
             if request.first_registration:
                 claimed = _required_day(request.first_registration, "first_registration")
@@ -399,7 +435,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     "the public checker needs the first-registration date of the vehicle",
                     field="first_registration",
                 )
-            check = _single_check(request, day, request.key_id, claimed)
+            check = _single_check(request, day, request.key_id, claimed, second)
             self.quotas.charge_check(who)  # a well-formed question in the caller's zones
             with served.reader.snapshot() as snap:
                 answer = pipeline.answer_single(snap, self._context(served, revision, zone), check)
@@ -422,6 +458,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 ruleset_revision=revision.id,
                 zone=zone.name,
                 date=_date_text(day),
+                instant=format_instant(parse_instant(request.instant)) if request.instant else "",
             )
 
     # -- CheckStream --
