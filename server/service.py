@@ -40,8 +40,10 @@ from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from server import pipeline
 from server.audit import AuditLog, KeyBatch
 from server.audit_refusals import RefusalAudit
-from server.auth import Authenticator, Identity, RateLimiter, Rpc
+from server.auth import Authenticator, Identity, RateLimiter, Role, Rpc
+from server.calls import CallObserver, current_call
 from server.config import ServerConfig
+from server.metrics import ServerMetrics
 from server.state import ServedSnapshot, StoreHolder
 from server.status import (
     audit_status,
@@ -284,6 +286,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         limiter: RateLimiter,
         audit: AuditLog,
         worker: int = 0,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.config = config
         self.worker = worker  # this process's index among the server's workers
@@ -293,6 +296,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.limiter = limiter
         self.audit = audit
         self.refusals = RefusalAudit(audit, auth, holder)
+        self.calls = CallObserver(metrics, worker)  # request ids, call log lines, metrics
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lez-chunk")
 
@@ -305,10 +309,14 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self, rpc: str, context: grpc.aio.ServicerContext[Any, Any], status: grpc.StatusCode
     ) -> None:
         """A call ended UNAUTHENTICATED or PERMISSION_DENIED (`status.RefusalHook`): audit it."""
-        self.refusals.record(rpc, context, status)
+        call = current_call()
+        self.refusals.record(rpc, context, status, request_id=call.request_id if call else "")
 
     def _enter(self, rpc: Rpc, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         who = self.auth.identify(context)
+        call = current_call()
+        if call is not None:
+            call.identified(who, rpc)
         who.require(rpc)
         self.limiter.charge_call(who)
         _check_deadline(context)
@@ -339,7 +347,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
         keys: KeyBatch,
         status: str = "OK",
     ) -> str:
-        return self.audit.record(
+        call = current_call()
+        audit_id = self.audit.record(
             rpc=rpc.value,
             identity=who.identity,
             organisation=who.organisation,
@@ -351,7 +360,17 @@ class AccessService(pb_grpc.AccessServiceServicer):
             outcomes=outcomes,
             keys=keys,
             status=status,
+            request_id=call.request_id if call is not None else "",
         )
+        if call is not None:
+            call.answered(
+                zone=zone,
+                snapshot_id=meta.snapshot_id,
+                pairs=pairs,
+                outcomes=outcomes,
+                audit_id=audit_id,
+            )
+        return audit_id
 
     # -- Check --
 
@@ -668,6 +687,11 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 server_version=SERVER_VERSION,
                 worker=self.worker,
                 workers=self.config.workers,
+                data_quality=(
+                    data_quality_message(meta.data_quality)
+                    if Role.OPERATOR in who.roles and meta.data_quality is not None
+                    else None
+                ),
             )
 
     # -- LosingAccess --
@@ -678,6 +702,30 @@ class AccessService(pb_grpc.AccessServiceServicer):
         """Warning campaigns (issue 15): not served yet."""
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "LosingAccess is not served yet")
         yield pb.LosingAccessChunk()  # pragma: no cover - abort raises
+
+
+def data_quality_message(figures: Mapping[str, object]) -> pb.DataQuality:
+    """The store meta's `data_quality` object as the contract's message (fields of other types
+    than the message's are left out rather than failing the call)."""
+    out = pb.DataQuality()
+    for name in ("records", "missing_category", "missing_euro", "missing_fuel", "rejected"):
+        value = figures.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            setattr(out, name, value)
+    for name in ("derived", "unknown_codes"):
+        counts = figures.get(name)
+        if isinstance(counts, Mapping):
+            getattr(out, name).update(
+                {
+                    str(k): v
+                    for k, v in counts.items()
+                    if isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                }
+            )
+    source = figures.get("source")
+    if isinstance(source, str):
+        out.source = source
+    return out
 
 
 def _check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:

@@ -8,12 +8,14 @@ sense, a `google.rpc.RetryInfo`. Request bytes that do not decode are a client's
 `tolerant_deserializer` turns a parse failure into an `Undecodable` marker that the wrappers
 raise as `UndecodableRequest` (grpcio would otherwise answer UNKNOWN before any handler
 runs). Anything else becomes INTERNAL with a generic message and a reference to the server
-log. Messages never contain a plate (`lez.errors` guarantees it for domain errors; unexpected
-exceptions are never echoed).
+log. Each wrapper also observes its call from start to end (`server.calls`: request id, the
+call's log line, metrics). Messages never contain a plate (`lez.errors` guarantees it for
+domain errors; unexpected exceptions are never echoed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import secrets
@@ -31,6 +33,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from lez import errors
 from lez.api.v1 import access_pb2 as pb
+from server.calls import CallObserver, CallRecord
 
 log = logging.getLogger("lez.server")
 
@@ -82,6 +85,9 @@ ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
     ),
     # a stopping server: not ready to serve, as a store being switched; retry (on a replica)
     errors.AuditClosed: Mapping(
+        grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_STORE_NOT_READY, retry_after_s=1.0
+    ),
+    errors.ServerStopping: Mapping(
         grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_STORE_NOT_READY, retry_after_s=1.0
     ),
     errors.DeadlineExceeded: Mapping(
@@ -253,20 +259,71 @@ async def _abort_or_reraise(
     await abort(context, exc)
 
 
+def ended_by(
+    exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]
+) -> tuple[grpc.StatusCode, str]:
+    """The status code a call ends with because of `exc`, and the reason of an error status
+    (the `ErrorInfo` reason in lower case; "" for a cancelled call)."""
+    if _is_abort(exc):  # aborted by the handler itself with a code of its choosing
+        code = context.code()
+        found = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+        return found, found.name.lower()
+    if not isinstance(exc, Exception):
+        return grpc.StatusCode.CANCELLED, ""
+    m = mapping_of(exc)
+    reason = pb.ErrorReason.Name(m.reason).removeprefix("ERROR_REASON_")  # type: ignore[arg-type]
+    return m.code, reason.lower()
+
+
+def _open_call(
+    servicer: object, rpc: str, context: grpc.aio.ServicerContext[Any, Any]
+) -> CallRecord | None:
+    calls = getattr(servicer, "calls", None)
+    return calls.open(rpc, context) if isinstance(calls, CallObserver) else None
+
+
+def _stopping(exc: BaseException, call: CallRecord | None) -> BaseException:
+    """A call the stopping server ended (`CallObserver.end_remaining`) ends UNAVAILABLE, not
+    cancelled under grpc."""
+    if isinstance(exc, asyncio.CancelledError) and call is not None and call.stopping:
+        return errors.ServerStopping(
+            "the server is stopping: this call was still running at the end of its grace "
+            "period; retry (on another replica)"
+        )
+    return exc
+
+
+def _close_call(
+    servicer: object, call: CallRecord | None, code: grpc.StatusCode, reason: str
+) -> None:
+    calls = getattr(servicer, "calls", None)
+    if call is not None and isinstance(calls, CallObserver):
+        calls.end(call, code, reason)
+
+
 def translate_errors(
     handler: UnaryHandler[Self, Req, Resp],
 ) -> UnaryHandler[Self, Req, Resp]:
-    """Wrap a unary servicer method: exceptions become statuses through the table."""
+    """Wrap a unary servicer method: exceptions become statuses through the table; the call is
+    observed from start to end (`server.calls`)."""
 
     @functools.wraps(handler)
     async def wrapper(
         self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
     ) -> Resp:
+        call = _open_call(self, handler.__name__, context)
+        code, reason = grpc.StatusCode.OK, ""
         try:
+            if call is not None:
+                await call.announce(context)
             _decoded(request)
             return await handler(self, request, context)
         except BaseException as exc:
+            exc = _stopping(exc, call)
+            code, reason = ended_by(exc, context)
             await _abort_or_reraise(self, handler.__name__, context, exc)
+        finally:
+            _close_call(self, call, code, reason)
 
     return wrapper
 
@@ -281,13 +338,21 @@ def translate_stream_errors(
     async def wrapper(
         self: Self, request: Req, context: grpc.aio.ServicerContext[Any, Resp]
     ) -> AsyncIterator[Resp]:
+        call = _open_call(self, handler.__name__, context)
+        code, reason = grpc.StatusCode.OK, ""
         try:
+            if call is not None:
+                await call.announce(context)
             _decoded(request)
             if hasattr(request, "__aiter__"):
                 request = cast(Req, _decoded_stream(cast(AsyncIterator[Any], request)))
             async for item in handler(self, request, context):
                 yield item
         except BaseException as exc:
+            exc = _stopping(exc, call)
+            code, reason = ended_by(exc, context)
             await _abort_or_reraise(self, handler.__name__, context, exc)
+        finally:
+            _close_call(self, call, code, reason)
 
     return wrapper

@@ -66,6 +66,10 @@ class StoreMeta:
     layer_keys: int = 0  # a layer: keys in its vehicles columns (changed or removed plates)
     rulesets: tuple[str, ...] = ()
     build_report: dict[str, object] = field(default_factory=dict)
+    synced_at: str = ""  # ISO timestamp, UTC, of the last daily sync published; "" never synced
+    data_quality: dict[str, object] | None = None
+    """What the register left unknown and what the enrichment derived, with the field names of
+    the contract's `DataQuality` message; None when the build did not measure it."""
 
     @property
     def is_layer(self) -> bool:
