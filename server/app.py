@@ -237,3 +237,15 @@ async def serve_forever(config: ServerConfig, *, worker: int = 0, reuse_port: bo
         await stop.wait()
         log.info("worker %d stopping (grace %.1fs)", worker, config.grace_period_s)
         await app.stop()
+        await _let_tasks_finish(STOP_MARGIN_S)
+
+
+async def _let_tasks_finish(timeout_s: float) -> None:
+    """Give the tasks grpc still runs after a stop (closing calls) time to end by themselves:
+    `asyncio.run` would cancel them, and grpc logs each such cancellation with a traceback."""
+    current = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    if pending:
+        _, left = await asyncio.wait(pending, timeout=timeout_s)
+        if left:
+            log.debug("%d tasks still running at exit", len(left))
