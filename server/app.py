@@ -196,7 +196,9 @@ class App:
                 await self._drain(grace)
                 ended = self.service.calls.end_remaining()
                 if ended:
-                    log.info("worker %d: %d calls still running were ended", self.worker, ended)
+                    log.info(
+                        "worker %d: %d calls still running were told to end", self.worker, ended
+                    )
             await stopped
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()

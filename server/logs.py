@@ -32,7 +32,7 @@ FIELDS_ATTR: Final = "fields"
 
 def fields_of(record: logging.LogRecord) -> Mapping[str, Any]:
     found = getattr(record, FIELDS_ATTR, None)
-    return found if isinstance(found, Mapping) else {}
+    return found if isinstance(found, dict) else {}
 
 
 class JsonFormatter(logging.Formatter):
@@ -71,7 +71,9 @@ class TextFormatter(logging.Formatter):
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, Mapping):
+    if type(value) is int or type(value) is float:
+        return str(value)
+    if isinstance(value, dict):
         return ",".join(f"{k}:{v}" for k, v in value.items()) or "-"
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value) or "-"

@@ -140,6 +140,7 @@ class ServerMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.calls = Counter(
             "lez_calls",
@@ -248,15 +249,23 @@ class ServerMetrics:
         reason: str,
     ) -> None:
         """One finished call."""
-        self.calls.labels(rpc, role, code).inc()
-        self.call_seconds.labels(rpc, role).observe(seconds)
+        self._child(self.calls, rpc, role, code).inc()
+        self._child(self.call_seconds, rpc, role).observe(seconds)
         if pairs:
-            self.pairs.labels(rpc, role).inc(pairs)
+            self._child(self.pairs, rpc, role).inc(pairs)
         for outcome, count in outcomes.items():
             if count:
-                self.outcomes.labels(rpc, outcome.lower()).inc(count)
+                self._child(self.outcomes, rpc, outcome.lower()).inc(count)
         if reason:
-            self.refusals.labels(rpc, reason).inc()
+            self._child(self.refusals, rpc, reason).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once (labels() costs microseconds per call)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def observe_audit_write(self, seconds: float) -> None:
         self.audit_write_seconds.observe(seconds)

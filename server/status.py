@@ -33,7 +33,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from lez import errors
 from lez.api.v1 import access_pb2 as pb
-from server.calls import CallObserver, CallRecord
+from server.calls import REQUEST_ID_KEY, CallObserver, CallRecord, current_call
 
 log = logging.getLogger("lez.server")
 
@@ -178,9 +178,11 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, status_pb2.Stat
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
     """End the call with the status of `exc` (details in `grpc-status-details-bin`)."""
     code, message, status = to_status(exc)
-    await context.abort(
-        code, message, trailing_metadata=((DETAILS_KEY, status.SerializeToString()),)
-    )
+    trailing: tuple[tuple[str, str | bytes], ...] = ((DETAILS_KEY, status.SerializeToString()),)
+    call = current_call()
+    if call is not None:  # the request id travels with the error too
+        trailing += ((REQUEST_ID_KEY, call.request_id),)
+    await context.abort(code, message, trailing_metadata=trailing)
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
@@ -214,10 +216,39 @@ def _decoded(request: object) -> None:
         raise errors.UndecodableRequest(request.message_name)
 
 
-async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async for request in requests:
+async def _decoded_stream(
+    requests: AsyncIterator[Any], call: CallRecord | None
+) -> AsyncIterator[Any]:
+    """The request stream's messages, each checked as it arrives. When the server stops
+    (`CallObserver.end_remaining`), a stream waiting for its next message is woken and one
+    busy with the last one ends before reading more: with `ServerStopping`, which the handler
+    and the wrapper treat as any error (its answers so far audited, then UNAVAILABLE)."""
+    iterator = requests.__aiter__()
+    while True:
+        if call is not None and call.stopping:
+            raise _server_stopping()
+        if call is not None:
+            call.awaiting_input = True
+        try:
+            request = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        except asyncio.CancelledError:
+            if call is not None and call.stopping:
+                raise _server_stopping() from None
+            raise
+        finally:
+            if call is not None:
+                call.awaiting_input = False
         _decoded(request)
         yield request
+
+
+def _server_stopping() -> errors.ServerStopping:
+    return errors.ServerStopping(
+        "the server is stopping: this call was still running at the end of its grace period; "
+        "retry (on another replica)"
+    )
 
 
 Req = TypeVar("Req")
@@ -282,17 +313,6 @@ def _open_call(
     return calls.open(rpc, context) if isinstance(calls, CallObserver) else None
 
 
-def _stopping(exc: BaseException, call: CallRecord | None) -> BaseException:
-    """A call the stopping server ended (`CallObserver.end_remaining`) ends UNAVAILABLE, not
-    cancelled under grpc."""
-    if isinstance(exc, asyncio.CancelledError) and call is not None and call.stopping:
-        return errors.ServerStopping(
-            "the server is stopping: this call was still running at the end of its grace "
-            "period; retry (on another replica)"
-        )
-    return exc
-
-
 def _close_call(
     servicer: object, call: CallRecord | None, code: grpc.StatusCode, reason: str
 ) -> None:
@@ -315,11 +335,10 @@ def translate_errors(
         code, reason = grpc.StatusCode.OK, ""
         try:
             if call is not None:
-                await call.announce(context)
+                await call.announce(context, stream=False)
             _decoded(request)
             return await handler(self, request, context)
         except BaseException as exc:
-            exc = _stopping(exc, call)
             code, reason = ended_by(exc, context)
             await _abort_or_reraise(self, handler.__name__, context, exc)
         finally:
@@ -342,14 +361,13 @@ def translate_stream_errors(
         code, reason = grpc.StatusCode.OK, ""
         try:
             if call is not None:
-                await call.announce(context)
+                await call.announce(context, stream=True)
             _decoded(request)
             if hasattr(request, "__aiter__"):
-                request = cast(Req, _decoded_stream(cast(AsyncIterator[Any], request)))
+                request = cast(Req, _decoded_stream(cast(AsyncIterator[Any], request), call))
             async for item in handler(self, request, context):
                 yield item
         except BaseException as exc:
-            exc = _stopping(exc, call)
             code, reason = ended_by(exc, context)
             await _abort_or_reraise(self, handler.__name__, context, exc)
         finally:

@@ -48,8 +48,11 @@ def call_lines(log: io.StringIO) -> list[dict[str, Any]]:
     return [line for line in lines if line.get("event") == "call"]
 
 
-def _metadata(call: Any) -> dict[str, str]:
-    return dict(call.initial_metadata())
+def sent_id(call: Any, *, stream: bool = False) -> str:
+    """The request id the server sent: a stream's in its initial metadata, a unary call's (or
+    an error's) in the trailing metadata."""
+    metadata = dict(call.initial_metadata() if stream else call.trailing_metadata())
+    return str(metadata[REQUEST_ID_KEY])
 
 
 def test_request_ids_join_log_metadata_and_audit(
@@ -67,7 +70,7 @@ def test_request_ids_join_log_metadata_and_audit(
         stream = stub(ch).CheckStream(iter([chunk(PLATES[:3], [DAY] * 3, zone="Gent")]))
         answers = list(stream)
         _, info = stub(ch).ServerInfo.with_call(pb.ServerInfoRequest())
-    sent = [_metadata(c)[REQUEST_ID_KEY] for c in (plain, traced, stream, info)]
+    sent = [sent_id(plain), sent_id(traced), sent_id(stream, stream=True), sent_id(info)]
     assert sent[1] == given  # a sane id from the caller is kept
     assert len(set(sent)) == 4  # the others are new, one per call
     lines = call_lines(json_log)
@@ -105,8 +108,9 @@ def test_refused_and_failed_calls_are_logged_with_their_request_id(
                 stub(ch).Check(pb.CheckRequest(plate=PLATES[3], zone="Gent"))
     finally:
         srv.stop()
-    denied_id = _metadata(denied.value)[REQUEST_ID_KEY]
-    invalid_id = _metadata(invalid.value)[REQUEST_ID_KEY]
+    denied_id = sent_id(denied.value)  # a stream's error: initial and trailing metadata agree
+    assert denied_id == sent_id(denied.value, stream=True)
+    invalid_id = sent_id(invalid.value)
     by_id = {line["request_id"]: line for line in call_lines(json_log)}
     assert by_id[denied_id]["code"] == "PERMISSION_DENIED"
     assert by_id[denied_id]["reason"] == "permission_denied"
