@@ -175,6 +175,7 @@ class Supervisor:
                 "metrics of all workers at http://%s:%d/metrics",
                 self.config.metrics_host,
                 self.endpoint.port,
+                extra={"fields": {"metrics_dir": str(self.metrics_dir)}},
             )
             yield
         finally:

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import grpc
 import httpx
@@ -32,12 +32,29 @@ from tests.support.net import free_port
 PLATES = [v.plate for v in VEHICLES]
 
 
-def _start(config: ServerConfig, *extra: str) -> tuple[subprocess.Popen[str], str, int]:
+def _start(config: ServerConfig, log: Path, *extra: str) -> tuple[subprocess.Popen[str], str, int]:
+    """The server with its log going to the file `log` (a pipe nobody reads while it runs
+    would fill and block the server's log writes)."""
     port, metrics_port = free_port(), free_port()
     target = f"127.0.0.1:{port}"
+    with log.open("w") as out:  # the child has its own copy of the descriptor
+        proc = _popen(config, target, metrics_port, out, extra)
+    try:
+        _wait_serving(target)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        print(log.read_text())
+        raise
+    return proc, target, metrics_port
+
+
+def _popen(
+    config: ServerConfig, target: str, metrics_port: int, out: TextIO, extra: tuple[str, ...]
+) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEZ_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable, "-m", "server", "serve",
             "--address", target,
@@ -51,17 +68,10 @@ def _start(config: ServerConfig, *extra: str) -> tuple[subprocess.Popen[str], st
             *extra,
         ],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=out,
         stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
-    try:
-        _wait_serving(target)
-    except BaseException:
-        proc.kill()
-        print(proc.communicate()[0])
-        raise
-    return proc, target, metrics_port
 
 
 def _samples(metrics_port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -88,9 +98,10 @@ def _json_lines(output: str) -> list[dict[str, Any]]:
 
 
 def test_json_log_follows_calls_to_the_audit_and_stops_quietly(
-    base_config: ServerConfig,
+    base_config: ServerConfig, tmp_path: Path
 ) -> None:
-    proc, target, metrics_port = _start(base_config)
+    log = tmp_path / "server.log"
+    proc, target, metrics_port = _start(base_config, log)
     more: queue.Queue[pb.CheckChunk | None] = queue.Queue()
 
     def requests() -> Iterator[pb.CheckChunk]:
@@ -111,12 +122,13 @@ def test_json_log_follows_calls_to_the_audit_and_stops_quietly(
             with pytest.raises(grpc.RpcError) as ended:
                 list(stream)
             more.put(None)
-        output = proc.communicate(timeout=30)[0]
+        proc.wait(timeout=30)
     finally:
         more.put(None)
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+    output = log.read_text()
     assert "Traceback" not in output and "CancelledError" not in output
     assert proc.returncode == 0
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -126,7 +138,7 @@ def test_json_log_follows_calls_to_the_audit_and_stops_quietly(
     records = {
         rec["request_id"]: rec for _, rec in read_records(base_config.audit_dir / "audit-w0.jsonl")
     }
-    check_id = dict(check.initial_metadata())[REQUEST_ID_KEY]
+    check_id = dict(check.trailing_metadata())[REQUEST_ID_KEY]
     stream_id = dict(stream.initial_metadata())[REQUEST_ID_KEY]
     assert calls[check_id]["audit_id"] == records[check_id]["hash"]
     assert calls[check_id]["code"] == "OK"
@@ -141,7 +153,10 @@ def test_json_log_follows_calls_to_the_audit_and_stops_quietly(
 def test_metrics_aggregate_the_workers_and_count_restarts(
     base_config: ServerConfig, tmp_path: Path
 ) -> None:
-    proc, target, metrics_port = _start(base_config, "--workers", "2", "--restart-backoff-s", "0.1")
+    log = tmp_path / "server.log"
+    proc, target, metrics_port = _start(
+        base_config, log, "--workers", "2", "--restart-backoff-s", "0.1"
+    )
     try:
         answered: dict[int, int] = {0: 0, 1: 0}
         deadline = time.monotonic() + 30
@@ -149,7 +164,7 @@ def test_metrics_aggregate_the_workers_and_count_restarts(
             assert time.monotonic() < deadline, f"the calls did not reach both workers {answered}"
             options = (("grpc.use_local_subchannel_pool", 1),)
             with grpc.insecure_channel(target, options=options) as ch:
-                info = stub(ch).ServerInfo(pb.ServerInfoRequest())
+                info = stub(ch).ServerInfo(pb.ServerInfoRequest(), timeout=30)
                 answered[info.worker] += 1
         total = sum(answered.values())
         samples = _samples(metrics_port)
@@ -173,8 +188,9 @@ def test_metrics_aggregate_the_workers_and_count_restarts(
         assert _calls(_samples(metrics_port), "ServerInfo") == total
     finally:
         proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=30)[0]
+        proc.wait(timeout=30)
+    output = log.read_text()
     assert proc.returncode == 0, output
     lines = _json_lines(output)
     where = [x["metrics_dir"] for x in lines if "metrics_dir" in x]
-    assert len(where) == 1 and not Path(where[0]).exists()  # one directory per run, removed
+    assert len(where) == 1 and not Path(where[0]).exists(), output  # one directory per run, removed
