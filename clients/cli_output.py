@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -281,6 +282,26 @@ def info_lines(info: pb.ServerInfoResponse, servers: tuple[str, ...]) -> list[st
         f"limits        checks/min {_limit_text(caller.calls_per_minute)}, pairs/day "
         f"{_limit_text(caller.pairs_per_day)}, pairs/chunk {caller.max_chunk_pairs:,}, "
         f"recheck items {caller.max_recheck_items:,}, message {message_mib:.0f} MiB",
+    ] + (data_quality_lines(info.data_quality) if info.HasField("data_quality") else [])
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count:,} ({100 * count / total:.1f}%)" if total else f"{count:,}"
+
+
+def _by_name(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {n:,}" for name, n in sorted(counts.items())) or "none"
+
+
+def data_quality_lines(quality: pb.DataQuality) -> list[str]:
+    """The data quality of the served store (the server sends it to operators only)."""
+    total = quality.records
+    return [
+        f"data quality  {total:,} records ({quality.source or 'source not given'}); missing "
+        f"category {_share(quality.missing_category, total)}, euro "
+        f"{_share(quality.missing_euro, total)}, fuel {_share(quality.missing_fuel, total)}",
+        f"              derived: {_by_name(quality.derived)}; unknown codes: "
+        f"{_by_name(quality.unknown_codes)}; rejected {quality.rejected:,}",
     ]
 
 

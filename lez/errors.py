@@ -174,6 +174,11 @@ class AuditClosed(StoreNotReady):
     recorded, so it is not answered (UNAVAILABLE, like a store not ready: retry elsewhere)."""
 
 
+class ServerStopping(StoreNotReady):
+    """The server is stopping and a call was still running at the end of its grace period: the
+    call is ended with this error (UNAVAILABLE: retry on another replica) rather than cut off."""
+
+
 class StoreFormatMismatch(LezError):
     """The store was written with a format version or key id this code does not accept."""
 

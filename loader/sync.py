@@ -275,11 +275,13 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
         transactions_sha256=transactions_digest(all_ids),
         data_quality=quality,
     )
+    now = utc_now()
     meta = replace(
         reader.meta,
         snapshot_id=new_snapshot_id(),
         snapshot_seq=reader.meta.snapshot_seq + 1,
-        built_at=utc_now(),
+        built_at=now,
+        synced_at=now,  # the server exports the time since the last sync (docs/observability.md)
         mutation_watermark=state.day.isoformat(),
         build_report={
             "sync_day": report.day,

@@ -30,6 +30,7 @@ from server import audit_find, certs, health_probe
 from server.audit_keys import AuditKeys, generate_audit_key_file, load_audit_keys
 from server.audit_verify import audit_files, verify_file
 from server.config import ServerConfig, add_serve_arguments, build_config
+from server.logs import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,10 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lez-server: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     logging.getLogger("lez.server").info("config %s", json.dumps(config.redacted()))
     if config.workers > 1:
         from server.workers import Supervisor

@@ -149,7 +149,11 @@ async def idle_limited(requests: AsyncIterator[Item], timeout_s: float) -> Async
     iterator = aiter(requests)
     while True:
         try:
-            item = await asyncio.wait_for(anext(iterator), timeout_s)
+            # `asyncio.timeout` waits in this task (`wait_for` would wrap the read in a task of
+            # its own, and a stopping server's cancel of this call would then be lost there
+            # instead of reaching the request reader, which turns it into `ServerStopping`)
+            async with asyncio.timeout(timeout_s):
+                item = await anext(iterator)
         except StopAsyncIteration:
             return
         except TimeoutError:

@@ -39,7 +39,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -160,6 +161,8 @@ class AuditLog:
         self.checkpoint_every_records = checkpoint_every_records
         self.checkpoint_every_s = checkpoint_every_s
         self._chain = keys.chain
+        self.on_write: Callable[[float], None] | None = None
+        """Told how long each record took to write durably, in seconds (the metrics)."""
         self._lock = threading.Lock()
         self._prev = GENESIS
         self._seq = 0
@@ -332,10 +335,12 @@ class AuditLog:
         keys: KeyBatch,
         status: str = "OK",
         purpose: str = "",
+        request_id: str = "",
         now: dt.datetime | None = None,
     ) -> str:
         """Append and fsync one record; returns its hash (the audit id). `purpose` (why the
-        register was consulted, `server.auth.Purpose`) is recorded when given."""
+        register was consulted, `server.auth.Purpose`) and `request_id` (the call's,
+        `server.calls`) are recorded when given."""
         when = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="microseconds")
         blob = b"".join(keys.parts)
         with self._lock:
@@ -362,6 +367,8 @@ class AuditLog:
             }
             if purpose:
                 rec["purpose"] = purpose
+            if request_id:
+                rec["request_id"] = request_id
             if keys.count <= self.inline_keys:
                 rec["keys"] = [
                     blob[i : i + KEY_BYTES].hex() for i in range(0, len(blob), KEY_BYTES)
@@ -372,6 +379,7 @@ class AuditLog:
             digest = self.keys.mac(body)
             # the line is the hashed body with the hash appended: one JSON encoding per call
             line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
+            started = time.perf_counter()
             if self._offset + len(line) > self._size:
                 self._extend(self._offset + len(line))
             _write_all(self._fd, line, self._offset)  # over zeros: the size does not change
@@ -379,6 +387,8 @@ class AuditLog:
                 os.fdatasync(self._fd)
             else:
                 self._dirty.set()
+            if self.on_write is not None:
+                self.on_write(time.perf_counter() - started)
             self._offset += len(line)
             self._prev, self._seq = digest, seq
             if seq - self._checkpointed >= self.checkpoint_every_records or not self._checkpointed:

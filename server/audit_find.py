@@ -60,6 +60,8 @@ class Consultation:
     audit_id: str
     where: str
     """Audit file and record number (`audit-w0.jsonl#12`)."""
+    request_id: str = ""
+    """The call's request id (its log line has the same, docs/observability.md)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,6 +219,7 @@ def _consultation(path: Path, rec: Mapping[str, Any], times: int) -> Consultatio
         times=times,
         audit_id=str(rec.get("hash", "")),
         where=f"{path.name}#{rec.get('seq', '?')}",
+        request_id=str(rec.get("request_id", "")),
     )
 
 

@@ -35,9 +35,14 @@ class RefusalAudit:
         self.holder = holder
 
     def record(
-        self, rpc: str, context: grpc.aio.ServicerContext[Any, Any], status: grpc.StatusCode
+        self,
+        rpc: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        status: grpc.StatusCode,
+        *,
+        request_id: str = "",
     ) -> None:
-        """One record of the refused call `rpc` (the method's name)."""
+        """One record of the refused call `rpc` (the method's name) with its request id."""
         try:
             who = self.auth.identify(context)
             identity, organisation, roles = who.identity, who.organisation, who.role_names
@@ -58,4 +63,5 @@ class RefusalAudit:
             outcomes={},
             keys=KeyBatch(),
             status=status.name,
+            request_id=request_id,
         )

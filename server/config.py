@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 ENV_PREFIX: Final = "LEZ_"
+LOG_FORMATS: Final = ("text", "json")
 MIB: Final = 2**20
 
 
@@ -136,6 +137,12 @@ class ServerConfig:
     restarted this many times, then the server stops with an error."""
     log_level: str = "INFO"
     """Python logging level name."""
+    log_format: str = "text"
+    """`text`: one readable line per event (a terminal); `json`: one JSON object per line (a log
+    collector), docs/observability.md."""
+    metrics_address: str = ""
+    """host:port of the Prometheus endpoint (`/metrics`, plain HTTP, all workers aggregated);
+    empty: no endpoint."""
 
     @property
     def audit_key_path(self) -> Path:
@@ -233,9 +240,34 @@ class ServerConfig:
                 raise ValueError(f"{name} must hold at least one chunk (max_chunk_pairs)")
         if self.audit_sync_ms < 0:
             raise ValueError("audit_sync_ms must be 0 (sync every record) or a positive window")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.metrics_address:
+            self._validate_metrics_address()
         if self.reload_interval_s <= 0 or self.grace_period_s < 0:
             raise ValueError("reload_interval_s must be positive and grace_period_s >= 0")
         return self
+
+    @property
+    def metrics_host(self) -> str:
+        return self.metrics_address.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.metrics_address.rsplit(":", 1)[1])
+
+    def _validate_metrics_address(self) -> None:
+        where = f"metrics address {self.metrics_address!r}"
+        if ":" not in self.metrics_address:
+            raise ValueError(f"{where} must be host:port (or empty for no endpoint)")
+        try:
+            port = self.metrics_port
+        except ValueError:
+            raise ValueError(f"{where}: the port is not a number") from None
+        if not 0 <= port <= 65535:
+            raise ValueError(f"{where}: port out of range")
+        if port and port == self.port and self.metrics_host == self.host:
+            raise ValueError(f"{where}: the gRPC server listens there; give another port")
 
     def redacted(self) -> dict[str, str]:
         """The effective configuration for the startup log (no secrets: paths only)."""
@@ -342,6 +374,8 @@ _FIELD_DOCS: Final = {
     "restart_stable_s": "a worker alive this long before dying counts as a fresh failure",
     "max_quick_restarts": "restarts of a worker that keeps dying at once before the server stops",
     "log_level": "logging level (DEBUG, INFO, WARNING)",
+    "log_format": "text (a terminal) or json (one object per line, for a log collector)",
+    "metrics_address": "host:port of the Prometheus /metrics endpoint (empty: none)",
 }
 
 

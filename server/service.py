@@ -54,8 +54,10 @@ from server import pipeline
 from server.admission import Admission, idle_limited
 from server.audit import AuditLog, KeyBatch
 from server.audit_refusals import RefusalAudit
-from server.auth import Authenticator, Identity, Purpose, Rpc
+from server.auth import Authenticator, Identity, Purpose, Role, Rpc
+from server.calls import CallObserver, current_call
 from server.config import ServerConfig
+from server.metrics import ServerMetrics
 from server.quotas import QuotaStore
 from server.state import ServedSnapshot, StoreHolder
 from server.status import (
@@ -334,6 +336,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         admission: Admission,
         audit: AuditLog,
         worker: int = 0,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.config = config
         self.worker = worker  # this process's index among the server's workers
@@ -344,6 +347,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.admission = admission
         self.audit = audit
         self.refusals = RefusalAudit(audit, auth, holder)
+        self.calls = CallObserver(metrics, worker)  # request ids, call log lines, metrics
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lez-chunk")
 
@@ -356,12 +360,16 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self, rpc: str, context: grpc.aio.ServicerContext[Any, Any], status: grpc.StatusCode
     ) -> None:
         """A call ended UNAUTHENTICATED or PERMISSION_DENIED (`status.RefusalHook`): audit it."""
-        self.refusals.record(rpc, context, status)
+        call = current_call()
+        self.refusals.record(rpc, context, status, request_id=call.request_id if call else "")
 
     def _enter(self, rpc: Rpc, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         """The caller, allowed to make `rpc` and admitted among its organisation's calls in
         flight on this worker (counted until the call is done, however it ends)."""
         who = self.auth.identify(context)
+        call = current_call()
+        if call is not None:
+            call.identified(who, rpc)
         who.require(rpc)
         self.admission.enter_call(who.organisation)
 
@@ -399,7 +407,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
         status: str = "OK",
         purpose: Purpose | None = None,
     ) -> str:
-        return self.audit.record(
+        call = current_call()
+        audit_id = self.audit.record(
             rpc=rpc.value,
             identity=who.identity,
             organisation=who.organisation,
@@ -412,7 +421,17 @@ class AccessService(pb_grpc.AccessServiceServicer):
             keys=keys,
             status=status,
             purpose=purpose.value if purpose is not None else "",
+            request_id=call.request_id if call is not None else "",
         )
+        if call is not None:
+            call.answered(
+                zone=zone,
+                snapshot_id=meta.snapshot_id,
+                pairs=pairs,
+                outcomes=outcomes,
+                audit_id=audit_id,
+            )
+        return audit_id
 
     # -- Check --
 
@@ -747,6 +766,11 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 server_version=SERVER_VERSION,
                 worker=self.worker,
                 workers=self.config.workers,
+                data_quality=(
+                    data_quality_message(meta.data_quality)
+                    if Role.OPERATOR in who.roles and meta.data_quality is not None
+                    else None
+                ),
             )
 
     # -- LosingAccess --
@@ -886,6 +910,30 @@ def _losing_cell(cell: fleet.FleetCell) -> pb.LosingAccessCell:
         for dimension, value in zip(campaign.CELL_DIMENSIONS, cell.values, strict=True)
     )
     return pb.LosingAccessCell(category=category, fuel=fuel, euro=euro, vehicles=cell.vehicles)
+
+
+def data_quality_message(figures: Mapping[str, object]) -> pb.DataQuality:
+    """The store meta's `data_quality` object as the contract's message (fields of other types
+    than the message's are left out rather than failing the call)."""
+    out = pb.DataQuality()
+    for name in ("records", "missing_category", "missing_euro", "missing_fuel", "rejected"):
+        value = figures.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            setattr(out, name, value)
+    for name in ("derived", "unknown_codes"):
+        counts = figures.get(name)
+        if isinstance(counts, Mapping):
+            getattr(out, name).update(
+                {
+                    str(k): v
+                    for k, v in counts.items()
+                    if isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                }
+            )
+    source = figures.get("source")
+    if isinstance(source, str):
+        out.source = source
+    return out
 
 
 def _check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:

@@ -64,6 +64,7 @@ class StoreMeta:
     layer_keys: int = 0  # a layer: keys in its vehicles columns (changed or removed plates)
     rulesets: tuple[str, ...] = ()
     build_report: dict[str, object] = field(default_factory=dict)
+    synced_at: str = ""  # ISO timestamp, UTC, of the last daily sync published; "" never synced
     # lez.data_quality.DataQuality.to_json(); None for a store built before it was recorded
     data_quality: dict[str, Any] | None = None
 
