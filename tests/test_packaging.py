@@ -55,7 +55,9 @@ def test_the_version_is_the_package_metadata_or_the_pyproject() -> None:
 def test_the_extras_hold_the_server_and_loader_dependencies_and_the_base_not() -> None:
     base = _names(PYPROJECT["project"]["dependencies"])
     extras = PYPROJECT["project"]["optional-dependencies"]
-    assert {"lmdb", "cryptography", "grpcio-reflection", "prometheus-client"} <= _names(extras["server"])
+    assert {"lmdb", "cryptography", "grpcio-reflection", "prometheus-client"} <= _names(
+        extras["server"]
+    )
     assert {"lmdb", "httpx", "tenacity"} <= _names(extras["loader"])
     assert base.isdisjoint(IMPORT_NAMES)
     assert "grpcio-tools" in _names(extras["dev"])
