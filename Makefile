@@ -20,7 +20,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py lez/_hmac.c | tools
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,bench]"
+	$(PY) -m pip install -q -e ".[server,loader,dev,bench]"
 	@touch $(STAMP)
 
 # Debian packages: lmdb-utils (mdb_stat, used by the tests to prove the store is a standard

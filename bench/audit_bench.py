@@ -215,7 +215,7 @@ def concurrent_unary(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for _ in range(processes)
     ]
     for proc in procs:  # each says when its callers are connected and warmed

@@ -125,6 +125,34 @@ def readme_table(res: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {_fmt_s(s)} | {pairs / s['median_s'] / 1e6:.2f}M | {ratio:.2f}x |"
         )
+    simple_ours, simple_duck = cmp.get("ours_stream_simplified"), cmp.get("duckdb_simplified")
+    if simple_ours and simple_duck:
+        s_ours, s_duck = simple_ours["seconds"], simple_duck["seconds"]
+        lines += [
+            f"| *simplified rules (bench only: one euro minimum per fuel)*: **LEZ service** "
+            f"| {_fmt_s(s_ours)} | {pairs / s_ours['median_s'] / 1e6:.2f}M "
+            f"| {s_ours['median_s'] / ours['median_s']:.2f}x |",
+            f"| *simplified rules*: DuckDB in-process, 2 threads, plates in clear text "
+            f"| {_fmt_s(s_duck)} | {pairs / s_duck['median_s'] / 1e6:.2f}M "
+            f"| {s_duck['median_s'] / ours['median_s']:.2f}x "
+            f"({s_duck['median_s'] / s_ours['median_s']:.2f}x the service on the same rules) |",
+        ]
+    best = min(
+        (
+            cmp[k]
+            for k in ("duckdb_plain", "duckdb_hmac", "postgres")
+            if "seconds" in cmp.get(k, {})
+        ),
+        key=lambda peer: peer["seconds"]["median_s"],
+        default=None,
+    )
+    if best is not None:
+        lines += [
+            "",
+            f"Best peer row: {best['seconds']['median_s'] / ours['median_s']:.2f}x the service's "
+            "time on the full rules (DuckDB's setup and why it is its best: "
+            "bench/README.md#duckdb-at-its-best).",
+        ]
     eq = res.get("equality", {})
     lines += [
         "",
@@ -140,6 +168,20 @@ def readme_table(res: dict[str, Any]) -> str:
     if res.get("noisy"):
         lines.append(f"Note: {res['noisy']}")
     lines += [f"- {n}" for n in notes]
+    mem = res.get("memory_per_worker")
+    if mem:
+        own = ", ".join(f"{w['own_mib']:.0f}" for w in mem["workers"])
+        mapped = max((w["mapped_mib"] for w in mem["workers"]), default=0.0)
+        lines += [
+            "",
+            f"Memory per worker during the {mem['pairs']:,}-pair stream: own (anonymous) memory "
+            f"at most {own} MiB (limit {mem['limit_own_mib']:.0f} MiB: "
+            f"{'within' if mem['within_limit'] else 'OVER'}), besides up to {mapped:.0f} MiB "
+            "mapped from files (the store's map, shared by the workers, and libraries).",
+        ]
+    lines += breakdown_table(res.get("stream_breakdown"))
+    lines += build_table(res.get("loader_build"))
+    lines += campaign_table(res.get("campaign", {}))
     lines += unary_table(res.get("unary", {}))
     lines += audit_table(res.get("audit", {}))
     lines += sync_table(res.get("mutations", {}))
@@ -198,6 +240,37 @@ def audit_table(audit: dict[str, Any]) -> list[str]:
         "|---|---:|",
         *(f"| {label} | {value} |" for label, value in rows),
     ]
+
+
+README_START = "<!-- bench-table:start"
+README_END = "<!-- bench-table:end -->"
+
+
+def splice_readme(readme: Path, table: str) -> None:
+    """Put a full run's table between the README's bench-table markers (the figures a reader
+    sees are then always those of the last full run, never copied by hand)."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme}: the bench-table markers are missing; table not written")
+    start = text.index("\n", start) + 1
+    readme.write_text(text[:start] + table + text[end:], encoding="utf-8")
+
+
+def campaign_table(c: dict[str, Any]) -> list[str]:
+    """The warning-campaign figures (`bench.campaign_bench`), when measured."""
+    if not c:
+        return []
+    lines = ["", f"Warning campaign ({c['what']}; `{c['command']}`):", "",
+             "| municipalities | residents examined | vehicles listed | end to end |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    for key in ("zone_municipalities", "with_antwerpen_and_gent"):
+        f = c[key]
+        lines.append(
+            f"| {f['nis']} | {f['residents_examined']:,} | {f['vehicles_listed']:,} | "
+            f"{_fmt_s(f['seconds'])} |"
+        )
+    return lines
 
 
 def sync_table(m: dict[str, Any]) -> list[str]:
@@ -264,6 +337,56 @@ UNARY_ROWS = (
     ),
     ("concurrent", "LEZ service, default, {callers} concurrent callers"),
 )
+
+
+BUILD_STAGES = (
+    "read_csv", "validate_and_key", "sort", "group", "rules", "quality", "write", "sync", "verify",
+    "publish",
+)  # fmt: skip
+"""The loader's stages in the order a build runs them (`loader.build.build_store`)."""
+
+
+def build_table(b: dict[str, Any] | None) -> list[str]:
+    """The loader's build: total, peak memory and each stage's share (the median run)."""
+    if not b:
+        return []
+    run = b["median_run"]
+    total = b["seconds"]
+    lines = [
+        "",
+        f"Loader: `lez-loader build` of {run['plates']:,} plates ({run['versions']:,} versions): "
+        f"{total['median']:.1f} s median ({total['min']:.1f}-{total['max']:.1f}, "
+        f"{total['runs']} runs), peak memory {run['peak_rss_mib'] / 1024:.2f} GiB, store "
+        f"{run['store_bytes'] / 2**30:.2f} GiB. Stages of the median run "
+        f"({run.get('stages_cover', 0):.0%} of its wall time; the rest is start-up):",
+        "",
+        "| stage | seconds | share |",
+        "|---|---:|---:|",
+    ]
+    shares = run.get("stage_shares", {})
+    order = {name: i for i, name in enumerate(BUILD_STAGES)}
+    for stage, seconds in sorted(run["stages"].items(), key=lambda kv: order.get(kv[0], 99)):
+        lines.append(f"| {stage.replace('_', ' ')} | {seconds:.2f} | {shares.get(stage, 0):.0%} |")
+    return lines
+
+
+def breakdown_table(b: dict[str, Any] | None) -> list[str]:
+    """Where a pair's time goes (bench.pair_breakdown), one row per stage."""
+    if not b:
+        return []
+    end = b["end_to_end_s"]
+    lines = [
+        "",
+        f"Where a pair's time goes: the {b['pairs']:,}-pair batch end to end with one worker and "
+        f"one connection ({end:.3f} s, median of {b['runs']}), and each stage of the same code "
+        "timed alone in one process (`bench/pair_breakdown.py`):",
+        "",
+        "| stage | us per pair | share |",
+        "|---|---:|---:|",
+    ]
+    for stage, us in b["us_per_pair"].items():
+        lines.append(f"| {stage.replace('_', ' ')} | {us:.3f} | {b['share'][stage]:.0%} |")
+    return lines
 
 
 def unary_table(unary: dict[str, Any]) -> list[str]:

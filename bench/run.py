@@ -22,16 +22,20 @@ warm-up; all on this machine, in this run):
 4. Per-pair cost against store size (registers of 1M to 16M plates, each its own server).
 5. The engine alone on one core (`bench.engine_bench`, zones Antwerpen and Brussels).
 6. The loader build (`bench.build_bench`).
-7. Writes `results.json`, `README-table.md` and `scaling.png` to `--out`.
-
+7. The warning campaign (`bench.campaign_bench`): `LosingAccess` for the Brussels zone's
+   municipalities on the main store, end to end through the client.
 8. The audit's cost (`bench.audit_bench`): the 500,000-pair stream with mutual TLS and the
    audit against plain TCP with the audit off; the unary ladder (the gRPC-plus-one-flush
    ceiling, one sequential caller, 32 callers from 2 client processes); `audit find` over
    synthetic days of audit at 1.5 M pairs a day (`bench.audit_find_bench`).
-
 9. The daily sync (`bench.sync_bench`): a day of the DIV feed applied and published, a day end
    to end from the stand-in over HTTPS, serving while a day lands, 30 daily layers against a
    fresh build, compaction.
+10. Reads with a time (`bench.instants_bench`): the 500,000-pair stream (100,000 with
+   `--quick`) with an instants column against the same stream with days, alternating runs.
+11. Writes `results.json`, `README-table.md` and `scaling.png` to `--out` (and, for a full run
+   into the default folder, the README's table).
+
 Exit status 1 when a peer decides differently from the service (results are written first).
 """
 
@@ -50,7 +54,17 @@ from typing import Any
 
 import numpy as np
 
-from bench import audit_bench, audit_find_bench, build_bench, report, sync_bench
+from bench import (
+    audit_bench,
+    audit_find_bench,
+    build_bench,
+    campaign_bench,
+    instants_bench,
+    memory,
+    pair_breakdown,
+    report,
+    sync_bench,
+)
 from bench.peer_data import (
     SELECTION_VERSION,
     Decided,
@@ -62,6 +76,7 @@ from bench.peer_data import (
 from bench.stream import LezServer, StreamClient, free_port, unary
 from bench.unary_floor import FloorServer
 from bench.workload import Item, batch_from_plates, read_plates
+from clients.settings import ClientSettings
 from lez.days import from_day
 from lez.keys import load_key
 from lez.rules import Revision, load_catalog_dir
@@ -75,6 +90,13 @@ ENGINE_PAIRS = 1_000_000
 DAY_FROM, DAY_TO = dt.date(2026, 10, 19), dt.date(2026, 10, 25)  # one week, sent days later
 WIDE_FROM, WIDE_TO = dt.date(2016, 1, 1), dt.date(2027, 12, 31)  # every rule period, zone starts
 FIELDS = ("outcome", "reason", "allowed_until", "euro")
+DEFAULT_OUT = ROOT / "bench" / "results"
+WORKER_OWN_MIB_LIMIT = 150.0
+"""A worker's own memory (beyond the shared store map) during the largest stream, at most."""
+SIMPLIFIED_RULES = ROOT / "bench" / "rules-simplified"
+"""A bench-only rule revision (not legal rules): one zone, one euro minimum per fuel. The service
+serves it beside the store's revisions and the bench pins it; DuckDB runs it as SQL too, so the
+cost of the rules shows apart from the engine (bench/README.md#duckdb-at-its-best)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +130,12 @@ def parse(argv: list[str] | None) -> Config:
     p.add_argument("--plates", type=int, default=8_000_000, help="plates of the main register")
     p.add_argument("--runs", type=int, default=5, help="timed runs per figure (after a warm-up)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="results folder; the default one also rewrites the README's table (a full run only)",
+    )
     p.add_argument("--scratch", type=Path, default=ROOT / "var" / "bench")
     p.add_argument("--quick", action="store_true", help="small register, few runs (~2 min)")
     p.add_argument("--no-postgres", action="store_true", help="leave PostgreSQL out")
@@ -271,9 +298,11 @@ def us_per_pair(s: dict[str, Any], n: int) -> dict[str, float]:
     }
 
 
-def stream_figure(client: StreamClient, batch: WireBatch, runs: int) -> tuple[dict[str, Any], Any]:
+def stream_figure(
+    client: StreamClient, batch: WireBatch, runs: int, ruleset: str | None = None
+) -> tuple[dict[str, Any], Any]:
     pairs = client.pairs(batch)
-    s, res = report.timed(lambda: client.decide(pairs, ZONE), runs)
+    s, res = report.timed(lambda: client.decide(pairs, ZONE, ruleset), runs)
     n = len(batch)
     return {
         "pairs": n,
@@ -305,7 +334,11 @@ def phase_service(
         wb, wk = make_wire(register, cfg.wide_pairs, cfg.seed + 1000 + zone.id, WIDE_FROM, WIDE_TO)
         wide[zone.id] = (wb, wk)
     out: dict[str, Any] = {"compare": full.slice(cfg.compare_pairs), "kinds": kinds}
-    with LezServer(store, key, cfg.scratch / "server", workers=cfg.server_workers) as server:
+    simplified = load_catalog_dir(SIMPLIFIED_RULES).get()
+    with LezServer(
+        store, key, cfg.scratch / "server", workers=cfg.server_workers,
+        extra_args=("--rules-dir", str(SIMPLIFIED_RULES)),
+    ) as server:  # fmt: skip
         client = StreamClient(server.address)
         try:
             stream: list[dict[str, Any]] = []
@@ -313,7 +346,17 @@ def phase_service(
             for n in sorted({*cfg.small_sizes, *cfg.stream_sizes, cfg.compare_pairs}):
                 runs = cfg.runs if n >= 100_000 else max(cfg.runs, 10)
                 log(f"CheckStream {n:,} pairs x {runs}")
-                fig, got = stream_figure(client, full.slice(n), runs)
+                if n == max(cfg.stream_sizes):
+                    (fig, got), peaks = memory.sample_while(
+                        lambda: memory.children(server.pid),
+                        partial(stream_figure, client, full.slice(n), runs),
+                    )
+                    res["memory_per_worker"] = {
+                        "pairs": n,
+                        **memory.worker_report(peaks, WORKER_OWN_MIB_LIMIT),
+                    }
+                else:
+                    fig, got = stream_figure(client, full.slice(n), runs)
                 fig["command"] = (
                     f"LezClient.check_batch(<{n:,} packed pairs>, zone={ZONE!r}) against "
                     f"lez-server serve --workers {cfg.server_workers} (loopback, plain TCP)"
@@ -324,6 +367,14 @@ def phase_service(
                 if n == cfg.compare_pairs:
                     out["ours_compare"] = got
                     out["ours_compare_fig"] = fig
+            log(f"CheckStream {cfg.compare_pairs:,} pairs x {cfg.runs}, simplified rules")
+            fig, got = stream_figure(client, out["compare"], cfg.runs, simplified.id)
+            fig["command"] = (
+                f"LezClient.check_batch(<{cfg.compare_pairs:,} packed pairs>, zone={ZONE!r}, "
+                f"ruleset={simplified.id!r}) (bench-only simplified rules, {SIMPLIFIED_RULES.name})"
+            )
+            out["ours_simplified"], out["ours_simplified_fig"] = got, fig
+            out["simplified_revision"] = simplified
             res["stream"] = stream
             res["scaling"]["batch_size"] = [
                 {
@@ -378,6 +429,17 @@ def phase_service(
             fig, _ = stream_figure(client, out["compare"], cfg.runs)
         finally:
             client.close()
+        log(f"CheckStream {cfg.compare_pairs:,} pairs, 1 worker, 1 connection, and its stages")
+        single = StreamClient(server.address, connections=1)
+        try:
+            serial, _ = stream_figure(single, out["compare"], cfg.runs)
+        finally:
+            single.close()
+    res["stream_breakdown"] = pair_breakdown.breakdown(
+        store, key, out["compare"], ZONE, chunk_pairs=ClientSettings().default_chunk_pairs,
+        runs=cfg.runs, end_to_end_s=serial["seconds"]["median_s"],
+    )  # fmt: skip
+    res["stream_breakdown"]["end_to_end"] = serial
     res["scaling"]["workers"].insert(0, {"workers": 1, "seconds": fig["seconds"]})
     for w in res["scaling"]["workers"]:
         w["command"] = (
@@ -385,6 +447,15 @@ def phase_service(
             f"against lez-server serve --workers {w['workers']}"
         )
     return out
+
+
+def phase_instants(cfg: Config, extract: Path, store: Path, key: Path, res: dict[str, Any]) -> None:
+    """The stream with an instants column against days (`bench.instants_bench`)."""
+    pairs = 100_000 if cfg.quick else 500_000
+    log(f"CheckStream {pairs:,} pairs: instants against days x {2 * cfg.runs}")
+    res["instants"] = instants_bench.measure(
+        store, key, extract, pairs, 2 * cfg.runs, cfg.scratch / "instants", seed=cfg.seed
+    )
 
 
 def phase_duckdb(
@@ -430,6 +501,26 @@ def phase_duckdb(
             for zid, (wb, wk, mine) in ours["wide"].items():
                 theirs = peer.decide(wb, zid, keyed=keyed)
                 eq[name][f"wide_zone_{zid}"] = compare(mine, theirs, wk, wb.days)
+        simplified: Revision = ours["simplified_revision"]
+        simple_zone = simplified.zone(ZONE).id
+        log(f"DuckDB duckdb_simplified: {cfg.compare_pairs:,} pairs x {cfg.runs}")
+        s, got = report.timed(
+            lambda: peer.decide(batch, simple_zone, keyed=False, revision=simplified), cfg.runs
+        )
+        ours_simple = cmp["ours_stream_simplified"]["seconds"]["median_s"]
+        cmp["duckdb_simplified"] = {
+            "seconds": s,
+            "pairs_per_s": round(len(batch) / s["median_s"]),
+            "ratio_to_ours": round(s["median_s"] / ours_simple, 3),
+            "ratio_to": "ours_stream_simplified",
+            "version": duckdb.__version__,
+            "threads": 2,
+            "command": f"as duckdb_plain, with the bench-only simplified revision {simplified.id}",
+        }
+        kinds = ours["kinds"][: len(batch)]
+        eq["duckdb_simplified"] = {
+            "batch": compare(ours["ours_simplified"], got, kinds, batch.days)
+        }
     finally:
         peer.close()
 
@@ -585,6 +676,14 @@ def phase_audit(cfg: Config, res: dict[str, Any]) -> None:
     res["audit"]["find"] = audit_find_bench.run(audit_find_bench.parse(argv))
 
 
+def phase_campaign(cfg: Config, store: Path, key: Path, res: dict[str, Any]) -> None:
+    """`bench.campaign_bench` on the main store (its own server)."""
+    log(f"warning campaign: LosingAccess for zone {campaign_bench.ZONE}'s municipalities")
+    res["campaign"] = campaign_bench.measure(store, key, cfg.scratch / "server", cfg.runs) | {
+        "command": f"python -m bench.campaign_bench --store {store} --key {key} --runs {cfg.runs}"
+    }
+
+
 def phase_sync(cfg: Config, res: dict[str, Any]) -> None:
     """The daily sync's figures (`bench.sync_bench`) on the same register."""
     log("daily sync: a day applied, end to end over HTTPS, serving during a sync, layers")
@@ -636,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     register = read_plates(extract)
     ours = phase_service(cfg, store, key, register, revision, res)
     del register
+    phase_instants(cfg, extract, store, key, res)
     cmp = res["comparison_500k"]
     cmp["pairs"] = cfg.compare_pairs
     cmp["zone"] = ZONE
@@ -643,6 +743,11 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": ours["ours_compare_fig"]["seconds"],
         "pairs_per_s": ours["ours_compare_fig"]["pairs_per_s"],
         "command": ours["ours_compare_fig"]["command"],
+    }
+    cmp["ours_stream_simplified"] = {
+        "seconds": ours["ours_simplified_fig"]["seconds"],
+        "pairs_per_s": ours["ours_simplified_fig"]["pairs_per_s"],
+        "command": ours["ours_simplified_fig"]["command"],
     }
     phase_duckdb(cfg, preg, revision, key, ours, res)
     phase_postgres(cfg, preg, revision, ours, res)
@@ -657,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     phase_engine(cfg, res)
     phase_build(cfg, extract, key, res)
     phase_audit(cfg, res)
+    phase_campaign(cfg, store, key, res)
     phase_sync(cfg, res)
     end = report.machine()["load_average_at_start"]
     res["load_average_at_end"] = end
@@ -671,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.out.mkdir(parents=True, exist_ok=True)
     report.write_json(cfg.out / "results.json", res)
     (cfg.out / "README-table.md").write_text(report.readme_table(res))
+    if not cfg.quick and cfg.out.resolve() == DEFAULT_OUT.resolve():
+        report.splice_readme(ROOT / "README.md", report.readme_table(res))
     charted = report.chart(res, cfg.out / "scaling.png")
     log(f"done in {res['total_seconds']} s: {cfg.out}/results.json, README-table.md"
         + (", scaling.png" if charted else " (no matplotlib: no chart)"))  # fmt: skip

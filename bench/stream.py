@@ -72,6 +72,13 @@ class LezServer:
         with LezClient([self.address], timeout_s=timeout) as client:
             client.wait_until_serving(timeout=timeout)
 
+    @property
+    def pid(self) -> int:
+        """The supervisor's process id (its children are the workers)."""
+        if self.proc is None:
+            raise RuntimeError("the server is not running")
+        return self.proc.pid
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -110,8 +117,8 @@ class StreamClient:
             plates=JoinedPlates(batch.data, batch.offsets),
         )
 
-    def decide(self, pairs: Any, zone: str) -> Decided:
-        r = self.client.check_batch(pairs, zone=zone)
+    def decide(self, pairs: Any, zone: str, ruleset: str | None = None) -> Decided:
+        r = self.client.check_batch(pairs, zone=zone, ruleset=ruleset)
         return Decided(r.outcome, r.reason, r.allowed_until, r.euro)
 
     def close(self) -> None:

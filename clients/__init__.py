@@ -5,13 +5,15 @@ is `clients.demo`.
 Both clients drive one I/O-free core (`clients.core`). Batches go in as `BatchRows` (or tuples)
 and come back as `ResultChunk`s or a `BatchResult`; a single check answers a `CheckAnswer`.
 
-`clients` imports only `lez.api` (the wire contract), `lez.days` (day numbers, Brussels days)
-and `lez.plates` (plate conventions) from the project, never `server`, `loader`, `lez.store`
-or `bench`.
+`clients` imports only `lez.api` (the wire contract), `lez.days` (day numbers, Brussels days),
+`lez.plates` (plate conventions) and `lez.version` (the package version) from the project,
+never `server`, `loader`, `lez.store` or `bench`; it installs without their dependencies
+(`pip install lez-access`; the server and the loader are the extras `[server]`, `[loader]`).
 """
 
 from clients.aio import AsyncLezClient
 from clients.batch_rows import BatchRows, JoinedPlates
+from clients.campaign import CampaignCell, CampaignResult, CampaignSummary, LosingRows
 from clients.core.batch import BatchOptions
 from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem, RecheckResult, TechnicalData
 from clients.errors import (
@@ -44,6 +46,9 @@ __all__ = [
     "BatchRows",
     "BatchSummary",
     "BatchTooLarge",
+    "CampaignCell",
+    "CampaignResult",
+    "CampaignSummary",
     "Cancelled",
     "CheckAnswer",
     "CheckOptions",
@@ -57,6 +62,7 @@ __all__ = [
     "KeyMismatch",
     "LezClient",
     "LezClientError",
+    "LosingRows",
     "Overloaded",
     "PermissionDenied",
     "ProtocolError",

@@ -14,6 +14,7 @@ are created on first use inside the running event loop.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar, Unpack
 
@@ -23,12 +24,14 @@ from grpc_health.v1 import health_pb2_grpc
 
 from clients import request_builders
 from clients.batch_rows import BatchInput
+from clients.campaign import CampaignResult
 from clients.core.base_client import BaseClient
 from clients.core.batch import BatchOptions, BatchRun, InputOrder
+from clients.core.campaign import CampaignRun
 from clients.core.health import ServingWait
 from clients.core.retry import Attempts
 from clients.core.spread import SpreadProbes, WorkerAnswer, worker_answer
-from clients.core.streams import StreamCall, StreamItem
+from clients.core.streams import Progress, StreamCall, StreamItem
 from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem
 from clients.request_builders import CheckOptions, FleetOptions
 from clients.result_columns import BatchResult, ResultChunk
@@ -136,6 +139,31 @@ class AsyncLezClient(BaseClient):
         """Fleet composition by `nis`, `fuel`, `euro` and/or `category` on a day."""
         request = request_builders.fleet_request(group_by, options)
         return await self._call(self.stub.FleetStats, request, timeout)
+
+    async def losing_access(
+        self,
+        zone: str,
+        date: dt.date | str,
+        nis: Iterable[int],
+        *,
+        reference_date: dt.date | str | None = None,
+        ruleset: str | None = None,
+        chunk_size: int | None = None,
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> CampaignResult:
+        """Warning campaigns: as `LezClient.losing_access`."""
+        request = request_builders.losing_access_request(
+            zone, date, nis, reference_date=reference_date, ruleset=ruleset, chunk_size=chunk_size
+        )
+        run = CampaignRun(self.settings, timeout, progress)
+        while True:
+            try:
+                async for answer in self.stub.LosingAccess(request, timeout=run.timeout()):
+                    run.receive(answer)
+                return run.result()
+            except grpc.RpcError as failure:
+                await asyncio.sleep(run.wait_after(failure))
 
     async def chunk_size(self) -> int:
         """Pairs per chunk: the setting, else the default capped by the server's limit."""

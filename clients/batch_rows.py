@@ -8,7 +8,9 @@ bytes each; days as little-endian int32 day numbers. This module owns:
 - `JoinedPlates`: plates as one blob plus n + 1 offsets (`pack_plates` makes it from strings,
   NumPy arrays of str, bytes or objects; Arrow string arrays have this layout already);
 - `pack_countries`, `pack_days`: the other two columns (unreadable values become '??' and the
-  unknown day, which the server answers per row instead of failing the batch);
+  unknown day, which the server answers per row instead of failing the batch), and
+  `pack_instants`: the moments of reads given as datetimes or ISO 8601 timestamps, sent as
+  instants so the server derives the Brussels day and hour;
 - `BatchRows`: the aligned columns, built from columns (`of`, `of_keys`) or from tuples
   (`rows_from_items`), and `row_slices`, which reads an iterable of tuples lazily, chunk by chunk.
 
@@ -24,7 +26,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from clients.day_input import to_day_number
+from clients.day_input import instant_ms, to_day_number
+from lez.days import NO_INSTANT
 from lez.plates import BELGIUM
 
 KEY_BYTES: Final = 16
@@ -126,9 +129,19 @@ def pack_days(days: Sequence[object] | npt.NDArray[Any]) -> npt.NDArray[np.int32
     return np.fromiter((to_day_number(d) for d in days), dtype=np.int32, count=len(days))
 
 
+def pack_instants(values: Sequence[object]) -> npt.NDArray[np.int64] | None:
+    """ms since the epoch of the values that are moments (datetimes, ISO 8601 timestamps),
+    NO_INSTANT for the others (dates, day numbers, unreadable text); None when none is."""
+    out = np.fromiter((instant_ms(v) for v in values), dtype=np.int64, count=len(values))
+    return out if (out != NO_INSTANT).any() else None
+
+
 @dataclass(frozen=True, slots=True)
 class BatchRows:
-    """n aligned rows of a batch: plates (joined) or pseudonymised keys, countries, days.
+    """n aligned rows of a batch: plates (joined) or pseudonymised keys, countries, days, and
+    optionally the instants of the reads (camera timestamps, ms since the epoch in UTC; the
+    server then derives each row's Brussels day and hour; rows with `NO_INSTANT` go by their
+    day).
 
     Build with `BatchRows.of(plates, countries, days)` or `BatchRows.of_keys(keys, countries,
     days, key_id=...)`; `countries` None means all BE.
@@ -139,6 +152,7 @@ class BatchRows:
     plates: JoinedPlates | None = None
     keys: npt.NDArray[np.uint8] | None = None
     key_id: str = ""
+    instants: npt.NDArray[np.int64] | None = None  # ms since the epoch (UTC); NO_INSTANT: by day
 
     def __len__(self) -> int:
         return len(self.days)
@@ -154,10 +168,12 @@ class BatchRows:
         day_numbers = pack_days(days)
         if len(joined) != len(day_numbers):
             raise ValueError(f"{len(joined)} plates for {len(day_numbers)} days")
+        moments = days if isinstance(days, np.ndarray) and days.dtype.kind in "iuM" else None
         return cls(
             days=day_numbers,
             countries=pack_countries(countries, len(day_numbers)),
             plates=joined,
+            instants=pack_instants(list(days)) if moments is None else None,
         )
 
     @classmethod

@@ -3,14 +3,17 @@
 Input: a header, then one row per camera read. Columns `plate`, optional `country` (ISO 3166
 alpha-2, empty = BE) and either `day` (`YYYY-MM-DD`) or `timestamp`: an ISO 8601 moment with
 its offset as ANPR cameras give it (`2016-06-02T18:36:12.345+01:00`, the form of
-docs/sources.md#anpr-platform-tender; `Z` is UTC). A timestamp becomes the calendar day in
-Europe/Brussels (zoneinfo), so a read at 23:30 UTC on a summer evening is the next Brussels day;
-a timestamp without an offset is taken as Brussels
-local time. An unreadable day or timestamp does not stop the batch: that row is sent with the
-unknown day and answered INVALID / INVALID_DAY.
+docs/sources.md#anpr-platform-tender; `Z` is UTC). Timestamps are sent as instants (ms since the
+epoch, UTC): the server derives the calendar day in Europe/Brussels and uses the hour (a day
+pass valid until 06:00), so a read at 23:30 UTC on a summer evening is the next Brussels day;
+a timestamp without an offset is taken as Brussels local time. An unreadable day or timestamp
+does not stop the batch: that row is sent without an instant and with the unknown day and
+answered INVALID / INVALID_DAY.
 
-Output: the input columns, then `day` (the Brussels date decided on), `outcome`, `reason`,
-`allowed_until` (a date, `open`, or empty), `euro` (DIV code). Rows stay in input order.
+Output: the input columns, then `day` (the Brussels date decided on, as the server derived it
+for a timestamp), `outcome`, `reason`, `allowed_until` (a date, `open`, or empty), `euro` (DIV
+code) and `notes` (`WARNING_ONLY`, `HOUR_UNKNOWN`, `REGISTERED_AFTER_ENTRY`,
+`VALID_UNTIL_HOUR`, joined by `|`; empty when none). Rows stay in input order.
 
 Files are read with pyarrow (vectorised); no plate is ever printed from here.
 """
@@ -29,11 +32,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from clients.batch_rows import BatchRows, JoinedPlates, pack_countries
-from clients.day_input import SECONDS_PER_DAY, brussels_offsets_s, parse_when
-from clients.enum_names import OUTCOME_NAMES, REASON_NAMES
+from clients.day_input import instant_ms, parse_when
+from clients.enum_names import OUTCOME_NAMES, REASON_NAMES, note_names
 from clients.errors import file_problem
 from clients.result_columns import BatchResult
-from lez.days import DAY_OPEN, DAY_UNKNOWN
+from lez.days import DAY_OPEN, DAY_UNKNOWN, NO_INSTANT, brussels_days_seconds
 
 MS_PER_SECOND: Final = 1000
 _COLUMN_COUNTS: Final = re.compile(r"Expected (\d+) columns, got (\d+)")
@@ -92,8 +95,14 @@ def read_batch(path: Path) -> BatchFile:
         raise BatchFileError(f"{path}: no rows after the header")
     day_column = "timestamp" if "timestamp" in columns else "day"
     raw_days = table.column(day_column).combine_chunks()
-    to_days = timestamps_to_days if day_column == "timestamp" else dates_to_days
-    days = to_days(raw_days)
+    instants: npt.NDArray[np.int64] | None = None
+    if day_column == "timestamp":
+        instants = timestamps_to_instants(raw_days)
+        days = np.full(len(instants), DAY_UNKNOWN, dtype=np.int32)  # the server derives them
+        bad_days = int((instants == NO_INSTANT).sum())
+    else:
+        days = dates_to_days(raw_days)
+        bad_days = int((days == DAY_UNKNOWN).sum())
     plates = table.column("plate").combine_chunks()
     countries: npt.NDArray[Any] | None = None
     if "country" in columns:
@@ -105,13 +114,9 @@ def read_batch(path: Path) -> BatchFile:
         days=days,
         countries=b"" if countries is None else _country_bytes(countries),
         plates=plates_from_arrow(plates),
+        instants=instants,
     )
-    return BatchFile(
-        rows=rows,
-        table=table,
-        day_column=day_column,
-        bad_days=int((days == DAY_UNKNOWN).sum()),
-    )
+    return BatchFile(rows=rows, table=table, day_column=day_column, bad_days=bad_days)
 
 
 def _arrow_where(exc: Exception) -> str:
@@ -158,22 +163,22 @@ def dates_to_days(values: pa.Array) -> npt.NDArray[np.int32]:
         return _slow_days(values)
 
 
-def timestamps_to_days(values: pa.Array) -> npt.NDArray[np.int32]:
-    """ISO 8601 timestamps with offset to Europe/Brussels calendar days (vectorised);
-    unreadable ones (and, on the slow path, naive ones taken as Brussels time) row by row."""
+def timestamps_to_instants(values: pa.Array) -> npt.NDArray[np.int64]:
+    """ISO 8601 timestamps with offset to ms since the epoch (UTC), vectorised; unreadable ones
+    become NO_INSTANT and naive ones are taken as Brussels time, row by row on the slow path."""
     try:
         moments = pc.cast(pc.utf8_trim_whitespace(values), pa.timestamp("ms", tz="UTC"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return _slow_days(values)
-    utc_ms = np.asarray(moments.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
-    return utc_ms_to_brussels_days(utc_ms)
+        return np.fromiter(
+            (instant_ms(v or "") for v in values.to_pylist()), dtype=np.int64, count=len(values)
+        )
+    return np.asarray(moments.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def utc_ms_to_brussels_days(utc_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
-    """Brussels calendar day of UTC instants (ms)."""
-    seconds = np.floor_divide(utc_ms, MS_PER_SECOND)
-    local = seconds + brussels_offsets_s(seconds)
-    return np.floor_divide(local, SECONDS_PER_DAY).astype(np.int32)
+    """Brussels calendar day of UTC instants (ms), as the server derives it (`lez.days`)."""
+    days, _ = brussels_days_seconds(np.floor_divide(utc_ms, MS_PER_SECOND))
+    return days
 
 
 def _slow_days(values: pa.Array) -> npt.NDArray[np.int32]:
@@ -190,7 +195,7 @@ def write_results(
     path: Path, batch: BatchFile, result: BatchResult, euro_codes: dict[int, str]
 ) -> None:
     """The input columns plus day, outcome, reason, allowed_until and euro, in input order."""
-    days = batch.rows.days
+    days = np.where(result.decided_day != DAY_UNKNOWN, result.decided_day, batch.rows.days)
     day_text = _day_texts(days)
     until = result.allowed_until
     until_text = _day_texts(until, open_text="open")
@@ -206,6 +211,8 @@ def write_results(
     columns["reason"] = pa.array(reason_names[result.reason], pa.string())
     columns["allowed_until"] = until_text
     columns["euro"] = pa.array(euro_lut[result.euro], pa.string())
+    note_lut = np.array(["|".join(sorted(note_names(i))) for i in range(256)], dtype=object)
+    columns["notes"] = pa.array(note_lut[result.notes], pa.string())
     table = pa.table(columns)
     try:
         with open(path, "wb") as out:

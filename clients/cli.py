@@ -1,7 +1,8 @@
 """`lez`: the command line of the LEZ access-decision service, for people.
 
     lez check 1-ABC-234 --zone Gent --date 2026-10-20
-    lez batch reads.csv decisions.csv --zone Antwerpen
+    lez batch reads.csv decisions.csv --zone Antwerpen [--as-of 2028-01-01]
+    lez campaign --zone Brussels --date 2028-01-01 --nis 21004,21009 letters.csv [--plot F.png]
     lez recheck 1-ABC-234 --zone Gent --date 2026-03-02 --outcome NOT_ALLOWED
     lez info
 
@@ -26,13 +27,24 @@ from typing import Any, TextIO
 
 from clients import errors
 from clients.batchfile import BatchFileError, read_batch, write_results
+from clients.campaign_output import (
+    PlotUnavailable,
+    campaign_json,
+    campaign_lines,
+    code_lists,
+    plot_campaign,
+    write_campaign,
+)
 from clients.cli_output import (
     ProgressBar,
+    ProgressCount,
     answer_json,
     batch_json,
     batch_lines,
     error_line,
     info_lines,
+    note_counts,
+    notes_lines,
     print_answer,
     recheck_json,
     recheck_lines,
@@ -65,6 +77,7 @@ def cmd_check(args: argparse.Namespace, client: LezClient, out: TextIO) -> int:
         args.plate,
         zone=args.zone,
         day=args.date,
+        instant=args.instant,
         country=args.country,
         first_registration=args.first_registration,
         ruleset=args.ruleset,
@@ -95,17 +108,49 @@ def cmd_batch(args: argparse.Namespace, client: LezClient, out: TextIO, err: Tex
     euro_codes = _euro_codes(client.server_info())
     bar = ProgressBar(len(batch), err, enabled=err.isatty() and not args.no_progress)
     try:
-        result = client.check_batch(batch.rows, zone=args.zone, ruleset=args.ruleset, progress=bar)
+        result = client.check_batch(
+            batch.rows, zone=args.zone, ruleset=args.ruleset, as_of=args.as_of, progress=bar
+        )
     finally:
         bar.finish()
     started = time.perf_counter()
     write_results(args.output, batch, result, euro_codes)
     write_s = time.perf_counter() - started
     if args.json:
-        _write_json(out, batch_json(result.summary, batch, args.output))
+        notes = {"notes": note_counts(result.notes)}
+        _write_json(out, batch_json(result.summary, batch, args.output) | notes)
         return EXIT_OK
     lines = batch_lines(result.summary, batch, args.zone, read_s, write_s)
+    lines += notes_lines(result.notes)
     out.write("\n".join([*lines, f"wrote {args.output}"]) + "\n")
+    return EXIT_OK
+
+
+def cmd_campaign(args: argparse.Namespace, client: LezClient, out: TextIO, err: TextIO) -> int:
+    lists = code_lists(client.server_info())
+    count = ProgressCount("vehicles", err, enabled=err.isatty() and not args.no_progress)
+    try:
+        result = client.losing_access(
+            args.zone,
+            args.date,
+            args.nis,
+            reference_date=args.reference_date,
+            ruleset=args.ruleset,
+            progress=count,
+        )
+    finally:
+        count.finish()
+    write_campaign(args.output, result.rows, lists)
+    if args.plot is not None:
+        title = f"Vehicles losing access to {args.zone} by {args.date.isoformat()}, by fuel"
+        plot_campaign(args.plot, result.rows, lists, title)
+    if args.json:
+        _write_json(out, campaign_json(result, args.output, args.plot))
+        return EXIT_OK
+    lines = campaign_lines(result, args.zone, args.date, args.output)
+    if args.plot is not None:
+        lines.append(f"wrote {args.plot}")
+    out.write("\n".join(lines) + "\n")
     return EXIT_OK
 
 
@@ -170,6 +215,7 @@ def main(
     commands: dict[str, Callable[[argparse.Namespace, LezClient], int]] = {
         "check": lambda a, c: cmd_check(a, c, out),
         "batch": lambda a, c: cmd_batch(a, c, out, err),
+        "campaign": lambda a, c: cmd_campaign(a, c, out, err),
         "recheck": lambda a, c: cmd_recheck(a, c, out),
         "info": lambda a, c: cmd_info(a, c, out),
     }
@@ -184,7 +230,7 @@ def main(
         if os.environ.get("LEZ_DEBUG"):
             raise
         err.write(f"{PROG} {args.command}: error: {error_line(exc, settings)}\n")
-        usage = isinstance(exc, BatchFileError | errors.InvalidRequest)
+        usage = isinstance(exc, BatchFileError | errors.InvalidRequest | PlotUnavailable)
         return EXIT_USAGE if usage else EXIT_FAILED
 
 

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+import numpy as np
+import numpy.typing as npt
+
 from clients import errors
 from clients.batchfile import BatchFile, BatchFileError
+from clients.campaign_output import PlotUnavailable
 from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem
-from clients.enum_names import OUTCOME_NAMES
+from clients.enum_names import NOTE_FLAGS, OUTCOME_NAMES
 from clients.result_columns import BatchSummary
 from clients.settings import BYTES_PER_MIB, DEFAULT_SERVER, ClientSettings
 from lez.api.v1 import access_pb2 as pb
 
 PROGRESS_EVERY_S: Final = 0.1
 BAR_WIDTH: Final = 30
+NO_END_DATE: Final = "no end date under this revision"
+"""What an ALLOWED answer without an end date says where the date would be."""
 AUDIT_ID_SHOWN: Final = 16
 """Characters of each audit id in a batch's text summary."""
 
@@ -34,9 +41,12 @@ def print_answer(plate: str, country: str, answer: CheckAnswer, out: TextIO) -> 
     """A single check's answer as a person reads it."""
     where = f"{plate} ({country}) in {answer.zone} on {_date_str(answer.date)}"
     out.write(f"{where}: {answer.outcome}{_reason_text(answer.reason)}\n")
+    if answer.instant:
+        out.write(f"  read at:       {answer.instant}\n")
+    if answer.notes:
+        out.write(f"  notes:         {', '.join(sorted(answer.notes))}\n")
     if answer.outcome == "ALLOWED":
-        no_end = "no end date under this revision"
-        until = no_end if answer.open_ended else _date_str(answer.allowed_until)
+        until = NO_END_DATE if answer.open_ended else _date_str(answer.allowed_until)
         out.write(f"  allowed until: {until}\n")
     if answer.euro:
         derived = f" (derived: {', '.join(sorted(answer.derived))})" if answer.derived else ""
@@ -108,6 +118,33 @@ class ProgressBar:
             self.stream.flush()
 
 
+class ProgressCount:
+    """A one-line running count on a terminal (stderr), for work of unknown size; silent
+    otherwise."""
+
+    def __init__(self, what: str, stream: TextIO, enabled: bool) -> None:
+        self.what = what
+        self.stream = stream
+        self.enabled = enabled
+        self.done = 0
+        self.started = time.perf_counter()
+        self.shown = 0.0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and now - self.shown >= PROGRESS_EVERY_S:
+            self.shown = now
+            rate = self.done / max(now - self.started, 1e-9)
+            self.stream.write(f"\r{self.done:,} {self.what} received, {rate:,.0f}/s ")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write(f"\r{self.done:,} {self.what} received\n")
+            self.stream.flush()
+
+
 def summary_table(summary: BatchSummary) -> list[str]:
     """A small table of outcomes with counts and shares."""
     lines = [f"  {'outcome':<22}{'pairs':>12}{'share':>9}"]
@@ -118,6 +155,23 @@ def summary_table(summary: BatchSummary) -> list[str]:
             lines.append(f"  {name:<22}{count:>12,}{count / total:>9.1%}")
     lines.append(f"  {'total':<22}{summary.pairs:>12,}{1:>9.1%}")
     return lines
+
+
+def note_counts(notes: npt.NDArray[np.uint8]) -> dict[str, int]:
+    """How many pairs carry each note (`WARNING_ONLY`, `HOUR_UNKNOWN`, ...); none: {}."""
+    return {
+        name: int(((notes & bit) != 0).sum())
+        for bit, name in NOTE_FLAGS
+        if ((notes & bit) != 0).any()
+    }
+
+
+def notes_lines(notes: npt.NDArray[np.uint8]) -> list[str]:
+    """A batch's note counts as a person reads them (nothing when no pair has a note)."""
+    counts = note_counts(notes)
+    if not counts:
+        return []
+    return ["  notes: " + ", ".join(f"{name} {count:,}" for name, count in counts.items())]
 
 
 def batch_json(summary: BatchSummary, batch: BatchFile, output: Path) -> dict[str, Any]:
@@ -132,6 +186,7 @@ def batch_json(summary: BatchSummary, batch: BatchFile, output: Path) -> dict[st
         "snapshot_ids": list(summary.snapshot_ids),
         "ruleset_revision": summary.revision,
         "audit_ids": list(summary.audit_ids),
+        "as_of": summary.as_of.isoformat() if summary.as_of else None,
         "unreadable_days": batch.bad_days,
         "output": str(output),
     }
@@ -141,8 +196,9 @@ def batch_lines(
     summary: BatchSummary, batch: BatchFile, zone: str, read_s: float, write_s: float
 ) -> list[str]:
     """A batch's summary as a person reads it: timings, outcomes, snapshot and audit ids."""
+    on = f" on {summary.as_of.isoformat()} (as_of)" if summary.as_of else ""
     lines = [
-        f"{summary.pairs:,} pairs for zone {zone} decided in {summary.seconds:.2f} s "
+        f"{summary.pairs:,} pairs for zone {zone}{on} decided in {summary.seconds:.2f} s "
         f"({summary.pairs_per_second:,.0f} pairs/s over {summary.streams} connection(s)); "
         f"read {read_s:.2f} s, write {write_s:.2f} s",
         *summary_table(summary),
@@ -223,9 +279,29 @@ def info_lines(info: pb.ServerInfoResponse, servers: tuple[str, ...]) -> list[st
         f"zones         {zones}",
         f"this client   {caller.organisation}; roles {roles or 'none'}; "
         f"zones {', '.join(caller.zones) or 'all'}",
-        f"limits        calls/min {_limit_text(caller.calls_per_minute)}, pairs/day "
+        f"limits        checks/min {_limit_text(caller.calls_per_minute)}, pairs/day "
         f"{_limit_text(caller.pairs_per_day)}, pairs/chunk {caller.max_chunk_pairs:,}, "
         f"recheck items {caller.max_recheck_items:,}, message {message_mib:.0f} MiB",
+    ] + (data_quality_lines(info.data_quality) if info.HasField("data_quality") else [])
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count:,} ({100 * count / total:.1f}%)" if total else f"{count:,}"
+
+
+def _by_name(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {n:,}" for name, n in sorted(counts.items())) or "none"
+
+
+def data_quality_lines(quality: pb.DataQuality) -> list[str]:
+    """The data quality of the served store (the server sends it to operators only)."""
+    total = quality.records
+    return [
+        f"data quality  {total:,} records ({quality.source or 'source not given'}); missing "
+        f"category {_share(quality.missing_category, total)}, euro "
+        f"{_share(quality.missing_euro, total)}, fuel {_share(quality.missing_fuel, total)}",
+        f"              derived: {_by_name(quality.derived)}; unknown codes: "
+        f"{_by_name(quality.unknown_codes)}; rejected {quality.rejected:,}",
     ]
 
 
@@ -257,6 +333,6 @@ def error_line(exc: BaseException, settings: ClientSettings | None) -> str:
         return f"the server failed: {exc.message}"
     if isinstance(exc, errors.LezClientError):
         return exc.message
-    if isinstance(exc, BatchFileError):
+    if isinstance(exc, BatchFileError | PlotUnavailable):
         return str(exc)
     return f"unexpected error ({type(exc).__name__}); set LEZ_DEBUG=1 for details"

@@ -21,6 +21,7 @@ from clients.day_input import parse_when
 from clients.enum_names import OUTCOME_NAMES, REASON_NAMES
 from clients.settings import DEFAULT_SERVER, ClientSettings
 from lez.days import from_day, parse_day
+from lez.version import version_line
 
 PROG: Final = "lez"
 EXIT_OK: Final = 0
@@ -38,6 +39,8 @@ examples:
   lez check 1-ABC-234 --zone Gent --date 2026-10-20 --first-registration 2019-03-01
   lez check AB123CD --country FR --zone Antwerpen --date 2026-10-20
   lez batch reads.csv decisions.csv --zone Antwerpen
+  lez batch last-month.csv warnings.csv --zone Brussels --as-of 2028-01-01
+  lez campaign --zone Brussels --date 2028-01-01 --nis 21004,21009 letters.csv --plot steps.png
   lez recheck 1-ABC-234 --zone Gent --date 2026-03-02 --outcome NOT_ALLOWED
   lez --server 10.0.0.5:50051,10.0.0.6:50051 --ca ca.pem --cert gent.pem --key gent.key \\
       batch reads.csv decisions.csv --zone Gent
@@ -187,12 +190,13 @@ def build_parser() -> OneLineErrorParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_line(PROG))
     _connection_options(parser)
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=OneLineErrorParser
     )
     commands.required = True
-    for add_command in (_add_check, _add_batch, _add_recheck, _add_info):
+    for add_command in (_add_check, _add_batch, _add_campaign, _add_recheck, _add_info):
         add_command(commands)
     return parser
 
@@ -214,6 +218,12 @@ def _add_check(commands: Any) -> None:
         type=_when_arg,
         default=None,
         help="day asked about, YYYY-MM-DD or an ISO 8601 timestamp [today in Brussels]",
+    )
+    command.add_argument(
+        "--instant",
+        default=None,
+        help="the moment of a camera read, ISO 8601 with its offset (2026-03-02T05:30:00+01:00); "
+        "the server derives the Brussels day and uses the hour (a day pass valid until 06:00)",
     )
     command.add_argument("--country", type=_country_arg, default="BE", help="plate country [BE]")
     command.add_argument(
@@ -242,6 +252,15 @@ def _add_batch(commands: Any) -> None:
     command.add_argument("--zone", required=True, help="zone name or id (see 'lez info')")
     command.add_argument("--ruleset", default=None, help="pin a rule revision [newest loaded]")
     command.add_argument(
+        "--as-of",
+        type=_date_arg,
+        default=None,
+        metavar="DATE",
+        help="evaluate every read on DATE (YYYY-MM-DD): the register of the read's day, the "
+        "rules and registrations of DATE, e.g. last month's reads against a coming step "
+        "(warning campaigns; needs the integrator role) [each read's own day]",
+    )
+    command.add_argument(
         "--chunk-size", type=_positive_int, default=None, help="pairs per chunk [server limit]"
     )
     command.add_argument(
@@ -251,6 +270,71 @@ def _add_batch(commands: Any) -> None:
         help="connections the batch is spread over [4]",
     )
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
+    command.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _connection_options(command)
+
+
+def _nis_list(text: str) -> list[int]:
+    try:
+        codes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "expected NIS codes separated by commas, e.g. 21004,21009"
+        ) from None
+    if not codes:
+        raise argparse.ArgumentTypeError("give at least one NIS code, e.g. 11002")
+    return codes
+
+
+def _add_campaign(commands: Any) -> None:
+    """`lez campaign`: the vehicles of some municipalities that will lose access to a zone."""
+    command = commands.add_parser(
+        "campaign",
+        help="vehicles of some municipalities that will lose access to a zone (warning letters)",
+        description="List the vehicles whose holder lives in the given municipalities (NIS "
+        "codes) that are allowed in the zone on the reference day and will not be allowed on "
+        "DATE (a new zone's or a stricter step's start), with the reason and the first day "
+        "each loses access. Registrations and exemptions valid on DATE count. Writes their "
+        "pseudonymised keys to OUT.csv (match them by keying your own plates; the service "
+        "never sends plates), shows progress on a terminal and prints the summary. Needs the "
+        "integrator role.",
+        epilog="example:\n"
+        "  lez campaign --zone Brussels --date 2028-01-01 --nis 21004,21009 letters.csv \\\n"
+        "      --plot steps.png\n\n"
+        "OUT.csv columns: key (32 hex digits), reason, first_day_lost, category, fuel, euro\n"
+        "(DIV codes; the key id of the keys is in the summary).\n\n"
+        "--plot charts how many vehicles lose access on each day up to DATE (each step's\n"
+        "first day, or the day after an exemption ends), by fuel: give the last step as DATE\n"
+        "to chart every step before it. It needs matplotlib: pip install 'lez-access[plot]'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_argument("output", type=Path, metavar="OUT.csv", help="keys (overwritten)")
+    command.add_argument("--zone", required=True, help="zone name or id (see 'lez info')")
+    command.add_argument(
+        "--date",
+        type=_date_arg,
+        required=True,
+        help="the future date, YYYY-MM-DD (a step's start)",
+    )
+    command.add_argument(
+        "--nis",
+        type=_nis_list,
+        required=True,
+        metavar="NIS[,NIS...]",
+        help="NIS codes of the holders' municipalities, e.g. 21004,21009",
+    )
+    command.add_argument(
+        "--reference-date",
+        type=_date_arg,
+        default=None,
+        metavar="DATE",
+        help="the day the vehicles must still be allowed, YYYY-MM-DD [today in Brussels]",
+    )
+    command.add_argument("--ruleset", default=None, help="pin a rule revision [newest loaded]")
+    command.add_argument(
+        "--plot", type=Path, default=None, metavar="FILE.png", help="also draw the chart here"
+    )
+    command.add_argument("--no-progress", action="store_true", help="no progress display")
     command.add_argument("--json", action="store_true", help="print the summary as JSON")
     _connection_options(command)
 

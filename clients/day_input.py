@@ -15,10 +15,20 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from lez.days import BRUSSELS, DAY_OPEN, DAY_UNKNOWN, brussels_day, from_day, parse_day, to_day
+from lez.days import (
+    BRUSSELS,
+    DAY_OPEN,
+    DAY_UNKNOWN,
+    NO_INSTANT,
+    brussels_day,
+    from_day,
+    parse_day,
+    to_day,
+)
 
 SECONDS_PER_HOUR: Final = 3600
 SECONDS_PER_DAY: Final = 86_400
+EPOCH_UTC: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def parse_when(text: str) -> int:
@@ -71,6 +81,40 @@ def date_text(value: dt.date | str | None) -> str:
     if isinstance(value, dt.datetime):
         return from_day(brussels_day(value)).isoformat()
     if isinstance(value, dt.date):
+        return value.isoformat()
+    return value.strip()
+
+
+def instant_ms(value: object) -> int:
+    """ms since the epoch of a read's moment: an aware datetime, or ISO 8601 text with a time
+    (`2016-06-02T18:36:12.345+01:00`, `...Z`); a naive one is taken as Brussels local time.
+    NO_INSTANT for anything else (a date, a day number, unreadable text)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if "T" not in text and " " not in text:
+            return NO_INSTANT
+        try:
+            value = dt.datetime.fromisoformat(text.replace(" ", "T", 1))
+        except ValueError:
+            return NO_INSTANT
+    if not isinstance(value, dt.datetime):
+        return NO_INSTANT
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=BRUSSELS)
+    try:
+        return (value - EPOCH_UTC) // dt.timedelta(milliseconds=1)
+    except OverflowError:
+        return NO_INSTANT
+
+
+def instant_text(value: dt.datetime | str | None) -> str:
+    """ISO 8601 text of a read's moment for a request field ('' for None); a datetime must be
+    aware (a naive one would leave the server to guess its offset)."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("an instant must be an aware datetime (with its UTC offset)")
         return value.isoformat()
     return value.strip()
 

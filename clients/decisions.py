@@ -14,7 +14,13 @@ import datetime as dt
 from dataclasses import dataclass
 
 from clients.day_input import date_or_none
-from clients.enum_names import change_name, derived_names, outcome_name, reason_name
+from clients.enum_names import (
+    change_name,
+    derived_names,
+    note_names,
+    outcome_name,
+    reason_name,
+)
 from lez.api.v1 import access_pb2 as pb
 from lez.plates import BELGIUM
 
@@ -47,8 +53,9 @@ class TechnicalData:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CheckAnswer:
     """The answer about one plate on one day in one zone: outcome and reason names,
-    allowed-until, euro norm, derived flags, the data used, and the snapshot and rule revision
-    it was decided on."""
+    allowed-until, euro norm, derived flags, notes (`WARNING_ONLY`, `HOUR_UNKNOWN`, ...), the
+    data used, and the snapshot and rule revision it was decided on; with an instant, the
+    Brussels day the server derived and the instant (UTC text)."""
 
     outcome: str
     reason: str | None
@@ -61,6 +68,8 @@ class CheckAnswer:
     revision: str
     zone: str = ""
     date: dt.date | None = None
+    notes: frozenset[str] = frozenset()
+    instant: str = ""
 
     @property
     def allowed(self) -> bool:
@@ -75,6 +84,7 @@ class CheckAnswer:
         revision: str,
         zone: str = "",
         date: str = "",
+        instant: str = "",
     ) -> CheckAnswer:
         return cls(
             outcome=outcome_name(int(msg.outcome)),
@@ -88,6 +98,8 @@ class CheckAnswer:
             revision=revision,
             zone=zone,
             date=date_or_none(date),
+            notes=note_names(int(msg.notes)),
+            instant=instant,
         )
 
     @classmethod
@@ -98,6 +110,7 @@ class CheckAnswer:
             revision=msg.ruleset_revision,
             zone=msg.zone,
             date=msg.date,
+            instant=msg.instant,
         )
 
 

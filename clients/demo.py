@@ -4,8 +4,9 @@
 
 Steps, each skipped when its result is already there: an HMAC key (`lez-loader keygen`), a
 synthetic register (`lez-loader synth`, skipped when the extract exists for the same plates and
-seed), a store (`lez-loader build`, skipped when a store published from that very extract
-exists: a stamp file plus `lez-loader info`), and a realistic week of camera reads drawn from
+seed), a store (`lez-loader build`, skipped only when the store there is the one the demo built
+from that very extract and left at the snapshot it publishes: `clients.demo_claims.StoreStamp`
+against `lez-loader info`), and a realistic week of camera reads drawn from
 the extract (`clients.camera_reads`: unknown, foreign, misread and invalid plates, ISO 8601
 camera timestamps across the October DST change). Then it starts `lez-server serve` with two
 worker processes on a free loopback port, waits for health SERVING, sends the reads with
@@ -14,6 +15,10 @@ synthetic extract by asking the server about a sample), prints a summary with ti
 then plays out the DIV's daily change feed (`clients.demo_sync`: the stand-in `lez-div`, a few
 days synced into the served store with `lez-loader sync`, picked up by the running server, and a
 transferred plate whose answer changes on the transfer day) and stops the server with SIGTERM.
+
+The demo checks its own claims (`clients.demo_claims`): a single check announced as "expecting
+X" that answers otherwise fails the run, and the closing list of outcomes is the list of those
+seen in the batch's decisions and the checks.
 
 Only console scripts run as subprocesses; nothing from `loader` or `server` is imported.
 """
@@ -44,7 +49,7 @@ import pyarrow.csv as pacsv
 from clients import demo_sync
 from clients.batch_rows import BatchRows
 from clients.camera_reads import counts_by_kind, register_plates, sample_reads, write_reads
-from clients.enum_names import OUTCOME_NAMES
+from clients.demo_claims import OPEN_ENDED, OutcomesSeen, StoreStamp, expect
 from clients.errors import LezClientError
 from clients.sync import LezClient
 from lez.days import DAY_OPEN
@@ -62,6 +67,7 @@ UNKNOWN_CANDIDATES: Final = tuple(f"9-ZZX-{i:03d}" for i in range(50))
 INVALID_PLATE: Final = "1-AB#-23"
 MISMATCH_FIRST_REGISTRATION: Final = dt.date(1990, 1, 1)
 STAMP: Final = "demo-stamp.json"
+"""In the store root: which extract the demo built the store from and the snapshot it left."""
 PLATE_PLACEHOLDER: Final = "<plate>"
 SYNC_ZONES: Final = ("Gent", "Brussels")  # where else a transfer's changed answer is looked for
 
@@ -154,30 +160,37 @@ def ensure_register(out: Path, plates: int, seed: int, timings: Timings) -> Path
     return extract
 
 
-def _extract_stamp(extract: Path) -> dict[str, object]:
-    stat = extract.stat()
-    return {"extract": str(extract.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def published_snapshot(store: Path) -> str | None:
+    """The snapshot id the store publishes (`lez-loader info`), None when there is none."""
+    info = subprocess.run(
+        [*_script("lez-loader"), "info", "--store", str(store)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if info.returncode != 0:
+        return None
+    try:
+        return str(json.loads(info.stdout)["snapshot_id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def record_store(extract: Path, store: Path) -> None:
+    """Stamp the store as the demo's at the snapshot it publishes now."""
+    snapshot = published_snapshot(store)
+    if snapshot is not None:
+        StoreStamp.of(extract, snapshot).write(store / STAMP)
 
 
 def ensure_store(extract: Path, key: Path, store: Path, rules: Path, timings: Timings) -> None:
+    """Build the store, unless the one there is the demo's own (`StoreStamp.reusable`)."""
     with timings.step("store") as note:
-        stamp = store / STAMP
-        want = _extract_stamp(extract)
-        if stamp.exists():
-            try:
-                same = json.loads(stamp.read_text()) == want
-            except (OSError, ValueError):
-                same = False
-            info = subprocess.run(
-                [*_script("lez-loader"), "info", "--store", str(store)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if same and info.returncode == 0:
-                print(f"using the store published from this extract under {store}")
-                note.append("reused")
-                return
+        stamp = StoreStamp.read(store / STAMP)
+        if stamp is not None and stamp.reusable(extract, published_snapshot(store)):
+            print(f"using the store the demo built from this extract under {store}")
+            note.append("reused")
+            return
         cmd = [
             *_script("lez-loader"),
             "build",
@@ -190,7 +203,7 @@ def ensure_store(extract: Path, key: Path, store: Path, rules: Path, timings: Ti
         if rules.is_dir():
             cmd += ["--rules", str(rules)]
         _run(cmd)
-        stamp.write_text(json.dumps(want))
+        record_store(extract, store)
 
 
 @contextlib.contextmanager
@@ -268,7 +281,9 @@ def make_workload(extract: Path, out: Path, pairs: int, seed: int, timings: Timi
     return reads
 
 
-def send_batch(address: str, reads: Path, out: Path, zone: str, timings: Timings) -> None:
+def send_batch(
+    address: str, reads: Path, out: Path, zone: str, timings: Timings, seen: OutcomesSeen
+) -> None:
     decisions = out / "decisions.csv"
     with timings.step(f"lez batch ({zone})") as note:
         _run(
@@ -284,6 +299,7 @@ def send_batch(address: str, reads: Path, out: Path, zone: str, timings: Timings
                 "--no-progress",
             ]
         )
+        seen.add_decisions_file("batch", decisions)
         note.append(str(decisions))
 
 
@@ -316,7 +332,6 @@ def _current_sample(extract: Path, seed: int) -> pa.Table:
 
 
 WANTED: Final = ("ALLOWED", "NOT_ALLOWED", "INSUFFICIENT_DATA")
-OPEN_ENDED: Final = "ALLOWED (open-ended)"
 
 
 def _answered_examples(
@@ -368,10 +383,14 @@ def pick_examples(address: str, extract: Path, seed: int) -> list[Example]:
     return examples
 
 
-def single_checks(address: str, extract: Path, seed: int, timings: Timings) -> None:
+def single_checks(
+    address: str, extract: Path, seed: int, timings: Timings, seen: OutcomesSeen
+) -> None:
+    """Each example checked with `lez check`; the run fails when an answer is not the one
+    announced (`clients.demo_claims.expect`)."""
     with timings.step("single checks (lez check)") as note:
         examples = pick_examples(address, extract, seed)
-        for example in examples:
+        for n, example in enumerate(examples, start=1):
             cmd = [
                 *_script("lez"),
                 "--server",
@@ -386,7 +405,9 @@ def single_checks(address: str, extract: Path, seed: int, timings: Timings) -> N
             if example.first_registration is not None:
                 cmd += ["--first-registration", example.first_registration.isoformat()]
             print(f"\n-- expecting {example.label}")
-            _run(cmd, plate=example.plate)
+            shown = _run(cmd, plate=example.plate)
+            got = expect(example.label, shown, f"single check {n} of {len(examples)}")
+            seen.add("single checks", got)
         note.append(f"{len(examples)} checks")
 
 
@@ -421,20 +442,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     register = var / f"register-{args.plates}-s{args.seed}"
     store = var / "store"
     timings = Timings()
+    seen = OutcomesSeen()
     ensure_key(key, timings)
     extract = ensure_register(register, args.plates, args.seed, timings)
     ensure_store(extract, key, store, args.rules, timings)
     reads = make_workload(extract, register, args.pairs, args.seed, timings)  # tied to the extract
     with running_server(store, key, var, args.workers, timings) as (address, _proc):
-        send_batch(address, reads, demo, args.zone, timings)
-        single_checks(address, extract, args.seed, timings)
+        send_batch(address, reads, demo, args.zone, timings, seen)
+        single_checks(address, extract, args.seed, timings, seen)
         demo_sync.sync_and_show(
             address=address, extract=extract, store=store, key=key, var=var, seed=args.seed,
-            zones=(args.zone, *SYNC_ZONES), step=timings.step, run=_run,
+            zones=(args.zone, *SYNC_ZONES), step=timings.step, run=_run, seen=seen,
             script={name: _script(name) for name in ("lez", "lez-loader", "lez-div")},
         )  # fmt: skip
+        record_store(extract, store)  # the demo's store, now at the synced snapshot
     print_timings(timings, time.perf_counter() - t0)
-    print(f"\noutcomes: {', '.join(OUTCOME_NAMES[1:])}; see {demo} for the files")
+    print(f"\n{seen.closing_line()}; see {demo} for the files")
     return 0
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+from clients.demo_claims import OutcomesSeen, expect
 from clients.errors import LezClientError
 from clients.sync import LezClient
 
@@ -181,6 +182,7 @@ def sync_and_show(
     zones: Sequence[str],
     step: Step,
     run: Runner,
+    seen: OutcomesSeen,
     script: dict[str, list[str]],
 ) -> None:
     """The whole step: stand-in, sync of a few days while serving, a changed answer."""
@@ -208,10 +210,12 @@ def sync_and_show(
             f"this plate was transferred to another vehicle on {found.day}: "
             f"{found.before} the day before, {found.after} from that day, in {found.zone}"
         )
-        for day in (found.day - dt.timedelta(days=1), found.day):
-            run(
+        days = ((found.day - dt.timedelta(days=1), found.before), (found.day, found.after))
+        for day, expected in days:
+            shown = run(
                 [*script["lez"], "--server", address, "check", found.plate,
                  "--zone", found.zone, "--date", day.isoformat()],
                 plate=found.plate,
             )  # fmt: skip
+            seen.add("transfer", expect(expected, shown, f"the transferred plate on {day}"))
         note.append(f"{found.before} -> {found.after}")

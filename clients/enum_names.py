@@ -1,5 +1,5 @@
-"""The names of the contract's enums (`Outcome`, `Reason`, `Derived`, `Change`) as the clients
-show them: `ALLOWED`, `MEETS_CRITERIA`, ... without the proto prefixes, and back.
+"""The names of the contract's enums (`Outcome`, `Reason`, `Derived`, `Note`, `Change`) as the
+clients show them: `ALLOWED`, `MEETS_CRITERIA`, ... without the proto prefixes, and back.
 
 Outcome and Reason numbers are dense from 0 (the proto says they never change), so a tuple
 indexed by number names them; a test checks the density.
@@ -19,6 +19,9 @@ REASON_NAMES: Final[tuple[str, ...]] = tuple(
 )
 DERIVED_FLAGS: Final[tuple[tuple[int, str], ...]] = tuple(
     (int(v), pb.Derived.Name(v).removeprefix("DERIVED_")) for v in pb.Derived.values() if v
+)
+NOTE_FLAGS: Final[tuple[tuple[int, str], ...]] = tuple(
+    (int(v), pb.Note.Name(v).removeprefix("NOTE_")) for v in pb.Note.values() if v
 )
 CHANGE_NAMES: Final[dict[int, str]] = {
     int(v): pb.Change.Name(v).removeprefix("CHANGE_") for v in pb.Change.values()
@@ -48,6 +51,11 @@ def reason_value(name: str) -> int:
 def derived_names(bits: int) -> frozenset[str]:
     """The names of the `Derived` bits set in `bits`."""
     return frozenset(name for bit, name in DERIVED_FLAGS if bits & bit)
+
+
+def note_names(bits: int) -> frozenset[str]:
+    """The names of the `Note` bits set in `bits` (`WARNING_ONLY`, `HOUR_UNKNOWN`, ...)."""
+    return frozenset(name for bit, name in NOTE_FLAGS if bits & bit)
 
 
 def change_name(value: int) -> str:

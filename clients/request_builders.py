@@ -15,10 +15,11 @@ from typing import Any, Final, TypedDict
 from grpc_health.v1 import health_pb2
 
 from clients.batch_rows import COUNTRY_BYTES, BatchRows
-from clients.day_input import date_text
+from clients.day_input import date_text, instant_text
 from clients.decisions import RecheckItem
 from clients.enum_names import outcome_value, reason_value
 from lez.api.v1 import access_pb2 as pb
+from lez.days import NO_INSTANT
 from lez.plates import BELGIUM
 
 ALL_SERVICES: Final = ""
@@ -33,12 +34,15 @@ class CheckOptions(_CheckZone, total=False):
     """What a single check takes besides the plate, as keywords.
 
     `zone` (name or id, required); `day` (a date, aware datetime, or ISO text; default today,
-    Europe/Brussels); `country` (default BE); `first_registration` (the public checker's
-    combination check); `ruleset` (pin a rule revision); `key` and `key_id` (a pseudonymised
-    key instead of the plate, with the id of the HMAC key that made it).
+    Europe/Brussels); `instant` (the moment of a read: an aware datetime or ISO 8601 text with
+    its offset; the server derives the Brussels day and uses the hour); `country` (default
+    BE); `first_registration` (the public checker's combination check); `ruleset` (pin a rule
+    revision); `key` and `key_id` (a pseudonymised key instead of the plate, with the id of the
+    HMAC key that made it).
     """
 
     day: dt.date | str | None
+    instant: dt.datetime | str | None
     country: str
     first_registration: dt.date | str | None
     ruleset: str | None
@@ -67,6 +71,7 @@ def check_request(plate: str | None, options: CheckOptions) -> pb.CheckRequest:
         first_registration=date_text(options.get("first_registration")),
         ruleset_revision=options.get("ruleset") or "",
         key_id=options.get("key_id", ""),
+        instant=instant_text(options.get("instant")),
     )
     key = options.get("key")
     if key is not None:
@@ -118,6 +123,27 @@ def fleet_request(group_by: Sequence[str], options: FleetOptions) -> pb.FleetSta
     )
 
 
+def losing_access_request(
+    zone: str,
+    date: dt.date | str,
+    nis: Iterable[int],
+    *,
+    reference_date: dt.date | str | None = None,
+    ruleset: str | None = None,
+    chunk_size: int | None = None,
+) -> pb.LosingAccessRequest:
+    """Who, among the holders of the `nis` municipalities, will lose access to `zone` by
+    `date` (allowed on `reference_date`, default today in Brussels)."""
+    return pb.LosingAccessRequest(
+        zone=zone,
+        date=date_text(date),
+        reference_date=date_text(reference_date),
+        nis=[int(n) for n in nis],
+        ruleset_revision=ruleset or "",
+        chunk_size=chunk_size or 0,
+    )
+
+
 def server_info_request() -> pb.ServerInfoRequest:
     return pb.ServerInfoRequest()
 
@@ -127,16 +153,30 @@ def health_request() -> health_pb2.HealthCheckRequest:
 
 
 def chunk_request(
-    rows: BatchRows, start: int, stop: int, *, chunk_id: int, zone: str, ruleset: str
+    rows: BatchRows,
+    start: int,
+    stop: int,
+    *,
+    chunk_id: int,
+    zone: str,
+    ruleset: str,
+    as_of: str = "",
 ) -> pb.CheckChunk:
-    """The CheckChunk of rows [start, stop)."""
+    """The CheckChunk of rows [start, stop). `as_of` (an evaluation date, ISO text) goes on
+    every chunk: each stream's first chunk must carry it, and the server accepts it again."""
     msg = pb.CheckChunk(
         zone=zone,
         ruleset_revision=ruleset,
+        as_of=as_of,
         chunk_id=chunk_id,
-        days=rows.days[start:stop].astype("<i4").tobytes(),
         countries=rows.countries[COUNTRY_BYTES * start : COUNTRY_BYTES * stop],
     )
+    instants = rows.instants[start:stop] if rows.instants is not None else None
+    if instants is not None:
+        msg.instants = instants.astype("<i8").tobytes()
+        msg.instant_unit = pb.INSTANT_UNIT_MILLISECONDS
+    if instants is None or (instants == NO_INSTANT).any():  # some rows are given by day
+        msg.days = rows.days[start:stop].astype("<i4").tobytes()
     if rows.keys is not None:
         msg.keys = rows.keys[start:stop].tobytes()
         msg.key_id = rows.key_id

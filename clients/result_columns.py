@@ -18,6 +18,7 @@ import numpy.typing as npt
 from clients.day_input import day_or_none
 from clients.enum_names import OUTCOME_NAMES, REASON_NAMES
 from lez.api.v1 import access_pb2 as pb
+from lez.days import DAY_UNKNOWN
 
 DECISION_COLUMNS: Final = (
     ("outcome", np.uint8),
@@ -25,6 +26,8 @@ DECISION_COLUMNS: Final = (
     ("allowed_until", np.int32),
     ("euro", np.uint8),
     ("derived", np.uint8),
+    ("notes", np.uint8),
+    ("decided_day", np.int32),
 )
 """The columns of batch decisions, with their NumPy types."""
 
@@ -33,13 +36,17 @@ DECISION_COLUMNS: Final = (
 class DecisionColumns:
     """Decisions as aligned NumPy columns: Outcome and Reason numbers (`clients.enum_names`),
     allowed-until day numbers (open = 2147483647, unknown = -2147483648), ids of the server's
-    euro code list (ServerInfo) and Derived bits."""
+    euro code list (ServerInfo), Derived bits, Note bits (`clients.enum_names.note_names`) and
+    the day each pair was decided on when it was sent with an instant (the Europe/Brussels day
+    the server derived; unknown = -2147483648 for pairs sent with a day, or unreadable)."""
 
     outcome: npt.NDArray[np.uint8]
     reason: npt.NDArray[np.uint8]
     allowed_until: npt.NDArray[np.int32]
     euro: npt.NDArray[np.uint8]
     derived: npt.NDArray[np.uint8]
+    notes: npt.NDArray[np.uint8]
+    decided_day: npt.NDArray[np.int32]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +83,12 @@ def unpack_chunk(msg: pb.DecisionChunk, first_index: int, expected: int) -> Resu
         "allowed_until": np.frombuffer(msg.allowed_until, dtype="<i4").astype(np.int32),
         "euro": np.frombuffer(msg.euro, dtype=np.uint8),
         "derived": _bytes_or_zeros(msg.derived, rows),
+        "notes": _bytes_or_zeros(msg.notes, rows),
+        "decided_day": (
+            np.frombuffer(msg.days, dtype="<i4").astype(np.int32)
+            if msg.days
+            else np.full(rows, DAY_UNKNOWN, dtype=np.int32)
+        ),
     }
     if rows != expected or any(len(v) != rows for v in columns.values()):
         raise ValueError(f"a result chunk holds {rows} rows for {expected} pairs sent")
@@ -111,6 +124,7 @@ class BatchSummary:
     revision: str
     seconds: float
     streams: int
+    as_of: dt.date | None = None  # the evaluation date every read was decided on, if asked
 
     @property
     def pairs_per_second(self) -> float:
@@ -146,6 +160,7 @@ def summarise(
     revision: str,
     seconds: float,
     streams: int,
+    as_of: dt.date | None = None,
 ) -> BatchSummary:
     """A summary counted on the client side from the outcome columns received."""
     counts = np.zeros(len(OUTCOME_NAMES), dtype=np.int64)
@@ -160,4 +175,5 @@ def summarise(
         revision=revision,
         seconds=seconds,
         streams=streams,
+        as_of=as_of,
     )

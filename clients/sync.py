@@ -18,6 +18,7 @@ and the threads (one per stream).
 
 from __future__ import annotations
 
+import datetime as dt
 import queue
 import threading
 import time
@@ -29,12 +30,14 @@ from grpc_health.v1 import health_pb2_grpc
 
 from clients import request_builders
 from clients.batch_rows import BatchInput
+from clients.campaign import CampaignResult
 from clients.core.base_client import BaseClient
 from clients.core.batch import BatchOptions, BatchRun, in_input_order
+from clients.core.campaign import CampaignRun
 from clients.core.health import ServingWait
 from clients.core.retry import Attempts
 from clients.core.spread import SpreadProbes, WorkerAnswer, worker_answer
-from clients.core.streams import StreamCall, StreamItem
+from clients.core.streams import Progress, StreamCall, StreamItem
 from clients.decisions import CheckAnswer, RecheckAnswer, RecheckItem
 from clients.request_builders import CheckOptions, FleetOptions
 from clients.result_columns import BatchResult, ResultChunk
@@ -136,6 +139,35 @@ class LezClient(BaseClient):
         return self._call(
             self._stub.FleetStats, request_builders.fleet_request(group_by, options), timeout
         )
+
+    def losing_access(
+        self,
+        zone: str,
+        date: dt.date | str,
+        nis: Iterable[int],
+        *,
+        reference_date: dt.date | str | None = None,
+        ruleset: str | None = None,
+        chunk_size: int | None = None,
+        progress: Progress | None = None,
+        timeout: float | None = None,
+    ) -> CampaignResult:
+        """Warning campaigns: the keys of the vehicles of the `nis` municipalities allowed in
+        `zone` on `reference_date` (default today, Brussels) that will not be allowed on `date`,
+        with the reason and first day lost, and the server's summary. `progress` is called with
+        the vehicles of each chunk received; `timeout` bounds the whole call (default
+        `ClientSettings.batch_timeout_s`)."""
+        request = request_builders.losing_access_request(
+            zone, date, nis, reference_date=reference_date, ruleset=ruleset, chunk_size=chunk_size
+        )
+        run = CampaignRun(self.settings, timeout, progress)
+        while True:
+            try:
+                for answer in self._stub.LosingAccess(request, timeout=run.timeout()):
+                    run.receive(answer)
+                return run.result()
+            except grpc.RpcError as failure:
+                time.sleep(run.wait_after(failure))
 
     # -- batches --
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from lez.errors import LezError
+from lez.version import version_line
 
 CLIENT: Final = "client"
 
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Local stand-in for the DIV change feed (/movementIndications), "
         "docs/div-feed.md. Development and tests only.",
     )
+    parser.add_argument("--version", action="version", version=version_line("lez-div"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     certs = sub.add_parser(
         "certs",

@@ -8,4 +8,13 @@ recheck change classes (`lez.recheck`), fleet statistics (`lez.fleet`), the erro
 `clients`.
 """
 
-__version__ = "0.1.0"
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    """`lez.__version__`, read from the package metadata on first use (`lez.version`)."""
+    if name == "__version__":
+        from lez.version import VERSION
+
+        return VERSION
+    raise AttributeError(f"module 'lez' has no attribute {name!r}")

@@ -77,7 +77,7 @@ class Derived(enum.IntFlag):
 
 
 class Note(enum.IntFlag):
-    """What a reader of an answer should know beyond outcome and reason (docs/rules.md)."""
+    """What a reader of an answer should know beyond outcome and reason (docs/rules.md#notes)."""
 
     NONE = 0
     HOUR_UNKNOWN = 1  # a day without a time, where the time could change the outcome
@@ -100,6 +100,8 @@ class BatchInput:
     reg_query: npt.NDArray[np.int64]  # registration rows: index of their item
     reg_rows: RegistrationArray  # registration rows matching the items' keys
     claimed_first_registration: npt.NDArray[np.int32] | None = None  # public checker only
+    seconds: npt.NDArray[np.int32] | None = None  # second of the Brussels day; -1: hour unknown
+    # (None: no item has a time, as for reads given by day)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +116,7 @@ class ItemInput:
     registrations: RegistrationArray  # every registration row of the item's key
     invalid: int = 0  # 0 = readable; else the Reason.INVALID_* value
     claimed_first_registration: int | None = None  # public checker only
+    second: int = -1  # second of the Brussels day of the read; -1: the hour is not known
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,3 +130,4 @@ class DecisionColumns:
     euro: npt.NDArray[np.uint8]  # effective euro id used (after derivation or correction)
     category: npt.NDArray[np.uint8]  # effective category id used
     derived: npt.NDArray[np.uint8]  # Derived bits
+    notes: npt.NDArray[np.uint8]  # Note bits

@@ -113,15 +113,35 @@ class Unauthenticated(LezError):
 
 
 class RateLimited(LezError):
-    """The caller's per-minute or per-day quota is used up."""
+    """A quota of the caller's organisation is used up. `quota` names it (`checks_per_minute`,
+    `checks_per_day`, `pairs_per_day`, `concurrent_streams`), `limit` is its value and
+    `retry_after_s` says when the quota allows the call again (the next minute, the next
+    Brussels day, a stream ending). `attempt`: the refused call asked for register data, so it
+    is audited as a refused attempt (not so a stream refused a slot before sending anything)."""
 
     code = "rate_limited"
 
+    def __init__(
+        self, message: str, *, quota: str = "", limit: int | None = None,
+        retry_after_s: float = 60.0, attempt: bool = True,
+    ) -> None:  # fmt: skip
+        super().__init__(message)
+        self.quota = quota
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.attempt = attempt
+
 
 class Overloaded(LezError):
-    """The server is at its concurrency limit; retry later."""
+    """The server (one worker) has as much work in flight as its caps allow, or the caller's
+    organisation has its share of it: refused at once, retry in about a second. `limit` names
+    the cap's value."""
 
     code = "overloaded"
+
+    def __init__(self, message: str, *, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class KeyMismatch(LezError):
@@ -134,6 +154,13 @@ class DeadlineExceeded(LezError):
     """The caller's deadline passed before the answer was complete."""
 
     code = "deadline_exceeded"
+
+
+class StreamIdle(DeadlineExceeded):
+    """A CheckStream sent nothing for the configured idle time and was ended, so an idle
+    stream cannot hold a worker's stream slot (DEADLINE_EXCEEDED)."""
+
+    code = "stream_idle"
 
 
 class StoreNotReady(LezError):
@@ -151,6 +178,11 @@ class AuditFailed(AuditClosed):
     """The audit log could not be written or synced to disk: the call's record is not durable,
     so it is not answered, nor is any later call of this process (UNAVAILABLE: retry on another
     worker or replica; the operator must look at the disk)."""
+
+
+class ServerStopping(StoreNotReady):
+    """The server is stopping and a call was still running at the end of its grace period: the
+    call is ended with this error (UNAVAILABLE: retry on another replica) rather than cut off."""
 
 
 class StoreFormatMismatch(LezError):

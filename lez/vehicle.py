@@ -32,6 +32,7 @@ class Flag(enum.IntFlag):
 
     NONE = 0
     ELECTRIC_MOTOR = 1  # DIV electric-motor indicator (docs/sources.md: DIV-VMM protocol IX)
+    OLDTIMER_PLATE = 2  # plate type O in the register (docs/extract-format.md#plate_type)
 
 
 VEHICLE_DTYPE: Final = np.dtype(

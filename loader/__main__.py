@@ -13,6 +13,7 @@ from typing import Final
 
 from lez.errors import LezError
 from lez.store.compaction import DEFAULT_COMPACTION
+from lez.version import version_line
 from loader.config import (
     DEFAULT_MAX_REJECT_SHARE,
     DEFAULT_RETENTION_DAYS,
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=version_line("lez-loader"))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     kg = sub.add_parser("keygen", help="create a new HMAC key file (mode 0600)")
@@ -228,6 +230,9 @@ def _build(args: argparse.Namespace) -> int:
     unknown = {k: v["unrecognised"] for k, v in report.unknown_codes.items() if v["unrecognised"]}
     if unknown:
         print(f"  unrecognised codes counted as UNKNOWN: {unknown}")
+    from lez.data_quality import summary
+
+    print(f"  {summary(report.data_quality)}")
     print(f"  rule revisions: {', '.join(report.rulesets) or 'none'}")
     print(f"  store {report.store_bytes / 2**20:,.0f} MiB at {report.build_dir}")
     print("  stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()))

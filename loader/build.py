@@ -16,12 +16,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from lez import keys
+from lez import data_quality, keys
 from lez.days import DAY_OPEN, from_day, to_day
 from lez.errors import BuildFailed, StoreFormatMismatch, StoreNotReady
 from lez.registrations import REGISTRATION_DTYPE
@@ -38,7 +38,7 @@ from lez.store.reader import open_store
 from lez.store.writer import Progress, new_snapshot_id, no_progress, utc_now
 from lez.vehicle import FORMAT_VERSION
 from loader.config import LoaderConfig
-from loader.extract import Extract, Reject, load_extract, reject_summary
+from loader.extract import Extract, Reject, read_table, reject_summary, validate_table
 
 
 @dataclass(slots=True)
@@ -59,6 +59,7 @@ class BuildReport:
     rulesets: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     store_bytes: int = 0
+    data_quality: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -155,8 +156,11 @@ def build_store(
     keyer = keys.load_key(config.key_file)
 
     progress("parse", 0, 1)
-    with timer("parse"):
-        ext = load_extract(extract_path, keyer, config.workers)
+    with timer("read_csv"):
+        table, lines, skipped = read_table(extract_path)
+    with timer("validate_and_key"):  # normalise, key (forked workers), validate every column
+        ext = validate_table(table, lines, skipped, keyer, config.workers)
+    del table
     progress("parse", 1, 1)
     report.rows_read = ext.rows_read
     report.unknown_codes = ext.unknown_codes
@@ -195,6 +199,14 @@ def build_store(
         rulesets = _rule_texts(config)
     report.rulesets = sorted(rulesets)
 
+    with timer("quality"):
+        quality = data_quality.of_build(
+            vehicles.records,
+            unknown_codes={k: v["unrecognised"] for k, v in report.unknown_codes.items()},
+            rejected=report.rows_rejected,
+        )
+    report.data_quality = quality.to_json()
+
     previous_seq, registrations = _previous_state(config.store_root, keyer.key_id)
     meta = StoreMeta(
         format_version=FORMAT_VERSION,
@@ -207,16 +219,19 @@ def build_store(
         versions=len(vehicles.records),
         registrations=len(registrations.records),
         build_report={"rows_read": report.rows_read, "rows_rejected": report.rows_rejected},
+        data_quality=quality.to_json(),
     )
-    with timer("write"):
-        builder = StoreBuilder(config.store_root, map_size=config.map_size, keep=config.keep_builds)
-        final = builder.build(
-            meta=meta,
-            vehicles=vehicles,
-            registrations=registrations,
-            rulesets=rulesets,
-            progress=progress,
-        )
+    writer_stages = _WriterStages(progress)
+    start = time.perf_counter()
+    builder = StoreBuilder(config.store_root, map_size=config.map_size, keep=config.keep_builds)
+    final = builder.build(
+        meta=meta,
+        vehicles=vehicles,
+        registrations=registrations,
+        rulesets=rulesets,
+        progress=writer_stages,
+    )
+    writer_stages.record(report, total=time.perf_counter() - start)
     report.published = True
     report.build_dir = str(final)
     report.store_bytes = (final / "data.mdb").stat().st_size
@@ -279,6 +294,35 @@ def _write_rejects(path: Path, rejects: list[Reject]) -> None:
 def _write_report(config: LoaderConfig, report: BuildReport) -> None:
     path = config.reports_dir / f"build-{report.snapshot_id}.json"
     path.write_text(report.to_json())
+
+
+class _WriterStages:
+    """A `Progress` that passes the writer's events on and times its stages from them (each
+    stage from its first event to its last, done == total): write, sync, verify; what is left of
+    the whole call is `publish` (rename, link, pruning)."""
+
+    STAGES: Final = ("write", "sync", "verify")
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        self.first.setdefault(stage, now)
+        if done >= total:
+            self.last[stage] = now
+        self.progress(stage, done, total)
+
+    def record(self, report: BuildReport, *, total: float) -> None:
+        spent = 0.0
+        for stage in self.STAGES:
+            if stage in self.first and stage in self.last:
+                seconds = self.last[stage] - self.first[stage]
+                report.seconds[stage] = round(seconds, 3)
+                spent += seconds
+        report.seconds["publish"] = round(max(0.0, total - spent), 3)
 
 
 class _Timer:

@@ -171,7 +171,7 @@ def read_table(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray
         types: dict[str, pa.DataType] = dict.fromkeys(COLUMNS, pa.string())
         # code columns arrive dictionary-encoded: the reader does it while parsing, in parallel
         dictionary = pa.dictionary(pa.int32(), pa.string())
-        types.update(dict.fromkeys((*_CODE_COLUMNS, "electric"), dictionary))
+        types.update(dict.fromkeys((*_CODE_COLUMNS, "electric", "plate_type"), dictionary))
         if typed:
             types.update(dict.fromkeys(_DATE_COLUMNS, pa.date32()))
             types.update(dict.fromkeys(_INT_COLUMNS, pa.int64()))
@@ -425,6 +425,19 @@ def _electric(column: pa.ChunkedArray) -> npt.NDArray[np.int8]:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
 
 
+def _oldtimer_plate(column: pa.ChunkedArray) -> npt.NDArray[np.bool_]:
+    """Rows whose plate type is `O` (oldtimer, docs/extract-format.md#plate_type); any other or
+    blank plate type is not an oldtimer plate (the type list is ours, so no row is refused)."""
+    parts = []
+    for chunk in column.chunks:
+        encoded = chunk if pa.types.is_dictionary(chunk.type) else chunk.dictionary_encode()
+        words = encoded.dictionary.to_pylist()
+        table = np.array([(v or "").strip().upper() == "O" for v in words] + [False])
+        indices = pc.fill_null(encoded.indices, len(words)).to_numpy(zero_copy_only=False)
+        parts.append(table[indices])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.bool_)
+
+
 def load_extract(path: Path, keyer: PlateKeyer | None = None, workers: int = 1) -> Extract:
     """Parse and validate an extract. Rows that break a rule become rejects.
 
@@ -489,6 +502,9 @@ def validate_table(
     electric = _electric(table.column("electric"))
     reject(electric == -1, "electric", "electric must be 1, 0 or blank")
     records["flags"] = np.where(electric == 1, int(Flag.ELECTRIC_MOTOR), 0)
+    records["flags"] |= np.where(
+        _oldtimer_plate(table.column("plate_type")), int(Flag.OLDTIMER_PLATE), 0
+    ).astype(np.uint8)
 
     unknown_codes: dict[str, dict[str, int]] = {}
     for column, code_list in _CODE_COLUMNS.items():

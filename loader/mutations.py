@@ -58,7 +58,7 @@ from lez.store.columns import (
     take_rows,
 )
 from lez.store.overlay import overlay
-from lez.vehicle import VEHICLE_DTYPE, VehicleArray
+from lez.vehicle import VEHICLE_DTYPE, Flag, VehicleArray
 
 
 class TransactionKind(enum.IntEnum):
@@ -153,6 +153,10 @@ _VEHICLE_BYTES: Final = np.concatenate(
     ]
 )
 """Byte positions of `VEHICLE_FIELDS` in a record: a correction copies exactly these."""
+_FLAGS_BYTE: Final = VEHICLE_DTYPE.fields["flags"][1]
+_HOLDER_FLAGS: Final = np.uint8(Flag.OLDTIMER_PLATE)
+"""Bits of `flags` that belong to the plate (its type), not to the vehicle: a correction keeps
+them."""
 _CLOSING_VALUES: Final = np.array(sorted(int(kind) for kind in CLOSING_KINDS), dtype=np.uint8)
 _KIND_VALUES: Final = np.array([int(kind) for kind in TransactionKind], dtype=np.uint8)
 
@@ -223,7 +227,9 @@ def correct_vehicle(
     corrected = _record_bytes(details)[_VEHICLE_BYTES]
     for i, (first, _end) in enumerate(spans):
         if first >= corrects_from:
+            holder = out[i, _FLAGS_BYTE] & _HOLDER_FLAGS
             out[i, _VEHICLE_BYTES] = corrected
+            out[i, _FLAGS_BYTE] = (out[i, _FLAGS_BYTE] & ~_HOLDER_FLAGS) | holder
     return out.view(VEHICLE_DTYPE).reshape(len(out))
 
 

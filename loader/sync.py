@@ -42,11 +42,12 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from lez import data_quality
 from lez.days import to_day
 from lez.errors import FeedError, StoreNotReady, SyncBusy
 from lez.keys import KEY_BYTES, PlateKeyer, load_key
 from lez.store import StoreBuilder
-from lez.store.columns import KeyedRecords, group_by_key
+from lez.store.columns import KeyedRecords, group_by_key, rows_at
 from lez.store.compaction import needs_compaction
 from lez.store.reader import LmdbReader, open_store, read_meta
 from lez.store.writer import DEFAULT_MAP_SIZE, Progress, new_snapshot_id, no_progress, utc_now
@@ -101,6 +102,7 @@ class DayReport:
     seconds: float = 0.0
     compacted_into: str = ""  # snapshot id of the new base, when the layer was folded
     compaction_advised: bool = False  # the policy says compact, and the sync may not
+    data_quality: dict[str, Any] | None = None  # the store's figures after the day
 
     def lines(self) -> list[str]:
         listed = sum(self.listed_by_type.values())
@@ -113,6 +115,8 @@ class DayReport:
         ]
         if self.unrecognised_codes:
             out.append(f"  unrecognised codes loaded as UNKNOWN: {self.unrecognised_codes}")
+        if self.data_quality is not None:
+            out.append(f"  {data_quality.summary(self.data_quality)}")
         if self.compacted_into:
             out.append(f"  layer compacted into a new base, snapshot {self.compacted_into}")
         if self.compaction_advised:
@@ -256,7 +260,9 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
         outcome = apply_day(txs, current)
         cutoff = day - settings.retention_days
         changes, purged = purge_changes(reader.vehicle_tables(), outcome.changes, cutoff)
+        replaced = _replaced_versions(snap.vehicle_rows, current, changes)
     refused = sorted(state.refused + outcome.refused)
+    quality = _updated_quality(reader.meta.data_quality, replaced, changes, state, len(refused))
     all_ids = [t.transaction_id for t in state.transactions] + [i for i, _ in state.refused]
     report = DayReport(
         day=state.day.isoformat(),
@@ -267,12 +273,15 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
         plates_changed=outcome.changes.size,
         plates_purged=purged,
         transactions_sha256=transactions_digest(all_ids),
+        data_quality=quality,
     )
+    now = utc_now()
     meta = replace(
         reader.meta,
         snapshot_id=new_snapshot_id(),
         snapshot_seq=reader.meta.snapshot_seq + 1,
-        built_at=utc_now(),
+        built_at=now,
+        synced_at=now,  # the server exports the time since the last sync (docs/observability.md)
         mutation_watermark=state.day.isoformat(),
         build_report={
             "sync_day": report.day,
@@ -282,6 +291,7 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
             "refused": len(refused),
             "plates_purged": purged,
         },
+        data_quality=quality,
     )
     _crash_point("before-publish")
     builder = StoreBuilder(
@@ -297,6 +307,45 @@ def apply_fetched(reader: LmdbReader, state: DayCheckpoint, settings: SyncSettin
         else:
             report.compaction_advised = True
     return report
+
+
+def _updated_quality(
+    previous: dict[str, Any] | None,
+    replaced: npt.NDArray[np.void],
+    changes: KeyedRecords,
+    state: DayCheckpoint,
+    refused: int,
+) -> dict[str, Any] | None:
+    """The store's data quality after the day: the replaced versions' counts out, the new
+    versions' counts in, the day's unrecognised codes and refused transactions added
+    (`lez.data_quality`). A store whose build recorded none keeps none."""
+    if previous is None:
+        return None
+    day = data_quality.DataQuality(
+        unknown_codes=dict(state.unrecognised_codes), rejected=refused
+    ).plus(data_quality.count_versions(changes.records))
+    updated = data_quality.DataQuality.from_json(previous).minus_versions(
+        data_quality.count_versions(replaced)
+    )
+    return replace(
+        updated.plus(day), source=data_quality.sync_source(state.day.isoformat())
+    ).to_json()
+
+
+def _replaced_versions(
+    vehicle_rows: Callable[[npt.NDArray[np.uint8]], tuple[npt.NDArray[np.int64], Any]],
+    current: KeyedRecords,
+    changes: KeyedRecords,
+) -> npt.NDArray[np.void]:
+    """The stored versions of every key in `changes`: those of the day's plates from `current`
+    (looked up once already), those of the plates retention purged (a few) looked up now."""
+    found = current.find_halves(changes.key_hi, changes.key_lo)
+    _, known = rows_at(current, found)
+    missing = np.flatnonzero(found < 0)
+    if not len(missing):
+        return np.asarray(known)
+    _, purged = vehicle_rows(changes.key_matrix()[missing])
+    return np.concatenate([known, np.asarray(purged, dtype=VEHICLE_DTYPE)])
 
 
 def _current_versions(

@@ -6,6 +6,7 @@
     lez-server audit find --plate P [--country BE] [--zone Z] [--from DAY] [--to DAY]
                           --key-file HMAC_KEY --audit-dir DIR [--json]
     lez-server audit keygen --out FILE
+    lez-server health [--address H:P] [--tls-ca F --tls-cert F --tls-key F] [--live]
 
 Every `serve` option can also be given as a `LEZ_*` environment variable (see `--help`).
 """
@@ -24,10 +25,12 @@ from pathlib import Path
 
 from lez.errors import LezError
 from lez.keys import load_key
-from server import audit_find, certs
+from lez.version import version_line
+from server import audit_find, certs, health_probe
 from server.audit_keys import AuditKeys, generate_audit_key_file, load_audit_keys
 from server.audit_verify import audit_files, verify_file
 from server.config import ServerConfig, add_serve_arguments, build_config
+from server.logs import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="lez-server",
         description="LEZ access-decision gRPC server (Belgian low-emission zones).",
     )
+    parser.add_argument("--version", action="version", version=version_line("lez-server"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser(
         "serve",
@@ -114,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a new audit secret; give it to the server with --audit-key-file.",
     )
     k.add_argument("--out", type=Path, required=True, help="the key file to create")
+    health_probe.add_health_parser(sub)
     return parser
 
 
@@ -123,10 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lez-server: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     logging.getLogger("lez.server").info("config %s", json.dumps(config.redacted()))
     if config.workers > 1:
         from server.workers import Supervisor
@@ -239,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in written:
             print(p)
         return 0
+    if args.command == "health":
+        return health_probe.run(args)
     if args.command == "audit":
         return _find(args) if args.audit_command == "find" else _keygen(args)
     return _verify(args)

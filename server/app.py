@@ -1,12 +1,18 @@
 """One serving process: a `grpc.aio` server with AccessService, health and reflection.
 
-`App` wires config, key, store holder, auth, rate limits and audit into the servicer (and the
+`App` wires config, key, store holder, auth, the shared quotas (`server.quotas`), the
+worker's caps on work in flight (`server.admission`) and audit into the servicer (and the
 audit of refused calls, `server.audit_refusals`, around it), binds the port (mutual TLS, or
 plain TCP on loopback), starts the hot-reload watcher, and reports health:
 `grpc.health.v1` says SERVING (for "" and `lez.api.v1.AccessService`) only while a store is
 loaded, NOT_SERVING before that and during shutdown. Message size limits and the concurrency
 limit come from the config. `stop()` is graceful: health goes NOT_SERVING, new calls are
-refused, calls in flight get `grace_period_s` to finish.
+refused, calls in flight get `grace_period_s` to finish, and the ones still running then are
+ended with UNAVAILABLE (`server.calls`), so none is cut off under grpc.
+
+Every call is counted in the process's `ServerMetrics` (`server.metrics`), and the served
+snapshot is exported there on every switch. A whole server in one process also serves them at
+`metrics_address`; under a supervisor the supervisor serves the aggregate of its workers.
 
 `serve_forever` without SO_REUSEPORT is a whole server in one process: it refuses a port that
 another process serves and an audit directory another server holds (`server.guards`), and
@@ -28,11 +34,14 @@ from grpc_reflection.v1alpha import reflection
 
 from lez.api.v1 import access_pb2 as pb
 from lez.keys import PlateKeyer, load_key
+from server.admission import Admission, Caps
 from server.audit import AuditLog, AuditWriter, NoAudit
 from server.audit_keys import ensure_audit_key_file, load_audit_keys
-from server.auth import Authenticator, Identity, RateLimiter
+from server.auth import Authenticator, Identity
 from server.config import MIB, ServerConfig
 from server.guards import ensure_port_free, hold_audit_dir
+from server.metrics import MetricsEndpoint, ServerMetrics, exposition_registry
+from server.quotas import QuotaStore
 from server.service import AccessService, add_access_service
 from server.state import ServedSnapshot, StoreHolder
 
@@ -41,6 +50,10 @@ log = logging.getLogger("lez.server")
 CLOSING_RECORDS_S: Final = 2.0
 """On stop: how long streams cut by the grace period get to write their closing records."""
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
+STOP_MARGIN_S: Final = 1.0
+"""On stop, calls still running at the end of the grace period are ended by the servicer; grpc
+waits this much longer for them before cutting them off itself."""
+DRAIN_POLL_S: Final = 0.02
 
 
 def server_options(config: ServerConfig, *, reuse_port: bool) -> list[tuple[str, Any]]:
@@ -77,6 +90,9 @@ class App:
     service: AccessService | None = None
     health: Any = None
     audit: AuditWriter | None = None
+    quotas: QuotaStore | None = None
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    metrics_endpoint: MetricsEndpoint | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> int:
@@ -93,16 +109,23 @@ class App:
         loaded = await asyncio.to_thread(self.holder.load)
         if not loaded:
             log.warning("no store published under %s yet: NOT_SERVING", config.store_root)
+        current = self.holder.current
+        self.metrics.serve_snapshot(current.meta if current is not None else None)
         self.audit = self._open_audit() if not config.audit_off else NoAudit()
+        if isinstance(self.audit, AuditLog):
+            self.audit.on_write = self.metrics.observe_audit_write
         auth = Authenticator(config, self.clients)
+        self.quotas = QuotaStore(config.state_path)  # opened after the fork, like the store
         self.service = AccessService(
             config=config,
             holder=self.holder,
             keyer=keyer,
             auth=auth,
-            limiter=RateLimiter(),
+            quotas=self.quotas,
+            admission=Admission(Caps.of(config)),
             audit=self.audit,
             worker=self.worker,
+            metrics=self.metrics,
         )
         self.server = grpc.aio.server(
             options=server_options(config, reuse_port=self.reuse_port),
@@ -120,6 +143,14 @@ class App:
         if self.port == 0:
             raise OSError(f"cannot bind {config.address}")
         await self.server.start()
+        if config.metrics_address and not self.reuse_port:  # a whole server in this process
+            self.metrics_endpoint = MetricsEndpoint(
+                config.metrics_host, config.metrics_port, exposition_registry(self.metrics.registry)
+            )
+            self.metrics_endpoint.serve_in_thread()
+            log.info(
+                "metrics at http://%s:%d/metrics", config.metrics_host, self.metrics_endpoint.port
+            )
         await self._set_health(self.holder.current)
         self.holder.on_change = self._on_change
         self._tasks.append(asyncio.create_task(self.holder.watch(config.reload_interval_s)))
@@ -155,6 +186,7 @@ class App:
         )
 
     def _on_change(self, served: ServedSnapshot | None) -> None:
+        self.metrics.serve_snapshot(served.meta if served is not None else None)
         self._tasks.append(asyncio.get_running_loop().create_task(self._set_health(served)))
 
     async def _set_health(self, served: ServedSnapshot | None) -> None:
@@ -167,7 +199,9 @@ class App:
             await self.health.set(name, status)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: NOT_SERVING, refuse new calls, let calls in flight finish."""
+        """Graceful stop: NOT_SERVING, refuse new calls, let calls in flight finish within the
+        grace period, end the ones still running with UNAVAILABLE."""
+        grace = self.config.grace_period_s if grace is None else grace
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
         for task in self._tasks:
@@ -175,7 +209,17 @@ class App:
         if self.service is not None:
             self.service.stopping = True
         if self.server is not None:
-            await self.server.stop(self.config.grace_period_s if grace is None else grace)
+            stopped = asyncio.create_task(self.server.stop(grace + STOP_MARGIN_S))
+            if self.service is not None:
+                await self._drain(grace)
+                ended = self.service.calls.end_remaining()
+                if ended:
+                    log.info(
+                        "worker %d: %d calls still running were told to end", self.worker, ended
+                    )
+            await stopped
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         if self.service is not None:
             if self.service.open_streams:  # cut by the grace period: let them record how
                 await asyncio.wait(self.service.open_streams, timeout=CLOSING_RECORDS_S)
@@ -184,6 +228,16 @@ class App:
             self.holder.close()
         if self.audit is not None:
             self.audit.close()
+        if self.quotas is not None:
+            self.quotas.close()
+
+    async def _drain(self, grace: float) -> None:
+        """Wait up to `grace` seconds for the servicer's calls in flight to finish."""
+        assert self.service is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.service.calls.running and loop.time() < deadline:
+            await asyncio.sleep(min(DRAIN_POLL_S, max(0.0, deadline - loop.time())))
 
     async def wait(self) -> None:
         assert self.server is not None
@@ -207,3 +261,15 @@ async def serve_forever(config: ServerConfig, *, worker: int = 0, reuse_port: bo
         await stop.wait()
         log.info("worker %d stopping (grace %.1fs)", worker, config.grace_period_s)
         await app.stop()
+        await _let_tasks_finish(STOP_MARGIN_S)
+
+
+async def _let_tasks_finish(timeout_s: float) -> None:
+    """Give the tasks grpc still runs after a stop (closing calls) time to end by themselves:
+    `asyncio.run` would cancel them, and grpc logs each such cancellation with a traceback."""
+    current = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    if pending:
+        _, left = await asyncio.wait(pending, timeout=timeout_s)
+        if left:
+            log.debug("%d tasks still running at exit", len(left))

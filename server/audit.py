@@ -59,7 +59,7 @@ import secrets
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -307,6 +307,8 @@ class AuditLog:
         self.rotate_daily = rotate_daily
         self.retention_days = retention_days
         self._chain = keys.chain
+        self.on_write: Callable[[float], None] | None = None
+        """Told how long each flush took to make records durable, in seconds (the metrics)."""
         self._lock = threading.Lock()  # the file's tail: offset, seq, prev
         self._sync_lock = threading.Lock()  # one flush at a time
         self._prev = GENESIS
@@ -538,6 +540,7 @@ class AuditLog:
                 target, fd = self._seq, self._fd
                 retired, self._retired = self._retired, []
                 sidecars, self._pending_sidecars = self._pending_sidecars, []
+            started = time.perf_counter()
             try:
                 for sidecar in sidecars:  # the keys before the records that name them
                     os.fdatasync(sidecar)
@@ -550,6 +553,8 @@ class AuditLog:
                 for old in [*retired, *sidecars]:  # rotated files were synced at rotation
                     os.close(old)
             self._synced = max(self._synced, target)
+            if self.on_write is not None:
+                self.on_write(time.perf_counter() - started)
 
     async def durable(self, seq: int) -> None:
         """In an event loop: return once record `seq` is on disk. Calls that are ready to run
@@ -583,6 +588,8 @@ class AuditLog:
         outcomes: Mapping[str, int],
         keys: KeyBatch,
         status: str = "OK",
+        purpose: str = "",
+        request_id: str = "",
         now: dt.datetime | None = None,
         pair_outcomes: bytes | None = None,
         extra: Mapping[str, Any] | None = None,
@@ -590,7 +597,9 @@ class AuditLog:
         """Write one record (not yet synced: see `sync_through`); returns its seq and hash.
 
         `pair_outcomes`: each consulted pair's outcome, one byte each in the keys' order.
-        `extra`: more fields (a stream's id and part), never one of the record's own."""
+        `extra`: more fields (a stream's id and part), never one of the record's own.
+        `purpose` (why the register was consulted, `server.auth.Purpose`) and `request_id` (the
+        call's, `server.calls`) are recorded when given."""
         when = now or dt.datetime.now(dt.UTC)
         blob = b"".join(keys.parts)
         fields: dict[str, Any] = {
@@ -609,6 +618,10 @@ class AuditLog:
             "keys_count": keys.count,
             "keys_sha256": hashlib.sha256(blob).hexdigest(),
         }
+        if purpose:
+            fields["purpose"] = purpose
+        if request_id:
+            fields["request_id"] = request_id
         if pair_outcomes is not None:
             fields["pair_outcomes"] = encode_pair_outcomes(pair_outcomes)
         if extra:

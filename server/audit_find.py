@@ -71,6 +71,8 @@ class Consultation:
     """Audit file and record number (`audit-w0.jsonl#12`)."""
     ended: str = ""
     """For a `CheckStream` chunk: how the stream ended (its closing record's status)."""
+    request_id: str = ""
+    """The call's request id (its log line has the same, docs/observability.md)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -309,6 +311,7 @@ def _consultation(path: Path, rec: Mapping[str, Any], positions: list[int]) -> C
         times=len(positions),
         audit_id=str(rec.get("hash", "")),
         where=f"{path.name}#{rec.get('seq', '?')}",
+        request_id=str(rec.get("request_id", "")),
     )
 
 

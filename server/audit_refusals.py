@@ -4,10 +4,11 @@ The servicer records every consultation it answers (`server.service`); a call re
 any answer leaves no record there, yet attempts are what an audit must show (someone probing
 with a stolen certificate, an organisation asking outside its zones). Every servicer method
 ends a domain error through one path (`server.status.translate_errors`), and that path calls
-the servicer's `on_refused` for `Unauthenticated` and `PermissionDenied`; `RefusalAudit` is what
-the servicer calls there. It appends one record (no pairs, no keys, `status` the refusal, the
-caller as far as it is known: a listed identity with its organisation and roles, or the
-certificate CN that was not listed, or `(none)`). Other failures are not refusals and are not
+the servicer's `on_refused` for `Unauthenticated`, `PermissionDenied` and an attempt over a
+quota (`RateLimited.attempt`); `RefusalAudit` is what the servicer calls there. It appends
+one record (no pairs, no keys, `status` the refusal, the caller as far as it is known: a listed
+identity with its organisation and roles, or the certificate CN that was not listed, or
+`(none)`). Other failures are not refusals and are not
 recorded here (a stream that fails after answering is recorded by the servicer with its
 status). Answered calls pay nothing for it.
 """
@@ -34,9 +35,14 @@ class RefusalAudit:
         self.holder = holder
 
     def record(
-        self, rpc: str, context: grpc.aio.ServicerContext[Any, Any], status: grpc.StatusCode
+        self,
+        rpc: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        status: grpc.StatusCode,
+        *,
+        request_id: str = "",
     ) -> None:
-        """One record of the refused call `rpc` (the method's name)."""
+        """One record of the refused call `rpc` (the method's name) with its request id."""
         try:
             who = self.auth.identify(context)
             identity, organisation, roles = who.identity, who.organisation, who.role_names
@@ -57,4 +63,5 @@ class RefusalAudit:
             outcomes={},
             keys=KeyBatch(),
             status=status.name,
+            request_id=request_id,
         )

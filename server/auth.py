@@ -1,4 +1,4 @@
-"""Who is calling and what they may do: identities, roles, zones (finality) and rate limits.
+"""Who is calling and what they may do: identities, roles, zones (finality) and limits.
 
 With mutual TLS the identity is the Common Name of the client certificate, looked up in the
 clients file (TOML):
@@ -6,36 +6,36 @@ clients file (TOML):
     [[client]]
     identity = "gent-enforcement"     # certificate CN
     organisation = "Stad Gent"
-    roles = ["enforcement"]           # public, desk, enforcement, appeals, monitoring, operator
+    roles = ["enforcement"]           # public, desk, enforcement, appeals, monitoring,
+                                      # integrator, operator
     zones = ["gent"]                  # zone names or ids; absent or empty = every zone
-    calls_per_minute = 120            # 0 = unlimited; absent = the server default
-    pairs_per_day = 2000000           # 0 = unlimited; a unary check counts one pair
+    checks_per_minute = 35            # single checks; 0 = unlimited; absent = the server default
+    checks_per_day = 10000            # single checks per Brussels day
+    pairs_per_day = 2000000           # pairs of every call; a single check counts one
+    concurrent_streams = 4            # CheckStreams open at once, over all workers
 
-Plain TCP is accepted only from a loopback peer (development); such callers get the identity
-named by `dev_identity` from the clients file, or, without a clients file, an operator identity
-for every zone. Limits are counted per worker process.
+The limits are per organisation: entries of one organisation share its counters
+(`server.quotas`, shared by the workers and kept across restarts). An entry holding the public
+role cannot be unlimited on single checks (the brute force of first-registration dates). Plain
+TCP is accepted only from a loopback peer (development); such callers get the identity named by
+`dev_identity` from the clients file, or, without a clients file, an unlimited operator
+identity for every zone.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import functools
-import threading
-import time
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import grpc.aio
 
-from lez.days import BRUSSELS
-from lez.errors import PermissionDenied, RateLimited, Unauthenticated
+from lez.errors import PermissionDenied, Unauthenticated
 from server.config import ServerConfig, is_loopback
-
-SECONDS_PER_MINUTE: Final = 60.0
 
 
 class Role(enum.IntEnum):
@@ -61,13 +61,29 @@ class Rpc(enum.Enum):
     LOSING_ACCESS = "LosingAccess"
 
 
+class Purpose(enum.Enum):
+    """Why a call consults the register, where one call serves two purposes (DIV-VMM protocol
+    section VIII, docs/sources.md#div-vmm-protocol): a `CheckStream` of camera reads is
+    enforcement, the same reads evaluated on a later date (`as_of`) warn their owners."""
+
+    ENFORCEMENT = "enforcement"
+    COMMUNICATION = "communication"
+
+
+PURPOSE_ROLES: Final[dict[Purpose, frozenset[Role]]] = {
+    Purpose.ENFORCEMENT: frozenset({Role.ENFORCEMENT, Role.OPERATOR}),
+    Purpose.COMMUNICATION: frozenset({Role.INTEGRATOR, Role.OPERATOR}),
+}
+"""Which roles hold which purpose."""
+
 ALLOWED_ROLES: Final[dict[Rpc, frozenset[Role]]] = {
     Rpc.CHECK: frozenset({Role.PUBLIC, Role.DESK, Role.ENFORCEMENT, Role.APPEALS, Role.OPERATOR}),
-    Rpc.CHECK_STREAM: frozenset({Role.ENFORCEMENT, Role.OPERATOR}),
+    # enforcement, or communication with `as_of` (`Identity.require_purpose` on the first chunk)
+    Rpc.CHECK_STREAM: PURPOSE_ROLES[Purpose.ENFORCEMENT] | PURPOSE_ROLES[Purpose.COMMUNICATION],
     Rpc.RECHECK: frozenset({Role.APPEALS, Role.OPERATOR}),
     Rpc.FLEET_STATS: frozenset({Role.MONITORING, Role.OPERATOR}),
     Rpc.SERVER_INFO: frozenset(Role),
-    Rpc.LOSING_ACCESS: frozenset({Role.INTEGRATOR, Role.OPERATOR}),
+    Rpc.LOSING_ACCESS: PURPOSE_ROLES[Purpose.COMMUNICATION],
 }
 """Which roles may make which call."""
 
@@ -84,8 +100,10 @@ class Identity:
     organisation: str
     roles: frozenset[Role]
     zones: frozenset[str] = frozenset()  # casefolded names or decimal ids; empty = every zone
-    calls_per_minute: int = 0
-    pairs_per_day: int = 0
+    checks_per_minute: int = 0  # single checks (Check calls); 0 = unlimited
+    checks_per_day: int = 0  # single checks per Brussels day
+    pairs_per_day: int = 0  # pairs of every call per Brussels day (a single check counts one)
+    concurrent_streams: int = 0  # CheckStreams open at once over all workers
 
     @property
     def sees_technical(self) -> bool:
@@ -107,6 +125,16 @@ class Identity:
             needed = ", ".join(sorted(r.name.lower() for r in ALLOWED_ROLES[rpc]))
             raise PermissionDenied(
                 f"{rpc.value} needs one of the roles {needed}; {self.organisation} has {held}"
+            )
+
+    def require_purpose(self, purpose: Purpose, rpc: Rpc) -> None:
+        """Raise PermissionDenied unless one of the roles holds `purpose` for `rpc`."""
+        if not self.roles & PURPOSE_ROLES[purpose]:
+            held = ", ".join(sorted(r.name.lower() for r in self.roles)) or "none"
+            needed = ", ".join(sorted(r.name.lower() for r in PURPOSE_ROLES[purpose]))
+            raise PermissionDenied(
+                f"{rpc.value} for {purpose.value} needs one of the roles {needed}; "
+                f"{self.organisation} has {held}"
             )
 
     def require_zone(self, zone_id: int, zone_name: str) -> None:
@@ -153,20 +181,57 @@ def load_clients(path: Path, config: ServerConfig) -> dict[str, Identity]:
             organisation=str(entry.get("organisation", ident)),
             roles=roles,
             zones=frozenset(str(z).casefold() for z in entry.get("zones", [])),
-            calls_per_minute=int(entry.get("calls_per_minute", config.default_calls_per_minute)),
-            pairs_per_day=int(entry.get("pairs_per_day", config.default_pairs_per_day)),
+            **_limits(entry, config, roles, where),
         )
     return out
 
 
+LIMIT_KEYS: Final = {
+    "checks_per_minute": "default_checks_per_minute",
+    "checks_per_day": "default_checks_per_day",
+    "pairs_per_day": "default_pairs_per_day",
+    "concurrent_streams": "default_concurrent_streams",
+}
+"""Clients-file limit keys and the config default each falls back to."""
+LEGACY_KEYS: Final = {"calls_per_minute": "checks_per_minute"}
+"""Older names of clients-file keys, still read."""
+PUBLIC_LIMITED: Final = ("checks_per_minute", "checks_per_day")
+"""Limits a public-role entry cannot set to 0 (unlimited)."""
+
+
+def _limits(
+    entry: Mapping[str, Any], config: ServerConfig, roles: frozenset[Role], where: str
+) -> dict[str, int]:
+    """An entry's limits: its own values, else the config defaults; ValueError naming the key
+    for a negative value or an unlimited public role."""
+    given = dict(entry)
+    for old, new in LEGACY_KEYS.items():
+        if old in given and new not in given:
+            given[new] = given[old]
+    out: dict[str, int] = {}
+    for key, default in LIMIT_KEYS.items():
+        try:
+            value = int(given.get(key, getattr(config, default)))
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {key!r} must be a whole number") from None
+        if value < 0:
+            raise ValueError(f"{where}: {key!r} must be 0 (unlimited) or positive")
+        if value == 0 and Role.PUBLIC in roles and key in PUBLIC_LIMITED:
+            raise ValueError(
+                f"{where}: {key!r} cannot be unlimited for the public role (a first-registration "
+                "date could be found by trying them all); give a limit"
+            )
+        out[key] = value
+    return out
+
+
 def dev_operator(config: ServerConfig) -> Identity:
-    """The identity of loopback callers when no clients file is configured."""
+    """The identity of loopback callers when no clients file is configured: development only,
+    every role and no quota (plain TCP is refused off loopback)."""
     return Identity(
         identity=config.dev_identity,
         organisation="local development",
         roles=frozenset(Role),
-        calls_per_minute=config.default_calls_per_minute,
-        pairs_per_day=config.default_pairs_per_day,
     )
 
 
@@ -224,61 +289,3 @@ class Authenticator:
                 f"no clients-file entry for the development identity {self.config.dev_identity!r}"
             )
         return self.dev
-
-
-@dataclass(slots=True)
-class _Quota:
-    tokens: float
-    stamp: float
-    day: dt.date
-    pairs_today: int = 0
-
-
-@dataclass(slots=True)
-class RateLimiter:
-    """Per-identity calls per minute (token bucket) and pairs per Brussels calendar day."""
-
-    clock: Any = time.monotonic
-    today: Any = field(default=lambda: dt.datetime.now(BRUSSELS).date())
-    _quotas: dict[str, _Quota] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def charge_call(self, who: Identity) -> None:
-        """Count one call; raises RateLimited when the per-minute quota is used up."""
-        if who.calls_per_minute <= 0:
-            return
-        with self._lock:
-            q = self._quota(who)
-            now = self.clock()
-            rate = who.calls_per_minute / SECONDS_PER_MINUTE
-            q.tokens = min(float(who.calls_per_minute), q.tokens + (now - q.stamp) * rate)
-            q.stamp = now
-            if q.tokens < 1.0:
-                raise RateLimited(
-                    f"{who.organisation} is limited to {who.calls_per_minute} calls per minute; "
-                    "retry in a few seconds"
-                )
-            q.tokens -= 1.0
-
-    def charge_pairs(self, who: Identity, pairs: int) -> None:
-        """Count pairs; raises RateLimited when the daily quota would be exceeded."""
-        if who.pairs_per_day <= 0:
-            return
-        with self._lock:
-            q = self._quota(who)
-            if q.pairs_today + pairs > who.pairs_per_day:
-                raise RateLimited(
-                    f"{who.organisation} is limited to {who.pairs_per_day} pairs per day "
-                    f"({q.pairs_today} used); retry tomorrow or ask for a higher quota"
-                )
-            q.pairs_today += pairs
-
-    def _quota(self, who: Identity) -> _Quota:
-        today = self.today()
-        q = self._quotas.get(who.identity)
-        if q is None:
-            q = _Quota(tokens=float(who.calls_per_minute), stamp=self.clock(), day=today)
-            self._quotas[who.identity] = q
-        if q.day != today:
-            q.day, q.pairs_today = today, 0
-        return q

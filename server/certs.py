@@ -16,7 +16,13 @@ from typing import Final
 
 from lez.certs import write_dev_set
 
-DEFAULT_CLIENTS: Final = ("dev-operator", "gent-enforcement", "public-checker")
+DEFAULT_CLIENTS: Final = (
+    "dev-operator",
+    "gent-enforcement",
+    "public-checker",
+    "brussels-integrator",
+)
+"""One client per kind of user: to list in a clients file with the matching role."""
 
 
 def write_dev_certs(

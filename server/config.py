@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 ENV_PREFIX: Final = "LEZ_"
+LOG_FORMATS: Final = ("text", "json")
 MIB: Final = 2**20
 
 
@@ -57,10 +58,38 @@ class ServerConfig:
     """Most earlier decisions in one RecheckRequest."""
     max_concurrent_rpcs: int = 256
     """Calls in progress per worker before RESOURCE_EXHAUSTED."""
-    default_calls_per_minute: int = 0
-    """Per-client call quota when the clients file gives none (0 = unlimited)."""
+    default_checks_per_minute: int = 35
+    """Single checks (`Check` calls) an organisation may make per minute when the clients file
+    gives none (0 = unlimited; refused for the public role). 35, as the register API the service
+    takes its conventions from (docs/sources.md#woz-api)."""
+    default_checks_per_day: int = 10_000
+    """Single checks an organisation may make per Brussels day when the clients file gives none
+    (0 = unlimited; refused for the public role). 10,000, as that API (docs/sources.md#woz-api)."""
     default_pairs_per_day: int = 0
-    """Per-client pair quota when the clients file gives none (0 = unlimited)."""
+    """Pairs (of every call; a single check counts one) an organisation may have answered per
+    Brussels day when the clients file gives none (0 = unlimited)."""
+    default_concurrent_streams: int = 4
+    """CheckStreams an organisation may hold open at once over all workers when the clients file
+    gives none (0 = unlimited)."""
+    state_dir: Path | None = None
+    """Where the quota counters shared by the workers live (a SQLite file kept across restarts).
+    Default: `state/` beside the audit directory (`state_path`)."""
+    max_streams_per_worker: int = 8
+    """CheckStreams one worker serves at once; one more is refused at once (OVERLOADED)."""
+    max_org_streams_per_worker: int = 4
+    """CheckStreams of one organisation one worker serves at once (OVERLOADED beyond), so one
+    organisation never holds every stream slot of a worker."""
+    max_org_calls_in_flight: int = 32
+    """Calls of one organisation (of every kind) in progress at once in one worker (OVERLOADED
+    beyond), so one organisation cannot fill `max_concurrent_rpcs`."""
+    max_pairs_in_flight: int = 800_000
+    """Pairs received and not yet answered in one worker (chunks, rechecks, checks); work that
+    would pass it is refused at once (OVERLOADED). Bounds the memory of work in progress."""
+    max_org_pairs_in_flight: int = 400_000
+    """Pairs of one organisation received and not yet answered in one worker (OVERLOADED
+    beyond)."""
+    stream_idle_timeout_s: float = 30.0
+    """A CheckStream that sends no chunk for this long is ended (DEADLINE_EXCEEDED)."""
     audit_dir: Path = Path("var/audit")
     """Directory of the hash-chained audit logs (one file per worker)."""
     audit_inline_keys: int = 64
@@ -103,7 +132,13 @@ class ServerConfig:
     grace_period_s: float = 10.0
     """On SIGTERM: how long calls in flight may take to finish."""
     min_cell_size: int = 10
-    """FleetStats: cells with fewer vehicles are suppressed."""
+    """FleetStats and LosingAccess summaries: cells with fewer vehicles are suppressed."""
+    max_campaign_nis: int = 600
+    """Most NIS codes in one LosingAccess request (Belgium has fewer than 600 municipalities)."""
+    fleet_rounding_base: int = 10
+    """FleetStats: every published count (cells, derived counts, suppressed vehicles) is rounded
+    to a multiple of this, so no difference of two answers gives a small cell (docs/fleet.md).
+    At least `min_cell_size`."""
     restart_backoff_s: float = 1.0
     """Supervisor: pause before restarting a dead worker (doubled after each quick failure)."""
     restart_stable_s: float = 30.0
@@ -113,6 +148,12 @@ class ServerConfig:
     restarted this many times, then the server stops with an error."""
     log_level: str = "INFO"
     """Python logging level name."""
+    log_format: str = "text"
+    """`text`: one readable line per event (a terminal); `json`: one JSON object per line (a log
+    collector), docs/observability.md."""
+    metrics_address: str = ""
+    """host:port of the Prometheus endpoint (`/metrics`, plain HTTP, all workers aggregated);
+    empty: no endpoint."""
 
     @property
     def audit_key_path(self) -> Path:
@@ -123,6 +164,11 @@ class ServerConfig:
     def audit_checkpoint_path(self) -> Path:
         """The checkpoint directory: as given, else `checkpoints/` in the audit directory."""
         return self.audit_checkpoint_dir or self.audit_dir / "checkpoints"
+
+    @property
+    def state_path(self) -> Path:
+        """The shared state directory: as given, else `state/` beside the audit directory."""
+        return self.state_dir or self.audit_dir.parent / "state"
 
     @property
     def tls(self) -> bool:
@@ -163,6 +209,14 @@ class ServerConfig:
             "max_recheck_items",
             "max_concurrent_rpcs",
             "min_cell_size",
+            "max_campaign_nis",
+            "fleet_rounding_base",
+            "max_streams_per_worker",
+            "max_org_streams_per_worker",
+            "max_org_calls_in_flight",
+            "max_pairs_in_flight",
+            "max_org_pairs_in_flight",
+            "stream_idle_timeout_s",
             "audit_preallocate_mb",
             "audit_checkpoint_records",
             "audit_checkpoint_s",
@@ -185,11 +239,53 @@ class ServerConfig:
                 "--audit-off is for development and benchmarks on loopback only: a server "
                 "reachable with TLS records every consultation"
             )
+        limits = (
+            "default_checks_per_minute",
+            "default_checks_per_day",
+            "default_pairs_per_day",
+            "default_concurrent_streams",
+        )
+        for name in limits:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (unlimited) or a positive limit")
+        if self.fleet_rounding_base < self.min_cell_size:
+            raise ValueError(
+                "fleet_rounding_base must be at least min_cell_size: a smaller base lets the "
+                "difference of two FleetStats answers give a suppressed cell (docs/fleet.md)"
+            )
+        for name in ("max_pairs_in_flight", "max_org_pairs_in_flight"):
+            if getattr(self, name) < self.max_chunk_pairs:
+                raise ValueError(f"{name} must hold at least one chunk (max_chunk_pairs)")
         if self.audit_sync_ms < 0:
             raise ValueError("audit_sync_ms must be 0 (sync every record) or a positive window")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.metrics_address:
+            self._validate_metrics_address()
         if self.reload_interval_s <= 0 or self.grace_period_s < 0:
             raise ValueError("reload_interval_s must be positive and grace_period_s >= 0")
         return self
+
+    @property
+    def metrics_host(self) -> str:
+        return self.metrics_address.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.metrics_address.rsplit(":", 1)[1])
+
+    def _validate_metrics_address(self) -> None:
+        where = f"metrics address {self.metrics_address!r}"
+        if ":" not in self.metrics_address:
+            raise ValueError(f"{where} must be host:port (or empty for no endpoint)")
+        try:
+            port = self.metrics_port
+        except ValueError:
+            raise ValueError(f"{where}: the port is not a number") from None
+        if not 0 <= port <= 65535:
+            raise ValueError(f"{where}: port out of range")
+        if port and port == self.port and self.metrics_host == self.host:
+            raise ValueError(f"{where}: the gRPC server listens there; give another port")
 
     def redacted(self) -> dict[str, str]:
         """The effective configuration for the startup log (no secrets: paths only)."""
@@ -260,8 +356,24 @@ _FIELD_DOCS: Final = {
     "max_plate_bytes": "longest plate as written in a packed column",
     "max_recheck_items": "most earlier decisions in one Recheck",
     "max_concurrent_rpcs": "calls in progress per worker before RESOURCE_EXHAUSTED",
-    "default_calls_per_minute": "per-client calls per minute when the clients file gives none",
-    "default_pairs_per_day": "per-client pairs per day when the clients file gives none",
+    "default_checks_per_minute": "single checks per minute per organisation when the clients "
+    "file gives none (0 = unlimited)",
+    "default_checks_per_day": "single checks per Brussels day per organisation when the clients "
+    "file gives none (0 = unlimited)",
+    "default_pairs_per_day": "pairs per Brussels day per organisation when the clients file "
+    "gives none (0 = unlimited)",
+    "default_concurrent_streams": "CheckStreams open at once per organisation over all workers "
+    "when the clients file gives none (0 = unlimited)",
+    "state_dir": "shared quota counters, kept across restarts (default state/ beside the audit "
+    "directory)",
+    "max_streams_per_worker": "CheckStreams one worker serves at once (OVERLOADED beyond)",
+    "max_org_streams_per_worker": "CheckStreams of one organisation per worker (OVERLOADED beyond)",
+    "max_org_calls_in_flight": "calls of one organisation in progress per worker (OVERLOADED "
+    "beyond)",
+    "max_pairs_in_flight": "pairs received and not yet answered per worker (OVERLOADED beyond)",
+    "max_org_pairs_in_flight": "pairs of one organisation not yet answered per worker "
+    "(OVERLOADED beyond)",
+    "stream_idle_timeout_s": "seconds a CheckStream may send nothing before it is ended",
     "audit_dir": "directory of the hash-chained audit logs",
     "audit_inline_keys": "calls with at most this many pairs list their keys inline",
     "audit_sync_ms": "0: sync each audit record before answering; N: sync within N ms",
@@ -277,11 +389,15 @@ _FIELD_DOCS: Final = {
     "reload_interval_s": "seconds between checks for a newly published store",
     "warm_store": "read the store once at load (1/0)",
     "grace_period_s": "seconds calls in flight get on SIGTERM",
-    "min_cell_size": "FleetStats small-cell suppression threshold",
+    "min_cell_size": "FleetStats and LosingAccess summaries' small-cell suppression threshold",
+    "max_campaign_nis": "most NIS codes in one LosingAccess request",
+    "fleet_rounding_base": "FleetStats counts are rounded to multiples of this (>= min-cell-size)",
     "restart_backoff_s": "pause before restarting a dead worker (doubled per quick failure)",
     "restart_stable_s": "a worker alive this long before dying counts as a fresh failure",
     "max_quick_restarts": "restarts of a worker that keeps dying at once before the server stops",
     "log_level": "logging level (DEBUG, INFO, WARNING)",
+    "log_format": "text (a terminal) or json (one object per line, for a log collector)",
+    "metrics_address": "host:port of the Prometheus /metrics endpoint (empty: none)",
 }
 
 

@@ -1,7 +1,9 @@
 """The hot path: one question in, its answers out, with one entry per kind of question.
 
-- `answer_chunk`: a `CheckChunk` of n packed (plate or key, country, day) items in, the
-  `DecisionChunk` columns out (`ChunkAnswers`). All vectorised: decode the packed columns
+- `answer_chunk`: a `CheckChunk` of n packed (plate or key, country, day or instant) items in,
+  the `DecisionChunk` columns out (`ChunkAnswers`). A row with an instant is decided on the
+  Europe/Brussels day and hour of it (`lez.days.brussels_days_seconds`), a row without one on
+  its day with the hour unknown. All vectorised: decode the packed columns
   (zero-copy `np.frombuffer` views), validate countries, plates and days (a bad item becomes
   OUTCOME_INVALID with its INVALID_* reason; the rest goes on), normalise and key in one native
   pass (`PlateKeyer.normalise_and_key`), one batch lookup of vehicle versions and
@@ -26,7 +28,14 @@ import numpy.typing as npt
 
 import lez.rules
 from lez.api.v1 import access_pb2 as pb
-from lez.days import DAY_UNKNOWN, to_day
+from lez.days import (
+    DAY_UNKNOWN,
+    NO_INSTANT,
+    SECOND_UNKNOWN,
+    SECONDS_PER_DAY,
+    brussels_days_seconds,
+    to_day,
+)
 from lez.decision import BatchInput, DecisionColumns, ItemInput, Outcome, Reason
 from lez.errors import BatchTooLarge, InvalidPlate, InvalidRequest, KeyMismatch, echo
 from lez.keys import KEY_BYTES, PlateKeyer
@@ -37,7 +46,9 @@ from lez.vehicle import empty, version_on
 
 __all__ = [
     "EARLIEST_DAY",
+    "EARLIEST_INSTANT",
     "LATEST_DAY",
+    "LATEST_INSTANT",
     "OUTCOMES",
     "AnswerContext",
     "ChunkAnswers",
@@ -55,6 +66,16 @@ LATEST_DAY: Final = to_day(dt.date(2199, 12, 31))
 """Days after this are unreadable (INVALID_DAY)."""
 OUTCOMES: Final = len(Outcome)
 """Length of an outcome-count array (indexed by `Outcome` value)."""
+EARLIEST_INSTANT: Final = (EARLIEST_DAY - 1) * SECONDS_PER_DAY
+"""Instants before this (seconds) cannot fall on a readable day (INVALID_DAY)."""
+LATEST_INSTANT: Final = (LATEST_DAY + 2) * SECONDS_PER_DAY
+"""Instants from this on (seconds) cannot fall on a readable day (INVALID_DAY)."""
+INSTANT_DIVISORS: Final = {
+    pb.INSTANT_UNIT_UNSPECIFIED: 1,
+    pb.INSTANT_UNIT_SECONDS: 1,
+    pb.INSTANT_UNIT_MILLISECONDS: 1000,
+}
+"""Units of an instants column, as the divisor that turns them into seconds."""
 COUNTRY_BYTES: Final = 2
 BE: Final = np.frombuffer(b"BE", dtype=np.uint8)
 NL: Final = np.frombuffer(b"NL", dtype=np.uint8)
@@ -73,6 +94,8 @@ class AnswerContext:
     store_key_id: str  # keys sent by callers must have been made with this key
     max_plate_bytes: int
     max_chunk_pairs: int
+    as_of: int | None = None  # evaluate on this day: the register of the read's day, the rules
+    # and registrations of this one (warning campaigns); None: each item on its own day
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +120,7 @@ class SingleCheck:
     country: str = ""  # ISO alpha-2; "" means BE
     day: int  # DAY_UNKNOWN when the caller's date was unreadable (INVALID_DAY)
     claimed_first_registration: int | None = None  # public checker only
+    second: int = SECOND_UNKNOWN  # second of the Brussels day when the read gave an instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +140,30 @@ def admit_chunk(chunk: pb.CheckChunk, context: AnswerContext) -> int:
         raise InvalidRequest("a chunk needs plates or keys", field="subject")
     if which == "keys":
         _check_key_id(chunk.key_id, context.store_key_id)
-    n = len(chunk.days) // 4
+    n = _chunk_size(chunk)
     if n > context.max_chunk_pairs:
         raise BatchTooLarge(n, context.max_chunk_pairs)
+    return n
+
+
+def _chunk_size(chunk: pb.CheckChunk) -> int:
+    """n, from the days column or, without one, the instants column (which must agree)."""
+    if not chunk.instants:
+        return len(chunk.days) // 4
+    if len(chunk.instants) % 8:
+        raise InvalidRequest(
+            f"instants hold {len(chunk.instants)} bytes; expected little-endian int64 values",
+            field="instants",
+        )
+    n = len(chunk.instants) // 8
+    if chunk.days and len(chunk.days) != 4 * n:
+        raise InvalidRequest(
+            f"days hold {len(chunk.days)} bytes; expected {n} little-endian int32 like the "
+            "instants, or none",
+            field="days",
+        )
+    if chunk.instant_unit not in INSTANT_DIVISORS:
+        raise InvalidRequest("unknown instant unit", field="instant_unit")
     return n
 
 
@@ -126,17 +171,26 @@ def answer_chunk(
     snap: Snapshot, context: AnswerContext, chunk: pb.CheckChunk, *, technical: bool
 ) -> ChunkAnswers:
     """The answers to an admitted chunk (`admit_chunk`), on one store snapshot."""
-    n = len(chunk.days) // 4
+    n = _chunk_size(chunk)
     countries = _country_matrix(chunk.countries, n)
-    days = _day_column(chunk.days, n)
+    if chunk.instants:
+        days, seconds, unreadable = _instant_days(chunk, n)
+    else:
+        days, seconds, unreadable = _day_column(chunk.days, n), None, None
     if chunk.WhichOneof("subject") == "keys":
-        items = _decode_keys(chunk.keys, countries, days)
+        items = _decode_keys(chunk.keys, countries, days, unreadable)
     else:
         plates = chunk.plates
         spans = _plate_spans(plates.data, plates.offsets, plates.width, n, context.max_plate_bytes)
-        items = _decode_plates(context.keyer, spans, countries, days)
-    decided = _decide(snap, context.revision, context.zone_id, items)
+        items = _decode_plates(context.keyer, spans, countries, days, unreadable)
+    decided = _decide(
+        snap, context.revision, context.zone_id, items, as_of=context.as_of, seconds=seconds
+    )
     columns, technical_columns = _result_columns(decided, technical=technical)
+    if seconds is not None:  # the day each row was decided on; unknown where unreadable
+        unknown = _day_invalid(days, unreadable)
+        columns["days"] = _b(np.where(unknown, DAY_UNKNOWN, days) if unknown.any() else days,
+                             "<i4")  # fmt: skip
     return ChunkAnswers(
         count=n,
         columns=columns,
@@ -175,6 +229,7 @@ def answer_single(
         dutch=item.country == b"NL",
         registrations=snap.registrations_for(item.key),
         claimed_first_registration=check.claimed_first_registration,
+        second=check.second,
     )
     verdict = lez.rules.decide_one(context.revision, context.zone_id, facts)
     other = None
@@ -294,6 +349,33 @@ def _country_matrix(countries: bytes, n: int) -> npt.NDArray[np.uint8]:
     return mat
 
 
+def _instant_days(
+    chunk: pb.CheckChunk, n: int
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
+    """Each row's day and second of the Brussels day from its instant, or its `days` value and
+    SECOND_UNKNOWN for a row without one; and the rows whose instant is unreadable (out of
+    range, or missing where no days were sent), which become INVALID_DAY."""
+    raw = np.frombuffer(chunk.instants, dtype="<i8")
+    divisor = INSTANT_DIVISORS[chunk.instant_unit]
+    # NO_INSTANT (int64 minimum) lies below the earliest readable instant in any unit
+    readable = (raw >= EARLIEST_INSTANT * divisor) & (raw < LATEST_INSTANT * divisor)
+    instants = np.floor_divide(raw, divisor) if divisor != 1 else raw
+    if readable.all():  # the usual chunk: every row has a readable instant
+        days, seconds = brussels_days_seconds(instants)
+        return days, seconds, np.zeros(n, dtype=np.bool_)
+    if chunk.days:
+        days = _day_column(chunk.days, n).copy()
+        unreadable = (raw != NO_INSTANT) & ~readable
+    else:
+        days = np.zeros(n, dtype=np.int32)
+        unreadable = ~readable
+    seconds = np.full(n, SECOND_UNKNOWN, dtype=np.int32)
+    if readable.any():
+        rows = np.flatnonzero(readable)
+        days[rows], seconds[rows] = brussels_days_seconds(instants[rows])
+    return days, seconds, unreadable
+
+
 def _day_column(days: bytes, n: int) -> npt.NDArray[np.int32]:
     if len(days) != 4 * n:
         raise InvalidRequest(
@@ -302,8 +384,11 @@ def _day_column(days: bytes, n: int) -> npt.NDArray[np.int32]:
     return np.frombuffer(days, dtype="<i4").astype(np.int32, copy=False)
 
 
-def _day_invalid(days: npt.NDArray[np.int32]) -> npt.NDArray[np.bool_]:
-    return (days < EARLIEST_DAY) | (days > LATEST_DAY)
+def _day_invalid(
+    days: npt.NDArray[np.int32], unreadable: npt.NDArray[np.bool_] | None = None
+) -> npt.NDArray[np.bool_]:
+    out = (days < EARLIEST_DAY) | (days > LATEST_DAY)
+    return out if unreadable is None else out | unreadable
 
 
 def _decode_plates(
@@ -311,12 +396,14 @@ def _decode_plates(
     plates: PlateSpans,
     countries: npt.NDArray[np.uint8],
     days: npt.NDArray[np.int32],
+    unreadable: npt.NDArray[np.bool_] | None = None,
 ) -> KeyedItems:
-    """Validate, normalise and key n plates in one pass (`PlateKeyer.normalise_and_key`)."""
+    """Validate, normalise and key n plates in one pass (`PlateKeyer.normalise_and_key`);
+    `unreadable` rows (an instant out of range) are INVALID_DAY."""
     n = len(days)
     _, rule, keys = keyer.normalise_and_key(plates.data, plates.starts, plates.lengths, countries)
     invalid = np.zeros(n, dtype=np.uint8)
-    invalid[_day_invalid(days)] = Reason.INVALID_DAY
+    invalid[_day_invalid(days, unreadable)] = Reason.INVALID_DAY
     invalid[(rule != PlateRule.OK) | plates.too_long] = Reason.INVALID_PLATE
     invalid[rule == PlateRule.BAD_COUNTRY] = Reason.INVALID_COUNTRY
     if invalid.any():
@@ -327,7 +414,10 @@ def _decode_plates(
 
 
 def _decode_keys(
-    keys: bytes, countries: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
+    keys: bytes,
+    countries: npt.NDArray[np.uint8],
+    days: npt.NDArray[np.int32],
+    unreadable: npt.NDArray[np.bool_] | None = None,
 ) -> KeyedItems:
     """Items from pre-pseudonymised keys: no normalisation, no keying."""
     n = len(days)
@@ -338,7 +428,7 @@ def _decode_keys(
     mat = np.frombuffer(keys, dtype=np.uint8).reshape(n, KEY_BYTES)
     letters = (countries >= ord("A")) & (countries <= ord("Z"))
     invalid = np.zeros(n, dtype=np.uint8)
-    invalid[_day_invalid(days)] = Reason.INVALID_DAY
+    invalid[_day_invalid(days, unreadable)] = Reason.INVALID_DAY
     invalid[~letters.all(axis=1)] = Reason.INVALID_COUNTRY
     if invalid.any():
         days = np.where(invalid == 0, days, 0).astype(np.int32)
@@ -422,9 +512,19 @@ def _decide(
     zone_id: int,
     items: KeyedItems,
     claimed_first_registration: npt.NDArray[np.int32] | None = None,
+    *,
+    as_of: int | None = None,
+    seconds: npt.NDArray[np.int32] | None = None,
 ) -> DecidedChunk:
-    """Look up and decide n items on one snapshot; INVALID rows are forced INVALID."""
+    """Look up and decide n items on one snapshot; INVALID rows are forced INVALID. With
+    `as_of`, the vehicle version of each item's day is decided on `as_of` (its rules and
+    registrations), without the reads' hours (an hour of another day says nothing about the
+    evaluation date). `seconds`: each read's second of its Brussels day, where known."""
     lookup = snap.vehicles_on(items.keys, items.days)
+    days = items.days
+    if as_of is not None:
+        days = np.where(items.invalid == 0, as_of, 0).astype(np.int32)
+        seconds = None
     reg_query, reg_rows = snap.registrations_of(items.keys)
     countries = items.countries
     belgian = (countries[:, 0] == BE[0]) & (countries[:, 1] == BE[1])
@@ -433,13 +533,14 @@ def _decide(
         records=lookup.records,
         found=lookup.found,
         known=lookup.known,
-        days=items.days,
+        days=days,
         belgian=belgian,
         dutch=dutch,
         invalid=items.invalid,
         reg_query=reg_query,
         reg_rows=reg_rows,
         claimed_first_registration=claimed_first_registration,
+        seconds=seconds,
     )
     decisions = lez.rules.evaluate(revision, zone_id, batch)
     bad = items.invalid != 0
@@ -447,6 +548,7 @@ def _decide(
         decisions.outcome[bad] = Outcome.INVALID
         decisions.reason[bad] = items.invalid[bad]
         decisions.allowed_until[bad] = DAY_UNKNOWN
+        decisions.notes[bad] = 0
     return DecidedChunk(decisions=decisions, lookup=lookup)
 
 
@@ -475,6 +577,7 @@ def _result_columns(
     if not technical:
         cols["reason"] = bytes(n)
         cols["derived"] = bytes(n)
+        cols["notes"] = bytes(n)
         return cols, None
     rec = decided.lookup.records
     mismatch = decisions.outcome == Outcome.COMBINATION_MISMATCH
@@ -483,6 +586,7 @@ def _result_columns(
         rec[mismatch] = empty(int(mismatch.sum()))
     cols["reason"] = _b(decisions.reason, "u1")
     cols["derived"] = _b(decisions.derived, "u1")
+    cols["notes"] = _b(decisions.notes, "u1")
     return cols, {
         "category": _b(decisions.category, "u1"),
         "fuel": _b(rec["fuel"], "u1"),

@@ -1,8 +1,10 @@
 """The AccessService servicer: a thin translation between proto messages and the domain.
 
-Each call: identify the caller (`auth`), check role, zone and quota, lease the current store
-(`state`), ask the pipeline (`pipeline.answer_chunk`, `pipeline.answer_single`) or the domain
-(`lez.fleet`, `lez.recheck`), write the audit record (`audit`) and only then complete the
+Each call: identify the caller (`auth`), admit it under the worker's caps on work in flight
+(`admission`: refused at once when over), check role, zone and the organisation's quotas
+(`quotas`, shared by the workers), lease the current store (`state`), ask the pipeline
+(`pipeline.answer_chunk`, `pipeline.answer_single`) or the domain (`lez.fleet`,
+`lez.recheck`, `lez.campaign`), write the audit record (`audit`) and only then complete the
 answer. Nothing is computed here beyond moving values between messages and domain types.
 Errors travel through the one table in `status`. Plates are never logged or echoed.
 
@@ -17,10 +19,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import grpc
 import grpc.aio
@@ -29,21 +31,36 @@ import numpy.typing as npt
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from lez import codes, fleet, recheck
+from lez import campaign, codes, fleet, recheck
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
-from lez.days import DAY_OPEN, DAY_UNKNOWN, format_day, parse_day, today_brussels
+from lez.days import (
+    DAY_OPEN,
+    DAY_UNKNOWN,
+    SECOND_UNKNOWN,
+    brussels_day_second,
+    format_day,
+    format_instant,
+    parse_day,
+    parse_instant,
+    today_brussels,
+)
 from lez.decision import Outcome, Reason
-from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest, LezError
+from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest, LezError, ServerStopping
 from lez.keys import PlateKeyer
 from lez.rules import Revision, RuleCatalog, Verdict, Zone
-from lez.store import Snapshot, StoreMeta
+from lez.store import KeyedRecords, Snapshot, StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
+from lez.version import VERSION
 from server import pipeline
+from server.admission import Admission, idle_limited
 from server.audit import Appended, AuditWriter, KeyBatch
 from server.audit_refusals import RefusalAudit
-from server.auth import Authenticator, Identity, RateLimiter, Rpc
+from server.auth import Authenticator, Identity, Purpose, Role, Rpc
+from server.calls import CallObserver, CallRecord, current_call
 from server.config import ServerConfig
+from server.metrics import ServerMetrics
+from server.quotas import QuotaStore
 from server.state import ServedSnapshot, StoreHolder
 from server.status import (
     audit_status,
@@ -54,7 +71,7 @@ from server.status import (
 
 log = logging.getLogger("lez.server")
 
-SERVER_VERSION: Final = "0.1.0"
+SERVER_VERSION: Final = VERSION
 CODE_LISTS: Final = (("euro", codes.EURO), ("category", codes.CATEGORY), ("fuel", codes.FUEL))
 NO_VEHICLE: Final = empty(1)[0]
 """A record of unknown values: the technical data of an answer without a vehicle version."""
@@ -182,7 +199,11 @@ def _positive(value: int, unknown: int) -> int:
 
 
 def _single_check(
-    item: pb.CheckRequest | pb.EarlierDecision, day: int, key_id: str, claimed: int | None
+    item: pb.CheckRequest | pb.EarlierDecision,
+    day: int,
+    key_id: str,
+    claimed: int | None,
+    second: int = SECOND_UNKNOWN,
 ) -> pipeline.SingleCheck:
     """The pipeline's question for a unary item given as plate or key."""
     which = item.WhichOneof("subject")
@@ -193,7 +214,28 @@ def _single_check(
         country=item.country,
         day=day,
         claimed_first_registration=claimed,
+        second=second,
     )
+
+
+def _day_and_second(request: pb.CheckRequest) -> tuple[int, int]:
+    """The day of a Check and the second of that Brussels day: from `instant` when given (the
+    server derives the Brussels day, so every client gets the same day for the same read;
+    `date` must then be empty or that day), else from `date` with the hour unknown."""
+    if not request.instant:
+        return _day_or_invalid(request.date, None), SECOND_UNKNOWN
+    try:
+        instant = parse_instant(request.instant)
+    except ValueError as exc:
+        raise InvalidRequest(f"instant: {exc}", field="instant") from None
+    if not pipeline.EARLIEST_INSTANT <= instant < pipeline.LATEST_INSTANT:
+        return DAY_UNKNOWN, SECOND_UNKNOWN  # decided as INVALID_DAY
+    day, second = brussels_day_second(instant)
+    if request.date and _day_or_invalid(request.date, DAY_UNKNOWN) != day:
+        raise InvalidRequest(
+            "date must be empty or the Europe/Brussels day of the instant", field="date"
+        )
+    return day, second
 
 
 def _technical(msg: pb.Decision, verdict: Verdict, record: np.void | None) -> None:
@@ -201,6 +243,7 @@ def _technical(msg: pb.Decision, verdict: Verdict, record: np.void | None) -> No
     known = record if record is not None else NO_VEHICLE
     msg.reason = verdict.reason  # type: ignore[assignment]
     msg.derived = verdict.derived
+    msg.notes = verdict.notes
     tech = msg.technical
     tech.category = _code_text(codes.CATEGORY, verdict.category)
     tech.fuel = _code_text(codes.FUEL, int(known["fuel"]))
@@ -232,13 +275,14 @@ def decision_message(verdict: Verdict, record: np.void | None, who: Identity) ->
 
 
 def _decision_chunk(
-    answers: pipeline.ChunkAnswers, chunk_id: int, first_index: int, snapshot_id: str, rev: str
+    answers: pipeline.ChunkAnswers, chunk_id: int, first_index: int, tally: _StreamTally
 ) -> pb.DecisionChunk:
     out = pb.DecisionChunk(
         chunk_id=chunk_id,
         first_index=first_index,
-        snapshot_id=snapshot_id,
-        ruleset_revision=rev,
+        snapshot_id=tally.snapshot_id,
+        ruleset_revision=tally.revision_name,
+        as_of=tally.as_of_text,
         **answers.columns,
     )
     if answers.technical is not None:
@@ -255,6 +299,7 @@ def _fleet_cell(dimensions: list[fleet.Dimension], cell: fleet.FleetCell) -> pb.
             msg.fuel = fleet.code_text(dimension, value)
         elif dimension == fleet.Dimension.EURO:
             msg.euro = fleet.code_text(dimension, value)
+            msg.euro_derived = cell.euro_derived
         else:
             msg.category = fleet.code_text(dimension, value)
     return msg
@@ -270,6 +315,8 @@ class _StreamTally:
     zone: Zone | None = None
     revision: Revision | None = None
     context: pipeline.AnswerContext | None = None
+    as_of: int | None = None  # the evaluation date the first chunk asked for
+    purpose: Purpose | None = None  # known from the first chunk
     answered: int = 0  # items decided so far: the first index of the next chunk
     chunks: int = 0  # chunks decided so far: the number of the next one
     sent: int = 0  # chunks whose answer was sent
@@ -281,6 +328,10 @@ class _StreamTally:
     @property
     def revision_name(self) -> str:
         return self.revision.id if self.revision is not None else ""
+
+    @property
+    def as_of_text(self) -> str:
+        return "" if self.as_of is None else format_day(self.as_of)
 
     def reserve(self, answers: pipeline.ChunkAnswers) -> None:
         """A chunk was decided (its record is being written): number the next one after it."""
@@ -317,7 +368,7 @@ class _ChunkReader:
 
     def __init__(self, requests: AsyncIterator[pb.CheckChunk]) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=READ_AHEAD)
-        self._task = asyncio.get_running_loop().create_task(self._read(requests))
+        self.task = asyncio.get_running_loop().create_task(self._read(requests))
 
     async def _read(self, requests: AsyncIterator[pb.CheckChunk]) -> None:
         try:
@@ -342,7 +393,7 @@ class _ChunkReader:
         return item
 
     def stop(self) -> None:
-        self._task.cancel()
+        self.task.cancel()
 
 
 # ---- the servicer ---------------------------------------------------------------------------
@@ -358,16 +409,19 @@ class AccessService(pb_grpc.AccessServiceServicer):
         holder: StoreHolder,
         keyer: PlateKeyer,
         auth: Authenticator,
-        limiter: RateLimiter,
+        quotas: QuotaStore,
+        admission: Admission,
         audit: AuditWriter,
         worker: int = 0,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.config = config
         self.worker = worker  # this process's index among the server's workers
         self.holder = holder
         self.keyer = keyer
         self.auth = auth
-        self.limiter = limiter
+        self.quotas = quotas
+        self.admission = admission
         self.audit = audit
         self.refusals = RefusalAudit(audit, auth, holder)
         self.stopping = False
@@ -376,6 +430,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.open_streams: set[asyncio.Task[Any]] = set()
         """The tasks of the streams in progress: the server waits for them to write their
         closing records before closing the audit log."""
+        self.calls = CallObserver(metrics, worker)  # request ids, call log lines, metrics
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lez-chunk")
         # Stream chunks' audit records are written and synced here, off the compute thread.
@@ -393,17 +448,28 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self, rpc: str, context: grpc.aio.ServicerContext[Any, Any], status: grpc.StatusCode
     ) -> None:
         """A call ended UNAUTHENTICATED or PERMISSION_DENIED (`status.RefusalHook`): audit it."""
-        self.refusals.record(rpc, context, status)
+        call = current_call()
+        self.refusals.record(rpc, context, status, request_id=call.request_id if call else "")
 
     def _enter(self, rpc: Rpc, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        """The caller, allowed to make `rpc` and admitted among its organisation's calls in
+        flight on this worker (counted until the call is done, however it ends)."""
         who = self.auth.identify(context)
+        call = current_call()
+        if call is not None:
+            call.identified(who, rpc)
         who.require(rpc)
-        self.limiter.charge_call(who)
+        self.admission.enter_call(who.organisation)
+
+        def leave(_: object) -> None:
+            self.admission.leave_call(who.organisation)
+
+        context.add_done_callback(cast("grpc.aio.DoneCallback[Any, Any]", leave))
         _check_deadline(context)
         return who
 
     def _context(
-        self, served: ServedSnapshot, revision: Revision, zone: Zone
+        self, served: ServedSnapshot, revision: Revision, zone: Zone, as_of: int | None = None
     ) -> pipeline.AnswerContext:
         return pipeline.AnswerContext(
             revision=revision,
@@ -412,6 +478,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             store_key_id=served.meta.key_id,
             max_plate_bytes=self.config.max_plate_bytes,
             max_chunk_pairs=self.config.max_chunk_pairs,
+            as_of=as_of,
         )
 
     def _audit(
@@ -426,12 +493,18 @@ class AccessService(pb_grpc.AccessServiceServicer):
         outcomes: Mapping[str, int],
         keys: KeyBatch,
         status: str = "OK",
+        purpose: Purpose | None = None,
         pair_outcomes: bytes | None = None,
         extra: Mapping[str, Any] | None = None,
+        call: CallRecord | None = None,
+        final: bool = True,
     ) -> Appended:
         """Write a call's record (not yet durable: `audit.durable` or `audit.sync_through`
-        before answering)."""
-        return self.audit.append(
+        before answering). `call`: the call it belongs to (by default the running task's; give
+        it on another thread); `final`: the record that sums the call up for its log line (a
+        stream's chunk records are not)."""
+        call = call if call is not None else current_call()
+        appended = self.audit.append(
             rpc=rpc.value,
             identity=who.identity,
             organisation=who.organisation,
@@ -443,9 +516,20 @@ class AccessService(pb_grpc.AccessServiceServicer):
             outcomes=outcomes,
             keys=keys,
             status=status,
+            purpose=purpose.value if purpose is not None else "",
+            request_id=call.request_id if call is not None else "",
             pair_outcomes=pair_outcomes,
             extra=extra,
         )
+        if call is not None and final:
+            call.answered(
+                zone=zone,
+                snapshot_id=meta.snapshot_id,
+                pairs=pairs,
+                outcomes=outcomes,
+                audit_id=appended.audit_id,
+            )
+        return appended
 
     # -- Check --
 
@@ -455,12 +539,11 @@ class AccessService(pb_grpc.AccessServiceServicer):
     ) -> pb.CheckResponse:
         who = self._enter(Rpc.CHECK, context)
         check_text_lengths(request)
-        self.limiter.charge_pairs(who, 1)
-        with self.holder.lease() as served:
+        with self.admission.work(who.organisation, 1), self.holder.lease() as served:
             revision = served.catalog.get(request.ruleset_revision or None)
             zone = resolve_zone(revision, request.zone)
             who.require_zone(zone.id, zone.name)
-            day = _day_or_invalid(request.date, None)
+            day, second = _day_and_second(request)
             claimed: int | None = None
             if request.first_registration:
                 claimed = _required_day(request.first_registration, "first_registration")
@@ -469,7 +552,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     "the public checker needs the first-registration date of the vehicle",
                     field="first_registration",
                 )
-            check = _single_check(request, day, request.key_id, claimed)
+            check = _single_check(request, day, request.key_id, claimed, second)
+            self.quotas.charge_check(who)  # a well-formed question in the caller's zones
             with served.reader.snapshot() as snap:
                 answer = pipeline.answer_single(snap, self._context(served, revision, zone), check)
             decision = decision_message(answer.verdict, answer.record, who)
@@ -492,6 +576,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 ruleset_revision=revision.id,
                 zone=zone.name,
                 date=_date_text(day),
+                instant=format_instant(parse_instant(request.instant)) if request.instant else "",
             )
 
     # -- CheckStream --
@@ -503,11 +588,19 @@ class AccessService(pb_grpc.AccessServiceServicer):
         if tally.context is not None and tally.revision is not None and tally.zone is not None:
             if chunk.zone and resolve_zone(tally.revision, chunk.zone).id != tally.zone.id:
                 raise InvalidRequest("a stream is for one zone; open another stream", field="zone")
+            if chunk.as_of and _required_day(chunk.as_of, "as_of") != tally.as_of:
+                raise InvalidRequest(
+                    "a stream has one evaluation date (as_of); open another stream", field="as_of"
+                )
             return tally.context
+        if chunk.as_of:
+            tally.as_of = _required_day(chunk.as_of, "as_of")
+        tally.purpose = Purpose.ENFORCEMENT if tally.as_of is None else Purpose.COMMUNICATION
+        who.require_purpose(tally.purpose, Rpc.CHECK_STREAM)
         tally.revision = served.catalog.get(chunk.ruleset_revision or None)
         tally.zone = resolve_zone(tally.revision, chunk.zone)
         who.require_zone(tally.zone.id, tally.zone.name)
-        tally.context = self._context(served, tally.revision, tally.zone)
+        tally.context = self._context(served, tally.revision, tally.zone, tally.as_of)
         return tally.context
 
     def _answer_chunk(
@@ -520,7 +613,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
 
     def _record_chunk(
         self, who: Identity, served: ServedSnapshot, tally: _StreamTally,
-        answers: pipeline.ChunkAnswers, index: int, first_index: int,
+        answers: pipeline.ChunkAnswers, index: int, first_index: int, call: CallRecord | None,
     ) -> None:  # fmt: skip
         """Runs on an audit thread: write the chunk's record (its keys and each pair's outcome)
         and make it durable, so the answer can be sent when it returns. The compute thread is
@@ -537,7 +630,10 @@ class AccessService(pb_grpc.AccessServiceServicer):
             pairs=answers.count,
             outcomes=outcome_names(answers.outcome_counts),
             keys=keys,
+            purpose=tally.purpose,
             pair_outcomes=answers.audit_outcomes,
+            call=call,  # this thread does not see the call's context
+            final=False,
             extra={
                 "stream": tally.stream_id,
                 "part": "chunk",
@@ -564,6 +660,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
 
     def _stream_ended(self, exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         """How a stream that did not finish normally ended, for its closing record."""
+        if isinstance(exc, ServerStopping):  # still running at the end of the grace period
+            return SHUTDOWN
         if isinstance(exc, Exception):
             return audit_status(exc)
         if self.stopping:
@@ -588,6 +686,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
             outcomes=outcome_names(tally.counts),
             keys=KeyBatch(),
             status=status,
+            purpose=tally.purpose,
             extra={"stream": tally.stream_id, "part": "end", "chunks": tally.sent},
         )
 
@@ -601,12 +700,14 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 if c
             ],
             audit_id=audit_id,
+            as_of=tally.as_of_text,
         )
         return pb.DecisionChunk(
             first_index=tally.answered,
             snapshot_id=tally.snapshot_id,
             ruleset_revision=tally.revision_name,
             summary=summary,
+            as_of=tally.as_of_text,
         )
 
     @translate_stream_errors
@@ -621,14 +722,21 @@ class AccessService(pb_grpc.AccessServiceServicer):
         (a client that sends one chunk at a time is never kept waiting)."""
         who = self._enter(Rpc.CHECK_STREAM, context)
         loop = asyncio.get_running_loop()
+        org = who.organisation
+        idle_s = self.config.stream_idle_timeout_s
         task = asyncio.current_task()
         with contextlib.ExitStack() as cleanup:
             if task is not None:
                 self.open_streams.add(task)
                 cleanup.callback(self.open_streams.discard, task)
+            cleanup.enter_context(self.admission.stream(org))
+            cleanup.enter_context(self.quotas.stream_lease(who))
             served = cleanup.enter_context(self.holder.lease())
             tally = _StreamTally(snapshot_id=served.meta.snapshot_id)
-            chunks = _ChunkReader(request_iterator)
+            chunks = _ChunkReader(idle_limited(request_iterator, idle_s))
+            call = current_call()
+            if call is not None:  # a stopping server wakes the task that waits for the client
+                call.task = chunks.task
             cleanup.callback(chunks.stop)
             pending: _PendingChunk | None = None
             try:
@@ -643,23 +751,21 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     check_text_lengths(chunk)
                     answer_context = self._open_stream(served, tally, chunk, who)
                     n = pipeline.admit_chunk(chunk, answer_context)
-                    self.limiter.charge_pairs(who, n)
-                    answers = await loop.run_in_executor(
-                        self.executor, self._answer_chunk, served, answer_context, chunk,
-                        who.sees_technical,
-                    )  # fmt: skip
+                    with self.admission.work(org, n):  # refused load is not charged
+                        self.quotas.charge_pairs(who, n)
+                        answers = await loop.run_in_executor(
+                            self.executor, self._answer_chunk, served, answer_context, chunk,
+                            who.sees_technical,
+                        )  # fmt: skip
                     if pending is not None:  # its record was synced while this was decided
                         yield await pending.answer(tally)
                         pending = None
                     first_index, index = tally.answered, tally.chunks
                     recorded = loop.run_in_executor(
                         self.audit_executor, self._record_chunk, who, served, tally, answers,
-                        index, first_index,
+                        index, first_index, call,
                     )  # fmt: skip
-                    message = _decision_chunk(
-                        answers, chunk.chunk_id, first_index, tally.snapshot_id,
-                        tally.revision_name,
-                    )  # fmt: skip
+                    message = _decision_chunk(answers, chunk.chunk_id, first_index, tally)
                     pending = _PendingChunk(recorded, answers, message)
                     tally.reserve(answers)
                 if pending is not None:
@@ -746,8 +852,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 len(items), self.config.max_recheck_items, "earlier decisions in one recheck"
             )
         check_text_lengths(request)
-        self.limiter.charge_pairs(who, len(items))
-        with self.holder.lease() as served:
+        with self.admission.work(who.organisation, len(items)), self.holder.lease() as served:
+            self.quotas.charge_pairs(who, len(items))
             zones = [resolve_zone(served.catalog, it.zone) for it in items]
             for z in {z.id: z for z in zones}.values():
                 who.require_zone(z.id, z.name)
@@ -806,12 +912,14 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     dimensions,
                     nis=list(request.nis),
                     min_cell_size=self.config.min_cell_size,
+                    rounding_base=self.config.fleet_rounding_base,
                 )
             out = pb.FleetStatsResponse(
                 cells=[_fleet_cell(dimensions, cell) for cell in counted.cells],
                 suppressed_cells=counted.suppressed_cells,
                 suppressed_vehicles=counted.suppressed_vehicles,
                 min_cell_size=self.config.min_cell_size,
+                suppression=counted.suppression,
                 snapshot_id=served.meta.snapshot_id,
                 ruleset_revision=served.catalog.get(None).id,
                 date=format_day(day),
@@ -860,7 +968,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
                     organisation=who.organisation,
                     roles=sorted(int(r) for r in who.roles),  # type: ignore[misc]
                     zones=sorted(who.zones),
-                    calls_per_minute=who.calls_per_minute,
+                    calls_per_minute=who.checks_per_minute,
                     pairs_per_day=who.pairs_per_day,
                     max_chunk_pairs=self.config.max_chunk_pairs,
                     max_message_bytes=self.config.max_receive_message_bytes,
@@ -869,16 +977,178 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 server_version=SERVER_VERSION,
                 worker=self.worker,
                 workers=self.config.workers,
+                data_quality=(
+                    data_quality_message(meta.data_quality)
+                    if Role.OPERATOR in who.roles and meta.data_quality is not None
+                    else None
+                ),
             )
 
     # -- LosingAccess --
 
+    def _campaign_question(
+        self, served: ServedSnapshot, request: pb.LosingAccessRequest, who: Identity
+    ) -> tuple[campaign.CampaignQuestion, Zone]:
+        revision = served.catalog.get(request.ruleset_revision or None)
+        zone = resolve_zone(revision, request.zone)
+        who.require_zone(zone.id, zone.name)
+        if not request.date:
+            raise InvalidRequest("a future date is required (YYYY-MM-DD)", field="date")
+        reference = (
+            _required_day(request.reference_date, "reference_date")
+            if request.reference_date
+            else today_brussels()
+        )
+        question = campaign.campaign_question(
+            revision,
+            zone.id,
+            reference_day=reference,
+            date=_required_day(request.date, "date"),
+            nis=list(request.nis),
+            max_nis=self.config.max_campaign_nis,
+        )
+        return question, zone
+
+    @translate_stream_errors
     async def LosingAccess(
         self, request: pb.LosingAccessRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.LosingAccessChunk]:
-        """Warning campaigns (issue 15): not served yet."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "LosingAccess is not served yet")
-        yield pb.LosingAccessChunk()  # pragma: no cover - abort raises
+        who = self._enter(Rpc.LOSING_ACCESS, context)
+        check_text_lengths(request)
+        loop = asyncio.get_running_loop()
+        rows = min(request.chunk_size or self.config.max_chunk_pairs, self.config.max_chunk_pairs)
+        with (
+            self.admission.stream(who.organisation),  # a long stream like CheckStream's
+            self.quotas.stream_lease(who),
+            self.holder.lease() as served,
+            served.reader.snapshot() as snap,
+        ):
+            question, zone = self._campaign_question(served, request, who)
+            head = pb.LosingAccessChunk(
+                key_id=served.meta.key_id,
+                snapshot_id=served.meta.snapshot_id,
+                ruleset_revision=question.revision.id,
+            )
+            tally = campaign.CampaignTally()
+            sent = KeyBatch()
+
+            def audit(status: str) -> str:
+                """The call's record, durable before the summary goes (a rare call: its one
+                flush is taken on the event loop)."""
+                recorded = self._audit(
+                    Rpc.LOSING_ACCESS,
+                    who,
+                    zone=zone.name,
+                    revision=question.revision.id,
+                    meta=served.meta,
+                    pairs=tally.examined,
+                    outcomes={Outcome.NOT_ALLOWED.name: tally.listed} if tally.listed else {},
+                    keys=sent,
+                    status=status,
+                    purpose=Purpose.COMMUNICATION,
+                )
+                self.audit.sync_through(recorded.seq)
+                return recorded.audit_id
+
+            parts = snap.vehicles_in_parts()
+            try:
+                while True:
+                    _check_deadline(context)
+                    part = await loop.run_in_executor(
+                        self.executor, _next_losing, parts, snap, question
+                    )
+                    if part is None:
+                        break
+                    self.quotas.charge_pairs(who, part.examined)
+                    tally.add(part)
+                    for start in range(0, len(part), rows):
+                        piece = part.rows(start, start + rows)
+                        sent.add(piece.keys.tobytes())
+                        yield _losing_chunk(head, piece)
+            except BaseException as exc:
+                if sent.count:  # keys went out: the consultation is on record all the same
+                    audit(audit_status(exc))
+                raise
+            audit_id = audit("OK")
+            counted = tally.summary(self.config.min_cell_size)
+            closing = pb.LosingAccessChunk()
+            closing.CopyFrom(head)
+            closing.summary.CopyFrom(
+                pb.LosingAccessSummary(
+                    vehicles=tally.listed,
+                    cells=[_losing_cell(cell) for cell in counted.cells],
+                    suppressed_cells=counted.suppressed_cells,
+                    suppressed_vehicles=counted.suppressed_vehicles,
+                    min_cell_size=self.config.min_cell_size,
+                    audit_id=audit_id,
+                )
+            )
+            log.info(
+                "LosingAccess for %s in %s: %d of %d vehicles listed",
+                who.organisation,
+                zone.name,
+                tally.listed,
+                tally.examined,
+            )
+            yield closing
+
+
+def _next_losing(
+    parts: Iterator[KeyedRecords], snap: Snapshot, question: campaign.CampaignQuestion
+) -> campaign.LosingVehicles | None:
+    """The next part of the register answered (on the compute thread); None after the last."""
+    part = next(parts, None)
+    if part is None:
+        return None
+    return campaign.losing_in_part(part, snap.registrations_of, question)
+
+
+def _losing_chunk(
+    head: pb.LosingAccessChunk, rows: campaign.LosingVehicles
+) -> pb.LosingAccessChunk:
+    out = pb.LosingAccessChunk(
+        keys=rows.keys.tobytes(),
+        reason=rows.reason.tobytes(),
+        first_day_lost=np.ascontiguousarray(rows.first_day_lost, dtype="<i4").tobytes(),
+        category=rows.category.tobytes(),
+        fuel=rows.fuel.tobytes(),
+        euro=rows.euro.tobytes(),
+        count=len(rows),
+    )
+    out.MergeFrom(head)
+    return out
+
+
+def _losing_cell(cell: fleet.FleetCell) -> pb.LosingAccessCell:
+    category, fuel, euro = (
+        fleet.code_text(dimension, value)
+        for dimension, value in zip(campaign.CELL_DIMENSIONS, cell.values, strict=True)
+    )
+    return pb.LosingAccessCell(category=category, fuel=fuel, euro=euro, vehicles=cell.vehicles)
+
+
+def data_quality_message(figures: Mapping[str, object]) -> pb.DataQuality:
+    """The store meta's `data_quality` object as the contract's message (fields of other types
+    than the message's are left out rather than failing the call)."""
+    out = pb.DataQuality()
+    for name in ("records", "missing_category", "missing_euro", "missing_fuel", "rejected"):
+        value = figures.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            setattr(out, name, value)
+    for name in ("derived", "unknown_codes"):
+        counts = figures.get(name)
+        if isinstance(counts, Mapping):
+            getattr(out, name).update(
+                {
+                    str(k): v
+                    for k, v in counts.items()
+                    if isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                }
+            )
+    source = figures.get("source")
+    if isinstance(source, str):
+        out.source = source
+    return out
 
 
 def _check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:

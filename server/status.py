@@ -8,12 +8,14 @@ sense, a `google.rpc.RetryInfo`. Request bytes that do not decode are a client's
 `tolerant_deserializer` turns a parse failure into an `Undecodable` marker that the wrappers
 raise as `UndecodableRequest` (grpcio would otherwise answer UNKNOWN before any handler
 runs). Anything else becomes INTERNAL with a generic message and a reference to the server
-log. Messages never contain a plate (`lez.errors` guarantees it for domain errors; unexpected
-exceptions are never echoed).
+log. Each wrapper also observes its call from start to end (`server.calls`: request id, the
+call's log line, metrics). Messages never contain a plate (`lez.errors` guarantees it for
+domain errors; unexpected exceptions are never echoed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import secrets
@@ -31,6 +33,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from lez import errors
 from lez.api.v1 import access_pb2 as pb
+from server.calls import REQUEST_ID_KEY, CallObserver, CallRecord, current_call
 
 log = logging.getLogger("lez.server")
 
@@ -88,7 +91,14 @@ ERROR_TABLE: Final[dict[type[BaseException], Mapping]] = {
     errors.AuditFailed: Mapping(
         grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_STORE_NOT_READY, retry_after_s=1.0
     ),
+    errors.ServerStopping: Mapping(
+        grpc.StatusCode.UNAVAILABLE, pb.ERROR_REASON_STORE_NOT_READY, retry_after_s=1.0
+    ),
     errors.DeadlineExceeded: Mapping(
+        grpc.StatusCode.DEADLINE_EXCEEDED, pb.ERROR_REASON_DEADLINE_EXCEEDED
+    ),
+    # a stream that sent nothing for the idle time: ended like a passed deadline
+    errors.StreamIdle: Mapping(
         grpc.StatusCode.DEADLINE_EXCEEDED, pb.ERROR_REASON_DEADLINE_EXCEEDED
     ),
     # Operator-side failures: the caller can do nothing about them.
@@ -124,7 +134,7 @@ def audit_status(exc: BaseException) -> str:
 
 def _metadata_of(exc: BaseException) -> dict[str, str]:
     meta = {"code": getattr(exc, "code", "internal")}
-    for attr in ("size", "limit", "rule"):
+    for attr in ("size", "limit", "rule", "quota"):
         value = getattr(exc, attr, None)
         if value is not None:
             meta[attr] = str(value)
@@ -155,14 +165,20 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, status_pb2.Stat
             field=str(getattr(exc, "field", "request")), description=message
         )
         details.append(error_details_pb2.BadRequest(field_violations=[violation]))
-    if m.retry_after_s is not None:
+    # an error that knows when a retry can succeed (a quota's next window) says so itself
+    retry_after_s = getattr(exc, "retry_after_s", m.retry_after_s)
+    if retry_after_s is not None:
         delay = duration_pb2.Duration()
-        delay.FromNanoseconds(int(m.retry_after_s * 1e9))
+        delay.FromNanoseconds(int(retry_after_s * 1e9))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     if isinstance(exc, errors.RateLimited):
         details.append(
             error_details_pb2.QuotaFailure(
-                violations=[error_details_pb2.QuotaFailure.Violation(description=exc.message)]
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=exc.quota, description=exc.message
+                    )
+                ]
             )
         )
     status = status_pb2.Status(code=m.code.value[0], message=message)
@@ -176,9 +192,11 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str, status_pb2.Stat
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
     """End the call with the status of `exc` (details in `grpc-status-details-bin`)."""
     code, message, status = to_status(exc)
-    await context.abort(
-        code, message, trailing_metadata=((DETAILS_KEY, status.SerializeToString()),)
-    )
+    trailing: tuple[tuple[str, str | bytes], ...] = ((DETAILS_KEY, status.SerializeToString()),)
+    call = current_call()
+    if call is not None:  # the request id travels with the error too
+        trailing += ((REQUEST_ID_KEY, call.request_id),)
+    await context.abort(code, message, trailing_metadata=trailing)
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
@@ -212,10 +230,39 @@ def _decoded(request: object) -> None:
         raise errors.UndecodableRequest(request.message_name)
 
 
-async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    async for request in requests:
+async def _decoded_stream(
+    requests: AsyncIterator[Any], call: CallRecord | None
+) -> AsyncIterator[Any]:
+    """The request stream's messages, each checked as it arrives. When the server stops
+    (`CallObserver.end_remaining`), a stream waiting for its next message is woken and one
+    busy with the last one ends before reading more: with `ServerStopping`, which the handler
+    and the wrapper treat as any error (its answers so far audited, then UNAVAILABLE)."""
+    iterator = requests.__aiter__()
+    while True:
+        if call is not None and call.stopping:
+            raise _server_stopping()
+        if call is not None:
+            call.awaiting_input = True
+        try:
+            request = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        except asyncio.CancelledError:
+            if call is not None and call.stopping:
+                raise _server_stopping() from None
+            raise
+        finally:
+            if call is not None:
+                call.awaiting_input = False
         _decoded(request)
         yield request
+
+
+def _server_stopping() -> errors.ServerStopping:
+    return errors.ServerStopping(
+        "the server is stopping: this call was still running at the end of its grace period; "
+        "retry (on another replica)"
+    )
 
 
 Req = TypeVar("Req")
@@ -232,7 +279,9 @@ def _is_abort(exc: BaseException) -> bool:
 
 
 REFUSALS: Final = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
-"""Statuses of a refused call: the servicer is told of them (`RefusalHook`) to audit them."""
+"""Statuses of a refused call: the servicer is told of them (`RefusalHook`) to audit them, and
+of attempts over a quota (`RateLimited.attempt`; not of `Overloaded` nor of a stream refused a
+slot: refusing load must stay cheap, an audit record is a synced write)."""
 
 
 @runtime_checkable
@@ -252,25 +301,66 @@ async def _abort_or_reraise(
     if _is_abort(exc) or not isinstance(exc, Exception):
         raise exc
     code = mapping_of(exc).code
-    if code in REFUSALS and isinstance(servicer, RefusalHook):
+    over_quota = isinstance(exc, errors.RateLimited) and exc.attempt
+    refused = code in REFUSALS or over_quota
+    if refused and isinstance(servicer, RefusalHook):
         servicer.on_refused(rpc, context, code)
     await abort(context, exc)
+
+
+def ended_by(
+    exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]
+) -> tuple[grpc.StatusCode, str]:
+    """The status code a call ends with because of `exc`, and the reason of an error status
+    (the `ErrorInfo` reason in lower case; "" for a cancelled call)."""
+    if _is_abort(exc):  # aborted by the handler itself with a code of its choosing
+        code = context.code()
+        found = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+        return found, found.name.lower()
+    if not isinstance(exc, Exception):
+        return grpc.StatusCode.CANCELLED, ""
+    m = mapping_of(exc)
+    reason = pb.ErrorReason.Name(m.reason).removeprefix("ERROR_REASON_")  # type: ignore[arg-type]
+    return m.code, reason.lower()
+
+
+def _open_call(
+    servicer: object, rpc: str, context: grpc.aio.ServicerContext[Any, Any]
+) -> CallRecord | None:
+    calls = getattr(servicer, "calls", None)
+    return calls.open(rpc, context) if isinstance(calls, CallObserver) else None
+
+
+def _close_call(
+    servicer: object, call: CallRecord | None, code: grpc.StatusCode, reason: str
+) -> None:
+    calls = getattr(servicer, "calls", None)
+    if call is not None and isinstance(calls, CallObserver):
+        calls.end(call, code, reason)
 
 
 def translate_errors(
     handler: UnaryHandler[Self, Req, Resp],
 ) -> UnaryHandler[Self, Req, Resp]:
-    """Wrap a unary servicer method: exceptions become statuses through the table."""
+    """Wrap a unary servicer method: exceptions become statuses through the table; the call is
+    observed from start to end (`server.calls`)."""
 
     @functools.wraps(handler)
     async def wrapper(
         self: Self, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
     ) -> Resp:
+        call = _open_call(self, handler.__name__, context)
+        code, reason = grpc.StatusCode.OK, ""
         try:
+            if call is not None:
+                await call.announce(context, stream=False)
             _decoded(request)
             return await handler(self, request, context)
         except BaseException as exc:
+            code, reason = ended_by(exc, context)
             await _abort_or_reraise(self, handler.__name__, context, exc)
+        finally:
+            _close_call(self, call, code, reason)
 
     return wrapper
 
@@ -285,13 +375,20 @@ def translate_stream_errors(
     async def wrapper(
         self: Self, request: Req, context: grpc.aio.ServicerContext[Any, Resp]
     ) -> AsyncIterator[Resp]:
+        call = _open_call(self, handler.__name__, context)
+        code, reason = grpc.StatusCode.OK, ""
         try:
+            if call is not None:
+                await call.announce(context, stream=True)
             _decoded(request)
             if hasattr(request, "__aiter__"):
-                request = cast(Req, _decoded_stream(cast(AsyncIterator[Any], request)))
+                request = cast(Req, _decoded_stream(cast(AsyncIterator[Any], request), call))
             async for item in handler(self, request, context):
                 yield item
         except BaseException as exc:
+            code, reason = ended_by(exc, context)
             await _abort_or_reraise(self, handler.__name__, context, exc)
+        finally:
+            _close_call(self, call, code, reason)
 
     return wrapper

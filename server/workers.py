@@ -15,6 +15,11 @@ Before forking, the supervisor refuses a port another process serves and an audi
 another server holds, and creates the audit key if it is missing (`server.guards`,
 `server.audit_keys`); it holds the audit directory's lock for its life. A worker stops by
 itself when its supervisor dies (`guards.ParentWatch`).
+
+Metrics (`server.metrics`): with a `metrics_address`, the supervisor gives the server run a
+fresh multiprocess directory before forking, serves the aggregate of its workers there from
+its own loop (no thread in a process that forks), marks each worker that exits as dead, counts
+the restarts, and removes the directory when it stops.
 """
 
 from __future__ import annotations
@@ -23,17 +28,23 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from server.audit_keys import ensure_audit_key_file
 from server.config import ServerConfig
 from server.guards import ParentWatch, ensure_port_free, hold_audit_dir
+
+if TYPE_CHECKING:
+    from server.metrics import MetricsEndpoint, SupervisorMetrics
 
 log = logging.getLogger("lez.server")
 
@@ -57,10 +68,14 @@ def reserve_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
-def _run_worker(config: ServerConfig, index: int, watch: ParentWatch) -> None:
+def _run_worker(
+    config: ServerConfig, index: int, watch: ParentWatch, endpoint: MetricsEndpoint | None
+) -> None:
     """Body of a forked worker: its own event loop, gRPC server and LMDB reader."""
     from server.app import serve_forever
 
+    if endpoint is not None:  # the supervisor's: this process must not hold its port
+        endpoint.detach()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     code = 0
@@ -87,6 +102,9 @@ class Supervisor:
         self.stopping = False
         self.failed = False
         self.watch: ParentWatch | None = None
+        self.metrics_dir: Path | None = None
+        self.metrics: SupervisorMetrics | None = None
+        self.endpoint: MetricsEndpoint | None = None
 
     def _spawn(self, config: ServerConfig, index: int) -> None:
         sys.stdout.flush()
@@ -94,7 +112,7 @@ class Supervisor:
         assert self.watch is not None
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
-            _run_worker(config, index, self.watch)
+            _run_worker(config, index, self.watch, self.endpoint)
         self.children[pid] = index
         self.started[index] = time.monotonic()
         log.info("worker %d started (pid %d)", index, pid)
@@ -117,6 +135,7 @@ class Supervisor:
         with (
             hold_audit_dir(self.config.audit_dir),
             reserve_port(self.config.host, self.config.port) as port,
+            self._metrics(),
         ):
             config = replace(self.config, address=f"{self.config.host}:{port}")
             print(
@@ -128,10 +147,47 @@ class Supervisor:
             while not self.stopping:
                 self._reap(config)
                 self._restart_due(config)
-                time.sleep(POLL_S)
+                if self.endpoint is not None:
+                    self.endpoint.handle_pending(POLL_S)
+                else:
+                    time.sleep(POLL_S)
             self._stop_all()
             self.watch.close()
             return 1 if self.failed else 0
+
+    @contextlib.contextmanager
+    def _metrics(self) -> Iterator[None]:
+        """With a metrics address: a fresh multiprocess directory for this run, and the
+        endpoint serving the workers' aggregate; both gone when the server stops."""
+        if not self.config.metrics_address:
+            yield
+            return
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="lez-metrics-"))
+        try:
+            from server import metrics
+
+            metrics.enable_multiprocess(self.metrics_dir)  # before any metric exists
+            self.metrics = metrics.SupervisorMetrics()
+            self.endpoint = metrics.MetricsEndpoint(
+                self.config.metrics_host, self.config.metrics_port, metrics.exposition_registry()
+            )
+            log.info(
+                "metrics of all workers at http://%s:%d/metrics",
+                self.config.metrics_host,
+                self.endpoint.port,
+                extra={"fields": {"metrics_dir": str(self.metrics_dir)}},
+            )
+            yield
+        finally:
+            if self.endpoint is not None:
+                self.endpoint.close()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    def _exited(self, pid: int) -> None:
+        if self.metrics_dir is not None:
+            from server.metrics import worker_exited
+
+            worker_exited(pid)
 
     def _reap(self, config: ServerConfig) -> None:
         """Collect dead workers and schedule their restarts (or give up on one that cannot
@@ -144,6 +200,7 @@ class Supervisor:
             if pid == 0:
                 return
             index = self.children.pop(pid, None)
+            self._exited(pid)
             if index is None:
                 continue
             log.error("worker %d (pid %d) died with status %d", index, pid, status)
@@ -173,6 +230,8 @@ class Supervisor:
             if due <= now:
                 del self.restart_at[index]
                 self._spawn(config, index)
+                if self.metrics is not None:
+                    self.metrics.worker_restarts.labels(str(index)).inc()
 
     def _stop_all(self) -> None:
         for pid in list(self.children):

@@ -6,6 +6,7 @@ chunks on in input order, `BatchCollector` gathers them into columns aligned wit
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Final, TypedDict
@@ -17,6 +18,7 @@ from clients.batch_rows import BatchInput, BatchRows
 from clients.core.chunks import ChunkSource
 from clients.core.retry import Attempts, Deadline
 from clients.core.streams import BatchTally, Progress, StreamAttempts, StreamResults
+from clients.day_input import date_or_none, date_text
 from clients.request_builders import checked_options
 from clients.result_columns import (
     DECISION_COLUMNS,
@@ -38,7 +40,9 @@ class _BatchZone(TypedDict):
 class BatchOptions(_BatchZone, total=False):
     """What a batch call takes besides its rows, as keywords.
 
-    `zone` (name or id, required); `ruleset` (pin a rule revision); `chunk_size` (pairs per
+    `zone` (name or id, required); `ruleset` (pin a rule revision); `as_of` (evaluate every
+    read on this date: the register of the read's day, the rules and registrations of the
+    date, for warning campaigns); `chunk_size` (pairs per
     chunk; default: the client's, see `ChunkLimit`); `connections` (streams, one per
     connection; default `ClientSettings.connections`); `timeout` (of the whole batch; default
     `ClientSettings.batch_timeout_s`); `progress` (called with the pairs of each chunk
@@ -46,6 +50,7 @@ class BatchOptions(_BatchZone, total=False):
     """
 
     ruleset: str | None
+    as_of: dt.date | str | None
     chunk_size: int | None
     connections: int | None
     timeout: float | None
@@ -77,6 +82,7 @@ class BatchRun:
             zone=options["zone"],
             ruleset=options.get("ruleset") or "",
             chunk_size=chunk_size,
+            as_of=date_text(options.get("as_of")),
         )
         self.tally = BatchTally()
         self.results = StreamResults(self.streams, options.get("progress"))
@@ -100,6 +106,7 @@ class BatchRun:
             audit_ids=self.tally.audit_ids,
             snapshot_ids=self.tally.snapshot_ids,
             revision=self.tally.revision,
+            as_of=date_or_none(self.source.as_of),
             seconds=self.seconds,
             streams=self.streams,
         )

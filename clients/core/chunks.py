@@ -56,10 +56,14 @@ class ChunkSource:
     first, so a retried batch still answers every row exactly once.
     """
 
-    def __init__(self, source: BatchInput, *, zone: str, ruleset: str, chunk_size: int) -> None:
+    def __init__(
+        self, source: BatchInput, *, zone: str, ruleset: str, chunk_size: int, as_of: str = ""
+    ) -> None:
         self._slices: Iterator[tuple[BatchRows, int, int]] = row_slices(source, chunk_size)
         self._zone = zone
         self._ruleset = ruleset
+        self.as_of = as_of
+        """The evaluation date asked (ISO text), on every chunk; "" for each read's own day."""
         self._lock = threading.Lock()
         self._retry: deque[SentChunk] = deque()
         self._next_id = 0
@@ -78,8 +82,9 @@ class ChunkSource:
                 self.exhausted = True
                 return None
             msg = chunk_request(
-                rows, start, stop, chunk_id=self._next_id, zone=self._zone, ruleset=self._ruleset
-            )
+                rows, start, stop, chunk_id=self._next_id, zone=self._zone, ruleset=self._ruleset,
+                as_of=self.as_of,
+            )  # fmt: skip
             sent = SentChunk(self._next_id, self._next_index, stop - start, msg)
             self._next_id += 1
             self._next_index += stop - start

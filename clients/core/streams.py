@@ -80,6 +80,12 @@ class StreamCall:
             return None
         if not self.pending:
             raise ProtocolError("the server answered a chunk that was not sent")
+        if msg.as_of != self._source.as_of:
+            raise ProtocolError(
+                f"the server evaluated on {msg.as_of or 'each read day'}, not on "
+                f"{self._source.as_of or 'each read day'} as asked (as_of); it may be older "
+                "than this client"
+            )
         sent = self.pending.popleft()
         if msg.chunk_id != sent.chunk_id:
             raise ProtocolError("the server answered chunks out of order")

@@ -29,11 +29,22 @@ from lez.days import DAY_OPEN, DAY_UNKNOWN
 from lez.decision import Outcome, Reason
 from lez.enrich import BASE_CLASSES, MEMBERS, N_CLASSES, VehicleClass
 from lez.registrations import RegistrationKind
-from lez.rules.schema import Criterion, Effect, ForeignRule, RevisionData, Scoped, ZoneDef
+from lez.rules.schema import (
+    Criterion,
+    Effect,
+    ForeignRule,
+    OldtimerPlate,
+    RegistrationTime,
+    RevisionData,
+    Scoped,
+    WarningWindow,
+    ZoneDef,
+)
 
 N_FAMILIES: Final = len(codes.FuelFamily)
 N_EUROS: Final = codes.EURO.size
 N_PHEV: Final = 2
+N_KINDS: Final = max(RegistrationKind) + 1
 REAL_FAMILIES: Final = (
     codes.FuelFamily.PETROL,
     codes.FuelFamily.DIESEL,
@@ -120,11 +131,40 @@ def foreign_on(rev: RevisionData, zone: ZoneDef, day: int) -> ForeignRule | None
     return None if i is None else rows[i]
 
 
+def registration_time_on(
+    rev: RevisionData, zone: ZoneDef, kind: int, day: int
+) -> RegistrationTime | None:
+    """The `[[registration_time]]` row in force for a kind on `day` (a zone row wins)."""
+    rows = [
+        r
+        for r in rev.registration_times
+        if r.kind == kind and r.where.applies_to(zone) and r.where.in_force(day)
+    ]
+    i = _pick([r.where for r in rows], zone)
+    return None if i is None else rows[i]
+
+
+def warning_on(rev: RevisionData, zone: ZoneDef, day: int) -> WarningWindow | None:
+    """The warning-only window in force on `day` (a zone row wins), None if none."""
+    rows = [r for r in rev.warnings if r.where.applies_to(zone) and r.where.in_force(day)]
+    i = _pick([r.where for r in rows], zone)
+    return None if i is None or rows[i].undetermined else rows[i]
+
+
+def oldtimer_plate_on(rev: RevisionData, zone: ZoneDef, day: int) -> OldtimerPlate | None:
+    """The automatic oldtimer-plate exemption in force on `day` (a zone row wins)."""
+    rows = [r for r in rev.oldtimer_plates if r.where.applies_to(zone) and r.where.in_force(day)]
+    i = _pick([r.where for r in rows], zone)
+    return None if i is None else rows[i]
+
+
 def change_days(rev: RevisionData, zone: ZoneDef) -> list[int]:
     """Every day on which something that applies to the zone starts or stops applying."""
     days = {zone.start}
     rows: list[Scoped] = [c.where for c in rev.criteria]
     rows += [r.where for r in rev.plug_in_hybrid] + [r.where for r in rev.foreign]
+    rows += [r.where for r in rev.registration_times] + [r.where for r in rev.warnings]
+    rows += [r.where for r in rev.oldtimer_plates]
     for w in rows:
         if w.applies_to(zone):
             days.add(w.start)
@@ -146,6 +186,7 @@ class CompiledGrant:
     end: int  # inclusive
     class_ok: npt.NDArray[np.bool_]  # by vehicle class: the condition can hold
     power_below_kw: int | None
+    min_age_years: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +203,20 @@ class CompiledZone:
     phev_limit: tuple[int, bool] | None  # (max CO2, inclusive) when the zone has a PHEV rule
     phev_periods: npt.NDArray[np.bool_]  # by period: a plug-in hybrid rule is in force
     grants: tuple[CompiledGrant, ...]
+    grace_days: npt.NDArray[np.uint8]  # [period, registration kind]: days before its first day
+    until_hour: npt.NDArray[np.uint8]  # [period, kind]: hour of the day after (0: none)
+    has_timing: bool  # some kind of some period has grace days or an hour
+    warn_prev: npt.NDArray[
+        np.int32
+    ]  # by period: NO_WARNING, WARN_ALL or the period before the step
+    plate_age: npt.NDArray[np.uint8]  # by period: oldtimer-plate exemption's age (0: none)
+    plate_until: npt.NDArray[np.int32]  # by period: last day of the run of exemption periods
+
+
+NO_WARNING: Final = -2
+"""`warn_prev` of a period without a warning-only window."""
+WARN_ALL: Final = -1
+"""`warn_prev` of a window whose step is the zone's start: every refusal is a warning."""
 
 
 STRIDES: Final = (N_CLASSES * N_FAMILIES * N_EUROS * N_PHEV, N_FAMILIES * N_EUROS * N_PHEV,
@@ -269,6 +324,7 @@ def _compiled_grants(rev: RevisionData, zone: ZoneDef) -> tuple[CompiledGrant, .
                 dtype=np.bool_,
             ),
             power_below_kw=g.power_below_kw,
+            min_age_years=g.min_age_years,
         )
         for g in rev.grants
         if g.where.applies_to(zone)
@@ -294,6 +350,29 @@ def compile_zone(rev: RevisionData, zone: ZoneDef) -> CompiledZone:
             phev_periods[p] |= _base_class_period(rev, zone, c, day, outcome[p, c], reason[p, c])
         _compound_classes(outcome[p], reason[p])
     phev_rows = [r for r in rev.plug_in_hybrid if r.where.applies_to(zone)]
+    grace_days = np.zeros((n_periods, N_KINDS), dtype=np.uint8)
+    until_hour = np.zeros((n_periods, N_KINDS), dtype=np.uint8)
+    warn_prev = np.full(n_periods, NO_WARNING, dtype=np.int32)
+    plate_age = np.zeros(n_periods, dtype=np.uint8)
+    for p, day in enumerate(bounds.tolist()):
+        for kind in RegistrationKind:
+            timing = registration_time_on(rev, zone, kind, day)
+            if timing is not None:
+                grace_days[p, kind], until_hour[p, kind] = (
+                    timing.grace_days,
+                    timing.valid_until_hour,
+                )
+        window = warning_on(rev, zone, day)
+        if window is not None:
+            before = window.step - 1
+            warn_prev[p] = (
+                WARN_ALL
+                if before < zone.start
+                else int(np.searchsorted(bounds, before, "right")) - 1
+            )
+        plate = oldtimer_plate_on(rev, zone, day)
+        if plate is not None:
+            plate_age[p] = plate.min_age_years
     return CompiledZone(
         zone=zone,
         bounds=bounds,
@@ -305,4 +384,12 @@ def compile_zone(rev: RevisionData, zone: ZoneDef) -> CompiledZone:
         phev_limit=(phev_rows[0].max_co2, phev_rows[0].inclusive) if phev_rows else None,
         phev_periods=phev_periods,
         grants=_compiled_grants(rev, zone),
+        grace_days=grace_days,
+        until_hour=until_hour,
+        has_timing=bool(grace_days.any() or until_hour.any()),
+        warn_prev=warn_prev,
+        plate_age=plate_age,
+        plate_until=_allowed_until(
+            np.where(plate_age > 0, _ALLOWED, 0).astype(np.uint8)[:, None], bounds
+        )[:, 0],
     )

@@ -13,8 +13,21 @@ One file per revision (`rules/<revision>.toml`, docs in `rules/README.md`). Tabl
   INSUFFICIENT_DATA / CRITERIA_NOT_FOUND, never a guess).
 - `[[plug_in_hybrid]]`: `scope`, `categories`, `from`, `until`, `max_co2`, `co2_inclusive`.
 - `[[registration]]`: which registration kinds grant access where and when: `kind`, `scope`,
-  `from`, `until`, optional conditions `categories` and `power_below_kw`.
+  `from`, `until`, optional conditions `categories`, `power_below_kw` and `min_age_years` (the
+  vehicle's age on the day, from its first registration, where the register knows it).
 - `[[foreign]]`: `scope`, `from`, `until`, `registration_required`, `dutch_checked_elsewhere`.
+- `[[registration_time]]`: when a registration kind covers a read beyond its days: `kind`,
+  `scope`, `from`, `until` and `valid_until_hour` (a registration stays valid on the day after
+  its last day until this hour, Brussels time) and/or `grace_days` (it covers reads up to this
+  many days before its first day: registering after entering), or `undetermined = true` with a
+  note (NOT FOUND: the registration covers its own days only). A zone row wins over a region
+  row for the same kind.
+- `[[warning]]`: `scope`, `from`, `until`, `step`: in `[from, until]` a refusal leads to a
+  warning, not a fine, when the rules in force the day before `step` (the zone's start or a
+  stricter step) did not refuse the vehicle; `undetermined = true` with a note marks a window
+  the sources do not settle (no warning is claimed).
+- `[[oldtimer_plate]]`: `scope`, `from`, `until`, `min_age_years`: a vehicle on an oldtimer plate
+  (plate type `O` in the register) at least that old on the day is exempt without registration.
 
 Every row carries `source`; optional `note`; `unconfirmed = true` (with a `note`) marks data the
 sources do not confirm. Unknown tables or fields, wrong types, unknown zones, regions, categories,
@@ -146,6 +159,7 @@ class Grant:
     kind: RegistrationKind
     classes: frozenset[int] | None  # condition on the vehicle class (None: any)
     power_below_kw: int | None  # condition: net power strictly below (None: any)
+    min_age_years: int | None = None  # condition: at least this old on the day (None: any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +167,34 @@ class ForeignRule:
     where: Scoped
     registration_required: bool
     dutch_checked_elsewhere: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationTime:
+    """When a registration kind covers reads beyond its own days (both 0: its days only)."""
+
+    where: Scoped
+    kind: RegistrationKind
+    valid_until_hour: int  # 0: none; else valid on the day after its last day until this hour
+    grace_days: int  # reads up to this many days before its first day are covered
+    undetermined: bool  # NOT FOUND in the sources: its own days only
+
+
+@dataclass(frozen=True, slots=True)
+class WarningWindow:
+    """A warning-only window: refusals the rules before `step` did not make are warned."""
+
+    where: Scoped
+    step: int  # first day of the zone or rule step the window belongs to
+    undetermined: bool  # NOT FOUND in the sources: no warning is claimed
+
+
+@dataclass(frozen=True, slots=True)
+class OldtimerPlate:
+    """The automatic exemption of vehicles on an oldtimer plate of at least an age."""
+
+    where: Scoped
+    min_age_years: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +210,9 @@ class RevisionData:
     plug_in_hybrid: tuple[PlugInHybridRule, ...]
     grants: tuple[Grant, ...]
     foreign: tuple[ForeignRule, ...]
+    registration_times: tuple[RegistrationTime, ...] = ()
+    warnings: tuple[WarningWindow, ...] = ()
+    oldtimer_plates: tuple[OldtimerPlate, ...] = ()
 
 
 # -- schema -----------------------------------------------------------------------------------
@@ -186,7 +231,12 @@ SCHEMA: Final[dict[str, dict[str, tuple[str, bool]]]] = {
     "plug_in_hybrid": {**_WHEN, "categories": (_STRS, True), "max_co2": (_INT, True),
                        "co2_inclusive": (_BOOL, True), **_COMMON},
     "registration": {**_WHEN, "kind": (_STR, True), "categories": (_STRS, False),
-                     "power_below_kw": (_INT, False), **_COMMON},
+                     "power_below_kw": (_INT, False), "min_age_years": (_INT, False), **_COMMON},
+    "registration_time": {**_WHEN, "kind": (_STR, True), "valid_until_hour": (_INT, False),
+                          "grace_days": (_INT, False), "undetermined": (_BOOL, False),
+                          **_COMMON},
+    "warning": {**_WHEN, "step": (_DATE, True), "undetermined": (_BOOL, False), **_COMMON},
+    "oldtimer_plate": {**_WHEN, "min_age_years": (_INT, True), **_COMMON},
     "foreign": {**_WHEN, "registration_required": (_BOOL, True),
                 "dutch_checked_elsewhere": (_BOOL, True), **_COMMON},
 }  # fmt: skip
@@ -275,6 +325,9 @@ class _Parser:
             plug_in_hybrid=self.phev(rows["plug_in_hybrid"], zones),
             grants=self.grants(rows["registration"], zones),
             foreign=self.foreign(rows["foreign"], zones),
+            registration_times=self.registration_times(rows["registration_time"], zones),
+            warnings=self.warnings(rows["warning"], zones),
+            oldtimer_plates=self.oldtimer_plates(rows["oldtimer_plate"], zones),
         )
 
     def array(self, doc: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -438,7 +491,10 @@ class _Parser:
                 if "categories" in row
                 else None
             )
-            grant = Grant(where, kind, classes, row.get("power_below_kw"))
+            age = row.get("min_age_years")
+            if age is not None and not 1 <= age <= _MAX_AGE_YEARS:
+                raise self.fail("registration", i, "min_age_years", f"expected 1..{_MAX_AGE_YEARS}")
+            grant = Grant(where, kind, classes, row.get("power_below_kw"), age)
             for other in out:
                 same = other.kind == kind and _same_scope(other.where, where)
                 if same and _overlap(other.where, where):
@@ -463,6 +519,90 @@ class _Parser:
                     )
             out.append(rule)
         return tuple(out)
+
+    def registration_times(
+        self, rows: list[dict[str, Any]], zones: tuple[ZoneDef, ...]
+    ) -> tuple[RegistrationTime, ...]:
+        out: list[RegistrationTime] = []
+        for i, row in enumerate(rows):
+            table = "registration_time"
+            where = self.scoped(table, i, row, zones)
+            if row["kind"] not in GRANT_KINDS:
+                raise self.fail(table, i, "kind", f"expected one of {sorted(GRANT_KINDS)}")
+            hour, grace = row.get("valid_until_hour", 0), row.get("grace_days", 0)
+            undetermined = row.get("undetermined", False) is True
+            if "undetermined" in row and not undetermined:
+                raise self.fail(table, i, "undetermined", "write it as true (or leave it out)")
+            if undetermined and ("valid_until_hour" in row or "grace_days" in row):
+                raise self.fail(table, i, "undetermined", "an undetermined row carries no hour "
+                                "or grace days")  # fmt: skip
+            if undetermined and "note" not in row:
+                raise self.fail(table, i, "note", "say in a note what was not found")
+            if not undetermined and "valid_until_hour" not in row and "grace_days" not in row:
+                raise self.fail(table, i, "valid_until_hour", "give valid_until_hour, grace_days "
+                                "or undetermined = true")  # fmt: skip
+            if "valid_until_hour" in row and not 1 <= hour <= _MAX_HOUR:
+                raise self.fail(table, i, "valid_until_hour", f"expected an hour 1..{_MAX_HOUR}")
+            if "grace_days" in row and not 1 <= grace <= _MAX_GRACE_DAYS:
+                raise self.fail(table, i, "grace_days", f"expected 1..{_MAX_GRACE_DAYS} days")
+            kind = GRANT_KINDS[row["kind"]]
+            timing = RegistrationTime(where, kind, hour, grace, undetermined)
+            for other in out:
+                same = other.kind == kind and _same_scope(other.where, where)
+                if same and _overlap(other.where, where):
+                    raise self.fail(
+                        table, i, "from",
+                        f"overlaps the row at line {other.where.line} for the same kind",
+                    )  # fmt: skip
+            out.append(timing)
+        return tuple(out)
+
+    def warnings(
+        self, rows: list[dict[str, Any]], zones: tuple[ZoneDef, ...]
+    ) -> tuple[WarningWindow, ...]:
+        out: list[WarningWindow] = []
+        for i, row in enumerate(rows):
+            where = self.scoped("warning", i, row, zones)
+            undetermined = row.get("undetermined", False) is True
+            if "undetermined" in row and not undetermined:
+                raise self.fail("warning", i, "undetermined", "write it as true (or leave it out)")
+            if undetermined and "note" not in row:
+                raise self.fail("warning", i, "note", "say in a note what was not found")
+            step = to_day(row["step"])
+            if step > where.start:
+                raise self.fail("warning", i, "step", "the step starts after its warning window")
+            window = WarningWindow(where, step, undetermined)
+            for other in out:
+                if _same_scope(other.where, where) and _overlap(other.where, where):
+                    raise self.fail(
+                        "warning", i, "from", f"overlaps the row at line {other.where.line}"
+                    )
+            out.append(window)
+        return tuple(out)
+
+    def oldtimer_plates(
+        self, rows: list[dict[str, Any]], zones: tuple[ZoneDef, ...]
+    ) -> tuple[OldtimerPlate, ...]:
+        out: list[OldtimerPlate] = []
+        for i, row in enumerate(rows):
+            where = self.scoped("oldtimer_plate", i, row, zones)
+            if not 1 <= row["min_age_years"] <= _MAX_AGE_YEARS:
+                raise self.fail(
+                    "oldtimer_plate", i, "min_age_years", f"expected 1..{_MAX_AGE_YEARS}"
+                )
+            rule = OldtimerPlate(where, row["min_age_years"])
+            for other in out:
+                if _same_scope(other.where, where) and _overlap(other.where, where):
+                    raise self.fail(
+                        "oldtimer_plate", i, "from", f"overlaps the row at line {other.where.line}"
+                    )
+            out.append(rule)
+        return tuple(out)
+
+
+_MAX_HOUR: Final = 23
+_MAX_GRACE_DAYS: Final = 31
+_MAX_AGE_YEARS: Final = 200
 
 
 def _same_scope(a: Scoped, b: Scoped) -> bool:

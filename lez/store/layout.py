@@ -11,24 +11,22 @@ Layers are cumulative, so a snapshot is always one base plus at most one layer. 
 environment:
 
 - `meta`: `format_version`, `key_id`, `snapshot_id`, ... (UTF-8 values, see `StoreMeta`).
-- `vehicles`: 16-byte plate key -> packed `VEHICLE_DTYPE` versions, sorted by `valid_from`
-  (a base only: a layer's changed keys are in its columns, read by `history` there too).
-- `registrations`: 16-byte plate key -> packed `REGISTRATION_DTYPE` rows.
 - `rulesets`: revision id -> the rule-table file text the store was built with.
-- `columns`: the same data as sorted columns for vectorised batch lookup
-  (`<table>/key_hi`, `<table>/key_lo`, `<table>/offsets`, `<table>/records`), each one LMDB value
-  read zero-copy from the memory map.
+- `columns`: the vehicles and the registrations as sorted columns (`<table>/key_hi`,
+  `<table>/key_lo`, `<table>/offsets`, `<table>/records`: packed `VEHICLE_DTYPE` versions sorted
+  by `valid_from` per key, or `REGISTRATION_DTYPE` rows), each one LMDB value read zero-copy from
+  the memory map. Batch lookups, single lookups and whole-table reads all use them; they are
+  the only copy of the data (stores of earlier versions also held a per-key `vehicles` and
+  `registrations` database, which readers ignore).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Final
+from typing import Any, Final
 
 META_DB: Final = b"meta"
-VEHICLES_DB: Final = b"vehicles"
-REGISTRATIONS_DB: Final = b"registrations"
 RULESETS_DB: Final = b"rulesets"
 COLUMNS_DB: Final = b"columns"
 MAX_DBS: Final = 8
@@ -66,6 +64,9 @@ class StoreMeta:
     layer_keys: int = 0  # a layer: keys in its vehicles columns (changed or removed plates)
     rulesets: tuple[str, ...] = ()
     build_report: dict[str, object] = field(default_factory=dict)
+    synced_at: str = ""  # ISO timestamp, UTC, of the last daily sync published; "" never synced
+    # lez.data_quality.DataQuality.to_json(); None for a store built before it was recorded
+    data_quality: dict[str, Any] | None = None
 
     @property
     def is_layer(self) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lez import vehicle
 from lez.store.columns import ColumnQueries, KeyedRecords
 from lez.store.layout import StoreMeta
 
@@ -25,14 +24,8 @@ class MemorySnapshot(ColumnQueries):
         self.registrations = registrations.indexed()
         self._rulesets = rulesets
 
-    def history(self, key: bytes) -> vehicle.VehicleArray:
-        return self.versions_of(key)  # the columns are the only copy of the data here
-
     def ruleset_texts(self) -> dict[str, str]:
         return dict(self._rulesets)
-
-    def vehicle_entries(self) -> int:
-        return self.vehicles.size
 
 
 class MemoryReader:

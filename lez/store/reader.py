@@ -10,8 +10,8 @@ through an `Overlay`, exactly as if base and layer were one build: lookups searc
 first and the base for the rest; registrations and rulesets come from the layer alone.
 
 A `Snapshot` is one consistent view. Batch and single-key lookups read the columns the reader
-holds for its lifetime; a snapshot opens an LMDB read transaction only when it reads the named
-databases (`history`, `ruleset_texts`, `vehicle_entries`) and ends it with the `with` block.
+holds for its lifetime; a snapshot opens an LMDB read transaction only when it reads a named
+database (`ruleset_texts`) and ends it with the `with` block.
 Its arrays are views into the memory map: copy what must outlive the `with` block.
 `snap.vehicles` is the whole vehicles table; for a layer it is merged once per reader, on first
 use (memory: the size of the base), for readers of every plate; `vehicles_in_parts` gives the
@@ -65,15 +65,11 @@ class Snapshot(Protocol):
         self, keys: npt.NDArray[np.uint8]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]: ...
 
-    def history(self, key: bytes) -> vehicle.VehicleArray: ...
-
     def versions_of(self, key: bytes) -> vehicle.VehicleArray: ...
 
     def registrations_for(self, key: bytes) -> npt.NDArray[np.void]: ...
 
     def ruleset_texts(self) -> dict[str, str]: ...
-
-    def vehicle_entries(self) -> int: ...
 
 
 @runtime_checkable
@@ -118,43 +114,25 @@ class _EnvSnapshot:
 
 
 class _LmdbSnapshot(_EnvSnapshot, ColumnQueries):
-    """A snapshot of one base build: lookups on the reader's long-lived columns; `history` and
-    `vehicle_entries` read the `vehicles` database."""
+    """A snapshot of one base build: lookups on the reader's long-lived columns."""
 
     def __init__(self, reader: LmdbReader) -> None:
         super().__init__(reader)
         self.vehicles = reader.vehicle_columns
         self.registrations = reader.registrations
 
-    def history(self, key: bytes) -> vehicle.VehicleArray:
-        value = self._read().get(key, db=self._reader.vehicles_db)
-        if value is None:
-            return vehicle.empty(0)
-        return vehicle.unpack(value)
-
-    def vehicle_entries(self) -> int:
-        return int(self._read().stat(self._reader.vehicles_db)["entries"])
-
 
 class _LayeredSnapshot(_EnvSnapshot):
     """A snapshot of a layer over its base, answering as the merged build would."""
 
-    def __init__(self, reader: LmdbReader, overlay: Overlay, base: LmdbReader) -> None:
+    def __init__(self, reader: LmdbReader, overlay: Overlay) -> None:
         super().__init__(reader)
         self._overlay = overlay
-        self._base = base
-        self._base_snap: _LmdbSnapshot | None = None
         self.registrations = reader.registrations
 
     @property
     def vehicles(self) -> KeyedRecords:
         return self._reader.merged_vehicles()
-
-    def close(self) -> None:
-        if self._base_snap is not None:
-            self._base_snap.close()
-            self._base_snap = None
-        super().close()
 
     def vehicles_on(
         self, keys: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
@@ -172,15 +150,6 @@ class _LayeredSnapshot(_EnvSnapshot):
     def versions_of(self, key: bytes) -> vehicle.VehicleArray:
         return self._overlay.rows_of_key(key)
 
-    def history(self, key: bytes) -> vehicle.VehicleArray:
-        """A changed key's versions come from the layer's columns, the others from the base's
-        `vehicles` database (a layer has none)."""
-        if self._overlay.in_layer(key):
-            return self._overlay.rows_of_key(key)
-        if self._base_snap is None:
-            self._base_snap = _LmdbSnapshot(self._base)
-        return self._base_snap.history(key)
-
     def registrations_of(
         self, keys: npt.NDArray[np.uint8]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.void]]:
@@ -189,10 +158,6 @@ class _LayeredSnapshot(_EnvSnapshot):
 
     def registrations_for(self, key: bytes) -> npt.NDArray[np.void]:
         return rows_of_key(self.registrations, key)
-
-    def vehicle_entries(self) -> int:
-        """Plates of the merged table (a layer has no `vehicles` database of its own)."""
-        return self._reader.overlay_counts().plates
 
 
 class _OpenBuild:
@@ -226,9 +191,6 @@ class _OpenBuild:
             self.rulesets_db = self.env.open_db(layout.RULESETS_DB, create=False)
             with self.env.begin() as txn, txn.cursor(db=self.meta_db) as cur:
                 self.meta = StoreMeta.from_items({bytes(k): bytes(v) for k, v in cur})
-            self.vehicles_db = (
-                None if self.meta.is_layer else self.env.open_db(layout.VEHICLES_DB, create=False)
-            )
             # A published build is never written again, so one read transaction held for the
             # environment's lifetime pins nothing a writer needs; the column views (zero-copy,
             # in the memory map) stay valid until it closes. Looking them up per request cost
@@ -341,13 +303,6 @@ class LmdbReader:
         return self._build.registrations
 
     @property
-    def vehicles_db(self) -> lmdb._Database:
-        """The `vehicles` database of a base build (a layer has none)."""
-        if self._build.vehicles_db is None:
-            raise StoreCorrupt(f"{self.path.name} is a layer: it has no vehicles database")
-        return self._build.vehicles_db
-
-    @property
     def rulesets_db(self) -> lmdb._Database:
         return self._build.rulesets_db
 
@@ -418,7 +373,7 @@ class LmdbReader:
         """One consistent view; never hold it across requests (it may hold a read txn)."""
         snap: _LmdbSnapshot | _LayeredSnapshot
         if self.overlay is not None and self.base is not None:
-            snap = _LayeredSnapshot(self, self.overlay, self.base)
+            snap = _LayeredSnapshot(self, self.overlay)
         else:
             snap = _LmdbSnapshot(self)
         try:

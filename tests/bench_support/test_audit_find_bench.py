@@ -25,7 +25,7 @@ def test_the_bench_finds_what_it_planted(tmp_path: Path) -> None:
             "1",
             "--dir",
             str(tmp_path),
-        ]  # fmt: skip
+        ]
     )
     result = audit_find_bench.run(args)
     assert result["files"] == 2 * 2  # a file a day for each of the 2 series

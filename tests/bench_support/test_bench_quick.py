@@ -61,7 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             client.close()
     return {
         "tmp": tmp, "key": key, "preg": preg, "batch": batch, "revision": revision, "ours": ours,
-        "built": built,
+        "built": built, "store": store,
     }  # fmt: skip
 
 
@@ -113,3 +113,18 @@ def test_postgres_decides_like_the_service(world: dict[str, object]) -> None:
     finally:
         server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_pair_breakdown_times_every_stage_on_the_servers_code(world: dict[str, object]) -> None:
+    from bench.pair_breakdown import STAGES, breakdown
+
+    batch = world["batch"]
+    got = breakdown(
+        world["store"], world["key"], batch, "Antwerpen",  # type: ignore[arg-type]
+        chunk_pairs=1000, runs=1, end_to_end_s=10.0,
+    )  # fmt: skip
+    assert got["pairs"] == len(batch)  # type: ignore[arg-type]
+    assert all(got["stages_s"][s] > 0 for s in STAGES), got["stages_s"]
+    shares = got["share"]
+    assert abs(sum(shares.values()) - 1.0) < 0.01  # the stages and the rest make the whole
+    assert shares["transport_and_waiting"] > 0  # 10 s is far more than 6,000 pairs take

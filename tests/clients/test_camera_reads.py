@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pytest
 
 from clients import camera_reads
-from clients.batchfile import read_batch
+from clients.batchfile import read_batch, utc_ms_to_brussels_days
 from clients.camera_reads import (
     DEFAULT_MIX,
     ReadKind,
@@ -24,7 +24,7 @@ from clients.camera_reads import (
     sample_reads,
     write_reads,
 )
-from lez.days import to_day
+from lez.days import NO_INSTANT, to_day
 
 FIRST_DAY = dt.date(2026, 10, 20)
 LAST_DAY = dt.date(2026, 10, 26)  # Brussels leaves summer time on 25 October
@@ -93,7 +93,10 @@ def test_the_file_is_what_lez_batch_reads(reads: pa.Table, tmp_path: Path) -> No
     write_reads(reads, path)
     batch = read_batch(path)
     assert len(batch) == READS and batch.day_column == "timestamp" and batch.bad_days == 0
-    assert batch.rows.days.min() == to_day(FIRST_DAY) and batch.rows.days.max() == to_day(LAST_DAY)
+    # the timestamps travel as instants; the server derives their Brussels days
+    assert batch.rows.instants is not None and (batch.rows.instants != NO_INSTANT).all()
+    days = utc_ms_to_brussels_days(batch.rows.instants)
+    assert days.min() == to_day(FIRST_DAY) and days.max() == to_day(LAST_DAY)
 
 
 def test_the_same_seed_draws_the_same_reads(extract: Path, reads: pa.Table) -> None:

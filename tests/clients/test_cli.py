@@ -24,7 +24,7 @@ from tests.server.conftest import ServerThread
 from tests.support.net import free_port
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
-COMMANDS = ("check", "batch", "recheck", "info")
+COMMANDS = ("check", "batch", "campaign", "recheck", "info")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -228,6 +228,8 @@ def _chunk(first: int, outcomes: list[int]) -> ResultChunk:
         allowed_until=np.zeros(n, np.int32),
         euro=zeros,
         derived=zeros,
+        notes=zeros,
+        decided_day=np.zeros(n, np.int32),
         snapshot_id="snap",
         revision="rev",
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lez.errors import RuleTableError, UnknownRuleset, UnknownZone
-from lez.registrations import Region
+from lez.registrations import Region, RegistrationKind
 from lez.rules import load_catalog, load_catalog_dir, read_rule_texts
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
@@ -180,3 +180,81 @@ def test_zone_row_may_refine_region_row_without_overlap_error(tmp_path: Path) ->
         'from = 2020-01-01\nmin_euro = "6"\nsource = "test"\n'
     )
     _load(tmp_path, text)
+
+
+TIMING = """
+[[registration_time]]
+kind = "DAY_PASS"
+scope = "Testzone"
+from = 2017-02-01
+valid_until_hour = 6
+source = "test"
+
+[[warning]]
+scope = "Testzone"
+from = 2017-02-01
+until = 2017-02-28
+step = 2017-02-01
+source = "test"
+
+[[oldtimer_plate]]
+scope = "flanders"
+from = 2017-02-01
+min_age_years = 30
+source = "test"
+"""
+
+
+def test_timing_warning_and_oldtimer_rows_load(tmp_path: Path) -> None:
+    (tmp_path / "2030-01-01.toml").write_text(MINIMAL + TIMING)
+    revision = load_catalog_dir(tmp_path).get()
+    tables = revision.compiled(7)
+    assert int(tables.until_hour[-1, RegistrationKind.DAY_PASS]) == 6
+    assert tables.plate_age[-1] == 30 and tables.warn_prev.max() == -1  # the zone's start
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "needle", "problem"),
+    [
+        ("valid_until_hour = 6", "valid_until_hour = 24", "valid_until_hour", "= 24", "1..23"),
+        ("valid_until_hour = 6", "grace_days = 0", "grace_days", "grace_days", "1..31"),
+        ("valid_until_hour = 6", "note = \"x\"", "valid_until_hour", "[[registration_time]]",
+         "give valid_until_hour"),
+        ("valid_until_hour = 6", "undetermined = true", "note", "[[registration_time]]",
+         "say in a note"),
+        ("kind = \"DAY_PASS\"", "kind = \"EURO_CORRECTION\"", "kind", "EURO_CORRECTION",
+         "expected one of"),
+        ("step = 2017-02-01", "step = 2017-03-01", "step", "step =", "after its warning window"),
+        ("min_age_years = 30", "min_age_years = 0", "min_age_years", "min_age_years", "1..200"),
+    ],
+)  # fmt: skip
+def test_timing_mistakes_name_file_line_and_field(
+    tmp_path: Path, old: str, new: str, field: str, needle: str, problem: str
+) -> None:
+    text = MINIMAL + TIMING.replace(old, new)
+    with pytest.raises(RuleTableError) as err:
+        _load(tmp_path, text)
+    assert err.value.field == field, str(err.value)
+    assert err.value.line == _line_of(text, needle)
+    assert problem in str(err.value)
+
+
+def test_overlapping_timing_rows_of_one_kind_and_scope_are_refused(tmp_path: Path) -> None:
+    extra = TIMING.split("[[warning]]")[0].replace("valid_until_hour = 6", "grace_days = 1")
+    text = MINIMAL + TIMING + extra
+    with pytest.raises(RuleTableError, match="overlaps") as err:
+        _load(tmp_path, text)
+    assert err.value.line == _line_of(text, "from = 2017-02-01", 4)
+
+
+def test_an_undetermined_warning_window_claims_no_warning(tmp_path: Path) -> None:
+    window = TIMING.split("[[warning]]")[1].split("[[oldtimer_plate]]")[0]
+    undetermined = window.replace('source = "test"', 'source = "test"\nundetermined = true\n'
+                                  'note = "NOT FOUND: the window"')  # fmt: skip
+    (tmp_path / "2030-01-01.toml").write_text(MINIMAL + "\n[[warning]]" + undetermined)
+    tables = load_catalog_dir(tmp_path).get().compiled(7)
+    assert (tables.warn_prev == -2).all()  # NO_WARNING in every period
+    without_note = window.replace('source = "test"', 'source = "test"\nundetermined = true')
+    (tmp_path / "2030-01-01.toml").write_text(MINIMAL + "\n[[warning]]" + without_note)
+    with pytest.raises(RuleTableError, match="say in a note"):
+        load_catalog_dir(tmp_path)

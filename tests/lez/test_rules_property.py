@@ -3,7 +3,11 @@
 
 Random vehicles (with missing fields to exercise enrichment), days across every rule change,
 every zone of both revisions, random registrations, foreign and Dutch plates, invalid items and
-public-checker claims; items shuffled and duplicated, registration rows in any order.
+public-checker claims; items shuffled and duplicated, registration rows in any order. Reads
+with and without an hour (second of the Brussels day, -1 unknown) mixed in one chunk, with
+registrations placed around the read's day (grace days before the first day, the morning after
+the last day), oldtimer plates and first registrations around the 30-year age, so the notes
+(hour unknown, warning only, after entry, until an hour) are compared too.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from tests.support.reference_rules import reference_verdict
 
 CATALOG = load_catalog_dir(Path(__file__).resolve().parents[2] / "rules")
 DAY_LO, DAY_HI = parse_day("2015-06-01"), parse_day("2036-06-01")
-FIRST_LO, FIRST_HI = parse_day("1985-01-01"), parse_day("2024-12-31")
+FIRST_LO, FIRST_HI = parse_day("1950-01-01"), parse_day("2024-12-31")
+SECONDS = st.one_of(
+    st.just(-1), st.integers(0, 86_399), st.sampled_from([0, 21_599, 21_600, 86_399])
+)
 
 
 def _maybe(value: st.SearchStrategy[int], unknown: int) -> st.SearchStrategy[int]:
@@ -45,19 +52,23 @@ vehicles = st.fixed_dictionaries(
         "seats": _maybe(st.integers(1, 60), U8_UNKNOWN),
         "co2": _maybe(st.integers(0, 300), U16_UNKNOWN),
         "power_kw": _maybe(st.integers(10, 300), U16_UNKNOWN),
-        "flags": st.integers(0, 1),
+        "flags": st.integers(0, 3),
         "first_registration": _maybe(st.integers(FIRST_LO, FIRST_HI), DAY_UNKNOWN),
     }
 )
 
+# the kinds whose timing the rule tables set (day pass, foreign vehicle, oldtimer) come often
+KINDS = [int(k) for k in RegistrationKind] + [7, 7, 7, 8, 8, 2, 2]
+
 registrations = st.fixed_dictionaries(
     {
-        "kind": st.sampled_from([int(k) for k in RegistrationKind]),
-        "zone": st.integers(0, 4),
+        "kind": st.sampled_from(KINDS),
+        "zone": st.sampled_from([0, 0, 1, 2, 3, 4]),
         "region": st.integers(0, 2),
         "valid_from": st.integers(DAY_LO, DAY_HI),
-        "length": st.one_of(st.just(-1), st.integers(1, 4000)),
+        "length": st.one_of(st.just(-1), st.just(1), st.integers(1, 4000)),
         "euro": st.integers(0, codes.EURO.size - 1),
+        "near": st.one_of(st.none(), st.integers(-3, 2)),  # valid_from = the read's day + near
     }
 )
 
@@ -70,6 +81,7 @@ items = st.fixed_dictionaries(
         "invalid": st.integers(0, 19).map(lambda v: 24 if v == 19 else 0),
         "claim": st.sampled_from(["none", "none", "same", "other"]),
         "registrations": st.lists(registrations, max_size=3),
+        "second": SECONDS,
     }
 )
 
@@ -100,10 +112,9 @@ def _batch(
             rows[j]["kind"] = reg["kind"]
             rows[j]["zone"] = reg["zone"]
             rows[j]["region"] = reg["region"]
-            rows[j]["valid_from"] = reg["valid_from"]
-            rows[j]["valid_to"] = (
-                DAY_OPEN if reg["length"] < 0 else reg["valid_from"] + reg["length"]
-            )
+            start = reg["valid_from"] if reg.get("near") is None else item["day"] + reg["near"]
+            rows[j]["valid_from"] = start
+            rows[j]["valid_to"] = DAY_OPEN if reg["length"] < 0 else start + reg["length"]
             rows[j]["euro"] = reg["euro"] if reg["kind"] == RegistrationKind.EURO_CORRECTION else 0
         per_item.append(rows)
         for row in rows:
@@ -123,6 +134,7 @@ def _batch(
         reg_query=np.array([reg_query[k] for k in perm], dtype=np.int64),
         reg_rows=regs,
         claimed_first_registration=claimed if with_claims else None,
+        seconds=np.array([it["second"] for it in chosen], dtype=np.int32),
     )
     vehicles_out = [records[i] if found[i] else None for i in range(n)]
     return batch, vehicles_out, per_item
@@ -150,6 +162,7 @@ def _assert_paths_agree(
             invalid=int(batch.invalid[i]),
             registrations=per_item[i],
             claimed_first_registration=int(claims[i]) if claims is not None else None,
+            second=int(batch.seconds[i]) if batch.seconds is not None else -1,
         )
         want = reference_verdict(rev, zone, one)
         assert decide_one(rev, zone, one) == want, (i, "decide_one")
@@ -160,6 +173,7 @@ def _assert_paths_agree(
             int(got.euro[i]),
             int(got.category[i]),
             int(got.derived[i]),
+            int(got.notes[i]),
         )
         assert vec == tuple(int(x) for x in want), (i, item)
 
@@ -219,7 +233,7 @@ def _random_items(seed: int, n: int) -> list[dict[str, Any]]:
             "seats": pick(list(range(1, 30)), 0.1, U8_UNKNOWN),
             "co2": pick(list(range(120)), 0.1, U16_UNKNOWN),
             "power_kw": pick([60, 129, 130, 131, 200], 0.2, U16_UNKNOWN),
-            "flags": int(rng.integers(0, 2)),
+            "flags": int(rng.integers(0, 4)),
             "first_registration": pick(list(range(FIRST_LO, FIRST_HI, 17)), 0.1, DAY_UNKNOWN),
         }
         regs = []
@@ -227,12 +241,13 @@ def _random_items(seed: int, n: int) -> list[dict[str, Any]]:
             start = int(rng.integers(DAY_LO, DAY_HI))
             regs.append(
                 {
-                    "kind": int(rng.integers(1, len(RegistrationKind) + 1)),
-                    "zone": int(rng.integers(0, 4)),
+                    "kind": int(rng.choice(KINDS)),
+                    "zone": int(rng.choice([0, 0, 1, 2, 3])),
                     "region": int(rng.integers(0, 3)),
                     "valid_from": start,
-                    "length": int(rng.choice([-1, 1, 400, 4000])),
+                    "length": int(rng.choice([-1, 1, 1, 400, 4000])),
                     "euro": int(rng.integers(0, codes.EURO.size)),
+                    "near": int(rng.integers(-3, 3)) if rng.random() < 0.7 else None,
                 }
             )
         day = (
@@ -249,6 +264,7 @@ def _random_items(seed: int, n: int) -> list[dict[str, Any]]:
                 "invalid": 24 if rng.random() < 0.03 else 0,
                 "claim": str(rng.choice(["none"] * 6 + ["same", "other"])),
                 "registrations": regs,
+                "second": int(rng.choice([-1, 0, 21_599, 21_600, int(rng.integers(0, 86_400))])),
             }
         )
     return out
@@ -278,3 +294,57 @@ def test_empty_chunk_and_unknown_zone() -> None:
     assert len(got.outcome) == len(got.allowed_until) == 0
     with pytest.raises(UnknownZone):
         evaluate(CATALOG.get(), 99, batch)
+
+
+# Reads around the hours and days the timing rows care about: registrations of the timed kinds
+# for the zone itself, starting or ending next to the read's day, and reads at the edges of the
+# hour (or without one), so grace days, validity until an hour and "hour unknown" are met often.
+timed_items = st.fixed_dictionaries(
+    {
+        "vehicle": st.one_of(vehicles, st.none()),
+        "known": st.booleans(),
+        "day": st.one_of(st.integers(DAY_LO, DAY_HI), st.sampled_from(CHANGE_DAYS)),
+        "country": st.sampled_from(["BE", "BE", "NL", "FR"]),
+        "invalid": st.just(0),
+        "claim": st.just("none"),
+        "registrations": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "kind": st.sampled_from([2, 7, 7, 8, 8, 6]),
+                    "zone": st.just(-1),  # the zone under test, or its region
+                    "region": st.just(-1),
+                    "valid_from": st.just(0),
+                    "length": st.sampled_from([1, 1, 2, -1]),
+                    "euro": st.just(0),
+                    "near": st.integers(-3, 2),
+                }
+            ),
+            min_size=1,
+            max_size=2,
+        ),
+        "second": st.one_of(st.just(-1), st.sampled_from([0, 21_599, 21_600, 43_200, 86_399])),
+    }
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    base=st.lists(timed_items, min_size=1, max_size=10),
+    revision=st.sampled_from(CATALOG.revisions),
+    zone=st.sampled_from([z.id for z in CATALOG.zones]),
+    by_region=st.booleans(),
+)
+def test_paths_agree_around_hours_and_grace_days(
+    base: list[dict[str, Any]], revision: str, zone: int, by_region: bool
+) -> None:
+    rev = CATALOG.get(revision)
+    where = rev.zone(zone)
+    chosen = []
+    for item in base:
+        regs = [
+            reg | {"zone": 0 if by_region else zone, "region": int(where.region)}
+            for reg in item["registrations"]
+        ]
+        chosen.append(item | {"registrations": regs})
+    batch, records, per_item = _batch(chosen, [], with_claims=False)
+    _assert_paths_agree(rev, zone, batch, records, per_item, chosen)

@@ -128,13 +128,13 @@ def test_registrations_rows_per_query(reader: Any, keyer: PlateKeyer) -> None:
         ]
 
 
-def test_history_and_rulesets(reader: Any, keyer: PlateKeyer) -> None:
+def test_versions_and_rulesets(reader: Any, keyer: PlateKeyer) -> None:
     with reader.snapshot() as snap:
-        hist = snap.history(_keys(keyer, [PLATES[0]])[0].tobytes())
-        assert hist["valid_from"].tolist() == [0, 1000]
-        assert len(snap.history(b"\x00" * 16)) == 0
+        versions = snap.versions_of(_keys(keyer, [PLATES[0]])[0].tobytes())
+        assert versions["valid_from"].tolist() == [0, 1000]
+        assert len(snap.versions_of(b"\x00" * 16)) == 0
         assert snap.ruleset_texts() == {"r1": "text"}
-        assert snap.vehicle_entries() == 4
+        assert snap.vehicles.size == 4
     assert reader.meta.plates == 4 and reader.meta.versions == 5
 
 
@@ -144,9 +144,8 @@ def test_single_key_reads_agree_with_the_batch_reads(
 ) -> None:
     key = _keys(keyer, [plate])
     with reader.snapshot() as snap:
-        assert (
-            snap.versions_of(key[0].tobytes()).tolist() == snap.history(key[0].tobytes()).tolist()
-        )
+        _, versions = snap.vehicle_rows(key)
+        assert snap.versions_of(key[0].tobytes()).tolist() == versions.tolist()
         _, rows = snap.registrations_of(key)
         assert snap.registrations_for(key[0].tobytes()).tolist() == rows.tolist()
     with reader.snapshot() as snap:

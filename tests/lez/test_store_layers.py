@@ -178,12 +178,11 @@ def _assert_same_answers(layered: LmdbReader, fresh: LmdbReader, probe: list[byt
         assert qa.tolist() == qb.tolist() and ra.tobytes() == rb.tobytes()
         for key in probe[:: max(1, len(probe) // 300)]:
             assert a.versions_of(key).tobytes() == b.versions_of(key).tobytes()
-            assert a.history(key).tobytes() == b.history(key).tobytes()
             assert a.registrations_for(key).tobytes() == b.registrations_for(key).tobytes()
         merged, whole = a.vehicles, b.vehicles
         for part in ("key_hi", "key_lo", "offsets", "records"):
             assert getattr(merged, part).tobytes() == getattr(whole, part).tobytes(), part
-        assert a.vehicle_entries() == b.vehicle_entries()
+        assert a.vehicles.size == b.vehicles.size
         assert a.ruleset_texts() == b.ruleset_texts()
     for field in ("plates", "versions", "registrations", "rulesets"):
         assert getattr(layered.meta, field) == getattr(fresh.meta, field), field
@@ -360,7 +359,7 @@ def test_compaction_keeps_the_content_and_publishes_a_base(
         assert not reader.meta.is_layer and reader.meta.layer_keys == 0
         assert reader.meta.snapshot_seq == 3
         assert content_digest(reader) == digest == content_digest(fresh)
-        assert "merge" in stages and "vehicles" in stages
+        assert "merge" in stages and "write" in stages
         # the layer's readers keep answering from their snapshot
         assert content_digest(layered) == digest
         _assert_same_answers(reader, fresh, list(content) + list(day))
@@ -429,16 +428,23 @@ def test_a_failed_publish_leaves_the_published_store_untouched(
     assert sorted(p.name for p in (root / "builds").iterdir()) == ["base", "d1", "d2"]
 
 
-def test_mdb_stat_reads_a_layer(base_store: tuple[Path, Content, np.random.Generator]) -> None:
+def test_mdb_stat_reads_a_base_and_a_layer(
+    base_store: tuple[Path, Content, np.random.Generator],
+) -> None:
+    """Both kinds of build are plain LMDB environments with the same three named databases: the
+    columns are the only copy of vehicles and registrations (no per-key databases)."""
     root, content, rng = base_store
+    base = (root / "current").resolve()
     day = _random_day_changes(rng, content, 5, 5, 5)
     layer = StoreBuilder(root).publish_changes(_changes(day), meta=_meta("d1"))
     mdb_stat = shutil.which("mdb_stat")
     assert mdb_stat, "mdb_stat (Debian lmdb-utils) is needed: `make tools` installs it"
-    out = subprocess.run([mdb_stat, "-a", str(layer)], capture_output=True, text=True, check=True)
-    for db in ("columns", "meta", "registrations", "rulesets"):
-        assert f"Status of {db}" in out.stdout
-    assert "Status of vehicles" not in out.stdout  # a layer's changed keys live in its columns
+    for build in (base, layer):
+        out = subprocess.run(
+            [mdb_stat, "-a", str(build)], capture_output=True, text=True, check=True
+        ).stdout
+        named = sorted(line.split()[2] for line in out.splitlines() if line.startswith("Status of"))
+        assert named == ["Main", "columns", "meta", "rulesets"], (build.name, named)
 
 
 def test_replace_registrations_on_a_base_writes_a_layer(
@@ -556,3 +562,37 @@ def test_no_plate_reaches_a_layer(tmp_path: Path, keyer: PlateKeyer) -> None:
         assert reader.meta.plates == 3
     finally:
         reader.close()
+
+
+# -- verification before publishing -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["keys out of order", "offsets short of the records"])
+def test_a_build_whose_columns_read_back_wrong_is_not_published(
+    base_store: tuple[Path, Content, np.random.Generator],
+    monkeypatch: pytest.MonkeyPatch,
+    damage: str,
+) -> None:
+    """The columns are the only copy of the data: verification reads them back and refuses a
+    build whose keys or offsets are broken, leaving the published store as it was."""
+    root, content, _rng = base_store
+    published = (root / "current").resolve()
+    write_columns = StoreBuilder._write_columns
+
+    def damaged(txn: Any, env: Any, table: str, data: KeyedRecords) -> None:
+        if table == "vehicles":
+            if damage == "keys out of order":
+                data = replace(
+                    data, key_lo=data.key_lo[::-1].copy(), key_hi=data.key_hi[::-1].copy()
+                )
+            else:
+                offsets = data.offsets.copy()
+                offsets[-1] -= 1
+                data = replace(data, offsets=offsets)
+        write_columns(txn, env, table, data)
+
+    monkeypatch.setattr(StoreBuilder, "_write_columns", staticmethod(damaged))
+    with pytest.raises(StoreCorrupt, match="failed verification"):
+        _build(root, content, empty_table(), "damaged")
+    assert (root / "current").resolve() == published
+    assert not (root / "builds" / "damaged").exists()

@@ -141,8 +141,9 @@ def test_store_is_a_standard_lmdb(tmp_path: Path, key_file: Path) -> None:
     out = subprocess.run(
         [mdb_stat, "-a", report.build_dir], capture_output=True, text=True, check=True
     ).stdout
-    assert "Status of vehicles" in out and "Entries: 2" in out
     assert "Status of columns" in out and "Status of meta" in out
+    assert "Status of rulesets" in out
+    assert report.plates == 2
 
 
 def test_killed_build_leaves_the_published_store_intact(
@@ -257,3 +258,18 @@ def test_rebuild_keeps_the_cities_registrations(
             assert q.tolist() == [0] and len(rows) == 1
     finally:
         reader.close()
+
+
+def test_build_reports_each_stage_within_its_wall_time(tmp_path: Path, key_file: Path) -> None:
+    """The report names every stage of a build once, and the stages are parts of the build's
+    own time (they never add up to more than the call took)."""
+    extract = write_extract(tmp_path / "x.csv", [row(f"1-ABC-{i:03d}") for i in range(200)])
+    start = time.perf_counter()
+    report = build_store(_config(tmp_path, key_file), extract)
+    wall = time.perf_counter() - start
+    assert list(report.seconds) == [
+        "read_csv", "validate_and_key", "sort", "group", "rules", "quality", "write", "sync",
+        "verify", "publish",
+    ]  # fmt: skip
+    assert all(v >= 0 for v in report.seconds.values())
+    assert sum(report.seconds.values()) <= wall + 0.01  # rounding of ten stages to 1 ms

@@ -325,3 +325,19 @@ def test_apply_day_reads_current_versions_without_writing_them() -> None:
     for apply in (apply_day, apply_day_per_transaction):
         assert apply(txs, current).changes.size
         assert records.tobytes() == before
+
+
+def test_correction_keeps_the_plate_type_of_each_version() -> None:
+    """The oldtimer-plate bit of `flags` is the plate's (holder data), the electric bit the
+    vehicle's: a correction rewrites the second and keeps the first."""
+    from lez.vehicle import Flag
+
+    before = history((D - 100, D - 60), (D - 60, DAY_OPEN))
+    before["flags"] = [int(Flag.OLDTIMER_PLATE), 0]
+    fix = details(euro="6")
+    fix["flags"] = int(Flag.ELECTRIC_MOTOR)
+    out = correct_vehicle(before, D, D - 200, fix)
+    assert out["flags"].tolist() == [
+        int(Flag.OLDTIMER_PLATE | Flag.ELECTRIC_MOTOR),
+        int(Flag.ELECTRIC_MOTOR),
+    ]

@@ -235,6 +235,8 @@ def test_days_apply_in_order_and_match_a_fresh_extract(
     try:
         assert reader.meta.mutation_watermark == D23
         assert reader.meta.build_report["transactions"] == 1
+        # the server exports the time since this sync (docs/observability.md)
+        assert reader.meta.synced_at == reader.meta.built_at != ""
     finally:
         reader.close()
     assert not (store / CHECKPOINT_NAME).exists()

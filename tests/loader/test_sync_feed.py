@@ -233,3 +233,15 @@ def test_bad_details_are_refused_by_transaction_id(keyer: PlateKeyer) -> None:
     text = repr(batch)
     for plate in ("AB$", "ABC-23", "ABC23"):
         assert plate not in text
+
+
+def test_an_o_plate_type_in_the_feed_sets_the_oldtimer_plate_flag(keyer: PlateKeyer) -> None:
+    from lez.vehicle import Flag
+
+    items = [detail(1, "O-ABC-123"), detail(2, "1-ABC-234")]
+    items[0]["details"]["plateType"] = "O"
+    batch = keyed_transactions(items, DAY, keyer)
+    flags = [
+        int(np.frombuffer(t.record, dtype=VEHICLE_DTYPE)[0]["flags"]) for t in batch.transactions
+    ]
+    assert [bool(f & Flag.OLDTIMER_PLATE) for f in flags] == [True, False]

@@ -15,7 +15,7 @@ import random
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from loader.config import LoaderConfig
 from loader.feed import FeedSettings, no_wait
 from loader.sync import CHECKPOINT_NAME, SyncSettings, run_sync
 from loader.synth import generate as synth
+from tests.support.quality import feed_unknown_codes, store_versions_counted
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = dt.date(2026, 11, 1)
@@ -169,6 +170,7 @@ def test_cli_sync_reports_days_refusals_and_leaves_no_plate(tmp_path: Path, worl
     assert refused == _planted(world, "malformed_detail") | _planted(world, "bad_plate")
     assert refused.isdisjoint(_planted(world, "unknown_code"))  # loaded as UNKNOWN, counted
     assert "unrecognised codes loaded as UNKNOWN: {'fuel': 1}" in out
+    assert f"data quality (sync {days[-1]}): " in out
     for txid in refused:
         assert f"transaction {txid} refused" in err
     assert _digest(store) == world.reference
@@ -278,3 +280,33 @@ def test_a_sync_sigkilled_at_random_moments_resumes_to_the_same_store(
     assert code == 0
     assert kills >= 1
     assert _digest(store) == world.reference
+
+
+def test_data_quality_after_a_sync_equals_a_direct_count(tmp_path: Path, world: World) -> None:
+    store = _copy(world, tmp_path / "store")
+    before = _meta(store).data_quality
+    assert before is not None and before["source"] == "build"
+    with _standin(world) as standin:
+        # a shorter retention than the build's: the first day purges plates untouched that day
+        settings = replace(_settings(world, store, standin), retention_days=60)
+        report = run_sync(settings, wait=no_wait, log=lambda _: None)
+    assert report.days[0].plates_purged > 0
+    got = _meta(store).data_quality
+    assert got is not None
+    expected = store_versions_counted(store)
+    assert {k: got[k] for k in expected} == expected
+    assert got["source"] == f"sync {report.days[-1].day}"
+    refused = sum(len(d.refused) for d in report.days)
+    assert refused == len(_planted(world, "malformed_detail") | _planted(world, "bad_plate")) > 0
+    assert got["rejected"] == before["rejected"] + refused
+    build_codes, feed_codes = before["unknown_codes"], feed_unknown_codes(world.feed / "days")
+    assert sum(feed_codes.values()) >= len(_planted(world, "unknown_code")) > 0
+    assert got["unknown_codes"] == {k: build_codes[k] + feed_codes[k] for k in build_codes}
+
+
+def _meta(store: Path) -> Any:
+    reader = open_store(store)
+    try:
+        return reader.meta
+    finally:
+        reader.close()

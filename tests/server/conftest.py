@@ -77,8 +77,10 @@ def build_store(
     permit_zone: int = 0,
     snapshot_id: str | None = None,
     extra_plates: int = 0,
+    **meta_changes: Any,
 ) -> Path:
-    """Build and publish a small store under `root`; returns the build directory."""
+    """Build and publish a small store under `root`; returns the build directory.
+    `meta_changes` replace fields of its meta (e.g. `data_quality`, `synced_at`)."""
     plates = [v.plate for v in vehicles]
     rec = empty(len(vehicles) + extra_plates)
     for i, v in enumerate(vehicles):
@@ -126,6 +128,7 @@ def build_store(
         registrations=1,
         mutation_watermark=f"m{seq}",
     )
+    meta = replace(meta, **meta_changes)
     return StoreBuilder(root).build(
         meta=meta,
         vehicles=group_by_key(keys, rec),
@@ -213,7 +216,12 @@ def make_server(config: ServerConfig, **changes: Any) -> ServerThread:
 @pytest.fixture(scope="session")
 def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("certs")
-    write_dev_certs(out, clients=("dev-operator", "gent-enforcement", "public-checker", "stranger"))
+    write_dev_certs(
+        out,
+        clients=(
+            "dev-operator", "gent-enforcement", "public-checker", "brussels-integrator", "stranger",
+        ),
+    )  # fmt: skip
     return out
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -65,3 +66,53 @@ def error_reason(err: grpc.RpcError) -> tuple[grpc.StatusCode, str, dict[str, st
             assert info.domain == "lez.api.v1"
             return err.code(), info.reason, dict(info.metadata)  # type: ignore[attr-defined]
     raise AssertionError("no ErrorInfo in the status details")
+
+
+def violations(err: grpc.RpcError) -> dict[str, str]:
+    """The BadRequest field violations of a failed call, field -> description."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    found: dict[str, str] = {}
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            found.update({v.field: v.description for v in bad.field_violations})
+    return found
+
+
+def retry_after(err: grpc.RpcError) -> float | None:
+    """The RetryInfo delay of a failed call in seconds, None when it has none."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToNanoseconds()) / 1e9
+    return None
+
+
+class HeldStream:
+    """A CheckStream that sent one chunk, got its answer, and stays open until `end()`."""
+
+    def __init__(self, channel: grpc.Channel, zone: str, day: int) -> None:
+        self._done = threading.Event()
+        self._responses = stub(channel).CheckStream(self._requests(zone, day))
+        self.first = next(self._responses)
+
+    def _requests(self, zone: str, day: int) -> Iterator[pb.CheckChunk]:
+        yield chunk(["1ABC234"], [day], zone=zone)
+        self._done.wait(30)
+
+    def end(self) -> list[pb.DecisionChunk]:
+        """Close the request side; the rest of the answers."""
+        self._done.set()
+        return list(self._responses)
+
+    def rest(self) -> list[pb.DecisionChunk]:
+        """The rest of the answers, the request side left open (the server ends the stream)."""
+        try:
+            return list(self._responses)
+        finally:
+            self._done.set()

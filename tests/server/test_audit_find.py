@@ -68,6 +68,7 @@ def test_find_lists_checks_and_streams_of_one_plate(
             zone,
         )
         assert f["roles"] == ",".join(r["roles"]) and f["where"] == f"audit-w0.jsonl#{r['seq']}"
+        assert f["request_id"] == r["request_id"] and len(f["request_id"]) == 32
     assert main(_find(server, SOUGHT)) == 0  # the table
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:6] == ["ts", "organisation", "identity", "roles",

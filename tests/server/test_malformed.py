@@ -13,7 +13,6 @@ from collections import Counter
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +21,7 @@ from lez.api.v1 import access_pb2 as pb
 from lez.errors import echo
 from lez.keys import PlateKeyer
 from tests.server.conftest import DAY, VEHICLES, ServerThread
-from tests.server.helpers import chunk, error_reason
+from tests.server.helpers import chunk, error_reason, violations
 
 SERVICE = "/lez.api.v1.AccessService/"
 UNARY = ("Check", "Recheck", "FleetStats", "ServerInfo")
@@ -33,19 +32,6 @@ a pinned rule revision that is not loaded): documented answers, not malformed re
 CALL_TIMEOUT_S = 10.0
 """Deadline of every call: a hang fails the test as DEADLINE_EXCEEDED."""
 PLATE = VEHICLES[0].plate
-
-
-def violations(err: grpc.RpcError) -> dict[str, str]:
-    """The BadRequest field violations of a failed call, field -> description."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    found: dict[str, str] = {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            found.update({v.field: v.description for v in bad.field_violations})
-    return found
 
 
 def _outcome(err: grpc.RpcError) -> str:

@@ -22,7 +22,7 @@ from tests.server.helpers import chunk, stub
 from tests.support.net import free_port
 
 
-def _wait_serving(target: str, timeout: float = 30.0) -> None:
+def _wait_serving(target: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
