@@ -775,7 +775,16 @@ class AccessService(pb_grpc.AccessServiceServicer):
             except BaseException as exc:
                 if pending is not None:  # its record is being written: let it land first
                     await asyncio.wait([pending.recorded], timeout=PENDING_RECORD_S)
-                if tally.sent:  # answers went out: say how the stream ended
+                    landed = pending.recorded.done() and not pending.recorded.cancelled()
+                    if (
+                        landed
+                        and pending.recorded.exception() is None
+                        and isinstance(exc, Exception)
+                    ):
+                        # the call is still open (a bad next chunk, a stop): the client gets
+                        # the answer that is on record before the error
+                        yield await pending.answer(tally)
+                if tally.chunks:  # chunks were recorded: say how the stream ended
                     try:
                         ended = self._close_stream(
                             who, served, tally, self._stream_ended(exc, context)

@@ -185,4 +185,8 @@ def test_stopping_ends_a_running_stream_with_unavailable(
     line = next(x for x in call_lines(json_log) if x["rpc"] == "CheckStream")
     assert line["code"] == "UNAVAILABLE" and line["pairs"] == 2
     records = [rec for _, rec in read_records(base_config.audit_dir / "audit-w0.jsonl")]
-    assert [(r["rpc"], r["pairs"]) for r in records] == [("CheckStream", 2)]
+    # the answered chunk's record, then the closing one: cut off by the stop
+    assert [(r["rpc"], r["part"], r["pairs"], r["status"]) for r in records] == [
+        ("CheckStream", "chunk", 2, "OK"),
+        ("CheckStream", "end", 2, "SHUTDOWN"),
+    ]
