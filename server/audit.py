@@ -480,10 +480,10 @@ class AuditLog:
         with self._checkpoint_lock:
             with self._lock:
                 records, head = self._seq, self._prev
+                if records <= self._checkpointed:  # nothing new: the next record still counts
+                    return None
                 if records >= self._next_checkpoint_at - 1:  # a checkpoint by time
                     self._next_checkpoint_at = records + self.checkpoint_every_records
-            if records <= self._checkpointed:
-                return None
             self.sync_through(records)  # never sign records that are not on disk yet
             cp = sign_checkpoint(self.keys, file=self.path.name, records=records, head=head)
             self.checkpoints.append(cp)

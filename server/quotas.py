@@ -136,13 +136,27 @@ class QuotaStore:
             self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
             check_same_thread=False,
         )  # fmt: skip
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._set_wal()
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._pid = os.getpid()
         self._started = process_started(self._pid) or ""
         self._pruned_minute = -1
         self.reclaim_dead_leases()
+
+    def _set_wal(self) -> None:
+        """WAL mode (kept by the file once set). Switching to it takes an exclusive lock that
+        SQLite does not wait for with its busy timeout, so servers or replicas opening a new
+        database together retry here for up to the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def close(self) -> None:
         self._db.close()

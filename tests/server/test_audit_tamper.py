@@ -318,3 +318,21 @@ def test_verify_audit_without_a_readable_key_exits_2(
     path = _log_with_checkpoints(tmp_path)
     assert main(["verify-audit", str(path), "--audit-key-file", str(tmp_path / "nope")]) == 2
     assert "cannot read audit key file" in capsys.readouterr().err
+
+
+def test_the_first_record_of_a_new_log_is_checkpointed_at_once(tmp_path: Path) -> None:
+    """A server that keeps running after its first calls has them under a signed checkpoint
+    without waiting for the checkpoint interval or its stop (a record cut off the end of a log
+    no checkpoint covers cannot be told from one never written)."""
+    log = _open_log(tmp_path, checkpoint_every_records=1000, checkpoint_every_s=600)
+    try:
+        _write(log, 1)
+        where = checkpoints_path(tmp_path / "checkpoints", log.path.name)
+        deadline = time.monotonic() + 10
+        signed: list[Checkpoint] = []
+        while not signed and time.monotonic() < deadline:
+            signed = [c.checkpoint for c in read_checkpoints(where) if c.checkpoint is not None]
+            time.sleep(0.02)
+        assert [c.records for c in signed] == [1]
+    finally:
+        log.close()

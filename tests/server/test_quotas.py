@@ -379,3 +379,24 @@ def test_concurrent_streams_of_an_organisation(base_config: ServerConfig, tmp_pa
     records = [r for _, r in read_records(base_config.audit_dir / "audit-w0.jsonl")]
     closing = [r for r in records if r["rpc"] == "CheckStream" and r.get("part") != "chunk"]
     assert [r["status"] for r in closing] == ["OK", "OK"]
+
+
+def test_processes_opening_a_new_quota_database_together_all_start(tmp_path: Path) -> None:
+    """Workers (or replicas sharing a state directory) open the database at the same moment;
+    switching a new one to WAL mode must not fail one of them with "database is locked"."""
+    code = (
+        "import sys, time; from pathlib import Path; from server.quotas import QuotaStore\n"
+        "time.sleep(float(sys.argv[2]) - time.time())\n"
+        "QuotaStore(Path(sys.argv[1])).close()\n"
+    )
+    for attempt in range(3):  # new databases each time: the race is at creation
+        state = tmp_path / f"state-{attempt}"
+        start = str(time.time() + 1.0)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(state), start], stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(4)
+        ]
+        ended = [(p.communicate(timeout=60)[1], p.returncode) for p in procs]
+        assert [err for err, code in ended if code != 0] == []

@@ -81,6 +81,10 @@ def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
     try:
         _wait_serving(target)
         pids = _worker_pids(proc.pid)
+        waited = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < waited:  # the first may serve before the
+            time.sleep(0.1)  # supervisor has forked the second on a loaded machine
+            pids = _worker_pids(proc.pid)
         assert len(pids) == 2
         served_by: set[int] = set()
         connections = 0
