@@ -56,7 +56,7 @@ ENV PATH=/opt/lez/bin:$PATH \
     LEZ_PROBE_SERVER_NAME=lez-server
 VOLUME ["/var/lib/lez/store", "/var/lib/lez/audit", "/tmp"]
 USER 10001:10001
-EXPOSE 50051
+EXPOSE 50051 9090
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
   CMD ["lez-server", "health"]
 ENTRYPOINT ["lez-server"]
