@@ -36,8 +36,6 @@ from clients.campaign_output import (
     write_campaign,
 )
 from clients.cli_output import (
-    ProgressBar,
-    ProgressCount,
     answer_json,
     batch_json,
     batch_lines,
@@ -63,6 +61,7 @@ from clients.recheck_file import read_recheck_file
 from clients.settings import ClientSettings
 from clients.sync import LezClient
 from lez.api.v1 import access_pb2 as pb
+from lez.progress import ItemProgress
 
 RECHECK_NEEDS: tuple[str, ...] = ("plate", "zone", "date", "outcome")
 """What `lez recheck` needs without --file."""
@@ -106,7 +105,9 @@ def cmd_batch(args: argparse.Namespace, client: LezClient, out: TextIO, err: Tex
     batch = read_batch(args.input)
     read_s = time.perf_counter() - started
     euro_codes = _euro_codes(client.server_info())
-    bar = ProgressBar(len(batch), err, enabled=err.isatty() and not args.no_progress)
+    bar = ItemProgress(
+        "pairs", err, enabled=err.isatty() and not args.no_progress, total=len(batch)
+    )
     try:
         result = client.check_batch(
             batch.rows, zone=args.zone, ruleset=args.ruleset, as_of=args.as_of, progress=bar
@@ -128,7 +129,9 @@ def cmd_batch(args: argparse.Namespace, client: LezClient, out: TextIO, err: Tex
 
 def cmd_campaign(args: argparse.Namespace, client: LezClient, out: TextIO, err: TextIO) -> int:
     lists = code_lists(client.server_info())
-    count = ProgressCount("vehicles", err, enabled=err.isatty() and not args.no_progress)
+    count = ItemProgress(
+        "vehicles", err, enabled=err.isatty() and not args.no_progress, verb="received"
+    )
     try:
         result = client.losing_access(
             args.zone,

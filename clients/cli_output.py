@@ -1,5 +1,6 @@
-"""What `lez` prints: a single answer (text or JSON), the progress bar and summary of a batch,
-the answer to a recheck, the server's description, and the one readable line of an error.
+"""What `lez` prints: a single answer (text or JSON), the summary of a batch, the answer to a
+recheck, the server's description, and the one readable line of an error. (The progress of a
+batch or a campaign on stderr is `lez.progress.ItemProgress`, the display the loader uses too.)
 
 Nothing here prints a plate it was not given: `print_answer` echoes the plate the person
 typed, on their own terminal; error lines never quote plates.
@@ -8,7 +9,6 @@ typed, on their own terminal; error lines never quote plates.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -25,8 +25,6 @@ from clients.result_columns import BatchSummary
 from clients.settings import BYTES_PER_MIB, DEFAULT_SERVER, ClientSettings
 from lez.api.v1 import access_pb2 as pb
 
-PROGRESS_EVERY_S: Final = 0.1
-BAR_WIDTH: Final = 30
 NO_END_DATE: Final = "no end date under this revision"
 """What an ALLOWED answer without an end date says where the date would be."""
 AUDIT_ID_SHOWN: Final = 16
@@ -85,64 +83,6 @@ def answer_json(answer: CheckAnswer) -> dict[str, Any]:
             k: plain(getattr(answer.technical, k)) for k in answer.technical.__dataclass_fields__
         }
     return out
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal (stderr); silent otherwise."""
-
-    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
-        self.total = max(total, 1)
-        self.stream = stream
-        self.enabled = enabled
-        self.done = 0
-        self.started = time.perf_counter()
-        self.shown = 0.0
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.enabled and (now - self.shown >= PROGRESS_EVERY_S or self.done >= self.total):
-            self.shown = now
-            share = min(self.done / self.total, 1.0)
-            filled = int(share * BAR_WIDTH)
-            rate = self.done / max(now - self.started, 1e-9)
-            self.stream.write(
-                f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {share:6.1%} "
-                f"{self.done:,}/{self.total:,} pairs, {rate:,.0f}/s "
-            )
-            self.stream.flush()
-
-    def finish(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-class ProgressCount:
-    """A one-line running count on a terminal (stderr), for work of unknown size; silent
-    otherwise."""
-
-    def __init__(self, what: str, stream: TextIO, enabled: bool) -> None:
-        self.what = what
-        self.stream = stream
-        self.enabled = enabled
-        self.done = 0
-        self.started = time.perf_counter()
-        self.shown = 0.0
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.enabled and now - self.shown >= PROGRESS_EVERY_S:
-            self.shown = now
-            rate = self.done / max(now - self.started, 1e-9)
-            self.stream.write(f"\r{self.done:,} {self.what} received, {rate:,.0f}/s ")
-            self.stream.flush()
-
-    def finish(self) -> None:
-        if self.enabled:
-            self.stream.write(f"\r{self.done:,} {self.what} received\n")
-            self.stream.flush()
 
 
 def summary_table(summary: BatchSummary) -> list[str]:

@@ -150,7 +150,7 @@ def _certs(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from div_standin.generator import generate
-    from loader.progress import ProgressBar
+    from lez.progress import StageProgress
 
     result = generate(
         args.extract,
@@ -160,7 +160,7 @@ def _generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         per_day=args.per_day,
         bad_per_day=args.bad_per_day,
-        progress=ProgressBar(),
+        progress=StageProgress(),
     )
     total = sum(d.transactions for d in result.days)
     slowest = max(result.day_seconds)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Final
 
 from lez.errors import LezError
+from lez.progress import StageProgress
 from lez.store.compaction import DEFAULT_COMPACTION
 from lez.version import version_line
 from loader.config import (
@@ -20,7 +21,6 @@ from loader.config import (
     LoaderConfig,
     env_path,
 )
-from loader.progress import ProgressBar
 
 DEFAULT_RULES_DIR: Final = "rules"
 
@@ -187,7 +187,7 @@ def _synth(args: argparse.Namespace) -> int:
         args.out,
         source_date=dt.date.fromisoformat(args.source_date),
         compress=args.gzip,
-        progress=ProgressBar(),
+        progress=StageProgress(),
     )
     print(f"wrote {summary.path} ({summary.rows:,} rows for {summary.plates:,} plates)")
     return 0
@@ -209,7 +209,10 @@ def _build(args: argparse.Namespace) -> int:
     ).validate()
     try:
         report = build_store(
-            config, args.extract, progress=ProgressBar(), snapshot_id=args.snapshot_id
+            config,
+            args.extract,
+            progress=StageProgress(),
+            snapshot_id=args.snapshot_id,
         )
     except BuildFailed as exc:
         print(f"lez-loader build: {exc}", file=sys.stderr)
@@ -391,7 +394,7 @@ def _sync(args: argparse.Namespace) -> int:
             print("\n".join(report.lines()), flush=True)
 
     try:
-        result = run_sync(settings, progress=ProgressBar(), on_day=on_day)
+        result = run_sync(settings, progress=StageProgress(), on_day=on_day)
     except (LezError, OSError) as exc:
         print(f"lez-loader sync: {exc}", file=sys.stderr)
         print(
@@ -433,7 +436,7 @@ def _reconcile(args: argparse.Namespace) -> int:
             source_date=result.source_date,
             retention_days=args.retention_days,
         ).validate()
-        built = build_store(config, args.extract, progress=ProgressBar())
+        built = build_store(config, args.extract, progress=StageProgress())
         print(f"rebuilt: published snapshot {built.snapshot_id}")
     return 0 if result.equal else 1
 
@@ -483,7 +486,7 @@ def _compact(args: argparse.Namespace) -> int:
         )
         return 0
     started = time.perf_counter()
-    build = StoreBuilder(args.store).compact(progress=ProgressBar())
+    build = StoreBuilder(args.store).compact(progress=StageProgress())
     new = read_meta(build)
     print(
         f"published base {new.snapshot_id} ({new.plates:,} plates, {new.versions:,} versions) "

@@ -459,6 +459,7 @@ def generate(
     bad_lines: list[int] = []
     with _open_out(tmp, compress) as out:
         out.write((",".join(COLUMNS) + "\n").encode())
+        progress("synth", 0, plates)  # the stage starts here: its time and rate count from now
         for chunk, start in enumerate(range(0, plates, CHUNK_PLATES)):
             n = min(CHUNK_PLATES, plates - start)
             rng = np.random.default_rng([seed, chunk])

@@ -52,7 +52,7 @@ def test_only_the_store_imports_lmdb() -> None:
 
 
 def test_clients_see_only_the_contract() -> None:
-    allowed = {"lez.api.v1", "lez.days", "lez.plates", "lez.version"}
+    allowed = {"lez.api.v1", "lez.days", "lez.plates", "lez.progress", "lez.version"}
     for path, names in _imports("clients").items():
         lez_names = {n for n in names if n.split(".")[0] == "lez"}
         assert lez_names <= allowed, (path, lez_names - allowed)

@@ -20,13 +20,13 @@ import pytest
 from clients import AsyncLezClient, LezClient, ProtocolError, errors
 from clients.campaign_output import losses_by_step
 from clients.cli import main
-from clients.cli_output import ProgressCount
 from clients.core.campaign import CampaignRun
 from clients.core.chunks import ChunkSource
 from clients.core.streams import BatchTally, StreamCall
 from clients.settings import ClientSettings
 from lez.api.v1 import access_pb2 as pb
 from lez.keys import PlateKeyer
+from lez.progress import ItemProgress
 from server.auth import Identity, Role
 from server.config import ServerConfig
 from tests.server.conftest import ServerThread
@@ -206,12 +206,15 @@ def test_campaign_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 
 def test_progress_count_shows_a_running_count() -> None:
     screen = io.StringIO()
-    count = ProgressCount("vehicles", screen, enabled=True)
+    count = ItemProgress("vehicles", screen, enabled=True, verb="received")
     count(3)
+    count(2)
     count.finish()
-    assert "3 vehicles received" in screen.getvalue()
+    assert "5 vehicles received" in screen.getvalue() and "vehicles/s" in screen.getvalue()
     silent = io.StringIO()
-    ProgressCount("vehicles", silent, enabled=False)(3)
+    quiet = ItemProgress("vehicles", silent, enabled=False, verb="received")
+    quiet(3)
+    quiet.finish()
     assert silent.getvalue() == ""
 
 

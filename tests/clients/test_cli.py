@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import errno
+import io
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -316,6 +317,32 @@ def test_batch_with_days_and_json_summary(
     with open(tmp_path / "o.csv", newline="") as fh:
         got = list(csv.DictReader(fh))
     assert got[1]["reason"] == "LOCAL_PERMIT" and got[1]["allowed_until"] == "2025-12-30"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("terminal", "extra", "bar"),
+    [(True, (), True), (False, (), False), (True, ("--no-progress",), False)],
+)
+def test_batch_shows_its_progress_only_on_a_terminal(
+    live_server: ServerThread, tmp_path: Path, terminal: bool, extra: tuple[str, ...], bar: bool
+) -> None:
+    src = tmp_path / "reads.csv"
+    src.write_text("plate,country,day\n" + "1ABC234,BE,2025-06-02\n" * 500)
+    out, err = io.StringIO(), _Terminal() if terminal else io.StringIO()
+    argv = ["--server", live_server.target, "batch", str(src), str(tmp_path / "o.csv")]
+    code = main([*argv, "--zone", ZONE, *extra], stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    assert "500 pairs for zone" in out.getvalue()  # the summary goes to stdout either way
+    if bar:
+        assert "100%" in err.getvalue() and "500/500" in err.getvalue()
+        assert "pairs/s" in err.getvalue()
+    else:
+        assert err.getvalue() == ""
 
 
 def test_brussels_day_agrees_with_zoneinfo_around_dst() -> None:
