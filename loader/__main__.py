@@ -196,6 +196,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from lez.errors import BuildFailed
     from loader.build import build_store
+    from loader.extract import READ_STAGES
 
     config = LoaderConfig(
         store_root=args.store,
@@ -211,7 +212,7 @@ def _build(args: argparse.Namespace) -> int:
         report = build_store(
             config,
             args.extract,
-            progress=StageProgress(),
+            progress=StageProgress(byte_stages=READ_STAGES),
             snapshot_id=args.snapshot_id,
         )
     except BuildFailed as exc:
@@ -427,6 +428,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     print("\n".join(result.lines()))
     if args.rebuild:
         from loader.build import build_store
+        from loader.extract import READ_STAGES
 
         config = LoaderConfig(
             store_root=args.store,
@@ -436,7 +438,7 @@ def _reconcile(args: argparse.Namespace) -> int:
             source_date=result.source_date,
             retention_days=args.retention_days,
         ).validate()
-        built = build_store(config, args.extract, progress=StageProgress())
+        built = build_store(config, args.extract, progress=StageProgress(byte_stages=READ_STAGES))
         print(f"rebuilt: published snapshot {built.snapshot_id}")
     return 0 if result.equal else 1
 

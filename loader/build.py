@@ -155,13 +155,13 @@ def build_store(
     timer = _Timer(report)
     keyer = keys.load_key(config.key_file)
 
-    progress("parse", 0, 1)
-    with timer("read_csv"):
-        table, lines, skipped = read_table(extract_path)
+    with timer("read_csv"):  # progress in bytes of the file (`extract.READ_STAGES`)
+        table, lines, skipped = read_table(extract_path, progress)
+    progress("validate_and_key", 0, 1)
     with timer("validate_and_key"):  # normalise, key (forked workers), validate every column
         ext = validate_table(table, lines, skipped, keyer, config.workers)
     del table
-    progress("parse", 1, 1)
+    progress("validate_and_key", 1, 1)
     report.rows_read = ext.rows_read
     report.unknown_codes = ext.unknown_codes
 

@@ -9,8 +9,11 @@ plate. Unknown DIV codes are not rejects: they become UNKNOWN (0) and are counte
 from __future__ import annotations
 
 import csv
+import itertools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -26,6 +29,7 @@ from lez.codes import UNKNOWN, CodeList
 from lez.days import DAY_OPEN, DAY_UNKNOWN
 from lez.errors import ExtractError
 from lez.keys import PlateKeyer
+from lez.store.writer import Progress, no_progress
 from lez.vehicle import U8_UNKNOWN, U16_UNKNOWN, U32_UNKNOWN, Flag, empty
 from loader.parallel import run_forked
 
@@ -150,24 +154,50 @@ def check_header(path: Path) -> None:
     raise ExtractError(f"{path}: wrong header ({'; '.join(problems)}); {must}")
 
 
-def read_table(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+READ_BLOCK_BYTES: Final = 16 << 20
+"""The block Arrow parses at once (`ReadOptions.block_size`); a longer line fails the parse."""
+READ_STAGES: Final = ("read_csv", "reread_as_text", "reread_for_lines")
+"""The progress stages of `read_table`, counted in bytes of the file: the parse, then the
+re-reads that follow it when a value is malformed (every column as text) and when rows have the
+wrong number of columns (line numbers)."""
+
+
+def read_table(
+    path: Path,
+    progress: Progress = no_progress,
+    *,
+    block_size: int = READ_BLOCK_BYTES,
+    segment_blocks: int | None = None,
+) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Parse the CSV: the table, the physical line of each of its rows, and the lines skipped
     because they had the wrong number of columns.
 
     The header is checked first (`check_header`). Arrow's own error messages are never passed
     on: some quote the offending value, which may be a plate.
+
+    The file is parsed in segments of up to `segment_blocks` blocks of `block_size` bytes
+    (`_segments`; by default one block per core, at least two), each segment by Arrow's
+    multi-threaded reader, so that `progress(stage, done, total)` learns the bytes of the file
+    parsed after each segment (`READ_STAGES`) while the parse goes on: one call per segment, a
+    few a second. Arrow's reader of a whole file could not tell: it reads up to 32 blocks ahead
+    of its parse. The rows, lines and skipped lines are those of one read of the whole file.
     """
     if not path.exists():
         raise ExtractError(f"extract {path} does not exist")
     check_header(path)
     invalid: list[int | None] = []
+    lines_before = 0  # physical lines of the segments already parsed
+    most_blocks = segment_blocks or max(2, pa.cpu_count() or 1)
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        invalid.append(row.number)  # never look at row.text: it holds a plate
+        # never look at row.text: it holds a plate
+        invalid.append(None if row.number is None else lines_before + row.number)
         return "skip"
 
-    def parse(threads: bool, typed: bool) -> pa.Table:
+    def parse(stage: str, threads: bool, typed: bool) -> pa.Table:
+        nonlocal lines_before
         invalid.clear()
+        lines_before = 0
         types: dict[str, pa.DataType] = dict.fromkeys(COLUMNS, pa.string())
         # code columns arrive dictionary-encoded: the reader does it while parsing, in parallel
         dictionary = pa.dictionary(pa.int32(), pa.string())
@@ -175,29 +205,47 @@ def read_table(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray
         if typed:
             types.update(dict.fromkeys(_DATE_COLUMNS, pa.date32()))
             types.update(dict.fromkeys(_INT_COLUMNS, pa.int64()))
-        return pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(use_threads=threads, block_size=16 << 20),
-            parse_options=pacsv.ParseOptions(
-                invalid_row_handler=on_invalid, ignore_empty_lines=False
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=types,
-                strings_can_be_null=False,
-                include_columns=list(COLUMNS),
-            ),
+        parse_options = pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False)
+        convert_options = pacsv.ConvertOptions(
+            column_types=types, strings_can_be_null=False, include_columns=list(COLUMNS)
         )
+        tables: list[pa.Table] = []
+        total = path.stat().st_size
+        progress(stage, 0, total)
+        with closing(_segments(path, block_size, most_blocks)) as segments:  # ends its thread
+            for segment, done in segments:
+                # the first segment starts with the header (checked to be COLUMNS); the others
+                # are named by it
+                read_options = pacsv.ReadOptions(
+                    use_threads=threads,
+                    block_size=block_size,
+                    column_names=list(COLUMNS) if tables else None,
+                )
+                tables.append(
+                    pacsv.read_csv(
+                        pa.BufferReader(segment),
+                        read_options=read_options,
+                        parse_options=parse_options,
+                        convert_options=convert_options,
+                    )
+                )
+                if not threads:  # line numbers are only given by the single-threaded reader
+                    lines_before += _line_count(segment)
+                if done < total:
+                    progress(stage, done, total)
+        progress(stage, total, total)
+        return pa.concat_tables(tables)
 
     try:
         try:
             # Fast path: Arrow parses dates and numbers itself. Any malformed value makes it
             # fail as a whole; then everything is read as text and checked row by row.
-            table = parse(threads=True, typed=True)
+            table = parse(READ_STAGES[0], threads=True, typed=True)
         except pa.ArrowInvalid:
-            table = parse(threads=True, typed=False)
+            table = parse(READ_STAGES[1], threads=True, typed=False)
         if invalid:  # line numbers are only computed by the single-threaded reader
             typed = all(table.column(c).type == pa.date32() for c in _DATE_COLUMNS)
-            table = parse(threads=False, typed=typed)
+            table = parse(READ_STAGES[2], threads=False, typed=typed)
     except (OSError, pa.ArrowException) as exc:
         raise ExtractError(
             f"{path}: not a readable CSV extract ({type(exc).__name__}: "
@@ -205,6 +253,81 @@ def read_table(path: Path) -> tuple[pa.Table, npt.NDArray[np.int64], npt.NDArray
         ) from None
     skipped = np.array(sorted(n for n in invalid if n is not None), dtype=np.int64)
     return table, _row_lines(table.num_rows, skipped), skipped
+
+
+def _segments(path: Path, block_size: int, most_blocks: int) -> Generator[tuple[pa.Buffer, int]]:
+    """The file's text in segments that end at a line end, each with the bytes of the file
+    read up to its end (of the compressed file, for a compressed one).
+
+    The file is decompressed as Arrow's reader of a path does, by the file name's extension.
+    The next segment is read (and decompressed) in a thread while the caller parses one, as
+    Arrow's own reader reads ahead of its parse. Segments grow from one block to `most_blocks`,
+    so that the parse starts after one block, as Arrow's own does (a first segment of many
+    blocks of a gzip file would keep the parse waiting for its decompression). A line longer
+    than a segment is taken whole; Arrow refuses it anyway (longer than a block).
+    """
+    try:
+        codec: str | None = pa.Codec.detect(str(path)).name
+    except (TypeError, ValueError):  # no compression extension
+        codec = None
+    sizes = (block_size * min(1 << min(i, 30), most_blocks) for i in itertools.count())
+    with (
+        pa.OSFile(str(path)) as raw,
+        pa.CompressedInputStream(raw, codec) if codec else raw as stream,
+        ThreadPoolExecutor(1, thread_name_prefix="extract-read") as reader,
+    ):
+
+        def next_segment(carry: bytes, size: int) -> tuple[pa.Buffer, bytes, int, bool]:
+            # Arrow's memory (not a bytearray): reused between segments, and never zero-filled
+            buffer = pa.allocate_buffer(len(carry) + size)
+            text = memoryview(buffer).cast("B")
+            text[: len(carry)] = carry
+            end = len(carry)
+            while True:
+                n = stream.readinto(text[end:])
+                end += n
+                if n == 0:  # the end of the file: the rest is the last segment
+                    return buffer.slice(0, end), b"", raw.tell(), True
+                if end < len(text):
+                    continue
+                cut = _after_last_line_end(text, end)
+                if cut:
+                    return buffer.slice(0, cut), text[cut:end].tobytes(), raw.tell(), False
+                # no line end yet (a line longer than a segment): read on in a larger buffer
+                larger = pa.allocate_buffer(end + next(sizes))
+                memoryview(larger).cast("B")[:end] = text[:end]
+                buffer, text = larger, memoryview(larger).cast("B")
+
+        ahead = reader.submit(next_segment, b"", next(sizes))
+        while True:
+            segment, carry, done, last = ahead.result()
+            if not last:
+                ahead = reader.submit(next_segment, carry, next(sizes))
+            if segment.size:
+                yield segment, done
+            if last:
+                return
+
+
+def _after_last_line_end(text: memoryview, end: int, window: int = 1 << 16) -> int:
+    """Where text read up to `end` may be cut: after its last line end (Arrow's: "\\n", "\\r\\n"
+    or a lone "\\r"; a "\\r" at the very end may be the first half of "\\r\\n"), 0 for none.
+    Searched backwards a window at a time: a segment is large, its lines are short."""
+    stop = end
+    while stop > 0:
+        start = max(0, stop - window)
+        part = text[start:stop].tobytes()
+        found = max(part.rfind(b"\n"), part.rfind(b"\r", 0, end - 1 - start))
+        if found >= 0:
+            return start + found + 1
+        stop = start
+    return 0
+
+
+def _line_count(segment: pa.Buffer) -> int:
+    """Physical lines of a segment that ends at a line end, counted as Arrow numbers them."""
+    text: bytes = segment.to_pybytes()
+    return text.count(b"\n") + text.count(b"\r") - text.count(b"\r\n")
 
 
 def _safe_reason(message: str) -> str:
