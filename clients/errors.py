@@ -19,15 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from lez.api.v1 import access_pb2 as pb
 
 DOMAIN: Final = "lez.api.v1"
 DETAILS_KEY: Final = "grpc-status-details-bin"
+"""The trailing metadata key of the `google.rpc.Status` (read by `rpc_status.from_call`)."""
 
 
 class LezClientError(Exception):
@@ -201,23 +203,16 @@ def _int_or_none(text: str | None) -> int | None:
 
 
 def _status_details(err: grpc.RpcError) -> status_pb2.Status | None:
-    """The `google.rpc.Status` sent in the trailing metadata, if any."""
-    trailing: Any = None
-    getter = getattr(err, "trailing_metadata", None)
-    if callable(getter):
-        try:
-            trailing = getter()
-        except Exception:  # an aio error may hold it as an attribute-like value
-            trailing = None
-    for key, value in trailing or ():
-        if key == DETAILS_KEY and isinstance(value, bytes):
-            status = status_pb2.Status()
-            try:
-                status.ParseFromString(value)
-            except Exception:
-                return None
-            return status
-    return None
+    """The `google.rpc.Status` sent in the trailing metadata (`grpc-status-details-bin`), read by
+    grpc's own `rpc_status.from_call`; None when there is none, when it does not parse, or when
+    it contradicts the call's own status code or message (not this call's details, then)."""
+    # grpc raises errors that are Calls; grpc.aio's AioRpcError has the same methods
+    call = cast(grpc.Call, err)
+    try:
+        status: status_pb2.Status | None = rpc_status.from_call(call)
+    except Exception:  # undecodable, inconsistent, or an error object without the call's fields
+        return None
+    return status
 
 
 def _code_of(err: grpc.RpcError) -> grpc.StatusCode:

@@ -44,7 +44,8 @@ class _Failure(grpc.RpcError):
         return self._code
 
     def details(self) -> str:
-        return ""
+        # as grpc gives them: the status message, also in the Status of the trailing metadata
+        return "not ready" if self._trailing else ""
 
     def trailing_metadata(self) -> list[tuple[str, bytes]]:
         return self._trailing
