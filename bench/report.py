@@ -203,6 +203,14 @@ def audit_table(audit: dict[str, Any]) -> list[str]:
             f"{stream['ratio']:.2f}x ({on['median_s']:.3f} s vs {off['median_s']:.3f} s; the "
             f"audit alone {stream['ratio_audit_alone']:.2f}x; bar {stream['bar']})",
         ))  # fmt: skip
+        warm = stream.get("warm_client")
+        if warm:
+            rows.append((
+                "the same, one long-lived client per server (no connection setup in the runs)",
+                f"{warm['ratio']:.2f}x ({warm['tls_audit']['median_s']:.3f} s vs "
+                f"{warm['plain_no_audit']['median_s']:.3f} s; plain TCP with the audit "
+                f"{warm['plain_audit']['median_s']:.3f} s)",
+            ))  # fmt: skip
     unary = audit.get("unary")
     if unary:
         ceiling, seq, conc = (
