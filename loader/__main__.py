@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Final
@@ -115,7 +116,91 @@ def _parser() -> argparse.ArgumentParser:
 
     inf = sub.add_parser("info", help="show what the published store holds")
     _store_arg(inf, "--store")
+    for name, command in sub.choices.items():
+        _describe(command, name)
     return p
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions and examples as written, option defaults shown (for the commands whose
+    options do not give their defaults in their own words)."""
+
+
+COMMAND_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
+    "keygen": (
+        "Create a new random HMAC key, the secret every plate is pseudonymised with, in a file "
+        "readable by its owner only (mode 0600). It never overwrites a key: a store, its "
+        "registrations and the servers must all use the same one, so keep a copy off the "
+        "machine.",
+        ("lez-loader keygen --key var/keys/hmac.key",),
+    ),
+    "synth": (
+        "Write a synthetic register in the DIV extract's format (extract.csv, or .csv.gz with "
+        "--gzip): Belgian and foreign plates, fleet shares by fuel, category and euro norm, "
+        "histories and a few malformed rows, for development and benchmarks. The same seed "
+        "gives the same file.",
+        (
+            "lez-loader synth --plates 100000 --seed 7 --out var/reg",
+            "lez-loader synth --plates 8000000 --gzip --out var/reg-8m",
+        ),
+    ),
+    "build": (
+        "Read a full DIV extract, validate every row (a bad row is reported with its line and "
+        "left out), pseudonymise the plates with the key, compile the rule tables and publish a "
+        "new store under the store root in one atomic switch; running servers load it by "
+        "themselves. Exit 0 published, 1 refused (too many bad rows, no rules), 2 usage.",
+        (
+            "lez-loader build var/reg/extract.csv --key var/keys/hmac.key --out var/store",
+            "lez-loader build extract.csv.gz --rules rules/ --source-date 2026-11-01 --json",
+        ),
+    ),
+    "registrations": (
+        "Import the cities' registrations (day passes, exemptions, foreign vehicles) from a "
+        "CSV file into the published store: rows add, withdraw or end a registration early; "
+        "importing the same file twice changes nothing. Bad rows are reported with their line.",
+        ("lez-loader registrations regs.csv --key var/keys/hmac.key --store var/store",),
+    ),
+    "sync": (
+        "",
+        (
+            "lez-loader sync --store var/store --key var/keys/hmac.key \\\n"
+            "    --div-url https://div.example:8443 --div-ca ca.pem --div-cert client.pem "
+            "--div-key client.key",
+            "lez-loader sync --store var/store --through 2026-11-30",
+        ),
+    ),
+    "reconcile": (
+        "",
+        (
+            "lez-loader reconcile extract.csv --store var/store --key var/keys/hmac.key "
+            "--report diff.json",
+        ),
+    ),
+    "compact": (
+        "",
+        ("lez-loader compact --store var/store", "lez-loader compact --store var/store --force"),
+    ),
+    "info": (
+        "Show what the published store holds: its snapshot, source date, plates and versions, "
+        "rule revisions, the last synced day and the data quality of the register (missing "
+        "and derived values, unknown codes, rejected rows).",
+        ("lez-loader info --store var/store",),
+    ),
+}
+"""Each subcommand's description (empty: the one given where it is defined) and examples."""
+
+HELP_WIDTH: Final = 88
+
+
+def _describe(command: argparse.ArgumentParser, name: str) -> None:
+    description, examples = COMMAND_HELP[name]
+    command.description = textwrap.fill(description or command.description or "", HELP_WIDTH)
+    lines = "\n".join(f"  {example}" for example in examples)
+    command.epilog = f"example{'s' if len(examples) > 1 else ''}:\n{lines}"
+    shows_defaults = issubclass(command.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
+    command.formatter_class = (
+        _HelpFormatter if shows_defaults else argparse.RawDescriptionHelpFormatter
+    )
 
 
 def _path_arg(

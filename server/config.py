@@ -335,8 +335,56 @@ def _convert(name: str, raw: str) -> Any:
 
 def _help_of(name: str) -> str:
     doc = _FIELD_DOCS.get(name, "")
+    zero = zero_meaning(name)
+    if zero and "0" not in doc:
+        doc = f"{doc} ({zero})"
     default = getattr(ServerConfig(), name)
     return f"{doc} [env {_env_name(name)}; default {default}]"
+
+
+_ZERO_MEANS: Final = {
+    "audit_inline_keys": "0: every call's keys in a sidecar file",
+    "grace_period_s": "0: calls in flight are ended at once",
+    "restart_backoff_s": "0: restart a dead worker at once",
+    "max_quick_restarts": "0: stop the server when a worker dies at once",
+}
+"""What 0 means for the numeric options that accept it and do not say so in their text."""
+
+
+def zero_meaning(name: str) -> str:
+    """For a numeric option: what 0 means, or that it is refused; "" for other options."""
+    kind = _TYPES[name]
+    if kind not in (int, float):
+        return ""
+    if name in _ZERO_MEANS:
+        return _ZERO_MEANS[name]
+    try:
+        replace(ServerConfig(), **{name: kind(0)}).validate()
+    except ValueError:
+        return "0 is refused"
+    return ""  # accepted: the option's own text says what it means (a test holds to this)
+
+
+def metavar_of(name: str) -> str:
+    """The kind of value an option takes, as `--help` names it."""
+    kind = _TYPES[name]
+    if kind is bool:
+        return "1|0"
+    if kind is Path or kind == (Path | None):
+        return "DIR" if name.endswith(("_dir", "_root")) else "FILE"
+    if kind is float:
+        return "MS" if name.endswith("_ms") else "SECONDS"
+    if kind is int:
+        for suffix, unit in (("_bytes", "BYTES"), ("_mb", "MIB"), ("_days", "DAYS")):
+            if name.endswith(suffix):
+                return unit
+        return "N"
+    return {
+        "address": "HOST:PORT",
+        "metrics_address": "HOST:PORT",
+        "log_level": "LEVEL",
+        "log_format": "text|json",
+    }.get(name, "NAME")
 
 
 _FIELD_DOCS: Final = {
@@ -405,7 +453,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per config field; unset options fall back to LEZ_* then the default."""
     for f in fields(ServerConfig):
         parser.add_argument(
-            _option(f.name), dest=f.name, default=None, metavar="VALUE", help=_help_of(f.name)
+            _option(f.name),
+            dest=f.name,
+            default=None,
+            metavar=metavar_of(f.name),
+            help=_help_of(f.name),
         )
 
 
