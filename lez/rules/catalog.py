@@ -8,6 +8,7 @@ written and evaluation never compiles.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,31 @@ from lez.rules.compile import CompiledZone, compile_zone
 from lez.rules.schema import RevisionData, ZoneDef, parse_revision
 
 RULE_SUFFIX: Final = ".toml"
+ZONE_ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
+    "Antwerpen": ("Antwerp", "Anvers"),
+    "Gent": ("Ghent", "Gand"),
+    "Brussels": (
+        "Brussel",
+        "Bruxelles",
+        "Brüssel",
+        "Brussels-Capital",
+        "Brussels-Capital Region",
+        "Bruxelles-Capitale",
+        "Région de Bruxelles-Capitale",
+        "Brussel-Hoofdstad",
+        "Brussels Hoofdstedelijk Gewest",
+    ),
+}
+"""The common names of the zones (English, French, Dutch, German), by the official name of
+the rule files: the one place they are listed. `Revision.zone` resolves them for every caller
+(the server's `resolve_zone`), compared by `fold_zone_name`."""
+
+
+def fold_zone_name(text: str) -> str:
+    """A zone name as names are compared: case and accents folded, '-' and '_' as spaces,
+    spaces collapsed ('Région de Bruxelles-Capitale' -> 'region de bruxelles capitale')."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return " ".join(plain.casefold().replace("-", " ").replace("_", " ").split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +65,12 @@ def _zone(z: ZoneDef) -> Zone:
     )
 
 
+def _accepted_names(zone: ZoneDef) -> str:
+    """'2 Gent (also Ghent, Gand)': a zone's id, name and common names, for an error."""
+    aliases = ZONE_ALIASES.get(zone.name, ())
+    return f"{zone.id} {zone.name}" + (f" (also {', '.join(aliases)})" if aliases else "")
+
+
 class Revision:
     """One validated revision with its compiled zones."""
 
@@ -49,10 +81,13 @@ class Revision:
         self.zones = [_zone(z) for z in data.zones]
         self._compiled = {z.id: compile_zone(data, z) for z in data.zones}
         self._defs = {z.id: z for z in data.zones}
-        # what callers may name a zone by: its name in any case, or its id as text (names win)
-        self._by_text = {str(z.id): z for z in data.zones} | {
-            z.name.casefold(): z for z in data.zones
-        }
+        # what callers may name a zone by: its id as text, its common names, its name (folded:
+        # any case, with or without accents; names win over ids, official over common names)
+        self._by_text = (
+            {str(z.id): z for z in data.zones}
+            | {fold_zone_name(a): z for z in data.zones for a in ZONE_ALIASES.get(z.name, ())}
+            | {fold_zone_name(z.name): z for z in data.zones}
+        )
         self._zones = {z.id: z for z in self.zones}
 
     def zone(self, name_or_id: str | int) -> Zone:
@@ -64,13 +99,13 @@ class Revision:
             found = self._defs.get(name_or_id)
         else:
             text = name_or_id.strip()
-            found = self._by_text.get(text.casefold())
+            found = self._by_text.get(fold_zone_name(text))
             if found is None and text.isdigit():  # "07" is zone 7
                 found = self._defs.get(int(text))
         if found is None:
-            known = ", ".join(f"{z.id} {z.name}" for z in self.data.zones)
             raise UnknownZone(
-                f"unknown zone {echo(str(name_or_id))} in revision {self.id}; known: {known}"
+                f"unknown zone {echo(str(name_or_id))} in revision {self.id}; accepted: "
+                + "; ".join(_accepted_names(z) for z in self.data.zones)
             )
         return found
 
