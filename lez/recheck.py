@@ -61,13 +61,20 @@ def classify_changes(
     now: Verdict,
     now_euro: str,
     outcome_under_earlier_rules: int | None,
+    *,
+    same_rules: bool = False,
+    same_register: bool = False,
 ) -> list[Change]:
-    """The changes that explain today's answer `now` against `earlier`, in a stable order.
+    """The changes that explain today's answer `now` against `earlier`, in a stable order; a
+    cause is named only when it is known.
 
     `now_euro` is the euro code today's answer shows; `outcome_under_earlier_rules` is today's
     data decided under the earlier rule revision, when that revision is still loaded and is not
-    today's (None otherwise). An outcome that changed for no recognised reason is put down to
-    the vehicle data.
+    today's (None otherwise). `same_rules`: the earlier decision names today's revision;
+    `same_register`: it names today's snapshot. An outcome that changed for no recognised
+    reason is put down to the vehicle data when the rules are known not to explain it (the same
+    revision, or the earlier one gives today's outcome too), to the rules when the register is
+    the same; otherwise no change is named: the answer differs for a reason that cannot be told.
     """
     new_outcome, new_reason = Outcome(now.outcome), Reason(now.reason)
     changes = _register_changes(earlier, new_outcome, new_reason)
@@ -75,7 +82,10 @@ def classify_changes(
     if outcome_under_earlier_rules is not None and outcome_under_earlier_rules != new_outcome:
         changes.append(Change.RULESET)
     if earlier.outcome != new_outcome and not changes:
-        changes.append(Change.VEHICLE_DATA)
+        if same_rules or outcome_under_earlier_rules is not None:
+            changes.append(Change.VEHICLE_DATA)
+        elif same_register:
+            changes.append(Change.RULESET)
     return changes
 
 

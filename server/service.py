@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +48,14 @@ from lez.days import (
     today_brussels,
 )
 from lez.decision import Outcome, Reason
-from lez.errors import BatchTooLarge, DeadlineExceeded, InvalidRequest, LezError, ServerStopping
+from lez.errors import (
+    BatchTooLarge,
+    DeadlineExceeded,
+    InvalidRequest,
+    LezError,
+    ServerStopping,
+    echo,
+)
 from lez.keys import PlateKeyer
 from lez.rules import Revision, RuleCatalog, Verdict, Zone
 from lez.store import KeyedRecords, Snapshot, StoreMeta
@@ -80,6 +89,10 @@ TEXT_LIMIT: Final = 64
 PLATE_TEXT_LIMIT: Final = 256
 """Longest `plate` string; longer than the store's plate limit but shorter is INVALID_PLATE."""
 SHUTDOWN: Final = "SHUTDOWN"
+SNAPSHOT_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""What a snapshot id may look like to be looked up as a build directory (no path)."""
+GENERATED_SNAPSHOT: Final = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")
+"""A snapshot id as `lez.store.writer.new_snapshot_id` makes it: its UTC build time, sortable."""
 """Closing status of a stream cut off by the server's shutdown grace period."""
 AUDIT_THREADS: Final = 4
 """Threads that write and sync stream chunks' audit records (per worker process)."""
@@ -159,6 +172,42 @@ def resolve_zone(catalog: Revision | RuleCatalog, text: str) -> Zone:
     if not text.strip():
         raise InvalidRequest("a zone is required; ServerInfo lists the zones", field="zone")
     return catalog.zone(text)
+
+
+def known_snapshot(served: ServedSnapshot, text: str, field: str) -> None:
+    """Refuse a snapshot id the server cannot have served ("" is none given): known are the
+    builds its store holds (the current one and those kept) and ids of the generated form
+    (`20261020T031500Z-a1b2c3`, its build time) no later than the current snapshot's, which
+    name a build since removed. InvalidRequest otherwise (a typo, a value meant for another
+    field), quoting the value only through `echo`."""
+    if not text or text == served.meta.snapshot_id:
+        return
+    current = served.meta.snapshot_id
+    if SNAPSHOT_NAME.fullmatch(text) and text not in (".", ".."):
+        if (served.build.parent / text / "data.mdb").is_file():
+            return
+        stamp = GENERATED_SNAPSHOT.fullmatch(text)
+        if stamp and _built_by(stamp[1], served.meta.built_at):
+            return
+    raise InvalidRequest(
+        f"{field}: {echo(text)} is not a snapshot this server has served (its current snapshot "
+        f"is {current}; a snapshot id is what an answer printed, e.g. 20261020T031500Z-a1b2c3)",
+        field=field,
+    )
+
+
+def _built_by(stamp: str, built_at: str) -> bool:
+    """Whether a snapshot id's build time (`20261020T031500Z`) is no later than the current
+    snapshot's `built_at` (ISO 8601; when unreadable, any time is taken as possible)."""
+    try:
+        made = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:  # not a time (month 13): no build made it
+        return False
+    try:
+        built = dt.datetime.fromisoformat(built_at)
+    except ValueError:
+        return True
+    return made <= (built if built.tzinfo else built.replace(tzinfo=dt.UTC))
 
 
 def outcome_names(counts: npt.NDArray[np.int64]) -> dict[str, int]:
@@ -837,6 +886,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
             now.verdict,
             current.euro,
             under_earlier.outcome if under_earlier is not None else None,
+            same_rules=pinned == newest.id,
+            same_register=item.snapshot_id == served.meta.snapshot_id,
         )
         result = pb.RecheckResult(
             index=index,
@@ -864,6 +915,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
         with self.admission.work(who.organisation, len(items)), self.holder.lease() as served:
             self.quotas.charge_pairs(who, len(items))
             zones = [resolve_zone(served.catalog, it.zone) for it in items]
+            for i, it in enumerate(items):
+                known_snapshot(served, it.snapshot_id, f"decisions[{i}].snapshot_id")
             for z in {z.id: z for z in zones}.values():
                 who.require_zone(z.id, z.name)
             results: list[pb.RecheckResult] = []

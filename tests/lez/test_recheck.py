@@ -51,3 +51,11 @@ def test_ruleset_change_needs_another_outcome_under_the_earlier_rules() -> None:
     assert classify_changes(then, ALLOWED, "6", Outcome.NOT_ALLOWED) == [Change.RULESET]
     # same outcome under the earlier rules: not the rules; an unexplained change is vehicle data
     assert classify_changes(then, ALLOWED, "6", Outcome.ALLOWED) == [Change.VEHICLE_DATA]
+
+
+def test_a_cause_is_named_only_when_known() -> None:
+    then = _then(Outcome.INSUFFICIENT_DATA, reason=Reason.EURO_UNKNOWN)
+    assert classify_changes(then, ALLOWED, "6", None) == []  # rules or data: cannot tell
+    assert classify_changes(then, ALLOWED, "6", None, same_rules=True) == [Change.VEHICLE_DATA]
+    assert classify_changes(then, ALLOWED, "6", None, same_register=True) == [Change.RULESET]
+    assert classify_changes(then, ALLOWED, "6", Outcome.ALLOWED) == [Change.VEHICLE_DATA]

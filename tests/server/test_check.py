@@ -224,7 +224,7 @@ def test_recheck_reports_what_changed(channel: grpc.Channel) -> None:
             outcome=pb.OUTCOME_NOT_ALLOWED,
             reason=pb.REASON_EURO_BELOW_MINIMUM,
             euro="3",
-            snapshot_id="old",
+            snapshot_id="20240101T000000Z-0a1b2c",  # a build since removed
         ),
         pb.EarlierDecision(  # unknown then, in the register now
             plate="1ABC234", zone=zone, date=DATE, outcome=pb.OUTCOME_UNKNOWN_PLATE
@@ -245,6 +245,34 @@ def test_recheck_reports_what_changed(channel: grpc.Channel) -> None:
     assert pb.CHANGE_REGISTRATION_ADDED in r0.changes
     assert r1.outcome_changed and pb.CHANGE_PLATE_ADDED in r1.changes
     assert not r2.outcome_changed and list(r2.changes) == [pb.CHANGE_VEHICLE_DATA]
+
+
+@pytest.mark.parametrize("snapshot_id", ["old", "1ABC234", "20991231T000000Z-0a1b2c", "../x"])
+def test_recheck_refuses_a_snapshot_id_it_cannot_have_served(
+    channel: grpc.Channel, snapshot_id: str
+) -> None:
+    earlier = pb.EarlierDecision(
+        plate=PERMIT_PLATE,
+        zone=first_zone(channel),
+        date=DATE,
+        outcome=pb.OUTCOME_NOT_ALLOWED,
+        snapshot_id=snapshot_id,
+    )
+    with pytest.raises(grpc.RpcError) as exc:
+        stub(channel).Recheck(pb.RecheckRequest(decisions=[earlier]))
+    code, reason, _ = error_reason(exc.value)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    details = exc.value.details() or ""
+    assert "decisions[0].snapshot_id" in details and "not a snapshot this server" in details
+    assert "1ABC234" not in details
+    current = stub(channel).ServerInfo(pb.ServerInfoRequest()).snapshot_id
+    known = stub(channel).Recheck(
+        pb.RecheckRequest(decisions=[pb.EarlierDecision(
+            plate=PERMIT_PLATE, zone=earlier.zone, date=DATE,
+            outcome=pb.OUTCOME_NOT_ALLOWED, snapshot_id=current,
+        )])
+    )  # fmt: skip
+    assert known.results[0].outcome_changed
 
 
 def test_recheck_too_many(base_config: ServerConfig) -> None:
