@@ -9,18 +9,30 @@ and a camera read's day are Brussels calendar days whatever the machine's time z
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import functools
+import re
 from typing import Final
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 
+from lez.errors import echo
+
 EPOCH: Final = dt.date(1970, 1, 1)
 DAY_UNKNOWN: Final = -(2**31)
 DAY_OPEN: Final = 2**31 - 1
 BRUSSELS: Final = ZoneInfo("Europe/Brussels")
+FIRST_DATE: Final = dt.date.min
+LAST_DATE: Final = dt.date.max
+DAYS_ACCEPTED: Final = f"days from {FIRST_DATE.isoformat()} to {LAST_DATE.isoformat()} are accepted"
+"""The dates a day number may be made of (`parse_day`): those of the proleptic Gregorian
+calendar with a four-digit year; their day numbers fit int32 far from the sentinels."""
+_MONTHS: Final = ("January", "February", "March", "April", "May", "June", "July", "August",
+                   "September", "October", "November", "December")  # fmt: skip
+_DATE_SHAPE: Final = re.compile(r"(\d+)-(\d{1,2})-(\d{1,2})|(\d{4})(\d{2})(\d{2})")
 
 
 def to_day(value: dt.date) -> int:
@@ -34,11 +46,33 @@ def from_day(day: int) -> dt.date:
 
 
 def parse_day(text: str) -> int:
-    """Day number of an ISO date `YYYY-MM-DD`; raises ValueError naming the expected form."""
+    """Day number of an ISO date `YYYY-MM-DD`; raises ValueError telling a day that is not on
+    the calendar (`2026-02-30`) or outside `DAYS_ACCEPTED` from a text that is not a date at
+    all (quoted only through `lez.errors.echo`: never a value that could be a plate)."""
+    text = text.strip()
     try:
-        return to_day(dt.date.fromisoformat(text.strip()))
+        return to_day(dt.date.fromisoformat(text))
     except ValueError:
-        raise ValueError("expected a date as YYYY-MM-DD") from None
+        raise ValueError(date_problem(text)) from None
+
+
+def date_problem(text: str) -> str:
+    """What is wrong with a text that `parse_day` refuses, in words a person can act on."""
+    shape = _DATE_SHAPE.fullmatch(text.strip())
+    if shape is None:
+        return f"expected a date as YYYY-MM-DD, got {echo(text.strip())}"
+    parts = [part for part in shape.groups() if part is not None]  # extended or basic form
+    year, month, day = (int(part) for part in parts)
+    shown = shape[0]
+    if len(parts[0]) != 4 or year < FIRST_DATE.year:
+        return f"{shown} is out of range: {DAYS_ACCEPTED}"
+    if not 1 <= month <= 12:
+        return f"{shown} is not a day of the calendar (there is no month {parts[1]})"
+    month_days = calendar.monthrange(year, month)[1]
+    if not 1 <= day <= month_days:
+        name = f"{_MONTHS[month - 1]} {year}"
+        return f"{shown} is not a day of the calendar ({name} has {month_days} days)"
+    return f"expected a date as YYYY-MM-DD, got {shown}"  # not reached: the date is valid
 
 
 def brussels_day(moment: dt.datetime) -> int:

@@ -230,8 +230,8 @@ def _required_day(text: str, field: str) -> int:
     """The day of a request field that must hold a date; InvalidRequest naming the field."""
     try:
         return parse_day(text)
-    except ValueError:
-        raise InvalidRequest(f"{field} must be a date as YYYY-MM-DD", field=field) from None
+    except ValueError as exc:  # says what is wrong: the form, the calendar or the range
+        raise InvalidRequest(f"{field}: {exc}", field=field) from None
 
 
 def _code_text(lst: codes.CodeList, ident: int) -> str:
