@@ -8,7 +8,13 @@ epoch, UTC): the server derives the calendar day in Europe/Brussels and uses the
 pass valid until 06:00), so a read at 23:30 UTC on a summer evening is the next Brussels day;
 a timestamp without an offset is taken as Brussels local time. An unreadable day or timestamp
 does not stop the batch: that row is sent without an instant and with the unknown day and
-answered INVALID / INVALID_DAY.
+answered INVALID / INVALID_DAY; the summary counts apart the dates that are not on the calendar
+or out of range (`2026-02-30`, `0000-01-01`) and the texts that are not dates. A header that
+names no `plate` or no `day`/`timestamp` column is an error quoting the header (unless a cell
+could be a plate: then the first line is likely a data row and is not shown) beside the expected
+one.
+
+The output is also the input of `lez recheck --file` as it is (`clients.recheck_file`).
 
 Output: the input columns, then `day` (the Brussels date decided on, as the server derived it
 for a timestamp), `outcome`, `reason`, `allowed_until` (a date, `open`, or empty), `euro` (DIV
@@ -36,9 +42,14 @@ from clients.day_input import instant_ms, parse_when
 from clients.enum_names import OUTCOME_NAMES, REASON_NAMES, note_names
 from clients.errors import file_problem
 from clients.result_columns import BatchResult
-from lez.days import DAY_OPEN, DAY_UNKNOWN, NO_INSTANT, brussels_days_seconds
+from lez.days import DAY_OPEN, DAY_UNKNOWN, NO_INSTANT, brussels_days_seconds, date_problem
 
 MS_PER_SECOND: Final = 1000
+EXPECTED_HEADERS: Final = "plate,country,day or plate,country,timestamp"
+HEADER_SHOWN: Final = 80
+"""Characters of a wrong header line an error quotes."""
+_DIGIT: Final = re.compile(r"[0-9]")
+_LETTER: Final = re.compile(r"[^\W\d_]")
 _COLUMN_COUNTS: Final = re.compile(r"Expected (\d+) columns, got (\d+)")
 
 
@@ -54,6 +65,9 @@ class BatchFile:
     table: pa.Table
     day_column: str  # "day" or "timestamp"
     bad_days: int
+    days_off_calendar: int = 0
+    """Of `bad_days`, the dates not on the calendar (2026-02-30) or out of range (0000-01-01):
+    written as dates, unlike the rest, which are not dates at all."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -73,10 +87,7 @@ def read_batch(path: Path) -> BatchFile:
         raise _open_error(path, exc) from None
     columns = [c.strip().lower() for c in head.split(",")]
     if "plate" not in columns or not ({"day", "timestamp"} & set(columns)):
-        raise BatchFileError(
-            f"{path}: the header must name the columns plate, country (optional) and day or "
-            "timestamp, e.g. 'plate,country,day' or 'plate,country,timestamp'"
-        )
+        raise BatchFileError(f"{path}: {header_problem(head, columns)}")
     try:
         table = pacsv.read_csv(
             path,
@@ -96,6 +107,7 @@ def read_batch(path: Path) -> BatchFile:
     day_column = "timestamp" if "timestamp" in columns else "day"
     raw_days = table.column(day_column).combine_chunks()
     instants: npt.NDArray[np.int64] | None = None
+    off_calendar = 0
     if day_column == "timestamp":
         instants = timestamps_to_instants(raw_days)
         days = np.full(len(instants), DAY_UNKNOWN, dtype=np.int32)  # the server derives them
@@ -103,6 +115,7 @@ def read_batch(path: Path) -> BatchFile:
     else:
         days = dates_to_days(raw_days)
         bad_days = int((days == DAY_UNKNOWN).sum())
+        off_calendar = _off_calendar(raw_days, days) if bad_days else 0
     plates = table.column("plate").combine_chunks()
     countries: npt.NDArray[Any] | None = None
     if "country" in columns:
@@ -116,7 +129,40 @@ def read_batch(path: Path) -> BatchFile:
         plates=plates_from_arrow(plates),
         instants=instants,
     )
-    return BatchFile(rows=rows, table=table, day_column=day_column, bad_days=bad_days)
+    return BatchFile(
+        rows=rows,
+        table=table,
+        day_column=day_column,
+        bad_days=bad_days,
+        days_off_calendar=off_calendar,
+    )
+
+
+def _off_calendar(texts: pa.Array, days: npt.NDArray[np.int32]) -> int:
+    """How many of the unreadable days are dates off the calendar or out of range."""
+    bad = pc.filter(texts, pa.array(days == DAY_UNKNOWN)).to_pylist()
+    return sum(not date_problem(text or "").startswith("expected") for text in bad)
+
+
+def header_problem(head: str, columns: list[str]) -> str:
+    """What the header line holds and what it should: the line is quoted unless a cell could be
+    a plate (a letter and a digit: then it is likely a data row, the header missing)."""
+    expected = f"expected {EXPECTED_HEADERS} (country optional), e.g. 'plate,country,day'"
+    if not head:
+        return f"the first line is empty: {expected}"
+    if any(_DIGIT.search(c) and _LETTER.search(c) for c in re.split(r"[,;\t|]", head)):
+        return (
+            "the first line looks like a data row, not a header (not shown: it may hold a "
+            f"plate): the file needs a header line first; {expected}"
+        )
+    shown = head if len(head) <= HEADER_SHOWN else head[:HEADER_SHOWN] + "..."
+    shown = "".join(c if c.isprintable() else "?" for c in shown)
+    found = f"{len(columns)} column{'s' if len(columns) != 1 else ''}"
+    other = [sep for sep in (";", "\t", "|") if sep in head]
+    if len(columns) == 1 and other:
+        name = "tab" if other[0] == "\t" else f"'{other[0]}'"
+        found += f", separated by {name}? columns are separated by commas"
+    return f"the header is '{shown}' ({found}): {expected}"
 
 
 def _arrow_where(exc: Exception) -> str:

@@ -8,8 +8,10 @@
 
 Every error a person can meet (server down, unknown zone, bad date, missing file, no
 permission, quota used up...) is one readable line on stderr and a non-zero exit status, never
-a traceback (set LEZ_DEBUG=1 to see one). No plate appears in an error message; `lez check`
-echoes back the plate the person typed, on their own terminal only.
+a traceback (set LEZ_DEBUG=1 to see one): as `--help` says, 0 answered, 1 the call failed
+(server down or failing, quota, permission), 2 bad usage or input (options, files, dates, an
+unknown zone, rule revision or snapshot id), 130 interrupted. No plate appears in an error
+message; `lez check` echoes back the plate the person typed, on their own terminal only.
 
 This module runs the commands; their options are `clients.cli_parser`, what they print
 `clients.cli_output`.
@@ -57,7 +59,7 @@ from clients.cli_parser import (
     settings_from,
 )
 from clients.decisions import RecheckItem
-from clients.recheck_file import read_recheck_file
+from clients.recheck_file import RecheckDefaults, read_recheck_file
 from clients.settings import ClientSettings
 from clients.sync import LezClient
 from lez.api.v1 import access_pb2 as pb
@@ -65,6 +67,10 @@ from lez.progress import ItemProgress
 
 RECHECK_NEEDS: tuple[str, ...] = ("plate", "zone", "date", "outcome")
 """What `lez recheck` needs without --file."""
+BAD_INPUT = (BatchFileError, errors.InvalidRequest, errors.UnknownRuleset, PlotUnavailable)
+"""Errors that are the input's, exit status 2 (`--help`: "2 bad usage or input"): a file or a
+value given (an unknown zone, rule revision or snapshot id, a bad date) to change and retry;
+every other error is a call that failed (1)."""
 
 
 def _write_json(out: TextIO, value: Any) -> None:
@@ -158,8 +164,9 @@ def cmd_campaign(args: argparse.Namespace, client: LezClient, out: TextIO, err: 
 
 
 def _recheck_items(args: argparse.Namespace) -> list[RecheckItem]:
-    if args.file is not None:
-        return read_recheck_file(args.file)
+    if args.file is not None:  # --zone, --snapshot, --ruleset: for rows without the column
+        defaults = RecheckDefaults(args.zone, args.snapshot, args.ruleset)
+        return read_recheck_file(args.file, defaults)
     missing = [name for name in RECHECK_NEEDS if not getattr(args, name)]
     if missing:
         raise errors.InvalidRequest(
@@ -233,8 +240,7 @@ def main(
         if os.environ.get("LEZ_DEBUG"):
             raise
         err.write(f"{PROG} {args.command}: error: {error_line(exc, settings)}\n")
-        usage = isinstance(exc, BatchFileError | errors.InvalidRequest | PlotUnavailable)
-        return EXIT_USAGE if usage else EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, BAD_INPUT) else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -24,9 +24,15 @@ from clients.enum_names import NOTE_FLAGS, OUTCOME_NAMES
 from clients.result_columns import BatchSummary
 from clients.settings import BYTES_PER_MIB, DEFAULT_SERVER, ClientSettings
 from lez.api.v1 import access_pb2 as pb
+from lez.days import DAYS_ACCEPTED
 
 NO_END_DATE: Final = "no end date under this revision"
 """What an ALLOWED answer without an end date says where the date would be."""
+UNTOLD_CAUSE: Final = (
+    "give the earlier decision's rule revision and snapshot id, --ruleset and --snapshot, "
+    "to tell the rules from the register"
+)
+"""Why a recheck whose outcome changed names no cause, and what would let it."""
 AUDIT_ID_SHOWN: Final = 16
 """Characters of each audit id in a batch's text summary."""
 
@@ -128,6 +134,7 @@ def batch_json(summary: BatchSummary, batch: BatchFile, output: Path) -> dict[st
         "audit_ids": list(summary.audit_ids),
         "as_of": summary.as_of.isoformat() if summary.as_of else None,
         "unreadable_days": batch.bad_days,
+        "days_off_calendar": batch.days_off_calendar,
         "output": str(output),
     }
 
@@ -148,6 +155,11 @@ def batch_lines(
             f"  {batch.bad_days:,} row(s) had an unreadable {batch.day_column} "
             "(answered INVALID / INVALID_DAY)"
         )
+        if off := batch.days_off_calendar:
+            lines.append(
+                f"    of which {off:,} not a day of the calendar or out of range (e.g. "
+                f"2026-02-30; {DAYS_ACCEPTED}), {batch.bad_days - off:,} not written YYYY-MM-DD"
+            )
     audit_ids = ", ".join(a[:AUDIT_ID_SHOWN] for a in summary.audit_ids) or "-"
     lines.append(
         f"snapshot {', '.join(summary.snapshot_ids) or '-'}, "
@@ -185,8 +197,13 @@ def recheck_lines(answer: RecheckAnswer, items: list[RecheckItem], from_file: bo
         before = result.previous_outcome + _reason_text(result.previous_reason)
         now = result.current.outcome + _reason_text(result.current.reason)
         verdict = "CHANGED" if result.outcome_changed else "unchanged"
-        changes = ", ".join(result.changes) or "nothing relevant"
-        lines.append(f"{label}: then {before} -> now {now}: {verdict}; what changed: {changes}")
+        if result.changes:
+            why = f"what changed: {', '.join(result.changes)}"
+        elif result.outcome_changed:  # the server names a cause only when it knows it
+            why = f"the answer differs; what changed cannot be told ({UNTOLD_CAUSE})"
+        else:
+            why = "what changed: nothing relevant"
+        lines.append(f"{label}: then {before} -> now {now}: {verdict}; {why}")
     lines.append(
         f"current snapshot {answer.snapshot_id}, rule revision {answer.revision}, "
         f"last mutation {answer.mutation_watermark or '-'}"

@@ -60,8 +60,8 @@ exit status: 0 answered, 1 the call failed, 2 bad usage or input, 130 interrupte
 def _date_arg(text: str) -> dt.date:
     try:
         return from_day(parse_day(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a date as YYYY-MM-DD, e.g. 2026-10-20") from None
+    except ValueError as exc:  # a calendar or range problem, or the form (e.g. 2026-10-20)
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _when_arg(text: str) -> dt.date:
@@ -349,18 +349,27 @@ def _add_recheck(commands: Any) -> None:
         epilog="examples:\n"
         "  lez recheck 1-ABC-234 --zone Gent --date 2026-03-02 --outcome NOT_ALLOWED\n"
         "  lez recheck --file appeals.csv   (columns plate,country,zone,date,outcome and "
-        "optionally reason,euro,snapshot_id,ruleset_revision)",
+        "optionally reason,euro,snapshot_id,ruleset_revision)\n"
+        "  lez batch reads.csv decisions.csv --zone Gent\n"
+        "  lez recheck --file decisions.csv --zone Gent   (the output of 'lez batch' as it "
+        "is: its\n    day column is the date; --zone, --snapshot and --ruleset fill the "
+        "columns it lacks)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     command.add_argument("plate", nargs="?", help="the plate as written")
     command.add_argument("--file", type=Path, default=None, help="CSV file of earlier decisions")
-    command.add_argument("--zone", help="zone name or id")
+    command.add_argument("--zone", help="zone name or id (with --file: of rows without one)")
     command.add_argument("--date", type=_when_arg, help="day of the earlier decision, YYYY-MM-DD")
     command.add_argument("--country", type=_country_arg, default="BE", help="plate country [BE]")
     command.add_argument("--outcome", type=outcome_arg, help="outcome given then, e.g. NOT_ALLOWED")
     command.add_argument("--reason", type=reason_arg, default=None, help="reason given then")
     command.add_argument("--euro", default=None, help="euro norm code used then")
-    command.add_argument("--snapshot", default="", help="snapshot id of the earlier decision")
+    command.add_argument(
+        "--snapshot",
+        default="",
+        help="snapshot id of the earlier decision, as its answer printed it (an id the server "
+        "cannot have served is an error)",
+    )
     command.add_argument("--ruleset", default="", help="rule revision of the earlier decision")
     command.add_argument("--json", action="store_true", help="print the answer as JSON")
     _connection_options(command)

@@ -41,6 +41,12 @@ def parse_when(text: str) -> int:
         try:
             moment = dt.datetime.fromisoformat(text.replace(" ", "T", 1))
         except ValueError:
+            date_part = text.replace(" ", "T", 1).partition("T")[0]
+            try:
+                parse_day(date_part)
+            except ValueError as exc:  # the day itself is wrong (2026-02-30, 0000-01-01)
+                if not str(exc).startswith("expected"):
+                    raise ValueError(f"{exc}, in a timestamp") from None
             raise ValueError(
                 "expected an ISO 8601 timestamp such as 2016-06-02T18:36:12.345+01:00"
             ) from None

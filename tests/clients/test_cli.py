@@ -130,10 +130,15 @@ def test_info_and_recheck(capsys: pytest.CaptureFixture[str], live_server: Serve
     ("argv", "needle", "status"),
     [
         (["check", "1ABC234", "--zone", "Atlantis", "--date", "2025-06-02"], "unknown zone", 2),
-        (["check", "1ABC234", "--zone", ZONE, "--date", "2025-02-30"], "YYYY-MM-DD", 2),
+        (
+            ["check", "1ABC234", "--zone", ZONE, "--date", "2025-02-30"],
+            "2025-02-30 is not a day of the calendar (February 2025 has 28 days)",
+            2,
+        ),
+        (["check", "1ABC234", "--zone", ZONE, "--date", "2025/02/03"], "YYYY-MM-DD", 2),
         (["check", "1ABC234", "--zone", ZONE, "--country", "Belgium"], "two-letter", 2),
         (["check", "1ABC234"], "--zone", 2),
-        (["check", "1ABC234", "--zone", ZONE, "--ruleset", "1999-01-01"], "1999-01-01", 1),
+        (["check", "1ABC234", "--zone", ZONE, "--ruleset", "1999-01-01"], "1999-01-01", 2),
         (["batch", "/nonexistent/in.csv", "out.csv", "--zone", ZONE], "not found", 2),
         (["recheck", "1ABC234", "--zone", ZONE], "missing: date, outcome", 2),
         (["check", "1ABC234", "--zone", ZONE, "--timeout", "-1"], "more than 0", 2),
@@ -205,7 +210,7 @@ def test_unreadable_input_files(
     bad_header = tmp_path / "bad.csv"
     bad_header.write_text("kenteken,datum\n1ABC234,2025-06-02\n")
     code, _, err = batch(capsys, live_server, str(bad_header), str(tmp_path / "o.csv"))
-    assert code == 2 and "header must name the columns" in err
+    assert code == 2 and "the header is 'kenteken,datum' (2 columns)" in err
     code, _, err = batch(capsys, live_server, str(tmp_path), str(tmp_path / "o.csv"))
     assert code == 2 and "directory" in err
     good = tmp_path / "in.csv"
