@@ -197,7 +197,10 @@ def _describe(command: argparse.ArgumentParser, name: str) -> None:
     command.description = textwrap.fill(description or command.description or "", HELP_WIDTH)
     lines = "\n".join(f"  {example}" for example in examples)
     command.epilog = f"example{'s' if len(examples) > 1 else ''}:\n{lines}"
-    shows_defaults = issubclass(command.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
+    formatter = command.formatter_class
+    shows_defaults = isinstance(formatter, type) and issubclass(
+        formatter, argparse.ArgumentDefaultsHelpFormatter
+    )
     command.formatter_class = (
         _HelpFormatter if shows_defaults else argparse.RawDescriptionHelpFormatter
     )
