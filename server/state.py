@@ -155,10 +155,15 @@ class StoreHolder:
         return True
 
     async def watch(self, interval_s: float) -> None:
-        """Poll for new builds until cancelled."""
+        """Poll for new builds until cancelled. A failure of one look (a build removed while
+        it was opened, an LMDB error that is not an OSError) is logged and the next look comes
+        as usual: the watch must never end, or the worker would serve its build forever."""
         while True:
             await asyncio.sleep(interval_s)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("looking for a newly published build failed; trying again")
 
     def _swap(self, served: ServedSnapshot) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pytest
 
 from lez.api.v1 import access_pb2 as pb
 from lez.keys import PlateKeyer
@@ -65,3 +66,44 @@ def test_reload_under_load_without_failures(
     assert len(long_call) == 7
     assert {m.snapshot_id for m in long_call} == {first}
     assert server.app.holder is not None and server.app.holder.reloads >= 4
+
+
+def test_the_watch_outlives_a_failed_look(
+    store_root: Path, keyer: PlateKeyer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look for a new build that fails with an error the switch does not expect (py-lmdb's
+    errors are not OSErrors; a build can be removed while it is opened) must not end the
+    watch: the worker would serve its old build forever."""
+    import asyncio
+
+    from server import state
+
+    build_store(store_root, keyer)
+    holder = state.StoreHolder(store_root, key_id=keyer.key_id, warm=False)
+    assert holder.load()
+    first = holder.current
+    assert first is not None
+    real = state.open_served_snapshot
+    calls = {"n": 0}
+
+    def flaky(*args: object, **kwargs: object) -> state.ServedSnapshot:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the build went away while it was opened")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(state, "open_served_snapshot", flaky)
+    build_store(store_root, keyer)
+
+    async def watch_until_switched() -> None:
+        task = asyncio.create_task(holder.watch(0.01))
+        deadline = time.monotonic() + 10
+        while holder.current is first and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    try:
+        asyncio.run(watch_until_switched())
+        assert calls["n"] >= 2 and holder.current is not first
+    finally:
+        holder.close()
