@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from bench import report
 from lez.decision import Outcome
 from lez.keys import KEY_BYTES
 from server.audit import AuditLog, KeyBatch
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     print(json.dumps(result, indent=2))
     if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        report.write_json(args.out, result)
     return 0
 
 

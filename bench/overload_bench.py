@@ -45,6 +45,7 @@ import grpc
 import grpc.aio
 import numpy as np
 
+from bench import report
 from bench.stream import free_port
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        report.write_json(args.out, result)
     return 0
 
 

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import report
 from server.auth import Identity, Role
 from server.quotas import QuotaStore
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        report.write_json(args.out, result)
     return 0
 
 

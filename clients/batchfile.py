@@ -43,13 +43,12 @@ from clients.enum_names import OUTCOME_NAMES, REASON_NAMES, note_names
 from clients.errors import file_problem
 from clients.result_columns import BatchResult
 from lez.days import DAY_OPEN, DAY_UNKNOWN, NO_INSTANT, brussels_days_seconds, date_problem
+from lez.plates import could_hold_plate
 
 MS_PER_SECOND: Final = 1000
 EXPECTED_HEADERS: Final = "plate,country,day or plate,country,timestamp"
 HEADER_SHOWN: Final = 80
 """Characters of a wrong header line an error quotes."""
-_DIGIT: Final = re.compile(r"[0-9]")
-_LETTER: Final = re.compile(r"[^\W\d_]")
 _COLUMN_COUNTS: Final = re.compile(r"Expected (\d+) columns, got (\d+)")
 
 
@@ -150,7 +149,7 @@ def header_problem(head: str, columns: list[str]) -> str:
     expected = f"expected {EXPECTED_HEADERS} (country optional), e.g. 'plate,country,day'"
     if not head:
         return f"the first line is empty: {expected}"
-    if any(_DIGIT.search(c) and _LETTER.search(c) for c in re.split(r"[,;\t|]", head)):
+    if any(could_hold_plate(c) for c in re.split(r"[,;\t|]", head)):
         return (
             "the first line looks like a data row, not a header (not shown: it may hold a "
             f"plate): the file needs a header line first; {expected}"

@@ -17,11 +17,17 @@ _DIGIT: Final = re.compile(r"[0-9]")
 _LETTER: Final = re.compile(r"[^\W\d_]")
 
 
+def could_hold_plate(value: str) -> bool:
+    """Whether a text could hold a plate (a letter and a digit anywhere in it): such a text is
+    never quoted in an error or a log."""
+    return bool(_DIGIT.search(value) and _LETTER.search(value))
+
+
 def echo(value: str, limit: int = ECHO_LIMIT) -> str:
     """A caller's free-text value as an error message may quote it: cut to `limit` characters,
     control characters replaced, and not quoted at all when it could hold a plate (a letter and
     a digit anywhere in it), so a plate sent in the wrong field never comes back in an error."""
-    if _DIGIT.search(value) and _LETTER.search(value):
+    if could_hold_plate(value):
         return f"(a value of {len(value)} characters, not shown: it could be a plate)"
     shown = "".join(c if c.isprintable() else "?" for c in value[:limit])
     more = f"... ({len(value)} characters)" if len(value) > limit else ""

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lez.errors import InvalidPlate
+from lez.errors import could_hold_plate as could_hold_plate  # for callers outside the core
 
 Plate = NewType("Plate", str)
 """A normalised plate: upper case A-Z0-9, no separators."""

@@ -112,8 +112,7 @@ class App:
         current = self.holder.current
         self.metrics.serve_snapshot(current.meta if current is not None else None)
         self.audit = self._open_audit() if not config.audit_off else NoAudit()
-        if isinstance(self.audit, AuditLog):
-            self.audit.on_write = self.metrics.observe_audit_write
+        self.audit.on_write = self.metrics.observe_audit_write
         auth = Authenticator(config, self.clients)
         self.quotas = QuotaStore(config.state_path)  # opened after the fork, like the store
         self.service = AccessService(

@@ -765,6 +765,9 @@ class NoAudit:
 
     sync_window_s: Final = 0.0
 
+    def __init__(self) -> None:
+        self.on_write: Callable[[float], None] | None = None  # never called: nothing is flushed
+
     def append(self, **fields: Any) -> Appended:
         return Appended(0, "")
 

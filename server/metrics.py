@@ -43,6 +43,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from lez.data_quality import DataQuality
 from lez.store import StoreMeta
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
@@ -283,25 +284,15 @@ class ServerMetrics:
         self.snapshot_seq.set(meta.snapshot_seq)
         times = {("built",): _utc_seconds(meta.built_at), ("synced",): _utc_seconds(meta.synced_at)}
         self._store_times.replace({k: v for k, v in times.items() if v is not None})
-        quality = meta.data_quality or {}
-        counts = {name: _count(quality.get(name)) for name in DATA_QUALITY_FIGURES}
-        self._quality.replace({(k,): v for k, v in counts.items() if v is not None})
-        self._derived.replace(_counts_by(quality.get("derived")))
-        self._unknown.replace(_counts_by(quality.get("unknown_codes")))
-
-
-def _count(value: object) -> float | None:
-    """A figure of the meta as a gauge value; None when it is not a number."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def _counts_by(value: object) -> dict[tuple[str, ...], float]:
-    if not isinstance(value, Mapping):
-        return {}
-    counts = {str(k): _count(v) for k, v in value.items()}
-    return {(k,): v for k, v in counts.items() if v is not None}
+        quality = DataQuality.from_json(meta.data_quality) if meta.data_quality else None
+        if quality is None:  # a store built before the loader measured it
+            self._quality.replace({})
+            self._derived.replace({})
+            self._unknown.replace({})
+            return
+        self._quality.replace({(n,): float(getattr(quality, n)) for n in DATA_QUALITY_FIGURES})
+        self._derived.replace({(k,): float(v) for k, v in quality.derived.items()})
+        self._unknown.replace({(k,): float(v) for k, v in quality.unknown_codes.items()})
 
 
 class SupervisorMetrics:

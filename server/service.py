@@ -36,6 +36,7 @@ from google.protobuf.message import Message
 from lez import campaign, codes, fleet, recheck
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
+from lez.data_quality import DataQuality
 from lez.days import (
     DAY_OPEN,
     DAY_UNKNOWN,
@@ -53,7 +54,6 @@ from lez.errors import (
     DeadlineExceeded,
     InvalidRequest,
     LezError,
-    ServerStopping,
     echo,
 )
 from lez.keys import PlateKeyer
@@ -72,6 +72,7 @@ from server.metrics import ServerMetrics
 from server.quotas import QuotaStore
 from server.state import ServedSnapshot, StoreHolder
 from server.status import (
+    SHUTDOWN,
     audit_status,
     tolerant_deserializer,
     translate_errors,
@@ -88,7 +89,6 @@ TEXT_LIMIT: Final = 64
 """Longest string a request field may hold (zones, dates, countries, revisions, key ids)."""
 PLATE_TEXT_LIMIT: Final = 256
 """Longest `plate` string; longer than the store's plate limit but shorter is INVALID_PLATE."""
-SHUTDOWN: Final = "SHUTDOWN"
 SNAPSHOT_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """What a snapshot id may look like to be looked up as a build directory (no path)."""
 GENERATED_SNAPSHOT: Final = re.compile(r"(\d{8}T\d{6}Z)-[0-9a-f]{6}")
@@ -709,8 +709,6 @@ class AccessService(pb_grpc.AccessServiceServicer):
 
     def _stream_ended(self, exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         """How a stream that did not finish normally ended, for its closing record."""
-        if isinstance(exc, ServerStopping):  # still running at the end of the grace period
-            return SHUTDOWN
         if isinstance(exc, Exception):
             return audit_status(exc)
         if self.stopping:
@@ -1189,28 +1187,10 @@ def _losing_cell(cell: fleet.FleetCell) -> pb.LosingAccessCell:
     return pb.LosingAccessCell(category=category, fuel=fuel, euro=euro, vehicles=cell.vehicles)
 
 
-def data_quality_message(figures: Mapping[str, object]) -> pb.DataQuality:
-    """The store meta's `data_quality` object as the contract's message (fields of other types
-    than the message's are left out rather than failing the call)."""
-    out = pb.DataQuality()
-    for name in ("records", "missing_category", "missing_euro", "missing_fuel", "rejected"):
-        value = figures.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            setattr(out, name, value)
-    for name in ("derived", "unknown_codes"):
-        counts = figures.get(name)
-        if isinstance(counts, Mapping):
-            getattr(out, name).update(
-                {
-                    str(k): v
-                    for k, v in counts.items()
-                    if isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                }
-            )
-    source = figures.get("source")
-    if isinstance(source, str):
-        out.source = source
-    return out
+def data_quality_message(figures: Mapping[str, Any]) -> pb.DataQuality:
+    """The store meta's `data_quality` (written by the loader with the message's field names)
+    as the contract's message."""
+    return pb.DataQuality(**DataQuality.from_json(figures).to_json())
 
 
 def _check_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> None:

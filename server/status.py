@@ -125,8 +125,15 @@ def mapping_of(exc: BaseException) -> Mapping:
     return _INTERNAL
 
 
+SHUTDOWN: Final = "SHUTDOWN"
+"""The audit status of a call the server's shutdown grace period cut off."""
+
+
 def audit_status(exc: BaseException) -> str:
-    """How a call that failed midway ended, for its audit record: the status code's name."""
+    """How a call that failed midway ended, for its audit record: the status code's name, or
+    SHUTDOWN for one still running at the end of the grace period (`ServerStopping`)."""
+    if isinstance(exc, errors.ServerStopping):
+        return SHUTDOWN
     if not isinstance(exc, Exception):  # cancelled by the client, or the server stopping
         return grpc.StatusCode.CANCELLED.name
     return mapping_of(exc).code.name

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Final
 from server.audit_keys import ensure_audit_key_file
 from server.config import ServerConfig
 from server.guards import ParentWatch, ensure_port_free, hold_audit_dir
-from server.quotas import QuotaStore
 
 if TYPE_CHECKING:
     from server.metrics import MetricsEndpoint, SupervisorMetrics
@@ -132,9 +131,6 @@ class Supervisor:
                 "`lez-server verify-audit` needs it",
                 self.config.audit_key_path,
             )
-        # the quota database made (and put in WAL mode, which the file keeps) once, before the
-        # workers open it together: two first opens at once can find it locked
-        QuotaStore(self.config.state_path).close()
         self.watch = ParentWatch()
         with (
             hold_audit_dir(self.config.audit_dir),

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from lez.api.v1 import access_pb2 as pb
+from lez.data_quality import DataQuality
 from lez.keys import PlateKeyer
 from lez.store.layout import StoreMeta
 from server.auth import Identity, Role
@@ -240,7 +241,7 @@ def test_exposition_ages_and_dropped_gauges() -> None:
         versions=1,
         registrations=0,
         synced_at="2026-01-01T12:00:00+00:00",
-        data_quality={"records": 5, "derived": {"euro": 1}, "source": "build"},
+        data_quality=DataQuality(records=5, source="build").to_json(),  # as the loader writes
     )
     metrics.serve_snapshot(replace(meta, snapshot_id="s1", snapshot_seq=1))
     metrics.serve_snapshot(meta)
