@@ -178,8 +178,8 @@ class ServerMetrics:
         )
         self.audit_write_seconds = Histogram(
             "lez_audit_write_seconds",
-            "Time to append one audit record durably (write and, unless a sync window is set, "
-            "fdatasync), in seconds.",
+            "Time of one audit flush making records durable (key sidecars, their directory and "
+            "the records written before it: one fdatasync may cover several calls), in seconds.",
             buckets=AUDIT_BUCKETS,
             registry=r,
         )
