@@ -225,6 +225,17 @@ def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def tls_settings(cert_dir: Path, clients_file: Path) -> dict[str, Path]:
+    """The config fields of a mutual-TLS server with the development certificates of
+    `cert_dir` and a clients file (for `make_server(config, **...)` or `replace`)."""
+    return {
+        "tls_cert": cert_dir / "server.pem",
+        "tls_key": cert_dir / "server.key",
+        "tls_ca": cert_dir / "ca.pem",
+        "clients_file": clients_file,
+    }
+
+
 def tls_channel(cert_dir: Path, port: int, client: str) -> grpc.Channel:
     creds = grpc.ssl_channel_credentials(
         root_certificates=(cert_dir / "ca.pem").read_bytes(),

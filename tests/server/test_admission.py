@@ -21,7 +21,7 @@ from lez.errors import Overloaded
 from server.admission import Admission, Caps
 from server.audit import read_records
 from server.config import ServerConfig
-from tests.server.conftest import DAY, ServerThread, make_server, tls_channel
+from tests.server.conftest import DAY, ServerThread, make_server, tls_channel, tls_settings
 from tests.server.helpers import HeldStream, chunk, error_reason, stub
 
 CLIENTS = """
@@ -47,10 +47,7 @@ def _tls_server(
     clients.write_text(CLIENTS)
     return make_server(
         base_config,
-        tls_cert=cert_dir / "server.pem",
-        tls_key=cert_dir / "server.key",
-        tls_ca=cert_dir / "ca.pem",
-        clients_file=clients,
+        **tls_settings(cert_dir, clients),
         **caps,
     )
 

@@ -10,7 +10,7 @@ import pytest
 from lez.api.v1 import access_pb2 as pb
 from server.audit import read_records
 from server.config import ServerConfig
-from tests.server.conftest import DAY, make_server, tls_channel
+from tests.server.conftest import DAY, make_server, tls_channel, tls_settings
 from tests.server.helpers import chunk, stub
 from tests.server.test_audit import served_problems
 
@@ -48,10 +48,7 @@ def test_refused_calls_are_audited(
     clients.write_text(CLIENTS.format(zone=zones[0]))
     srv = make_server(
         base_config,
-        tls_cert=cert_dir / "server.pem",
-        tls_key=cert_dir / "server.key",
-        tls_ca=cert_dir / "ca.pem",
-        clients_file=clients,
+        **tls_settings(cert_dir, clients),
     )
     try:
         with tls_channel(cert_dir, srv.port, "stranger") as ch:

@@ -9,7 +9,7 @@ import pytest
 
 from server.__main__ import main
 from server.config import ServerConfig
-from tests.server.conftest import make_server
+from tests.server.conftest import make_server, tls_settings
 from tests.support.net import free_port
 
 
@@ -61,10 +61,7 @@ def test_over_mutual_tls_with_a_probe_certificate_and_options_from_the_environme
                        'roles = ["operator"]\n')  # fmt: skip
     srv = make_server(
         base_config,
-        tls_cert=cert_dir / "server.pem",
-        tls_key=cert_dir / "server.key",
-        tls_ca=cert_dir / "ca.pem",
-        clients_file=clients,
+        **tls_settings(cert_dir, clients),
     )
     try:
         address = f"127.0.0.1:{srv.port}"

@@ -21,7 +21,7 @@ from lez.keys import PlateKeyer
 from server import audit
 from server.auth import Identity, Role
 from server.config import ServerConfig
-from tests.server.conftest import ServerThread, tls_channel
+from tests.server.conftest import ServerThread, tls_channel, tls_settings
 from tests.server.helpers import chunk, error_reason, outcomes, reasons, stub, violations
 from tests.support import campaign_register as cr
 
@@ -318,10 +318,7 @@ def test_integrator_role_in_a_clients_file_over_mutual_tls(
     s = ServerThread(
         replace(
             campaign_config,
-            tls_cert=cert_dir / "server.pem",
-            tls_key=cert_dir / "server.key",
-            tls_ca=cert_dir / "ca.pem",
-            clients_file=clients,
+            **tls_settings(cert_dir, clients),
         )
     )
     try:

@@ -9,7 +9,7 @@ import pytest
 
 from lez.api.v1 import access_pb2 as pb
 from server.config import ServerConfig
-from tests.server.conftest import make_server, tls_channel
+from tests.server.conftest import make_server, tls_channel, tls_settings
 from tests.server.helpers import error_reason, stub
 
 CLIENTS = """
@@ -38,10 +38,7 @@ def test_mutual_tls_identities(base_config: ServerConfig, cert_dir: Path, tmp_pa
     clients.write_text(CLIENTS.format(zone=zones[0]))
     srv = make_server(
         base_config,
-        tls_cert=cert_dir / "server.pem",
-        tls_key=cert_dir / "server.key",
-        tls_ca=cert_dir / "ca.pem",
-        clients_file=clients,
+        **tls_settings(cert_dir, clients),
     )
     try:
         with tls_channel(cert_dir, srv.port, "gent-enforcement") as ch:
