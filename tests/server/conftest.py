@@ -180,8 +180,10 @@ def store_root(tmp_path: Path, keyer: PlateKeyer) -> Path:
     return root
 
 
-@pytest.fixture
-def base_config(tmp_path: Path, key_file: Path, store_root: Path) -> ServerConfig:
+def server_config_for(
+    tmp_path: Path, key_file: Path, store_root: Path, **changes: Any
+) -> ServerConfig:
+    """The tests' server settings on `store_root` (fast reloads, small chunks), with `changes`."""
     return ServerConfig(
         address="127.0.0.1:0",
         store_root=store_root,
@@ -192,7 +194,13 @@ def base_config(tmp_path: Path, key_file: Path, store_root: Path) -> ServerConfi
         grace_period_s=1.0,
         max_chunk_pairs=1000,
         audit_inline_keys=8,
+        **changes,
     ).validate()
+
+
+@pytest.fixture
+def base_config(tmp_path: Path, key_file: Path, store_root: Path) -> ServerConfig:
+    return server_config_for(tmp_path, key_file, store_root)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from lez.keys import PlateKeyer
 from server import audit
 from server.auth import Identity, Role
 from server.config import ServerConfig
-from tests.server.conftest import ServerThread, tls_channel, tls_settings
+from tests.server.conftest import ServerThread, server_config_for, tls_channel, tls_settings
 from tests.server.helpers import chunk, error_reason, outcomes, reasons, stub, violations
 from tests.support import campaign_register as cr
 
@@ -42,18 +42,7 @@ def identity(*roles: Role, pairs_per_day: int = 0) -> dict[str, Identity]:
 def campaign_config(tmp_path: Path, key_file: Path, keyer: PlateKeyer) -> ServerConfig:
     root = tmp_path / "store"
     cr.build_campaign_store(root, keyer, filler=25)
-    return ServerConfig(
-        address="127.0.0.1:0",
-        store_root=root,
-        key_file=key_file,
-        audit_dir=tmp_path / "audit",
-        reload_interval_s=0.05,
-        warm_store=False,
-        grace_period_s=1.0,
-        max_chunk_pairs=1000,
-        audit_inline_keys=8,
-        min_cell_size=3,
-    ).validate()
+    return server_config_for(tmp_path, key_file, root, min_cell_size=3)
 
 
 def serve(config: ServerConfig, *roles: Role, pairs_per_day: int = 0) -> ServerThread:
