@@ -3,8 +3,9 @@
 The kernel places each connection on a worker process by a hash of its ports, so a client's
 few batch connections may all land on one worker. Before its first batch (and again when a
 batch wants more connections than were spread) a client asks each connection which worker
-answers (`ServerInfo`) and reopens those that share a worker, a bounded number of rounds, only
-when it talks to one address (with several, round_robin places the streams).
+answers (`ServerInfo`) and reopens those that share a worker, then those beyond an even share of
+the workers, a bounded number of rounds, only when it talks to one address (with several,
+round_robin places the streams).
 
 `SpreadProbes` is the plan, round by round: which connection to ask next and whether to reopen
 it first; the client does the asking and reopening and `record`s each answer.
@@ -25,13 +26,20 @@ WorkerAnswer = tuple[int, int]
 
 
 def crowded(answered_by: Sequence[WorkerAnswer]) -> list[int]:
-    """The batch connections to reopen so that they reach as many worker processes as they can.
+    """The batch connections to reopen so that they reach as many worker processes as they can,
+    and as evenly.
 
     `answered_by[i]` is (worker, workers) as connection i's `ServerInfo` answered. While fewer
     workers are reached than could be, every connection that shares a worker with an earlier
-    one is reopened (the kernel places the new ones afresh). Empty when the spread is as good as
-    it gets, when the server runs one worker, or does not say (an older server answers 0)."""
-    reachable = min(len(answered_by), max((n for _, n in answered_by), default=0))
+    one is reopened (the kernel places the new ones afresh). Once all are reached, the
+    connections beyond an even share (`ceil(connections / workers)` a worker) are reopened: a
+    worker holding three of four connections holds three streams' chunks in flight, and the
+    batch waits at its end for that worker alone (measured: a 3:1 spread of the 500,000-pair
+    batch took 0.218 s where 2:2 spreads took 0.197-0.201 s, alternated in one run). Empty when
+    the spread is as good as it gets, when the server runs one worker, or does not say (an
+    older server answers 0)."""
+    workers = max((n for _, n in answered_by), default=0)
+    reachable = min(len(answered_by), workers)
     first: dict[int, int] = {}
     again: list[int] = []
     for i, (worker, _) in enumerate(answered_by):
@@ -39,7 +47,18 @@ def crowded(answered_by: Sequence[WorkerAnswer]) -> list[int]:
             again.append(i)
         else:
             first[worker] = i
-    return again if len(first) < reachable else []
+    if len(first) < reachable:
+        return again
+    if workers <= 1:
+        return []
+    share = -(-len(answered_by) // workers)
+    held: dict[int, int] = {}
+    beyond: list[int] = []
+    for i, (worker, _) in enumerate(answered_by):
+        held[worker] = held.get(worker, 0) + 1
+        if held[worker] > share:
+            beyond.append(i)
+    return beyond
 
 
 def worker_answer(info: pb.ServerInfoResponse) -> WorkerAnswer:

@@ -18,7 +18,11 @@ from clients.core.spread import SPREAD_ATTEMPTS, crowded
     ("answered_by", "reopen"),
     [
         ([(0, 2), (0, 2), (0, 2), (0, 2)], [1, 2, 3]),  # all on one of two workers
-        ([(0, 2), (1, 2), (0, 2), (1, 2)], []),  # both reached: good enough
+        ([(0, 2), (1, 2), (0, 2), (1, 2)], []),  # both reached, evenly: good enough
+        ([(0, 2), (1, 2), (0, 2), (0, 2)], [3]),  # both reached, 3:1: the third on 0 again
+        ([(1, 2), (1, 2), (1, 2), (0, 2)], [2]),  # 3:1 the other way
+        ([(0, 2), (1, 2), (0, 2)], []),  # 2:1 is as even as three connections get
+        ([(0, 3), (1, 3), (2, 3), (0, 3), (0, 3)], [4]),  # at most two a worker of three
         ([(1, 4), (1, 4), (3, 4)], [1]),  # three of four reachable, two reached
         ([(2, 4), (0, 4)], []),  # two connections on two workers of four
         ([(0, 1), (0, 1)], []),  # one worker: nothing to gain
@@ -58,9 +62,11 @@ def test_sync_client_reopens_connections_that_share_a_worker(
     monkeypatch.setattr(LezClient, "_worker_of", lambda self, ch: placement.worker_of(ch))
     with LezClient(["127.0.0.1:9"]) as client:  # nothing listens: the probe is scripted
         channels = client._channels(4)
-        # all 4 asked once; 1, 2 and 3 shared worker 0: reopened and asked again, once
-        assert placement.asked == 4 + 3
-        assert {placement.worker_of(ch)[0] for ch in channels} == {0, 1}
+        # all 4 asked once; 1, 2 and 3 shared worker 0: reopened and asked again, once; that
+        # left 3 on worker 0 and 1 on worker 1, so the third on worker 0 is reopened once more
+        assert placement.asked == 4 + 3 + 1
+        workers = [placement.worker_of(ch)[0] for ch in channels]
+        assert sorted(workers) == [0, 0, 1, 1]
         asked = placement.asked
         assert client._channels(4) == channels  # spread once, not before every batch
         assert placement.asked == asked
