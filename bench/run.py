@@ -374,6 +374,16 @@ def phase_service(
                 f"ruleset={simplified.id!r}) (bench-only simplified rules, {SIMPLIFIED_RULES.name})"
             )
             out["ours_simplified"], out["ours_simplified_fig"] = got, fig
+            prekeyed = client.prekeyed(out["compare"], key)
+            log(f"CheckStream {len(prekeyed.days):,} pre-keyed pairs x {cfg.runs}")
+            s, _ = report.timed(lambda: client.decide(prekeyed, ZONE), cfg.runs)
+            out["ours_prekeyed_fig"] = {
+                "pairs": len(prekeyed.days),
+                "seconds": s,
+                "pairs_per_s": round(len(prekeyed.days) / s["median_s"]),
+                "command": f"LezClient.check_batch(BatchRows.of_keys(<the same batch's "
+                f"{len(prekeyed.days):,} keyable plates, keyed by the client>), zone={ZONE!r})",
+            }
             out["simplified_revision"] = simplified
             res["stream"] = stream
             res["scaling"]["batch_size"] = [
@@ -744,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairs_per_s": ours["ours_compare_fig"]["pairs_per_s"],
         "command": ours["ours_compare_fig"]["command"],
     }
+    cmp["ours_stream_prekeyed"] = ours["ours_prekeyed_fig"]
     cmp["ours_stream_simplified"] = {
         "seconds": ours["ours_simplified_fig"]["seconds"],
         "pairs_per_s": ours["ours_simplified_fig"]["pairs_per_s"],

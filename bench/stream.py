@@ -117,6 +117,27 @@ class StreamClient:
             plates=JoinedPlates(batch.data, batch.offsets),
         )
 
+    def prekeyed(self, batch: WireBatch, key_file: Path) -> Any:
+        """The batch as a client holding the HMAC key sends it: pseudonymised keys instead of
+        plates (`BatchRows.of_keys`), keyed here by the project's own keying; the plates it
+        refuses (an invalid plate has no key) are left out, as such a client would."""
+        from clients import BatchRows
+        from lez.keys import load_key
+        from lez.plates import PlateRule
+
+        keyer = load_key(key_file)
+        offsets = batch.offsets.astype(np.int64)
+        data = np.frombuffer(batch.data, dtype=np.uint8)
+        countries = np.frombuffer(batch.countries, dtype=np.uint8).reshape(-1, 2)
+        _, rule, keys = keyer.normalise_and_key(data, offsets[:-1], np.diff(offsets), countries)
+        ok = rule == PlateRule.OK
+        return BatchRows.of_keys(
+            keys[ok],
+            np.ascontiguousarray(countries[ok]).view("S2").ravel(),
+            batch.days[ok],
+            key_id=keyer.key_id,
+        )
+
     def decide(self, pairs: Any, zone: str, ruleset: str | None = None) -> Decided:
         r = self.client.check_batch(pairs, zone=zone, ruleset=ruleset)
         return Decided(r.outcome, r.reason, r.allowed_until, r.euro)
