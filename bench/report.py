@@ -100,6 +100,12 @@ def readme_table(res: dict[str, Any]) -> str:
         ("**LEZ service**, `CheckStream` end to end over gRPC on loopback, keying on the "
          f"server, {res['config']['server_workers']} worker processes", ours),
     ]  # fmt: skip
+    prekeyed = cmp.get("ours_stream_prekeyed")
+    if prekeyed:
+        rows.append((
+            f"LEZ service, the same batch pre-keyed by the client ({prekeyed['pairs']:,} "
+            "keyable plates sent as keys)", prekeyed["seconds"],
+        ))  # fmt: skip
     notes = []
     for key, label in (
         ("duckdb_plain", "DuckDB in-process, 2 threads, plates in clear text"),
