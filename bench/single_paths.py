@@ -8,7 +8,8 @@ no gRPC), so the module docstrings that cite them can be checked:
   `lez.rules.decide_one` per item, for the common case (a Belgian vehicle without
   registrations) and for the rarer ones (registrations, foreign plates, unknown plates);
 - plates: `lez.plates.try_normalise` per plate, `lez.plates.normalise_flat` on one plate and on
-  100,000, and the native core (`PlateKeyer.normalise_and_key`, which also keys) on the same.
+  100,000, and the native core (`PlateKeyer.normalise_and_key`, which also keys) on the same,
+  with its SHA-instruction path on (the default where the CPU has it) and off (OpenSSL).
 
     .venv/bin/python -m bench.single_paths [--items 100000] [--repeat 2000]
 
@@ -151,6 +152,11 @@ def normalisation(items: int, repeat: int) -> dict[str, Any]:
                 / items,
                 4,
             ),
+            "native_normalise_and_key_through_openssl": round(
+                _per_call_us(partial(_through_openssl, keyer, data, starts, lengths, countries), 3)
+                / items,
+                4,
+            ),
             "python_normalise_and_key": round(
                 _per_call_us(
                     lambda: keyer.normalise_and_key(data, starts, lengths, countries, native=False),
@@ -161,7 +167,26 @@ def normalisation(items: int, repeat: int) -> dict[str, Any]:
             ),
         },
         "native": keys.NATIVE,
+        "native_sha_instructions": _sha_instructions(),
     }
+
+
+def _through_openssl(keyer: keys.PlateKeyer, *columns: Any) -> Any:
+    """The native core with its direct SHA-instruction path off (OpenSSL per key)."""
+    from lez import _hmac
+
+    _hmac.accelerate(False)
+    try:
+        return keyer.normalise_and_key(*columns, native=True)
+    finally:
+        _hmac.accelerate(True)
+
+
+def _sha_instructions() -> bool:
+    """Whether the native core hashes with the CPU's SHA instructions on this machine."""
+    from lez import _hmac
+
+    return bool(_hmac.accelerate(True))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -108,3 +108,31 @@ def test_native_normalise_and_key_equals_python(sec: bytes, items: list[tuple[by
             assert int(native[1][i]) == rule
             if rule is plates.PlateRule.OK:
                 assert native[2][i].tobytes() == keyer.key(country, text)
+
+
+@given(
+    secret,
+    st.lists(st.binary(min_size=0, max_size=80).map(lambda b: b.replace(b"\0", b"x")), max_size=9),
+)
+def test_native_sha_instructions_path_equals_openssl_path(
+    sec: bytes, messages: list[bytes]
+) -> None:
+    """The native core hashes short messages with the CPU's SHA instructions, several at a time,
+    where the CPU has them; OpenSSL otherwise. Both give HMAC-SHA256 exactly, for any message
+    length (one block or more) and any count (whole groups of lanes or not)."""
+    from lez import _hmac
+
+    width = 81
+    blob = b"".join(m.ljust(width, b"\0") for m in messages)
+    reference = b"".join(hmac.digest(sec, m, "sha256")[: keys.KEY_BYTES] for m in messages)
+    try:
+        _hmac.accelerate(False)
+        through_openssl = _hmac.keys(sec, blob, width)
+        direct = _hmac.accelerate(True)
+        through_sha_instructions = _hmac.keys(sec, blob, width)
+    finally:
+        _hmac.accelerate(True)
+    assert through_openssl == reference
+    assert through_sha_instructions == reference
+    if not direct:  # a CPU without the SHA extensions: both calls went through OpenSSL
+        pytest.skip("this CPU has no SHA extensions: the direct path cannot run here")
