@@ -183,11 +183,17 @@ class AsyncLezClient(BaseClient):
         channels = self._batch_channels
         probes = SpreadProbes(n)
         try:
-            for probe in probes:
-                if probe.reopen:
-                    await channels[probe.connection].close(None)
-                    channels[probe.connection] = self._plan.open(batch=True, aio=True)
-                probes.record(probe.connection, await self._worker_of(channels[probe.connection]))
+            for probe_round in probes.rounds():
+                for probe in probe_round:
+                    if probe.reopen:
+                        await channels[probe.connection].close(None)
+                        channels[probe.connection] = self._plan.open(batch=True, aio=True)
+                # asked at once: their connection set-ups and TLS handshakes overlap
+                answers = await asyncio.gather(
+                    *(self._worker_of(channels[probe.connection]) for probe in probe_round)
+                )
+                for probe, answer in zip(probe_round, answers, strict=True):
+                    probes.record(probe.connection, answer)
         except grpc.RpcError:
             return  # best effort: an older server, or no ServerInfo for this role
 

@@ -190,19 +190,31 @@ class LezClient(BaseClient):
         channels = self._batch_channels
         probes = SpreadProbes(n)
         try:
-            for probe in probes:
-                if probe.reopen:
-                    channels[probe.connection].close()
-                    channels[probe.connection] = self._plan.open(batch=True)
-                probes.record(probe.connection, self._worker_of(channels[probe.connection]))
+            for probe_round in probes.rounds():
+                for probe in probe_round:
+                    if probe.reopen:
+                        channels[probe.connection].close()
+                        channels[probe.connection] = self._plan.open(batch=True)
+                asked = [channels[probe.connection] for probe in probe_round]
+                for probe, answer in zip(probe_round, self._workers_of(asked), strict=True):
+                    probes.record(probe.connection, answer)
         except grpc.RpcError:
             return  # best effort: an older server, or no ServerInfo for this role
 
+    def _workers_of(self, channels: list[grpc.Channel]) -> list[WorkerAnswer]:
+        """Which worker answers on each channel, asked of all at once (their connection set-ups
+        and TLS handshakes overlap)."""
+        request = request_builders.server_info_request()
+        calls = [
+            pb_grpc.AccessServiceStub(channel).ServerInfo.future(
+                request, timeout=self.settings.timeout_s
+            )
+            for channel in channels
+        ]
+        return [worker_answer(call.result()) for call in calls]
+
     def _worker_of(self, channel: grpc.Channel) -> WorkerAnswer:
-        stub = pb_grpc.AccessServiceStub(channel)
-        return worker_answer(
-            stub.ServerInfo(request_builders.server_info_request(), timeout=self.settings.timeout_s)
-        )
+        return self._workers_of([channel])[0]
 
     def _batch_run(self, rows: BatchInput, options: BatchOptions) -> BatchRun:
         size = options.get("chunk_size") or self.chunk_size()

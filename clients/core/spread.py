@@ -74,9 +74,11 @@ class Probe(NamedTuple):
 
 
 class SpreadProbes:
-    """The probes of one spreading of `connections` batch connections: every connection once,
-    then, for at most SPREAD_ATTEMPTS rounds, only the crowded ones, reopened. Iterate, and
-    `record` each probe's answer before taking the next."""
+    """The probes of one spreading of `connections` batch connections, round by round: every
+    connection once, then, for at most SPREAD_ATTEMPTS rounds, only the crowded ones, reopened.
+    The probes of one round are independent (the client asks them at once: each is a connection
+    set-up, a TLS handshake where TLS is on, and one call); `record` each answer before taking
+    the next round."""
 
     def __init__(self, connections: int) -> None:
         self._answered_by: list[WorkerAnswer] = [(0, 0)] * connections
@@ -84,15 +86,13 @@ class SpreadProbes:
     def record(self, index: int, answer: WorkerAnswer) -> None:
         self._answered_by[index] = answer
 
-    def __iter__(self) -> Iterator[Probe]:
-        for index in range(len(self._answered_by)):
-            yield Probe(index, reopen=False)
+    def rounds(self) -> Iterator[list[Probe]]:
+        yield [Probe(index, reopen=False) for index in range(len(self._answered_by))]
         for _ in range(SPREAD_ATTEMPTS):
             again = crowded(self._answered_by)
             if not again:
                 return
-            for index in again:
-                yield Probe(index, reopen=True)
+            yield [Probe(index, reopen=True) for index in again]
 
 
 class WorkerSpread:

@@ -92,9 +92,10 @@ def _spread(connections: int, answer: Any) -> list[Probe]:
     """Run a SpreadProbes plan; `answer(probe, n)` is the worker of the n-th probe."""
     probes = SpreadProbes(connections)
     taken: list[Probe] = []
-    for probe in probes:
-        taken.append(probe)
-        probes.record(probe.connection, answer(probe, len(taken)))
+    for probe_round in probes.rounds():
+        for probe in probe_round:
+            taken.append(probe)
+            probes.record(probe.connection, answer(probe, len(taken)))
     return taken
 
 

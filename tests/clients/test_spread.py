@@ -59,7 +59,9 @@ def test_sync_client_reopens_connections_that_share_a_worker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     placement = _Placement(crowd=5)  # the 4 first connections and the first reopened one
-    monkeypatch.setattr(LezClient, "_worker_of", lambda self, ch: placement.worker_of(ch))
+    monkeypatch.setattr(
+        LezClient, "_workers_of", lambda self, chs: [placement.worker_of(ch) for ch in chs]
+    )
     with LezClient(["127.0.0.1:9"]) as client:  # nothing listens: the probe is scripted
         channels = client._channels(4)
         # all 4 asked once; 1, 2 and 3 shared worker 0: reopened and asked again, once; that
@@ -74,7 +76,9 @@ def test_sync_client_reopens_connections_that_share_a_worker(
 
 def test_spreading_gives_up_after_bounded_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
     placement = _Placement(crowd=10**6)  # the kernel never places one on worker 1
-    monkeypatch.setattr(LezClient, "_worker_of", lambda self, ch: placement.worker_of(ch))
+    monkeypatch.setattr(
+        LezClient, "_workers_of", lambda self, chs: [placement.worker_of(ch) for ch in chs]
+    )
     with LezClient(["127.0.0.1:9"]) as client:
         assert len(client._channels(2)) == 2
     # both asked once, then each round reopens and asks again the one crowded connection
@@ -103,10 +107,10 @@ def test_async_spreading_gives_up_after_bounded_attempts(
 
 
 def test_spreading_is_skipped_when_server_info_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(self: Any, ch: object) -> tuple[int, int]:
+    def refuse(self: Any, chs: object) -> list[tuple[int, int]]:
         raise grpc.RpcError()
 
-    monkeypatch.setattr(LezClient, "_worker_of", refuse)
+    monkeypatch.setattr(LezClient, "_workers_of", refuse)
     with LezClient(["127.0.0.1:9"]) as client:
         assert len(client._channels(3)) == 3
 
