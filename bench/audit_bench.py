@@ -12,6 +12,9 @@
    carry the records of every call waiting on it.
 
     python -m bench.audit_bench [--plates 8000000] [--runs 5] [--unary-seconds 3] [--out F]
+        [--parts stream,unary]
+
+`--parts unary` measures the unary ladder alone (a short run while working on single checks).
 
 The store is the bench's (`var/bench/store-<plates>-<seed>`, built by `make bench` or reused);
 the servers write their audit under `--scratch`. `bench.run` calls `run` (`make bench`).
@@ -51,6 +54,7 @@ UNARY_BAR = 0.70
 CONCURRENT_PROCESSES = 2
 CONCURRENT_THREADS = 16
 FLOOR_SERVER = "python -m bench.unary_floor --mode flush"
+PARTS = ("stream", "unary")
 OUR_SERVER = "lez-server serve --workers 2 (plain TCP; each record synced before its answer)"
 
 
@@ -352,10 +356,18 @@ def unary_ladder(
     def med(rows: list[dict[str, float]]) -> dict[str, float]:
         return {k: round(float(np.median([r[k] for r in rows])), 3) for k in rows[0]}
 
+    def rates(rows: list[dict[str, float]]) -> dict[str, list[float]]:
+        return {"calls_per_s_runs": [round(r["calls_per_s"], 1) for r in rows]}
+
+    shares = [
+        ours["calls_per_s"] / top["calls_per_s"]
+        for top, ours in zip(ceiling, sequential, strict=True)
+    ]
     return {
-        "ceiling_grpc_plus_flush": med(ceiling) | {"server": FLOOR_SERVER},
-        "sequential": med(sequential) | {"server": OUR_SERVER},
+        "ceiling_grpc_plus_flush": med(ceiling) | rates(ceiling) | {"server": FLOOR_SERVER},
+        "sequential": med(sequential) | rates(sequential) | {"server": OUR_SERVER},
         "sequential_share_of_ceiling": round(share, 3),
+        "share_min_max_of_pairs": [round(min(shares), 3), round(max(shares), 3)],
         "bar": f"at least {UNARY_BAR:.2f} of the ceiling",
         "meets_bar": share >= UNARY_BAR,
         "concurrent": concurrent,
@@ -369,10 +381,11 @@ def unary_ladder(
 
 def run(
     *, plates: int, seed: int, scratch: Path, runs: int, unary_seconds: float,
-    work: Path | None = None,
+    work: Path | None = None, parts: tuple[str, ...] = PARTS,
 ) -> dict[str, Any]:  # fmt: skip
-    """Both measurements on the bench store of `plates` plates under `scratch` (built there if
-    missing, else only read); the servers write under `work` (default `scratch/audit-bench`)."""
+    """The measurements named in `parts` on the bench store of `plates` plates under `scratch`
+    (built there if missing, else only read); the servers write under `work` (default
+    `scratch/audit-bench`)."""
     from bench.run import Config, ensure_store
 
     key = build_bench.ensure_key(scratch)
@@ -386,11 +399,20 @@ def run(
     batch = sync_bench.stream_batch(extract, seed)
     requests = sync_bench.unary_requests(batch)
     work = work or scratch / "audit-bench"
-    return {
-        "store_plates": plates,
-        "stream": stream_overhead(store, key, batch, work / "stream", runs),
-        "unary": unary_ladder(store, key, requests, work / "unary", runs, unary_seconds),
-    }
+    result: dict[str, Any] = {"store_plates": plates}
+    if "stream" in parts:
+        result["stream"] = stream_overhead(store, key, batch, work / "stream", runs)
+    if "unary" in parts:
+        result["unary"] = unary_ladder(store, key, requests, work / "unary", runs, unary_seconds)
+    return result
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise SystemExit(f"--parts: choose among {', '.join(PARTS)} (got {text!r})")
+    return parts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         help="where the servers write their audit (default SCRATCH/audit-bench)",
     )
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    p.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="which measurements, comma-separated (default: stream,unary)",
+    )
     p.add_argument("--unary-client", default=None, help=argparse.SUPPRESS)
     p.add_argument("--requests", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=CONCURRENT_THREADS, help=argparse.SUPPRESS)
@@ -422,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(
         plates=a.plates, seed=a.seed, scratch=a.scratch.resolve(), runs=a.runs,
         unary_seconds=a.unary_seconds, work=a.work.resolve() if a.work else None,
+        parts=_parts(a.parts),
     )  # fmt: skip
     result["command"] = "python -m bench.audit_bench " + " ".join(argv or sys.argv[1:])
     text = json.dumps(result, indent=2)

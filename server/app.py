@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -253,6 +254,7 @@ async def serve_forever(config: ServerConfig, *, worker: int = 0, reuse_port: bo
             guards.enter_context(hold_audit_dir(config.audit_dir))
         app = App(config, worker=worker, reuse_port=reuse_port)
         await app.start()
+        settle_heap()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -261,6 +263,16 @@ async def serve_forever(config: ServerConfig, *, worker: int = 0, reuse_port: bo
         log.info("worker %d stopping (grace %.1fs)", worker, config.grace_period_s)
         await app.stop()
         await _let_tasks_finish(STOP_MARGIN_S)
+
+
+def settle_heap() -> None:
+    """Once a serving process has started: collect, then move every object alive now (store,
+    rule tables, code lists, grpc and module state) out of the garbage collector's sight
+    (`gc.freeze`). They live as long as the process, so the full collections that calls'
+    garbage triggers from time to time no longer walk them (one took about 17 ms in a bench
+    worker, a pause of the event loop)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _let_tasks_finish(timeout_s: float) -> None:

@@ -94,8 +94,26 @@ _RECORD_FIELDS: Final = frozenset(
 _CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+def _c_encoder() -> Callable[[Any, int], Any] | None:
+    """`_CANONICAL`'s C encoder, made once (`JSONEncoder.encode` makes a new one for every
+    record: about 1 us of a single check's 4 us of encoding); None without the C accelerator."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    options = (":", ",", True, False, True)  # separators, sort_keys, skipkeys, allow_nan
+    encoder: Callable[[Any, int], Any] = make(
+        None, _CANONICAL.default, json.encoder.encode_basestring_ascii, None, *options
+    )
+    return encoder
+
+
+_C_ENCODER: Final = _c_encoder()
+
+
 def canonical_json(record: Mapping[str, Any]) -> bytes:
     """Sorted keys, no spaces, ASCII only: the bytes a record's hash covers."""
+    if _C_ENCODER is not None and type(record) is dict:
+        return "".join(_C_ENCODER(record, 0)).encode()
     return _CANONICAL.encode(record).encode()
 
 
@@ -613,7 +631,7 @@ class AuditLog:
             "ruleset_revision": ruleset_revision,
             "snapshot_id": snapshot_id,
             "pairs": pairs,
-            "outcomes": dict(sorted(outcomes.items())),
+            "outcomes": dict(outcomes),  # sorted by the canonical encoding
             "status": status,
             "keys_count": keys.count,
             "keys_sha256": hashlib.sha256(blob).hexdigest(),
@@ -639,8 +657,8 @@ class AuditLog:
                 self._pending_sidecars.append(sidecar)  # closed by the flush (or `close`)
             self._check_usable()
             seq = self._seq + 1
-            rec = {"seq": seq, "prev": self._prev, **fields}
-            body = canonical_json(rec)  # what the hash covers (see `record_body`)
+            fields["seq"], fields["prev"] = seq, self._prev
+            body = canonical_json(fields)  # what the hash covers (see `record_body`)
             digest = self.keys.mac(body)
             # the line is the hashed body with the hash appended: one JSON encoding per call
             line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'

@@ -94,6 +94,21 @@ def test_chain_verifies_and_detects_tampering(tmp_path: Path) -> None:
     assert any("chain broken" in p for p in _problems(path))
 
 
+def test_canonical_json_is_the_sorted_compact_ascii_encoding() -> None:
+    """The encoder made once for the records writes exactly what `json` writes with sorted keys,
+    no spaces and ASCII only, nested values included: the bytes `verify-audit` re-hashes."""
+    record = {
+        "zone": "Liège",
+        "outcomes": {"NOT_ALLOWED": 2, "ALLOWED": 1},
+        "roles": ["desk", "appeals"],
+        "extra": {"b": [1.5, None, True], "a": 'quote " and \\ back'},
+        "seq": 7,
+    }
+    expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert audit.canonical_json(record) == expected.encode()
+    assert audit.record_body({**record, "hash": "x"}) == expected.encode()
+
+
 def test_sidecar_keys_are_covered(tmp_path: Path) -> None:
     log = _open_log(tmp_path, inline_keys=1)
     _write(log, 3)
