@@ -143,9 +143,16 @@ class ServerThread:
     def __init__(self, config: ServerConfig, clients: dict[str, Identity] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.app = App(config, clients=clients)
-        self.thread.start()
-        self.port = self.run(self.app.start())
+        try:
+            self.app = App(config, clients=clients)
+            self.thread.start()
+            self.port = self.run(self.app.start())
+        except BaseException:  # a server that refuses to start leaves no loop or socket open
+            if self.thread.is_alive():
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self.thread.join(timeout=10)
+            self.loop.close()
+            raise
 
     def run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)

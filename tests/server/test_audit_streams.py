@@ -116,6 +116,7 @@ def test_a_stream_cut_by_the_shutdown_grace_period_says_so(base_config: ServerCo
         release.set()
         server.loop.call_soon_threadsafe(server.loop.stop)
         server.thread.join(timeout=10)
+        server.loop.close()
     path = Path(base_config.audit_dir) / "audit-w0.jsonl"
     recs = [r for _, r in read_records(path) if r["rpc"] == "CheckStream"]
     assert [(r["part"], r["status"]) for r in recs] == [("chunk", "OK"), ("end", "SHUTDOWN")]
