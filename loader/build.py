@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +33,13 @@ from lez.store.columns import (
     group_sorted,
     group_starts,
     sort_by_key,
-    take_rows,
 )
 from lez.store.reader import open_store
 from lez.store.writer import Progress, new_snapshot_id, no_progress, utc_now
 from lez.vehicle import FORMAT_VERSION
 from loader.config import LoaderConfig
 from loader.extract import Extract, Reject, read_table, reject_summary, validate_table
+from loader.parallel import gather_rows
 
 
 @dataclass(slots=True)
@@ -58,6 +59,7 @@ class BuildReport:
     unknown_codes: dict[str, dict[str, int]] = field(default_factory=dict)
     rulesets: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, dict[str, float]] = field(default_factory=dict)  # user/sys, all threads
     store_bytes: int = 0
     data_quality: dict[str, Any] = field(default_factory=dict)
 
@@ -74,17 +76,22 @@ class Selection:
     rows: npt.NDArray[np.int64]  # indices into the extract's accepted rows, key-sorted
     hi: npt.NDArray[np.uint64]
     lo: npt.NDArray[np.uint64]
+    records: npt.NDArray[np.void]  # the extract's records at `rows`
     overlap_rejects: list[Reject]
     purged: int
 
 
-def select_versions(ext: Extract, retention_cutoff: int) -> Selection:
+def select_versions(ext: Extract, retention_cutoff: int, workers: int = 1) -> Selection:
     """Sort by (key, valid_from), refuse overlapping versions, purge plates crossed out on or
     before `retention_cutoff`. The one definition of what a store holds (the bench's peers
-    load exactly these rows)."""
+    load exactly these rows).
+
+    Everything is decided on the small key-sorted columns (key halves, validity); the records
+    themselves are gathered once, only those kept, by `workers` threads.
+    """
     hi, lo = keys.keys_to_u64(ext.keys)
     rows = sort_by_key(hi, lo, ext.records["valid_from"])
-    hi, lo = hi[rows], lo[rows]
+    hi, lo = gather_rows(hi, rows, workers), gather_rows(lo, rows, workers)
     valid_from, valid_to = ext.records["valid_from"][rows], ext.records["valid_to"][rows]
     clash = overlapping_versions(hi, lo, valid_from, valid_to)
     overlap_rejects = [
@@ -99,7 +106,14 @@ def select_versions(ext: Extract, retention_cutoff: int) -> Selection:
     purged = int(gone.sum())
     if purged:
         rows, hi, lo = rows[~gone], hi[~gone], lo[~gone]
-    return Selection(rows=rows, hi=hi, lo=lo, overlap_rejects=overlap_rejects, purged=purged)
+    return Selection(
+        rows=rows,
+        hi=hi,
+        lo=lo,
+        records=gather_rows(ext.records, rows, workers),
+        overlap_rejects=overlap_rejects,
+        purged=purged,
+    )
 
 
 def crossed_out_before(
@@ -158,7 +172,7 @@ def build_store(
     with timer("read_csv"):  # progress in bytes of the file (`extract.READ_STAGES`)
         table, lines, skipped = read_table(extract_path, progress)
     progress("validate_and_key", 0, 1)
-    with timer("validate_and_key"):  # normalise, key (forked workers), validate every column
+    with timer("validate_and_key"):  # normalise, key (threads), validate every column
         ext = validate_table(table, lines, skipped, keyer, config.workers)
     del table
     progress("validate_and_key", 1, 1)
@@ -167,11 +181,13 @@ def build_store(
 
     source_day = to_day(config.source_date) if config.source_date else latest_day(ext)
     with timer("sort"):
-        chosen = select_versions(ext, source_day - config.retention_days)
+        chosen = select_versions(ext, source_day - config.retention_days, config.workers)
     rejects = list(ext.rejects) + chosen.overlap_rejects
+    del ext  # the unsorted columns: the selection holds what the store needs
     report.versions_purged = chosen.purged
     with timer("group"):
-        vehicles = group_sorted(chosen.hi, chosen.lo, take_rows(ext.records, chosen.rows))
+        vehicles = group_sorted(chosen.hi, chosen.lo, chosen.records)
+    del chosen
     rejects.sort(key=lambda r: r.line)
 
     report.rows_rejected = len(rejects)
@@ -334,11 +350,21 @@ class _Timer:
 
 
 class _Stage:
+    """Times one stage: wall seconds, and the process's CPU seconds (user and system, over all
+    its threads; system time is mostly page faults of new memory) to tell how busy the cores
+    were."""
+
     def __init__(self, report: BuildReport, stage: str) -> None:
         self.report, self.stage = report, stage
 
     def __enter__(self) -> None:
         self.start = time.perf_counter()
+        self.cpu = resource.getrusage(resource.RUSAGE_SELF)
 
     def __exit__(self, *exc: object) -> None:
         self.report.seconds[self.stage] = round(time.perf_counter() - self.start, 3)
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        self.report.cpu_seconds[self.stage] = {
+            "user": round(cpu.ru_utime - self.cpu.ru_utime, 3),
+            "sys": round(cpu.ru_stime - self.cpu.ru_stime, 3),
+        }

@@ -326,34 +326,47 @@ def group_by_key(
 def sort_by_key(
     hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], then: npt.NDArray[np.int32]
 ) -> npt.NDArray[np.int64]:
-    """The permutation that sorts rows by (hi, lo, then), like `np.lexsort` but ~4x faster.
+    """The permutation that sorts rows by (hi, lo, then); rows equal in all three keep their
+    input order (the sort is stable).
 
-    Keys are HMAC outputs, so high halves are nearly unique: one quicksort on `hi` does most of
-    the work, and only the rows sharing a high half (the versions of one plate, or a rare
-    64-bit prefix collision) are put in (lo, then) order afterwards.
+    Keys are HMAC outputs, so high halves are nearly unique. The row index is packed into the
+    low bits of each high half and that one uint64 column is sorted by value (NumPy's SIMD sort,
+    several times faster than an argsort): that orders rows by the top bits of `hi`, then by
+    row. Only the rows sharing those top bits (the versions of one plate, or a rare prefix
+    collision) are put in (hi, lo, then) order afterwards.
     """
-    order = np.argsort(hi, kind="quicksort")
-    hs = hi[order]
-    if len(hs) < 2:
-        return order
-    tie = np.zeros(len(hs), dtype=np.bool_)
-    same = hs[1:] == hs[:-1]
+    n = len(hi)
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    bits = (n - 1).bit_length()
+    row_mask = np.uint64((1 << bits) - 1)
+    packed = hi & ~row_mask
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    order = (packed & row_mask).astype(np.int64)
+    prefix = packed
+    prefix &= ~row_mask
+    tie = np.zeros(n, dtype=np.bool_)
+    same = prefix[1:] == prefix[:-1]
+    del packed, prefix
     tie[1:] |= same
     tie[:-1] |= same
     pos = np.flatnonzero(tie)
     if len(pos):
         rows = order[pos]
         run = np.cumsum(~np.concatenate([[False], same])[pos])  # increasing per run of ties
-        # Within a run the low halves are nearly always equal (one plate's versions): order by
-        # (run, then) with one sort of a combined int64 key...
+        # Within a run the full keys are nearly always equal (one plate's versions): order by
+        # (run, then) with one stable sort of a combined int64 key (runs arrive in order, so
+        # this is a merge of short runs)...
         combined = (run.astype(np.int64) << 32) | (then[rows].astype(np.int64) + 2**31)
         rows = rows[np.argsort(combined, kind="stable")]
-        # ...and redo the rare runs that mix low halves (a 64-bit prefix collision) fully.
-        mixed_runs = np.unique(run[1:][(run[1:] == run[:-1]) & (lo[rows][1:] != lo[rows][:-1])])
+        # ...and redo the rare runs that mix keys (a prefix collision) fully.
+        differ = (hi[rows][1:] != hi[rows][:-1]) | (lo[rows][1:] != lo[rows][:-1])
+        mixed_runs = np.unique(run[1:][(run[1:] == run[:-1]) & differ])
         if len(mixed_runs):
             redo = np.flatnonzero(np.isin(run, mixed_runs))
             sub = rows[redo]
-            rows[redo] = sub[np.lexsort((then[sub], lo[sub], run[redo]))]
+            rows[redo] = sub[np.lexsort((sub, then[sub], lo[sub], hi[sub]))]
         order[pos] = rows
     return order
 
