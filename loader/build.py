@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from lez import data_quality, keys
 from lez.days import DAY_OPEN, from_day, to_day
@@ -31,7 +32,6 @@ from lez.store.columns import (
     KeyedRecords,
     empty_table,
     group_sorted,
-    group_starts,
     sort_by_key,
 )
 from lez.store.reader import open_store
@@ -86,14 +86,17 @@ def select_versions(ext: Extract, retention_cutoff: int, workers: int = 1) -> Se
     before `retention_cutoff`. The one definition of what a store holds (the bench's peers
     load exactly these rows).
 
-    Everything is decided on the small key-sorted columns (key halves, validity); the records
-    themselves are gathered once, only those kept, by `workers` threads.
+    The sort runs on the keys' big-endian halves as they are (no converted copy); the records
+    and keys are then gathered once in key order by `workers` threads, and the rows refused or
+    purged (a few percent) are squeezed out in place.
     """
-    hi, lo = keys.keys_to_u64(ext.keys)
-    rows = sort_by_key(hi, lo, ext.records["valid_from"])
-    hi, lo = gather_rows(hi, rows, workers), gather_rows(lo, rows, workers)
-    valid_from, valid_to = ext.records["valid_from"][rows], ext.records["valid_to"][rows]
-    clash = overlapping_versions(hi, lo, valid_from, valid_to)
+    halves = np.ascontiguousarray(ext.keys, dtype=np.uint8).view(">u8")
+    rows = sort_by_key(halves[:, 0], halves[:, 1], ext.records["valid_from"])
+    records = gather_rows(ext.records, rows, workers)
+    sorted_halves = gather_rows(ext.keys, rows, workers).view(np.uint64)
+    sorted_halves.byteswap(inplace=True)  # big-endian bytes -> native values (memcmp order)
+    hi, lo = sorted_halves[:, 0], sorted_halves[:, 1]
+    clash = overlapping_versions(hi, lo, records["valid_from"], records["valid_to"])
     overlap_rejects = [
         Reject(line=int(x), column="valid_from", rule="versions of a plate overlap")
         for x in ext.lines[rows[clash]].tolist()
@@ -101,19 +104,39 @@ def select_versions(ext: Extract, retention_cutoff: int, workers: int = 1) -> Se
     if len(clash):
         keep = np.ones(len(rows), dtype=np.bool_)
         keep[clash] = False
-        rows, hi, lo, valid_to = rows[keep], hi[keep], lo[keep], valid_to[keep]
-    gone = crossed_out_before(hi, lo, valid_to, retention_cutoff)
-    purged = int(gone.sum())
+        rows, records, sorted_halves = (squeeze(a, keep) for a in (rows, records, sorted_halves))
+        hi, lo = sorted_halves[:, 0], sorted_halves[:, 1]
+    gone = crossed_out_before(hi, lo, records["valid_to"], retention_cutoff)
+    purged = int(np.count_nonzero(gone))
     if purged:
-        rows, hi, lo = rows[~gone], hi[~gone], lo[~gone]
+        np.logical_not(gone, out=gone)
+        rows, records, sorted_halves = (squeeze(a, gone) for a in (rows, records, sorted_halves))
+        hi, lo = sorted_halves[:, 0], sorted_halves[:, 1]
     return Selection(
         rows=rows,
         hi=hi,
         lo=lo,
-        records=gather_rows(ext.records, rows, workers),
+        records=records,
         overlap_rejects=overlap_rejects,
         purged=purged,
     )
+
+
+def squeeze(array: npt.NDArray[Any], keep: npt.NDArray[np.bool_]) -> Any:
+    """`array[keep]` written over the start of `array` itself (returned as a view of it): a
+    block at a time, so the only new memory is one block."""
+    flat = array
+    if array.dtype.names is not None:  # records as opaque items (fast boolean indexing)
+        flat = array.view(np.dtype((np.void, array.dtype.itemsize)))
+    kept = 0
+    for first in range(0, len(array), _SQUEEZE_BLOCK):
+        part = flat[first : first + _SQUEEZE_BLOCK][keep[first : first + _SQUEEZE_BLOCK]]
+        flat[kept : kept + len(part)] = part  # never past this block: kept <= first
+        kept += len(part)
+    return array[:kept]
+
+
+_SQUEEZE_BLOCK: Final = 1 << 16
 
 
 def crossed_out_before(
@@ -127,13 +150,18 @@ def crossed_out_before(
     A plate's data is kept until 6 months after the plate was crossed out (docs/sources.md:
     DIV-VMM protocol section X); the whole history of a plate still in use is kept.
     """
-    starts = group_starts(hi, lo)
-    if len(starts) == 0:
+    n = len(hi)
+    if n == 0:
         return np.zeros(0, dtype=np.bool_)
-    ends = np.append(starts[1:], len(hi)) - 1  # last (latest) version of each plate
-    last_to = valid_to[ends]
-    expired = (last_to != DAY_OPEN) & (last_to <= cutoff)
-    return np.repeat(expired, ends - starts + 1)
+    last = np.empty(n, dtype=np.bool_)  # the last (latest) version of its plate
+    last[-1] = True
+    np.not_equal(hi[1:], hi[:-1], out=last[:-1])
+    last[:-1] |= lo[1:] != lo[:-1]
+    expired = last & (valid_to != DAY_OPEN) & (valid_to <= cutoff)
+    plate = np.cumsum(last, dtype=np.int64)  # the plate of each row, counted from 0
+    np.subtract(plate, last, out=plate)
+    result: npt.NDArray[np.bool_] = expired[last][plate]
+    return result
 
 
 def overlapping_versions(
@@ -174,7 +202,8 @@ def build_store(
     progress("validate_and_key", 0, 1)
     with timer("validate_and_key"):  # normalise, key (threads), validate every column
         ext = validate_table(table, lines, skipped, keyer, config.workers)
-    del table
+        del table
+        pa.default_memory_pool().release_unused()  # the parse's memory, before the sort's
     progress("validate_and_key", 1, 1)
     report.rows_read = ext.rows_read
     report.unknown_codes = ext.unknown_codes

@@ -340,15 +340,18 @@ def sort_by_key(
         return np.arange(n, dtype=np.int64)
     bits = (n - 1).bit_length()
     row_mask = np.uint64((1 << bits) - 1)
-    packed = hi & ~row_mask
-    packed |= np.arange(n, dtype=np.uint64)
+    packed = np.bitwise_and(hi, ~row_mask, dtype=np.uint64)  # hi may be a big-endian view
+    for first in range(0, n, _BLOCK):  # a block at a time: no temporary the size of the table
+        end = min(n, first + _BLOCK)
+        packed[first:end] |= np.arange(first, end, dtype=np.uint64)
     packed.sort()
-    order = (packed & row_mask).astype(np.int64)
-    prefix = packed
-    prefix &= ~row_mask
+    same = np.empty(n - 1, dtype=np.bool_)  # row i + 1 has the prefix of row i
+    for first in range(0, n - 1, _BLOCK):
+        end = min(n - 1, first + _BLOCK)
+        same[first:end] = (packed[first + 1 : end + 1] ^ packed[first:end]) <= row_mask
+    packed &= row_mask
+    order = packed.view(np.int64)
     tie = np.zeros(n, dtype=np.bool_)
-    same = prefix[1:] == prefix[:-1]
-    del packed, prefix
     tie[1:] |= same
     tie[:-1] |= same
     pos = np.flatnonzero(tie)
@@ -369,6 +372,10 @@ def sort_by_key(
             rows[redo] = sub[np.lexsort((sub, then[sub], lo[sub], hi[sub]))]
         order[pos] = rows
     return order
+
+
+_BLOCK: Final = 1 << 20
+"""Rows per block of the element-wise passes of `sort_by_key`."""
 
 
 def group_sorted(

@@ -9,9 +9,11 @@ are equal with different low halves (the redo of mixed runs).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lez.store import columns
 from lez.store.columns import sort_by_key
 
 # a few high halves that agree in their top bits and differ only in the lowest ones, so the
@@ -36,7 +38,11 @@ def test_sort_by_key_is_a_stable_sort_by_hi_lo_then(rows: list[tuple[int, int, i
     assert np.array_equal(order, _reference(hi, lo, then))
 
 
-def test_sort_by_key_at_scale_with_versions_and_collisions() -> None:
+@pytest.mark.parametrize("block", [1 << 20, 1000, 7])
+def test_sort_by_key_at_scale_with_versions_and_collisions(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(columns, "_BLOCK", block)  # the block-wise passes, several blocks
     rng = np.random.default_rng(7)
     plates = rng.integers(0, 2**64, 50_000, dtype=np.uint64)
     plates[:100] = plates[100:200] ^ np.uint64(1)  # equal but for the lowest bit

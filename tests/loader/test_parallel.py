@@ -2,6 +2,7 @@
 
 Validation runs batch by batch on worker threads and the build's gathers are split over them;
 both must be independent of the number of workers and of how the table is cut into batches.
+The selection squeezes refused rows out in place, equal to boolean indexing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from lez.keys import PlateKeyer
 from lez.vehicle import VEHICLE_DTYPE
+from loader import build
 from loader.extract import Extract, plate_columns, read_table, validate_table
 from loader.parallel import gather_rows, run_threaded
 from tests.support.extracts import row, write_extract
@@ -104,3 +106,18 @@ def test_run_threaded_keeps_task_order_and_raises_a_failure() -> None:
 
     with pytest.raises(ValueError, match="task failed"):
         run_threaded([lambda: 1, fails, lambda: 3], 2)
+
+
+@pytest.mark.parametrize("block", [1 << 16, 7, 1])
+def test_squeeze_equals_boolean_indexing(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build, "_SQUEEZE_BLOCK", block)
+    rng = np.random.default_rng(5)
+    records = np.zeros(500, dtype=VEHICLE_DTYPE)
+    records.view(np.uint8)[:] = rng.integers(0, 256, records.nbytes, dtype=np.uint8)
+    halves = rng.integers(0, 2**63, (500, 2)).astype(np.uint64)
+    rows = rng.permutation(500).astype(np.int64)
+    for keep in (rng.random(500) < 0.9, np.zeros(500, np.bool_), np.ones(500, np.bool_)):
+        for array in (records, halves, rows):
+            want = array[keep].copy()
+            got = build.squeeze(array.copy(), keep)
+            assert got.dtype == array.dtype and got.tobytes() == want.tobytes()
