@@ -21,7 +21,6 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 
 from lez import data_quality, keys
 from lez.days import DAY_OPEN, from_day, to_day
@@ -38,7 +37,14 @@ from lez.store.reader import open_store
 from lez.store.writer import Progress, new_snapshot_id, no_progress, utc_now
 from lez.vehicle import FORMAT_VERSION
 from loader.config import LoaderConfig
-from loader.extract import Extract, Reject, read_table, reject_summary, validate_table
+from loader.extract import (
+    Extract,
+    Reject,
+    read_table,
+    reject_summary,
+    release_read_memory,
+    validate_table,
+)
 from loader.parallel import gather_rows
 
 
@@ -158,7 +164,7 @@ def crossed_out_before(
     np.not_equal(hi[1:], hi[:-1], out=last[:-1])
     last[:-1] |= lo[1:] != lo[:-1]
     expired = last & (valid_to != DAY_OPEN) & (valid_to <= cutoff)
-    plate = np.cumsum(last, dtype=np.int64)  # the plate of each row, counted from 0
+    plate = np.cumsum(last, dtype=np.int32 if n < 2**31 else np.int64)  # of each row, from 0
     np.subtract(plate, last, out=plate)
     result: npt.NDArray[np.bool_] = expired[last][plate]
     return result
@@ -203,7 +209,7 @@ def build_store(
     with timer("validate_and_key"):  # normalise, key (threads), validate every column
         ext = validate_table(table, lines, skipped, keyer, config.workers)
         del table
-        pa.default_memory_pool().release_unused()  # the parse's memory, before the sort's
+        release_read_memory()  # the parse's memory, before the sort's
     progress("validate_and_key", 1, 1)
     report.rows_read = ext.rows_read
     report.unknown_codes = ext.unknown_codes

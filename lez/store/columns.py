@@ -350,28 +350,47 @@ def sort_by_key(
         end = min(n - 1, first + _BLOCK)
         same[first:end] = (packed[first + 1 : end + 1] ^ packed[first:end]) <= row_mask
     packed &= row_mask
-    order = packed.view(np.int64)
-    tie = np.zeros(n, dtype=np.bool_)
+    order: npt.NDArray[np.int64] = packed.view(np.int64)
+    first = 0
+    while first < n:  # blocks that do not cut a run of ties: temporaries the size of a block
+        end = min(n, first + _BLOCK)
+        while end < n and same[end - 1]:
+            end += 1
+        _order_ties(order[first:end], same[first : end - 1], hi, lo, then)
+        first = end
+    return order
+
+
+def _order_ties(
+    order: npt.NDArray[np.int64],
+    same: npt.NDArray[np.bool_],
+    hi: npt.NDArray[np.uint64],
+    lo: npt.NDArray[np.uint64],
+    then: npt.NDArray[np.int32],
+) -> None:
+    """Put the runs of `order` (rows sorted by a prefix of `hi`, then by row) whose rows share
+    the prefix (`same[i]`: row i + 1 shares row i's) in (hi, lo, then) order, in place."""
+    if not same.any():
+        return
+    tie = np.zeros(len(order), dtype=np.bool_)
     tie[1:] |= same
     tie[:-1] |= same
     pos = np.flatnonzero(tie)
-    if len(pos):
-        rows = order[pos]
-        run = np.cumsum(~np.concatenate([[False], same])[pos])  # increasing per run of ties
-        # Within a run the full keys are nearly always equal (one plate's versions): order by
-        # (run, then) with one stable sort of a combined int64 key (runs arrive in order, so
-        # this is a merge of short runs)...
-        combined = (run.astype(np.int64) << 32) | (then[rows].astype(np.int64) + 2**31)
-        rows = rows[np.argsort(combined, kind="stable")]
-        # ...and redo the rare runs that mix keys (a prefix collision) fully.
-        differ = (hi[rows][1:] != hi[rows][:-1]) | (lo[rows][1:] != lo[rows][:-1])
-        mixed_runs = np.unique(run[1:][(run[1:] == run[:-1]) & differ])
-        if len(mixed_runs):
-            redo = np.flatnonzero(np.isin(run, mixed_runs))
-            sub = rows[redo]
-            rows[redo] = sub[np.lexsort((sub, then[sub], lo[sub], hi[sub]))]
-        order[pos] = rows
-    return order
+    rows = order[pos]
+    run = np.cumsum(~np.concatenate([[False], same])[pos])  # increasing per run of ties
+    # Within a run the full keys are nearly always equal (one plate's versions): order by
+    # (run, then) with one stable sort of a combined int64 key (runs arrive in order, so this
+    # is a merge of short runs)...
+    combined = (run.astype(np.int64) << 32) | (then[rows].astype(np.int64) + 2**31)
+    rows = rows[np.argsort(combined, kind="stable")]
+    # ...and redo the rare runs that mix keys (a prefix collision) fully.
+    differ = (hi[rows][1:] != hi[rows][:-1]) | (lo[rows][1:] != lo[rows][:-1])
+    mixed_runs = np.unique(run[1:][(run[1:] == run[:-1]) & differ])
+    if len(mixed_runs):
+        redo = np.flatnonzero(np.isin(run, mixed_runs))
+        sub = rows[redo]
+        rows[redo] = sub[np.lexsort((sub, then[sub], lo[sub], hi[sub]))]
+    order[pos] = rows
 
 
 _BLOCK: Final = 1 << 20
