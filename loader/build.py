@@ -97,7 +97,7 @@ def select_versions(ext: Extract, retention_cutoff: int, workers: int = 1) -> Se
     purged (a few percent) are squeezed out in place.
     """
     halves = np.ascontiguousarray(ext.keys, dtype=np.uint8).view(">u8")
-    rows = sort_by_key(halves[:, 0], halves[:, 1], ext.records["valid_from"])
+    rows = sort_by_key(halves[:, 0], halves[:, 1], ext.records["valid_from"], workers)
     records = gather_rows(ext.records, rows, workers)
     sorted_halves = gather_rows(ext.keys, rows, workers).view(np.uint64)
     sorted_halves.byteswap(inplace=True)  # big-endian bytes -> native values (memcmp order)

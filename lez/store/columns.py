@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -324,7 +325,10 @@ def group_by_key(
 
 
 def sort_by_key(
-    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], then: npt.NDArray[np.int32]
+    hi: npt.NDArray[np.uint64],
+    lo: npt.NDArray[np.uint64],
+    then: npt.NDArray[np.int32],
+    workers: int = 1,
 ) -> npt.NDArray[np.int64]:
     """The permutation that sorts rows by (hi, lo, then); rows equal in all three keep their
     input order (the sort is stable).
@@ -333,7 +337,7 @@ def sort_by_key(
     low bits of each high half and that one uint64 column is sorted by value (NumPy's SIMD sort,
     several times faster than an argsort): that orders rows by the top bits of `hi`, then by
     row. Only the rows sharing those top bits (the versions of one plate, or a rare prefix
-    collision) are put in (hi, lo, then) order afterwards.
+    collision) are put in (hi, lo, then) order afterwards, block by block on `workers` threads.
     """
     n = len(hi)
     if n < 2:
@@ -351,13 +355,25 @@ def sort_by_key(
         same[first:end] = (packed[first + 1 : end + 1] ^ packed[first:end]) <= row_mask
     packed &= row_mask
     order: npt.NDArray[np.int64] = packed.view(np.int64)
+    blocks = []  # blocks that do not cut a run of ties: temporaries the size of a block
     first = 0
-    while first < n:  # blocks that do not cut a run of ties: temporaries the size of a block
+    while first < n:
         end = min(n, first + _BLOCK)
         while end < n and same[end - 1]:
             end += 1
-        _order_ties(order[first:end], same[first : end - 1], hi, lo, then)
+        blocks.append((first, end))
         first = end
+
+    def order_block(block: tuple[int, int]) -> None:
+        first, end = block
+        _order_ties(order[first:end], same[first : end - 1], hi, lo, then)
+
+    if workers > 1 and len(blocks) > 1:  # NumPy releases the GIL in the blocks' sorts and gathers
+        with ThreadPoolExecutor(workers, thread_name_prefix="sort") as pool:
+            list(pool.map(order_block, blocks))
+    else:
+        for block in blocks:
+            order_block(block)
     return order
 
 

@@ -53,7 +53,8 @@ def test_sort_by_key_at_scale_with_versions_and_collisions(
     which = rng.integers(0, len(plates), 120_000)
     hi, lo = plates[which], plate_lo[which]
     then = rng.integers(16_000, 20_000, len(which)).astype(np.int32)
-    assert np.array_equal(sort_by_key(hi, lo, then), _reference(hi, lo, then))
+    for workers in (1, 2):
+        assert np.array_equal(sort_by_key(hi, lo, then, workers), _reference(hi, lo, then))
 
 
 def test_sort_by_key_of_no_and_one_row() -> None:
