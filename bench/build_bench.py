@@ -75,8 +75,9 @@ def build_command(extract: Path, key: Path, store: Path) -> list[str]:
     ]
 
 
-def run_measured(cmd: list[str]) -> tuple[str, float, int]:
-    """Run `cmd`; (stdout, wall seconds, peak RSS in KiB of that process and its own children).
+def run_measured(cmd: list[str]) -> tuple[str, float, int, float, float]:
+    """Run `cmd`; (stdout, wall seconds, peak RSS in KiB of that process and its own children,
+    user and system CPU seconds).
 
     The peak comes from `wait4` on this one process, so nothing else this process ran (the
     register's `synth`, earlier builds) is counted, unlike RUSAGE_CHILDREN.
@@ -95,20 +96,28 @@ def run_measured(cmd: list[str]) -> tuple[str, float, int]:
         if proc.returncode:
             err.seek(0)
             raise subprocess.CalledProcessError(proc.returncode, cmd, out, err.read())
-    return out.decode(), seconds, usage.ru_maxrss
+    return out.decode(), seconds, usage.ru_maxrss, usage.ru_utime, usage.ru_stime
 
 
 def build_once(extract: Path, key: Path, store: Path) -> dict[str, Any]:
     """One `lez-loader build --json` into a fresh `store`: wall time, peak RSS and its report."""
     shutil.rmtree(store, ignore_errors=True)
-    out, seconds, peak_kib = run_measured(build_command(extract, key, store))
+    out, seconds, peak_kib, usage_user, usage_sys = run_measured(build_command(extract, key, store))
     report = json.loads(out)
     stages: dict[str, float] = report["seconds"]
+    cpu: dict[str, dict[str, float]] = report.get("cpu_seconds", {})
     in_stages = sum(stages.values())
     return {
         "seconds": round(seconds, 3),
         "stages": stages,
         "stage_shares": {k: round(v / seconds, 3) for k, v in stages.items()},
+        # CPU seconds (user + system, every thread) per wall second of the stage: 2.0 is both
+        # cores busy; system time is mostly page faults of memory touched for the first time
+        "stage_cores_busy": {
+            k: round((c["user"] + c["sys"]) / max(stages[k], 1e-3), 2) for k, c in cpu.items()
+        },
+        "stage_cpu_seconds": cpu,
+        "cpu_seconds": {"user": round(usage_user, 3), "sys": round(usage_sys, 3)},
         # what the stages leave out of the process's wall time: interpreter start, imports,
         # reading the key, writing the report (the stages must cover at least 90 %)
         "outside_stages_s": round(seconds - in_stages, 3),

@@ -33,6 +33,7 @@ import numpy as np
 from lez import codes
 from lez.decision import Derived
 from lez.enrich import enrich
+from lez.store.columns import take_rows
 from lez.vehicle import U16_UNKNOWN, Flag, VehicleArray
 
 DERIVED_METHODS: Final = ("category", "euro", "plug_in_hybrid")
@@ -122,7 +123,7 @@ def count_versions(records: VehicleArray) -> DataQuality:
     # Only versions missing a category or a euro norm can have one derived; enrichment is
     # row by row, so enriching just those gives the flags the whole array would.
     needs = np.flatnonzero(no_category | no_euro)
-    flags = enrich(records[needs]).derived if len(needs) else np.zeros(0, dtype=np.uint8)
+    flags = enrich(take_rows(records, needs)).derived if len(needs) else np.zeros(0, np.uint8)
     plug_in = (
         codes.FUEL_HYBRID[fuel]
         & ((records["flags"] & np.uint8(Flag.ELECTRIC_MOTOR)) != 0)

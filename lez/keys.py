@@ -191,7 +191,5 @@ def keys_to_u64(
     keys: npt.NDArray[np.uint8],
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
     """Split (n, 16) keys into big-endian high and low uint64 halves (memcmp order)."""
-    k = np.ascontiguousarray(keys)
-    hi = k[:, :8].copy().view(">u8").ravel().astype(np.uint64)
-    lo = k[:, 8:].copy().view(">u8").ravel().astype(np.uint64)
-    return hi, lo
+    halves = np.ascontiguousarray(keys, dtype=np.uint8).view(">u8").reshape(-1, 2)
+    return halves[:, 0].astype(np.uint64), halves[:, 1].astype(np.uint64)

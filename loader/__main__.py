@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=min(2, os.cpu_count() or 1),
-        help="processes for HMAC keying [%(default)s]",
+        help="threads for validation, keying and sorting [%(default)s]",
     )
     bd.add_argument("--snapshot-id", default=None, help="snapshot id (default: time + random)")
     bd.add_argument("--json", action="store_true", help="print the build report as JSON")

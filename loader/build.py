@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +31,21 @@ from lez.store.columns import (
     KeyedRecords,
     empty_table,
     group_sorted,
-    group_starts,
     sort_by_key,
-    take_rows,
 )
 from lez.store.reader import open_store
 from lez.store.writer import Progress, new_snapshot_id, no_progress, utc_now
 from lez.vehicle import FORMAT_VERSION
 from loader.config import LoaderConfig
-from loader.extract import Extract, Reject, read_table, reject_summary, validate_table
+from loader.extract import (
+    Extract,
+    Reject,
+    read_table,
+    reject_summary,
+    release_read_memory,
+    validate_table,
+)
+from loader.parallel import gather_rows
 
 
 @dataclass(slots=True)
@@ -58,6 +65,7 @@ class BuildReport:
     unknown_codes: dict[str, dict[str, int]] = field(default_factory=dict)
     rulesets: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, dict[str, float]] = field(default_factory=dict)  # user/sys, all threads
     store_bytes: int = 0
     data_quality: dict[str, Any] = field(default_factory=dict)
 
@@ -74,19 +82,27 @@ class Selection:
     rows: npt.NDArray[np.int64]  # indices into the extract's accepted rows, key-sorted
     hi: npt.NDArray[np.uint64]
     lo: npt.NDArray[np.uint64]
+    records: npt.NDArray[np.void]  # the extract's records at `rows`
     overlap_rejects: list[Reject]
     purged: int
 
 
-def select_versions(ext: Extract, retention_cutoff: int) -> Selection:
+def select_versions(ext: Extract, retention_cutoff: int, workers: int = 1) -> Selection:
     """Sort by (key, valid_from), refuse overlapping versions, purge plates crossed out on or
     before `retention_cutoff`. The one definition of what a store holds (the bench's peers
-    load exactly these rows)."""
-    hi, lo = keys.keys_to_u64(ext.keys)
-    rows = sort_by_key(hi, lo, ext.records["valid_from"])
-    hi, lo = hi[rows], lo[rows]
-    valid_from, valid_to = ext.records["valid_from"][rows], ext.records["valid_to"][rows]
-    clash = overlapping_versions(hi, lo, valid_from, valid_to)
+    load exactly these rows).
+
+    The sort runs on the keys' big-endian halves as they are (no converted copy); the records
+    and keys are then gathered once in key order by `workers` threads, and the rows refused or
+    purged (a few percent) are squeezed out in place.
+    """
+    halves = np.ascontiguousarray(ext.keys, dtype=np.uint8).view(">u8")
+    rows = sort_by_key(halves[:, 0], halves[:, 1], ext.records["valid_from"], workers)
+    records = gather_rows(ext.records, rows, workers)
+    sorted_halves = gather_rows(ext.keys, rows, workers).view(np.uint64)
+    sorted_halves.byteswap(inplace=True)  # big-endian bytes -> native values (memcmp order)
+    hi, lo = sorted_halves[:, 0], sorted_halves[:, 1]
+    clash = overlapping_versions(hi, lo, records["valid_from"], records["valid_to"])
     overlap_rejects = [
         Reject(line=int(x), column="valid_from", rule="versions of a plate overlap")
         for x in ext.lines[rows[clash]].tolist()
@@ -94,12 +110,39 @@ def select_versions(ext: Extract, retention_cutoff: int) -> Selection:
     if len(clash):
         keep = np.ones(len(rows), dtype=np.bool_)
         keep[clash] = False
-        rows, hi, lo, valid_to = rows[keep], hi[keep], lo[keep], valid_to[keep]
-    gone = crossed_out_before(hi, lo, valid_to, retention_cutoff)
-    purged = int(gone.sum())
+        rows, records, sorted_halves = (squeeze(a, keep) for a in (rows, records, sorted_halves))
+        hi, lo = sorted_halves[:, 0], sorted_halves[:, 1]
+    gone = crossed_out_before(hi, lo, records["valid_to"], retention_cutoff)
+    purged = int(np.count_nonzero(gone))
     if purged:
-        rows, hi, lo = rows[~gone], hi[~gone], lo[~gone]
-    return Selection(rows=rows, hi=hi, lo=lo, overlap_rejects=overlap_rejects, purged=purged)
+        np.logical_not(gone, out=gone)
+        rows, records, sorted_halves = (squeeze(a, gone) for a in (rows, records, sorted_halves))
+        hi, lo = sorted_halves[:, 0], sorted_halves[:, 1]
+    return Selection(
+        rows=rows,
+        hi=hi,
+        lo=lo,
+        records=records,
+        overlap_rejects=overlap_rejects,
+        purged=purged,
+    )
+
+
+def squeeze(array: npt.NDArray[Any], keep: npt.NDArray[np.bool_]) -> Any:
+    """`array[keep]` written over the start of `array` itself (returned as a view of it): a
+    block at a time, so the only new memory is one block."""
+    flat = array
+    if array.dtype.names is not None:  # records as opaque items (fast boolean indexing)
+        flat = array.view(np.dtype((np.void, array.dtype.itemsize)))
+    kept = 0
+    for first in range(0, len(array), _SQUEEZE_BLOCK):
+        part = flat[first : first + _SQUEEZE_BLOCK][keep[first : first + _SQUEEZE_BLOCK]]
+        flat[kept : kept + len(part)] = part  # never past this block: kept <= first
+        kept += len(part)
+    return array[:kept]
+
+
+_SQUEEZE_BLOCK: Final = 1 << 16
 
 
 def crossed_out_before(
@@ -113,13 +156,18 @@ def crossed_out_before(
     A plate's data is kept until 6 months after the plate was crossed out (docs/sources.md:
     DIV-VMM protocol section X); the whole history of a plate still in use is kept.
     """
-    starts = group_starts(hi, lo)
-    if len(starts) == 0:
+    n = len(hi)
+    if n == 0:
         return np.zeros(0, dtype=np.bool_)
-    ends = np.append(starts[1:], len(hi)) - 1  # last (latest) version of each plate
-    last_to = valid_to[ends]
-    expired = (last_to != DAY_OPEN) & (last_to <= cutoff)
-    return np.repeat(expired, ends - starts + 1)
+    last = np.empty(n, dtype=np.bool_)  # the last (latest) version of its plate
+    last[-1] = True
+    np.not_equal(hi[1:], hi[:-1], out=last[:-1])
+    last[:-1] |= lo[1:] != lo[:-1]
+    expired = last & (valid_to != DAY_OPEN) & (valid_to <= cutoff)
+    plate = np.cumsum(last, dtype=np.int32 if n < 2**31 else np.int64)  # of each row, from 0
+    np.subtract(plate, last, out=plate)
+    result: npt.NDArray[np.bool_] = expired[last][plate]
+    return result
 
 
 def overlapping_versions(
@@ -158,20 +206,23 @@ def build_store(
     with timer("read_csv"):  # progress in bytes of the file (`extract.READ_STAGES`)
         table, lines, skipped = read_table(extract_path, progress)
     progress("validate_and_key", 0, 1)
-    with timer("validate_and_key"):  # normalise, key (forked workers), validate every column
+    with timer("validate_and_key"):  # normalise, key (threads), validate every column
         ext = validate_table(table, lines, skipped, keyer, config.workers)
-    del table
+        del table
+        release_read_memory()  # the parse's memory, before the sort's
     progress("validate_and_key", 1, 1)
     report.rows_read = ext.rows_read
     report.unknown_codes = ext.unknown_codes
 
     source_day = to_day(config.source_date) if config.source_date else latest_day(ext)
     with timer("sort"):
-        chosen = select_versions(ext, source_day - config.retention_days)
+        chosen = select_versions(ext, source_day - config.retention_days, config.workers)
     rejects = list(ext.rejects) + chosen.overlap_rejects
+    del ext  # the unsorted columns: the selection holds what the store needs
     report.versions_purged = chosen.purged
     with timer("group"):
-        vehicles = group_sorted(chosen.hi, chosen.lo, take_rows(ext.records, chosen.rows))
+        vehicles = group_sorted(chosen.hi, chosen.lo, chosen.records)
+    del chosen
     rejects.sort(key=lambda r: r.line)
 
     report.rows_rejected = len(rejects)
@@ -334,11 +385,21 @@ class _Timer:
 
 
 class _Stage:
+    """Times one stage: wall seconds, and the process's CPU seconds (user and system, over all
+    its threads; system time is mostly page faults of new memory) to tell how busy the cores
+    were."""
+
     def __init__(self, report: BuildReport, stage: str) -> None:
         self.report, self.stage = report, stage
 
     def __enter__(self) -> None:
         self.start = time.perf_counter()
+        self.cpu = resource.getrusage(resource.RUSAGE_SELF)
 
     def __exit__(self, *exc: object) -> None:
         self.report.seconds[self.stage] = round(time.perf_counter() - self.start, 3)
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        self.report.cpu_seconds[self.stage] = {
+            "user": round(cpu.ru_utime - self.cpu.ru_utime, 3),
+            "sys": round(cpu.ru_stime - self.cpu.ru_stime, 3),
+        }

@@ -27,7 +27,7 @@ class LoaderConfig:
     source_date: dt.date | None = None  # date of the extract (default: newest valid_from)
     retention_days: int = DEFAULT_RETENTION_DAYS  # closed versions older than this are purged
     max_reject_share: float = DEFAULT_MAX_REJECT_SHARE  # above this share of bad rows: fail
-    workers: int = 2  # processes for HMAC keying
+    workers: int = 2  # threads for validation, keying and the sort's gathers
     map_size: int = DEFAULT_MAP_SIZE  # LMDB map size (sparse)
     keep_builds: int = 2  # published builds kept on disk (current + previous)
 

@@ -9,12 +9,14 @@ plate. Unknown DIV codes are not rejects: they become UNKNOWN (0) and are counte
 from __future__ import annotations
 
 import csv
+import ctypes
 import itertools
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -30,8 +32,8 @@ from lez.days import DAY_OPEN, DAY_UNKNOWN
 from lez.errors import ExtractError
 from lez.keys import PlateKeyer
 from lez.store.writer import Progress, no_progress
-from lez.vehicle import U8_UNKNOWN, U16_UNKNOWN, U32_UNKNOWN, Flag, empty
-from loader.parallel import run_forked
+from lez.vehicle import U8_UNKNOWN, U16_UNKNOWN, U32_UNKNOWN, VEHICLE_DTYPE, Flag
+from loader.parallel import each_threaded, gather_rows, run_threaded
 
 COLUMNS: Final = (
     "plate",
@@ -74,6 +76,17 @@ _INT_COLUMNS: Final = {
     "power_kw": ("power_kw", U16_UNKNOWN - 1, U16_UNKNOWN),
     "nis": ("nis", 99999, 0),
 }
+_PARSED_INTS: Final = {
+    "max_mass": pa.uint32(),
+    "running_mass": pa.uint32(),
+    "seats": pa.int32(),
+    "co2": pa.int32(),
+    "power_kw": pa.int32(),
+    "nis": pa.int32(),
+}
+"""Arrow's type of each integer column in the typed parse: wide enough for every value the
+column accepts (`_INT_COLUMNS`), half the memory of int64. A value that does not fit (negative
+masses, huge numbers) fails the typed parse, and the text parse refuses its row as before."""
 _DATE_COLUMNS: Final = ("first_registration", "last_registration", "valid_from", "valid_to")
 
 
@@ -156,6 +169,25 @@ def check_header(path: Path) -> None:
 
 READ_BLOCK_BYTES: Final = 16 << 20
 """The block Arrow parses at once (`ReadOptions.block_size`); a longer line fails the parse."""
+READ_POOL: Final = pa.system_memory_pool()
+"""Where the parsed table lives: the C library's allocator. Arrow's default (mimalloc) took fresh
+pages for every block, and the page faults cost as much as the parse on the build machine (read
+of the 8M extract 4.4-5.7 s against 3.7-3.8 s, measured); freed, the memory goes back to the
+system at once (`release_read_memory`) for the build's next stages."""
+
+
+def release_read_memory() -> None:
+    """Return the memory of parsed tables no longer referenced to the system now, not later.
+
+    Arrow's system pool frees into the C library's heaps, which keep the pages; glibc's
+    `malloc_trim` gives them back (1.3 GiB after the 8M extract). Elsewhere this does nothing.
+    """
+    READ_POOL.release_unused()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 READ_STAGES: Final = ("read_csv", "reread_as_text", "reread_for_lines")
 """The progress stages of `read_table`, counted in bytes of the file: the parse, then the
 re-reads that follow it when a value is malformed (every column as text) and when rows have the
@@ -204,7 +236,7 @@ def read_table(
         types.update(dict.fromkeys((*_CODE_COLUMNS, "electric", "plate_type"), dictionary))
         if typed:
             types.update(dict.fromkeys(_DATE_COLUMNS, pa.date32()))
-            types.update(dict.fromkeys(_INT_COLUMNS, pa.int64()))
+            types.update(_PARSED_INTS)
         parse_options = pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False)
         convert_options = pacsv.ConvertOptions(
             column_types=types, strings_can_be_null=False, include_columns=list(COLUMNS)
@@ -227,6 +259,7 @@ def read_table(
                         read_options=read_options,
                         parse_options=parse_options,
                         convert_options=convert_options,
+                        memory_pool=READ_POOL,
                     )
                 )
                 if not threads:  # line numbers are only given by the single-threaded reader
@@ -234,7 +267,7 @@ def read_table(
                 if done < total:
                     progress(stage, done, total)
         progress(stage, total, total)
-        return pa.concat_tables(tables)
+        return pa.concat_tables(tables, memory_pool=READ_POOL)
 
     try:
         try:
@@ -279,7 +312,7 @@ def _segments(path: Path, block_size: int, most_blocks: int) -> Generator[tuple[
 
         def next_segment(carry: bytes, size: int) -> tuple[pa.Buffer, bytes, int, bool]:
             # Arrow's memory (not a bytearray): reused between segments, and never zero-filled
-            buffer = pa.allocate_buffer(len(carry) + size)
+            buffer = pa.allocate_buffer(len(carry) + size, memory_pool=READ_POOL)
             text = memoryview(buffer).cast("B")
             text[: len(carry)] = carry
             end = len(carry)
@@ -294,7 +327,7 @@ def _segments(path: Path, block_size: int, most_blocks: int) -> Generator[tuple[
                 if cut:
                     return buffer.slice(0, cut), text[cut:end].tobytes(), raw.tell(), False
                 # no line end yet (a line longer than a segment): read on in a larger buffer
-                larger = pa.allocate_buffer(end + next(sizes))
+                larger = pa.allocate_buffer(end + next(sizes), memory_pool=READ_POOL)
                 memoryview(larger).cast("B")[:end] = text[:end]
                 buffer, text = larger, memoryview(larger).cast("B")
 
@@ -360,20 +393,22 @@ StringParts = list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArr
 
 def string_parts(column: pa.ChunkedArray) -> StringParts:
     """NumPy views of a string column's Arrow buffers, chunk by chunk."""
-    parts: StringParts = []
-    for chunk in column.chunks:
-        bufs = chunk.buffers()
-        n = len(chunk)
-        offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=chunk.offset * 4)
-        data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else None
-        parts.append(
-            (
-                offsets[:-1].astype(np.int64),
-                np.diff(offsets).astype(np.int64),
-                data if data is not None and len(data) else np.zeros(1, dtype=np.uint8),
-            )
-        )
-    return parts
+    return [chunk_parts(chunk) for chunk in column.chunks]
+
+
+def chunk_parts(
+    chunk: pa.Array,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """Value starts, value lengths and the data buffer of one string chunk (NumPy views)."""
+    bufs = chunk.buffers()
+    n = len(chunk)
+    offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=chunk.offset * 4)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else None
+    return (
+        offsets[:-1].astype(np.int64),
+        np.diff(offsets).astype(np.int64),
+        data if data is not None and len(data) else np.zeros(1, dtype=np.uint8),
+    )
 
 
 def parts_matrix(
@@ -402,60 +437,29 @@ def string_matrix(
     return parts_matrix(string_parts(column), width)
 
 
-def _stack(
-    parts: list[npt.NDArray[np.uint8]], empty_shape: tuple[int, ...]
-) -> npt.NDArray[np.uint8]:
-    return np.concatenate(parts) if parts else np.zeros(empty_shape, dtype=np.uint8)
-
-
 def plate_columns(
     column: pa.ChunkedArray, keyer: PlateKeyer | None, workers: int
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
     """Normalised plates, their PlateRule and (with a keyer) their keys, for a plate column.
 
-    The work is split by Arrow chunk over `workers` processes: this stage (byte matrix,
-    normalisation, HMAC) is most of the CPU time of a build.
+    Arrow chunks are handed to `workers` threads (the native batch releases the GIL), each
+    writing its rows of the three result arrays in place.
     """
-    parts = string_parts(column)
-    belgium = np.frombuffer(plates.BELGIUM.encode(), dtype=np.uint8)
-    rows = np.array([len(p[0]) for p in parts], dtype=np.int64)
-    bounds = np.searchsorted(np.cumsum(rows), np.linspace(0, rows.sum(), workers + 1)[1:-1])
-    groups = [g for g in np.split(np.arange(len(parts)), bounds) if len(g)] or [np.arange(0)]
-    key_bytes = keys.KEY_BYTES if keyer else 0
-    record = plates.PLATE_WIDTH + 1 + key_bytes
+    chunks = column.chunks
+    ends = np.cumsum([len(c) for c in chunks], dtype=np.int64)
+    n = int(ends[-1]) if len(ends) else 0
+    normalised = np.empty((n, plates.PLATE_WIDTH), dtype=np.uint8)
+    rule = np.empty(n, dtype=np.uint8)
+    plate_keys = np.empty((n, keys.KEY_BYTES if keyer else 0), dtype=np.uint8)
 
-    def task(group: npt.NDArray[np.int64]) -> Callable[[], bytes]:
-        def run() -> bytes:
-            norm_parts, rule_parts, key_parts = [], [], []
-            for i in group:
-                start, length, data = parts[i]
-                countries = np.tile(belgium, (len(start), 1))
-                if keyer:
-                    norm, rule, key = keyer.normalise_and_key(data, start, length, countries)
-                    key_parts.append(key)
-                else:
-                    norm, rule = plates.normalise_flat(data, start, length, countries)
-                rule = np.where(length > RAW_PLATE_WIDTH, plates.PlateRule.TOO_LONG, rule)
-                norm_parts.append(norm)
-                rule_parts.append(rule.astype(np.uint8))
-            norm = _stack(norm_parts, (0, plates.PLATE_WIDTH))
-            rule = _stack(rule_parts, (0,))
-            out = np.zeros((len(norm), record), dtype=np.uint8)
-            out[:, : plates.PLATE_WIDTH] = norm
-            out[:, plates.PLATE_WIDTH] = rule
-            if keyer:
-                out[:, plates.PLATE_WIDTH + 1 :] = _stack(key_parts, (0, keys.KEY_BYTES))
-            return out.tobytes()
+    def one_chunk(i: int) -> None:
+        first, end = int(ends[i]) - len(chunks[i]), int(ends[i])
+        rule[first:end] = _plate_batch(
+            chunks[i], keyer, normalised[first:end], plate_keys[first:end]
+        )
 
-        return run
-
-    blobs = run_forked([task(g) for g in groups])
-    merged = np.concatenate([np.frombuffer(b, dtype=np.uint8).reshape(-1, record) for b in blobs])
-    return (
-        np.ascontiguousarray(merged[:, : plates.PLATE_WIDTH]),
-        merged[:, plates.PLATE_WIDTH].copy(),
-        np.ascontiguousarray(merged[:, plates.PLATE_WIDTH + 1 :]),
-    )
+    each_threaded(one_chunk, range(len(chunks)), workers)
+    return normalised, rule, plate_keys
 
 
 _DAYS_BEFORE_MONTH: Final = np.array([0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334])
@@ -582,68 +586,55 @@ def validate_table(
     `lines` numbers the table's rows in the rejects; `skipped` are lines refused before (wrong
     column count). The daily sync validates the feed's row details through here too, so both
     paths share one set of rules and code tables.
+
+    The table is validated batch by batch (its Arrow record batches, some 10^5 rows each) on
+    `workers` threads: every batch writes its rows of the result arrays in place, so each
+    column's temporaries are the size of a batch, not of the extract, and both cores stay busy
+    (the native keying, NumPy and Arrow's kernels release the GIL). A row is refused for the
+    first rule it breaks, in the order of `REJECT_RULES`.
     """
     n = table.num_rows
+    batches = table.to_batches()
+    ends = np.cumsum([b.num_rows for b in batches], dtype=np.int64)
+    records = np.zeros(n, dtype=VEHICLE_DTYPE)  # every field is written below
+    normalised = np.empty((n, plates.PLATE_WIDTH), dtype=np.uint8)
+    plate_keys = np.empty((n, keys.KEY_BYTES if keyer else 0), dtype=np.uint8)
+    reason = np.empty(n, dtype=np.uint8)  # 1 + index in REJECT_RULES of the rule broken, or 0
+
+    def one_batch(i: int) -> dict[str, tuple[int, int]]:
+        batch = batches[i]
+        first, end = int(ends[i]) - batch.num_rows, int(ends[i])
+        unknown, batch_reason = _validate_batch(
+            batch,
+            keyer,
+            records[first:end],
+            normalised[first:end],
+            plate_keys[first:end],
+        )
+        reason[first:end] = batch_reason
+        return unknown
+
+    per_batch = run_threaded([partial(one_batch, i) for i in range(len(batches))], workers)
+    unknown_codes = {
+        column: {
+            "blank": sum(counts[column][0] for counts in per_batch),
+            "unrecognised": sum(counts[column][1] for counts in per_batch),
+        }
+        for column in _CODE_COLUMNS
+    }
     rejects = [
         Reject(line=int(line), column="*", rule=f"not {len(COLUMNS)} columns")
         for line in skipped.tolist()
     ]
-    # First failing column per row, in column order, so each row is reported once.
-    failed = np.zeros(n, dtype=np.bool_)
-
-    def reject(mask: npt.NDArray[np.bool_], column: str, rule: str) -> None:
-        if not mask.any():  # the common case: one pass, nothing to record
-            return
-        new = mask & ~failed
-        for line in lines[new].tolist():
+    refused = np.flatnonzero(reason)
+    if len(refused):
+        for line, code in zip(lines[refused].tolist(), reason[refused].tolist(), strict=True):
+            column, rule = REJECT_RULES[code - 1]
             rejects.append(Reject(line=int(line), column=column, rule=rule))
-        failed[new] = True
-
-    normalised, rule, plate_keys = plate_columns(table.column("plate"), keyer, workers)
-    if rule.any():
-        for plate_rule in plates.PlateRule:
-            if plate_rule is not plates.PlateRule.OK:
-                reject(rule == plate_rule, "plate", f"plate {plate_rule.name.lower()}")
-
-    records = empty(n)
-    for column in _DATE_COLUMNS:
-        days, bad = _dates(table.column(column))
-        reject(bad, column, "date not YYYY-MM-DD")
-        if column == "valid_to":
-            days = np.where(days == DAY_UNKNOWN, DAY_OPEN, days).astype(np.int32)
-        records[column] = days
-    reject(records["valid_from"] == DAY_UNKNOWN, "valid_from", "valid_from is required")
-    reject(
-        records["valid_to"] <= records["valid_from"], "valid_to", "valid_to not after valid_from"
-    )
-
-    for column, (fld, maximum, sentinel) in _INT_COLUMNS.items():
-        values, blank, bad = _ints(table.column(column), maximum)
-        reject(bad, column, f"not a whole number from 0 to {maximum}")
-        records[fld] = np.where(blank | bad, sentinel, values)
-
-    electric = _electric(table.column("electric"))
-    reject(electric == -1, "electric", "electric must be 1, 0 or blank")
-    records["flags"] = np.where(electric == 1, int(Flag.ELECTRIC_MOTOR), 0)
-    records["flags"] |= np.where(
-        _oldtimer_plate(table.column("plate_type")), int(Flag.OLDTIMER_PLATE), 0
-    ).astype(np.uint8)
-
-    unknown_codes: dict[str, dict[str, int]] = {}
-    for column, code_list in _CODE_COLUMNS.items():
-        ids, blanks, unrecognised = _codes(table.column(column), code_list)
-        records[column] = ids
-        unknown_codes[column] = {"blank": blanks, "unrecognised": unrecognised}
-
+        keep = np.flatnonzero(reason == 0)
+        normalised, plate_keys, lines = normalised[keep], plate_keys[keep], lines[keep]
+        records = gather_rows(records, keep, workers)
     rejects.sort(key=lambda r: r.line)
-    if failed.any():
-        keep = ~failed
-        normalised, plate_keys, records, lines = (
-            normalised[keep],
-            plate_keys[keep],
-            records[keep],
-            lines[keep],
-        )
     return Extract(
         plates=normalised,
         keys=plate_keys,
@@ -653,6 +644,92 @@ def validate_table(
         rejects=rejects,
         unknown_codes=unknown_codes,
     )
+
+
+_PLATE_RULES: Final = [r for r in plates.PlateRule if r is not plates.PlateRule.OK]
+REJECT_RULES: Final[list[tuple[str, str]]] = [
+    *(("plate", f"plate {r.name.lower()}") for r in _PLATE_RULES),
+    *((column, "date not YYYY-MM-DD") for column in _DATE_COLUMNS),
+    ("valid_from", "valid_from is required"),
+    ("valid_to", "valid_to not after valid_from"),
+    *((column, f"not a whole number from 0 to {m}") for column, (_, m, _) in _INT_COLUMNS.items()),
+    ("electric", "electric must be 1, 0 or blank"),
+]
+"""(column, rule) of each reason to refuse a row, in the order the rules are applied."""
+_REASON: Final = {rule: code for code, rule in enumerate(REJECT_RULES, start=1)}
+_PLATE_REASON: Final = np.zeros(max(plates.PlateRule) + 1, dtype=np.uint8)
+for _rule in _PLATE_RULES:
+    _PLATE_REASON[_rule] = _REASON[("plate", f"plate {_rule.name.lower()}")]
+
+
+def _validate_batch(
+    batch: pa.RecordBatch,
+    keyer: PlateKeyer | None,
+    records: npt.NDArray[np.void],
+    normalised: npt.NDArray[np.uint8],
+    plate_keys: npt.NDArray[np.uint8],
+) -> tuple[dict[str, tuple[int, int]], npt.NDArray[np.uint8]]:
+    """Validate one record batch into its rows of the result arrays (given as views); returns
+    (blank and unrecognised count of each code column, the reason each row is refused)."""
+    reason = np.zeros(batch.num_rows, dtype=np.uint8)
+
+    def refuse(mask: npt.NDArray[np.bool_], column: str, rule: str) -> None:
+        np.copyto(reason, np.uint8(_REASON[(column, rule)]), where=mask & (reason == 0))
+
+    def column(name: str) -> pa.ChunkedArray:
+        return pa.chunked_array([batch.column(name)])
+
+    rule = _plate_batch(batch.column("plate"), keyer, normalised, plate_keys)
+    reason[:] = _PLATE_REASON[rule]
+
+    for name in _DATE_COLUMNS:
+        days, bad = _dates(column(name))
+        refuse(bad, name, "date not YYYY-MM-DD")
+        if name == "valid_to":
+            days = np.where(days == DAY_UNKNOWN, DAY_OPEN, days).astype(np.int32)
+        records[name] = days
+    refuse(records["valid_from"] == DAY_UNKNOWN, "valid_from", "valid_from is required")
+    refuse(
+        records["valid_to"] <= records["valid_from"], "valid_to", "valid_to not after valid_from"
+    )
+
+    for name, (fld, maximum, sentinel) in _INT_COLUMNS.items():
+        values, blank, bad = _ints(column(name), maximum)
+        refuse(bad, name, f"not a whole number from 0 to {maximum}")
+        records[fld] = np.where(blank | bad, sentinel, values)
+
+    electric = _electric(column("electric"))
+    refuse(electric == -1, "electric", "electric must be 1, 0 or blank")
+    flags = np.where(electric == 1, np.uint8(Flag.ELECTRIC_MOTOR), np.uint8(0))
+    flags |= np.where(_oldtimer_plate(column("plate_type")), np.uint8(Flag.OLDTIMER_PLATE), 0)
+    records["flags"] = flags
+
+    unknown: dict[str, tuple[int, int]] = {}
+    for name, code_list in _CODE_COLUMNS.items():
+        ids, blanks, unrecognised = _codes(column(name), code_list)
+        records[name] = ids
+        unknown[name] = (blanks, unrecognised)
+    return unknown, reason
+
+
+def _plate_batch(
+    chunk: pa.Array,
+    keyer: PlateKeyer | None,
+    normalised: npt.NDArray[np.uint8],
+    plate_keys: npt.NDArray[np.uint8],
+) -> npt.NDArray[np.uint8]:
+    """Normalise (and with a keyer, key) one chunk of plates into `normalised` and `plate_keys`
+    (its rows, as views); returns each plate's `PlateRule`."""
+    start, length, data = chunk_parts(chunk)
+    countries = np.broadcast_to(np.frombuffer(plates.BELGIUM.encode(), np.uint8), (len(start), 2))
+    if keyer:
+        norm, rule, key = keyer.normalise_and_key(data, start, length, countries)
+        plate_keys[:] = key
+    else:
+        norm, rule = plates.normalise_flat(data, start, length, countries)
+    normalised[:] = norm
+    too_long = np.uint8(plates.PlateRule.TOO_LONG)
+    return np.where(length > RAW_PLATE_WIDTH, too_long, rule).astype(np.uint8)
 
 
 def reject_summary(rejects: list[Reject]) -> dict[str, int]:

@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from lez.days import to_day
 from lez.keys import KEY_BYTES, PlateKeyer
-from lez.store.columns import KeyedRecords, group_sorted, take_rows
+from lez.store.columns import KeyedRecords, group_sorted
 from lez.store.reader import open_store
 from lez.vehicle import VEHICLE_DTYPE
 from loader.build import select_versions
@@ -105,8 +105,8 @@ def reconcile(
         if source_date is None:
             source_date = dt.date.fromisoformat(meta.mutation_watermark or meta.source_date)
         ext = load_extract(extract_path, keyer, workers)
-        chosen = select_versions(ext, to_day(source_date) - retention_days)
-        expected = group_sorted(chosen.hi, chosen.lo, take_rows(ext.records, chosen.rows))
+        chosen = select_versions(ext, to_day(source_date) - retention_days, workers)
+        expected = group_sorted(chosen.hi, chosen.lo, chosen.records)
         report = ReconcileReport(
             extract=str(extract_path),
             snapshot_id=meta.snapshot_id,

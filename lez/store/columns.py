@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -427,38 +428,92 @@ def group_by_key(
 
 
 def sort_by_key(
-    hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], then: npt.NDArray[np.int32]
+    hi: npt.NDArray[np.uint64],
+    lo: npt.NDArray[np.uint64],
+    then: npt.NDArray[np.int32],
+    workers: int = 1,
 ) -> npt.NDArray[np.int64]:
-    """The permutation that sorts rows by (hi, lo, then), like `np.lexsort` but ~4x faster.
+    """The permutation that sorts rows by (hi, lo, then); rows equal in all three keep their
+    input order (the sort is stable).
 
-    Keys are HMAC outputs, so high halves are nearly unique: one quicksort on `hi` does most of
-    the work, and only the rows sharing a high half (the versions of one plate, or a rare
-    64-bit prefix collision) are put in (lo, then) order afterwards.
+    Keys are HMAC outputs, so high halves are nearly unique. The row index is packed into the
+    low bits of each high half and that one uint64 column is sorted by value (NumPy's SIMD sort,
+    several times faster than an argsort): that orders rows by the top bits of `hi`, then by
+    row. Only the rows sharing those top bits (the versions of one plate, or a rare prefix
+    collision) are put in (hi, lo, then) order afterwards, block by block on `workers` threads.
     """
-    order = np.argsort(hi, kind="quicksort")
-    hs = hi[order]
-    if len(hs) < 2:
-        return order
-    tie = np.zeros(len(hs), dtype=np.bool_)
-    same = hs[1:] == hs[:-1]
+    n = len(hi)
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    bits = (n - 1).bit_length()
+    row_mask = np.uint64((1 << bits) - 1)
+    packed = np.bitwise_and(hi, ~row_mask, dtype=np.uint64)  # hi may be a big-endian view
+    for first in range(0, n, _BLOCK):  # a block at a time: no temporary the size of the table
+        end = min(n, first + _BLOCK)
+        packed[first:end] |= np.arange(first, end, dtype=np.uint64)
+    packed.sort()
+    same = np.empty(n - 1, dtype=np.bool_)  # row i + 1 has the prefix of row i
+    for first in range(0, n - 1, _BLOCK):
+        end = min(n - 1, first + _BLOCK)
+        same[first:end] = (packed[first + 1 : end + 1] ^ packed[first:end]) <= row_mask
+    packed &= row_mask
+    order: npt.NDArray[np.int64] = packed.view(np.int64)
+    blocks = []  # blocks that do not cut a run of ties: temporaries the size of a block
+    first = 0
+    while first < n:
+        end = min(n, first + _BLOCK)
+        while end < n and same[end - 1]:
+            end += 1
+        blocks.append((first, end))
+        first = end
+
+    def order_block(block: tuple[int, int]) -> None:
+        first, end = block
+        _order_ties(order[first:end], same[first : end - 1], hi, lo, then)
+
+    if workers > 1 and len(blocks) > 1:  # NumPy releases the GIL in the blocks' sorts and gathers
+        with ThreadPoolExecutor(workers, thread_name_prefix="sort") as pool:
+            list(pool.map(order_block, blocks))
+    else:
+        for block in blocks:
+            order_block(block)
+    return order
+
+
+def _order_ties(
+    order: npt.NDArray[np.int64],
+    same: npt.NDArray[np.bool_],
+    hi: npt.NDArray[np.uint64],
+    lo: npt.NDArray[np.uint64],
+    then: npt.NDArray[np.int32],
+) -> None:
+    """Put the runs of `order` (rows sorted by a prefix of `hi`, then by row) whose rows share
+    the prefix (`same[i]`: row i + 1 shares row i's) in (hi, lo, then) order, in place."""
+    if not same.any():
+        return
+    tie = np.zeros(len(order), dtype=np.bool_)
     tie[1:] |= same
     tie[:-1] |= same
     pos = np.flatnonzero(tie)
-    if len(pos):
-        rows = order[pos]
-        run = np.cumsum(~np.concatenate([[False], same])[pos])  # increasing per run of ties
-        # Within a run the low halves are nearly always equal (one plate's versions): order by
-        # (run, then) with one sort of a combined int64 key...
-        combined = (run.astype(np.int64) << 32) | (then[rows].astype(np.int64) + 2**31)
-        rows = rows[np.argsort(combined, kind="stable")]
-        # ...and redo the rare runs that mix low halves (a 64-bit prefix collision) fully.
-        mixed_runs = np.unique(run[1:][(run[1:] == run[:-1]) & (lo[rows][1:] != lo[rows][:-1])])
-        if len(mixed_runs):
-            redo = np.flatnonzero(np.isin(run, mixed_runs))
-            sub = rows[redo]
-            rows[redo] = sub[np.lexsort((then[sub], lo[sub], run[redo]))]
-        order[pos] = rows
-    return order
+    rows = order[pos]
+    run = np.cumsum(~np.concatenate([[False], same])[pos])  # increasing per run of ties
+    # Within a run the full keys are nearly always equal (one plate's versions): order by
+    # (run, then) with one stable sort of a combined int64 key (runs arrive in order, so this
+    # is a merge of short runs)...
+    combined = (run.astype(np.int64) << 32) | (then[rows].astype(np.int64) + 2**31)
+    rows = rows[np.argsort(combined, kind="stable")]
+    # ...and redo the rare runs that mix keys (a prefix collision) fully.
+    differ = (hi[rows][1:] != hi[rows][:-1]) | (lo[rows][1:] != lo[rows][:-1])
+    mixed_runs = np.unique(run[1:][(run[1:] == run[:-1]) & differ])
+    if len(mixed_runs):
+        redo = np.flatnonzero(np.isin(run, mixed_runs))
+        sub = rows[redo]
+        rows[redo] = sub[np.lexsort((sub, then[sub], lo[sub], hi[sub]))]
+    order[pos] = rows
+
+
+_BLOCK: Final = 1 << 20
+"""Rows per block of the element-wise passes of `sort_by_key`."""
 
 
 def group_sorted(
