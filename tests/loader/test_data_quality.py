@@ -14,7 +14,7 @@ from lez import codes, vehicle
 from lez.data_quality import DataQuality, count_versions
 from lez.keys import PlateKeyer
 from lez.store import StoreBuilder, open_store
-from loader.build import build_store
+from loader.build import _count_versions, build_store
 from loader.config import LoaderConfig
 from loader.registrations_import import import_registrations
 from loader.synth import generate as synth
@@ -101,6 +101,8 @@ def test_counts_add_up_when_versions_are_replaced() -> None:
     assert first.plus(rest) == whole
     assert whole.minus_versions(first) == rest
     assert DataQuality.from_json(whole.to_json()) == whole
+    for workers in (1, 2, 3):  # the build counts its versions in parts on worker threads
+        assert _count_versions(records, workers) == whole
 
 
 def test_registrations_and_compaction_keep_the_figures(
