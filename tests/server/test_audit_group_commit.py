@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,18 @@ def _append(log: AuditLog, i: int) -> int:
         rpc="Check", identity="dev", organisation="org", roles=["desk"], zone="Gent",
         ruleset_revision="r1", snapshot_id="s1", pairs=1, outcomes={"ALLOWED": 1}, keys=keys,
     ).seq  # fmt: skip
+
+
+def _past_first_checkpoint(log: AuditLog) -> int:
+    """Write one record and wait until the checkpoint thread has signed it; returns its seq. A
+    log checkpoints its first record at once, with a flush of its own that would otherwise land
+    among the flushes of the calls a test counts."""
+    seq = _append(log, 255)
+    deadline = time.monotonic() + 30
+    while not log.checkpoints or log._checkpoint_due.is_set():
+        assert time.monotonic() < deadline, "the first record was never checkpointed"
+        time.sleep(0.005)
+    return seq
 
 
 def _count_syncs(monkeypatch: pytest.MonkeyPatch, log: AuditLog) -> list[int]:
@@ -41,6 +54,7 @@ def test_threads_waiting_on_a_flush_share_the_next_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = AuditLog(tmp_path, keys=KEYS)
+    before = _past_first_checkpoint(log)
     real = os.fdatasync
     in_first, release = threading.Event(), threading.Event()
     syncs: list[int] = []
@@ -68,7 +82,7 @@ def test_threads_waiting_on_a_flush_share_the_next_one(
     others = [threading.Thread(target=call, args=(i,)) for i in range(1, 8)]
     for t in others:
         t.start()
-    while log._seq < 8:  # all written, waiting on the first flush
+    while log._seq < before + 8:  # all written, waiting on the first flush
         threading.Event().wait(0.01)
     assert durable == []
     release.set()
@@ -76,14 +90,16 @@ def test_threads_waiting_on_a_flush_share_the_next_one(
         t.join(30)
     monkeypatch.undo()
     log.close()
-    assert sorted(durable) == list(range(1, 9))
-    assert syncs == [1, 8]  # the second flush carried the seven records that waited
+    assert sorted(durable) == list(range(before + 1, before + 9))
+    # the second flush carried the seven records that waited
+    assert syncs == [before + 1, before + 8]
 
 
 def test_calls_ready_together_in_an_event_loop_share_one_flush(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = AuditLog(tmp_path, keys=KEYS)
+    before = _past_first_checkpoint(log)
     syncs = _count_syncs(monkeypatch, log)
 
     async def call(i: int) -> int:
@@ -95,7 +111,7 @@ def test_calls_ready_together_in_an_event_loop_share_one_flush(
     async def main() -> list[int]:
         return list(await asyncio.gather(*(call(i) for i in range(10))))
 
-    assert sorted(asyncio.run(main())) == list(range(1, 11))
+    assert sorted(asyncio.run(main())) == list(range(before + 1, before + 11))
     monkeypatch.undo()
     log.close()
-    assert syncs == [10]
+    assert syncs == [before + 10]
