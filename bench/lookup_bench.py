@@ -27,16 +27,12 @@ from lez.store.columns import (
     fill_versions_native,
     fill_versions_numpy,
 )
-from lez.vehicle import empty
 
 CHUNK = 25_000
 
 
 def _lookup(fill: Any, table: KeyedRecords, idx: np.ndarray, days: np.ndarray) -> VehicleLookup:
-    n = len(idx)
-    lookup = VehicleLookup(
-        records=empty(n), found=np.zeros(n, dtype=np.bool_), known=np.zeros(n, dtype=np.bool_)
-    )
+    lookup = VehicleLookup.empty(len(idx))
     fill(lookup, table, idx, days)
     return lookup
 

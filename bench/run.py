@@ -301,9 +301,14 @@ def us_per_pair(s: dict[str, Any], n: int) -> dict[str, float]:
 def stream_figure(
     client: StreamClient, batch: WireBatch, runs: int, ruleset: str | None = None
 ) -> tuple[dict[str, Any], Any]:
-    pairs = client.pairs(batch)
-    s, res = report.timed(lambda: client.decide(pairs, ZONE, ruleset), runs)
-    n = len(batch)
+    return rows_figure(client, client.pairs(batch), len(batch), runs, ruleset)
+
+
+def rows_figure(
+    client: StreamClient, rows: Any, n: int, runs: int, ruleset: str | None = None
+) -> tuple[dict[str, Any], Any]:
+    """The stream figure of `n` batch rows as the client sends them (plates or keys)."""
+    s, res = report.timed(lambda: client.decide(rows, ZONE, ruleset), runs)
     return {
         "pairs": n,
         "seconds": s,
@@ -375,15 +380,14 @@ def phase_service(
             )
             out["ours_simplified"], out["ours_simplified_fig"] = got, fig
             prekeyed = client.prekeyed(out["compare"], key)
-            log(f"CheckStream {len(prekeyed.days):,} pre-keyed pairs x {cfg.runs}")
-            s, _ = report.timed(lambda: client.decide(prekeyed, ZONE), cfg.runs)
-            out["ours_prekeyed_fig"] = {
-                "pairs": len(prekeyed.days),
-                "seconds": s,
-                "pairs_per_s": round(len(prekeyed.days) / s["median_s"]),
-                "command": f"LezClient.check_batch(BatchRows.of_keys(<the same batch's "
-                f"{len(prekeyed.days):,} keyable plates, keyed by the client>), zone={ZONE!r})",
-            }
+            keyed = len(prekeyed.days)
+            log(f"CheckStream {keyed:,} pre-keyed pairs x {cfg.runs}")
+            fig, _ = rows_figure(client, prekeyed, keyed, cfg.runs)
+            fig["command"] = (
+                f"LezClient.check_batch(BatchRows.of_keys(<the same batch's {keyed:,} keyable "
+                f"plates, keyed by the client>), zone={ZONE!r})"
+            )
+            out["ours_prekeyed_fig"] = fig
             out["simplified_revision"] = simplified
             res["stream"] = stream
             res["scaling"]["batch_size"] = [

@@ -213,9 +213,6 @@ class LezClient(BaseClient):
         ]
         return [worker_answer(call.result()) for call in calls]
 
-    def _worker_of(self, channel: grpc.Channel) -> WorkerAnswer:
-        return self._workers_of([channel])[0]
-
     def _batch_run(self, rows: BatchInput, options: BatchOptions) -> BatchRun:
         size = options.get("chunk_size") or self.chunk_size()
         return BatchRun(self.settings, rows, options, chunk_size=size)

@@ -11,7 +11,6 @@ of rejected rows exceeds the configured limit the build fails before anything is
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import os
 import resource
@@ -37,6 +36,7 @@ from lez.store.columns import (
 )
 from lez.store.reader import open_store
 from lez.store.writer import Progress, new_snapshot_id, no_progress, utc_now
+from lez.threads import part_bounds, run_threaded
 from lez.vehicle import FORMAT_VERSION
 from loader.config import LoaderConfig
 from loader.extract import (
@@ -47,7 +47,7 @@ from loader.extract import (
     release_read_memory,
     validate_table,
 )
-from loader.parallel import gather_rows, run_threaded
+from loader.parallel import gather_rows
 
 
 @dataclass(slots=True)
@@ -296,12 +296,10 @@ def _count_versions(records: npt.NDArray[np.void], workers: int) -> data_quality
     """`data_quality.count_versions` of `records` in 2 parts a worker thread, added up (the
     counts are sums; NumPy releases the GIL): 0.25 s against 0.53 s for the 11M versions of
     the 8M-plate extract on 2 cores."""
-    parts = max(1, 2 * workers)
-    bounds = [len(records) * i // parts for i in range(parts + 1)]
     counted = run_threaded(
         [
             partial(data_quality.count_versions, records[first:end])
-            for first, end in itertools.pairwise(bounds)
+            for first, end in part_bounds(len(records), 2 * workers)
         ],
         workers,
     )

@@ -32,8 +32,9 @@ from lez.days import DAY_OPEN, DAY_UNKNOWN
 from lez.errors import ExtractError
 from lez.keys import PlateKeyer
 from lez.store.writer import Progress, no_progress
+from lez.threads import each_threaded, run_threaded
 from lez.vehicle import U8_UNKNOWN, U16_UNKNOWN, U32_UNKNOWN, VEHICLE_DTYPE, Flag
-from loader.parallel import each_threaded, gather_rows, run_threaded
+from loader.parallel import gather_rows
 
 COLUMNS: Final = (
     "plate",

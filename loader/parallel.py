@@ -1,41 +1,17 @@
-"""Spread CPU-bound NumPy and native work over the cores with threads.
+"""Split gathers of the loader's large arrays over threads (`lez.threads` runs them).
 
-The loader's heavy steps (the native HMAC batch, NumPy sorts, gathers and element-wise
-passes over large arrays) release the GIL, so plain threads keep every core busy while they
-share the process's arrays: nothing is pickled, piped or copied back, and no process is forked
-with a multi-gigabyte heap (each of the former forked workers copied its result three times and
-faulted in memory the parent then copied again). `workers=1` runs everything in the caller's
-thread, in order, which is also the reference the parallel result must equal.
+A gather by a random permutation is bound by memory latency, not by the copy, so the loader
+splits it into parts that threads fetch side by side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-T = TypeVar("T")
-
-
-def run_threaded(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
-    """Run `tasks` on up to `workers` threads; their results in task order.
-
-    The first exception of a task is raised here once every task has finished.
-    """
-    if workers <= 1 or len(tasks) <= 1:
-        return [task() for task in tasks]
-    with ThreadPoolExecutor(min(workers, len(tasks)), thread_name_prefix="loader") as pool:
-        futures = [pool.submit(task) for task in tasks]
-        return [f.result() for f in futures]
-
-
-def each_threaded(function: Callable[[T], object], items: Iterable[T], workers: int) -> None:
-    """Call `function(item)` for every item, on up to `workers` threads (for side effects)."""
-    run_threaded([partial(function, item) for item in items], workers)
+from lez.threads import each_threaded, part_bounds
 
 
 def gather_rows(array: npt.NDArray[Any], rows: npt.NDArray[np.int64], workers: int) -> Any:
@@ -49,13 +25,12 @@ def gather_rows(array: npt.NDArray[Any], rows: npt.NDArray[np.int64], workers: i
     if array.dtype.names is not None:  # opaque items of the record's size
         flat = np.ascontiguousarray(array).view(np.dtype((np.void, array.dtype.itemsize)))
     out = np.empty((len(rows), *flat.shape[1:]), dtype=flat.dtype)
-    bounds = np.linspace(0, len(rows), max(1, workers) * _PARTS_PER_WORKER + 1).astype(np.int64)
 
-    def part(i: int) -> None:
-        first, end = int(bounds[i]), int(bounds[i + 1])
+    def part(bounds: tuple[int, int]) -> None:
+        first, end = bounds
         np.take(flat, rows[first:end], axis=0, out=out[first:end])
 
-    each_threaded(part, range(len(bounds) - 1), workers)
+    each_threaded(part, part_bounds(len(rows), max(1, workers) * _PARTS_PER_WORKER), workers)
     return out.view(array.dtype) if flat is not array else out
 
 

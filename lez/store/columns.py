@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -28,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lez.keys import KEY_BYTES, keys_to_u64
+from lez.threads import each_threaded
 from lez.vehicle import VEHICLE_DTYPE, VehicleArray, empty
 
 try:
@@ -224,6 +224,13 @@ class VehicleLookup:
     found: npt.NDArray[np.bool_]
     known: npt.NDArray[np.bool_]
 
+    @classmethod
+    def empty(cls, n: int) -> VehicleLookup:
+        """n queries not looked up yet: unknown records, nothing found or known."""
+        return cls(
+            records=empty(n), found=np.zeros(n, dtype=np.bool_), known=np.zeros(n, dtype=np.bool_)
+        )
+
 
 class ColumnQueries:
     """Batch queries shared by every snapshot: needs `vehicles` and `registrations` tables."""
@@ -272,10 +279,7 @@ def versions_on(
     table: KeyedRecords, keys: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
 ) -> VehicleLookup:
     """For each (key, day): the vehicle version valid that day."""
-    n = len(keys)
-    lookup = VehicleLookup(
-        records=empty(n), found=np.zeros(n, dtype=np.bool_), known=np.zeros(n, dtype=np.bool_)
-    )
+    lookup = VehicleLookup.empty(len(keys))
     fill_versions(lookup, table, table.find(keys), days)
     return lookup
 
@@ -471,12 +475,7 @@ def sort_by_key(
         first, end = block
         _order_ties(order[first:end], same[first : end - 1], hi, lo, then)
 
-    if workers > 1 and len(blocks) > 1:  # NumPy releases the GIL in the blocks' sorts and gathers
-        with ThreadPoolExecutor(workers, thread_name_prefix="sort") as pool:
-            list(pool.map(order_block, blocks))
-    else:
-        for block in blocks:
-            order_block(block)
+    each_threaded(order_block, blocks, workers)  # NumPy releases the GIL in their sorts
     return order
 
 

@@ -28,7 +28,7 @@ from lez.store.columns import (
     scatter_rows,
     take_rows,
 )
-from lez.vehicle import VehicleArray, empty
+from lez.vehicle import VehicleArray
 
 FILTER_BITS_PER_KEY: Final = 32
 """Bitmap size per layer key: about 3% of the queries absent from the layer search it anyway."""
@@ -99,9 +99,7 @@ class Overlay:
         self, keys: npt.NDArray[np.uint8], days: npt.NDArray[np.int32]
     ) -> VehicleLookup:
         n = len(keys)
-        lookup = VehicleLookup(
-            records=empty(n), found=np.zeros(n, dtype=np.bool_), known=np.zeros(n, dtype=np.bool_)
-        )
+        lookup = VehicleLookup.empty(n)
         if n == 0:
             return lookup
         in_layer, in_base = self.locate(*keys_to_u64(keys))

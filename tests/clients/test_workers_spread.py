@@ -60,7 +60,7 @@ def test_batch_spreads_over_two_workers(client_config: ServerConfig, tmp_path: P
             rows = [("1ABC234", "BE", from_day(DAY)), ("1XYZ987", "BE", DAY)] * 20_000
             result = client.check_batch(rows, zone=ZONE)
             # each worker names itself in ServerInfo; the batch connections reached both
-            answered = {client._worker_of(ch) for ch in client._batch_channels}
+            answered = set(client._workers_of(client._batch_channels))
             assert answered == {(0, 2), (1, 2)}
         assert result.outcome.tolist() == [1, 2] * 20_000
         assert result.summary.streams == CONNECTIONS

@@ -94,11 +94,7 @@ def test_native_lookup_equals_numpy(
     days = np.random.default_rng(seed + 2).integers(0, 600, queries).astype(np.int32)
     answers = []
     for fill in (fill_versions_native, fill_versions_numpy):
-        lookup = VehicleLookup(
-            records=empty(queries),
-            found=np.zeros(queries, dtype=np.bool_),
-            known=np.zeros(queries, dtype=np.bool_),
-        )
+        lookup = VehicleLookup.empty(queries)
         fill(lookup, table, numpy_idx, days)
         answers.append(lookup)
     native, numpy_ = answers
@@ -123,9 +119,7 @@ def test_native_refuses_a_corrupt_table_instead_of_reading_outside_it() -> None:
     bad_offsets = table.offsets.copy()
     bad_offsets[-1] = len(table.records) + 10  # a group that runs past the records
     corrupt = KeyedRecords(table.key_hi, table.key_lo, bad_offsets, table.records)
-    lookup = VehicleLookup(
-        records=empty(1), found=np.zeros(1, dtype=np.bool_), known=np.zeros(1, dtype=np.bool_)
-    )
+    lookup = VehicleLookup.empty(1)
     with pytest.raises(ValueError, match="outside the table"):
         fill_versions_native(lookup, corrupt, np.array([table.size - 1]), np.zeros(1, np.int32))
     with pytest.raises(ValueError, match="outside the table"):

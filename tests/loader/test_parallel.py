@@ -14,10 +14,11 @@ import pyarrow as pa
 import pytest
 
 from lez.keys import PlateKeyer
+from lez.threads import run_threaded
 from lez.vehicle import VEHICLE_DTYPE
 from loader import build
 from loader.extract import Extract, plate_columns, read_table, validate_table
-from loader.parallel import gather_rows, run_threaded
+from loader.parallel import gather_rows
 from tests.support.extracts import row, write_extract
 
 
