@@ -1,13 +1,13 @@
 """`audit find` bench: days of synthetic audit logs as the server writes them, scanned for one
 plate's key; a year measured with `--days 365`, else extrapolated.
 
-A year at 1.5 M pairs a day is about 548 M consulted keys: 8.8 GB of sidecar keys plus the
+A year at 1.5 M pairs a day is about 548 M consulted keys: 8.8 GB of logged keys plus the
 JSON lines of the calls. The bench writes `--days` days (default 10) with the product's own
 writer (`AuditLog`: keyed, checkpointed, rotated each UTC day as the server's default, records
 synced in the background) in the server's record shapes: each day `--unary-per-day` one-pair
 `Check` calls (keys inline) and the rest of the day's pairs in `CheckStream` calls of
 `--stream-pairs` pairs, each recorded chunk by chunk (`--chunk-pairs`, the client's default:
-keys in a sidecar, each pair's outcome packed in the record) and closed by a closing record;
+keys in the key log, each pair's outcome packed in the record) and closed by a closing record;
 spread over `--workers` series; random keys, with the sought key planted in some calls. The
 scan of `--days 365` is a measured year; fewer days are scaled linearly by bytes (the scan is
 one pass over the key columns and one byte search over each audit file, so it is linear in

@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "verify-audit",
         help="check audit log files against their keyed chain and signed checkpoints",
         description=(
-            "Check each audit file's keyed hash chain, its key sidecars and its signed "
+            "Check each audit file's keyed hash chain, its key logs and its signed "
             "checkpoints: reports an edited or flipped record, a removed middle record, records "
             "cut off the end, an emptied or deleted file, a re-chained edit and a forged "
             "checkpoint. Exit 0 when every file is intact, 1 otherwise (docs/audit.md)."
@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Key the plate with the plate HMAC key and list every recorded call that consulted "
             "it (organisation, identity, roles, purpose, RPC, zone, time, outcome), from the "
-            "audit files and their key sidecars. The plate is never printed."
+            "audit files and their key logs. The plate is never printed."
         ),
     )
     f.add_argument("--plate", required=True, help="the plate, as written on it")

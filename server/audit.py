@@ -4,10 +4,11 @@ One JSON line per call, or per answered chunk of a `CheckStream` plus one closin
 how the stream ended: who (certificate identity, organisation, roles), when, which call, zone,
 rule revision, snapshot, number of pairs, outcome counts, each pair's outcome (`pair_outcomes`,
 packed), the status, and the pseudonymised keys consulted: inline as hex for small calls,
-otherwise in a sidecar file of raw 16-byte keys whose SHA-256 the record holds. Never a plate.
+otherwise in the series' key log of raw 16-byte keys (`server.audit_key_log`: file, offset,
+count), whose SHA-256 the record holds. Never a plate.
 Each record carries the hash of the previous one (`prev`) and its own `hash`: an HMAC-SHA256
 of its canonical JSON under the audit chain key (`server.audit_keys`; the record's `chain` field
-names the key), so editing, removing or reordering a record (or a sidecar) breaks the chain, and
+names the key), so editing, removing or reordering a record (or its keys) breaks the chain, and
 an editor without the audit secret cannot recompute it. Signed checkpoints of the chain head
 (`server.audit_checkpoints`), written by a background thread after a series' first record, then
 every `checkpoint_every_records` records or `checkpoint_every_s` seconds, at rotation, and when
@@ -16,10 +17,9 @@ emptied file. `server.audit_verify` checks both. Records written before the chai
 `chain` field, a plain SHA-256 `hash`) are continued by keyed records, which anchor them.
 
 **Durability.** `append` writes a record (one `pwrite`, never one per pair; a big call's keys
-go to a sidecar file first); `sync_through` makes every record up to a sequence number durable
-with one flush (group commit: the sidecars written since the last flush, their directory, then
-the records file; calls whose records were written while a flush was running share the next
-one). A call's answer is
+go to the key log first); `sync_through` makes every record up to a sequence number durable
+with one flush (group commit: the key logs written since the last flush, then the records file;
+calls whose records were written while a flush was running share the next one). A call's answer is
 sent only after its record is durable (`durable` in the servicer's event loop, `sync_through`
 on an audit thread for a stream chunk); `record` does both for synchronous callers. (`sync_window_s`
 > 0 trades that for speed: the record is still written before the answer, so a killed process
@@ -55,7 +55,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 import zlib
@@ -67,6 +66,7 @@ from typing import IO, Any, Final
 from lez.errors import AuditClosed, AuditFailed, AuditKeyError
 from lez.keys import KEY_BYTES
 from server.audit_checkpoints import Checkpoint, CheckpointFile, last_checkpoint, sign_checkpoint
+from server.audit_key_log import KeyLog
 from server.audit_keys import AuditKeys
 
 log = logging.getLogger("lez.server")
@@ -87,7 +87,7 @@ _ACTIVE: Final = re.compile(r"^(audit-w\d+)\.jsonl$")
 _RECORD_FIELDS: Final = frozenset(
     {"seq", "ts", "prev", "rpc", "identity", "organisation", "roles", "zone", "chain", "hash"}
     | {"ruleset_revision", "snapshot_id", "pairs", "outcomes", "status", "keys_count"}
-    | {"keys_sha256", "keys", "keys_file", "pair_outcomes"}
+    | {"keys_sha256", "keys", "keys_file", "keys_offset", "pair_outcomes"}
 )
 
 
@@ -177,7 +177,7 @@ def series_files(directory: Path, series: str) -> list[Path]:
 
 
 def keys_dir_of(directory: Path, series: str) -> Path:
-    """The sidecar directory of a series."""
+    """The directory of a series' key logs."""
     return directory / f"{series}-keys"
 
 
@@ -334,7 +334,8 @@ class AuditLog:
         self._synced = 0  # every record up to this seq is on disk
         self._failed: BaseException | None = None
         self._retired: list[int] = []  # descriptors of rotated files, closed by the next flush
-        self._pending_sidecars: list[int] = []  # written, not yet synced: the next flush does
+        self._key_log: KeyLog | None = None  # made by the first big call of each audit file
+        self._retired_key_logs: list[KeyLog] = []  # synced and closed by the next flush
         self._file_first_seq: int | None = None  # seq of the active file's first record
         self._file_day: dt.date | None = None  # UTC day of the active file's first record
         self._last_chain: str | None = None  # `chain` of the last record on opening
@@ -516,13 +517,18 @@ class AuditLog:
         if self._syncer is not None:
             self._syncer.join()
         if self._failed is None:
+            with self._lock:
+                self._retire_key_log()
             self.sync_through(self._seq)
             self.checkpoint()
         with self._sync_lock, self._lock:  # a call finishing after this is refused
             self._closed = True
-            for fd in [*self._retired, *self._pending_sidecars, self._fd]:
+            key_logs = [k.fd for k in self._retired_key_logs]
+            if self._key_log is not None:
+                key_logs.append(self._key_log.fd)
+            for fd in [*self._retired, *key_logs, self._fd]:
                 os.close(fd)
-            self._retired, self._pending_sidecars = [], []
+            self._retired, self._retired_key_logs, self._key_log = [], [], None
         self.checkpoints.close()
 
     # -- durability --
@@ -557,18 +563,19 @@ class AuditLog:
                 self._check_usable()
                 target, fd = self._seq, self._fd
                 retired, self._retired = self._retired, []
-                sidecars, self._pending_sidecars = self._pending_sidecars, []
+                done_logs, self._retired_key_logs = self._retired_key_logs, []
+                key_logs = [k for k in [*done_logs, self._key_log] if k is not None and k.dirty]
+                for key_log in key_logs:
+                    key_log.dirty = False
             started = time.perf_counter()
             try:
-                for sidecar in sidecars:  # the keys before the records that name them
-                    os.fdatasync(sidecar)
-                if sidecars:  # and the sidecars' names
-                    _fsync_dir(self.keys_dir)
+                for key_log in key_logs:  # the keys before the records that name them
+                    os.fdatasync(key_log.fd)
                 os.fdatasync(fd)
             except OSError as exc:
                 raise self._fail(exc, "fdatasync") from None
             finally:
-                for old in [*retired, *sidecars]:  # rotated files were synced at rotation
+                for old in [*retired, *(k.fd for k in done_logs)]:  # synced at rotation
                     os.close(old)
             self._synced = max(self._synced, target)
             if self.on_write is not None:
@@ -647,24 +654,23 @@ class AuditLog:
             if clash:
                 raise ValueError(f"extra audit fields may not replace {sorted(clash)}")
             fields.update(extra)
-        sidecar = -1
-        if keys.count <= self.inline_keys:
+        logged = keys.count > self.inline_keys  # the keys go to the key log
+        if not logged:
             fields["keys"] = [blob[i : i + KEY_BYTES].hex() for i in range(0, len(blob), KEY_BYTES)]
-        else:  # written before the record, outside the lock; synced by the flush before it
-            fields["keys_file"], sidecar = self._write_sidecar(blob)
         with self._lock:
-            if sidecar >= 0:
-                self._pending_sidecars.append(sidecar)  # closed by the flush (or `close`)
             self._check_usable()
             seq = self._seq + 1
             fields["seq"], fields["prev"] = seq, self._prev
-            body = canonical_json(fields)  # what the hash covers (see `record_body`)
-            digest = self.keys.mac(body)
-            # the line is the hashed body with the hash appended: one JSON encoding per call
-            line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
             try:
+                key_log = self._name_keys(fields) if logged else None
+                line, digest = self._line(fields)
                 if self._rotation_due(when, len(line)):
-                    self._rotate()
+                    self._rotate()  # a new audit file: a new key log
+                    if logged:
+                        key_log = self._name_keys(fields)
+                        line, digest = self._line(fields)
+                if key_log is not None:  # before the record; synced by the flush before it
+                    key_log.append(blob)
                 if self._offset + len(line) > self._size:
                     self._extend(self._offset + len(line))
                 _write_all(self._fd, line, self._offset)  # over zeros: the size does not change
@@ -681,22 +687,35 @@ class AuditLog:
             self._dirty.set()
         return Appended(seq, digest)
 
-    def _write_sidecar(self, blob: bytes) -> tuple[str, int]:
-        """Write a sidecar of keys; returns its name relative to the audit directory and its
-        open descriptor. The next flush syncs it and the directory, before the record that
-        names it."""
-        self.keys_dir.mkdir(exist_ok=True)
-        name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.bin"
-        try:
-            fd = os.open(self.keys_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                _write_all(fd, blob, 0)
-            except BaseException:
-                os.close(fd)
-                raise
-        except OSError as exc:
-            raise self._fail(exc, "sidecar write") from None
-        return f"{self.keys_dir.name}/{name}", fd
+    def _line(self, fields: Mapping[str, Any]) -> tuple[bytes, str]:
+        """A record's line and its hash: the hashed body (see `record_body`) with the hash
+        appended, one JSON encoding per record."""
+        body = canonical_json(fields)
+        digest = self.keys.mac(body)
+        return body[:-1] + b',"hash":"' + digest.encode() + b'"}\n', digest
+
+    def _name_keys(self, fields: dict[str, Any]) -> KeyLog:
+        """Under `_lock`: name in `fields` where the record's keys will go in the key log (made
+        when the audit file has none yet); returns that key log."""
+        if self._key_log is None:
+            self._key_log = KeyLog(self.keys_dir)
+        fields["keys_file"], fields["keys_offset"] = self._key_log.name, self._key_log.used
+        return self._key_log
+
+    def _retire_key_log(self) -> None:
+        """Under `_lock`: cut the key log to its keys and make them durable (an empty one is
+        removed); the next flush closes it. The next big record starts a new one."""
+        key_log, self._key_log = self._key_log, None
+        if key_log is None:
+            return
+        if key_log.used == 0:  # made for a record that went to the next file instead
+            os.close(key_log.fd)
+            key_log.path.unlink(missing_ok=True)
+            return
+        key_log.cut()
+        os.fdatasync(key_log.fd)
+        key_log.dirty = False
+        self._retired_key_logs.append(key_log)
 
     # -- rotation and retention --
 
@@ -711,6 +730,7 @@ class AuditLog:
         """Under `_lock`: close the active file (synced, cut to its records) under its rotated
         name and go on in a new active file; the chain carries across."""
         assert self._file_first_seq is not None
+        self._retire_key_log()  # the keys of the file's records first
         os.fdatasync(self._fd)  # every record of the file is on disk before it is renamed
         os.ftruncate(self._fd, self._offset)  # a rotated file holds its records only
         os.fsync(self._fd)
@@ -729,7 +749,7 @@ class AuditLog:
 
     def apply_retention(self, now: dt.datetime | None = None) -> list[str]:
         """Remove the oldest rotated files whose last record is more than `retention_days`
-        old (with their sidecars), after recording which; returns their names."""
+        old (with the key logs their records name), after recording which; returns their names."""
         if self.retention_days <= 0:
             return []
         with self._retention_lock:  # the checkpoint thread and a caller: one at a time

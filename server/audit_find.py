@@ -3,22 +3,23 @@
 The plate is normalised and keyed with the plate HMAC key exactly as the server keys it
 (`lez.plates.normalise`, `PlateKeyer.key`), and only its 16-byte key is searched for; the plate
 itself is never printed, logged or written. An audit record holds its consulted keys either
-inline (`keys`: hex strings, small calls such as a unary `Check`) or in a sidecar file of raw
-16-byte keys (`keys_file`, big calls such as `CheckStream`). So a search is two scans, both
-without parsing every record:
+inline (`keys`: hex strings, small calls such as a unary `Check`) or in a key log of raw
+16-byte keys (`keys_file` from `keys_offset`, big calls such as `CheckStream`;
+`server.audit_key_log`). So a search is two scans, both without parsing every record:
 
-- each sidecar of a series (`audit-w<N>-keys/`) is read as one NumPy array of little-endian
+- each key file of a series (`audit-w<N>-keys/`) is read as one NumPy array of little-endian
   uint64 halves and compared with the key's two halves (vectorised: one pass over the key
   column), keeping the positions where it occurs;
 - each audit file of the series (rotated ones included) is memory-mapped and searched, up to
-  its zero padding, for the key's hex text (a byte search), then, if some sidecars held the key,
-  for the records' `keys_file` fields: only the lines of the records found are parsed.
+  its zero padding, for the key's hex text (a byte search), then, if some key files held the
+  key, for the records' `keys_file` fields naming them: only those lines are parsed, and a
+  record is kept when the positions found fall in its range of the file.
 
 The plate's own outcome in each call comes from the record's `pair_outcomes` at the key's
 positions. For a `CheckStream` chunk, the stream's closing record (found by the stream's id)
 says how the stream ended (`ended`; "no closing record" when its worker was killed mid-stream).
 
-A year at 1.5 M pairs a day is about 8.8 GB of sidecar keys; `bench/audit_find_bench.py`
+A year at 1.5 M pairs a day is about 8.8 GB of logged keys; `bench/audit_find_bench.py`
 measures the scan. Filters (zone, from/to day) apply to the records found. Records written
 before per-pair outcomes were recorded give the outcome of a one-pair call and, for bigger
 calls, only the call's counts.
@@ -42,9 +43,10 @@ from lez.decision import Outcome
 from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import normalise
 from server.audit import decode_pair_outcomes, keys_dir_of, series_files, series_of
+from server.audit_key_log import KEY_FILE_SUFFIX, key_range
 from server.audit_verify import AUDIT_GLOB
 
-_READ_BLOCK: Final = 1 << 24  # sidecars are read in pieces of at most this many bytes
+_READ_BLOCK: Final = 1 << 24  # key files are read in pieces of at most this many bytes
 _KEYS_FILE: Final = b'"keys_file":"'
 _CLOSING: Final = b'"part":"end"'
 _PAGE: Final = 4096
@@ -100,11 +102,11 @@ def find_consultations(
     every_series = {series_of(p.name) for p in audit_dir.glob(AUDIT_GLOB)}
     for series in sorted(s for s in every_series if s is not None):
         files = series_files(audit_dir, series)
-        in_sidecars = _sidecars_with_key(audit_dir, series, key)
+        in_key_files = _key_files_with_key(audit_dir, series, key)
         streams: list[tuple[Consultation, str]] = []
         seen_in: dict[str, int] = {}  # stream id -> the last file its chunks were found in
         for index, path in enumerate(files):
-            for rec, positions in _records_with_key(path, key, in_sidecars):
+            for rec, positions in _records_with_key(path, key, in_key_files):
                 if zone is not None and str(rec.get("zone", "")).casefold() != zone.casefold():
                     continue
                 day = _day_of(rec)
@@ -127,21 +129,21 @@ def find_consultations(
     return found
 
 
-def _sidecars_with_key(audit_dir: Path, series: str, key: bytes) -> dict[str, list[int]]:
-    """`keys_file` of a record -> the positions of `key` among its keys, for the sidecars of a
-    series that hold it."""
+def _key_files_with_key(audit_dir: Path, series: str, key: bytes) -> dict[str, list[int]]:
+    """`keys_file` of a record -> the positions of `key` among the file's keys, for the key
+    files of a series that hold it."""
     keys_dir = keys_dir_of(audit_dir, series)
     found: dict[str, list[int]] = {}
     if keys_dir.is_dir():
-        for sidecar in sorted(keys_dir.glob("*.bin")):
-            positions = key_positions(sidecar, key)
+        for key_file in sorted(keys_dir.glob(f"*{KEY_FILE_SUFFIX}")):
+            positions = key_positions(key_file, key)
             if len(positions):
-                found[f"{keys_dir.name}/{sidecar.name}"] = positions.tolist()
+                found[f"{keys_dir.name}/{key_file.name}"] = positions.tolist()
     return found
 
 
 def _records_with_key(
-    path: Path, key: bytes, in_sidecars: Mapping[str, list[int]]
+    path: Path, key: bytes, in_key_files: Mapping[str, list[int]]
 ) -> Iterator[tuple[dict[str, Any], list[int]]]:
     """(record, positions of the key among its keys) of the records of one audit file holding
     `key`."""
@@ -155,9 +157,13 @@ def _records_with_key(
                 positions = [i for i, k in enumerate(rec.get("keys", ())) if k == hex_key]
                 if positions:
                     yield rec, positions
-            if in_sidecars:  # one more pass, over the records that have a sidecar
-                for rec in _lines_containing(data, _KEYS_FILE, end, in_sidecars):
-                    yield rec, in_sidecars[str(rec["keys_file"])]
+            if in_key_files:  # one more pass, over the records naming those key files
+                for rec in _lines_containing(data, _KEYS_FILE, end, in_key_files):
+                    first, stop = key_range(rec)
+                    found = in_key_files[str(rec["keys_file"])]
+                    positions = [p - first for p in found if first <= p < stop]
+                    if positions:
+                        yield rec, positions
 
 
 def _stream_endings(files: list[Path], seen_in: Mapping[str, int]) -> dict[str, str]:
@@ -206,12 +212,12 @@ def records_end(data: mmap.mmap) -> int:
     return (low - 1) * _PAGE + len(data[(low - 1) * _PAGE : low * _PAGE].rstrip(b"\0"))
 
 
-def key_positions(sidecar: Path, key: bytes) -> npt.NDArray[np.int64]:
-    """Where `key` occurs among the 16-byte keys of a sidecar file (vectorised)."""
+def key_positions(key_file: Path, key: bytes) -> npt.NDArray[np.int64]:
+    """Where `key` occurs among the 16-byte keys of a key file (vectorised)."""
     hi, lo = np.frombuffer(key, dtype="<u8")
     found: list[npt.NDArray[np.int64]] = []
     first = 0  # index of the block's first key
-    with sidecar.open("rb") as fh:
+    with key_file.open("rb") as fh:
         while True:
             block = fh.read(_READ_BLOCK)
             if not block:
@@ -225,9 +231,9 @@ def key_positions(sidecar: Path, key: bytes) -> npt.NDArray[np.int64]:
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
-def count_key(sidecar: Path, key: bytes) -> int:
-    """How many times `key` occurs among the 16-byte keys of a sidecar file."""
-    return len(key_positions(sidecar, key))
+def count_key(key_file: Path, key: bytes) -> int:
+    """How many times `key` occurs among the 16-byte keys of a key file."""
+    return len(key_positions(key_file, key))
 
 
 def _lines_containing(

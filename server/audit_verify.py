@@ -1,8 +1,8 @@
 """Verification of audit files against their keyed chain and their signed checkpoints.
 
 `verify_file` walks one audit file record by record (format, `seq`, `prev`, the keyed hash, the
-consulted keys and sidecars) and then holds it against every signed checkpoint of that file
-(`server.audit_checkpoints`): each checkpoint says the file held `records` records ending in
+consulted keys, inline or in key logs) and then holds it against every signed checkpoint of that
+file (`server.audit_checkpoints`): each checkpoint says the file held `records` records ending in
 `head`. Together they name each kind of damage:
 
 - a byte flipped, a record edited: the record no longer matches its keyed hash;
@@ -52,6 +52,7 @@ from server.audit_checkpoints import (
     checkpoints_path,
     read_checkpoints,
 )
+from server.audit_key_log import named_keys
 from server.audit_keys import AuditKeys
 
 AUDIT_GLOB = "audit-w*.jsonl"
@@ -115,7 +116,7 @@ def audit_files(targets: Iterable[Path], checkpoint_dir: Path | None = None) -> 
 def verify_file(
     path: Path, keys: AuditKeys | None, checkpoint_dir: Path | None = None
 ) -> FileVerdict:
-    """Check one audit series' chain, sidecars and checkpoints (`path`: any file of it; `keys`
+    """Check one audit series' chain, consulted keys and checkpoints (`path`: any file of it; `keys`
     None: no audit key given, then keyed records and checkpoints are reported as
     unverifiable)."""
     series = series_of(path.name)
@@ -376,8 +377,8 @@ def _int_or(value: Any, default: int) -> int:
 def _verify_keys(base: Path, rec: Mapping[str, Any], where: str) -> list[str]:
     if "keys_file" in rec:
         try:
-            blob = (base / str(rec["keys_file"])).read_bytes()
-        except OSError:
+            blob = named_keys(base, rec)
+        except (OSError, ValueError):
             return [f"{where}: keys file {rec['keys_file']} is missing"]
     else:
         try:

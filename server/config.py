@@ -93,8 +93,8 @@ class ServerConfig:
     audit_dir: Path = Path("var/audit")
     """Directory of the hash-chained audit logs (one file per worker)."""
     audit_inline_keys: int = 64
-    """Calls with at most this many pairs list their keys in the record; larger ones write a
-    sidecar key file whose digest the record holds."""
+    """Calls with at most this many pairs list their keys in the record; larger ones append
+    them to the key log (`server.audit_key_log`) and hold their digest."""
     audit_sync_ms: float = 0.0
     """0: every audit record is synced to disk (fdatasync) before its answer is sent. Above 0:
     records are written before the answer (a killed process loses none) and synced at most this
@@ -121,7 +121,7 @@ class ServerConfig:
     """Rotate the active audit file at the first record of each new UTC day."""
     audit_retention_days: int = 0
     """Rotated audit files whose last record is older than this many days are removed (with
-    their key sidecars), after an `AuditRetention` record names them; 0: kept for ever."""
+    their key logs), after an `AuditRetention` record names them; 0: kept for ever."""
     audit_off: bool = False
     """Record nothing (development and benchmarks only): refused unless plain TCP on
     loopback."""
@@ -343,7 +343,7 @@ def _help_of(name: str) -> str:
 
 
 _ZERO_MEANS: Final = {
-    "audit_inline_keys": "0: every call's keys in a sidecar file",
+    "audit_inline_keys": "0: every call's keys in the key log",
     "grace_period_s": "0: calls in flight are ended at once",
     "restart_backoff_s": "0: restart a dead worker at once",
     "max_quick_restarts": "0: stop the server when a worker dies at once",

@@ -178,7 +178,7 @@ class ServerMetrics:
         )
         self.audit_write_seconds = Histogram(
             "lez_audit_write_seconds",
-            "Time of one audit flush making records durable (key sidecars, their directory and "
+            "Time of one audit flush making records durable (key logs and "
             "the records written before it: one fdatasync may cover several calls), in seconds.",
             buckets=AUDIT_BUCKETS,
             registry=r,

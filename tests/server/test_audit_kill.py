@@ -25,6 +25,7 @@ from lez.keys import PlateKeyer
 from server.__main__ import main
 from server.audit import read_series
 from server.audit_find import find_consultations, plate_key
+from server.audit_key_log import named_keys
 from server.config import ServerConfig
 from tests.server.conftest import DAY, build_store
 from tests.server.helpers import chunk, outcomes, stub
@@ -93,7 +94,7 @@ def _stream_records(config: ServerConfig, worker: int) -> dict[str, list[dict[st
 
 def _keys_of(config: ServerConfig, rec: dict[str, Any]) -> bytes:
     if "keys_file" in rec:
-        return (config.audit_dir / str(rec["keys_file"])).read_bytes()
+        return named_keys(config.audit_dir, rec)
     return b"".join(bytes.fromhex(k) for k in rec["keys"])
 
 

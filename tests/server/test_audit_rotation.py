@@ -129,10 +129,10 @@ def test_retention_removes_old_files_and_says_so(tmp_path: Path) -> None:
     log = _open(tmp_path, rotate_daily=True, retention_days=30)
     today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - dt.timedelta(days=45)
-    sidecars: list[Path] = []
-    for day in (0, 25, 45):  # 45 and 20 days old, today; sidecars on the oldest day
+    key_logs: list[Path] = []
+    for day in (0, 25, 45):  # 45 and 20 days old, today; logged keys on the oldest day
         if day == 25:  # before the rotation, which may start the retention at once
-            sidecars = sorted((tmp_path / "audit-w0-keys").iterdir())
+            key_logs = sorted((tmp_path / "audit-w0-keys").iterdir())
         for i in range(2):
             batch = KeyBatch()
             batch.add(OTHER * (3 if day == 0 else 1))
@@ -142,10 +142,10 @@ def test_retention_removes_old_files_and_says_so(tmp_path: Path) -> None:
                 outcomes={"ALLOWED": batch.count}, keys=batch,
                 now=start + dt.timedelta(days=day, minutes=i),
             )  # fmt: skip
-    assert len(sidecars) == 2
+    assert len(key_logs) == 1  # the oldest day's two big records share its key log
     log.apply_retention()  # the checkpoint thread may have done it already at the rotation
     log.close()
-    assert not any(p.exists() for p in sidecars)  # the oldest file's sidecars went with it
+    assert not any(p.exists() for p in key_logs)  # the oldest file's key log went with it
     files = series_files(tmp_path, "audit-w0")
     assert [f.name for f in files] == ["audit-w0.000000000003.jsonl", "audit-w0.jsonl"]
     retention = [r for _, r in read_records(files[-1]) if r["rpc"] == "AuditRetention"]

@@ -19,6 +19,7 @@ from lez.api.v1 import access_pb2 as pb
 from lez.days import from_day, to_day
 from lez.keys import PlateKeyer
 from server import audit
+from server.audit_key_log import named_keys
 from server.auth import Identity, Role
 from server.config import ServerConfig
 from tests.server.conftest import ServerThread, server_config_for, tls_channel, tls_settings
@@ -246,8 +247,8 @@ def test_the_call_is_audited_with_its_keys_and_purpose(
     assert rec["zone"] == cr.ZONE and rec["organisation"] == "Stad Brussel"
     assert rec["roles"] == ["integrator"] and rec["status"] == "OK"
     assert rec["keys_count"] == 29 and rec["outcomes"] == {"NOT_ALLOWED": 29}
-    sidecar = (campaign_config.audit_dir / str(rec["keys_file"])).read_bytes()
-    assert {sidecar[i : i + 16] for i in range(0, len(sidecar), 16)} == all_keys(chunks)
+    logged = named_keys(campaign_config.audit_dir, rec)
+    assert {logged[i : i + 16] for i in range(0, len(logged), 16)} == all_keys(chunks)
 
 
 def test_no_plate_in_answers_logs_or_audit(
