@@ -3,8 +3,10 @@ answer is sent, and a closing record that says how the stream really ended."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 
 from lez.api.v1 import access_pb2 as pb
 from lez.decision import Outcome
-from server.audit import decode_pair_outcomes, read_records
+from server.audit import decode_pair_outcomes, encode_pair_outcomes, read_records
 from server.config import ServerConfig
 from tests.server.conftest import DAY, VEHICLES, ServerThread
 from tests.server.helpers import chunk, outcomes, stub
@@ -153,3 +155,22 @@ def test_a_client_sending_one_chunk_per_answer_is_answered_each_time(
     )
     chunks, closing = _stream_records(server)
     assert len(chunks) == 4 and closing is not None and closing["status"] == "OK"
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 7, 50_001])
+def test_pair_outcomes_pack_two_a_byte_and_come_back(count: int) -> None:
+    column = bytes(i % 7 for i in range(count))  # every Outcome value
+    text = encode_pair_outcomes(column)
+    assert text.startswith("nib+b64:")
+    assert len(base64.b64decode(text.removeprefix("nib+b64:"))) == (count + 1) // 2
+    assert decode_pair_outcomes(text) == column
+
+
+def test_pair_outcomes_of_older_records_still_read() -> None:
+    column = bytes([1, 2, 2, 3, 6])
+    older = "zlib+b64:" + base64.b64encode(zlib.compress(column, 1)).decode()
+    assert decode_pair_outcomes(older) == column
+    with pytest.raises(ValueError, match="packed outcome"):
+        decode_pair_outcomes("zlib+b64:not base64!")
+    with pytest.raises(ValueError, match="fit a nibble"):
+        encode_pair_outcomes(bytes([1, 15]))
