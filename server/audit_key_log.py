@@ -7,12 +7,13 @@ keys, `keys_count * 16` bytes, whose SHA-256 is the record's `keys_sha256` (so t
 them). Records written before key logs existed have a file of their own and no `keys_offset`
 (the whole file); `named_keys` reads both.
 
-**Why one log per audit file rather than a file per record.** Creating a file on the answer's
-path made a 50,000-pair chunk's record cost 4-7 ms in a loaded server instead of about 1.5 ms:
-on ext4 a file's creation waits for the journal commit that the concurrent flushes of other
-records (and the directory fsync every new file needs) keep starting. Appending to one file grown
-ahead by `posix_fallocate` creates nothing: the stream audit's cost fell from about 20% of a
-500,000-pair batch to about 5% (`bench/audit_bench.py`).
+**Why one log per audit file rather than a file per record.** With a new file per record, a
+50,000-pair chunk's record took 4-7 ms to write in a loaded server against about 1.5 ms
+isolated: a file's creation waits for the journal commits that the concurrent flushes (and the
+directory fsync every new file needs) keep starting. Appending to one file grown ahead by
+`posix_fallocate` creates nothing. With the outcomes' cheaper packing (`server.audit`), the
+audited 500,000-pair stream became 5-6% faster: 0.184 s against 0.196 s and 0.171 s against
+0.180 s, the two servers alternated over 15 rounds, in two runs.
 
 Each `AuditLog` writes one key log at a time, under its own lock, so records and their keys are
 in the same order. A key log serves one audit file: when that file rotates, the key log is cut
