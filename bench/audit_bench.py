@@ -7,7 +7,8 @@
    store, alternated run by run so drift of the machine hits both alike. Bar: at most 10% more.
 2. **Unary ladder.** In the same run: the ceiling of a gRPC server that only flushes one record
    a call (`bench.unary_floor --mode flush`), then the real server with one sequential caller
-   (bar: at least 70% of that ceiling), then 32 concurrent callers from 2 client processes (16
+   (bar: at least 70% of that ceiling; with each server's CPU per call, which the drifting
+   latency of a flush does not move), then 32 concurrent callers from 2 client processes (16
    threads each, so the load generator is not the limit), where group commit lets one flush
    carry the records of every call waiting on it.
 
@@ -40,6 +41,7 @@ import numpy as np
 
 from bench import build_bench, sync_bench
 from bench.peer_data import WireBatch
+from bench.process_cpu import tree_cpu_seconds
 from bench.stream import free_port, unary
 from bench.unary_floor import FloorServer
 
@@ -103,7 +105,7 @@ def server(
     try:
         with LezClient([address], timeout_s=180, **client) as c:
             c.wait_until_serving(timeout=180)
-        yield {"servers": [address], **client}
+        yield {"servers": [address], "pid": proc.pid, **client}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -117,7 +119,7 @@ def _client(settings: dict[str, Any]) -> LezClient:
     from clients import LezClient
 
     servers = settings["servers"]
-    extra = {k: v for k, v in settings.items() if k != "servers"}
+    extra = {k: v for k, v in settings.items() if k not in ("servers", "pid")}
     return LezClient(servers, connections=4, batch_timeout_s=600.0, **extra)
 
 
@@ -324,6 +326,16 @@ def _unary_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_cpu(
+    pid: int, address: str, requests: list[tuple[str, str, str]], seconds: float
+) -> dict[str, float]:
+    """One sequential-caller run, with the server's CPU per call (all its processes)."""
+    before = tree_cpu_seconds(pid)
+    figures = unary(address, requests, ZONE, threads=1, seconds=seconds)
+    figures["server_cpu_us_per_call"] = (tree_cpu_seconds(pid) - before) / figures["calls"] * 1e6
+    return figures
+
+
 def unary_ladder(
     store: Path, key: Path, requests: list[tuple[str, str, str]], scratch: Path, runs: int,
     seconds: float,
@@ -342,9 +354,10 @@ def unary_ladder(
         address = real["servers"][0]
         unary(floor.address, requests, ZONE, threads=1, seconds=0.5)  # warm-up
         unary(address, requests, ZONE, threads=1, seconds=0.5)
+        assert floor.proc is not None
         for _ in range(runs):
-            ceiling.append(unary(floor.address, requests, ZONE, threads=1, seconds=seconds))
-            sequential.append(unary(address, requests, ZONE, threads=1, seconds=seconds))
+            ceiling.append(_with_cpu(floor.proc.pid, floor.address, requests, seconds))
+            sequential.append(_with_cpu(int(real["pid"]), address, requests, seconds))
         concurrent = concurrent_unary(
             address, requests_file, processes=CONCURRENT_PROCESSES,
             threads=CONCURRENT_THREADS, seconds=seconds,
@@ -367,6 +380,9 @@ def unary_ladder(
         "ceiling_grpc_plus_flush": med(ceiling) | rates(ceiling) | {"server": FLOOR_SERVER},
         "sequential": med(sequential) | rates(sequential) | {"server": OUR_SERVER},
         "sequential_share_of_ceiling": round(share, 3),
+        "server_cpu_us_per_call_beyond_ceiling": round(
+            med(sequential)["server_cpu_us_per_call"] - med(ceiling)["server_cpu_us_per_call"], 1
+        ),
         "share_min_max_of_pairs": [round(min(shares), 3), round(max(shares), 3)],
         "bar": f"at least {UNARY_BAR:.2f} of the ceiling",
         "meets_bar": share >= UNARY_BAR,
