@@ -19,8 +19,7 @@ Two shapes, one look:
   total is unknown; silent unless enabled (`lez` enables it on a terminal without
   `--no-progress`).
 
-The bars start no monitor thread (`_Bar`): they redraw when told of progress, and a process that
-forks after drawing one should not be multi-threaded for it.
+The bars start no monitor thread (`_Bar`): they redraw when told of progress.
 """
 
 from __future__ import annotations

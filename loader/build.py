@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial, reduce
@@ -47,7 +48,7 @@ from loader.extract import (
     release_read_memory,
     validate_table,
 )
-from loader.parallel import gather_rows
+from loader.parallel import as_items, gather_rows
 
 
 @dataclass(slots=True)
@@ -102,7 +103,8 @@ def select_versions(ext: Extract, retention_cutoff: int, workers: int = 1) -> Se
     rows = sort_by_key(halves[:, 0], halves[:, 1], ext.records["valid_from"], workers)
     records = gather_rows(ext.records, rows, workers)
     sorted_halves = gather_rows(ext.keys, rows, workers).view(np.uint64)
-    sorted_halves.byteswap(inplace=True)  # big-endian bytes -> native values (memcmp order)
+    if sys.byteorder == "little":  # big-endian bytes -> native values (memcmp order), in place
+        sorted_halves.byteswap(inplace=True)
     hi, lo = sorted_halves[:, 0], sorted_halves[:, 1]
     clash = overlapping_versions(hi, lo, records["valid_from"], records["valid_to"])
     overlap_rejects = [
@@ -133,9 +135,7 @@ def select_versions(ext: Extract, retention_cutoff: int, workers: int = 1) -> Se
 def squeeze(array: npt.NDArray[Any], keep: npt.NDArray[np.bool_]) -> Any:
     """`array[keep]` written over the start of `array` itself (returned as a view of it): a
     block at a time, so the only new memory is one block."""
-    flat = array
-    if array.dtype.names is not None:  # records as opaque items (fast boolean indexing)
-        flat = array.view(np.dtype((np.void, array.dtype.itemsize)))
+    flat = as_items(array)
     kept = 0
     for first in range(0, len(array), _SQUEEZE_BLOCK):
         part = flat[first : first + _SQUEEZE_BLOCK][keep[first : first + _SQUEEZE_BLOCK]]

@@ -21,9 +21,7 @@ def gather_rows(array: npt.NDArray[Any], rows: npt.NDArray[np.int64], workers: i
     fetch nearly twice as fast as one. Records (a structured dtype) are copied as whole opaque
     items, much faster than NumPy's field-by-field structured indexing.
     """
-    flat = array
-    if array.dtype.names is not None:  # opaque items of the record's size
-        flat = np.ascontiguousarray(array).view(np.dtype((np.void, array.dtype.itemsize)))
+    flat = as_items(np.ascontiguousarray(array))
     out = np.empty((len(rows), *flat.shape[1:]), dtype=flat.dtype)
 
     def part(bounds: tuple[int, int]) -> None:
@@ -32,6 +30,15 @@ def gather_rows(array: npt.NDArray[Any], rows: npt.NDArray[np.int64], workers: i
 
     each_threaded(part, part_bounds(len(rows), max(1, workers) * _PARTS_PER_WORKER), workers)
     return out.view(array.dtype) if flat is not array else out
+
+
+def as_items(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """A contiguous array of records (a structured dtype) viewed as opaque items of the record's
+    size, which NumPy gathers and masks as whole items, much faster than field by field; any
+    other array as it is."""
+    if array.dtype.names is None:
+        return array
+    return array.view(np.dtype((np.void, array.dtype.itemsize)))
 
 
 _PARTS_PER_WORKER: Final = 4

@@ -70,6 +70,7 @@ from lez.keys import KEY_BYTES
 from server.audit_checkpoints import Checkpoint, CheckpointFile, last_checkpoint, sign_checkpoint
 from server.audit_key_log import KeyLog
 from server.audit_keys import AuditKeys
+from server.durable_io import fsync_dir, write_all
 
 log = logging.getLogger("lez.server")
 
@@ -280,26 +281,11 @@ def last_record(path: Path) -> dict[str, Any] | None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        done = os.pwrite(fd, view, offset)
-        view, offset = view[done:], offset + done
-
-
 def _zero(fd: int, start: int, end: int) -> None:
     while start < end:
         piece = min(end - start, len(_ZEROS))
-        _write_all(fd, memoryview(_ZEROS)[:piece], start)
+        write_all(fd, memoryview(_ZEROS)[:piece], start)
         start += piece
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _day_of(ts: str) -> dt.date | None:
@@ -697,7 +683,7 @@ class AuditLog:
                     key_log.append(blob)
                 if self._offset + len(line) > self._size:
                     self._extend(self._offset + len(line))
-                _write_all(self._fd, line, self._offset)  # over zeros: the size does not change
+                write_all(self._fd, line, self._offset)  # over zeros: the size does not change
             except OSError as exc:
                 raise self._fail(exc, "write") from None
             self._offset += len(line)
@@ -764,7 +750,7 @@ class AuditLog:
         self._retired.append(self._fd)
         self._fd, self._size, self._offset = fd, 0, 0
         self._extend(self.preallocate_bytes)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._synced = max(self._synced, self._seq)
         self._file_first_seq = self._file_day = None
         self._retention_due = self.retention_days > 0
@@ -816,7 +802,7 @@ class AuditLog:
                 if "keys_file" in rec:
                     (self.directory / str(rec["keys_file"])).unlink(missing_ok=True)
             path.unlink()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         log.info("audit log %s: retention removed %s", self.path.name, ", ".join(names))
         return names
 

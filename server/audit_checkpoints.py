@@ -36,6 +36,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from server.audit_keys import AuditKeys
+from server.durable_io import fsync_dir
 
 SIGNED_LABEL: Final = b"lez-audit-checkpoint-v1\n"
 CHECKPOINTS_SUFFIX: Final = ".checkpoints.jsonl"
@@ -107,11 +108,7 @@ class CheckpointFile:
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if created:  # the new name must survive a crash too
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(directory)
 
     def append(self, checkpoint: Checkpoint) -> None:
         line = checkpoint.to_line()

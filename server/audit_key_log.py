@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from lez.keys import KEY_BYTES
+from server.durable_io import fsync_dir, write_all
 
 KEY_FILE_SUFFIX: Final = ".bin"
 """Key logs and the older one-record key files alike (`audit find` scans both)."""
@@ -63,11 +64,7 @@ class KeyLog:
         self.used = 0
         self.allocated = 0
         self.dirty = False  # written since the last flush took it
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(directory)
 
     def append(self, blob: bytes) -> int:
         """Write `blob` after the keys already there; returns its offset."""
@@ -77,10 +74,7 @@ class KeyLog:
             grown = max(end - self.allocated, self.grow_bytes)
             os.posix_fallocate(self.fd, self.allocated, grown)
             self.allocated += grown
-        view = memoryview(blob)
-        done = 0
-        while done < len(view):
-            done += os.pwrite(self.fd, view[done:], offset + done)
+        write_all(self.fd, blob, offset)
         self.used = end
         self.dirty = True
         return offset

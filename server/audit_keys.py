@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from lez.errors import AuditKeyError
+from server.durable_io import fsync_dir
 
 AUDIT_KEY_HEADER: Final = "lez-audit-key-v1"
 PLATE_KEY_HEADER: Final = "lez-hmac-key-v1"
@@ -131,11 +132,7 @@ def ensure_audit_key_file(path: Path) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
         return True
     finally:
         tmp.unlink(missing_ok=True)
