@@ -618,8 +618,10 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 outcomes={Outcome(answer.verdict.outcome).name: 1},
                 keys=keys,
             )
-            await self.audit.durable(recorded.seq)  # no answer before its record is on disk
-            return pb.CheckResponse(
+            # Built before the flush: the processor idles during the fdatasync, and on the
+            # bench's virtual machine what runs after it runs on cold caches (measured: one
+            # decision 24 us warm, 110 us after a 0.8 ms sleep), so as little as possible follows.
+            response = pb.CheckResponse(
                 decision=decision,
                 snapshot_id=served.meta.snapshot_id,
                 ruleset_revision=revision.id,
@@ -627,6 +629,8 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 date=_date_text(day),
                 instant=format_instant(parse_instant(request.instant)) if request.instant else "",
             )
+            await self.audit.durable(recorded.seq)  # no answer before its record is on disk
+            return response
 
     # -- CheckStream --
 
@@ -943,13 +947,14 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 keys=keys,
                 pair_outcomes=bytes(pair_outcomes),
             )
-            await self.audit.durable(recorded.seq)  # no answer before its record is on disk
-            return pb.RecheckResponse(
+            response = pb.RecheckResponse(  # built before the flush, sent after it
                 results=results,
                 snapshot_id=served.meta.snapshot_id,
                 ruleset_revision=newest_name,
                 mutation_watermark=served.meta.mutation_watermark,
             )
+            await self.audit.durable(recorded.seq)  # no answer before its record is on disk
+            return response
 
     # -- FleetStats --
 
