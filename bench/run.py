@@ -80,6 +80,8 @@ from clients.settings import ClientSettings
 from lez.days import from_day
 from lez.keys import load_key
 from lez.rules import Revision, load_catalog_dir
+from lez.store import pages
+from lez.store.reader import current_build
 from lez.vehicle import FORMAT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,6 +237,10 @@ def ensure_store(plates: int, cfg: Config, key: Path) -> tuple[Path, Path, dict[
             info["build_seconds_cached_from"] = info.pop("built_at", None) or mtime.isoformat(
                 timespec="seconds"
             )
+            # as if just published: the loader leaves a new build out of the page cache, so the
+            # servers read it in huge pages (lez.store.pages); a reused one may be cached in
+            # small pages by an earlier run's loader
+            pages.drop_cached(current_build(store) / "data.mdb")
             return extract, store, info
     built = build_bench.build_once(extract, key, store)
     info = {

@@ -33,7 +33,7 @@ import numpy.typing as npt
 from lez import vehicle
 from lez.errors import StoreCorrupt, StoreFormatMismatch, StoreNotReady
 from lez.registrations import REGISTRATION_DTYPE
-from lez.store import layout
+from lez.store import layout, pages
 from lez.store.columns import ColumnQueries, KeyedRecords, VehicleLookup, rows_for, rows_of_key
 from lez.store.layout import StoreMeta
 from lez.store.overlay import Overlay, OverlayCounts
@@ -184,6 +184,7 @@ class _OpenBuild:
             max_spare_txns=max_spare_txns,
             readahead=False,
         )
+        pages.advise_huge_pages(path / "data.mdb")  # before any read: see lez.store.pages
         try:
             # Handles opened outside a transaction stay valid for the environment's lifetime.
             self.meta_db = self.env.open_db(layout.META_DB, create=False)

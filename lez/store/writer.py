@@ -36,7 +36,7 @@ import numpy as np
 from lez import vehicle
 from lez.errors import StoreChangeError, StoreCorrupt
 from lez.registrations import REGISTRATION_DTYPE
-from lez.store import layout
+from lez.store import layout, pages
 from lez.store.columns import KeyedRecords, empty_table, strictly_increasing
 from lez.store.layout import StoreMeta
 from lez.store.overlay import Overlay, overlay
@@ -256,6 +256,7 @@ class StoreBuilder:
         os.rename(tmp, final)
         self._publish(final)
         self._prune()
+        pages.drop_cached(final / "data.mdb")  # its readers read it back in huge pages
         return final
 
     def _open_env(self, path: Path) -> lmdb.Environment:
