@@ -12,7 +12,7 @@ import csv
 import ctypes
 import itertools
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -305,6 +305,9 @@ def _segments(path: Path, block_size: int, most_blocks: int) -> Generator[tuple[
     except (TypeError, ValueError):  # no compression extension
         codec = None
     sizes = (block_size * min(1 << min(i, 30), most_blocks) for i in itertools.count())
+    if codec is None:
+        yield from _mapped_segments(path, sizes)
+        return
     with (
         pa.OSFile(str(path)) as raw,
         pa.CompressedInputStream(raw, codec) if codec else raw as stream,
@@ -341,6 +344,30 @@ def _segments(path: Path, block_size: int, most_blocks: int) -> Generator[tuple[
                 yield segment, done
             if last:
                 return
+
+
+def _mapped_segments(path: Path, sizes: Iterator[int]) -> Generator[tuple[pa.Buffer, int]]:
+    """`_segments` of an uncompressed file: slices of one read-only memory map of it, cut after
+    a line end, each with the file's bytes up to its end. The parse reads the page cache in
+    place: no copy of the text and no fresh memory to hold it, whose page faults cost more than
+    the copy (read of the 8M extract 3.7-4.3 s, system time 0.6-1.4 s, against 4.3-6.1 s and
+    1.7-5.1 s read into buffers, measured alternately). The mapped pages count in the process's
+    resident size while it reads (about the file's size) and are let go with the map."""
+    with pa.memory_map(str(path)) as mapped:
+        total = mapped.size()
+        whole = mapped.read_buffer(total)
+        text = memoryview(whole).cast("B")
+        start = 0
+        while start < total:
+            end = min(total, start + next(sizes))
+            cut = _after_last_line_end(text[start:end], end - start) if end < total else 0
+            while end < total and not cut:  # a line longer than a segment: take it whole
+                end = min(total, end + next(sizes))
+                cut = _after_last_line_end(text[start:end], end - start) if end < total else 0
+            end = start + cut if cut else end
+            yield whole.slice(start, end - start), end
+            start = end
+        del text, whole
 
 
 def _after_last_line_end(text: memoryview, end: int, window: int = 1 << 16) -> int:
