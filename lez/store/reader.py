@@ -415,7 +415,10 @@ def read_meta(path: Path) -> StoreMeta:
         build = _OPEN_BUILDS.get(path.resolve())
         if build is not None:
             return build.meta
-    env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=layout.MAX_DBS)
+    # readahead off: LMDB then reads little more than the meta (about 100 KiB, against the whole
+    # file of a small build), so a build the writer has just let go of stays out of the page
+    # cache for its readers' huge pages (lez.store.pages) but for the first 2 MiB
+    env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=layout.MAX_DBS, readahead=False)
     try:
         meta_db = env.open_db(layout.META_DB, create=False)
         with env.begin() as txn, txn.cursor(db=meta_db) as cur:

@@ -13,6 +13,7 @@ import pytest
 
 from lez.keys import KEY_BYTES
 from lez.store import open_store, pages
+from lez.store.reader import read_meta
 from tests.lez.test_store_layers import _build, _registrations, _versions
 
 LINUX = sys.platform.startswith("linux")
@@ -103,3 +104,16 @@ def test_advice_on_a_file_not_mapped_is_nothing(tmp_path: Path) -> None:
     path.write_bytes(b"x" * 4096)
     assert pages.advise_huge_pages(path) == 0
     assert pages.mappings_of(path) == []
+
+
+@pytest.mark.skipif(not LINUX, reason="mincore and posix_fadvise are Linux calls here")
+def test_reading_a_build_s_meta_leaves_its_pages_out_of_the_cache(store: Path) -> None:
+    """`lez-loader compact` and `build` read the new build's meta after publishing it: that
+    must not bring the build back into the page cache in small pages."""
+    if _filesystem(store) in ("tmpfs", "ramfs"):
+        pytest.skip("a file in memory has no page cache to leave")
+    build = (store / "current").resolve()
+    data = build / "data.mdb"
+    assert _resident_pages(data) == 0
+    read_meta(build)
+    assert _resident_pages(data) <= 32, f"{_resident_pages(data)} of {data.stat().st_size // 4096}"
