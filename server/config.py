@@ -339,6 +339,8 @@ def _help_of(name: str) -> str:
     if zero and "0" not in doc:
         doc = f"{doc} ({zero})"
     default = getattr(ServerConfig(), name)
+    if isinstance(default, bool):  # shown as the option takes it: 1|0
+        default = int(default)
     return f"{doc} [env {_env_name(name)}; default {default}]"
 
 
