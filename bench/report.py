@@ -70,6 +70,75 @@ def machine() -> dict[str, Any]:
     }
 
 
+FLUSH_PROBE_BYTES = 4096
+FLUSH_PROBE_ROUNDS = 25
+
+
+def pressure() -> dict[str, float]:
+    """Linux pressure stall information: the share (%) of the last 60 s in which some task
+    waited for a CPU, for I/O or for memory (`/proc/pressure`; empty where unavailable)."""
+    found: dict[str, float] = {}
+    for kind in ("cpu", "io", "memory"):
+        try:
+            some = Path(f"/proc/pressure/{kind}").read_text().splitlines()[0].split()[1:]
+        except (OSError, IndexError):
+            continue
+        fields = dict(item.split("=", 1) for item in some if "=" in item)
+        if "avg60" in fields:
+            found[f"{kind}_some_avg60"] = float(fields["avg60"])
+    return found
+
+
+def flush_ms(directory: Path) -> float:
+    """Median time (ms) of one 4 KiB overwrite of a written block and its fdatasync in
+    `directory`: what each audit flush costs on this disk at this moment (it drifted between
+    0.1 and 0.5 ms from run to run on the bench machine, and the unary ceiling moves with it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "flush-probe.bin"
+    block = os.urandom(FLUSH_PROBE_BYTES)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.pwrite(fd, block, 0)
+        os.fsync(fd)
+        times = []
+        for _ in range(FLUSH_PROBE_ROUNDS):
+            os.pwrite(fd, block, 0)
+            start = time.perf_counter()
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return round(statistics.median(times) * 1000, 3)
+
+
+def conditions(directory: Path) -> dict[str, Any]:
+    """What the machine was doing besides the bench: load, pressure stalls, the disk's flush."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return {
+        "load_average": [round(x, 2) for x in load],
+        "pressure_percent": pressure(),
+        "flush_ms": flush_ms(directory),
+    }
+
+
+def conditions_line(res: dict[str, Any]) -> str | None:
+    """One sentence on the run's conditions at its start and end (None when not recorded)."""
+    start, end = res.get("conditions_at_start"), res.get("conditions_at_end")
+    if not start or not end:
+        return None
+
+    def io(c: dict[str, Any]) -> str:
+        value = c["pressure_percent"].get("io_some_avg60")
+        return "n/a" if value is None else f"{value:.1f}%"
+
+    return (
+        f"Conditions: a 4 KiB fdatasync took {start['flush_ms']} ms at the start and "
+        f"{end['flush_ms']} ms at the end; I/O pressure {io(start)} and {io(end)} "
+        "(share of the last minute some task waited for I/O)."
+    )
+
+
 def commit() -> dict[str, Any]:
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
@@ -173,6 +242,9 @@ def readme_table(res: dict[str, Any]) -> str:
     ]
     if res.get("noisy"):
         lines.append(f"Note: {res['noisy']}")
+    measured = conditions_line(res)
+    if measured:
+        lines.append(measured)
     lines += [f"- {n}" for n in notes]
     mem = res.get("memory_per_worker")
     if mem:

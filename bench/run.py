@@ -725,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": report.now(),
         "commit": report.commit(),
         "machine": report.machine(),
+        "conditions_at_start": report.conditions(cfg.scratch),
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": {
             "plates": cfg.plates,
@@ -787,6 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     phase_sync(cfg, res)
     end = report.machine()["load_average_at_start"]
     res["load_average_at_end"] = end
+    res["conditions_at_end"] = report.conditions(cfg.scratch)
     if res["machine"]["load_average_at_start"][0] > 0.5:
         res["noisy"] = (
             "other work was running on the machine (load average "

@@ -35,3 +35,19 @@ def test_splice_refuses_a_readme_without_markers(tmp_path: Path) -> None:
 def test_the_project_readme_has_the_markers() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert text.count(report.README_START) == 1 and text.count(report.README_END) == 1
+
+
+def test_a_run_records_its_conditions(tmp_path: Path) -> None:
+    """Load, pressure stalls (where Linux gives them) and the disk's flush time, leaving no file
+    behind; the README's table names the flush at both ends of the run."""
+    measured = report.conditions(tmp_path)
+    assert measured["flush_ms"] > 0
+    assert len(measured["load_average"]) == 3
+    if Path("/proc/pressure/io").exists():
+        assert "io_some_avg60" in measured["pressure_percent"]
+    assert list(tmp_path.iterdir()) == []
+    end = {**measured, "flush_ms": 9.5}
+    line = report.conditions_line({"conditions_at_start": measured, "conditions_at_end": end})
+    assert line is not None and f"{measured['flush_ms']} ms at the start" in line
+    assert "9.5 ms at the end" in line
+    assert report.conditions_line({}) is None
