@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from lez.days import DAY_UNKNOWN, format_day, parse_day
+from lez.durable_io import fsync_dir
 from lez.errors import CheckpointError
 from loader.feed import KeyedBatch, KeyedTransaction
 from loader.mutations import FEED_NAMES, FEED_TYPES
@@ -137,11 +138,7 @@ def save(path: Path, checkpoint: DayCheckpoint) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path.parent)
     checkpoint.mark_saved()
 
 

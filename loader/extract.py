@@ -293,9 +293,10 @@ def _segments(path: Path, block_size: int, most_blocks: int) -> Generator[tuple[
     """The file's text in segments that end at a line end, each with the bytes of the file
     read up to its end (of the compressed file, for a compressed one).
 
-    The file is decompressed as Arrow's reader of a path does, by the file name's extension.
-    The next segment is read (and decompressed) in a thread while the caller parses one, as
-    Arrow's own reader reads ahead of its parse. Segments grow from one block to `most_blocks`,
+    An uncompressed file is sliced from a memory map of it (`_mapped_segments`). A compressed
+    one is decompressed as Arrow's reader of a path does, by the file name's extension, the
+    next segment in a thread while the caller parses one, as Arrow's own reader reads ahead of
+    its parse. Segments grow from one block to `most_blocks`,
     so that the parse starts after one block, as Arrow's own does (a first segment of many
     blocks of a gzip file would keep the parse waiting for its decompression). A line longer
     than a segment is taken whole; Arrow refuses it anyway (longer than a block).
@@ -310,7 +311,7 @@ def _segments(path: Path, block_size: int, most_blocks: int) -> Generator[tuple[
         return
     with (
         pa.OSFile(str(path)) as raw,
-        pa.CompressedInputStream(raw, codec) if codec else raw as stream,
+        pa.CompressedInputStream(raw, codec) as stream,
         ThreadPoolExecutor(1, thread_name_prefix="extract-read") as reader,
     ):
 
@@ -359,12 +360,12 @@ def _mapped_segments(path: Path, sizes: Iterator[int]) -> Generator[tuple[pa.Buf
         text = memoryview(whole).cast("B")
         start = 0
         while start < total:
-            end = min(total, start + next(sizes))
-            cut = _after_last_line_end(text[start:end], end - start) if end < total else 0
-            while end < total and not cut:  # a line longer than a segment: take it whole
+            end, cut = start, 0
+            while not cut and end < total:  # grown past a line longer than a segment
                 end = min(total, end + next(sizes))
-                cut = _after_last_line_end(text[start:end], end - start) if end < total else 0
-            end = start + cut if cut else end
+                if end < total:
+                    cut = _after_last_line_end(text[start:end], end - start)
+            end = start + cut if cut else total
             yield whole.slice(start, end - start), end
             start = end
         del text, whole

@@ -65,12 +65,12 @@ from typing import IO, Any, Final
 
 import numpy as np
 
+from lez.durable_io import fsync_dir, write_all
 from lez.errors import AuditClosed, AuditFailed, AuditKeyError
 from lez.keys import KEY_BYTES
 from server.audit_checkpoints import Checkpoint, CheckpointFile, last_checkpoint, sign_checkpoint
 from server.audit_key_log import KeyLog
 from server.audit_keys import AuditKeys
-from server.durable_io import fsync_dir, write_all
 
 log = logging.getLogger("lez.server")
 
@@ -533,9 +533,8 @@ class AuditLog:
             self.checkpoint()
         with self._sync_lock, self._lock:  # a call finishing after this is refused
             self._closed = True
-            key_logs = [k.fd for k in self._retired_key_logs]
-            if self._key_log is not None:
-                key_logs.append(self._key_log.fd)
+            open_logs = [*self._retired_key_logs, self._key_log]  # active: after a failure
+            key_logs = [k.fd for k in open_logs if k is not None and k.fd >= 0]
             for fd in [*self._retired, *key_logs, self._fd]:
                 os.close(fd)
             self._retired, self._retired_key_logs, self._key_log = [], [], None
@@ -713,14 +712,10 @@ class AuditLog:
         return self._key_log
 
     def _retire_key_log(self) -> None:
-        """Under `_lock`: cut the key log to its keys and make them durable (an empty one is
-        removed); the next flush closes it. The next big record starts a new one."""
+        """Under `_lock`: cut the key log to its keys and make them durable; the next flush
+        closes it. The next big record starts a new one."""
         key_log, self._key_log = self._key_log, None
-        if key_log is None:
-            return
-        if key_log.used == 0:  # made for a record that went to the next file instead
-            os.close(key_log.fd)
-            key_log.path.unlink(missing_ok=True)
+        if key_log is None or key_log.fd < 0:  # none, or named for a record of the next file
             return
         key_log.cut()
         os.fdatasync(key_log.fd)
@@ -798,9 +793,9 @@ class AuditLog:
             },
         )
         for path, _ in expired:
-            for _, rec in read_records(path):
-                if "keys_file" in rec:
-                    (self.directory / str(rec["keys_file"])).unlink(missing_ok=True)
+            named = {str(rec.get("keys_file", "")) for _, rec in read_records(path)}
+            for name in named - {""}:  # its key logs, each named by many of its records
+                (self.directory / name).unlink(missing_ok=True)
             path.unlink()
         fsync_dir(self.directory)
         log.info("audit log %s: retention removed %s", self.path.name, ", ".join(names))

@@ -35,8 +35,8 @@ from typing import Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from lez.durable_io import fsync_dir
 from server.audit_keys import AuditKeys
-from server.durable_io import fsync_dir
 
 SIGNED_LABEL: Final = b"lez-audit-checkpoint-v1\n"
 CHECKPOINTS_SUFFIX: Final = ".checkpoints.jsonl"

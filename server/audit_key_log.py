@@ -34,8 +34,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from lez.durable_io import fsync_dir, write_all
 from lez.keys import KEY_BYTES
-from server.durable_io import fsync_dir, write_all
 
 KEY_FILE_SUFFIX: Final = ".bin"
 """Key logs and the older one-record key files alike (`audit find` scans both)."""
@@ -53,21 +53,28 @@ class KeyLog:
     Not thread-safe: its `AuditLog` calls it under its lock."""
 
     def __init__(self, directory: Path, *, grow_bytes: int = GROW_BYTES) -> None:
-        """Create a new key log in `directory` (made if missing); its entry is made durable at
-        once (the only metadata flush a key log needs besides its size, which fdatasync
-        covers)."""
-        directory.mkdir(exist_ok=True)
+        """A new key log in `directory`, named now and created by its first `append` (a log
+        named for a record that then goes to the next audit file is never made)."""
+        self.directory = directory
         self.name = f"{directory.name}/{new_key_file_name()}"
         self.path = directory.parent / self.name
         self.grow_bytes = grow_bytes
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self.fd = -1  # not created yet
         self.used = 0
         self.allocated = 0
         self.dirty = False  # written since the last flush took it
-        fsync_dir(directory)
+
+    def _create(self) -> None:
+        """Create the file (and `directory` if missing); its entry is made durable at once (the
+        only metadata flush a key log needs besides its size, which fdatasync covers)."""
+        self.directory.mkdir(exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fsync_dir(self.directory)
 
     def append(self, blob: bytes) -> int:
         """Write `blob` after the keys already there; returns its offset."""
+        if self.fd < 0:
+            self._create()
         offset = self.used
         end = offset + len(blob)
         if end > self.allocated:

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from lez.durable_io import fsync_dir
 from lez.errors import AuditKeyError
-from server.durable_io import fsync_dir
 
 AUDIT_KEY_HEADER: Final = "lez-audit-key-v1"
 PLATE_KEY_HEADER: Final = "lez-hmac-key-v1"

@@ -378,8 +378,10 @@ def _verify_keys(base: Path, rec: Mapping[str, Any], where: str) -> list[str]:
     if "keys_file" in rec:
         try:
             blob = named_keys(base, rec)
-        except (OSError, ValueError):
+        except OSError:
             return [f"{where}: keys file {rec['keys_file']} is missing"]
+        except ValueError:  # keys_offset or keys_count not a number
+            return [f"{where}: the range of its keys in {rec['keys_file']} is not readable"]
     else:
         try:
             blob = b"".join(bytes.fromhex(k) for k in rec.get("keys", []))

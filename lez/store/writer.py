@@ -34,6 +34,7 @@ import lmdb
 import numpy as np
 
 from lez import vehicle
+from lez.durable_io import fsync_dir
 from lez.errors import StoreChangeError, StoreCorrupt
 from lez.registrations import REGISTRATION_DTYPE
 from lez.store import layout, pages
@@ -291,11 +292,7 @@ class StoreBuilder:
             tmp_link.unlink()
         tmp_link.symlink_to(Path(layout.BUILDS_DIR) / build.name)
         os.replace(tmp_link, link)
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.root)
 
     def _remove_stale(self) -> None:
         if not self.builds.exists():

@@ -112,6 +112,24 @@ def test_rotation_starts_a_new_key_log_and_cuts_the_old_one(tmp_path: Path) -> N
     assert all(verify(f, KEYS) == [] for f in files)
 
 
+def test_a_big_record_that_rotates_the_file_makes_one_key_log_only(tmp_path: Path) -> None:
+    """The key log named for a big record is made by its keys' write, so one that finds its file
+    due for rotation leaves no key log behind in the file it left."""
+    log = AuditLog(tmp_path, keys=KEYS, inline_keys=2, rotate_bytes=1500)  # 2 records a file
+    for keys in (_key(1), _key(1), _key(2) * 3):  # two inline, then a big one
+        _record(log, keys)
+    log.close()
+    files = audit.series_files(tmp_path, "audit-w0")
+    first_of_each = [next(audit.read_records(f))[1]["seq"] for f in files]
+    assert first_of_each == [1, 3]  # the big record rotated the file of the inline ones
+    big = [r for r in _records(tmp_path) if "keys_file" in r]
+    assert [(r["seq"], r["keys_offset"]) for r in big] == [(3, 0)]
+    assert [p.name for p in (tmp_path / "audit-w0-keys").iterdir()] == [
+        str(big[0]["keys_file"]).split("/")[1]
+    ]
+    assert all(verify(f, KEYS) == [] for f in files)
+
+
 def test_a_killed_writer_leaves_a_key_log_that_verifies_and_is_searched(tmp_path: Path) -> None:
     """A copy of the directory taken after a synced record, as a SIGKILL would leave it (the
     key log still allocated beyond its keys); a new writer goes on in a new key log."""
@@ -140,3 +158,17 @@ def test_find_names_only_the_records_whose_range_holds_the_key(tmp_path: Path) -
     log.close()
     found = find_consultations(tmp_path, SOUGHT)
     assert [(c.where, c.times) for c in found] == [("audit-w0.jsonl#2", 3)]
+
+
+def test_a_record_whose_key_range_is_not_a_number_is_named_as_such(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, keys=KEYS, inline_keys=2)
+    _record(log, _key(1) * 3)
+    log.close()
+    path = tmp_path / "audit-w0.jsonl"
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'"keys_offset":0', b'"keys_offset":"x"', 1))
+    problems = verify(path, KEYS)
+    assert any("the range of its keys in" in p and "is not readable" in p for p in problems), (
+        problems
+    )
+    assert not any("is missing" in p for p in problems)

@@ -1,9 +1,10 @@
-"""The two steps the audit's files take to be on disk: a write that is whole, and a directory
-entry that survives a crash.
+"""Two steps a file takes to be on disk: a write that is whole, and a directory entry that
+survives a crash.
 
 `write_all` loops `pwrite` until every byte is written (a short write is legal); `fsync_dir`
 syncs a directory, which a new, renamed or removed name needs before it can be relied on. The
-audit log, its key logs, its checkpoints and the audit key file all use them.
+store's publication (`lez.store.writer`), the sync's checkpoints (`loader.checkpoint`) and the
+audit's files (its log, key logs, checkpoints and key file) all use them.
 """
 
 from __future__ import annotations
