@@ -344,7 +344,7 @@ class AuditLog:
         self._synced = 0  # every record up to this seq is on disk
         self._failed: BaseException | None = None
         self._retired: list[int] = []  # descriptors of rotated files, closed by the next flush
-        self._key_log: KeyLog | None = None  # made by the first big call of each audit file
+        self._key_log: KeyLog | None = None  # named by the first big call of each audit file
         self._retired_key_logs: list[KeyLog] = []  # synced and closed by the next flush
         self._file_first_seq: int | None = None  # seq of the active file's first record
         self._file_day: dt.date | None = None  # UTC day of the active file's first record
@@ -704,8 +704,9 @@ class AuditLog:
         return body[:-1] + b',"hash":"' + digest.encode() + b'"}\n', digest
 
     def _name_keys(self, fields: dict[str, Any]) -> KeyLog:
-        """Under `_lock`: name in `fields` where the record's keys will go in the key log (made
-        when the audit file has none yet); returns that key log."""
+        """Under `_lock`: name in `fields` where the record's keys will go in the key log (a new
+        one, named now and created by its first write, when the audit file has none yet);
+        returns that key log."""
         if self._key_log is None:
             self._key_log = KeyLog(self.keys_dir)
         fields["keys_file"], fields["keys_offset"] = self._key_log.name, self._key_log.used
