@@ -47,7 +47,8 @@ class KeyedRecords:
     key_lo: npt.NDArray[np.uint64]
     offsets: npt.NDArray[np.uint64]
     records: npt.NDArray[np.void]
-    bucket_starts: npt.NDArray[np.int64] | None = None  # see `indexed`
+    bucket_starts: npt.NDArray[np.uint32] | None = None  # see `indexed`
+    bucket_bits: int = 0  # the top bits of the high half that pick a bucket (see `indexed`)
 
     @property
     def size(self) -> int:
@@ -118,8 +119,8 @@ class KeyedRecords:
         _native.find(
             _contiguous(self.key_hi, np.uint64),
             _contiguous(self.key_lo, np.uint64),
-            None if self.bucket_starts is None else _contiguous(self.bucket_starts, np.int64),
-            BUCKET_BITS,
+            None if self.bucket_starts is None else _contiguous(self.bucket_starts, np.uint32),
+            self.bucket_bits,
             _contiguous(hi, np.uint64),
             _contiguous(lo, np.uint64),
             out,
@@ -171,9 +172,9 @@ class KeyedRecords:
             first = int(np.searchsorted(self.key_hi, np.uint64(hi), side="left"))
             end = int(np.searchsorted(self.key_hi, np.uint64(hi), side="right"))
         else:
-            bucket = hi >> (64 - BUCKET_BITS)
+            bucket = hi >> (64 - self.bucket_bits)
             first, end = int(self.bucket_starts[bucket]), int(self.bucket_starts[bucket + 1])
-        # a bucket holds ~8 keys at 8M plates: bisect its high halves as Python ints, then walk
+        # a bucket holds a few keys: bisect its high halves as Python ints, then walk
         # the equal ones (a 64-bit prefix collision is rare but legal; equal high halves never
         # straddle a bucket)
         highs = self.key_hi[first:end].tolist()
@@ -191,25 +192,43 @@ class KeyedRecords:
         table without one, merged or small, is searched whole: no index to build first)."""
         if self.bucket_starts is None:
             return np.zeros(len(hi), dtype=np.int64), np.full(len(hi), self.size, dtype=np.int64)
-        bucket = (hi >> np.uint64(64 - BUCKET_BITS)).astype(np.int64)
-        starts = self.bucket_starts
+        bucket = (hi >> np.uint64(64 - self.bucket_bits)).astype(np.int64)
+        starts = self.bucket_starts.astype(np.int64)
         return starts[bucket], starts[bucket + 1]
 
-    def buckets(self) -> npt.NDArray[np.int64]:
-        """First row of each of the 2**BUCKET_BITS buckets of the high key half."""
-        if self.bucket_starts is not None:
+    def buckets(self, bits: int) -> npt.NDArray[np.uint32]:
+        """First row of each of the 2**bits buckets of the high key half, and the size."""
+        if self.bucket_starts is not None and self.bucket_bits == bits:
             return self.bucket_starts
-        edges = np.arange(2**BUCKET_BITS, dtype=np.uint64) << np.uint64(64 - BUCKET_BITS)
-        starts = np.searchsorted(self.key_hi, edges).astype(np.int64)
-        return np.append(starts, self.size)
+        edges = np.arange(2**bits, dtype=np.uint64) << np.uint64(64 - bits)
+        starts = np.empty(2**bits + 1, dtype=np.uint32)
+        starts[:-1] = np.searchsorted(self.key_hi, edges)
+        starts[-1] = self.size
+        return starts
 
     def indexed(self) -> KeyedRecords:
-        """The same table with its bucket index computed once (readers do this at open)."""
-        return replace(self, bucket_starts=self.buckets())
+        """The same table with its bucket index computed once (readers do this at open).
+
+        The number of buckets follows the table's size (`bucket_bits_for`), so a bucket holds
+        about as many keys in a small table as in a big one and a lookup reads as many cache
+        lines: the per-pair cost stays flat as the register grows."""
+        if self.size >= 2**32:  # beyond the index's uint32 rows: searched whole
+            return self
+        bits = bucket_bits_for(self.size)
+        return replace(self, bucket_starts=self.buckets(bits), bucket_bits=bits)
 
 
-BUCKET_BITS: Final = 20
-"""The bucket index splits the sorted keys by their top 20 bits: ~8 keys a bucket at 8M."""
+KEYS_PER_BUCKET_BITS: Final = 2
+"""About 2**2 = 4 keys a bucket: their high halves (32 bytes) fit one or two cache lines."""
+MIN_BUCKET_BITS: Final = 8
+MAX_BUCKET_BITS: Final = 28
+"""Bounds of the index: 2**28 + 1 uint32 starts are 1 GiB, for a billion keys."""
+
+
+def bucket_bits_for(size: int) -> int:
+    """Bits of the bucket index of a table of `size` keys: about 4 keys a bucket (at 8M
+    keys 2**21 buckets, an 8 MiB index in each reader)."""
+    return max(MIN_BUCKET_BITS, min(MAX_BUCKET_BITS, size.bit_length() - KEYS_PER_BUCKET_BITS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,10 +571,12 @@ def range_bounds(
     table: KeyedRecords, parts: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(first, end) key index of each of `parts` equal ranges of the high key half."""
-    if not 1 <= parts <= 2**BUCKET_BITS or parts & (parts - 1):
-        raise ValueError(f"parts must be a power of two from 1 to {2**BUCKET_BITS}, got {parts}")
+    if not 1 <= parts <= 2**MIN_BUCKET_BITS or parts & (parts - 1):
+        raise ValueError(
+            f"parts must be a power of two from 1 to {2**MIN_BUCKET_BITS}, got {parts}"
+        )
     if table.bucket_starts is not None:
-        starts = table.bucket_starts[:: 2**BUCKET_BITS // parts]
+        starts = table.bucket_starts[:: 2**table.bucket_bits // parts].astype(np.int64)
     else:
         edges = np.zeros(0, dtype=np.uint64)
         if parts > 1:

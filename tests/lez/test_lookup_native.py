@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from lez.store import columns
 from lez.store.columns import (
-    BUCKET_BITS,
     KeyedRecords,
     VehicleLookup,
     fill_versions_native,
@@ -124,15 +123,15 @@ def test_native_refuses_a_corrupt_table_instead_of_reading_outside_it() -> None:
         fill_versions_native(lookup, corrupt, np.array([table.size - 1]), np.zeros(1, np.int32))
     with pytest.raises(ValueError, match="outside the table"):
         fill_versions_native(lookup, table, np.array([table.size]), np.zeros(1, np.int32))
-    bad_buckets = table.buckets().copy()
-    bucket = int(table.key_hi[0]) >> (64 - BUCKET_BITS)
+    bad_buckets = table.buckets(table.bucket_bits).copy()
+    bucket = int(table.key_hi[0]) >> (64 - table.bucket_bits)
     bad_buckets[bucket + 1] = table.size + 5  # the bucket of the query runs past the keys
     broken = KeyedRecords(
-        table.key_hi, table.key_lo, table.offsets, table.records, bucket_starts=bad_buckets
+        table.key_hi, table.key_lo, table.offsets, table.records, bad_buckets, table.bucket_bits
     )
     with pytest.raises(ValueError, match="bucket index"):
         broken.find_halves_native(table.key_hi[:1], table.key_lo[:1])
-    assert len(table.buckets()) == 2**BUCKET_BITS + 1
+    assert len(table.buckets(table.bucket_bits)) == 2**table.bucket_bits + 1
 
 
 def test_records_dtype_is_what_the_native_core_reads() -> None:
