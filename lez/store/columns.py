@@ -4,16 +4,18 @@ A table (vehicles or registrations) is held as four columns: `key_hi` and `key_l
 big-endian halves of each 16-byte key as native uint64, sorted in memcmp order), `offsets`
 (uint64, one more than the keys) and `records` (all rows, grouped by key). Row group `i` is
 `records[offsets[i]:offsets[i + 1]]`. A batch of query keys is located with one
-search over the sorted `key_hi` (inside each query's bucket of the top 20 bits), never one
-call per plate.
+search over the sorted `key_hi` (inside each query's bucket of its top bits, about 4 keys a
+bucket whatever the table's size: `bucket_bits_for`), never one call per plate.
 
 The batch lookup (`find_halves`, `fill_versions`) runs in the native core `lez._lookup` where
 it was built, and in NumPy otherwise; both give the same answers (property tests hold them
-equal). The native core takes each query in one pass with the cache misses of a block of
-queries overlapped; NumPy needs about ten whole-array passes. On the 8,000,000-plate store, in
-chunks of 25,000 queries on one core: the key search 83 ns a query native against 183 ns in
-NumPy, the version on the day 71 ns against 309 ns (`python -m bench.lookup_bench --store
-var/bench/store-8000000-1`, bench/results/lookup.json).
+equal). The native core takes each query in one pass with the cache misses of dozens of queries
+overlapped; NumPy needs about ten whole-array passes. On the 8,000,000-plate store, in chunks of
+25,000 queries on one core: the key search 55 ns a query native against 183 ns in NumPy, the
+version on the day 52 ns against 330 ns (`python -m bench.lookup_bench --store
+var/bench/store-8000000-1`, bench/results/lookup.json). The native figures are nearly the same
+at 1,000,000 and 16,000,000 plates (50 + 47 and 53 + 60 ns): a bucket index of 2**20 buckets
+for every size, before, cost 53 + 54 ns at 1M and 106 + 71 ns at 16M.
 """
 
 from __future__ import annotations
@@ -193,8 +195,8 @@ class KeyedRecords:
         if self.bucket_starts is None:
             return np.zeros(len(hi), dtype=np.int64), np.full(len(hi), self.size, dtype=np.int64)
         bucket = (hi >> np.uint64(64 - self.bucket_bits)).astype(np.int64)
-        starts = self.bucket_starts.astype(np.int64)
-        return starts[bucket], starts[bucket + 1]
+        starts = self.bucket_starts
+        return starts[bucket].astype(np.int64), starts[bucket + 1].astype(np.int64)
 
     def buckets(self, bits: int) -> npt.NDArray[np.uint32]:
         """First row of each of the 2**bits buckets of the high key half, and the size."""

@@ -140,3 +140,17 @@ def test_records_dtype_is_what_the_native_core_reads() -> None:
     assert fields is not None
     assert fields["valid_from"][0] == np.dtype("<i4")
     assert fields["valid_to"][0] == np.dtype("<i4")
+
+
+@pytest.mark.parametrize("keys", [3_000, 60_000, 700_000])
+def test_the_bucket_index_grows_with_the_table(keys: int) -> None:
+    """About 4 keys a bucket at every size, so a key search reads as many cache lines in a big
+    register as in a small one (a fixed number of buckets made the 16M store's search twice
+    the 1M store's)."""
+    table = _table(11, keys, 0, 0, True)
+    assert table.bucket_starts is not None
+    assert len(table.bucket_starts) == 2**table.bucket_bits + 1
+    per_bucket = table.size / 2**table.bucket_bits
+    assert 2 <= per_bucket <= 8, per_bucket
+    hi, lo = _queries(table, 11, 5_000)
+    np.testing.assert_array_equal(table.find_halves_native(hi, lo), table.find_halves_numpy(hi, lo))
