@@ -1,9 +1,11 @@
-"""Build hook for the two optional native pieces: batch HMAC keying (lez/_hmac.c) and the
-batch lookup in the store's key columns (lez/_lookup.c).
+"""Build hook for the three optional native pieces: batch HMAC keying (lez/_hmac.c), the
+batch lookup in the store's key columns (lez/_lookup.c) and the enrichment of a chunk's records
+(lez/_enrich.c).
 
 `optional=True`: where no compiler or OpenSSL headers exist the install still succeeds;
-`lez.keys` falls back to its pure-Python loop (same output, about 10x slower) and
-`lez.store.columns` to its NumPy search (same output, see its docstring for the figures).
+`lez.keys` falls back to its pure-Python loop (same output, about 10x slower),
+`lez.store.columns` to its NumPy search and `lez.enrich` to its NumPy passes (same output, see
+their docstrings for the figures).
 """
 
 from setuptools import Extension, setup
@@ -20,6 +22,12 @@ setup(
         Extension(
             "lez._lookup",
             ["lez/_lookup.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
+        Extension(
+            "lez._enrich",
+            ["lez/_enrich.c"],
             extra_compile_args=["-O3"],
             optional=True,
         ),
