@@ -46,8 +46,11 @@ def test_a_run_records_its_conditions(tmp_path: Path) -> None:
     if Path("/proc/pressure/io").exists():
         assert "io_some_avg60" in measured["pressure_percent"]
     assert list(tmp_path.iterdir()) == []
-    end = {**measured, "flush_ms": 9.5}
+    assert measured["memory"]["copy_gb_s"] > 0 and measured["memory"]["random_read_ns"] > 0
+    end = {**measured, "flush_ms": 9.5, "memory": {"copy_gb_s": 3.5, "random_read_ns": 77.0}}
     line = report.conditions_line({"conditions_at_start": measured, "conditions_at_end": end})
     assert line is not None and f"{measured['flush_ms']} ms at the start" in line
     assert "9.5 ms at the end" in line
+    assert f"memory copied {measured['memory']['copy_gb_s']} and 3.5 GB/s" in line
+    assert "and 77.0 ns" in line
     assert report.conditions_line({}) is None
