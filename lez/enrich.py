@@ -364,10 +364,12 @@ def derive_euro(
 
 # -- the native core ------------------------------------------------------------------------------
 
-_NATIVE_FIELDS: Final = (
-    "category", "kind", "max_mass", "seats", "running_mass", "euro", "first_registration", "fuel",
-)  # fmt: skip
-"""The record fields the native core reads, in the order of its `Field` enum."""
+_NATIVE_FIELDS: Final = {
+    "category": "u1", "kind": "u1", "max_mass": "<u4", "seats": "u1", "running_mass": "<u4",
+    "euro": "u1", "first_registration": "<i4", "fuel": "u1",
+}  # fmt: skip
+"""The record fields the native core reads, in the order of its `Field` enum, with the type it
+reads each as."""
 
 
 def _native_params() -> npt.NDArray[np.int64]:
@@ -456,12 +458,6 @@ def enrich_native(
     return Enriched(category=category, vclass=vclass, family=family, euro=euro, derived=derived)
 
 
-_NATIVE_TYPES: Final = {
-    "category": "u1", "kind": "u1", "max_mass": "<u4", "seats": "u1", "running_mass": "<u4",
-    "euro": "u1", "first_registration": "<i4", "fuel": "u1",
-}  # fmt: skip
-
-
 def _native_layout(records: VehicleArray) -> bool:
     """Whether the native core can read `records` as they are: contiguous, with each field it
     reads of the type it reads."""
@@ -471,7 +467,7 @@ def _native_layout(records: VehicleArray) -> bool:
         and fields is not None
         and all(
             name in fields and fields[name][0] == np.dtype(kind)
-            for name, kind in _NATIVE_TYPES.items()
+            for name, kind in _NATIVE_FIELDS.items()
         )
     )
 
