@@ -120,9 +120,9 @@ MEMORY_PROBE_ROUNDS = 3
 def memory_speed() -> dict[str, float]:
     """How fast this machine's memory is at this moment: a copy of 256 MiB (GB/s, both ways
     counted) and random 8-byte reads over it (ns a read, many in flight, as the store's lookup
-    makes them), best of 3. On the shared bench machine both moved with other tenants' load
-    while the processor's own speed did not: one day's run took 45% longer in DuckDB and in the
-    loader than the run of the day before, with the single-core rules engine as fast."""
+    makes them), best of 3. One day's run took 45% longer in DuckDB and in the loader than the
+    run of the day before, with the single-core rules engine as fast, and neither the flush nor
+    the pressure stalls showed why: these probe what such memory-bound work depends on."""
     import numpy as np  # the bench's dependency, not the report's readers'
 
     words = np.ones(MEMORY_PROBE_BYTES // 8, dtype=np.int64)
