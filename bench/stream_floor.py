@@ -1,0 +1,274 @@
+"""The ceiling of a `CheckStream` batch on this machine: gRPC servers that decide nothing.
+
+`lez-server` answers a batch in three parts: moving the chunks and their answers (the Python
+client library, grpc.aio on both sides, the loopback), deciding each chunk (keying, lookup,
+rules, encoding) and its audit record. This module measures the first alone, as the bench's
+unary floor (`bench.unary_floor`) does for single checks:
+
+- `python -m bench.stream_floor --port P --workers 2` starts 2 processes on one port (the
+  service's channel options, SO_REUSEPORT, as `lez-server serve --workers 2`), each answering
+  `ServerInfo` (which worker, so the client spreads its connections as it does with the
+  service), health (SERVING) and `CheckStream`: every chunk gets at once an answer of the size
+  the service sends an enforcement caller (every result column, the technical ones too, all
+  zeros: ALLOWED is not claimed, the client only checks sizes and order), and the stream ends
+  with a summary;
+- `measure` times the bench's 500,000-pair batch, pre-keyed and from plate strings, against
+  it and against `lez-server serve --workers 2` on the bench's store, alternated, through the
+  same client (`python -m bench.stream_floor --measure --out bench/results/stream-floor.json`,
+  after `make bench` made the register and the store).
+
+What the batch costs beyond this floor is the service's own work; a bar below the floor cannot
+be met by any decision code. Never used by the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from lez.api.v1 import access_pb2 as pb
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
+SNAPSHOT = "20261205T000000Z-floor"
+REVISION = "floor"
+
+
+def _pairs(chunk: pb.CheckChunk) -> int:
+    """The pairs a chunk carries, as the service counts them (its days or instants column)."""
+    if chunk.days:
+        return len(chunk.days) // 4
+    return len(chunk.instants) // 8
+
+
+class _Floor:
+    def __init__(self, worker: int, workers: int) -> None:
+        self.worker, self.workers = worker, workers
+
+    async def ServerInfo(self, request: pb.ServerInfoRequest, context: Any) -> Any:
+        return pb.ServerInfoResponse(snapshot_id=SNAPSHOT, worker=self.worker, workers=self.workers)
+
+    async def CheckStream(
+        self, request_iterator: AsyncIterator[pb.CheckChunk], context: Any
+    ) -> AsyncIterator[pb.DecisionChunk]:
+        answered = chunks = 0
+        async for chunk in request_iterator:
+            n = _pairs(chunk)
+            yield pb.DecisionChunk(
+                chunk_id=chunk.chunk_id, first_index=answered, count=n, outcome=bytes(n),
+                allowed_until=bytes(4 * n), euro=bytes(n), reason=bytes(n), derived=bytes(n),
+                notes=bytes(n), snapshot_id=SNAPSHOT, ruleset_revision=REVISION,
+                technical=pb.TechnicalColumns(
+                    category=bytes(n), fuel=bytes(n), first_registration=bytes(4 * n),
+                    max_mass_kg=bytes(4 * n), co2_g_km=bytes(2 * n), power_kw=bytes(2 * n),
+                ),
+            )  # fmt: skip
+            answered += n
+            chunks += 1
+        yield pb.DecisionChunk(
+            first_index=answered, snapshot_id=SNAPSHOT, ruleset_revision=REVISION,
+            summary=pb.BatchSummary(pairs=answered, chunks=chunks, audit_id="floor"),
+        )  # fmt: skip
+
+
+async def _serve(port: int, worker: int, workers: int) -> None:
+    from server.app import server_options
+    from server.config import ServerConfig
+
+    config = ServerConfig()
+    server = grpc.aio.server(
+        options=server_options(config, reuse_port=True),
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    floor = _Floor(worker, workers)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {
+                    "ServerInfo": grpc.unary_unary_rpc_method_handler(
+                        floor.ServerInfo,
+                        request_deserializer=pb.ServerInfoRequest.FromString,
+                        response_serializer=pb.ServerInfoResponse.SerializeToString,
+                    ),
+                    "CheckStream": grpc.stream_stream_rpc_method_handler(
+                        floor.CheckStream,
+                        request_deserializer=pb.CheckChunk.FromString,
+                        response_serializer=pb.DecisionChunk.SerializeToString,
+                    ),
+                },
+            ),
+        )
+    )
+    checker = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(0.5)
+
+
+def _worker(port: int, worker: int, workers: int) -> None:
+    asyncio.run(_serve(port, worker, workers))
+
+
+def serve(port: int, workers: int) -> None:
+    """`workers` processes on `port` until SIGTERM (then each is stopped)."""
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_worker, args=(port, i, workers)) for i in range(workers)]
+    for proc in procs:
+        proc.start()
+    stopped = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, stop)
+    while not stopped and all(p.is_alive() for p in procs):
+        time.sleep(0.2)
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.join(timeout=10)
+
+
+def measure(plates: int, seed: int, runs: int, scratch: Path) -> dict[str, Any]:
+    """The bench's 500,000-pair batch, pre-keyed and from plate strings, against the floor and
+    against `lez-server serve --workers 2` on the bench's store (plain TCP, the audit on, as in
+    the bench's comparison), alternated run by run: median and min-max of `runs` after a
+    warm-up, one long-lived client with 4 connections for each server."""
+    from bench import sync_bench
+    from bench.stream import LezServer, StreamClient, free_port
+
+    extract = scratch / f"register-{plates}-{seed}" / "extract.csv"
+    store = scratch / f"store-{plates}-{seed}"
+    key = scratch / "hmac.key"
+    if not extract.exists() or not store.exists():
+        raise SystemExit(f"{extract} or {store} is missing: run make bench first")
+    batch = sync_bench.stream_batch(extract, seed).slice(500_000)
+    port = free_port()
+    floor = subprocess.Popen(
+        [sys.executable, "-m", "bench.stream_floor", "--port", str(port), "--workers", "2"],
+        cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    service = LezServer(store, key, scratch / "stream-floor")
+    clients: dict[str, StreamClient] = {}
+    try:
+        service.start()
+        clients = {
+            "floor": StreamClient(f"127.0.0.1:{port}"),
+            "service": StreamClient(service.address),
+        }
+        any_client = clients["floor"]
+        shapes = {
+            "from_plates": any_client.pairs(batch),
+            "pre_keyed": any_client.prekeyed(batch, key),
+        }
+        times: dict[str, dict[str, list[float]]] = {
+            shape: {server: [] for server in clients} for shape in shapes
+        }
+        for shape, rows in shapes.items():
+            for client in clients.values():
+                client.client.check_batch(rows, zone="Antwerpen")  # warm-up
+            for run in range(runs):
+                order = list(clients.items())
+                for server, client in order if run % 2 == 0 else order[::-1]:
+                    start = time.perf_counter()
+                    client.client.check_batch(rows, zone="Antwerpen")
+                    times[shape][server].append(time.perf_counter() - start)
+    finally:
+        for client in clients.values():
+            client.close()
+        service.stop()
+        os.killpg(floor.pid, signal.SIGTERM)
+        floor.wait(timeout=30)
+
+    def figure(values: list[float]) -> dict[str, Any]:
+        return {
+            "median_s": round(statistics.median(values), 4),
+            "min_s": round(min(values), 4),
+            "max_s": round(max(values), 4),
+            "runs": len(values),
+        }
+
+    result: dict[str, Any] = {}
+    for shape, rows in shapes.items():
+        floor_fig, service_fig = figure(times[shape]["floor"]), figure(times[shape]["service"])
+        result[shape] = {
+            "pairs": len(rows.days),
+            "floor": floor_fig,
+            "service": service_fig,
+            "service_beyond_floor_s": round(service_fig["median_s"] - floor_fig["median_s"], 4),
+        }
+    return {
+        "what": "the bench's 500,000-pair batch against gRPC servers that decide nothing (2 "
+        "processes on one port, every chunk answered at once with result columns of the "
+        "service's size) and against lez-server serve --workers 2 on the bench store (plain "
+        "TCP, each chunk's audit record synced before its answer), alternated, through the "
+        "Python client with 4 connections",
+        "command": f"python -m bench.stream_floor --measure --plates {plates} --runs {runs}",
+        **result,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.stream_floor", description=__doc__)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--port", type=int, help="serve the floor on this loopback port")
+    p.add_argument("--workers", type=int, default=2, help="processes serving the port [2]")
+    p.add_argument("--measure", action="store_true", help="time the bench's batch against it")
+    p.add_argument("--plates", type=int, default=8_000_000, help="the bench register [8M]")
+    p.add_argument("--seed", type=int, default=1, help="the bench register's seed [1]")
+    p.add_argument("--runs", type=int, default=7, help="timed batches of each shape [7]")
+    p.add_argument(
+        "--scratch",
+        type=Path,
+        default=ROOT / "var" / "bench",
+        help="the bench's scratch folder (register, store, HMAC key) [var/bench]",
+    )
+    p.add_argument("--out", type=Path, help="with --measure: write the figures to this JSON")
+    a = p.parse_args(argv)
+    if a.measure:
+        from bench import report
+
+        res = measure(a.plates, a.seed, a.runs, a.scratch)
+        res["machine"] = report.machine()
+        res["conditions"] = report.conditions(a.scratch)
+        res["commit"] = report.commit()
+        if a.out:
+            report.write_json(a.out, res)
+        for name in ("from_plates", "pre_keyed"):
+            r = res[name]
+            print(
+                f"{name} ({r['pairs']:,} pairs): floor {r['floor']['median_s']} s "
+                f"({r['floor']['min_s']}-{r['floor']['max_s']}), service "
+                f"{r['service']['median_s']} s ({r['service']['min_s']}-{r['service']['max_s']})"
+            )
+        return 0
+    if a.port is None:
+        p.error("--port or --measure")
+    serve(a.port, a.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""The stream floor answers a batch as the service shapes its answers, so the client takes it as
+it takes the service's, and the floor's time is the transport's alone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.stream import free_port
+from clients import LezClient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_floor_answers_every_pair_of_a_batch_spread_over_its_workers() -> None:
+    port = free_port()
+    floor = subprocess.Popen(
+        [sys.executable, "-m", "bench.stream_floor", "--port", str(port), "--workers", "2"],
+        cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        with LezClient([f"127.0.0.1:{port}"], chunk_size=1000, connections=2) as client:
+            client.wait_until_serving(timeout=60)
+            reads = [(f"1-ABC-{i % 1000:03d}", "BE", "2026-10-20") for i in range(4500)]
+            result = client.check_batch(reads, zone="Antwerpen")
+            workers = {client.server_info().worker for _ in range(8)}
+    finally:
+        os.killpg(floor.pid, signal.SIGTERM)
+        floor.wait(timeout=30)
+    assert result.summary.pairs == 4500 and result.summary.chunks == 5
+    assert len(result.outcome) == 4500 and not np.any(result.outcome)
+    assert workers <= {0, 1}
