@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml setup.py lez/_hmac.c lez/_lookup.c lez/_enrich.c | tool
 	@touch $(STAMP)
 
 # Debian packages: lmdb-utils (mdb_stat, used by the tests to prove the store is a standard
-# LMDB), gcc and libssl-dev (the native keying core, compiled by the install).
+# LMDB), gcc and libssl-dev (the native cores, compiled by the install).
 tools:
 	@missing=""; \
 	command -v mdb_stat >/dev/null || missing="$$missing lmdb-utils"; \

@@ -3,7 +3,7 @@
     python -m bench.ab_servers --old c0e1bcd --plates 8000000 --rounds 7
 
 Checks out `--old` into a git worktree under `--scratch` (git-ignored `var/bench/`), builds its
-native keying core in place, and starts both servers (2 workers each, plain TCP on loopback) on
+native cores in place, and starts both servers (2 workers each, plain TCP on loopback) on
 the same base store of the bench (`var/bench/store-<plates>-<seed>`, made by `make bench`).
 Each round runs the 500,000-pair `CheckStream` and then 3 s of sequential unary `Check` against
 one server and then the other, so drift of the machine hits both alike. Prints the medians.

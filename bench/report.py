@@ -122,7 +122,8 @@ def memory_speed() -> dict[str, float]:
     counted) and random 8-byte reads over it (ns a read, many in flight, as the store's lookup
     makes them), best of 3. One day's run took 45% longer in DuckDB and in the loader than the
     run of the day before, with the single-core rules engine as fast, and neither the flush nor
-    the pressure stalls showed why: these probe what such memory-bound work depends on."""
+    the pressure stalls showed why: these are recorded so that the next such run shows whether
+    the memory's speed moved with it."""
     import numpy as np  # the bench's dependency, not the report's readers'
 
     words = np.ones(MEMORY_PROBE_BYTES // 8, dtype=np.int64)

@@ -1,9 +1,9 @@
-"""The ceiling of a `CheckStream` batch on this machine: gRPC servers that decide nothing.
+"""The floor of a `CheckStream` batch's time on this machine: gRPC servers that decide nothing.
 
 `lez-server` answers a batch in three parts: moving the chunks and their answers (the Python
-client library, grpc.aio on both sides, the loopback), deciding each chunk (keying, lookup,
-rules, encoding) and its audit record. This module measures the first alone, as the bench's
-unary floor (`bench.unary_floor`) does for single checks:
+client library's threaded client, grpc.aio in the servers, the loopback), deciding each chunk
+(keying, lookup, rules, encoding) and its audit record. This module measures the first alone,
+as the bench's unary floor (`bench.unary_floor`) does for single checks:
 
 - `python -m bench.stream_floor --port P --workers 2` starts 2 processes on one port (the
   service's channel options, SO_REUSEPORT, as `lez-server serve --workers 2`), each answering
@@ -12,10 +12,15 @@ unary floor (`bench.unary_floor`) does for single checks:
   the service sends an enforcement caller (every result column, the technical ones too, all
   zeros: ALLOWED is not claimed, the client only checks sizes and order), and the stream ends
   with a summary;
-- `measure` times the bench's 500,000-pair batch, pre-keyed and from plate strings, against
-  it and against `lez-server serve --workers 2` on the bench's store, alternated, through the
-  same client (`python -m bench.stream_floor --measure --out bench/results/stream-floor.json`,
-  after `make bench` made the register and the store).
+- `python -m bench.stream_floor --measure` times a 500,000-pair batch of the bench's camera mix
+  (`bench.sync_bench.stream_batch`), pre-keyed and from plate strings, against it and against
+  `lez-server serve --workers 2` on the bench's store, alternated, through the same client
+  (`--out bench/results/stream-floor.json`). It needs the bench's register, store and HMAC key
+  under `--scratch`: `make bench` leaves them for 8,000,000 plates; for a quick try, make a
+  small set with `lez-loader keygen --key var/bench/hmac.key`, `lez-loader synth --plates
+  200000 --seed 1 --out var/bench/register-200000-1` and `lez-loader build
+  var/bench/register-200000-1/extract.csv --key var/bench/hmac.key --out
+  var/bench/store-200000-1`, then pass `--plates 200000`.
 
 What the batch costs beyond this floor is the service's own work; a bar below the floor cannot
 be met by any decision code. Never used by the product.
@@ -163,7 +168,10 @@ def measure(plates: int, seed: int, runs: int, scratch: Path) -> dict[str, Any]:
     store = scratch / f"store-{plates}-{seed}"
     key = scratch / "hmac.key"
     if not extract.exists() or not store.exists():
-        raise SystemExit(f"{extract} or {store} is missing: run make bench first")
+        raise SystemExit(
+            f"{extract} or {store} is missing: run make bench first, or make a small set as "
+            "`python -m bench.stream_floor --help` says"
+        )
     batch = sync_bench.stream_batch(extract, seed).slice(500_000)
     port = free_port()
     floor = subprocess.Popen(
@@ -233,9 +241,12 @@ def measure(plates: int, seed: int, runs: int, scratch: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.stream_floor", description=__doc__)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--port", type=int, help="serve the floor on this loopback port")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--port", type=int, help="serve the floor on this loopback port")
+    mode.add_argument(
+        "--measure", action="store_true", help="time the bench's batch against it and the service"
+    )
     p.add_argument("--workers", type=int, default=2, help="processes serving the port [2]")
-    p.add_argument("--measure", action="store_true", help="time the bench's batch against it")
     p.add_argument("--plates", type=int, default=8_000_000, help="the bench register [8M]")
     p.add_argument("--seed", type=int, default=1, help="the bench register's seed [1]")
     p.add_argument("--runs", type=int, default=7, help="timed batches of each shape [7]")
@@ -254,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         res["machine"] = report.machine()
         res["conditions"] = report.conditions(a.scratch)
         res["commit"] = report.commit()
+        res["date"] = report.now()
         if a.out:
             report.write_json(a.out, res)
         for name in ("from_plates", "pre_keyed"):
@@ -264,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['service']['median_s']} s ({r['service']['min_s']}-{r['service']['max_s']})"
             )
         return 0
-    if a.port is None:
-        p.error("--port or --measure")
     serve(a.port, a.workers)
     return 0
 

@@ -21,8 +21,9 @@
  * query's next cache line is prefetched AHEAD queries before it is read, and the misses of
  * dozens of queries overlap instead of following one another (against taking the queries in
  * blocks of 32, prefetching a stage for the whole block, then reading it: 15-20% less time a
- * query on the 8M store, both versions loaded in one process and alternated). Indices are checked against the tables' sizes (a corrupt
- * table raises ValueError, never reads out of bounds). The GIL is released during the loops.
+ * query on the 8M store, both versions loaded in one process and alternated). Indices are
+ * checked against the tables' sizes (a corrupt table raises ValueError, never reads out of
+ * bounds). The GIL is released during the loops.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -16,10 +16,11 @@ All thresholds are data (`lez/rules/data/enrich.toml`, each with its source). Ev
 is flagged with `lez.decision.Derived`. There is a vectorised path (`enrich`) and a plain
 one-item path (`enrich_one`); they agree on every input (tests/lez/test_rules_property.py).
 
-`enrich` runs in the native core `lez._enrich` where it was built (one pass over the records),
-else in NumPy (`enrich_numpy`: a pass per field and a mask per rule; the oracle of
-tests/lez/test_enrich_native.py). On the bench's 500,000 camera reads in chunks of 50,000 this
-took `lez.rules.evaluate` from 80 to 46 ns a pair on one core.
+`enrich` runs in the native core `lez._enrich` where it was built and the records are
+contiguous (one pass over the records), else in NumPy (`enrich_numpy`: a pass per field and a
+mask per rule; the oracle of tests/lez/test_enrich_native.py). On the bench's 500,000 camera
+reads in chunks of 50,000 this took `lez.rules.evaluate` from 80 to 46 ns a pair on one core.
+The plug-in hybrid test stays in NumPy (`plug_in_hybrid`): the rules ask it of few items.
 """
 
 from __future__ import annotations

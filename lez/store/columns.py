@@ -15,7 +15,8 @@ overlapped; NumPy needs about ten whole-array passes. On the 8,000,000-plate sto
 version on the day 52 ns against 330 ns (`python -m bench.lookup_bench --store
 var/bench/store-8000000-1`, bench/results/lookup.json). The native figures are nearly the same
 at 1,000,000 and 16,000,000 plates (50 + 47 and 53 + 60 ns): a bucket index of 2**20 buckets
-for every size, before, cost 53 + 54 ns at 1M and 106 + 71 ns at 16M.
+for every size and the earlier core (queries in blocks of 32), before, cost 53 + 54 ns at 1M
+and 106 + 71 ns at 16M.
 """
 
 from __future__ import annotations
