@@ -22,12 +22,14 @@ setup(
         Extension(
             "lez._lookup",
             ["lez/_lookup.c"],
+            depends=["lez/_buffers.h"],
             extra_compile_args=["-O3"],
             optional=True,
         ),
         Extension(
             "lez._enrich",
             ["lez/_enrich.c"],
+            depends=["lez/_buffers.h"],
             extra_compile_args=["-O3"],
             optional=True,
         ),

@@ -43,12 +43,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from bench.unary_floor import serve_until_stopped
 from lez.api.v1 import access_pb2 as pb
+from lez.api.v1 import access_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICE = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
 SNAPSHOT = "20261205T000000Z-floor"
 REVISION = "floor"
 
@@ -60,7 +60,7 @@ def _pairs(chunk: pb.CheckChunk) -> int:
     return len(chunk.instants) // 8
 
 
-class _Floor:
+class _Floor(pb_grpc.AccessServiceServicer):
     def __init__(self, worker: int, workers: int) -> None:
         self.worker, self.workers = worker, workers
 
@@ -99,35 +99,9 @@ async def _serve(port: int, worker: int, workers: int) -> None:
         options=server_options(config, reuse_port=True),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    floor = _Floor(worker, workers)
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                SERVICE,
-                {
-                    "ServerInfo": grpc.unary_unary_rpc_method_handler(
-                        floor.ServerInfo,
-                        request_deserializer=pb.ServerInfoRequest.FromString,
-                        response_serializer=pb.ServerInfoResponse.SerializeToString,
-                    ),
-                    "CheckStream": grpc.stream_stream_rpc_method_handler(
-                        floor.CheckStream,
-                        request_deserializer=pb.CheckChunk.FromString,
-                        response_serializer=pb.DecisionChunk.SerializeToString,
-                    ),
-                },
-            ),
-        )
-    )
-    checker = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await checker.set("", health_pb2.HealthCheckResponse.SERVING)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await server.stop(0.5)
+    floor = _Floor(worker, workers)  # type: ignore[abstract]  # the other RPCs: UNIMPLEMENTED
+    pb_grpc.add_AccessServiceServicer_to_server(floor, server)
+    await serve_until_stopped(server, port)
 
 
 def _worker(port: int, worker: int, workers: int) -> None:

@@ -94,14 +94,19 @@ async def _serve(port: int, mode: str, directory: Path) -> None:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE, {"Check": check}),)
     )
+    await serve_until_stopped(server, port)
+
+
+async def serve_until_stopped(server: grpc.aio.Server, port: int) -> None:
+    """What every floor server does around its RPCs: health (SERVING, so the client library
+    connects as it does to the service), the loopback `port`, and serving until SIGTERM."""
     checker = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await checker.set("", health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     await server.stop(0.5)
 

@@ -27,6 +27,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_buffers.h"
+
 enum Field {
     F_CATEGORY, F_KIND, F_MAX_MASS, F_SEATS, F_RUNNING_MASS, F_EURO, F_FIRST_REGISTRATION,
     F_FUEL, N_FIELDS
@@ -64,18 +66,12 @@ static void release_all(Buffers *b) {
     while (b->held > 0) PyBuffer_Release(&b->views[--b->held]);
 }
 
-/* Takes a buffer of `item`-byte elements into `b`; sets *count and *data. */
+/* `get_array` into `b`, released with the call's other buffers; sets *data too. */
 static int take(Buffers *b, PyObject *obj, Py_ssize_t item, Py_ssize_t *count, void **data,
                 const char *name, int writable) {
     Py_buffer *view = &b->views[b->held];
-    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) return -1;
+    if (get_array(obj, view, item, count, name, writable) < 0) return -1;
     b->held++;
-    if (view->len % item) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zd-byte items",
-                     name, view->len, item);
-        return -1;
-    }
-    *count = view->len / item;
     *data = view->buf;
     return 0;
 }
@@ -86,11 +82,6 @@ static uint32_t read_u32(const unsigned char *p) {
     return v;
 }
 
-static int32_t read_i32(const unsigned char *p) {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 
 /* Category id and class from kind, maximum mass and seats (a record without a category). */
 static void derive_category(const int64_t *P, int hint, uint32_t max_mass, int seats,

@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_buffers.h"
+
 #ifndef AHEAD
 #define AHEAD 16
 #endif /* steps between the stages of a pipeline */
@@ -41,21 +43,6 @@
 #define PREFETCH(p) ((void)0)
 #endif
 
-/* A read-only buffer of `item`-byte elements; sets *count. */
-static int get_array(PyObject *obj, Py_buffer *view, Py_ssize_t item, Py_ssize_t *count,
-                     const char *name, int writable) {
-    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
-        return -1;
-    }
-    if (view->len % item) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zd-byte items",
-                     name, view->len, item);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    *count = view->len / item;
-    return 0;
-}
 
 static PyObject *find(PyObject *self, PyObject *args) {
     PyObject *o_hi, *o_lo, *o_buckets, *o_qhi, *o_qlo, *o_out;
@@ -171,12 +158,6 @@ fail_lo:
 fail_hi:
     PyBuffer_Release(&b_hi);
     return NULL;
-}
-
-static int32_t read_i32(const unsigned char *p) {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
 }
 
 static PyObject *fill_versions(PyObject *self, PyObject *args) {

@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import csv
 import enum
+import functools
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -240,8 +241,9 @@ def enrich(records: VehicleArray, euro_correction: npt.NDArray[np.uint8] | None 
     `euro_correction[i]` is a registered euro id that replaces DIV's (0: none). In the native
     core where it was built (`enrich_native`), else in NumPy (`enrich_numpy`): the same values.
     """
-    if _native is not None and _native_layout(records):
-        return enrich_native(records, euro_correction)
+    offsets = _native_offsets(records)
+    if offsets is not None:
+        return _enrich_in_core(records, offsets, euro_correction)
     return enrich_numpy(records, euro_correction)
 
 
@@ -428,10 +430,19 @@ def enrich_native(
     """`enrich` in the native core (raises ImportError where it was not built)."""
     if _native is None:
         raise ImportError("lez._enrich was not built")
-    if not _native_layout(records):
+    offsets = _native_offsets(records)
+    if offsets is None:
         raise ValueError("enrich_native needs contiguous records with the vehicle fields")
-    fields = records.dtype.fields
-    assert fields is not None
+    return _enrich_in_core(records, offsets, euro_correction)
+
+
+def _enrich_in_core(
+    records: VehicleArray,
+    offsets: npt.NDArray[np.int64],
+    euro_correction: npt.NDArray[np.uint8] | None,
+) -> Enriched:
+    """The native call, on records `_native_offsets` accepted."""
+    assert _native is not None
     n = len(records)
     out = np.empty((5, n), dtype=np.uint8)
     category, vclass, family, euro, derived = out
@@ -441,7 +452,7 @@ def enrich_native(
     _native.enrich(
         records,
         records.dtype.itemsize,
-        np.array([fields[name][1] for name in _NATIVE_FIELDS], dtype=np.int64),
+        offsets,
         correction,
         CATEGORY_CLASS,
         KIND_HINT,
@@ -459,18 +470,27 @@ def enrich_native(
     return Enriched(category=category, vclass=vclass, family=family, euro=euro, derived=derived)
 
 
-def _native_layout(records: VehicleArray) -> bool:
-    """Whether the native core can read `records` as they are: contiguous, with each field it
-    reads of the type it reads."""
-    fields = records.dtype.fields
-    return (
-        records.flags.c_contiguous
-        and fields is not None
-        and all(
-            name in fields and fields[name][0] == np.dtype(kind)
-            for name, kind in _NATIVE_FIELDS.items()
-        )
-    )
+def _native_offsets(records: VehicleArray) -> npt.NDArray[np.int64] | None:
+    """The byte offsets of the fields the native core reads (the order of its `Field` enum), or
+    None where it cannot read `records` as they are: not built, not contiguous, or a field
+    missing or of another type."""
+    if _native is None or not records.flags.c_contiguous:
+        return None
+    return _field_offsets(records.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _field_offsets(dtype: np.dtype[np.void]) -> npt.NDArray[np.int64] | None:
+    """`_native_offsets` for one record type, worked out once (every chunk has the same)."""
+    fields = dtype.fields
+    if fields is None or any(
+        name not in fields or fields[name][0] != np.dtype(kind)
+        for name, kind in _NATIVE_FIELDS.items()
+    ):
+        return None
+    offsets = np.array([fields[name][1] for name in _NATIVE_FIELDS], dtype=np.int64)
+    offsets.flags.writeable = False
+    return offsets
 
 
 def plug_in_hybrid(

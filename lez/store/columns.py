@@ -50,12 +50,18 @@ class KeyedRecords:
     key_lo: npt.NDArray[np.uint64]
     offsets: npt.NDArray[np.uint64]
     records: npt.NDArray[np.void]
-    bucket_starts: npt.NDArray[np.uint32] | None = None  # see `indexed`
-    bucket_bits: int = 0  # the top bits of the high half that pick a bucket (see `indexed`)
+    bucket_starts: npt.NDArray[np.uint32] | None = None  # 2**bits + 1 entries: see `indexed`
 
     @property
     def size(self) -> int:
         return len(self.key_hi)
+
+    @property
+    def bucket_bits(self) -> int:
+        """The top bits of the high half that pick a bucket (0 without an index)."""
+        if self.bucket_starts is None:
+            return 0
+        return (len(self.bucket_starts) - 1).bit_length() - 1
 
     def copy(self) -> KeyedRecords:
         """A copy that owns its arrays (outlives the snapshot it was read from)."""
@@ -201,8 +207,6 @@ class KeyedRecords:
 
     def buckets(self, bits: int) -> npt.NDArray[np.uint32]:
         """First row of each of the 2**bits buckets of the high key half, and the size."""
-        if self.bucket_starts is not None and self.bucket_bits == bits:
-            return self.bucket_starts
         edges = np.arange(2**bits, dtype=np.uint64) << np.uint64(64 - bits)
         starts = np.empty(2**bits + 1, dtype=np.uint32)
         starts[:-1] = np.searchsorted(self.key_hi, edges)
@@ -218,7 +222,7 @@ class KeyedRecords:
         if self.size >= 2**32:  # beyond the index's uint32 rows: searched whole
             return self
         bits = bucket_bits_for(self.size)
-        return replace(self, bucket_starts=self.buckets(bits), bucket_bits=bits)
+        return replace(self, bucket_starts=self.buckets(bits))
 
 
 KEYS_PER_BUCKET_BITS: Final = 2

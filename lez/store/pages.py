@@ -7,8 +7,9 @@ large folios such as ext4) backs a file mapping with 2 MiB pages when the mappin
 `MADV_HUGEPAGE` *before* its pages are read: the reads then bring whole 2 MiB folios into the
 page cache and map them with one entry each. On the 8,000,000-plate bench store, the batch lookup
 took 130 ns a query against 146 ns with 4 KiB pages (`bench/lookup_bench.py`, run alternately
-after dropping the page cache), and the 500,000-pair stream 4-10% less time (two A/B runs of 11
-and 15 alternated rounds on copies of one store).
+after dropping the page cache, with the lookup core of that time, before its pipeline), and the
+500,000-pair stream 4-10% less time (two A/B runs of 11 and 15 alternated rounds on copies of
+one store).
 
 Pages already in the page cache keep their size. A build's pages are first cached by the loader
 that writes it, in small pieces, so the writer lets them go once the build is verified and

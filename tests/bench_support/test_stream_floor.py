@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_the_floor_answers_every_pair_of_a_batch_spread_over_its_workers() -> None:
+def test_the_floor_answers_every_pair_of_a_batch_and_names_its_workers() -> None:
+    """Every pair answered in input order with a summary, and each process says which of the 2
+    it is (the client spreads its batch connections by that)."""
     port = free_port()
     floor = subprocess.Popen(
         [sys.executable, "-m", "bench.stream_floor", "--port", str(port), "--workers", "2"],
@@ -30,10 +32,10 @@ def test_the_floor_answers_every_pair_of_a_batch_spread_over_its_workers() -> No
             client.wait_until_serving(timeout=60)
             reads = [(f"1-ABC-{i % 1000:03d}", "BE", "2026-10-20") for i in range(4500)]
             result = client.check_batch(reads, zone="Antwerpen")
-            workers = {client.server_info().worker for _ in range(8)}
+            answers = [client.server_info() for _ in range(8)]
     finally:
         os.killpg(floor.pid, signal.SIGTERM)
         floor.wait(timeout=30)
     assert result.summary.pairs == 4500 and result.summary.chunks == 5
     assert len(result.outcome) == 4500 and not np.any(result.outcome)
-    assert workers <= {0, 1}
+    assert {(info.worker, info.workers) for info in answers} <= {(0, 2), (1, 2)}

@@ -7,6 +7,8 @@ every start day of the euro tables, and euro-norm corrections.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -90,9 +92,21 @@ def test_a_code_id_beyond_its_table_is_refused_not_read() -> None:
         enrich_native(records)
 
 
-def test_enrich_uses_the_native_core_for_contiguous_records() -> None:
+def test_enrich_uses_the_native_core_for_contiguous_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The dispatch: a contiguous chunk goes native, a strided view falls back to NumPy; both
     answer alike."""
+    calls: list[int] = []
+    in_core = enrich._enrich_in_core
+
+    def counted(*args: Any) -> Enriched:
+        calls.append(len(args[0]))
+        return in_core(*args)
+
+    monkeypatch.setattr(enrich, "_enrich_in_core", counted)
     records, correction = _records(5, 200)
-    _same(enrich.enrich(records, correction), enrich_native(records, correction))
+    _same(enrich.enrich(records, correction), enrich_numpy(records, correction))
+    assert calls == [200]
     _same(enrich.enrich(records[::2], correction[::2]), enrich_numpy(records[::2], correction[::2]))
+    assert calls == [200]  # the strided view went to NumPy

@@ -17,6 +17,7 @@ from lez.store import columns
 from lez.store.columns import (
     KeyedRecords,
     VehicleLookup,
+    bucket_bits_for,
     fill_versions_native,
     fill_versions_numpy,
     group_sorted,
@@ -123,15 +124,14 @@ def test_native_refuses_a_corrupt_table_instead_of_reading_outside_it() -> None:
         fill_versions_native(lookup, corrupt, np.array([table.size - 1]), np.zeros(1, np.int32))
     with pytest.raises(ValueError, match="outside the table"):
         fill_versions_native(lookup, table, np.array([table.size]), np.zeros(1, np.int32))
-    bad_buckets = table.buckets(table.bucket_bits).copy()
+    assert table.bucket_starts is not None
+    bad_buckets = table.bucket_starts.copy()
     bucket = int(table.key_hi[0]) >> (64 - table.bucket_bits)
     bad_buckets[bucket + 1] = table.size + 5  # the bucket of the query runs past the keys
-    broken = KeyedRecords(
-        table.key_hi, table.key_lo, table.offsets, table.records, bad_buckets, table.bucket_bits
-    )
+    broken = KeyedRecords(table.key_hi, table.key_lo, table.offsets, table.records, bad_buckets)
     with pytest.raises(ValueError, match="bucket index"):
         broken.find_halves_native(table.key_hi[:1], table.key_lo[:1])
-    assert len(table.buckets(table.bucket_bits)) == 2**table.bucket_bits + 1
+    assert table.bucket_bits == bucket_bits_for(table.size)
 
 
 def test_records_dtype_is_what_the_native_core_reads() -> None:
@@ -149,7 +149,6 @@ def test_the_bucket_index_grows_with_the_table(keys: int) -> None:
     the 1M store's)."""
     table = _table(11, keys, 0, 0, True)
     assert table.bucket_starts is not None
-    assert len(table.bucket_starts) == 2**table.bucket_bits + 1
     per_bucket = table.size / 2**table.bucket_bits
     assert 2 <= per_bucket <= 8, per_bucket
     hi, lo = _queries(table, 11, 5_000)
