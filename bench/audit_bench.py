@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -115,6 +116,51 @@ def server(
             proc.wait(timeout=10)
 
 
+@contextmanager
+def floor_server(scratch: Path, *, tls: bool) -> Iterator[dict[str, Any]]:
+    """`python -m bench.stream_floor` (2 processes that decide nothing) on a loopback port,
+    plain or with mutual TLS set up as `server` sets it up; yields the client settings."""
+    from clients import LezClient
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [sys.executable, "-m", "bench.stream_floor", "--port", str(port), "--workers", "2"]
+    client: dict[str, Any] = {}
+    address = f"127.0.0.1:{port}"
+    if tls:
+        from server.certs import write_dev_certs
+
+        certs = scratch / "certs"
+        write_dev_certs(certs, clients=(CLIENT,), hosts=("localhost",))
+        args += ["--tls", str(certs)]
+        client = {"ca": certs / "ca.pem", "cert": certs / f"{CLIENT}.pem",
+                  "key": certs / f"{CLIENT}.key"}  # fmt: skip
+        address = f"localhost:{port}"
+    proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True)
+    try:
+        # connect once the port is open: a channel whose first attempts fail backs off for
+        # longer and longer (with TLS it took over a minute to come back)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"the stream floor did not open port {port}") from None
+                time.sleep(0.05)
+        with LezClient([address], timeout_s=120, **client) as c:
+            c.wait_until_serving(timeout=120)
+        yield {"servers": [address], "pid": proc.pid, **client}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 def _client(settings: dict[str, Any]) -> LezClient:
     from clients import LezClient
 
@@ -179,13 +225,22 @@ def stream_overhead(
 ) -> dict[str, Any]:
     """The batch against mutual TLS with the audit on and plain TCP with the audit off,
     alternated; after one warm-up run each."""
-    times: dict[str, list[float]] = {"tls_audit": [], "plain_audit": [], "plain_no_audit": []}
+    names = ("tls_audit", "plain_audit", "plain_no_audit", "floor_tls", "floor_plain")
+    times: dict[str, list[float]] = {name: [] for name in names}
     with (
         server(store, key, scratch / "tls-audit", tls=True, audit=True) as tls_audit,
         server(store, key, scratch / "plain-audit", tls=False, audit=True) as plain_audit,
         server(store, key, scratch / "plain-off", tls=False, audit=False) as plain,
+        floor_server(scratch / "floor-tls", tls=True) as floor_tls,
+        floor_server(scratch / "floor-plain", tls=False) as floor_plain,
     ):
-        targets = {"tls_audit": tls_audit, "plain_audit": plain_audit, "plain_no_audit": plain}
+        targets = {
+            "tls_audit": tls_audit,
+            "plain_audit": plain_audit,
+            "plain_no_audit": plain,
+            "floor_tls": floor_tls,
+            "floor_plain": floor_plain,
+        }
         for settings in targets.values():
             _stream_seconds(settings, batch)  # warm-up
         for _ in range(runs):
@@ -201,13 +256,13 @@ def stream_overhead(
             **{name: _figure(values) for name, values in warm.items()},
             "ratio": round(warm_ratio, 3),
             "meets_bar": warm_ratio <= STREAM_BAR,
+            "tls_floor": _tls_floor(warm),
             "what": "one client per server kept for every run (connected, its connections "
             "spread over the workers once): what each further batch costs",
         },
         "pairs": len(batch),
-        "tls_audit": _figure(times["tls_audit"]),
-        "plain_audit": _figure(times["plain_audit"]),
-        "plain_no_audit": _figure(times["plain_no_audit"]),
+        **{name: _figure(values) for name, values in times.items()},
+        "tls_floor": _tls_floor(times),
         "ratio": round(ratio, 3),
         "ratio_audit_alone": round(float(np.median(times["plain_audit"])) / baseline, 3),
         "bar": f"at most {STREAM_BAR:.2f}",
@@ -216,8 +271,25 @@ def stream_overhead(
         "command": f"LezClient(connections=4).check_batch(<{len(batch):,} packed pairs>, "
         f"zone={ZONE!r}) against `lez-server serve --workers 2` with --tls-* and the audit "
         "(default: each chunk's record synced before its answer), with plain TCP and the "
-        f"audit, and with plain TCP and --audit-off 1; alternated, median of {runs} runs each "
-        "after a warm-up (a fresh client per run: its TLS handshakes count)",
+        f"audit, and with plain TCP and --audit-off 1; and the same client against `python -m "
+        "bench.stream_floor` (2 processes that answer without deciding or recording) with and "
+        f"without mutual TLS; alternated, median of {runs} runs each after a warm-up (a fresh "
+        "client per run: its TLS handshakes count)",
+    }
+
+
+def _tls_floor(times: dict[str, list[float]]) -> dict[str, Any]:
+    """What mutual TLS costs the transport alone: the floor servers (`bench.stream_floor`,
+    which decide nothing and record nothing) with and without it, and the ratio the bar's
+    comparison would show if the service's TLS cost were exactly the floor's and the audit
+    cost nothing (the service's plain time plus that TLS cost, over the service's plain time)."""
+    plain = float(np.median(times["floor_plain"]))
+    tls = float(np.median(times["floor_tls"]))
+    service_plain = float(np.median(times["plain_no_audit"]))
+    return {
+        "seconds": round(tls - plain, 4),
+        "ratio": round(tls / plain, 3),
+        "service_ratio_if_only_tls": round((service_plain + tls - plain) / service_plain, 3),
     }
 
 

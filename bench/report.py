@@ -331,6 +331,15 @@ def audit_table(audit: dict[str, Any]) -> list[str]:
                 f"{warm['plain_no_audit']['median_s']:.3f} s; plain TCP with the audit "
                 f"{warm['plain_audit']['median_s']:.3f} s)",
             ))  # fmt: skip
+        tls_floor = (stream.get("warm_client") or stream).get("tls_floor")
+        if tls_floor:
+            rows.append((
+                "mutual TLS alone, on gRPC servers that decide and record nothing "
+                "(`bench.stream_floor`), long-lived clients",
+                f"{tls_floor['ratio']:.2f}x ({tls_floor['seconds'] * 1000:+.0f} ms a batch); the "
+                f"service's ratio if TLS cost it that and the audit nothing: "
+                f"{tls_floor['service_ratio_if_only_tls']:.2f}x",
+            ))  # fmt: skip
     unary = audit.get("unary")
     if unary:
         ceiling, seq, conc = (

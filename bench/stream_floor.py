@@ -44,7 +44,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from bench.unary_floor import serve_until_stopped
+from bench.unary_floor import floor_credentials, serve_until_stopped
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
 
@@ -90,7 +90,7 @@ class _Floor(pb_grpc.AccessServiceServicer):
         )  # fmt: skip
 
 
-async def _serve(port: int, worker: int, workers: int) -> None:
+async def _serve(port: int, worker: int, workers: int, tls: Path | None) -> None:
     from server.app import server_options
     from server.config import ServerConfig
 
@@ -101,17 +101,19 @@ async def _serve(port: int, worker: int, workers: int) -> None:
     )
     floor = _Floor(worker, workers)  # type: ignore[abstract]  # the other RPCs: UNIMPLEMENTED
     pb_grpc.add_AccessServiceServicer_to_server(floor, server)
-    await serve_until_stopped(server, port)
+    credentials = floor_credentials(tls) if tls is not None else None
+    await serve_until_stopped(server, port, credentials)
 
 
-def _worker(port: int, worker: int, workers: int) -> None:
-    asyncio.run(_serve(port, worker, workers))
+def _worker(port: int, worker: int, workers: int, tls: Path | None) -> None:
+    asyncio.run(_serve(port, worker, workers, tls))
 
 
-def serve(port: int, workers: int) -> None:
-    """`workers` processes on `port` until SIGTERM (then each is stopped)."""
+def serve(port: int, workers: int, tls: Path | None = None) -> None:
+    """`workers` processes on `port` until SIGTERM (then each is stopped); with mutual TLS
+    when `tls` names a folder of development certificates (`floor_credentials`)."""
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker, args=(port, i, workers)) for i in range(workers)]
+    procs = [context.Process(target=_worker, args=(port, i, workers, tls)) for i in range(workers)]
     for proc in procs:
         proc.start()
     stopped = False
@@ -221,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         "--measure", action="store_true", help="time the bench's batch against it and the service"
     )
     p.add_argument("--workers", type=int, default=2, help="processes serving the port [2]")
+    p.add_argument(
+        "--tls",
+        type=Path,
+        metavar="CERTS",
+        help="with --port: serve mutual TLS on localhost:PORT with the development certificates "
+        "in this folder (server.pem, server.key, ca.pem; `server.certs.write_dev_certs`)",
+    )
     p.add_argument("--plates", type=int, default=8_000_000, help="the bench register [8M]")
     p.add_argument("--seed", type=int, default=1, help="the bench register's seed [1]")
     p.add_argument("--runs", type=int, default=7, help="timed batches of each shape [7]")
@@ -250,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['service']['median_s']} s ({r['service']['min_s']}-{r['service']['max_s']})"
             )
         return 0
-    serve(a.port, a.workers)
+    serve(a.port, a.workers, a.tls)
     return 0
 
 

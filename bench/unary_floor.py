@@ -97,12 +97,28 @@ async def _serve(port: int, mode: str, directory: Path) -> None:
     await serve_until_stopped(server, port)
 
 
-async def serve_until_stopped(server: grpc.aio.Server, port: int) -> None:
+def floor_credentials(certs: Path) -> grpc.ServerCredentials:
+    """Mutual TLS as `lez-server serve --tls-*` sets it up, from a folder that
+    `server.certs.write_dev_certs` filled (server.pem, server.key, ca.pem)."""
+    return grpc.ssl_server_credentials(
+        [((certs / "server.key").read_bytes(), (certs / "server.pem").read_bytes())],
+        root_certificates=(certs / "ca.pem").read_bytes(),
+        require_client_auth=True,
+    )
+
+
+async def serve_until_stopped(
+    server: grpc.aio.Server, port: int, credentials: grpc.ServerCredentials | None = None
+) -> None:
     """What every floor server does around its RPCs: health (SERVING, so the client library
-    connects as it does to the service), the loopback `port`, and serving until SIGTERM."""
+    connects as it does to the service), the loopback `port` (plain, or `localhost:port` with
+    `credentials`, as the bench's TLS servers listen), and serving until SIGTERM."""
     checker = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if credentials is None:
+        server.add_insecure_port(f"127.0.0.1:{port}")
+    else:
+        server.add_secure_port(f"localhost:{port}", credentials)
     await server.start()
     await checker.set("", health_pb2.HealthCheckResponse.SERVING)
     stop = asyncio.Event()

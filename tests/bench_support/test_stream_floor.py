@@ -14,6 +14,7 @@ import pytest
 
 from bench.stream import free_port
 from clients import LezClient
+from clients.errors import ServerUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,3 +40,30 @@ def test_the_floor_answers_every_pair_of_a_batch_and_names_its_workers() -> None
     assert result.summary.pairs == 4500 and result.summary.chunks == 5
     assert len(result.outcome) == 4500 and not np.any(result.outcome)
     assert {(info.worker, info.workers) for info in answers} <= {(0, 2), (1, 2)}
+
+
+@pytest.mark.slow
+def test_the_tls_floor_serves_a_certified_client_and_refuses_one_without(tmp_path: Path) -> None:
+    """With `--tls` the floor asks for a client certificate as `lez-server --tls-*` does, so
+    its time is the transport's with the service's TLS set-up."""
+    from bench.audit_bench import floor_server
+
+    with floor_server(tmp_path, tls=True) as settings:
+        servers = settings["servers"]
+        certified = {k: v for k, v in settings.items() if k not in ("servers", "pid")}
+        with LezClient(servers, chunk_size=1000, connections=2, **certified) as client:
+            result = client.check_batch([("1-ABC-123", "BE", "2026-10-20")] * 2500, zone="Z")
+        assert result.summary.pairs == 2500 and len(result.outcome) == 2500
+        anonymous = LezClient(servers, ca=certified["ca"], timeout_s=5)
+        with anonymous, pytest.raises(ServerUnavailable):  # the handshake fails: no certificate
+            anonymous.server_info()
+
+
+def test_the_tls_floor_figure_is_the_floor_difference_added_to_the_service() -> None:
+    from bench.audit_bench import _tls_floor
+
+    got = _tls_floor(
+        {"floor_plain": [0.050, 0.060, 0.070], "floor_tls": [0.065, 0.070, 0.080],
+         "plain_no_audit": [0.140, 0.150, 0.160]}
+    )  # fmt: skip
+    assert got == {"seconds": 0.01, "ratio": 1.167, "service_ratio_if_only_tls": 1.067}
