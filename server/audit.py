@@ -59,6 +59,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -372,6 +373,9 @@ class AuditLog:
         self._closing = threading.Event()
         self._closed = False  # set under `_lock` by `close`
         self._syncer: threading.Thread | None = None
+        # `durable`'s flushes when other calls are in progress: one thread, so that a flush
+        # queued behind a running one finds its record covered and returns at once
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="audit-flush")
         if sync_window_s > 0:
             self._syncer = threading.Thread(target=self._sync_loop, name="audit-sync", daemon=True)
             self._syncer.start()
@@ -523,6 +527,7 @@ class AuditLog:
         self._closing.set()
         self._checkpoint_due.set()
         self._dirty.set()
+        self._flusher.shutdown(wait=True)  # queued flushes run (a record written is flushed)
         self._checkpointer.join()
         if self._syncer is not None:
             self._syncer.join()
@@ -590,13 +595,25 @@ class AuditLog:
             if self.on_write is not None:
                 self.on_write(time.perf_counter() - started)
 
-    async def durable(self, seq: int) -> None:
-        """In an event loop: return once record `seq` is on disk. Calls that are ready to run
-        write their records first, and one flush then covers them all."""
+    async def durable(self, seq: int, *, alone: Callable[[], bool] | None = None) -> None:
+        """In an event loop: return once record `seq` is on disk (group commit).
+
+        When `alone` says no other call is in progress in this process and no record was
+        written after this one, no one is there to share the flush with: it runs here, without
+        a hand-off to a thread and back (about 0.14 ms a call for a sequential caller on the
+        bench machine). Otherwise calls that are ready to run write their records first (one
+        turn of the loop), and the flush runs on the flusher thread: the loop goes on serving
+        the other calls meanwhile, and records written during the flush ride on the next one
+        (one flush for every call waiting on it)."""
         if self.sync_window_s > 0 or self._synced >= seq:
             return
+        if alone is not None and self._seq == seq and alone():
+            self.sync_through(seq)
+            return
         await asyncio.sleep(0)
-        self.sync_through(seq)
+        if self._synced >= seq:
+            return
+        await asyncio.get_running_loop().run_in_executor(self._flusher, self.sync_through, seq)
 
     # -- writing --
 
@@ -821,7 +838,7 @@ class NoAudit:
     def sync_through(self, seq: int) -> None:
         return None
 
-    async def durable(self, seq: int) -> None:
+    async def durable(self, seq: int, *, alone: Callable[[], bool] | None = None) -> None:
         return None
 
     def checkpoint(self) -> Checkpoint | None:

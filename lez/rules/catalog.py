@@ -40,6 +40,10 @@ the rule files: the one place they are listed. `Revision.zone` resolves them for
 (the server's `resolve_zone`), compared by `fold_zone_name`."""
 
 
+NAMED_ZONE_TEXTS: Final = 256
+"""How many distinct zone texts a revision remembers resolved (`Revision.zone_def`)."""
+
+
 def fold_zone_name(text: str) -> str:
     """A zone name as names are compared: case and accents folded, '-' and '_' as spaces,
     spaces collapsed ('Région de Bruxelles-Capitale' -> 'region de bruxelles capitale')."""
@@ -89,6 +93,10 @@ class Revision:
             | {fold_zone_name(z.name): z for z in data.zones}
         )
         self._zones = {z.id: z for z in self.zones}
+        # texts callers used, as given (a single check names its zone on every call, and
+        # folding a name costs more than the rest of resolving it); bounded, as the texts
+        # come from callers: once full, further texts are folded every time
+        self._named: dict[str, ZoneDef] = {}
 
     def zone(self, name_or_id: str | int) -> Zone:
         """A zone by id or (case-insensitive) name; UnknownZone if this revision has none."""
@@ -98,10 +106,14 @@ class Revision:
         if isinstance(name_or_id, int):
             found = self._defs.get(name_or_id)
         else:
-            text = name_or_id.strip()
-            found = self._by_text.get(fold_zone_name(text))
-            if found is None and text.isdigit():  # "07" is zone 7
-                found = self._defs.get(int(text))
+            found = self._named.get(name_or_id)
+            if found is None:
+                text = name_or_id.strip()
+                found = self._by_text.get(fold_zone_name(text))
+                if found is None and text.isdigit():  # "07" is zone 7
+                    found = self._defs.get(int(text))
+                if found is not None and len(self._named) < NAMED_ZONE_TEXTS:
+                    self._named[name_or_id] = found
         if found is None:
             raise UnknownZone(
                 f"unknown zone {echo(str(name_or_id))} in revision {self.id}; accepted: "

@@ -258,3 +258,22 @@ def test_an_undetermined_warning_window_claims_no_warning(tmp_path: Path) -> Non
     (tmp_path / "2030-01-01.toml").write_text(MINIMAL + "\n[[warning]]" + without_note)
     with pytest.raises(RuleTableError, match="say in a note"):
         load_catalog_dir(tmp_path)
+
+
+def test_zone_texts_callers_used_are_remembered_up_to_a_bound() -> None:
+    """A revision remembers the zone texts callers named (a single check names its zone on
+    every call), at most NAMED_ZONE_TEXTS of them: texts come from callers, so a caller that
+    varies the case of a name cannot grow it without end; every text still resolves."""
+    from lez.rules.catalog import NAMED_ZONE_TEXTS
+
+    revision = load_catalog_dir(RULES).get()
+    antwerp = revision.zone("Antwerpen")
+    spellings = [
+        "".join(c.upper() if (i >> k) & 1 else c for k, c in enumerate("antwerpen"))
+        for i in range(NAMED_ZONE_TEXTS + 50)
+    ]
+    assert all(revision.zone(text) == antwerp for text in spellings)
+    assert len(revision._named) == NAMED_ZONE_TEXTS
+    with pytest.raises(UnknownZone):
+        revision.zone("Atlantis")
+    assert "Atlantis" not in revision._named

@@ -9,10 +9,17 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
+from lez.api.v1 import access_pb2 as pb
+from lez.days import format_day
 from server.audit import AuditLog, KeyBatch
+from tests.server.conftest import DAY, VEHICLES, ServerThread
+from tests.server.helpers import stub
 from tests.server.test_audit import KEYS
+
+DATE = format_day(DAY)
 
 
 def _append(log: AuditLog, i: int) -> int:
@@ -115,3 +122,71 @@ def test_calls_ready_together_in_an_event_loop_share_one_flush(
     monkeypatch.undo()
     log.close()
     assert syncs == [before + 10]
+
+
+def _flushing_threads(monkeypatch: pytest.MonkeyPatch, log: AuditLog) -> list[str]:
+    """The name of the thread of every fdatasync of the log's file."""
+    real = os.fdatasync
+    seen: list[str] = []
+
+    def fdatasync(fd: int) -> None:
+        if fd == log._fd:
+            seen.append(threading.current_thread().name)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return seen
+
+
+def test_a_lone_call_flushes_on_the_loop_and_overlapping_calls_on_the_flusher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call with no other in progress flushes in place (no hand-off to a thread and back);
+    calls that overlap, or that the caller says are not alone, flush on the flusher thread,
+    so the loop can take more calls meanwhile. Each returns only once its record is on disk."""
+    log = AuditLog(tmp_path, keys=KEYS)
+    _past_first_checkpoint(log)
+    threads = _flushing_threads(monkeypatch, log)
+
+    async def call(i: int, alone: bool) -> None:
+        seq = _append(log, i)
+        await log.durable(seq, alone=lambda: alone)
+        assert log._synced >= seq
+
+    async def main() -> str:
+        await call(0, alone=True)
+        await call(1, alone=True)
+        await call(2, alone=False)  # another call is in progress elsewhere in the process
+        await asyncio.gather(*(call(i, alone=False) for i in range(3, 6)))  # overlapping
+        first = _append(log, 6)
+        _append(log, 7)  # written after `first`: its flush will carry both
+        await log.durable(first, alone=lambda: True)
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(main())
+    monkeypatch.undo()
+    log.close()
+    assert threads[:2] == [loop_thread, loop_thread]
+    assert len(threads) <= 5  # the three overlapping calls shared one flush
+    assert threads[2:] and all(name.startswith("audit-flush") for name in threads[2:])
+
+
+def test_a_sequential_callers_checks_each_flush_once_on_the_loop_thread(
+    server: ServerThread, channel: grpc.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Check with no other call in progress flushes its record in place, once, before its
+    answer (and a later Check finds it on disk, as the audit's own tests check)."""
+    audit = server.app.audit
+    assert isinstance(audit, AuditLog)
+    stub(channel).Check(pb.CheckRequest(plate=VEHICLES[0].plate, zone="1", date=DATE))
+    deadline = time.monotonic() + 30
+    while audit._checkpoint_due.is_set():  # the first record's checkpoint flushes on its own
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    time.sleep(0.05)
+    threads = _flushing_threads(monkeypatch, audit)
+    for i in range(6):
+        plate = VEHICLES[i % len(VEHICLES)].plate
+        stub(channel).Check(pb.CheckRequest(plate=plate, zone="1", date=DATE))
+    monkeypatch.undo()
+    assert threads == [server.thread.name] * 6
