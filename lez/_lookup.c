@@ -7,6 +7,9 @@
  *   q_hi, q_lo: the query halves (uint64); out: int64, one per query, written with the row of
  *   the query's key or -1.
  *
+ * find_one(key_hi, key_lo, bucket_starts, bucket_bits, key) -> int
+ *   The same for one 16-byte key (a single check): its row or -1, no arrays set up.
+ *
  * fill_versions(records, record_size, from_at, to_at, offsets, idx, days,
  *               out, found, known) -> None
  *   For every query i with idx[i] >= 0: known[i] = the key has rows; the first row of its group
@@ -267,7 +270,76 @@ fail_records:
     return NULL;
 }
 
+static uint64_t big_endian_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+static PyObject *find_one(PyObject *self, PyObject *args) {
+    PyObject *o_hi, *o_lo, *o_buckets;
+    int bucket_bits;
+    Py_buffer key;
+    if (!PyArg_ParseTuple(args, "OOOiy*:find_one", &o_hi, &o_lo, &o_buckets, &bucket_bits, &key)) {
+        return NULL;
+    }
+    Py_buffer b_hi, b_lo, b_buckets = {0};
+    Py_ssize_t size, size_lo, n_buckets = 0, found = -1;
+    int have_buckets = o_buckets != Py_None;
+    PyObject *result = NULL;
+    if (key.len != 16) {
+        PyErr_SetString(PyExc_ValueError, "key: a key is 16 bytes");
+        goto fail_key;
+    }
+    if (get_array(o_hi, &b_hi, 8, &size, "key_hi", 0) < 0) goto fail_key;
+    if (get_array(o_lo, &b_lo, 8, &size_lo, "key_lo", 0) < 0) goto fail_hi;
+    if (have_buckets && get_array(o_buckets, &b_buckets, 4, &n_buckets, "bucket_starts", 0) < 0)
+        goto fail_lo;
+    if (size_lo != size || bucket_bits < 0 || bucket_bits > 32 ||
+        (have_buckets && n_buckets != ((Py_ssize_t)1 << bucket_bits) + 1)) {
+        PyErr_SetString(PyExc_ValueError, "find_one: inconsistent table or bucket index");
+        goto done;
+    }
+    const uint64_t *hi = (const uint64_t *)b_hi.buf, *lo = (const uint64_t *)b_lo.buf;
+    const unsigned char *k = (const unsigned char *)key.buf;
+    uint64_t q_hi = big_endian_u64(k), q_lo = big_endian_u64(k + 8);
+    Py_ssize_t first = 0, end = size;
+    if (have_buckets && size > 0) {
+        const uint32_t *starts = (const uint32_t *)b_buckets.buf;
+        uint64_t bucket = bucket_bits ? q_hi >> (64 - bucket_bits) : 0;
+        first = starts[bucket];
+        end = starts[bucket + 1];
+        if (first > end || end > size) {
+            PyErr_SetString(PyExc_ValueError, "find_one: a bucket lies outside the table");
+            goto done;
+        }
+    }
+    while (first < end) { /* the first row whose high half is not below the query's */
+        Py_ssize_t mid = first + (end - first) / 2;
+        if (hi[mid] < q_hi) first = mid + 1;
+        else end = mid;
+    }
+    for (; first < size && hi[first] == q_hi; first++) {
+        if (lo[first] == q_lo) {
+            found = first;
+            break;
+        }
+    }
+    result = PyLong_FromSsize_t(found);
+done:
+    if (have_buckets) PyBuffer_Release(&b_buckets);
+fail_lo:
+    PyBuffer_Release(&b_lo);
+fail_hi:
+    PyBuffer_Release(&b_hi);
+fail_key:
+    PyBuffer_Release(&key);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"find_one", find_one, METH_VARARGS,
+     "find_one(key_hi, key_lo, bucket_starts, bucket_bits, key): row of one 16-byte key or -1"},
     {"find", find, METH_VARARGS,
      "find(key_hi, key_lo, bucket_starts, bucket_bits, q_hi, q_lo, out): row of each query key "
      "in a sorted table, -1 where absent, written into out (int64)."},

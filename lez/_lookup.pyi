@@ -10,6 +10,9 @@ def find(
     out: Any,
     /,
 ) -> None: ...
+def find_one(
+    key_hi: Any, key_lo: Any, bucket_starts: Any | None, bucket_bits: int, key: bytes, /
+) -> int: ...
 def fill_versions(
     records: Any,
     record_size: int,

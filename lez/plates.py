@@ -162,6 +162,11 @@ def series(plate: Plate) -> PlateSeries:
     return PlateSeries.PERSONALISED
 
 
+def is_country_code(country: str) -> bool:
+    """Two ASCII letters, in any case (what `normalise_country` accepts)."""
+    return _is_country(country)
+
+
 def _is_country(country: str) -> bool:
     return len(country) == 2 and all("A" <= c <= "Z" or "a" <= c <= "z" for c in country)
 

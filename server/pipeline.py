@@ -10,7 +10,7 @@
   registrations, `lez.rules.evaluate`, then the result columns as bytes. Rows stay aligned with
   the input: result row i answers input item i, duplicates and invalid items included.
 - `answer_single`: one `SingleCheck` in, a `SingleAnswer` out: the same answer with plain values
-  instead of arrays (`lez.plates.try_normalise`, `PlateKeyer.key`, `lez.rules.decide_one`).
+  instead of arrays (`PlateKeyer.normalise_and_key_one`, `lez.rules.decide_one`).
 
 What both need besides the question is an `AnswerContext` (rule revision, zone, keyer, limits).
 Nothing here knows about gRPC beyond reading a chunk's fields; the servicer does the rest, and
@@ -39,7 +39,7 @@ from lez.days import (
 from lez.decision import BatchInput, DecisionColumns, ItemInput, Outcome, Reason
 from lez.errors import BatchTooLarge, InvalidPlate, InvalidRequest, KeyMismatch, echo
 from lez.keys import KEY_BYTES, PlateKeyer
-from lez.plates import BELGIUM, PlateRule, normalise_country, try_normalise
+from lez.plates import BELGIUM, PlateRule, normalise_country
 from lez.rules import Revision, Verdict
 from lez.store import Snapshot, VehicleLookup
 from lez.vehicle import empty, version_on
@@ -453,10 +453,11 @@ def _decode_single(context: AnswerContext, check: SingleCheck) -> KeyedItem:
 def _decode_one_plate(
     keyer: PlateKeyer, raw: str, country: str, day: int, max_plate_bytes: int
 ) -> KeyedItem:
-    """One plate through the scalar path (`lez.plates.try_normalise`, `PlateKeyer.key`): the
-    same answer as `_decode_plates` (property-tested in lez) at a fraction of the per-call cost."""
+    """One plate through `PlateKeyer.normalise_and_key_one` (the native core on a batch of one,
+    or `lez.plates.try_normalise` and `PlateKeyer.key`): the same answer as `_decode_plates`
+    (property-tested in lez) at a fraction of the per-call cost."""
     invalid = 0
-    text, rule = try_normalise(raw, country)
+    rule, key = keyer.normalise_and_key_one(raw, country)
     if day < EARLIEST_DAY or day > LATEST_DAY:
         invalid = Reason.INVALID_DAY
     if rule is not PlateRule.OK or len(raw.encode("utf-8", "replace")) > max_plate_bytes:
@@ -464,9 +465,8 @@ def _decode_one_plate(
     if rule is PlateRule.BAD_COUNTRY:
         invalid = Reason.INVALID_COUNTRY
     cty = country.upper() if rule is not PlateRule.BAD_COUNTRY else "??"
-    key = bytes(KEY_BYTES) if invalid else keyer.key(cty, text)
     return KeyedItem(
-        key=key,
+        key=bytes(KEY_BYTES) if invalid else key,
         country=cty.encode("ascii", "replace")[:COUNTRY_BYTES],
         day=0 if invalid else day,
         invalid=int(invalid),

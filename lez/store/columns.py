@@ -175,6 +175,20 @@ class KeyedRecords:
         scalar reads inside the key's bucket, no array set-up)."""
         if len(key) != KEY_BYTES or self.size == 0:
             return -1
+        if _native is not None:  # one call, no NumPy indexing (a property test: same rows)
+            return _native.find_one(
+                _contiguous(self.key_hi, np.uint64),
+                _contiguous(self.key_lo, np.uint64),
+                None if self.bucket_starts is None else _contiguous(self.bucket_starts, np.uint32),
+                self.bucket_bits,
+                key,
+            )
+        return self.find_one_numpy(key)
+
+    def find_one_numpy(self, key: bytes) -> int:
+        """`find_one` with NumPy and `bisect` (the fallback, and the native core's oracle)."""
+        if len(key) != KEY_BYTES or self.size == 0:
+            return -1
         hi = int.from_bytes(key[:8], "big")
         lo = int.from_bytes(key[8:], "big")
         if self.bucket_starts is None:  # no index (a merged or small table): search it whole

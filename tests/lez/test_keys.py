@@ -136,3 +136,27 @@ def test_native_sha_instructions_path_equals_openssl_path(
     assert through_sha_instructions == reference
     if not direct:  # a CPU without the SHA extensions: both calls went through OpenSSL
         pytest.skip("this CPU has no SHA extensions: the direct path cannot run here")
+
+
+@given(
+    secret,
+    st.text(alphabet=st.sampled_from(list("ABCXYZabcxyz0189 -.\t\x00#é\u00a0\ud800")), max_size=14),
+    st.sampled_from(["BE", "be", "Nl", "FR", "B1", "??", "BEL", "", "É1"]),
+)
+def test_one_plate_native_equals_python_and_the_scalar_definition(
+    sec: bytes, raw: str, country: str
+) -> None:
+    """The single check's keying (the batch core on a batch of one) gives the rule and key of
+    the Python path, which are `try_normalise` and `key` by definition."""
+    keyer = keys.PlateKeyer.from_secret(sec)
+    native = keyer.normalise_and_key_one(raw, country, native=True)
+    python = keyer.normalise_and_key_one(raw, country, native=False)
+    assert native == python
+    if not plates.is_country_code(country):
+        assert python == (plates.PlateRule.BAD_COUNTRY, bytes(keys.KEY_BYTES))
+        return
+    text, rule = plates.try_normalise(raw, country)
+    assert python[0] is rule
+    assert python[1] == (
+        keyer.key(country.upper(), text) if rule is plates.PlateRule.OK else bytes(16)
+    )

@@ -198,5 +198,8 @@ def test_find_one_equals_the_vectorised_find(
     want = table.find(q).tolist()
     got = [table.find_one(q[i].tobytes()) for i in range(len(queries))]
     assert got == want
+    assert [table.find_one_numpy(q[i].tobytes()) for i in range(len(queries))] == want
+    whole = replace(table, bucket_starts=None)  # a table without an index: searched whole
+    assert [whole.find_one(q[i].tobytes()) for i in range(len(queries))] == want
     for i, idx in enumerate(got):  # and it is really the key asked for
         assert (idx >= 0) == (queries[i] in stored)
