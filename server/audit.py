@@ -726,7 +726,8 @@ class AuditLog:
         returns that key log."""
         if self._key_log is None:
             self._key_log = KeyLog(self.keys_dir)
-        fields["keys_file"], fields["keys_offset"] = self._key_log.name, self._key_log.used
+        offset = self._key_log.offset_for(int(fields["keys_count"]) * KEY_BYTES)
+        fields["keys_file"], fields["keys_offset"] = self._key_log.name, offset
         return self._key_log
 
     def _retire_key_log(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from server import audit
+from server import audit, audit_key_log
 from server.audit import AuditLog, KeyBatch
 from server.audit_find import find_consultations
 from server.audit_key_log import named_keys
@@ -172,3 +172,47 @@ def test_a_record_whose_key_range_is_not_a_number_is_named_as_such(tmp_path: Pat
         problems
     )
     assert not any("is missing" in p for p in problems)
+
+
+def _takes_direct_writes(directory: Path) -> bool:
+    probe = directory / "direct-probe"
+    probe.write_bytes(b"")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_DIRECT))
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+    return True
+
+
+def test_big_blobs_are_written_past_the_page_cache_aligned_and_read_back_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blobs from the direct threshold on go to the disk directly, at aligned offsets with zero
+    padding after them; every record still names exactly its keys, the chain verifies, and
+    `audit find` counts a key in the right records (the padding is in no record's range)."""
+    monkeypatch.setattr(audit_key_log, "DIRECT_MIN_BYTES", 1024)
+    log = AuditLog(tmp_path, keys=KEYS, inline_keys=2)
+    written = [
+        _key(1) * 3,  # 48 bytes: written as before
+        _key(2) * 100 + SOUGHT + _key(2) * 199,  # 4,800 bytes: direct
+        _key(3) * 5,
+        SOUGHT * 2 + _key(4) * 998,  # direct
+    ]
+    for keys in written:
+        _record(log, keys)
+    assert log._key_log is not None
+    direct_writes = log._key_log.direct_writes
+    log.close()
+    records = _records(tmp_path)
+    assert [named_keys(tmp_path, r) for r in records] == written
+    if _takes_direct_writes(tmp_path):
+        assert direct_writes == 2
+        offsets = [int(r["keys_offset"]) for r in records]
+        assert offsets[1] % audit_key_log.DIRECT_ALIGN == 0
+        assert offsets[3] % audit_key_log.DIRECT_ALIGN == 0
+        assert offsets[1] > offsets[0] + len(written[0]) and offsets[2] >= offsets[1] + 4800
+    assert verify(tmp_path / "audit-w0.jsonl", KEYS) == []
+    found = find_consultations(tmp_path, SOUGHT)
+    assert [(c.where, c.times) for c in found] == [("audit-w0.jsonl#2", 1), ("audit-w0.jsonl#4", 2)]
