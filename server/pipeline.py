@@ -241,6 +241,16 @@ def answer_single(
 # ---- decoding ------------------------------------------------------------------------------
 
 
+def _viewed_bytes(array: npt.NDArray[np.uint8]) -> bytes | None:
+    """The bytes object `array` views from its first byte to its last, else None."""
+    base: object = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, bytes) and len(base) == array.nbytes and array.flags.c_contiguous:
+        return base
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class KeyedItems:
     """n decoded items ready for lookup, aligned with the input."""
@@ -251,9 +261,12 @@ class KeyedItems:
     invalid: npt.NDArray[np.uint8]  # (n,) 0 or a Reason.INVALID_* value
 
     def valid_keys_bytes(self) -> bytes:
-        """The keys of the readable items, concatenated (for the audit log)."""
+        """The keys of the readable items, concatenated (for the audit log): when every item
+        is readable and the keys view a whole bytes object (the request's keys, the keying
+        core's output), that object itself, not an 800 KB copy a chunk."""
         if not self.invalid.any():
-            return bytes(self.keys.tobytes())
+            whole = _viewed_bytes(self.keys)
+            return whole if whole is not None else bytes(self.keys.tobytes())
         return bytes(self.keys[self.invalid == 0].tobytes())
 
     def valid_only(self, column: npt.NDArray[np.uint8]) -> bytes:
