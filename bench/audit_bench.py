@@ -67,7 +67,6 @@ def server(
 ) -> Iterator[dict[str, Any]]:
     """`python -m server serve` (this checkout) on a loopback port; yields the client settings
     that reach it (address, and the client's certificate with TLS)."""
-    from clients import LezClient
 
     scratch.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -103,9 +102,21 @@ def server(
         stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     log.close()
+    with _serving(proc, address, client, timeout=180) as settings:
+        yield settings
+
+
+@contextmanager
+def _serving(
+    proc: subprocess.Popen[bytes], address: str, client: dict[str, Any], *, timeout: float
+) -> Iterator[dict[str, Any]]:
+    """The client settings of a server process in its own session, once it says SERVING;
+    the process group is stopped on exit (killed when it does not stop)."""
+    from clients import LezClient
+
     try:
-        with LezClient([address], timeout_s=180, **client) as c:
-            c.wait_until_serving(timeout=180)
+        with LezClient([address], timeout_s=timeout, **client) as c:
+            c.wait_until_serving(timeout=timeout)
         yield {"servers": [address], "pid": proc.pid, **client}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -120,7 +131,6 @@ def server(
 def floor_server(scratch: Path, *, tls: bool) -> Iterator[dict[str, Any]]:
     """`python -m bench.stream_floor` (2 processes that decide nothing) on a loopback port,
     plain or with mutual TLS set up as `server` sets it up; yields the client settings."""
-    from clients import LezClient
 
     scratch.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -137,28 +147,22 @@ def floor_server(scratch: Path, *, tls: bool) -> Iterator[dict[str, Any]]:
                   "key": certs / f"{CLIENT}.key"}  # fmt: skip
         address = f"localhost:{port}"
     proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True)
-    try:
-        # connect once the port is open: a channel whose first attempts fail backs off for
-        # longer and longer (with TLS it took over a minute to come back)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"the stream floor did not open port {port}") from None
-                time.sleep(0.05)
-        with LezClient([address], timeout_s=120, **client) as c:
-            c.wait_until_serving(timeout=120)
-        yield {"servers": [address], "pid": proc.pid, **client}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+    # connect once the port is open: a channel whose first attempts fail backs off for longer
+    # and longer (with TLS it took over a minute to come back)
+    deadline = time.monotonic() + 60
+    while True:
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+                raise RuntimeError(f"the stream floor did not open port {port}") from None
+            time.sleep(0.05)
+    with _serving(proc, address, client, timeout=120) as settings:
+        yield settings
 
 
 def _client(settings: dict[str, Any]) -> LezClient:

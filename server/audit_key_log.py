@@ -138,22 +138,18 @@ class KeyLog:
         buffer = self._buffer
         buffer[: len(blob)] = blob
         buffer[len(blob) : size] = bytes(size - len(blob))
+        fd = -1
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_DIRECT)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            self.direct = False
-            return False
-        try:
             write_all(fd, memoryview(buffer)[:size], offset)
         except OSError as exc:
-            if exc.errno != errno.EINVAL:
+            if exc.errno != errno.EINVAL:  # EINVAL: refused by the file system, nothing else
                 raise
             self.direct = False
             return False
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         self.direct_writes += 1
         return True
 

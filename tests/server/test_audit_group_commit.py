@@ -43,14 +43,15 @@ def _past_first_checkpoint(log: AuditLog) -> int:
     return seq
 
 
-def _count_syncs(monkeypatch: pytest.MonkeyPatch, log: AuditLog) -> list[int]:
-    """Every fdatasync of the log's file, as the highest seq written when it started."""
+def _spy_flushes(monkeypatch: pytest.MonkeyPatch, log: AuditLog) -> list[tuple[int, str]]:
+    """Every fdatasync of the log's file: the highest seq written when it started, and the name
+    of the thread that made it."""
     real = os.fdatasync
-    seen: list[int] = []
+    seen: list[tuple[int, str]] = []
 
     def fdatasync(fd: int) -> None:
         if fd == log._fd:
-            seen.append(log._seq)
+            seen.append((log._seq, threading.current_thread().name))
         real(fd)
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
@@ -107,7 +108,7 @@ def test_calls_ready_together_in_an_event_loop_share_one_flush(
 ) -> None:
     log = AuditLog(tmp_path, keys=KEYS)
     before = _past_first_checkpoint(log)
-    syncs = _count_syncs(monkeypatch, log)
+    flushes = _spy_flushes(monkeypatch, log)
 
     async def call(i: int) -> int:
         seq = _append(log, i)
@@ -121,21 +122,7 @@ def test_calls_ready_together_in_an_event_loop_share_one_flush(
     assert sorted(asyncio.run(main())) == list(range(before + 1, before + 11))
     monkeypatch.undo()
     log.close()
-    assert syncs == [before + 10]
-
-
-def _flushing_threads(monkeypatch: pytest.MonkeyPatch, log: AuditLog) -> list[str]:
-    """The name of the thread of every fdatasync of the log's file."""
-    real = os.fdatasync
-    seen: list[str] = []
-
-    def fdatasync(fd: int) -> None:
-        if fd == log._fd:
-            seen.append(threading.current_thread().name)
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
-    return seen
+    assert [seq for seq, _ in flushes] == [before + 10]
 
 
 def test_a_lone_call_flushes_on_the_loop_and_overlapping_calls_on_the_flusher(
@@ -146,7 +133,7 @@ def test_a_lone_call_flushes_on_the_loop_and_overlapping_calls_on_the_flusher(
     so the loop can take more calls meanwhile. Each returns only once its record is on disk."""
     log = AuditLog(tmp_path, keys=KEYS)
     _past_first_checkpoint(log)
-    threads = _flushing_threads(monkeypatch, log)
+    flushes = _spy_flushes(monkeypatch, log)
 
     async def call(i: int, alone: bool) -> None:
         seq = _append(log, i)
@@ -166,6 +153,7 @@ def test_a_lone_call_flushes_on_the_loop_and_overlapping_calls_on_the_flusher(
     loop_thread = asyncio.run(main())
     monkeypatch.undo()
     log.close()
+    threads = [name for _, name in flushes]
     assert threads[:2] == [loop_thread, loop_thread]
     assert len(threads) <= 5  # the three overlapping calls shared one flush
     assert threads[2:] and all(name.startswith("audit-flush") for name in threads[2:])
@@ -184,9 +172,9 @@ def test_a_sequential_callers_checks_each_flush_once_on_the_loop_thread(
         assert time.monotonic() < deadline
         time.sleep(0.005)
     time.sleep(0.05)
-    threads = _flushing_threads(monkeypatch, audit)
+    flushes = _spy_flushes(monkeypatch, audit)
     for i in range(6):
         plate = VEHICLES[i % len(VEHICLES)].plate
         stub(channel).Check(pb.CheckRequest(plate=plate, zone="1", date=DATE))
     monkeypatch.undo()
-    assert threads == [server.thread.name] * 6
+    assert [name for _, name in flushes] == [server.thread.name] * 6
