@@ -7,6 +7,7 @@ import asyncio
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -15,6 +16,7 @@ import pytest
 from lez.api.v1 import access_pb2 as pb
 from lez.days import format_day
 from server.audit import AuditLog, KeyBatch
+from server.config import ServerConfig
 from tests.server.conftest import DAY, VEHICLES, ServerThread
 from tests.server.helpers import stub
 from tests.server.test_audit import KEYS
@@ -178,3 +180,41 @@ def test_a_sequential_callers_checks_each_flush_once_on_the_loop_thread(
         stub(channel).Check(pb.CheckRequest(plate=plate, zone="1", date=DATE))
     monkeypatch.undo()
     assert [name for _, name in flushes] == [server.thread.name] * 6
+
+
+def test_concurrent_checks_share_flushes_in_the_server(
+    base_config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that arrive while a flush holds the event loop are counted as they are accepted,
+    before any of them runs, so none of them takes itself to be alone: their flushes run on
+    the flusher thread and are shared. The flush is slowed so that calls pile up behind it,
+    as on a loaded server."""
+    real = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        time.sleep(0.01)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_fdatasync)
+    s = ServerThread(base_config)
+    try:
+        with grpc.insecure_channel(s.target) as channel:
+            stub(channel).Check(pb.CheckRequest(plate=VEHICLES[0].plate, zone="1", date=DATE))
+            time.sleep(0.2)  # the first record's checkpoint flushes on its own
+            assert isinstance(s.app.audit, AuditLog)
+            flushes = _spy_flushes(monkeypatch, s.app.audit)
+            with ThreadPoolExecutor(12) as pool:
+                answers = list(
+                    pool.map(
+                        lambda i: stub(channel).Check(
+                            pb.CheckRequest(
+                                plate=VEHICLES[i % len(VEHICLES)].plate, zone="1", date=DATE
+                            )
+                        ),
+                        range(48),
+                    )
+                )
+    finally:
+        s.stop()
+    assert len(answers) == 48
+    assert len(flushes) < 48 / 2
