@@ -33,7 +33,6 @@ import asyncio
 import multiprocessing
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from bench.report import stats
 from bench.unary_floor import floor_credentials, serve_until_stopped
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
@@ -186,17 +186,9 @@ def measure(plates: int, seed: int, runs: int, scratch: Path) -> dict[str, Any]:
         os.killpg(floor.pid, signal.SIGTERM)
         floor.wait(timeout=30)
 
-    def figure(values: list[float]) -> dict[str, Any]:
-        return {
-            "median_s": round(statistics.median(values), 4),
-            "min_s": round(min(values), 4),
-            "max_s": round(max(values), 4),
-            "runs": len(values),
-        }
-
     result: dict[str, Any] = {}
     for shape, rows in shapes.items():
-        floor_fig, service_fig = figure(times[shape]["floor"]), figure(times[shape]["service"])
+        floor_fig, service_fig = stats(times[shape]["floor"]), stats(times[shape]["service"])
         result[shape] = {
             "pairs": len(rows.days),
             "floor": floor_fig,

@@ -47,6 +47,49 @@
 #endif
 
 
+/* A sorted key table as both lookups take it: the key halves and, unless None, its bucket
+ * index, checked against each other. */
+typedef struct {
+    Py_buffer hi, lo, buckets;
+    Py_ssize_t size;
+    int have_buckets;
+} KeyTable;
+
+/* Take the table's buffers (released by release_table); on error raises and holds nothing. */
+static int get_table(PyObject *o_hi, PyObject *o_lo, PyObject *o_buckets, int bucket_bits,
+                     const char *who, KeyTable *t) {
+    Py_ssize_t size_lo, n_buckets = 0;
+    t->have_buckets = o_buckets != Py_None;
+    if (get_array(o_hi, &t->hi, 8, &t->size, "key_hi", 0) < 0) return -1;
+    if (get_array(o_lo, &t->lo, 8, &size_lo, "key_lo", 0) < 0) goto fail_hi;
+    if (t->have_buckets &&
+        get_array(o_buckets, &t->buckets, 4, &n_buckets, "bucket_starts", 0) < 0)
+        goto fail_lo;
+    if (size_lo != t->size) {
+        PyErr_Format(PyExc_ValueError, "%s: key_hi and key_lo differ in length", who);
+        goto fail;
+    }
+    if (t->have_buckets && (bucket_bits < 1 || bucket_bits > 30 ||
+                            n_buckets != ((Py_ssize_t)1 << bucket_bits) + 1)) {
+        PyErr_Format(PyExc_ValueError, "%s: bucket_starts does not match bucket_bits", who);
+        goto fail;
+    }
+    return 0;
+fail:
+    if (t->have_buckets) PyBuffer_Release(&t->buckets);
+fail_lo:
+    PyBuffer_Release(&t->lo);
+fail_hi:
+    PyBuffer_Release(&t->hi);
+    return -1;
+}
+
+static void release_table(KeyTable *t) {
+    if (t->have_buckets) PyBuffer_Release(&t->buckets);
+    PyBuffer_Release(&t->lo);
+    PyBuffer_Release(&t->hi);
+}
+
 static PyObject *find(PyObject *self, PyObject *args) {
     PyObject *o_hi, *o_lo, *o_buckets, *o_qhi, *o_qlo, *o_out;
     int bucket_bits;
@@ -54,27 +97,20 @@ static PyObject *find(PyObject *self, PyObject *args) {
                           &o_qlo, &o_out)) {
         return NULL;
     }
-    Py_buffer b_hi, b_lo, b_buckets = {0}, b_qhi, b_qlo, b_out;
-    Py_ssize_t size, size_lo, n_buckets = 0, n, n_lo, n_out;
-    int have_buckets = o_buckets != Py_None;
-    if (get_array(o_hi, &b_hi, 8, &size, "key_hi", 0) < 0) return NULL;
-    if (get_array(o_lo, &b_lo, 8, &size_lo, "key_lo", 0) < 0) goto fail_hi;
-    if (have_buckets && get_array(o_buckets, &b_buckets, 4, &n_buckets, "bucket_starts", 0) < 0)
-        goto fail_lo;
-    if (get_array(o_qhi, &b_qhi, 8, &n, "q_hi", 0) < 0) goto fail_buckets;
+    KeyTable t;
+    Py_buffer b_qhi, b_qlo, b_out;
+    Py_ssize_t n, n_lo, n_out;
+    if (get_table(o_hi, o_lo, o_buckets, bucket_bits, "find", &t) < 0) return NULL;
+    if (get_array(o_qhi, &b_qhi, 8, &n, "q_hi", 0) < 0) goto fail_table;
     if (get_array(o_qlo, &b_qlo, 8, &n_lo, "q_lo", 0) < 0) goto fail_qhi;
     if (get_array(o_out, &b_out, 8, &n_out, "out", 1) < 0) goto fail_qlo;
-    if (size_lo != size || n_lo != n || n_out != n) {
-        PyErr_SetString(PyExc_ValueError, "find: key halves, queries and out differ in length");
+    if (n_lo != n || n_out != n) {
+        PyErr_SetString(PyExc_ValueError, "find: queries and out differ in length");
         goto fail;
     }
-    if (have_buckets && (bucket_bits < 1 || bucket_bits > 30 ||
-                         n_buckets != ((Py_ssize_t)1 << bucket_bits) + 1)) {
-        PyErr_SetString(PyExc_ValueError, "find: bucket_starts does not match bucket_bits");
-        goto fail;
-    }
-    const uint64_t *key_hi = b_hi.buf, *key_lo = b_lo.buf, *q_hi = b_qhi.buf, *q_lo = b_qlo.buf;
-    const uint32_t *buckets = have_buckets ? b_buckets.buf : NULL;
+    Py_ssize_t size = t.size;
+    const uint64_t *key_hi = t.hi.buf, *key_lo = t.lo.buf, *q_hi = b_qhi.buf, *q_lo = b_qlo.buf;
+    const uint32_t *buckets = t.have_buckets ? t.buckets.buf : NULL;
     int64_t *out = b_out.buf;
     int corrupt = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -144,9 +180,7 @@ static PyObject *find(PyObject *self, PyObject *args) {
     PyBuffer_Release(&b_out);
     PyBuffer_Release(&b_qlo);
     PyBuffer_Release(&b_qhi);
-    if (have_buckets) PyBuffer_Release(&b_buckets);
-    PyBuffer_Release(&b_lo);
-    PyBuffer_Release(&b_hi);
+    release_table(&t);
     Py_RETURN_NONE;
 fail:
     PyBuffer_Release(&b_out);
@@ -154,12 +188,8 @@ fail_qlo:
     PyBuffer_Release(&b_qlo);
 fail_qhi:
     PyBuffer_Release(&b_qhi);
-fail_buckets:
-    if (have_buckets) PyBuffer_Release(&b_buckets);
-fail_lo:
-    PyBuffer_Release(&b_lo);
-fail_hi:
-    PyBuffer_Release(&b_hi);
+fail_table:
+    release_table(&t);
     return NULL;
 }
 
@@ -283,34 +313,24 @@ static PyObject *find_one(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOiy*:find_one", &o_hi, &o_lo, &o_buckets, &bucket_bits, &key)) {
         return NULL;
     }
-    Py_buffer b_hi, b_lo, b_buckets = {0};
-    Py_ssize_t size, size_lo, n_buckets = 0, found = -1;
-    int have_buckets = o_buckets != Py_None;
+    KeyTable t;
     PyObject *result = NULL;
     if (key.len != 16) {
-        PyErr_SetString(PyExc_ValueError, "key: a key is 16 bytes");
+        PyErr_SetString(PyExc_ValueError, "find_one: a key is 16 bytes");
         goto fail_key;
     }
-    if (get_array(o_hi, &b_hi, 8, &size, "key_hi", 0) < 0) goto fail_key;
-    if (get_array(o_lo, &b_lo, 8, &size_lo, "key_lo", 0) < 0) goto fail_hi;
-    if (have_buckets && get_array(o_buckets, &b_buckets, 4, &n_buckets, "bucket_starts", 0) < 0)
-        goto fail_lo;
-    if (size_lo != size || bucket_bits < 0 || bucket_bits > 32 ||
-        (have_buckets && n_buckets != ((Py_ssize_t)1 << bucket_bits) + 1)) {
-        PyErr_SetString(PyExc_ValueError, "find_one: inconsistent table or bucket index");
-        goto done;
-    }
-    const uint64_t *hi = (const uint64_t *)b_hi.buf, *lo = (const uint64_t *)b_lo.buf;
+    if (get_table(o_hi, o_lo, o_buckets, bucket_bits, "find_one", &t) < 0) goto fail_key;
+    const uint64_t *hi = t.hi.buf, *lo = t.lo.buf;
     const unsigned char *k = (const unsigned char *)key.buf;
     uint64_t q_hi = big_endian_u64(k), q_lo = big_endian_u64(k + 8);
-    Py_ssize_t first = 0, end = size;
-    if (have_buckets && size > 0) {
-        const uint32_t *starts = (const uint32_t *)b_buckets.buf;
-        uint64_t bucket = bucket_bits ? q_hi >> (64 - bucket_bits) : 0;
+    Py_ssize_t first = 0, end = t.size, found = -1;
+    if (t.have_buckets) {
+        const uint32_t *starts = t.buckets.buf;
+        uint64_t bucket = q_hi >> (64 - bucket_bits);
         first = starts[bucket];
         end = starts[bucket + 1];
-        if (first > end || end > size) {
-            PyErr_SetString(PyExc_ValueError, "find_one: a bucket lies outside the table");
+        if (first > end || end > t.size) {
+            PyErr_SetString(PyExc_ValueError, "find_one: bucket index inconsistent with the table");
             goto done;
         }
     }
@@ -319,7 +339,7 @@ static PyObject *find_one(PyObject *self, PyObject *args) {
         if (hi[mid] < q_hi) first = mid + 1;
         else end = mid;
     }
-    for (; first < size && hi[first] == q_hi; first++) {
+    for (; first < t.size && hi[first] == q_hi; first++) {
         if (lo[first] == q_lo) {
             found = first;
             break;
@@ -327,11 +347,7 @@ static PyObject *find_one(PyObject *self, PyObject *args) {
     }
     result = PyLong_FromSsize_t(found);
 done:
-    if (have_buckets) PyBuffer_Release(&b_buckets);
-fail_lo:
-    PyBuffer_Release(&b_lo);
-fail_hi:
-    PyBuffer_Release(&b_hi);
+    release_table(&t);
 fail_key:
     PyBuffer_Release(&key);
     return result;

@@ -130,14 +130,14 @@ class NormalisedPlate:
 
 def normalise_country(country: str) -> str:
     """Upper-case ISO alpha-2 country; raises InvalidPlate(BAD_COUNTRY) otherwise."""
-    if not _is_country(country):
+    if not is_country_code(country):
         raise InvalidPlate(PlateRule.BAD_COUNTRY.name, PlateRule.BAD_COUNTRY.explanation)
     return country.upper()
 
 
 def try_normalise(raw: str, country: str = BELGIUM) -> tuple[str, PlateRule]:
     """Normalise without raising: (normalised text or '', the rule broken or OK)."""
-    if not _is_country(country):
+    if not is_country_code(country):
         return "", PlateRule.BAD_COUNTRY
     text = raw.translate(_SCALAR_TABLE)  # separators dropped, a-z upper-cased
     if not _PLATE_CHARS.fullmatch(text):
@@ -164,10 +164,6 @@ def series(plate: Plate) -> PlateSeries:
 
 def is_country_code(country: str) -> bool:
     """Two ASCII letters, in any case (what `normalise_country` accepts)."""
-    return _is_country(country)
-
-
-def _is_country(country: str) -> bool:
     return len(country) == 2 and all("A" <= c <= "Z" or "a" <= c <= "z" for c in country)
 
 

@@ -171,7 +171,8 @@ class _AcceptingHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # ge
     (`AccessService.accepted`), which a call's audit flush asks about (`AccessService._alone`).
     Calls accepted while a flush held the event loop are counted before any of them runs, so
     a burst is seen as one and its flushes are shared. (In place of grpc's registered-method
-    lookup; no difference measured in the unary ladder.)"""
+    lookup: one sequential caller made 669 calls/s before and 674 after, `python -m
+    bench.ab_servers --old f305d5a --rounds 9`.)"""
 
     def __init__(
         self,
@@ -312,9 +313,6 @@ def _day_and_second(request: pb.CheckRequest) -> tuple[int, int]:
             "date must be empty or the Europe/Brussels day of the instant", field="date"
         )
     return day, second
-
-
-_TECHNICAL_FIELDS: Final = ("fuel", "first_registration", "max_mass", "co2", "power_kw")
 
 
 def _technical(msg: pb.Decision, verdict: Verdict, record: np.void | None) -> None:

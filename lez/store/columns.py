@@ -126,15 +126,19 @@ class KeyedRecords:
             raise ImportError("lez._lookup was not built")
         out = np.empty(len(hi), dtype=np.int64)
         _native.find(
-            _contiguous(self.key_hi, np.uint64),
-            _contiguous(self.key_lo, np.uint64),
-            None if self.bucket_starts is None else _contiguous(self.bucket_starts, np.uint32),
-            self.bucket_bits,
-            _contiguous(hi, np.uint64),
-            _contiguous(lo, np.uint64),
-            out,
+            *self._native_table(), _contiguous(hi, np.uint64), _contiguous(lo, np.uint64), out
         )
         return out
+
+    def _native_table(self) -> tuple[Any, Any, Any, int]:
+        """The table as the native lookups take it: key halves, bucket index (or None), bits."""
+        buckets = self.bucket_starts
+        return (
+            _contiguous(self.key_hi, np.uint64),
+            _contiguous(self.key_lo, np.uint64),
+            None if buckets is None else _contiguous(buckets, np.uint32),
+            self.bucket_bits,
+        )
 
     def find_halves_numpy(
         self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]
@@ -176,13 +180,7 @@ class KeyedRecords:
         if len(key) != KEY_BYTES or self.size == 0:
             return -1
         if _native is not None:  # one call, no NumPy indexing (a property test: same rows)
-            return _native.find_one(
-                _contiguous(self.key_hi, np.uint64),
-                _contiguous(self.key_lo, np.uint64),
-                None if self.bucket_starts is None else _contiguous(self.bucket_starts, np.uint32),
-                self.bucket_bits,
-                key,
-            )
+            return _native.find_one(*self._native_table(), key)
         return self.find_one_numpy(key)
 
     def find_one_numpy(self, key: bytes) -> int:

@@ -131,6 +131,8 @@ def test_native_refuses_a_corrupt_table_instead_of_reading_outside_it() -> None:
     broken = KeyedRecords(table.key_hi, table.key_lo, table.offsets, table.records, bad_buckets)
     with pytest.raises(ValueError, match="bucket index"):
         broken.find_halves_native(table.key_hi[:1], table.key_lo[:1])
+    with pytest.raises(ValueError, match="bucket index"):  # the single-key lookup checks it too
+        broken.find_one(table.key_bytes(0))
     assert table.bucket_bits == bucket_bits_for(table.size)
 
 
