@@ -54,7 +54,7 @@ lint: install
 check: install
 	$(BIN)/ruff format --check $(PACKAGES) tests bench
 	$(BIN)/ruff check $(PACKAGES) tests bench
-	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/mypy $(PACKAGES) bench
 	@if [ -f $(PROTO) ]; then $(MAKE) -s gen-check; fi
 
 test: install

@@ -132,7 +132,7 @@ def _one_stream(certs: Path, port: int, zone: str, pairs: int, seed: int) -> tup
                 pass
             return "OK", time.perf_counter() - began
         except grpc.RpcError as err:
-            return err.code().name, time.perf_counter() - began  # type: ignore[attr-defined]
+            return err.code().name, time.perf_counter() - began
 
 
 def _flood(certs: str, port: int, zone: str, streams: int, pairs: int, out: Any) -> None:
@@ -187,7 +187,7 @@ async def _idle_async(certs: Path, port: int, streams: int, hold_s: float) -> li
         return list(await asyncio.gather(*(one(i) for i in range(streams))))
     finally:
         for ch in channels:
-            await ch.close()
+            await ch.close(None)
 
 
 def _checks(certs: Path, port: int, zone: str, until: threading.Event) -> tuple[list[float], int]:
@@ -221,7 +221,7 @@ def _probe(certs: Path, port: int, zone: str, until: threading.Event) -> list[tu
                 list(stub.CheckStream(iter([one]), timeout=30))
                 got.append(("OK", time.perf_counter() - began))
             except grpc.RpcError as err:
-                got.append((err.code().name, time.perf_counter() - began))  # type: ignore[attr-defined]
+                got.append((err.code().name, time.perf_counter() - began))
     return got
 
 

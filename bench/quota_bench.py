@@ -54,8 +54,9 @@ def _charge(state: str, calls: int, start: multiprocessing.synchronize.Event) ->
 
 
 def _charge_worker(
-    state: str, calls: int, start: multiprocessing.synchronize.Event, out: multiprocessing.Queue
-) -> None:
+    state: str, calls: int, start: multiprocessing.synchronize.Event,
+    out: multiprocessing.Queue[float],
+) -> None:  # fmt: skip
     out.put(_charge(state, calls, start))
 
 
@@ -71,7 +72,7 @@ def _contended(state: Path, calls: int, processes: int) -> float:
         p.start()
     time.sleep(0.5)
     start.set()
-    times = [out.get(timeout=600) for _ in procs]
+    times: list[float] = [out.get(timeout=600) for _ in procs]
     for p in procs:
         p.join()
     return statistics.mean(times)

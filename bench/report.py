@@ -340,6 +340,17 @@ def audit_table(audit: dict[str, Any]) -> list[str]:
                 f"service's ratio if TLS cost it that and the audit nothing: "
                 f"{tls_floor['service_ratio_if_only_tls']:.2f}x",
             ))  # fmt: skip
+        for label, part in (("fresh clients", stream), ("long-lived clients", warm)):
+            promises = (part or {}).get("promises_floor")
+            if promises:
+                rows.append((
+                    "mutual TLS + each chunk's record durable before its answer, on the "
+                    f"servers that decide nothing (`bench.stream_floor --audit`), {label}",
+                    f"{promises['ratio']:.2f}x ({promises['seconds'] * 1000:+.0f} ms a batch); "
+                    "the service's ratio if the two promises cost it that: "
+                    f"{promises['service_ratio_if_only_promises']:.2f}x, against its "
+                    f"{part['ratio']:.2f}x",
+                ))  # fmt: skip
     unary = audit.get("unary")
     if unary:
         ceiling, seq, conc = (

@@ -22,6 +22,14 @@ as the bench's unary floor (`bench.unary_floor`) does for single checks:
   var/bench/register-200000-1/extract.csv --key var/bench/hmac.key --out
   var/bench/store-200000-1`, then pass `--plates 200000`.
 
+With `--audit DIR` the floor also does what the service's audit promise asks of a stream, and
+nothing else: each chunk's record (its keys, 16 bytes a pair, and each pair's outcome) written
+by the service's own audit log (`server.app.open_audit_log`, its defaults) on audit threads and
+durable before the chunk's answer, the next chunk read meanwhile, as the service pipelines them,
+and a closing record durable before the summary. Chunks of plates are not keyed here: their
+records carry keys of the same size. What the floor with TLS and the audit costs beyond the plain
+floor is what those two promises cost a transport that does no work.
+
 What the batch costs beyond this floor is the service's own work; a bar below the floor cannot
 be met by any decision code. Never used by the product.
 """
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -37,6 +46,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +70,70 @@ def _pairs(chunk: pb.CheckChunk) -> int:
     return len(chunk.instants) // 8
 
 
+def _answer(chunk: pb.CheckChunk, first_index: int, n: int) -> pb.DecisionChunk:
+    """An answer of the size the service sends an enforcement caller (every result column, the
+    technical ones too), all zeros."""
+    return pb.DecisionChunk(
+        chunk_id=chunk.chunk_id, first_index=first_index, count=n, outcome=bytes(n),
+        allowed_until=bytes(4 * n), euro=bytes(n), reason=bytes(n), derived=bytes(n),
+        notes=bytes(n), snapshot_id=SNAPSHOT, ruleset_revision=REVISION,
+        technical=pb.TechnicalColumns(
+            category=bytes(n), fuel=bytes(n), first_registration=bytes(4 * n),
+            max_mass_kg=bytes(4 * n), co2_g_km=bytes(2 * n), power_kw=bytes(2 * n),
+        ),
+    )  # fmt: skip
+
+
+def _summary(answered: int, chunks: int) -> pb.DecisionChunk:
+    return pb.DecisionChunk(
+        first_index=answered, snapshot_id=SNAPSHOT, ruleset_revision=REVISION,
+        summary=pb.BatchSummary(pairs=answered, chunks=chunks, audit_id="floor"),
+    )  # fmt: skip
+
+
+class _FloorAudit:
+    """The records a stream's audit writes, through the service's own audit log set up with the
+    service's defaults: one per chunk (its keys and each pair's outcome), one closing record."""
+
+    def __init__(self, directory: Path, worker: int) -> None:
+        from server.app import open_audit_log
+        from server.config import ServerConfig
+        from server.service import AUDIT_THREADS
+
+        config = dataclasses.replace(
+            ServerConfig(), audit_dir=directory, audit_key_file=directory / "audit.key"
+        )
+        self.log = open_audit_log(config, worker)
+        self.threads = ThreadPoolExecutor(AUDIT_THREADS, thread_name_prefix="floor-audit")
+        self._keys_of_size: dict[int, bytes] = {}
+
+    def keys(self, chunk: pb.CheckChunk, n: int) -> bytes:
+        """The chunk's keys; for plates (not keyed here), random keys of the same size."""
+        if chunk.WhichOneof("subject") == "keys":
+            return chunk.keys
+        if n not in self._keys_of_size:
+            self._keys_of_size[n] = os.urandom(16 * n)
+        return self._keys_of_size[n]
+
+    def record(self, stream: str, part: str, index: int, first: int, n: int, keys: bytes) -> None:
+        """Write one record and return once it is durable (on an audit thread)."""
+        from server.audit import KeyBatch
+
+        batch = KeyBatch()
+        batch.add(keys)
+        appended = self.log.append(
+            rpc="CheckStream", identity="bench-client", organisation="Bench city",
+            roles=["enforcement"], zone="Antwerpen", ruleset_revision=REVISION,
+            snapshot_id=SNAPSHOT, pairs=n, outcomes={"ALLOWED": n}, keys=batch,
+            purpose="enforcement", pair_outcomes=bytes(n) if part == "chunk" else None,
+            extra={"stream": stream, "part": part, "chunk": index, "first_index": first},
+        )  # fmt: skip
+        self.log.sync_through(appended.seq)
+
+
 class _Floor(pb_grpc.AccessServiceServicer):
-    def __init__(self, worker: int, workers: int) -> None:
-        self.worker, self.workers = worker, workers
+    def __init__(self, worker: int, workers: int, audit: _FloorAudit | None = None) -> None:
+        self.worker, self.workers, self.audit = worker, workers, audit
 
     async def ServerInfo(self, request: pb.ServerInfoRequest, context: Any) -> Any:
         return pb.ServerInfoResponse(snapshot_id=SNAPSHOT, worker=self.worker, workers=self.workers)
@@ -70,27 +141,72 @@ class _Floor(pb_grpc.AccessServiceServicer):
     async def CheckStream(
         self, request_iterator: AsyncIterator[pb.CheckChunk], context: Any
     ) -> AsyncIterator[pb.DecisionChunk]:
+        if self.audit is not None:
+            async for message in self._audited(request_iterator, self.audit):
+                yield message
+            return
         answered = chunks = 0
         async for chunk in request_iterator:
             n = _pairs(chunk)
-            yield pb.DecisionChunk(
-                chunk_id=chunk.chunk_id, first_index=answered, count=n, outcome=bytes(n),
-                allowed_until=bytes(4 * n), euro=bytes(n), reason=bytes(n), derived=bytes(n),
-                notes=bytes(n), snapshot_id=SNAPSHOT, ruleset_revision=REVISION,
-                technical=pb.TechnicalColumns(
-                    category=bytes(n), fuel=bytes(n), first_registration=bytes(4 * n),
-                    max_mass_kg=bytes(4 * n), co2_g_km=bytes(2 * n), power_kw=bytes(2 * n),
-                ),
-            )  # fmt: skip
+            yield _answer(chunk, answered, n)
             answered += n
             chunks += 1
-        yield pb.DecisionChunk(
-            first_index=answered, snapshot_id=SNAPSHOT, ruleset_revision=REVISION,
-            summary=pb.BatchSummary(pairs=answered, chunks=chunks, audit_id="floor"),
-        )  # fmt: skip
+        yield _summary(answered, chunks)
+
+    async def _audited(
+        self, request_iterator: AsyncIterator[pb.CheckChunk], audit: _FloorAudit
+    ) -> AsyncIterator[pb.DecisionChunk]:
+        """As the service pipelines a stream: chunks read ahead by a task of their own, chunk
+        k's answer sent once its record is durable, and before waiting for a chunk that has
+        not arrived."""
+        from server.service import READ_AHEAD
+
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Queue[pb.CheckChunk | None] = asyncio.Queue(maxsize=READ_AHEAD)
+
+        async def read() -> None:
+            async for chunk in request_iterator:
+                await arrived.put(chunk)
+            await arrived.put(None)
+
+        reader = loop.create_task(read())
+        stream = os.urandom(8).hex()
+        answered = chunks = 0
+        pending: tuple[asyncio.Future[None], pb.DecisionChunk] | None = None
+        try:
+            while True:
+                if pending is not None and arrived.empty():
+                    await pending[0]
+                    yield pending[1]
+                    pending = None
+                chunk = await arrived.get()
+                if chunk is None:
+                    break
+                n = _pairs(chunk)
+                recorded = loop.run_in_executor(
+                    audit.threads, audit.record, stream, "chunk", chunks, answered, n,
+                    audit.keys(chunk, n),
+                )  # fmt: skip
+                if pending is not None:
+                    await pending[0]
+                    yield pending[1]
+                pending = (recorded, _answer(chunk, answered, n))
+                answered += n
+                chunks += 1
+            if pending is not None:
+                await pending[0]
+                yield pending[1]
+            await loop.run_in_executor(
+                audit.threads, audit.record, stream, "end", chunks, 0, answered, b""
+            )
+            yield _summary(answered, chunks)
+        finally:
+            reader.cancel()
 
 
-async def _serve(port: int, worker: int, workers: int, tls: Path | None) -> None:
+async def _serve(
+    port: int, worker: int, workers: int, tls: Path | None, audit: Path | None
+) -> None:
     from server.app import server_options
     from server.config import ServerConfig
 
@@ -99,21 +215,25 @@ async def _serve(port: int, worker: int, workers: int, tls: Path | None) -> None
         options=server_options(config, reuse_port=True),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    floor = _Floor(worker, workers)  # type: ignore[abstract]  # the other RPCs: UNIMPLEMENTED
+    records = _FloorAudit(audit, worker) if audit is not None else None
+    floor = _Floor(worker, workers, records)  # type: ignore[abstract]  # others: UNIMPLEMENTED
     pb_grpc.add_AccessServiceServicer_to_server(floor, server)
     credentials = floor_credentials(tls) if tls is not None else None
     await serve_until_stopped(server, port, credentials)
 
 
-def _worker(port: int, worker: int, workers: int, tls: Path | None) -> None:
-    asyncio.run(_serve(port, worker, workers, tls))
+def _worker(port: int, worker: int, workers: int, tls: Path | None, audit: Path | None) -> None:
+    asyncio.run(_serve(port, worker, workers, tls, audit))
 
 
-def serve(port: int, workers: int, tls: Path | None = None) -> None:
+def serve(port: int, workers: int, tls: Path | None = None, audit: Path | None = None) -> None:
     """`workers` processes on `port` until SIGTERM (then each is stopped); with mutual TLS
-    when `tls` names a folder of development certificates (`floor_credentials`)."""
+    when `tls` names a folder of development certificates (`floor_credentials`), with the
+    stream's audit records written under `audit` when given."""
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_worker, args=(port, i, workers, tls)) for i in range(workers)]
+    procs = [
+        context.Process(target=_worker, args=(port, i, workers, tls, audit)) for i in range(workers)
+    ]
     for proc in procs:
         proc.start()
     stopped = False
@@ -222,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --port: serve mutual TLS on localhost:PORT with the development certificates "
         "in this folder (server.pem, server.key, ca.pem; `server.certs.write_dev_certs`)",
     )
+    p.add_argument(
+        "--audit",
+        type=Path,
+        metavar="DIR",
+        help="with --port: write each stream's audit records under DIR (the service's audit "
+        "log and defaults), each chunk's durable before its answer",
+    )
     p.add_argument("--plates", type=int, default=8_000_000, help="the bench register [8M]")
     p.add_argument("--seed", type=int, default=1, help="the bench register's seed [1]")
     p.add_argument("--runs", type=int, default=7, help="timed batches of each shape [7]")
@@ -251,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['service']['median_s']} s ({r['service']['min_s']}-{r['service']['max_s']})"
             )
         return 0
-    serve(a.port, a.workers, a.tls)
+    serve(a.port, a.workers, a.tls, a.audit)
     return 0
 
 

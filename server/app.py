@@ -66,6 +66,31 @@ def server_options(config: ServerConfig, *, reuse_port: bool) -> list[tuple[str,
     ]
 
 
+def open_audit_log(config: ServerConfig, worker: int) -> AuditLog:
+    """A worker's audit log as `config` sets it up (its audit key file made when missing, with a
+    warning to keep a copy of it)."""
+    if ensure_audit_key_file(config.audit_key_path):
+        log.warning(
+            "created the audit key %s: keep a copy of it off this machine, "
+            "`lez-server verify-audit` needs it",
+            config.audit_key_path,
+        )
+    return AuditLog(
+        config.audit_dir,
+        keys=load_audit_keys(config.audit_key_path),
+        worker=worker,
+        inline_keys=config.audit_inline_keys,
+        sync_window_s=config.audit_sync_ms / 1000,
+        preallocate_bytes=config.audit_preallocate_mb * MIB,
+        checkpoint_dir=config.audit_checkpoint_path,
+        checkpoint_every_records=config.audit_checkpoint_records,
+        checkpoint_every_s=config.audit_checkpoint_s,
+        rotate_bytes=config.audit_rotate_mb * MIB,
+        rotate_daily=config.audit_rotate_daily,
+        retention_days=config.audit_retention_days,
+    )
+
+
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
     """Mutual TLS: the server's pair plus the CA whose client certificates are required."""
     assert config.tls_cert and config.tls_key and config.tls_ca
@@ -112,7 +137,7 @@ class App:
             log.warning("no store published under %s yet: NOT_SERVING", config.store_root)
         current = self.holder.current
         self.metrics.serve_snapshot(current.meta if current is not None else None)
-        self.audit = self._open_audit() if not config.audit_off else NoAudit()
+        self.audit = open_audit_log(config, self.worker) if not config.audit_off else NoAudit()
         self.audit.on_write = self.metrics.observe_audit_write
         auth = Authenticator(config, self.clients)
         self.quotas = QuotaStore(config.state_path)  # opened after the fork, like the store
@@ -161,29 +186,6 @@ class App:
             "mutual TLS" if config.tls else "plain TCP, loopback only",
         )
         return self.port
-
-    def _open_audit(self) -> AuditLog:
-        config = self.config
-        if ensure_audit_key_file(config.audit_key_path):
-            log.warning(
-                "created the audit key %s: keep a copy of it off this machine, "
-                "`lez-server verify-audit` needs it",
-                config.audit_key_path,
-            )
-        return AuditLog(
-            config.audit_dir,
-            keys=load_audit_keys(config.audit_key_path),
-            worker=self.worker,
-            inline_keys=config.audit_inline_keys,
-            sync_window_s=config.audit_sync_ms / 1000,
-            preallocate_bytes=config.audit_preallocate_mb * MIB,
-            checkpoint_dir=config.audit_checkpoint_path,
-            checkpoint_every_records=config.audit_checkpoint_records,
-            checkpoint_every_s=config.audit_checkpoint_s,
-            rotate_bytes=config.audit_rotate_mb * MIB,
-            rotate_daily=config.audit_rotate_daily,
-            retention_days=config.audit_retention_days,
-        )
 
     def _on_change(self, served: ServedSnapshot | None) -> None:
         self.metrics.serve_snapshot(served.meta if served is not None else None)

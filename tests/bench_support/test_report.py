@@ -54,3 +54,25 @@ def test_a_run_records_its_conditions(tmp_path: Path) -> None:
     assert f"memory copied {measured['memory']['copy_gb_s']} and 3.5 GB/s" in line
     assert "and 77.0 ns" in line
     assert report.conditions_line({}) is None
+
+
+def test_the_audit_table_shows_what_the_two_promises_cost_the_floor() -> None:
+    """The README rows put the service's TLS + audit ratio beside the ratio it would have if
+    mutual TLS and the durable chunk records cost it what they cost the floor."""
+    from bench.report import audit_table
+
+    def part(ratio: float, ceiling: float) -> dict[str, object]:
+        return {
+            "tls_audit": {"median_s": 0.17}, "plain_no_audit": {"median_s": 0.15},
+            "plain_audit": {"median_s": 0.16}, "ratio": ratio,
+            "tls_floor": {"seconds": 0.01, "ratio": 1.17, "service_ratio_if_only_tls": 1.07},
+            "promises_floor": {"seconds": 0.02, "ratio": 1.35,
+                               "service_ratio_if_only_promises": ceiling},
+        }  # fmt: skip
+
+    stream = part(1.19, 1.16) | {
+        "pairs": 500_000, "ratio_audit_alone": 1.1, "bar": "at most 1.10",
+        "warm_client": part(1.13, 1.12),
+    }  # fmt: skip
+    text = "\n".join(audit_table({"stream": stream}))
+    assert "1.16x, against its 1.19x" in text and "1.12x, against its 1.13x" in text

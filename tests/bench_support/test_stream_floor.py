@@ -67,3 +67,49 @@ def test_the_tls_floor_figure_is_the_floor_difference_added_to_the_service() -> 
          "plain_no_audit": [0.140, 0.150, 0.160]}
     )  # fmt: skip
     assert got == {"seconds": 0.01, "ratio": 1.167, "service_ratio_if_only_tls": 1.067}
+
+
+@pytest.mark.slow
+def test_the_audited_floor_records_every_chunk_and_each_stream_s_end(tmp_path: Path) -> None:
+    """With `--audit` the floor writes, through the service's audit log, one record per chunk
+    holding the chunk's keys (16 bytes a pair) and each pair's outcome, and one closing record
+    per stream, in files that verify: the work the audit promise asks of a stream."""
+    from bench.audit_bench import floor_server
+    from server.audit import decode_pair_outcomes, read_records
+    from server.audit_keys import load_audit_keys
+    from server.audit_verify import verify_file
+
+    with (
+        floor_server(tmp_path, tls=False, audit=True) as settings,
+        LezClient(settings["servers"], chunk_size=1000, connections=2) as client,
+    ):
+        client.wait_until_serving(timeout=60)
+        result = client.check_batch([("1-ABC-123", "BE", "2026-10-20")] * 4500, zone="Z")
+    assert result.summary.pairs == 4500
+    audit = tmp_path / "audit"
+    keys = load_audit_keys(audit / "audit.key")
+    files = sorted(audit.glob("audit-w*.jsonl"))
+    assert files and all(verify_file(path, keys).intact for path in files)
+    records = [rec for path in files for _, rec in read_records(path)]
+    chunks = [r for r in records if r.get("part") == "chunk"]
+    ends = [r for r in records if r.get("part") == "end"]
+    assert sum(r["pairs"] for r in chunks) == 4500 and len(chunks) == result.summary.chunks
+    assert all(r["keys_count"] == r["pairs"] for r in chunks)
+    assert all(len(decode_pair_outcomes(r["pair_outcomes"])) == r["pairs"] for r in chunks)
+    by_stream = {e["stream"]: e["pairs"] for e in ends}
+    assert sum(by_stream.values()) == 4500
+    for stream, pairs in by_stream.items():
+        assert sum(r["pairs"] for r in chunks if r["stream"] == stream) == pairs
+
+
+def test_the_promises_floor_is_the_floor_difference_added_to_the_service() -> None:
+    from bench.audit_bench import _promises_floor
+
+    got = _promises_floor(
+        {"floor_plain": [0.050, 0.060, 0.070], "floor_tls_audit": [0.075, 0.080, 0.090],
+         "plain_no_audit": [0.140, 0.150, 0.160], "tls_audit": [0.160, 0.172, 0.180]}
+    )  # fmt: skip
+    assert got == {
+        "seconds": 0.02, "ratio": 1.333, "service_ratio_if_only_promises": 1.133,
+        "service_beyond_promises_s": 0.002,
+    }  # fmt: skip
