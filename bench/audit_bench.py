@@ -203,11 +203,14 @@ def _stream_seconds(settings: dict[str, Any], batch: WireBatch) -> float:
 
 def _warm_clients(
     targets: dict[str, dict[str, Any]], batch: WireBatch, runs: int
-) -> dict[str, list[float]]:
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """The batch through one long-lived client per server, alternated after a warm-up: the
-    per-batch cost without the connections' setup."""
+    per-batch cost without the connections' setup. Returns the seconds of each batch and the
+    processor seconds it took the server's processes and this process (the client; the other
+    clients are idle meanwhile)."""
     rows = _rows(batch)
     times: dict[str, list[float]] = {name: [] for name in targets}
+    cpu: dict[str, list[float]] = {name: [] for name in targets}
     with contextlib.ExitStack() as stack:
         clients = {name: stack.enter_context(_client(s)) for name, s in targets.items()}
         for client in clients.values():
@@ -215,8 +218,28 @@ def _warm_clients(
             _batch_seconds(client, rows, len(batch))
         for _ in range(runs):
             for name, client in clients.items():
+                pid = int(targets[name]["pid"])
+                before = tree_cpu_seconds(pid) + time.process_time()
                 times[name].append(_batch_seconds(client, rows, len(batch)))
-    return times
+                cpu[name].append(tree_cpu_seconds(pid) + time.process_time() - before)
+    return times, cpu
+
+
+def _processor_time(times: dict[str, list[float]], cpu: dict[str, list[float]]) -> dict[str, Any]:
+    """What a batch costs the processors (servers and client), and what the two promises add
+    to it: on 2 cores the batch is bound by that time, so its wall-clock ratio follows."""
+    ms = {name: float(np.median(values)) * 1000 for name, values in cpu.items()}
+    plain = ms["plain_no_audit"]
+    return {
+        "cpu_ms": {name: round(value, 1) for name, value in ms.items()},
+        "cores_busy_plain": round(plain / 1000 / float(np.median(times["plain_no_audit"])), 2),
+        "audit_cpu_ms": round(ms["plain_audit"] - plain, 1),
+        "tls_cpu_ms": round(ms["tls_audit"] - ms["plain_audit"], 1),
+        "cpu_ratio": round(ms["tls_audit"] / plain, 3),
+        "what": "median processor time of a batch, the server's processes (every thread: their "
+        "CPU-time clocks) plus the client's process; cores_busy_plain = that time over the "
+        "batch's wall time with plain TCP and the audit off",
+    }
 
 
 def _figure(values: list[float]) -> dict[str, float]:
@@ -258,7 +281,7 @@ def stream_overhead(
         for _ in range(runs):
             for name, settings in targets.items():
                 times[name].append(_stream_seconds(settings, batch))
-        warm = _warm_clients(targets, batch, runs)
+        warm, warm_cpu = _warm_clients(targets, batch, runs)
         records = _audit_records(scratch / "tls-audit" / "audit")
     baseline = float(np.median(times["plain_no_audit"]))
     ratio = float(np.median(times["tls_audit"])) / baseline
@@ -270,6 +293,7 @@ def stream_overhead(
             "meets_bar": warm_ratio <= STREAM_BAR,
             "tls_floor": _tls_floor(warm),
             "promises_floor": _promises_floor(warm),
+            "processor_time": _processor_time(warm, warm_cpu),
             "what": "one client per server kept for every run (connected, its connections "
             "spread over the workers once): what each further batch costs",
         },

@@ -340,6 +340,15 @@ def audit_table(audit: dict[str, Any]) -> list[str]:
                 f"service's ratio if TLS cost it that and the audit nothing: "
                 f"{tls_floor['service_ratio_if_only_tls']:.2f}x",
             ))  # fmt: skip
+        cpu = (warm or {}).get("processor_time")
+        if cpu:
+            rows.append((
+                "processor time of a batch, servers and client, long-lived clients",
+                f"{cpu['cpu_ms']['plain_no_audit']:.0f} ms plain TCP with the audit off "
+                f"({cpu['cores_busy_plain']:.2f} of the 2 cores busy); the audit "
+                f"{cpu['audit_cpu_ms']:+.0f} ms, mutual TLS {cpu['tls_cpu_ms']:+.0f} ms: "
+                f"{cpu['cpu_ratio']:.2f}x",
+            ))  # fmt: skip
         for label, part in (("fresh clients", stream), ("long-lived clients", warm)):
             promises = (part or {}).get("promises_floor")
             if promises:

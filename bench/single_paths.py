@@ -9,7 +9,9 @@ no gRPC), so the module docstrings that cite them can be checked:
   registrations) and for the rarer ones (registrations, foreign plates, unknown plates);
 - plates: `lez.plates.try_normalise` per plate, `lez.plates.normalise_flat` on one plate and on
   100,000, and the native core (`PlateKeyer.normalise_and_key`, which also keys) on the same,
-  with its SHA-instruction path on (the default where the CPU has it) and off (OpenSSL).
+  with its SHA-instruction path on (the default where the CPU has it) and off (OpenSSL);
+- a stream's answer: a 50,000-pair `DecisionChunk` built and serialised by protobuf, and the
+  same bytes written by `server.chunk_wire`.
 
     .venv/bin/python -m bench.single_paths [--items 100000] [--repeat 2000]
 
@@ -182,6 +184,31 @@ def _through_openssl(keyer: keys.PlateKeyer, *columns: Any) -> Any:
         _hmac.accelerate(True)
 
 
+def chunk_encoding(pairs: int, repeat: int) -> dict[str, Any]:
+    """A stream chunk's answer (the columns an enforcement caller gets) to wire bytes: built as
+    a `DecisionChunk` and serialised, and written by `server.chunk_wire`."""
+    from lez.api.v1 import access_pb2 as pb
+    from server import chunk_wire
+
+    rng = np.random.default_rng(1)
+    fields: dict[str, Any] = {
+        "chunk_id": 3, "first_index": 150_000, "count": pairs,
+        "outcome": rng.integers(0, 5, pairs, dtype=np.uint8).tobytes(),
+        "reason": bytes(pairs), "derived": bytes(pairs), "notes": bytes(pairs),
+        "allowed_until": rng.integers(0, 2**31, pairs, dtype=np.int32).tobytes(),
+        "euro": rng.integers(0, 7, pairs, dtype=np.uint8).tobytes(),
+        "snapshot_id": "20261204T230748Z-2cd304", "ruleset_revision": "2025-12-15",
+    }  # fmt: skip
+    if pb.DecisionChunk(**fields).SerializeToString() != chunk_wire.decision_chunk(fields, None):
+        raise AssertionError("chunk_wire and protobuf disagree")
+    n = max(1, repeat // 100)
+    return {
+        "pairs": pairs,
+        "protobuf_us": _per_call_us(lambda: pb.DecisionChunk(**fields).SerializeToString(), n),
+        "chunk_wire_us": _per_call_us(lambda: chunk_wire.decision_chunk(fields, None), n),
+    }
+
+
 def _sha_instructions() -> bool:
     """Whether the native core hashes with the CPU's SHA instructions on this machine."""
     from lez import _hmac
@@ -199,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "decisions": decisions(args.items, args.repeat),
         "plates": normalisation(args.items, args.repeat),
+        "stream_answer": chunk_encoding(50_000, args.repeat),
     }
     print(json.dumps(result, indent=2))
 

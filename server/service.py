@@ -22,7 +22,7 @@ import functools
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
@@ -31,7 +31,7 @@ import grpc
 import grpc.aio
 import numpy as np
 import numpy.typing as npt
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from lez import campaign, codes, fleet, recheck
@@ -62,7 +62,7 @@ from lez.rules import Revision, RuleCatalog, Verdict, Zone
 from lez.store import KeyedRecords, Snapshot, StoreMeta
 from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from lez.version import VERSION
-from server import pipeline
+from server import chunk_wire, pipeline
 from server.admission import Admission, idle_limited
 from server.audit import Appended, AuditWriter, KeyBatch
 from server.audit_refusals import RefusalAudit
@@ -115,23 +115,52 @@ the termination that likely ended them."""
 
 def check_text_lengths(message: Message, path: str = "") -> None:
     """Every string of a request (nested messages included) within its limit; InvalidRequest
-    naming the field otherwise. Never echoes the value: it may be a plate."""
-    if not path and message.ByteSize() <= TEXT_LIMIT:
-        return  # no string holds more characters than the whole message has bytes
-    for desc, value in message.ListFields():
-        where = f"{path}{desc.name}"
-        if desc.type == FieldDescriptor.TYPE_MESSAGE:
-            repeated = isinstance(value, Sequence)
-            items = value if repeated else [value]
-            for i, item in enumerate(items):
-                index = f"[{i}]" if repeated else ""
-                check_text_lengths(item, f"{where}{index}.")
-        elif desc.type == FieldDescriptor.TYPE_STRING and isinstance(value, str):
-            limit = PLATE_TEXT_LIMIT if desc.name == "plate" else TEXT_LIMIT
-            if len(value) > limit:
+    naming the field otherwise. Never echoes the value: it may be a plate. Only the string and
+    message fields are read (`_text_fields`): a stream chunk's byte columns, a megabyte, are
+    neither copied nor serialised (0.24 ms a 50,000-pair chunk when they were)."""
+    strings, messages = _text_fields(message.DESCRIPTOR)
+    for desc in strings:
+        limit = PLATE_TEXT_LIMIT if desc.name == "plate" else TEXT_LIMIT
+        value = getattr(message, desc.name)
+        repeated = desc.is_repeated
+        for i, text in enumerate(value if repeated else (value,)):
+            if len(text) > limit:
+                where = f"{path}{desc.name}" + (f"[{i}]" if repeated else "")
                 raise InvalidRequest(
-                    f"{where} holds {len(value)} characters; at most {limit}", field=where
+                    f"{where} holds {len(text)} characters; at most {limit}", field=where
                 )
+    for desc in messages:
+        where = f"{path}{desc.name}"
+        if not desc.is_repeated:
+            if message.HasField(desc.name):
+                check_text_lengths(getattr(message, desc.name), f"{where}.")
+        elif desc.message_type is not None and desc.message_type.GetOptions().map_entry:
+            for key, item in getattr(message, desc.name).items():
+                _check_map_entry(key, item, where)
+        else:
+            for i, item in enumerate(getattr(message, desc.name)):
+                check_text_lengths(item, f"{where}[{i}].")
+
+
+def _check_map_entry(key: object, item: object, where: str) -> None:
+    for text in (key, item):
+        if isinstance(text, str) and len(text) > TEXT_LIMIT:
+            raise InvalidRequest(
+                f"{where} holds {len(text)} characters; at most {TEXT_LIMIT}", field=where
+            )
+    if isinstance(item, Message):
+        check_text_lengths(item, f"{where}[].")
+
+
+@functools.cache
+def _text_fields(
+    descriptor: Descriptor,
+) -> tuple[tuple[FieldDescriptor, ...], tuple[FieldDescriptor, ...]]:
+    """A message type's string fields and message fields (what `check_text_lengths` reads)."""
+    fields = descriptor.fields
+    strings = tuple(f for f in fields if f.type == FieldDescriptor.TYPE_STRING)
+    messages = tuple(f for f in fields if f.type == FieldDescriptor.TYPE_MESSAGE)
+    return strings, messages
 
 
 def _enum_value(kind: type[Outcome] | type[Reason], value: int, where: str) -> int:
@@ -143,7 +172,9 @@ def _enum_value(kind: type[Outcome] | type[Reason], value: int, where: str) -> i
 
 def add_access_service(service: AccessService, server: grpc.aio.Server) -> None:
     """Register the servicer like the generated `add_AccessServiceServicer_to_server`, with
-    request deserializers that turn undecodable bytes into INVALID_ARGUMENT (`status`).
+    request deserializers that turn undecodable bytes into INVALID_ARGUMENT (`status`), and a
+    response serializer that passes on the wire bytes a servicer wrote itself (a stream's
+    decision chunks, `server.chunk_wire`).
 
     The handlers are derived from the contract's service descriptor, so a method added to the
     proto is registered here too (or refused at start if its call shape is not served)."""
@@ -162,9 +193,15 @@ def add_access_service(service: AccessService, server: grpc.aio.Server) -> None:
         handlers[method.name] = make(
             getattr(service, method.name),
             request_deserializer=tolerant_deserializer(getattr(pb, method.input_type.name)),
-            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+            response_serializer=_serialized,
         )
     server.add_generic_rpc_handlers((_AcceptingHandler(descriptor.full_name, handlers, service),))
+
+
+def _serialized(response: Message | bytes) -> bytes:
+    """A response's wire bytes: a message serialised, or bytes a servicer already wrote
+    (`server.chunk_wire`) passed on as they are."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
 
 
 class _AcceptingHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # generic in stubs only
@@ -366,18 +403,17 @@ def decision_message(verdict: Verdict, record: np.void | None, who: Identity) ->
 
 def _decision_chunk(
     answers: pipeline.ChunkAnswers, chunk_id: int, first_index: int, tally: _StreamTally
-) -> pb.DecisionChunk:
-    out = pb.DecisionChunk(
-        chunk_id=chunk_id,
-        first_index=first_index,
-        snapshot_id=tally.snapshot_id,
-        ruleset_revision=tally.revision_name,
-        as_of=tally.as_of_text,
+) -> bytes:
+    """A chunk's `DecisionChunk`, as the wire bytes gRPC sends (`server.chunk_wire`)."""
+    fields = {
+        "chunk_id": chunk_id,
+        "first_index": first_index,
+        "snapshot_id": tally.snapshot_id,
+        "ruleset_revision": tally.revision_name,
+        "as_of": tally.as_of_text,
         **answers.columns,
-    )
-    if answers.technical is not None:
-        out.technical.CopyFrom(pb.TechnicalColumns(**answers.technical))
-    return out
+    }
+    return chunk_wire.decision_chunk(fields, answers.technical)
 
 
 def _fleet_cell(dimensions: list[fleet.Dimension], cell: fleet.FleetCell) -> pb.FleetCell:
@@ -441,9 +477,9 @@ class _PendingChunk:
 
     recorded: asyncio.Future[None]
     answers: pipeline.ChunkAnswers
-    message: pb.DecisionChunk
+    message: bytes  # the DecisionChunk's wire bytes
 
-    async def answer(self, tally: _StreamTally) -> pb.DecisionChunk:
+    async def answer(self, tally: _StreamTally) -> bytes:
         await self.recorded  # no answer before its record is durable
         tally.add(self.answers)
         return self.message
@@ -822,7 +858,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self,
         request_iterator: AsyncIterator[pb.CheckChunk],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[pb.DecisionChunk]:
+    ) -> AsyncIterator[pb.DecisionChunk | bytes]:
         """Chunks are read ahead by a reader task (at most `READ_AHEAD`), so while chunk k's
         audit record is being synced chunk k+1 is already being decided; chunk k's answer is
         sent once its record is durable, and before waiting for a chunk that has not arrived

@@ -72,7 +72,12 @@ def test_the_audit_table_shows_what_the_two_promises_cost_the_floor() -> None:
 
     stream = part(1.19, 1.16) | {
         "pairs": 500_000, "ratio_audit_alone": 1.1, "bar": "at most 1.10",
-        "warm_client": part(1.13, 1.12),
+        "warm_client": part(1.13, 1.12) | {"processor_time": {
+            "cpu_ms": {"plain_no_audit": 257.2}, "cores_busy_plain": 1.88,
+            "audit_cpu_ms": 16.7, "tls_cpu_ms": 23.1, "cpu_ratio": 1.155,
+        }},
     }  # fmt: skip
     text = "\n".join(audit_table({"stream": stream}))
     assert "1.16x, against its 1.19x" in text and "1.12x, against its 1.13x" in text
+    assert "257 ms plain TCP with the audit off (1.88 of the 2 cores busy)" in text
+    assert "the audit +17 ms, mutual TLS +23 ms: 1.16x" in text

@@ -113,3 +113,40 @@ def test_the_promises_floor_is_the_floor_difference_added_to_the_service() -> No
         "seconds": 0.02, "ratio": 1.333, "service_ratio_if_only_promises": 1.133,
         "service_beyond_promises_s": 0.002,
     }  # fmt: skip
+
+
+def test_the_processor_time_parts_are_differences_of_the_medians() -> None:
+    from bench.audit_bench import _processor_time
+
+    cpu = {
+        "plain_no_audit": [0.250, 0.260, 0.270], "plain_audit": [0.280, 0.275, 0.290],
+        "tls_audit": [0.300, 0.310, 0.305], "floor_plain": [0.1, 0.1, 0.1],
+    }  # fmt: skip
+    times = {"plain_no_audit": [0.13, 0.14, 0.15]}
+    got = _processor_time(times, cpu)
+    assert got["cpu_ms"]["plain_no_audit"] == 260.0 and got["cores_busy_plain"] == 1.86
+    assert (got["audit_cpu_ms"], got["tls_cpu_ms"], got["cpu_ratio"]) == (20.0, 25.0, 1.173)
+
+
+def test_a_process_tree_s_cpu_counts_every_thread() -> None:
+    """A thread that computed and ended is counted in its process's processor time, to well
+    under a clock tick (the process's CPU-time clock, not the 10 ms ticks of /proc stat)."""
+    import threading
+
+    from bench.process_cpu import tree_cpu_seconds
+
+    before = tree_cpu_seconds(os.getpid())
+    spent: list[float] = []
+
+    def work() -> None:
+        import time
+
+        start = time.thread_time()
+        while time.thread_time() - start < 0.05:
+            pass
+        spent.append(time.thread_time() - start)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert tree_cpu_seconds(os.getpid()) - before >= spent[0] * 0.9

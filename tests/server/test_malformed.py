@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lez.api.v1 import access_pb2 as pb
-from lez.errors import echo
+from lez.errors import InvalidRequest, echo
 from lez.keys import PlateKeyer
 from tests.server.conftest import DAY, VEHICLES, ServerThread
 from tests.server.helpers import chunk, error_reason, violations
@@ -380,3 +380,25 @@ def _fuzz(channel: grpc.Channel, key_id: str, examples: int) -> None:
 
 def test_fuzz_10000_malformed_requests(channel: grpc.Channel, keyer: PlateKeyer) -> None:
     _fuzz(channel, keyer.key_id, 10_000)
+
+
+def test_text_limits_reach_nested_and_repeated_strings_and_skip_byte_columns() -> None:
+    """A string inside a repeated message is checked and named by its place; a stream chunk's
+    byte columns, however long, are not strings and never count."""
+    from server.service import check_text_lengths
+
+    long_plate = pb.RecheckRequest(
+        decisions=[pb.EarlierDecision(plate=PLATE), pb.EarlierDecision(plate="A" * 300)],
+    )
+    with pytest.raises(InvalidRequest) as raised:
+        check_text_lengths(long_plate)
+    assert raised.value.field == "decisions[1].plate"
+    n = 100_000
+    chunk = pb.CheckChunk(zone="Gent", keys=bytes(16 * n), days=bytes(4 * n), key_id="k")
+    check_text_lengths(chunk)  # a megabyte of columns, short strings: nothing to refuse
+    chunk.plates.data = b"A" * 100_000  # one plate column of bytes, not a string
+    check_text_lengths(chunk)
+    chunk.zone = "G" * 65
+    with pytest.raises(InvalidRequest) as raised:
+        check_text_lengths(chunk)
+    assert raised.value.field == "zone"
