@@ -12,7 +12,7 @@ default size:
 | normalise and key | `PlateKeyer.normalise_and_key` and the INVALID_* marks (`server.pipeline`) |
 | lookup | the versions on the days, the registrations (`vehicles_on`, `registrations_of`) |
 | rules | `lez.rules.evaluate` of the revision's zone |
-| encode | the result columns and `DecisionChunk.SerializeToString` |
+| encode | the result columns and their `DecisionChunk` wire bytes (`server.chunk_wire`) |
 | client unpacking | `DecisionChunk.FromString`, `unpack_chunk`, the columns in input order |
 
 Transport (gRPC framing, the loopback, the event loops, waiting) is what the end-to-end time of a
@@ -40,7 +40,7 @@ from clients.result_columns import BatchSummary, unpack_chunk
 from lez.api.v1 import access_pb2 as pb
 from lez.keys import load_key
 from lez.store import open_store
-from server import pipeline
+from server import chunk_wire, pipeline
 from server.config import ServerConfig
 
 STAGES = (
@@ -143,8 +143,7 @@ def _server_stages(
     clock.spent["rules"] += max(0.0, time.perf_counter() - start - lookup_s)
     with clock("encode"):
         columns, technical = pipeline._result_columns(decided, technical=True)
-        tech = pb.TechnicalColumns(**technical) if technical else None
-        return pb.DecisionChunk(**columns, technical=tech).SerializeToString()
+        return chunk_wire.decision_chunk(columns, technical)
 
 
 def _no_summary() -> BatchSummary:
