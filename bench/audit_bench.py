@@ -5,6 +5,13 @@
    chunk's record, with its keys and each pair's outcome, durable before the chunk's answer is
    sent) and against a server in plain TCP with the audit off (`--audit-off`), on the same
    store, alternated run by run so drift of the machine hits both alike. Bar: at most 10% more.
+   Beside them, alternated with them: the server in plain TCP with the audit on (the audit's
+   share), and the stream floor (`bench.stream_floor`: gRPC servers that decide nothing) plain,
+   with mutual TLS (`tls_floor`: what TLS costs a transport that does no work) and with mutual
+   TLS and the audit's records (`promises_floor`: what the two promises cost it). Each with a
+   fresh client per run (its connections' set-up counts) and again with one long-lived client
+   per server (`warm_client`), where each batch's processor time is also read, servers and
+   client (`processor_time`, `bench.process_cpu`).
 2. **Unary ladder.** In the same run: the ceiling of a gRPC server that only flushes one record
    a call (`bench.unary_floor --mode flush`), then the real server with one sequential caller
    (bar: at least 70% of that ceiling; with each server's CPU per call, which the drifting
@@ -563,10 +570,10 @@ def _parts(text: str) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.audit_bench", description=__doc__)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--plates", type=int, default=8_000_000)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--unary-seconds", type=float, default=3.0)
+    p.add_argument("--plates", type=int, default=8_000_000, help="the bench register [8M]")
+    p.add_argument("--seed", type=int, default=1, help="the bench register's seed [1]")
+    p.add_argument("--runs", type=int, default=5, help="timed runs of each measurement [5]")
+    p.add_argument("--unary-seconds", type=float, default=3.0, help="seconds of each unary run [3]")
     p.add_argument(
         "--scratch",
         type=Path,

@@ -31,8 +31,9 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def process_clock_id(pid: int) -> int:
-    """The clock id of `pid`'s CPU-time clock (the kernel's encoding: the negated pid shifted
-    left by 3, with the clock kind in the low bits, as glibc's `clock_getcpuclockid` makes)."""
+    """The clock id of `pid`'s CPU-time clock (the kernel's encoding: the pid's bitwise
+    complement shifted left by 3, with the clock kind in the low bits, as glibc's
+    `clock_getcpuclockid` makes it)."""
     return ((~pid) << 3) | _CPUCLOCK_SCHED
 
 

@@ -11,11 +11,14 @@ no gRPC), so the module docstrings that cite them can be checked:
   100,000, and the native core (`PlateKeyer.normalise_and_key`, which also keys) on the same,
   with its SHA-instruction path on (the default where the CPU has it) and off (OpenSSL);
 - a stream's answer: a 50,000-pair `DecisionChunk` built and serialised by protobuf, and the
-  same bytes written by `server.chunk_wire`.
+  same bytes written by `server.chunk_wire`; and the check of a 50,000-pair chunk's strings
+  (`server.service.check_text_lengths`) against what it did before (the message's size, then
+  its fields listed, which serialises and copies the byte columns).
 
     .venv/bin/python -m bench.single_paths [--items 100000] [--repeat 2000]
 
-Prints one JSON object (microseconds per item, median of 5 rounds). Not a test: figures drift
+Prints one JSON object (microseconds per item, per chunk for the stream's answer and text
+check; median of 5 rounds). Not a test: figures drift
 by about 10% between runs on a shared machine; the ratios are the point.
 """
 
@@ -201,11 +204,18 @@ def chunk_encoding(pairs: int, repeat: int) -> dict[str, Any]:
     }  # fmt: skip
     if pb.DecisionChunk(**fields).SerializeToString() != chunk_wire.decision_chunk(fields, None):
         raise AssertionError("chunk_wire and protobuf disagree")
+    from server.service import check_text_lengths
+
     n = max(1, repeat // 100)
+    chunk = pb.CheckChunk(
+        zone="Antwerpen", keys=bytes(16 * pairs), days=bytes(4 * pairs), key_id="f8f1617996317a48"
+    )
     return {
         "pairs": pairs,
         "protobuf_us": _per_call_us(lambda: pb.DecisionChunk(**fields).SerializeToString(), n),
         "chunk_wire_us": _per_call_us(lambda: chunk_wire.decision_chunk(fields, None), n),
+        "text_check_us": _per_call_us(lambda: check_text_lengths(chunk), n),
+        "text_check_before_us": _per_call_us(lambda: (chunk.ByteSize(), chunk.ListFields()), n),
     }
 
 
@@ -217,7 +227,11 @@ def _sha_instructions() -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.single_paths",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=2000)
     args = ap.parse_args(argv)

@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, help="with --measure: write the figures to this JSON")
     a = p.parse_args(argv)
+    if a.measure and (a.tls or a.audit):
+        p.error("--tls and --audit serve a floor (with --port); --measure times the plain one")
     if a.measure:
         from bench import report
 

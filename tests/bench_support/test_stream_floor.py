@@ -150,3 +150,13 @@ def test_a_process_tree_s_cpu_counts_every_thread() -> None:
     worker.start()
     worker.join()
     assert tree_cpu_seconds(os.getpid()) - before >= spent[0] * 0.9
+
+
+def test_the_floor_s_serving_options_are_refused_with_measure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench.stream_floor import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["--measure", "--audit", "somewhere"])
+    assert refused.value.code == 2 and "with --port" in capsys.readouterr().err
