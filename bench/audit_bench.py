@@ -83,10 +83,7 @@ def server(
             "--log-level", "WARNING"]  # fmt: skip
     client: dict[str, Any] = {}
     if tls:
-        from server.certs import write_dev_certs
-
-        certs = scratch / "certs"
-        write_dev_certs(certs, clients=(CLIENT,), hosts=("localhost",))
+        certs, client = _dev_tls(scratch)
         clients_file = scratch / "clients.toml"
         clients_file.write_text(
             f'[[client]]\nidentity = "{CLIENT}"\norganisation = "Bench city"\n'
@@ -95,8 +92,6 @@ def server(
         args += ["--address", f"localhost:{port}", "--tls-cert", str(certs / "server.pem"),
                  "--tls-key", str(certs / "server.key"), "--tls-ca", str(certs / "ca.pem"),
                  "--clients-file", str(clients_file)]  # fmt: skip
-        client = {"ca": certs / "ca.pem", "cert": certs / f"{CLIENT}.pem",
-                  "key": certs / f"{CLIENT}.key"}  # fmt: skip
         address = f"localhost:{port}"
     else:
         address = f"127.0.0.1:{port}"
@@ -111,6 +106,21 @@ def server(
     log.close()
     with _serving(proc, address, client, timeout=180) as settings:
         yield settings
+
+
+def _dev_tls(scratch: Path) -> tuple[Path, dict[str, Any]]:
+    """Development certificates under `scratch/certs` (a server's for localhost and the bench
+    client's), and the client settings that present the client's."""
+    from server.certs import write_dev_certs
+
+    certs = scratch / "certs"
+    write_dev_certs(certs, clients=(CLIENT,), hosts=("localhost",))
+    client = {
+        "ca": certs / "ca.pem",
+        "cert": certs / f"{CLIENT}.pem",
+        "key": certs / f"{CLIENT}.key",
+    }
+    return certs, client
 
 
 @contextmanager
@@ -148,13 +158,8 @@ def floor_server(scratch: Path, *, tls: bool, audit: bool = False) -> Iterator[d
     client: dict[str, Any] = {}
     address = f"127.0.0.1:{port}"
     if tls:
-        from server.certs import write_dev_certs
-
-        certs = scratch / "certs"
-        write_dev_certs(certs, clients=(CLIENT,), hosts=("localhost",))
+        certs, client = _dev_tls(scratch)
         args += ["--tls", str(certs)]
-        client = {"ca": certs / "ca.pem", "cert": certs / f"{CLIENT}.pem",
-                  "key": certs / f"{CLIENT}.key"}  # fmt: skip
         address = f"localhost:{port}"
     proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True)
     # connect once the port is open: a channel whose first attempts fail backs off for longer
@@ -324,36 +329,40 @@ def stream_overhead(
     }
 
 
-def _tls_floor(times: dict[str, list[float]]) -> dict[str, Any]:
-    """What mutual TLS costs the transport alone: the floor servers (`bench.stream_floor`,
-    which decide nothing and record nothing) with and without it, and the ratio the bar's
-    comparison would show if the service's TLS cost were exactly the floor's and the audit
-    cost nothing (the service's plain time plus that TLS cost, over the service's plain time)."""
+def _floor_cost(times: dict[str, list[float]], floor: str) -> tuple[float, float, float]:
+    """What the floor named `floor` costs beyond the plain floor (seconds and ratio of medians),
+    and the ratio the bar's comparison would show if that were all the service paid beyond its
+    plain time (the service's plain time plus that cost, over the service's plain time)."""
     plain = float(np.median(times["floor_plain"]))
-    tls = float(np.median(times["floor_tls"]))
+    with_it = float(np.median(times[floor]))
     service_plain = float(np.median(times["plain_no_audit"]))
+    return with_it - plain, with_it / plain, (service_plain + with_it - plain) / service_plain
+
+
+def _tls_floor(times: dict[str, list[float]]) -> dict[str, Any]:
+    """What mutual TLS costs the transport alone (`bench.stream_floor` with and without it),
+    and the service's ratio had TLS cost it exactly that and the audit nothing."""
+    seconds, ratio, service_ratio = _floor_cost(times, "floor_tls")
     return {
-        "seconds": round(tls - plain, 4),
-        "ratio": round(tls / plain, 3),
-        "service_ratio_if_only_tls": round((service_plain + tls - plain) / service_plain, 3),
+        "seconds": round(seconds, 4),
+        "ratio": round(ratio, 3),
+        "service_ratio_if_only_tls": round(service_ratio, 3),
     }
 
 
 def _promises_floor(times: dict[str, list[float]]) -> dict[str, Any]:
     """What mutual TLS and the stream's audit records together cost a transport that does no
-    work (the floor with both against the plain floor), and the ratio the bar's comparison
-    would show if they cost the service exactly that: the bar's ceiling on this machine for a
-    service that keeps both promises, and how far the service's own ratio is from it."""
-    plain = float(np.median(times["floor_plain"]))
-    both = float(np.median(times["floor_tls_audit"]))
-    service_plain = float(np.median(times["plain_no_audit"]))
-    service = float(np.median(times["tls_audit"]))
-    ceiling = (service_plain + both - plain) / service_plain
+    work, the service's ratio had they cost it exactly that (the bar's ceiling on this machine
+    for a service that keeps both promises), and what the service paid beyond that."""
+    seconds, ratio, service_ratio = _floor_cost(times, "floor_tls_audit")
+    service_beyond = float(np.median(times["tls_audit"])) - float(
+        np.median(times["plain_no_audit"])
+    )
     return {
-        "seconds": round(both - plain, 4),
-        "ratio": round(both / plain, 3),
-        "service_ratio_if_only_promises": round(ceiling, 3),
-        "service_beyond_promises_s": round(service - service_plain - (both - plain), 4),
+        "seconds": round(seconds, 4),
+        "ratio": round(ratio, 3),
+        "service_ratio_if_only_promises": round(service_ratio, 3),
+        "service_beyond_promises_s": round(service_beyond - seconds, 4),
     }
 
 

@@ -56,7 +56,6 @@ import grpc.aio
 from bench.report import stats
 from bench.unary_floor import floor_credentials, serve_until_stopped
 from lez.api.v1 import access_pb2 as pb
-from lez.api.v1 import access_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = "20261205T000000Z-floor"
@@ -70,18 +69,23 @@ def _pairs(chunk: pb.CheckChunk) -> int:
     return len(chunk.instants) // 8
 
 
-def _answer(chunk: pb.CheckChunk, first_index: int, n: int) -> pb.DecisionChunk:
+def _answer(chunk: pb.CheckChunk, first_index: int, n: int) -> bytes:
     """An answer of the size the service sends an enforcement caller (every result column, the
-    technical ones too), all zeros."""
-    return pb.DecisionChunk(
-        chunk_id=chunk.chunk_id, first_index=first_index, count=n, outcome=bytes(n),
-        allowed_until=bytes(4 * n), euro=bytes(n), reason=bytes(n), derived=bytes(n),
-        notes=bytes(n), snapshot_id=SNAPSHOT, ruleset_revision=REVISION,
-        technical=pb.TechnicalColumns(
-            category=bytes(n), fuel=bytes(n), first_registration=bytes(4 * n),
-            max_mass_kg=bytes(4 * n), co2_g_km=bytes(2 * n), power_kw=bytes(2 * n),
-        ),
-    )  # fmt: skip
+    technical ones too), all zeros, written to wire bytes as the service writes its own
+    (`server.chunk_wire`)."""
+    from server import chunk_wire
+
+    fields = {
+        "chunk_id": chunk.chunk_id, "first_index": first_index, "count": n,
+        "outcome": bytes(n), "allowed_until": bytes(4 * n), "euro": bytes(n),
+        "reason": bytes(n), "derived": bytes(n), "notes": bytes(n),
+        "snapshot_id": SNAPSHOT, "ruleset_revision": REVISION,
+    }  # fmt: skip
+    technical = {
+        "category": bytes(n), "fuel": bytes(n), "first_registration": bytes(4 * n),
+        "max_mass_kg": bytes(4 * n), "co2_g_km": bytes(2 * n), "power_kw": bytes(2 * n),
+    }  # fmt: skip
+    return chunk_wire.decision_chunk(fields, technical)
 
 
 def _summary(answered: int, chunks: int) -> pb.DecisionChunk:
@@ -130,8 +134,15 @@ class _FloorAudit:
         )  # fmt: skip
         self.log.sync_through(appended.seq)
 
+    def close(self) -> None:
+        """Let the records being written land, then close the log (its last checkpoint)."""
+        self.threads.shutdown(wait=True)
+        self.log.close()
 
-class _Floor(pb_grpc.AccessServiceServicer):
+
+class _Floor:
+    """The floor's two RPCs (grpc answers the others UNIMPLEMENTED)."""
+
     def __init__(self, worker: int, workers: int, audit: _FloorAudit | None = None) -> None:
         self.worker, self.workers, self.audit = worker, workers, audit
 
@@ -140,7 +151,7 @@ class _Floor(pb_grpc.AccessServiceServicer):
 
     async def CheckStream(
         self, request_iterator: AsyncIterator[pb.CheckChunk], context: Any
-    ) -> AsyncIterator[pb.DecisionChunk]:
+    ) -> AsyncIterator[pb.DecisionChunk | bytes]:
         if self.audit is not None:
             async for message in self._audited(request_iterator, self.audit):
                 yield message
@@ -155,7 +166,7 @@ class _Floor(pb_grpc.AccessServiceServicer):
 
     async def _audited(
         self, request_iterator: AsyncIterator[pb.CheckChunk], audit: _FloorAudit
-    ) -> AsyncIterator[pb.DecisionChunk]:
+    ) -> AsyncIterator[pb.DecisionChunk | bytes]:
         """As the service pipelines a stream: chunks read ahead by a task of their own, chunk
         k's answer sent once its record is durable, and before waiting for a chunk that has
         not arrived."""
@@ -172,7 +183,7 @@ class _Floor(pb_grpc.AccessServiceServicer):
         reader = loop.create_task(read())
         stream = os.urandom(8).hex()
         answered = chunks = 0
-        pending: tuple[asyncio.Future[None], pb.DecisionChunk] | None = None
+        pending: tuple[asyncio.Future[None], bytes] | None = None
         try:
             while True:
                 if pending is not None and arrived.empty():
@@ -209,6 +220,7 @@ async def _serve(
 ) -> None:
     from server.app import server_options
     from server.config import ServerConfig
+    from server.service import serialized_response
 
     config = ServerConfig()
     server = grpc.aio.server(
@@ -216,10 +228,27 @@ async def _serve(
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     records = _FloorAudit(audit, worker) if audit is not None else None
-    floor = _Floor(worker, workers, records)  # type: ignore[abstract]  # others: UNIMPLEMENTED
-    pb_grpc.add_AccessServiceServicer_to_server(floor, server)
+    floor = _Floor(worker, workers, records)
+    handlers = {  # responses as the service sends them: its serializer passes wire bytes on
+        "ServerInfo": grpc.unary_unary_rpc_method_handler(
+            floor.ServerInfo,
+            request_deserializer=pb.ServerInfoRequest.FromString,
+            response_serializer=serialized_response,
+        ),
+        "CheckStream": grpc.stream_stream_rpc_method_handler(
+            floor.CheckStream,
+            request_deserializer=pb.CheckChunk.FromString,
+            response_serializer=serialized_response,
+        ),
+    }
+    service = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     credentials = floor_credentials(tls) if tls is not None else None
-    await serve_until_stopped(server, port, credentials)
+    try:
+        await serve_until_stopped(server, port, credentials)
+    finally:
+        if records is not None:
+            records.close()
 
 
 def _worker(port: int, worker: int, workers: int, tls: Path | None, audit: Path | None) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -98,13 +99,18 @@ async def _serve(port: int, mode: str, directory: Path) -> None:
 
 
 def floor_credentials(certs: Path) -> grpc.ServerCredentials:
-    """Mutual TLS as `lez-server serve --tls-*` sets it up, from a folder that
-    `server.certs.write_dev_certs` filled (server.pem, server.key, ca.pem)."""
-    return grpc.ssl_server_credentials(
-        [((certs / "server.key").read_bytes(), (certs / "server.pem").read_bytes())],
-        root_certificates=(certs / "ca.pem").read_bytes(),
-        require_client_auth=True,
+    """Mutual TLS as `lez-server serve --tls-*` sets it up (`server.app.server_credentials`),
+    from a folder that `server.certs.write_dev_certs` filled (server.pem, server.key, ca.pem)."""
+    from server.app import server_credentials
+    from server.config import ServerConfig
+
+    config = dataclasses.replace(
+        ServerConfig(),
+        tls_cert=certs / "server.pem",
+        tls_key=certs / "server.key",
+        tls_ca=certs / "ca.pem",
     )
+    return server_credentials(config)
 
 
 async def serve_until_stopped(

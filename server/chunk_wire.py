@@ -44,6 +44,7 @@ class _Layout:
 
     def __init__(self, descriptor: Descriptor) -> None:
         self.name = descriptor.name
+        self.names = frozenset(field.name for field in descriptor.fields)
         self.fields: list[tuple[str, bytes, int]] = []
         for field in sorted(descriptor.fields, key=lambda f: f.number):
             wire = _VARINT if field.type in _INTEGERS else _LENGTH_DELIMITED
@@ -53,7 +54,7 @@ class _Layout:
     def write(self, values: Mapping[str, object]) -> bytes:
         """The message with `values` (by field name; absent or default fields left out; a
         nested message given as its own wire bytes)."""
-        unknown = values.keys() - {name for name, _, _ in self.fields}
+        unknown = values.keys() - self.names
         if unknown:
             raise TypeError(f"{self.name} has no field {sorted(unknown)}")
         parts: list[bytes] = []

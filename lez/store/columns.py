@@ -135,8 +135,8 @@ class KeyedRecords:
 
     def _native_table(self) -> tuple[Any, Any, Any, int]:
         """The table as the native lookups take it: key halves, bucket index (or None), bits;
-        made once per table (a single check looks up two tables: the conversions took about a
-        tenth of its lookups' time)."""
+        made once per table (a single check looks up two tables; making it for each took 1.0%
+        of a worker's samples under one sequential caller, the whole row lookup 4.0%, py-spy)."""
         if self._native is None:
             buckets = self.bucket_starts
             table = (

@@ -402,3 +402,9 @@ def test_text_limits_reach_nested_and_repeated_strings_and_skip_byte_columns() -
     with pytest.raises(InvalidRequest) as raised:
         check_text_lengths(chunk)
     assert raised.value.field == "zone"
+    # no request holds repeated strings or maps yet: a message that does shows what happens
+    with pytest.raises(InvalidRequest) as raised:
+        check_text_lengths(pb.ClientInfo(zones=["Gent", "G" * 65]))
+    assert raised.value.field == "zones[1]"
+    with pytest.raises(TypeError, match="map fields"):
+        check_text_lengths(pb.DataQuality())
