@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import numpy as np
+from blake3 import blake3
 
 from lez.durable_io import fsync_dir, write_all
 from lez.errors import AuditClosed, AuditFailed, AuditKeyError
@@ -94,7 +95,7 @@ _ACTIVE: Final = re.compile(r"^(audit-w\d+)\.jsonl$")
 _RECORD_FIELDS: Final = frozenset(
     {"seq", "ts", "prev", "rpc", "identity", "organisation", "roles", "zone", "chain", "hash"}
     | {"ruleset_revision", "snapshot_id", "pairs", "outcomes", "status", "keys_count"}
-    | {"keys_sha256", "keys", "keys_file", "keys_offset", "pair_outcomes"}
+    | {"keys_blake3", "keys_sha256", "keys", "keys_file", "keys_offset", "pair_outcomes"}
 )
 
 
@@ -132,6 +133,16 @@ def record_body(record: Mapping[str, Any]) -> bytes:
 def record_hash(record: Mapping[str, Any]) -> str:
     """Unkeyed SHA-256 of a record's body: the `hash` of records written before keyed chains."""
     return hashlib.sha256(record_body(record)).hexdigest()
+
+
+def keys_digest(blob: bytes) -> str:
+    """The `keys_blake3` of a record: BLAKE3-256 of its keys, concatenated, in hex (binds the
+    keys, inline or in the key log, to the chained record). BLAKE3 rather than SHA-256 for its
+    cost: a 50,000-pair chunk's 800 KB of fresh keys took 0.15 ms against 0.71 ms (median of 35
+    chunks, one thread's processor time, the bench machine: SHA-256 with the processor's SHA
+    instructions), which was 5 ms of processor time in each audited 500,000-pair stream.
+    Records written before it hold `keys_sha256` instead (`server.audit_verify` checks both)."""
+    return blake3(blob).hexdigest()
 
 
 def encode_pair_outcomes(outcomes: bytes) -> str:
@@ -667,7 +678,7 @@ class AuditLog:
             "outcomes": dict(outcomes),  # sorted by the canonical encoding
             "status": status,
             "keys_count": keys.count,
-            "keys_sha256": hashlib.sha256(blob).hexdigest(),
+            "keys_blake3": keys_digest(blob),
         }
         if purpose:
             fields["purpose"] = purpose

@@ -3,7 +3,7 @@ outside its audit record.
 
 A record with more keys than `audit_inline_keys` names them by `keys_file` (relative to the
 audit directory), `keys_offset` (bytes from the file's start) and `keys_count`: the raw 16-byte
-keys, `keys_count * 16` bytes, whose SHA-256 is the record's `keys_sha256` (so the chain covers
+keys, `keys_count * 16` bytes, whose BLAKE3 is the record's `keys_blake3` (so the chain covers
 them). Records written before key logs existed have a file of their own and no `keys_offset`
 (the whole file); `named_keys` reads both.
 

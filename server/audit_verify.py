@@ -42,6 +42,7 @@ from server.audit import (
     RETENTION_RPC,
     data_after,
     is_padding,
+    keys_digest,
     record_body,
     series_files,
     series_of,
@@ -387,7 +388,11 @@ def _verify_keys(base: Path, rec: Mapping[str, Any], where: str) -> list[str]:
             blob = b"".join(bytes.fromhex(k) for k in rec.get("keys", []))
         except (TypeError, ValueError):
             return [f"{where}: the consulted keys are not hexadecimal (edited)"]
-    if hashlib.sha256(blob).hexdigest() != rec.get("keys_sha256"):
+    if "keys_blake3" in rec:
+        matches = keys_digest(blob) == rec["keys_blake3"]
+    else:  # records written before BLAKE3
+        matches = hashlib.sha256(blob).hexdigest() == rec.get("keys_sha256")
+    if not matches:
         return [f"{where}: the consulted keys do not match their digest"]
     return []
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,12 +16,14 @@ from typing import Any
 
 import grpc
 import pytest
+from blake3 import blake3
 
 from lez.api.v1 import access_pb2 as pb
 from lez.errors import AuditClosed
 from server import audit
 from server.__main__ import main
 from server.audit import AuditLog, KeyBatch
+from server.audit_key_log import named_keys
 from server.audit_keys import AUDIT_KEY_HEADER, AuditKeys, load_audit_keys
 from server.audit_verify import verify
 from server.config import MIB, parse_serve_args
@@ -118,6 +122,53 @@ def test_sidecar_keys_are_covered(tmp_path: Path) -> None:
     sidecar = next((tmp_path / "audit-w0-keys").iterdir())
     sidecar.write_bytes(b"\0" * 16 + sidecar.read_bytes()[16:])
     assert any("do not match their digest" in p for p in _problems(path))
+
+
+def _lines(path: Path) -> list[bytes]:
+    return [line for line in path.read_bytes().rstrip(b"\0").split(b"\n") if line]
+
+
+def _keys(directory: Path, rec: dict[str, Any]) -> bytes:
+    if "keys_file" in rec:
+        return named_keys(directory, rec)
+    return b"".join(bytes.fromhex(k) for k in rec["keys"])
+
+
+def test_records_bind_their_keys_by_blake3(tmp_path: Path) -> None:
+    """Each record's `keys_blake3` is the BLAKE3-256 of its keys, inline or in the key log."""
+    log = _open_log(tmp_path, inline_keys=2)
+    _write(log, 4)  # 1 and 2 keys inline, 3 and 4 in the key log
+    log.close()
+    records = [json.loads(line) for line in _lines(tmp_path / "audit-w0.jsonl")]
+    assert [("keys_file" in r) for r in records] == [False, False, True, True]
+    for i, rec in enumerate(records):
+        assert "keys_sha256" not in rec
+        assert rec["keys_blake3"] == blake3(bytes(range(16)) * (i + 1)).hexdigest()
+        assert rec["keys_blake3"] == blake3(_keys(tmp_path, rec)).hexdigest()
+
+
+def test_records_written_with_sha256_digests_still_verify(tmp_path: Path) -> None:
+    """A log written before BLAKE3 (its records hold `keys_sha256`, the SHA-256 of their keys)
+    verifies, and an edited key in it is still caught."""
+    log = _open_log(tmp_path, inline_keys=2)
+    _write(log, 4)
+    log.close()
+    path = tmp_path / "audit-w0.jsonl"
+    prev, lines = audit.GENESIS, []
+    for line in _lines(path):  # the records as the writer before BLAKE3 made them
+        rec = json.loads(line)
+        del rec["keys_blake3"], rec["hash"]
+        rec["keys_sha256"] = hashlib.sha256(_keys(tmp_path, rec)).hexdigest()
+        rec["prev"] = prev
+        rec["hash"] = prev = KEYS.mac(audit.canonical_json(rec))
+        lines.append(audit.canonical_json(rec) + b"\n")
+    path.write_bytes(b"".join(lines) + bytes(4096))
+    shutil.rmtree(tmp_path / audit.CHECKPOINTS_DIR)
+    _open_log(tmp_path).close()  # checkpoints of the rewritten head, as that writer signed
+    assert _problems(path) == []
+    key_log = next((tmp_path / "audit-w0-keys").iterdir())
+    key_log.write_bytes(b"\1" + key_log.read_bytes()[1:])
+    assert _problems(path) == ["audit-w0.jsonl:3: the consulted keys do not match their digest"]
 
 
 def test_chain_continues_after_restart(tmp_path: Path) -> None:
