@@ -308,6 +308,14 @@ def readme_table(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paired(part: dict[str, Any]) -> str:
+    """The round-by-round ratios of a stream comparison, when the run recorded them."""
+    paired = part.get("paired_ratio")
+    if not paired:
+        return ""
+    return f"; round by round {paired['median']:.2f}x ({paired['min']:.2f}-{paired['max']:.2f})"
+
+
 def audit_table(audit: dict[str, Any]) -> list[str]:
     """The audit's cost (`bench.audit_bench`) and `audit find` over a year
     (`bench.audit_find_bench`), when measured."""
@@ -321,7 +329,8 @@ def audit_table(audit: dict[str, Any]) -> list[str]:
             f"{stream['pairs']:,}-pair stream, mutual TLS + each chunk's record synced before "
             "its answer, vs plain TCP with the audit off",
             f"{stream['ratio']:.2f}x ({on['median_s']:.3f} s vs {off['median_s']:.3f} s; the "
-            f"audit alone {stream['ratio_audit_alone']:.2f}x; bar {stream['bar']})",
+            f"audit alone {stream['ratio_audit_alone']:.2f}x; bar {stream['bar']})"
+            + _paired(stream),
         ))  # fmt: skip
         warm = stream.get("warm_client")
         if warm:
@@ -329,7 +338,7 @@ def audit_table(audit: dict[str, Any]) -> list[str]:
                 "the same, one long-lived client per server (no connection setup in the runs)",
                 f"{warm['ratio']:.2f}x ({warm['tls_audit']['median_s']:.3f} s vs "
                 f"{warm['plain_no_audit']['median_s']:.3f} s; plain TCP with the audit "
-                f"{warm['plain_audit']['median_s']:.3f} s)",
+                f"{warm['plain_audit']['median_s']:.3f} s)" + _paired(warm),
             ))  # fmt: skip
         tls_floor = (stream.get("warm_client") or stream).get("tls_floor")
         if tls_floor:

@@ -81,3 +81,19 @@ def test_the_audit_table_shows_what_the_two_promises_cost_the_floor() -> None:
     assert "1.16x, against its 1.19x" in text and "1.12x, against its 1.13x" in text
     assert "257 ms plain TCP with the audit off (1.88 of the 2 cores busy)" in text
     assert "the audit +17 ms, mutual TLS +23 ms: 1.16x" in text
+    assert "round by round" not in text  # runs from before the paired ratios
+
+
+def test_the_audit_table_gives_the_round_by_round_ratios_when_measured() -> None:
+    from bench.audit_bench import _paired_ratio
+    from bench.report import audit_table
+
+    times = {"tls_audit": [0.20, 0.11, 0.33], "plain_no_audit": [0.20, 0.10, 0.30]}
+    paired = _paired_ratio(times)
+    assert paired == {"median": 1.1, "min": 1.0, "max": 1.1}  # the medians' ratio: 1.0
+    stream = {
+        "tls_audit": {"median_s": 0.20}, "plain_no_audit": {"median_s": 0.20}, "ratio": 1.0,
+        "pairs": 3, "ratio_audit_alone": 1.0, "bar": "at most 1.10", "paired_ratio": paired,
+    }  # fmt: skip
+    text = "\n".join(audit_table({"stream": stream}))
+    assert "round by round 1.10x (1.00-1.10)" in text
