@@ -30,6 +30,9 @@ class ServerConfig:
     """host:port to listen on (port 0 picks a free port; in-process tests only)."""
     workers: int = 1
     """Worker processes sharing the port with SO_REUSEPORT (one per core is the sweet spot)."""
+    pin_workers: bool = True
+    """With several workers: each worker's event loop and gRPC threads on a core of its own
+    (`server.affinity`); its compute and audit threads on any core."""
     store_root: Path = Path("var/store")
     """Store root written by `lez-loader` (holds `current` -> `builds/<snapshot>`)."""
     key_file: Path = Path("var/keys/hmac.key")
@@ -392,6 +395,8 @@ def metavar_of(name: str) -> str:
 _FIELD_DOCS: Final = {
     "address": "host:port to listen on",
     "workers": "worker processes sharing the port (SO_REUSEPORT)",
+    "pin_workers": "with several workers, each worker's event loop and gRPC threads on a core "
+    "of its own; its compute and audit threads on any core (1/0)",
     "store_root": "store root directory written by lez-loader",
     "key_file": "HMAC key file (its key id must match the store)",
     "rules_dir": "extra rule-table files served besides the store's revisions",

@@ -64,6 +64,7 @@ from lez.vehicle import U16_UNKNOWN, U32_UNKNOWN, empty
 from lez.version import VERSION
 from server import chunk_wire, pipeline
 from server.admission import Admission, idle_limited
+from server.affinity import run_anywhere
 from server.audit import Appended, AuditWriter, KeyBatch
 from server.audit_refusals import RefusalAudit
 from server.auth import Authenticator, Identity, Purpose, Role, Rpc
@@ -555,10 +556,13 @@ class AccessService(pb_grpc.AccessServiceServicer):
         self.calls = CallObserver(metrics, worker)  # request ids, call log lines, metrics
         self.in_progress = 0  # calls accepted and not done (`accept`)
         # One compute thread per worker: chunk k is evaluated while chunk k+1 is received.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lez-chunk")
+        # Both on any core, though a worker's event loop is pinned (`server.affinity`).
+        self.executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="lez-chunk", initializer=run_anywhere
+        )
         # Stream chunks' audit records are written and synced here, off the compute thread.
         self.audit_executor = ThreadPoolExecutor(
-            max_workers=AUDIT_THREADS, thread_name_prefix="lez-audit"
+            max_workers=AUDIT_THREADS, thread_name_prefix="lez-audit", initializer=run_anywhere
         )
 
     def close(self) -> None:

@@ -20,6 +20,9 @@ Metrics (`server.metrics`): with a `metrics_address`, the supervisor gives the s
 fresh multiprocess directory before forking, serves the aggregate of its workers there from
 its own loop (no thread in a process that forks), marks each worker that exits as dead, counts
 the restarts, and removes the directory when it stops.
+
+Each worker's event loop and gRPC threads run on a core of their own (`server.affinity`,
+`pin_workers`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from server.affinity import pin_worker
 from server.audit_keys import ensure_audit_key_file
 from server.config import ServerConfig
 from server.guards import ParentWatch, ensure_port_free, hold_audit_dir
@@ -79,6 +83,8 @@ def _run_worker(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     code = 0
+    if config.pin_workers:  # before any thread of the worker exists: they inherit it
+        pin_worker(index)
     watch.arm(grace_s=config.grace_period_s + KILL_MARGIN_S)
     try:
         asyncio.run(serve_forever(config, worker=index, reuse_port=True))

@@ -45,6 +45,20 @@ def _worker_pids(parent: int) -> set[int]:
     return {int(x) for x in out.stdout.split()}
 
 
+def _assert_pinned(workers: set[int]) -> None:
+    """Each worker's main thread (and the gRPC threads it started) on a core of its own; the
+    compute thread of its stream on every core (`server.affinity`)."""
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:  # one core: nothing to pin
+        assert all(os.sched_getaffinity(pid) == allowed for pid in workers)
+        return
+    cores = [os.sched_getaffinity(pid) for pid in sorted(workers)]
+    assert all(len(c) == 1 for c in cores) and cores[0] != cores[1]
+    for pid in workers:
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        assert any(os.sched_getaffinity(t) == allowed for t in threads)  # the compute thread
+
+
 @pytest.mark.slow
 def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
     port = free_port()
@@ -101,6 +115,7 @@ def test_two_workers_share_a_port(base_config: ServerConfig) -> None:
                 assert out[-1].summary.pairs == 1
                 served_by.add(info.worker)
         assert served_by == {0, 1}
+        _assert_pinned(pids)
         audit_dir = Path(base_config.audit_dir)
         assert sorted(p.name for p in audit_dir.glob("audit-w*.jsonl")) == [
             "audit-w0.jsonl",
