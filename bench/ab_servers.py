@@ -5,8 +5,10 @@
 Checks out `--old` into a git worktree under `--scratch` (git-ignored `var/bench/`), builds its
 native cores in place, and starts both servers (2 workers each, plain TCP on loopback) on
 the same base store of the bench (`var/bench/store-<plates>-<seed>`, made by `make bench`).
-Each round runs the 500,000-pair `CheckStream` and then 3 s of sequential unary `Check` against
-one server and then the other, so drift of the machine hits both alike. Prints the medians.
+Each round runs the 500,000-pair `CheckStream` (a fresh client), the same batch pre-keyed (one
+client per server kept for every round, as `make bench` does) and then 3 s of sequential unary
+`Check` against one server and then the other, so drift of the machine hits both alike. Prints
+the medians.
 Used to show that a restructuring left the figures where they were.
 """
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import build_bench, sync_bench
-from bench.stream import free_port, unary
+from bench.stream import StreamClient, free_port, unary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,21 +88,28 @@ def main(argv: list[str] | None = None) -> int:
     batch = sync_bench.stream_batch(extract, a.seed)
     requests = sync_bench.unary_requests(batch)
     stream: dict[str, list[float]] = {"old": [], "new": []}
+    prekeyed: dict[str, list[float]] = {"old": [], "new": []}
     calls: dict[str, list[float]] = {"old": [], "new": []}
     with (
         worktree(a.old, scratch) as old_code,
         server(old_code, store, key, scratch / "ab-audit-old") as old,
         server(ROOT, store, key, scratch / "ab-audit-new") as new,
+        StreamClient(old) as old_client,
+        StreamClient(new) as new_client,
     ):
+        keyed = old_client.prekeyed(batch, key)
+        kept = {"old": old_client, "new": new_client}
         for _ in range(a.rounds):
             for name, address in (("old", old), ("new", new)):
                 stream[name] += sync_bench.stream_seconds(address, batch, 1)
+                prekeyed[name].append(kept[name].seconds(keyed, "Antwerpen"))
                 calls[name].append(
                     unary(address, requests, "Antwerpen", seconds=3.0)["calls_per_s"]
                 )
     print(json.dumps({
         "old": a.old, "rounds": a.rounds,
         "stream_500k_s": {k: round(float(np.median(v)), 3) for k, v in stream.items()},
+        "prekeyed_500k_s": {k: round(float(np.median(v)), 3) for k, v in prekeyed.items()},
         "unary_calls_per_s": {k: round(float(np.median(v))) for k, v in calls.items()},
     }, indent=2))  # fmt: skip
     return 0

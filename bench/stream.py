@@ -138,6 +138,18 @@ class StreamClient:
             key_id=keyer.key_id,
         )
 
+    def seconds(self, pairs: Any, zone: str) -> float:
+        """Wall seconds of one batch through this kept client."""
+        started = time.perf_counter()
+        self.client.check_batch(pairs, zone=zone)
+        return time.perf_counter() - started
+
+    def __enter__(self) -> StreamClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def decide(self, pairs: Any, zone: str, ruleset: str | None = None) -> Decided:
         r = self.client.check_batch(pairs, zone=zone, ruleset=ruleset)
         return Decided(r.outcome, r.reason, r.allowed_until, r.euro)
