@@ -11,7 +11,9 @@
    TLS and the audit's records (`promises_floor`: what the two promises cost it). Each with a
    fresh client per run (its connections' set-up counts) and again with one long-lived client
    per server (`warm_client`), where each batch's processor time is also read, servers and
-   client (`processor_time`, `bench.process_cpu`).
+   client (`processor_time`, `bench.process_cpu`). Every run's seconds are kept (`runs_s`); the
+   bar's figure is the ratio of the medians, and the ratio taken round by round (each round runs
+   every server once) is given beside it (`paired_ratio`).
 2. **Unary ladder.** In the same run: the ceiling of a gRPC server that only flushes one record
    a call (`bench.unary_floor --mode flush`), then the real server with one sequential caller
    (bar: at least 70% of that ceiling; with each server's CPU per call, which the drifting

@@ -31,8 +31,9 @@ class ServerConfig:
     workers: int = 1
     """Worker processes sharing the port with SO_REUSEPORT (one per core is the sweet spot)."""
     pin_workers: bool = True
-    """With several workers: each worker's event loop and gRPC threads on a core of its own
-    (`server.affinity`); its compute and audit threads on any core."""
+    """With several workers: each worker's event loop and gRPC threads on one core, worker i on
+    the i-th allowed core (wrapping round), its streams' compute and audit threads on any core
+    (`server.affinity`). Off where clients or other pinned work share the cores."""
     store_root: Path = Path("var/store")
     """Store root written by `lez-loader` (holds `current` -> `builds/<snapshot>`)."""
     key_file: Path = Path("var/keys/hmac.key")
@@ -395,8 +396,10 @@ def metavar_of(name: str) -> str:
 _FIELD_DOCS: Final = {
     "address": "host:port to listen on",
     "workers": "worker processes sharing the port (SO_REUSEPORT)",
-    "pin_workers": "with several workers, each worker's event loop and gRPC threads on a core "
-    "of its own; its compute and audit threads on any core (1/0)",
+    "pin_workers": "with several workers, each worker's event loop and gRPC threads on one "
+    "core (worker i on the i-th allowed core, wrapping round), its streams' compute and audit "
+    "threads on any core; no effect with one worker or one allowed core; turn off (0) where "
+    "clients or other pinned work share the cores",
     "store_root": "store root directory written by lez-loader",
     "key_file": "HMAC key file (its key id must match the store)",
     "rules_dir": "extra rule-table files served besides the store's revisions",

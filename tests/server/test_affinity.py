@@ -56,3 +56,21 @@ def test_a_worker_is_pinned_to_its_core_and_its_helpers_run_anywhere() -> None:
 def test_run_anywhere_leaves_an_unpinned_process_alone() -> None:
     allowed = os.sched_getaffinity(0)
     assert _on_a_thread(lambda: (affinity.run_anywhere(), os.sched_getaffinity(0))[1]) == allowed
+
+
+def test_a_refused_pin_leaves_the_worker_serving_unpinned(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    allowed = os.sched_getaffinity(0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+
+    def refuse(_pid: int, _cores: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    with caplog.at_level("WARNING", logger="lez.server"):
+        assert affinity.pin_worker(1) is None
+    assert affinity._ANYWHERE is None  # helpers left alone
+    assert "worker 1: not pinned to core 1" in caplog.text
+    monkeypatch.undo()
+    assert os.sched_getaffinity(0) == allowed
