@@ -11,7 +11,7 @@
    TLS and the audit's records (`promises_floor`: what the two promises cost it). Each with a
    fresh client per run (its connections' set-up counts) and again with one long-lived client
    per server (`warm_client`), where each batch's processor time is also read, servers and
-   client (`processor_time`, `bench.process_cpu`). Every run's seconds are kept (`runs_s`); the
+   client (`processor_time`, `bench.process_cpu`). Every run's seconds are kept (`all_s`); the
    bar's figure is the ratio of the medians, and the ratio taken round by round (each round runs
    every server once) is given beside it (`paired_ratio`).
 2. **Unary ladder.** In the same run: the ceiling of a gRPC server that only flushes one record
@@ -52,7 +52,8 @@ import numpy as np
 from bench import build_bench, sync_bench
 from bench.peer_data import WireBatch
 from bench.process_cpu import tree_cpu_seconds
-from bench.stream import free_port, unary
+from bench.report import stats
+from bench.stream import batch_seconds, free_port, unary
 from bench.unary_floor import FloorServer
 
 if TYPE_CHECKING:
@@ -198,21 +199,13 @@ def _rows(batch: WireBatch) -> BatchRows:
     )
 
 
-def _batch_seconds(client: LezClient, rows: BatchRows, pairs: int) -> float:
-    t0 = time.perf_counter()
-    got = client.check_batch(rows, zone=ZONE)
-    seconds = time.perf_counter() - t0
-    assert len(got.outcome) == pairs
-    return seconds
-
-
 def _stream_seconds(settings: dict[str, Any], batch: WireBatch) -> float:
     """One run of the whole batch through `check_batch` (a fresh client: its connections'
     TLS handshakes and its spreading of them over the workers count, as a camera system's
     would once a batch)."""
     with _client(settings) as client:
         client.wait_until_serving()
-        return _batch_seconds(client, _rows(batch), len(batch))
+        return batch_seconds(client, _rows(batch), ZONE)
 
 
 def _warm_clients(
@@ -229,12 +222,12 @@ def _warm_clients(
         clients = {name: stack.enter_context(_client(s)) for name, s in targets.items()}
         for client in clients.values():
             client.wait_until_serving()
-            _batch_seconds(client, rows, len(batch))
+            batch_seconds(client, rows, ZONE)
         for _ in range(runs):
             for name, client in clients.items():
                 pid = int(targets[name]["pid"])
                 before = tree_cpu_seconds(pid) + time.process_time()
-                times[name].append(_batch_seconds(client, rows, len(batch)))
+                times[name].append(batch_seconds(client, rows, ZONE))
                 cpu[name].append(tree_cpu_seconds(pid) + time.process_time() - before)
     return times, cpu
 
@@ -253,15 +246,6 @@ def _processor_time(times: dict[str, list[float]], cpu: dict[str, list[float]]) 
         "what": "median processor time of a batch, the server's processes (every thread: their "
         "CPU-time clocks) plus the client's process; cores_busy_plain = that time over the "
         "batch's wall time with plain TCP and the audit off",
-    }
-
-
-def _figure(values: list[float]) -> dict[str, Any]:
-    return {
-        "median_s": round(float(np.median(values)), 4),
-        "min_s": round(min(values), 4),
-        "max_s": round(max(values), 4),
-        "runs_s": [round(v, 4) for v in values],
     }
 
 
@@ -315,7 +299,7 @@ def stream_overhead(
     warm_ratio = float(np.median(warm["tls_audit"])) / float(np.median(warm["plain_no_audit"]))
     return {
         "warm_client": {
-            **{name: _figure(values) for name, values in warm.items()},
+            **{name: stats(values) for name, values in warm.items()},
             "ratio": round(warm_ratio, 3),
             "paired_ratio": _paired_ratio(warm),
             "meets_bar": warm_ratio <= STREAM_BAR,
@@ -326,7 +310,7 @@ def stream_overhead(
             "spread over the workers once): what each further batch costs",
         },
         "pairs": len(batch),
-        **{name: _figure(values) for name, values in times.items()},
+        **{name: stats(values) for name, values in times.items()},
         "tls_floor": _tls_floor(times),
         "promises_floor": _promises_floor(times),
         "ratio": round(ratio, 3),
