@@ -15,11 +15,13 @@
    bar's figure is the ratio of the medians, and the ratio taken round by round (each round runs
    every server once) is given beside it (`paired_ratio`).
 2. **Unary ladder.** In the same run: the ceiling of a gRPC server that only flushes one record
-   a call (`bench.unary_floor --mode flush`), then the real server with one sequential caller
-   (bar: at least 70% of that ceiling; with each server's CPU per call, which the drifting
-   latency of a flush does not move), then 32 concurrent callers from 2 client processes (16
-   threads each, so the load generator is not the limit), where group commit lets one flush
-   carry the records of every call waiting on it.
+   a call (`bench.unary_floor --mode flush`), the same server keeping the audit promise alone
+   (`--mode audit`: the service's own record a call, durable before the answer; what that
+   promise leaves of the ceiling to everything else a check does), then the real server with one
+   sequential caller (bar: at least 70% of the ceiling; with each server's CPU per call, which
+   the drifting latency of a flush does not move), then 32 concurrent callers from 2 client
+   processes (16 threads each, so the load generator is not the limit), where group commit lets
+   one flush carry the records of every call waiting on it.
 
     python -m bench.audit_bench [--plates 8000000] [--runs 5] [--unary-seconds 3] [--out F]
         [--parts stream,unary]
@@ -67,6 +69,7 @@ UNARY_BAR = 0.70
 CONCURRENT_PROCESSES = 2
 CONCURRENT_THREADS = 16
 FLOOR_SERVER = "python -m bench.unary_floor --mode flush"
+AUDIT_FLOOR_SERVER = "python -m bench.unary_floor --mode audit"
 PARTS = ("stream", "unary")
 OUR_SERVER = "lez-server serve --workers 2 (plain TCP; each record synced before its answer)"
 
@@ -492,17 +495,20 @@ def unary_ladder(
     requests_file = scratch / "unary-requests.json"
     requests_file.write_text(json.dumps(requests))
     ceiling: list[dict[str, float]] = []
+    audit_floor: list[dict[str, float]] = []
     sequential: list[dict[str, float]] = []
     with (
         FloorServer("flush", scratch / "floor") as floor,
+        FloorServer("audit", scratch / "audit-floor") as audited,
         server(store, key, scratch / "unary", tls=False, audit=True) as real,
     ):
         address = real["servers"][0]
-        unary(floor.address, requests, ZONE, threads=1, seconds=0.5)  # warm-up
-        unary(address, requests, ZONE, threads=1, seconds=0.5)
-        assert floor.proc is not None
+        for warm_up in (floor.address, audited.address, address):
+            unary(warm_up, requests, ZONE, threads=1, seconds=0.5)
+        assert floor.proc is not None and audited.proc is not None
         for _ in range(runs):
             ceiling.append(_with_cpu(floor.proc.pid, floor.address, requests, seconds))
+            audit_floor.append(_with_cpu(audited.proc.pid, audited.address, requests, seconds))
             sequential.append(_with_cpu(int(real["pid"]), address, requests, seconds))
         concurrent = concurrent_unary(
             address, requests_file, processes=CONCURRENT_PROCESSES,
@@ -522,9 +528,22 @@ def unary_ladder(
         ours["calls_per_s"] / top["calls_per_s"]
         for top, ours in zip(ceiling, sequential, strict=True)
     ]
+    audit_shares = [
+        audited["calls_per_s"] / top["calls_per_s"]
+        for top, audited in zip(ceiling, audit_floor, strict=True)
+    ]
+    audit_rate = float(np.median([r["calls_per_s"] for r in audit_floor]))
     return {
         "ceiling_grpc_plus_flush": med(ceiling) | rates(ceiling) | {"server": FLOOR_SERVER},
+        "audit_floor": med(audit_floor)
+        | rates(audit_floor)
+        | {
+            "server": AUDIT_FLOOR_SERVER,
+            "share_of_ceiling": round(audit_rate / ceiling_rate, 3),
+            "share_min_max_of_pairs": [round(min(audit_shares), 3), round(max(audit_shares), 3)],
+        },
         "sequential": med(sequential) | rates(sequential) | {"server": OUR_SERVER},
+        "sequential_share_of_audit_floor": round(ours_rate / audit_rate, 3),
         "sequential_share_of_ceiling": round(share, 3),
         "server_cpu_us_per_call_beyond_ceiling": round(
             med(sequential)["server_cpu_us_per_call"] - med(ceiling)["server_cpu_us_per_call"], 1
@@ -535,7 +554,7 @@ def unary_ladder(
         "concurrent": concurrent,
         "concurrent_speedup_over_sequential": round(concurrent["calls_per_s"] / ours_rate, 2),
         "command": f"LezClient.check in a loop, {seconds} s per run, median of {runs} runs "
-        "alternating ceiling and server; then "
+        "alternating ceiling, audit floor and server; then "
         f"{CONCURRENT_PROCESSES} processes x {CONCURRENT_THREADS} threads (one client each) "
         f"for {seconds} s (python -m bench.audit_bench --unary-client)",
     }

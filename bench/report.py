@@ -382,6 +382,16 @@ def audit_table(audit: dict[str, Any]) -> list[str]:
             f"{unary['sequential_share_of_ceiling']:.0%} ({seq['calls_per_s']:,.0f} vs "
             f"{ceiling['calls_per_s']:,.0f} calls/s; bar {unary['bar']})",
         ))  # fmt: skip
+        audited = unary.get("audit_floor")
+        if audited:
+            rows.append((
+                "the same ceiling keeping the audit promise alone (the service's record of each "
+                "call durable before its answer, nothing decided: `bench.unary_floor --mode "
+                "audit`)",
+                f"{audited['share_of_ceiling']:.0%} of the ceiling "
+                f"({audited['calls_per_s']:,.0f} calls/s); the service: "
+                f"{unary['sequential_share_of_audit_floor']:.0%} of it",
+            ))  # fmt: skip
         rows.append((
             f"unary `Check`, {conc['callers']} callers from {conc['client_processes']} client "
             "processes (group commit)",

@@ -8,7 +8,14 @@ alone, so the bench can show where the time of a call goes:
 - `empty`: a grpc.aio server with the service's channel options that returns one fixed,
   realistic `CheckResponse` (health says SERVING, so the real client library connects as usual);
 - `flush`: the same, plus what the audit log does to the disk for each call: one ~0.5 KiB line
-  written over a pre-zeroed file and fdatasynced before the answer.
+  written over a pre-zeroed file and fdatasynced before the answer;
+- `audit`: the same server keeping the audit promise as the service keeps it, and nothing more:
+  each call's record written by the service's own audit log (`server.app.open_audit_log`, its
+  defaults: the keyed chain, the key's digest, canonical JSON, checkpoints) and durable before
+  the answer (`AuditLog.durable`, flushed in the event loop when no other call is in progress,
+  as the service does). The record names the caller, zone, revision and outcome of a single
+  check and carries one 16-byte key (the request's plate is not keyed here: minimisation is
+  another promise, and a key of the same size costs the record the same).
 
 Run as a process of its own (`python -m bench.unary_floor --port P --mode empty|flush --dir D`);
 `FloorServer` starts and stops it. Never used by the product.
@@ -24,7 +31,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -32,8 +39,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from lez.api.v1 import access_pb2 as pb
 
+if TYPE_CHECKING:
+    from server.audit import AuditLog
+
 SERVICE = pb.DESCRIPTOR.services_by_name["AccessService"].full_name
-MODES = ("empty", "flush")
+MODES = ("empty", "flush", "audit")
 LINE_BYTES = 560
 """About the size of an audit record of one single check."""
 FILE_BYTES = 64 << 20
@@ -60,6 +70,10 @@ class _Floor:
         self.response = _response()
         self.fd = -1
         self.offset = 0
+        self.audit: AuditLog | None = None
+        self.in_progress = 0
+        if mode == "audit":
+            self.audit = _audit_log(directory)
         if mode == "flush":
             directory.mkdir(parents=True, exist_ok=True)
             path = directory / "floor-audit.bin"
@@ -71,11 +85,55 @@ class _Floor:
         self.line = b"x" * (LINE_BYTES - 1) + b"\n"
 
     async def Check(self, request: pb.CheckRequest, context: Any) -> pb.CheckResponse:
+        if self.audit is not None:
+            self.in_progress += 1
+            try:
+                return await self._audited()
+            finally:
+                self.in_progress -= 1
         if self.fd >= 0:
             os.pwrite(self.fd, self.line, self.offset)
             self.offset = (self.offset + LINE_BYTES) % (FILE_BYTES - LINE_BYTES)
             os.fdatasync(self.fd)
         return self.response
+
+    async def _audited(self) -> pb.CheckResponse:
+        """The single check's record, as `AccessService.Check` writes it, durable before the
+        answer."""
+        from server.audit import KeyBatch
+
+        assert self.audit is not None
+        keys = KeyBatch()
+        keys.add(FLOOR_KEY)
+        recorded = self.audit.append(
+            rpc="Check", identity="dev", organisation="local development", roles=FLOOR_ROLES,
+            zone=self.response.zone, ruleset_revision=self.response.ruleset_revision,
+            snapshot_id=self.response.snapshot_id, pairs=1, outcomes={"ALLOWED": 1}, keys=keys,
+            request_id=os.urandom(16).hex(),  # as `server.calls.request_id` makes one
+        )  # fmt: skip
+        await self.audit.durable(recorded.seq, alone=lambda: self.in_progress <= 1)
+        return self.response
+
+
+FLOOR_KEY = bytes(range(16))
+"""The key every `audit` floor record carries (a key's size is all the record's cost sees)."""
+FLOOR_ROLES = ("appeals", "desk", "enforcement", "integrator", "monitoring", "operator", "public")
+"""The development identity's roles, which the service records for the bench's plain-TCP caller."""
+
+
+def _audit_log(directory: Path) -> AuditLog:
+    """The service's audit log with its defaults, writing under `directory` (its key made there)."""
+    import dataclasses
+
+    from server.app import open_audit_log
+    from server.config import ServerConfig
+
+    config = dataclasses.replace(
+        ServerConfig(),
+        audit_dir=directory / "audit",
+        audit_key_file=directory / "audit.key",
+    )
+    return open_audit_log(config, worker=0)
 
 
 async def _serve(port: int, mode: str, directory: Path) -> None:
@@ -168,7 +226,10 @@ class FloorServer:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, required=True, help="loopback port to listen on")
-    p.add_argument("--mode", choices=MODES, required=True, help="empty, or flush once a call")
+    p.add_argument(
+        "--mode", choices=MODES, required=True,
+        help="empty; flush once a call; or audit: the service's audit record a call",
+    )  # fmt: skip
     p.add_argument("--dir", type=Path, required=True, help="scratch folder for the flush file")
     args = p.parse_args(argv)
     asyncio.run(_serve(args.port, args.mode, args.dir))

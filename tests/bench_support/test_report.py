@@ -97,3 +97,23 @@ def test_the_audit_table_gives_the_round_by_round_ratios_when_measured() -> None
     }  # fmt: skip
     text = "\n".join(audit_table({"stream": stream}))
     assert "round by round 1.10x (1.00-1.10)" in text
+
+
+def test_the_audit_table_shows_what_the_audit_promise_leaves_of_the_unary_ceiling() -> None:
+    """The unary ladder's audit floor gets its own row: its share of the flush ceiling and the
+    service's share of it, beside the bar's share."""
+    point = {"calls_per_s": 1000.0, "p50_ms": 1.0, "p99_ms": 2.0}
+    unary = {
+        "ceiling_grpc_plus_flush": {**point, "calls_per_s": 1800.0},
+        "audit_floor": {**point, "calls_per_s": 1530.0, "share_of_ceiling": 0.85},
+        "sequential": {**point, "calls_per_s": 1150.0},
+        "sequential_share_of_ceiling": 0.639,
+        "sequential_share_of_audit_floor": 0.752,
+        "bar": "at least 0.70 of the ceiling",
+        "concurrent": {**point, "callers": 32, "client_processes": 2, "calls_per_s": 1500.0},
+        "concurrent_speedup_over_sequential": 1.3,
+    }
+    lines = report.audit_table({"unary": unary})
+    (row,) = [line for line in lines if "audit promise alone" in line]
+    assert "85% of the ceiling (1,530 calls/s)" in row and "the service: 75% of it" in row
+    assert any("64% (1,150 vs 1,800 calls/s" in line for line in lines)

@@ -160,3 +160,27 @@ def test_the_floor_s_serving_options_are_refused_with_measure(
     with pytest.raises(SystemExit) as refused:
         main(["--measure", "--audit", "somewhere"])
     assert refused.value.code == 2 and "with --port" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_audited_unary_floor_records_each_call_before_answering_it(tmp_path: Path) -> None:
+    """`bench.unary_floor --mode audit` writes, through the service's audit log, one record per
+    call with one key, the shape of the service's single-check record, in a file that verifies:
+    the unary ladder's measure of what the audit promise alone costs a call."""
+    from bench.unary_floor import FloorServer
+    from server.audit import read_records
+    from server.audit_keys import load_audit_keys
+    from server.audit_verify import verify_file
+
+    with FloorServer("audit", tmp_path) as floor, LezClient([floor.address]) as client:
+        answers = [client.check("1-ABC-123", zone="Antwerpen", day="2026-10-20") for _ in range(7)]
+    assert all(a.outcome == "ALLOWED" for a in answers)
+    keys = load_audit_keys(tmp_path / "audit.key")
+    (path,) = sorted((tmp_path / "audit").glob("audit-w*.jsonl"))
+    assert verify_file(path, keys).intact
+    records = [rec for _, rec in read_records(path)]
+    assert len(records) == 7
+    assert all(
+        r["rpc"] == "Check" and r["keys_count"] == 1 and len(r["keys"]) == 1 for r in records
+    )
+    assert len({r["request_id"] for r in records}) == 7
