@@ -10,6 +10,11 @@
  * find_one(key_hi, key_lo, bucket_starts, bucket_bits, key) -> int
  *   The same for one 16-byte key (a single check): its row or -1, no arrays set up.
  *
+ * version_one(key_hi, key_lo, bucket_starts, bucket_bits, offsets, records, record_size,
+ *             from_at, to_at, key, day) -> (group, row, rows)
+ *   find_one, then the row of that key's version valid on day as fill_versions picks it (-1
+ *   for either when there is none): a single check's vehicle in one call.
+ *
  * fill_versions(records, record_size, from_at, to_at, offsets, idx, days,
  *               out, found, known) -> None
  *   For every query i with idx[i] >= 0: known[i] = the key has rows; the first row of its group
@@ -353,12 +358,108 @@ fail_key:
     return result;
 }
 
+/* One key's version valid on one day (a single check): the key's row group by find_one's
+ * search, then the first of its rows whose int32 fields at from_at and to_at hold the day, as
+ * fill_versions takes them. Returns (group, row): group -1 when the key is not in the table,
+ * row -1 when none of its rows (possibly none at all) is valid that day. Returns (group, row,
+ * rows): rows is the size of the key's group (0 for a layer's removal or an absent key). One
+ * call in place of find_one, a NumPy slice and copy of the group, and a scan of its fields from
+ * Python. */
+static PyObject *version_one(PyObject *self, PyObject *args) {
+    PyObject *o_hi, *o_lo, *o_buckets, *o_offsets, *o_records;
+    int bucket_bits, day;
+    Py_ssize_t record_size, from_at, to_at;
+    Py_buffer key;
+    if (!PyArg_ParseTuple(args, "OOOiOOnnny*i:version_one", &o_hi, &o_lo, &o_buckets,
+                          &bucket_bits, &o_offsets, &o_records, &record_size, &from_at, &to_at,
+                          &key, &day)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (key.len != 16) {
+        PyErr_SetString(PyExc_ValueError, "version_one: a key is 16 bytes");
+        goto fail_key;
+    }
+    if (record_size < 8 || from_at < 0 || to_at < 0 || from_at + 4 > record_size ||
+        to_at + 4 > record_size) {
+        PyErr_SetString(PyExc_ValueError, "version_one: bad record layout");
+        goto fail_key;
+    }
+    KeyTable t;
+    if (get_table(o_hi, o_lo, o_buckets, bucket_bits, "version_one", &t) < 0) goto fail_key;
+    Py_buffer b_offsets, b_records;
+    Py_ssize_t n_offsets, n_records;
+    if (get_array(o_offsets, &b_offsets, 8, &n_offsets, "offsets", 0) < 0) goto fail_table;
+    if (get_array(o_records, &b_records, record_size, &n_records, "records", 0) < 0)
+        goto fail_offsets;
+    if (n_offsets != t.size + 1) {
+        PyErr_SetString(PyExc_ValueError, "version_one: offsets do not match the keys");
+        goto done;
+    }
+    const uint64_t *hi = t.hi.buf, *lo = t.lo.buf, *offsets = b_offsets.buf;
+    const unsigned char *k = (const unsigned char *)key.buf;
+    const unsigned char *records = b_records.buf;
+    uint64_t q_hi = big_endian_u64(k), q_lo = big_endian_u64(k + 8);
+    Py_ssize_t first = 0, end = t.size, group = -1, row = -1, rows = 0;
+    if (t.have_buckets) {
+        const uint32_t *starts = t.buckets.buf;
+        uint64_t bucket = q_hi >> (64 - bucket_bits);
+        first = starts[bucket];
+        end = starts[bucket + 1];
+        if (first > end || end > t.size) {
+            PyErr_SetString(PyExc_ValueError,
+                            "version_one: bucket index inconsistent with the table");
+            goto done;
+        }
+    }
+    while (first < end) {
+        Py_ssize_t mid = first + (end - first) / 2;
+        if (hi[mid] < q_hi) first = mid + 1;
+        else end = mid;
+    }
+    for (; first < t.size && hi[first] == q_hi; first++) {
+        if (lo[first] == q_lo) {
+            group = first;
+            break;
+        }
+    }
+    if (group >= 0) {
+        uint64_t a = offsets[group], z = offsets[group + 1];
+        if (z < a || z > (uint64_t)n_records) {
+            PyErr_SetString(PyExc_ValueError, "version_one: offsets outside the records");
+            goto done;
+        }
+        rows = (Py_ssize_t)(z - a);
+        for (uint64_t r = a; r < z; r++) {
+            const unsigned char *p = records + r * (uint64_t)record_size;
+            if (read_i32(p + from_at) <= day && day < read_i32(p + to_at)) {
+                row = (Py_ssize_t)r;
+                break;
+            }
+        }
+    }
+    result = Py_BuildValue("nnn", group, row, rows);
+done:
+    PyBuffer_Release(&b_records);
+fail_offsets:
+    PyBuffer_Release(&b_offsets);
+fail_table:
+    release_table(&t);
+fail_key:
+    PyBuffer_Release(&key);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"find_one", find_one, METH_VARARGS,
      "find_one(key_hi, key_lo, bucket_starts, bucket_bits, key): row of one 16-byte key or -1"},
     {"find", find, METH_VARARGS,
      "find(key_hi, key_lo, bucket_starts, bucket_bits, q_hi, q_lo, out): row of each query key "
      "in a sorted table, -1 where absent, written into out (int64)."},
+    {"version_one", version_one, METH_VARARGS,
+     "version_one(key_hi, key_lo, bucket_starts, bucket_bits, offsets, records, record_size, "
+     "from_at, to_at, key, day): (row group of one 16-byte key or -1, row of its version valid "
+     "on day or -1, rows of the key)"},
     {"fill_versions", fill_versions, METH_VARARGS,
      "fill_versions(records, record_size, from_at, to_at, offsets, idx, days, out, found, known):"
      " the version valid on each query's day, copied into out."},

@@ -42,7 +42,7 @@ from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import BELGIUM, PlateRule, normalise_country
 from lez.rules import Revision, Verdict
 from lez.store import Snapshot, VehicleLookup
-from lez.vehicle import empty, version_on
+from lez.vehicle import empty
 
 __all__ = [
     "EARLIEST_DAY",
@@ -218,12 +218,10 @@ def answer_single(
         verdict = Verdict(Outcome.INVALID, item.invalid, DAY_UNKNOWN, 0, 0, 0)
         other = verdict if also_under is not None else None
         return SingleAnswer(verdict, None, item.valid_key(), other)
-    history = snap.versions_of(item.key)
-    at = version_on(history, item.day)
-    record = history[at] if at is not None else None
+    known, record = snap.vehicle_on(item.key, item.day)
     facts = ItemInput(
         record=record,
-        known=len(history) > 0,
+        known=known,
         day=item.day,
         belgian=item.country == b"BE",
         dutch=item.country == b"NL",

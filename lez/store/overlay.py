@@ -27,6 +27,7 @@ from lez.store.columns import (
     rows_at,
     scatter_rows,
     take_rows,
+    vehicle_from,
 )
 from lez.vehicle import VehicleArray
 
@@ -120,6 +121,14 @@ class Overlay:
         q = np.concatenate([q_layer, q_base])
         order = np.argsort(q, kind="stable")
         return q[order], np.concatenate([rows_layer, rows_base])[order]
+
+    def vehicle_on(self, key: bytes, day: int) -> tuple[bool, np.void | None]:
+        """`ColumnQueries.vehicle_on` on the merged table: the layer's rows of a key it holds
+        (none: removed), else the base's."""
+        found = self.layer.version_one(key, day)
+        if found is not None:
+            return vehicle_from(self.layer, found)
+        return vehicle_from(self.base, self.base.version_one(key, day))
 
     def rows_of_key(self, key: bytes) -> VehicleArray:
         """Every row of one key (a copy; empty when absent or removed)."""

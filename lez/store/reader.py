@@ -67,6 +67,8 @@ class Snapshot(Protocol):
 
     def versions_of(self, key: bytes) -> vehicle.VehicleArray: ...
 
+    def vehicle_on(self, key: bytes, day: int) -> tuple[bool, np.void | None]: ...
+
     def registrations_for(self, key: bytes) -> npt.NDArray[np.void]: ...
 
     def ruleset_texts(self) -> dict[str, str]: ...
@@ -149,6 +151,9 @@ class _LayeredSnapshot(_EnvSnapshot):
 
     def versions_of(self, key: bytes) -> vehicle.VehicleArray:
         return self._overlay.rows_of_key(key)
+
+    def vehicle_on(self, key: bytes, day: int) -> tuple[bool, np.void | None]:
+        return self._overlay.vehicle_on(key, day)
 
     def registrations_of(
         self, keys: npt.NDArray[np.uint8]

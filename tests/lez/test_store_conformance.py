@@ -18,7 +18,7 @@ from lez.days import DAY_OPEN
 from lez.keys import PlateKeyer
 from lez.registrations import REGISTRATION_DTYPE, RegistrationKind
 from lez.store import StoreBuilder, StoreMeta, group_by_key, open_store
-from lez.store.columns import empty_table, sort_by_key
+from lez.store.columns import empty_table, sort_by_key, vehicle_from, versions_on
 from lez.store.memory import MemoryReader
 from lez.store.overlay import overlay
 
@@ -203,3 +203,42 @@ def test_find_one_equals_the_vectorised_find(
     assert [whole.find_one(q[i].tobytes()) for i in range(len(queries))] == want
     for i, idx in enumerate(got):  # and it is really the key asked for
         assert (idx >= 0) == (queries[i] in stored)
+
+
+@given(
+    st.lists(
+        st.tuples(HIGH_HALVES, st.integers(0, 4), st.integers(-3, 6), st.integers(0, 5)),
+        max_size=40,
+    ),
+    st.lists(
+        st.tuples(HIGH_HALVES, st.integers(0, 4), st.integers(-4, 12)), min_size=1, max_size=10
+    ),
+)
+def test_version_one_equals_the_vectorised_lookup(
+    stored: list[tuple[int, int, int, int]], queries: list[tuple[int, int, int]]
+) -> None:
+    """A single check's vehicle (`version_one`, native and NumPy, as `vehicle_on` reads it) is
+    the one the vectorised `fill_versions` finds for the same key and day, with the same
+    `known`: keys with several versions, gaps and overlaps between them, absent keys, shared
+    high halves."""
+    keys = np.zeros((len(stored), 16), dtype=np.uint8)
+    rec = vehicle.empty(len(stored))
+    for i, (hi, lo, start, length) in enumerate(stored):
+        keys[i] = np.frombuffer(hi.to_bytes(8, "big") + lo.to_bytes(8, "big"), dtype=np.uint8)
+        rec["valid_from"][i], rec["valid_to"][i] = start, start + length
+        rec["co2"][i] = i + 1  # tells the rows apart
+    table = group_by_key(keys, rec).indexed()
+    q = np.zeros((len(queries), 16), dtype=np.uint8)
+    for i, (hi, lo, _) in enumerate(queries):
+        q[i] = np.frombuffer(hi.to_bytes(8, "big") + lo.to_bytes(8, "big"), dtype=np.uint8)
+    days = np.array([d for _, _, d in queries], dtype=np.int32)
+    want = versions_on(table, q, days)
+    for i in range(len(queries)):
+        key, day = q[i].tobytes(), int(days[i])
+        got = table.version_one(key, day)
+        assert got == table.version_one_numpy(key, day)
+        assert (got is not None) == (queries[i][:2] in [s[:2] for s in stored])
+        known, record = vehicle_from(table, got)
+        assert known == bool(want.known[i]) and (record is not None) == bool(want.found[i])
+        if record is not None:
+            assert record.tobytes() == want.records[i].tobytes()

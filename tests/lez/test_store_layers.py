@@ -176,8 +176,12 @@ def _assert_same_answers(layered: LmdbReader, fresh: LmdbReader, probe: list[byt
         qa, ra = a.registrations_of(keys)
         qb, rb = b.registrations_of(keys)
         assert qa.tolist() == qb.tolist() and ra.tobytes() == rb.tobytes()
-        for key in probe[:: max(1, len(probe) // 300)]:
+        for i, key in enumerate(probe[:: max(1, len(probe) // 300)]):
             assert a.versions_of(key).tobytes() == b.versions_of(key).tobytes()
+            day = int(days[i * max(1, len(probe) // 300)])
+            (known_a, rec_a), (known_b, rec_b) = a.vehicle_on(key, day), b.vehicle_on(key, day)
+            assert known_a == known_b and (rec_a is None) == (rec_b is None)
+            assert rec_a is None or rec_b is None or rec_a.tobytes() == rec_b.tobytes()
             assert a.registrations_for(key).tobytes() == b.registrations_for(key).tobytes()
         merged, whole = a.vehicles, b.vehicles
         for part in ("key_hi", "key_lo", "offsets", "records"):

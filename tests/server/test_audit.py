@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import json
@@ -17,6 +18,8 @@ from typing import Any
 import grpc
 import pytest
 from blake3 import blake3
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lez.api.v1 import access_pb2 as pb
 from lez.errors import AuditClosed
@@ -111,6 +114,29 @@ def test_canonical_json_is_the_sorted_compact_ascii_encoding() -> None:
     expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     assert audit.canonical_json(record) == expected.encode()
     assert audit.record_body({**record, "hash": "x"}) == expected.encode()
+
+
+@given(st.integers(0, 4_102_444_800_000_000), st.integers(0, 3_000_000))
+def test_record_clock_writes_what_datetime_writes(micros: int, later: int) -> None:
+    """A record's `ts` and UTC day are those of `datetime.isoformat(timespec="microseconds")` for
+    any instant, and stay so when the clock moves on (within its second or past it: the text
+    it formats once a second is replaced)."""
+    clock = audit.RecordClock()
+    for at in (micros, micros + later, micros + later % 1_000_000, micros):
+        moment = dt.datetime.fromtimestamp(at // 1_000_000, dt.UTC).replace(
+            microsecond=at % 1_000_000
+        )
+        assert clock.stamp(at) == (moment.isoformat(timespec="microseconds"), moment.date())
+
+
+def test_a_record_is_stamped_now_in_utc(tmp_path: Path) -> None:
+    before = dt.datetime.now(dt.UTC)
+    log = _open_log(tmp_path)
+    _write(log, 1)
+    log.close()
+    (_, rec), *_ = audit.read_records(log.path)
+    stamped = dt.datetime.fromisoformat(rec["ts"])
+    assert stamped.tzinfo is not None and before <= stamped <= dt.datetime.now(dt.UTC)
 
 
 def test_sidecar_keys_are_covered(tmp_path: Path) -> None:
