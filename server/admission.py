@@ -102,9 +102,11 @@ class Admission:
             self.streams -= 1
             _decrement(self.org_streams, organisation, 1)
 
-    @contextlib.contextmanager
-    def work(self, organisation: str, pairs: int) -> Iterator[None]:
+    def work(self, organisation: str, pairs: int) -> Work:
         """`pairs` pairs in flight for the body."""
+        return Work(self, organisation, pairs)
+
+    def _take_pairs(self, organisation: str, pairs: int) -> None:
         if self.pairs + pairs > self.caps.pairs:
             raise Overloaded(
                 f"this worker has {self.pairs:,} pairs in flight and takes at most "
@@ -119,16 +121,37 @@ class Admission:
             )
         self.pairs += pairs
         self.org_pairs[organisation] += pairs
-        try:
-            yield
-        finally:
-            self.pairs -= pairs
-            _decrement(self.org_pairs, organisation, pairs)
+
+    def _give_back_pairs(self, organisation: str, pairs: int) -> None:
+        self.pairs -= pairs
+        _decrement(self.org_pairs, organisation, pairs)
 
     @property
     def idle(self) -> bool:
         """Nothing in flight (tests check every slot comes back)."""
         return not (self.streams or self.pairs or +self.org_calls or +self.org_streams)
+
+
+class Work:
+    """`Admission.work`: the pairs counted in flight from the start of the `with` block to its
+    end, however it ends (refused at the start with Overloaded when they would pass a cap). A
+    class rather than a generator context manager, as every call enters one (`state.Lease`
+    gives the cost of each)."""
+
+    __slots__ = ("_admission", "_organisation", "_pairs", "_taken")
+
+    def __init__(self, admission: Admission, organisation: str, pairs: int) -> None:
+        self._admission, self._organisation, self._pairs = admission, organisation, pairs
+        self._taken = False
+
+    def __enter__(self) -> None:
+        self._admission._take_pairs(self._organisation, self._pairs)
+        self._taken = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._taken:
+            self._taken = False
+            self._admission._give_back_pairs(self._organisation, self._pairs)
 
 
 def _decrement(counts: Counter[str], key: str, by: int) -> None:

@@ -41,7 +41,7 @@ from lez.errors import BatchTooLarge, InvalidPlate, InvalidRequest, KeyMismatch,
 from lez.keys import KEY_BYTES, PlateKeyer
 from lez.plates import BELGIUM, PlateRule, normalise_country
 from lez.rules import Revision, Verdict
-from lez.store import Snapshot, VehicleLookup
+from lez.store import KeyLookups, Snapshot, VehicleLookup
 from lez.vehicle import empty
 
 __all__ = [
@@ -202,7 +202,7 @@ def answer_chunk(
 
 
 def answer_single(
-    snap: Snapshot,
+    snap: KeyLookups,
     context: AnswerContext,
     check: SingleCheck,
     *,

