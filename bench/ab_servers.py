@@ -8,7 +8,11 @@ the same base store of the bench (`var/bench/store-<plates>-<seed>`, made by `ma
 Each round runs the 500,000-pair `CheckStream` (a fresh client), the same batch pre-keyed
 (one client per server kept for every round, after an untimed warm-up batch, as `make bench`
 does) and then 3 s of sequential unary `Check` against one server and then the other, so drift
-of the machine hits both alike. Prints the medians.
+of the machine hits both alike. Prints the medians, and for single checks every run and the
+mean too: each run's fresh client lands on either worker, and the runs fall in two groups by
+the core that worker is pinned to (about 10% apart on the bench machine, where the disk's
+interrupts go to one core), so a median of few rounds can compare one group with the other.
+`--unary-only` skips the streams (more rounds of single checks in the same time).
 Used to show that a restructuring left the figures where they were.
 """
 
@@ -78,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--scratch", type=Path, default=ROOT / "var" / "bench")
+    p.add_argument("--unary-only", action="store_true", help="time sequential single checks only")
     a = p.parse_args(argv)
     scratch = a.scratch.resolve()
     extract = build_bench.ensure_register(a.plates, a.seed, scratch)
@@ -103,17 +108,23 @@ def main(argv: list[str] | None = None) -> int:
             client.seconds(keyed, "Antwerpen")
         for _ in range(a.rounds):
             for name, address in (("old", old), ("new", new)):
-                stream[name] += sync_bench.stream_seconds(address, batch, 1)
-                prekeyed[name].append(kept[name].seconds(keyed, "Antwerpen"))
+                if not a.unary_only:
+                    stream[name] += sync_bench.stream_seconds(address, batch, 1)
+                    prekeyed[name].append(kept[name].seconds(keyed, "Antwerpen"))
                 calls[name].append(
                     unary(address, requests, "Antwerpen", seconds=3.0)["calls_per_s"]
                 )
-    print(json.dumps({
-        "old": a.old, "rounds": a.rounds,
-        "stream_500k_s": {k: round(float(np.median(v)), 3) for k, v in stream.items()},
-        "prekeyed_500k_s": {k: round(float(np.median(v)), 3) for k, v in prekeyed.items()},
-        "unary_calls_per_s": {k: round(float(np.median(v))) for k, v in calls.items()},
-    }, indent=2))  # fmt: skip
+    figures: dict[str, object] = {"old": a.old, "rounds": a.rounds}
+    if not a.unary_only:
+        figures["stream_500k_s"] = {k: round(float(np.median(v)), 3) for k, v in stream.items()}
+        figures["prekeyed_500k_s"] = {k: round(float(np.median(v)), 3) for k, v in prekeyed.items()}
+    figures["unary_calls_per_s"] = {k: round(float(np.median(v))) for k, v in calls.items()}
+    figures["unary_calls_per_s_mean"] = {k: round(float(np.mean(v))) for k, v in calls.items()}
+    figures["unary_calls_per_s_runs"] = {k: sorted(round(x) for x in v) for k, v in calls.items()}
+    figures["unary_new_over_old_paired"] = round(
+        float(np.median(np.array(calls["new"]) / np.array(calls["old"]))), 3
+    )
+    print(json.dumps(figures, indent=2))
     return 0
 
 
