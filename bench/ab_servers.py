@@ -11,7 +11,9 @@ does) and then 3 s of sequential unary `Check` against one server and then the o
 of the machine hits both alike. Prints the medians, and for single checks every run and the
 mean too: each run's fresh client lands on either worker, and the runs fall in two groups by
 the core that worker is pinned to (about 10% apart on the bench machine, where the disk's
-interrupts go to one core), so a median of few rounds can compare one group with the other.
+interrupts go to one core), so a median of few rounds can compare one group with the other:
+each run asks which worker served it (`ServerInfo.worker`) and the runs are also compared
+worker by worker (`unary_by_worker`).
 `--unary-only` skips the streams (more rounds of single checks in the same time).
 Used to show that a restructuring left the figures where they were.
 """
@@ -74,6 +76,27 @@ def server(code: Path, store: Path, key: Path, audit: Path) -> Iterator[str]:
         proc.wait(timeout=60)
 
 
+def by_worker(
+    calls: dict[str, list[float]], served_by: dict[str, list[int]]
+) -> dict[str, dict[str, float]]:
+    """Single-check runs grouped by the worker that served them: each side's median calls/s on
+    each worker (and its number of runs), and new over old on each worker both sides reached
+    (comparing runs served by the same core)."""
+    out: dict[str, dict[str, float]] = {}
+    medians: dict[str, dict[int, float]] = {}
+    for name in ("old", "new"):
+        medians[name] = {}
+        for worker in sorted(set(served_by[name])):
+            runs = [c for c, w in zip(calls[name], served_by[name], strict=True) if w == worker]
+            medians[name][worker] = float(np.median(runs))
+            out.setdefault(f"worker {worker}", {})[name] = round(medians[name][worker])
+            out[f"worker {worker}"][f"{name}_runs"] = len(runs)
+    for worker in sorted(set(medians["old"]) & set(medians["new"])):
+        ratio = medians["new"][worker] / medians["old"][worker]
+        out[f"worker {worker}"]["new_over_old"] = round(ratio, 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.ab_servers", description=__doc__)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -95,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     stream: dict[str, list[float]] = {"old": [], "new": []}
     prekeyed: dict[str, list[float]] = {"old": [], "new": []}
     calls: dict[str, list[float]] = {"old": [], "new": []}
+    served_by: dict[str, list[int]] = {"old": [], "new": []}
     with (
         worktree(a.old, scratch) as old_code,
         server(old_code, store, key, scratch / "ab-audit-old") as old,
@@ -111,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                 if not a.unary_only:
                     stream[name] += sync_bench.stream_seconds(address, batch, 1)
                     prekeyed[name].append(kept[name].seconds(keyed, "Antwerpen"))
-                calls[name].append(
-                    unary(address, requests, "Antwerpen", seconds=3.0)["calls_per_s"]
-                )
+                run = unary(address, requests, "Antwerpen", seconds=3.0, which_worker=True)
+                calls[name].append(run["calls_per_s"])
+                served_by[name].append(int(run["worker"]))
     figures: dict[str, object] = {"old": a.old, "rounds": a.rounds}
     if not a.unary_only:
         figures["stream_500k_s"] = {k: round(float(np.median(v)), 3) for k, v in stream.items()}
@@ -124,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["unary_new_over_old_paired"] = round(
         float(np.median(np.array(calls["new"]) / np.array(calls["old"]))), 3
     )
+    figures["unary_by_worker"] = by_worker(calls, served_by)
     print(json.dumps(figures, indent=2))
     return 0
 
