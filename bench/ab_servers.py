@@ -7,13 +7,14 @@ native cores in place, and starts both servers (2 workers each, plain TCP on loo
 the same base store of the bench (`var/bench/store-<plates>-<seed>`, made by `make bench`).
 Each round runs the 500,000-pair `CheckStream` (a fresh client), the same batch pre-keyed
 (one client per server kept for every round, after an untimed warm-up batch, as `make bench`
-does) and then 3 s of sequential unary `Check` against one server and then the other, so drift
-of the machine hits both alike. Prints the medians, and for single checks every run and the
-mean too: each run's fresh client lands on either worker, and the runs fall in two groups by
-the core that worker is pinned to (about 10% apart on the bench machine, where the disk's
-interrupts go to one core), so a median of few rounds can compare one group with the other:
-each run asks which worker served it (`ServerInfo.worker`) and the runs are also compared
-worker by worker (`unary_by_worker`).
+does) and then 1.5 s of sequential unary `Check` on each worker of one server and then the
+other, so drift of the machine hits both alike. Prints the medians, and for single checks
+every run, the mean and a comparison worker by worker (`unary_by_worker`): the kernel places a
+fresh client's connection on a worker by a hash of its ports, and single checks served by one
+core ran about 10% faster than by the other on the bench machine (where the disk's interrupts
+go to one core); one run of 14 rounds, before each server's runs were spread over its workers,
+put every old run on worker 1 and every new one on worker 0. So each caller reconnects until
+the worker it is to time serves it (`ServerInfo.worker`).
 `--unary-only` skips the streams (more rounds of single checks in the same time).
 Used to show that a restructuring left the figures where they were.
 """
@@ -36,6 +37,9 @@ from bench import build_bench, sync_bench
 from bench.stream import StreamClient, free_port, unary
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKERS = 2
+UNARY_S = 1.5
+"""Seconds of single checks a round on each worker of each server."""
 
 
 @contextmanager
@@ -62,7 +66,7 @@ def server(code: Path, store: Path, key: Path, audit: Path) -> Iterator[str]:
     address = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--store-root", str(store), "--key-file",
-         str(key), "--workers", "2", "--address", address, "--audit-dir", str(audit),
+         str(key), "--workers", str(WORKERS), "--address", address, "--audit-dir", str(audit),
          "--log-level", "WARNING"],
         cwd=code, env=dict(os.environ, PYTHONPATH=str(code)), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
@@ -135,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                 if not a.unary_only:
                     stream[name] += sync_bench.stream_seconds(address, batch, 1)
                     prekeyed[name].append(kept[name].seconds(keyed, "Antwerpen"))
-                run = unary(address, requests, "Antwerpen", seconds=3.0, which_worker=True)
-                calls[name].append(run["calls_per_s"])
-                served_by[name].append(int(run["worker"]))
+                for worker in range(WORKERS):  # each server's single checks on each core
+                    run = unary(address, requests, "Antwerpen", seconds=UNARY_S,
+                                which_worker=True, on_worker=worker)  # fmt: skip
+                    calls[name].append(run["calls_per_s"])
+                    served_by[name].append(int(run["worker"]))
     figures: dict[str, object] = {"old": a.old, "rounds": a.rounds}
     if not a.unary_only:
         figures["stream_500k_s"] = {k: round(float(np.median(v)), 3) for k, v in stream.items()}

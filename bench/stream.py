@@ -167,6 +167,10 @@ class StreamClient:
         self.client.close()
 
 
+WORKER_TRIES = 64
+"""Connections a caller tries before giving up on reaching the worker it was asked to use."""
+
+
 def unary(
     address: str,
     requests: list[tuple[str, str, str]],
@@ -175,14 +179,26 @@ def unary(
     threads: int = 1,
     seconds: float = 3.0,
     which_worker: bool = False,
+    on_worker: int | None = None,
 ) -> dict[str, float]:
     """`Check` calls for about `seconds` from `threads` callers (each its own client).
 
     `requests` are (plate, country, ISO date) cycled through. Returns p50/p99 latency in ms
     and calls per second over the whole run; with `which_worker` (a server that answers
     `ServerInfo`, one caller), also the worker whose connection served the calls (`worker`).
+    `on_worker`: each caller connects again until that worker serves it (the kernel places a
+    connection on a worker by a hash of its ports), so two servers are compared on the same
+    core.
     """
     from clients import LezClient
+
+    def connect() -> LezClient:
+        for _ in range(WORKER_TRIES):
+            client = LezClient([address], own_connection=True)  # not another client's
+            if on_worker is None or client.server_info().worker == on_worker:
+                return client
+            client.close()
+        raise RuntimeError(f"no connection landed on worker {on_worker} in {WORKER_TRIES} tries")
 
     latencies: list[list[float]] = [[] for _ in range(threads)]
     stop = time.perf_counter() + seconds
@@ -192,7 +208,7 @@ def unary(
 
     def caller(k: int) -> None:
         try:
-            with LezClient([address]) as client:
+            with connect() as client:
                 client.check(requests[0][0], zone=zone, day=requests[0][2], country=requests[0][1])
                 if which_worker:  # the same channel, so the same connection and worker
                     served_by.append(int(client.server_info().worker))
@@ -212,7 +228,10 @@ def unary(
     workers = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(threads)]
     for w in workers:
         w.start()
-    barrier.wait()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:  # a caller failed before the start: say why
+        raise RuntimeError(f"unary bench failed: {errors[0]!r}") from None
     start = time.perf_counter()
     stop = start + seconds
     for w in workers:

@@ -52,7 +52,7 @@ class AsyncLezClient(BaseClient):
     def _opened(self) -> grpc.aio.Channel:
         """The client's channel, opened on first use inside the running event loop."""
         if self._channel is None:
-            self._channel = self._plan.open(aio=True)
+            self._channel = self._plan.open(batch=self.settings.own_connection, aio=True)
         return self._channel
 
     @property

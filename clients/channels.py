@@ -108,7 +108,8 @@ class ChannelPlan:
     def open(self, *, batch: bool = ..., aio: Literal[True]) -> grpc.aio.Channel: ...
 
     def open(self, *, batch: bool = False, aio: bool = False) -> grpc.Channel | grpc.aio.Channel:
-        """A new channel (a batch channel: with its own connection); asyncio when `aio`."""
+        """A new channel (a batch channel, or a client's with `own_connection`: with its own
+        connection); asyncio when `aio`."""
         options = self.channel_options(batch=batch)
         creds = self.credentials
         if aio:

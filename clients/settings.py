@@ -40,6 +40,12 @@ class ClientSettings:
     backoff_multiplier: float = 2.0
     connections: int = 4
     """Channels (connections) a batch is spread over."""
+    own_connection: bool = False
+    """Single calls on a connection of this client's own. By default gRPC lets every client of
+    a process that reaches the same server with the same settings share one connection, so
+    their calls all go to the one worker process that connection landed on; a client that
+    must reach a worker of its own (a load test, a caller choosing its worker by
+    `ServerInfo.worker`) sets this. A batch's streams always have their own connections."""
     chunk_size: int | None = None
     """Pairs per chunk; None: the smaller of `default_chunk_pairs` and the server's limit."""
     default_chunk_pairs: int = 50_000

@@ -53,7 +53,7 @@ class LezClient(BaseClient):
     """Synchronous client. Give server addresses (`host:port`) or a `ClientSettings`."""
 
     def _open_channels(self) -> None:
-        self._channel = self._plan.open()
+        self._channel = self._plan.open(batch=self.settings.own_connection)
         self._stub = pb_grpc.AccessServiceStub(self._channel)
         self._batch_channels: list[grpc.Channel] = []
         self._lock = threading.Lock()
