@@ -311,6 +311,35 @@ static uint64_t big_endian_u64(const unsigned char *p) {
     return v;
 }
 
+/* The row of one 16-byte key in table t (-1 when absent): a binary search of the high halves
+ * inside the key's bucket (the whole table without an index), then a walk of the equal ones.
+ * Returns -2 with ValueError set when the bucket index disagrees with the table. */
+static Py_ssize_t search_one(const KeyTable *t, int bucket_bits, const unsigned char *k,
+                             const char *who) {
+    const uint64_t *hi = t->hi.buf, *lo = t->lo.buf;
+    uint64_t q_hi = big_endian_u64(k), q_lo = big_endian_u64(k + 8);
+    Py_ssize_t first = 0, end = t->size;
+    if (t->have_buckets) {
+        const uint32_t *starts = t->buckets.buf;
+        uint64_t bucket = q_hi >> (64 - bucket_bits);
+        first = starts[bucket];
+        end = starts[bucket + 1];
+        if (first > end || end > t->size) {
+            PyErr_Format(PyExc_ValueError, "%s: bucket index inconsistent with the table", who);
+            return -2;
+        }
+    }
+    while (first < end) { /* the first row whose high half is not below the query's */
+        Py_ssize_t mid = first + (end - first) / 2;
+        if (hi[mid] < q_hi) first = mid + 1;
+        else end = mid;
+    }
+    for (; first < t->size && hi[first] == q_hi; first++) {
+        if (lo[first] == q_lo) return first;
+    }
+    return -1;
+}
+
 static PyObject *find_one(PyObject *self, PyObject *args) {
     PyObject *o_hi, *o_lo, *o_buckets;
     int bucket_bits;
@@ -325,33 +354,8 @@ static PyObject *find_one(PyObject *self, PyObject *args) {
         goto fail_key;
     }
     if (get_table(o_hi, o_lo, o_buckets, bucket_bits, "find_one", &t) < 0) goto fail_key;
-    const uint64_t *hi = t.hi.buf, *lo = t.lo.buf;
-    const unsigned char *k = (const unsigned char *)key.buf;
-    uint64_t q_hi = big_endian_u64(k), q_lo = big_endian_u64(k + 8);
-    Py_ssize_t first = 0, end = t.size, found = -1;
-    if (t.have_buckets) {
-        const uint32_t *starts = t.buckets.buf;
-        uint64_t bucket = q_hi >> (64 - bucket_bits);
-        first = starts[bucket];
-        end = starts[bucket + 1];
-        if (first > end || end > t.size) {
-            PyErr_SetString(PyExc_ValueError, "find_one: bucket index inconsistent with the table");
-            goto done;
-        }
-    }
-    while (first < end) { /* the first row whose high half is not below the query's */
-        Py_ssize_t mid = first + (end - first) / 2;
-        if (hi[mid] < q_hi) first = mid + 1;
-        else end = mid;
-    }
-    for (; first < t.size && hi[first] == q_hi; first++) {
-        if (lo[first] == q_lo) {
-            found = first;
-            break;
-        }
-    }
-    result = PyLong_FromSsize_t(found);
-done:
+    Py_ssize_t found = search_one(&t, bucket_bits, (const unsigned char *)key.buf, "find_one");
+    if (found >= -1) result = PyLong_FromSsize_t(found);
     release_table(&t);
 fail_key:
     PyBuffer_Release(&key);
@@ -396,33 +400,11 @@ static PyObject *version_one(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "version_one: offsets do not match the keys");
         goto done;
     }
-    const uint64_t *hi = t.hi.buf, *lo = t.lo.buf, *offsets = b_offsets.buf;
-    const unsigned char *k = (const unsigned char *)key.buf;
+    const uint64_t *offsets = b_offsets.buf;
     const unsigned char *records = b_records.buf;
-    uint64_t q_hi = big_endian_u64(k), q_lo = big_endian_u64(k + 8);
-    Py_ssize_t first = 0, end = t.size, group = -1, row = -1, rows = 0;
-    if (t.have_buckets) {
-        const uint32_t *starts = t.buckets.buf;
-        uint64_t bucket = q_hi >> (64 - bucket_bits);
-        first = starts[bucket];
-        end = starts[bucket + 1];
-        if (first > end || end > t.size) {
-            PyErr_SetString(PyExc_ValueError,
-                            "version_one: bucket index inconsistent with the table");
-            goto done;
-        }
-    }
-    while (first < end) {
-        Py_ssize_t mid = first + (end - first) / 2;
-        if (hi[mid] < q_hi) first = mid + 1;
-        else end = mid;
-    }
-    for (; first < t.size && hi[first] == q_hi; first++) {
-        if (lo[first] == q_lo) {
-            group = first;
-            break;
-        }
-    }
+    Py_ssize_t row = -1, rows = 0;
+    Py_ssize_t group = search_one(&t, bucket_bits, (const unsigned char *)key.buf, "version_one");
+    if (group == -2) goto done;
     if (group >= 0) {
         uint64_t a = offsets[group], z = offsets[group + 1];
         if (z < a || z > (uint64_t)n_records) {
