@@ -11,7 +11,7 @@ does) and then 1.5 s of sequential unary `Check` on each worker of one server an
 other, so drift of the machine hits both alike. Prints the medians, and for single checks
 every run, the mean and a comparison worker by worker (`unary_by_worker`): the kernel places a
 fresh client's connection on a worker by a hash of its ports, and single checks served by one
-core ran about 10% faster than by the other on the bench machine (where the disk's interrupts
+core ran 10-14% faster than by the other on the bench machine (where the disk's interrupts
 go to one core); one run of 14 rounds, before each server's runs were spread over its workers,
 put every old run on worker 1 and every new one on worker 0. So each caller reconnects until
 the worker it is to time serves it (`ServerInfo.worker`).
@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -123,27 +123,27 @@ def main(argv: list[str] | None = None) -> int:
     prekeyed: dict[str, list[float]] = {"old": [], "new": []}
     calls: dict[str, list[float]] = {"old": [], "new": []}
     served_by: dict[str, list[int]] = {"old": [], "new": []}
-    with (
-        worktree(a.old, scratch) as old_code,
-        server(old_code, store, key, scratch / "ab-audit-old") as old,
-        server(ROOT, store, key, scratch / "ab-audit-new") as new,
-        StreamClient(old) as old_client,
-        StreamClient(new) as new_client,
-    ):
-        keyed = old_client.prekeyed(batch, key)
-        kept = {"old": old_client, "new": new_client}
-        for client in kept.values():  # a warm-up batch each, untimed, as make bench does
-            client.seconds(keyed, "Antwerpen")
+    with ExitStack() as stack:
+        old_code = stack.enter_context(worktree(a.old, scratch))
+        addresses = {
+            "old": stack.enter_context(server(old_code, store, key, scratch / "ab-audit-old")),
+            "new": stack.enter_context(server(ROOT, store, key, scratch / "ab-audit-new")),
+        }
+        kept: dict[str, StreamClient] = {}
+        if not a.unary_only:  # one client per server kept for the pre-keyed batches
+            kept = {name: stack.enter_context(StreamClient(at)) for name, at in addresses.items()}
+            keyed = kept["old"].prekeyed(batch, key)
+            for client in kept.values():  # a warm-up batch each, untimed, as make bench does
+                client.seconds(keyed, "Antwerpen")
         for _ in range(a.rounds):
-            for name, address in (("old", old), ("new", new)):
-                if not a.unary_only:
+            for name, address in addresses.items():
+                if kept:
                     stream[name] += sync_bench.stream_seconds(address, batch, 1)
                     prekeyed[name].append(kept[name].seconds(keyed, "Antwerpen"))
                 for worker in range(WORKERS):  # each server's single checks on each core
-                    run = unary(address, requests, "Antwerpen", seconds=UNARY_S,
-                                which_worker=True, on_worker=worker)  # fmt: skip
+                    run = unary(address, requests, "Antwerpen", seconds=UNARY_S, on_worker=worker)
                     calls[name].append(run["calls_per_s"])
-                    served_by[name].append(int(run["worker"]))
+                    served_by[name].append(worker)
     figures: dict[str, object] = {"old": a.old, "rounds": a.rounds}
     if not a.unary_only:
         figures["stream_500k_s"] = {k: round(float(np.median(v)), 3) for k, v in stream.items()}

@@ -178,17 +178,15 @@ def unary(
     *,
     threads: int = 1,
     seconds: float = 3.0,
-    which_worker: bool = False,
     on_worker: int | None = None,
 ) -> dict[str, float]:
-    """`Check` calls for about `seconds` from `threads` callers (each its own client).
+    """`Check` calls for about `seconds` from `threads` callers (each its own client, on a
+    connection of its own).
 
     `requests` are (plate, country, ISO date) cycled through. Returns p50/p99 latency in ms
-    and calls per second over the whole run; with `which_worker` (a server that answers
-    `ServerInfo`, one caller), also the worker whose connection served the calls (`worker`).
-    `on_worker`: each caller connects again until that worker serves it (the kernel places a
-    connection on a worker by a hash of its ports), so two servers are compared on the same
-    core.
+    and calls per second over the whole run. `on_worker` (a server that answers `ServerInfo`):
+    each caller connects again until that worker serves it (the kernel places a connection on
+    a worker by a hash of its ports), so two servers are compared on the same core.
     """
     from clients import LezClient
 
@@ -204,14 +202,11 @@ def unary(
     stop = time.perf_counter() + seconds
     barrier = threading.Barrier(threads + 1)
     errors: list[BaseException] = []
-    served_by: list[int] = []
 
     def caller(k: int) -> None:
         try:
             with connect() as client:
                 client.check(requests[0][0], zone=zone, day=requests[0][2], country=requests[0][1])
-                if which_worker:  # the same channel, so the same connection and worker
-                    served_by.append(int(client.server_info().worker))
                 barrier.wait()
                 got = latencies[k]
                 j = k * 7919
@@ -240,13 +235,10 @@ def unary(
     if errors:
         raise RuntimeError(f"unary bench failed: {errors[0]!r}")
     flat = np.array([x for lst in latencies for x in lst])
-    figures = {
+    return {
         "calls": float(len(flat)),
         "calls_per_s": len(flat) / elapsed,
         "p50_ms": float(np.percentile(flat, 50) * 1000),
         "p99_ms": float(np.percentile(flat, 99) * 1000),
         "mean_ms": float(statistics.fmean(flat) * 1000),
     }
-    if which_worker and threads == 1:
-        figures["worker"] = float(served_by[0])
-    return figures

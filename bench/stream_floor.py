@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import multiprocessing
 import os
 import signal
@@ -54,7 +53,7 @@ import grpc
 import grpc.aio
 
 from bench.report import stats
-from bench.unary_floor import floor_credentials, serve_until_stopped
+from bench.unary_floor import floor_audit_log, floor_credentials, serve_until_stopped
 from lez.api.v1 import access_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,14 +99,9 @@ class _FloorAudit:
     service's defaults: one per chunk (its keys and each pair's outcome), one closing record."""
 
     def __init__(self, directory: Path, worker: int) -> None:
-        from server.app import open_audit_log
-        from server.config import ServerConfig
         from server.service import AUDIT_THREADS
 
-        config = dataclasses.replace(
-            ServerConfig(), audit_dir=directory, audit_key_file=directory / "audit.key"
-        )
-        self.log = open_audit_log(config, worker)
+        self.log = floor_audit_log(directory, worker)
         self.threads = ThreadPoolExecutor(AUDIT_THREADS, thread_name_prefix="floor-audit")
         self._keys_of_size: dict[int, bytes] = {}
 

@@ -73,7 +73,7 @@ class _Floor:
         self.audit: AuditLog | None = None
         self.in_progress = 0
         if mode == "audit":
-            self.audit = _audit_log(directory)
+            self.audit = floor_audit_log(directory / "audit", 0, key_file=directory / "audit.key")
         if mode == "flush":
             directory.mkdir(parents=True, exist_ok=True)
             path = directory / "floor-audit.bin"
@@ -121,19 +121,18 @@ FLOOR_ROLES = ("appeals", "desk", "enforcement", "integrator", "monitoring", "op
 """The development identity's roles, which the service records for the bench's plain-TCP caller."""
 
 
-def _audit_log(directory: Path) -> AuditLog:
-    """The service's audit log with its defaults, writing under `directory` (its key made there)."""
-    import dataclasses
-
+def floor_audit_log(directory: Path, worker: int, key_file: Path | None = None) -> AuditLog:
+    """The service's audit log as `lez-server serve` opens it with its defaults
+    (`server.app.open_audit_log`), writing in `directory`, keyed by `key_file` (made when
+    missing; default `audit.key` in `directory`): the floors' records cost what the service's
+    cost."""
     from server.app import open_audit_log
     from server.config import ServerConfig
 
     config = dataclasses.replace(
-        ServerConfig(),
-        audit_dir=directory / "audit",
-        audit_key_file=directory / "audit.key",
+        ServerConfig(), audit_dir=directory, audit_key_file=key_file or directory / "audit.key"
     )
-    return open_audit_log(config, worker=0)
+    return open_audit_log(config, worker)
 
 
 async def _serve(port: int, mode: str, directory: Path) -> None:

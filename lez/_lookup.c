@@ -364,11 +364,10 @@ fail_key:
 
 /* One key's version valid on one day (a single check): the key's row group by find_one's
  * search, then the first of its rows whose int32 fields at from_at and to_at hold the day, as
- * fill_versions takes them. Returns (group, row): group -1 when the key is not in the table,
- * row -1 when none of its rows (possibly none at all) is valid that day. Returns (group, row,
- * rows): rows is the size of the key's group (0 for a layer's removal or an absent key). One
- * call in place of find_one, a NumPy slice and copy of the group, and a scan of its fields from
- * Python. */
+ * fill_versions takes them. Returns (group, row, rows): group -1 when the key is not in the
+ * table, row -1 when none of its rows is valid that day, rows the size of the key's group (0
+ * for a layer's removal or an absent key). One call in place of find_one, a NumPy slice and
+ * copy of the group, and a scan of its fields from Python. */
 static PyObject *version_one(PyObject *self, PyObject *args) {
     PyObject *o_hi, *o_lo, *o_buckets, *o_offsets, *o_records;
     int bucket_bits, day;

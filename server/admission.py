@@ -138,20 +138,16 @@ class Work:
     class rather than a generator context manager, as every call enters one (`state.Lease`
     gives the cost of each)."""
 
-    __slots__ = ("_admission", "_organisation", "_pairs", "_taken")
+    __slots__ = ("_admission", "_organisation", "_pairs")
 
     def __init__(self, admission: Admission, organisation: str, pairs: int) -> None:
         self._admission, self._organisation, self._pairs = admission, organisation, pairs
-        self._taken = False
 
     def __enter__(self) -> None:
         self._admission._take_pairs(self._organisation, self._pairs)
-        self._taken = True
 
-    def __exit__(self, *exc: object) -> None:
-        if self._taken:
-            self._taken = False
-            self._admission._give_back_pairs(self._organisation, self._pairs)
+    def __exit__(self, *exc: object) -> None:  # only after `__enter__` took them
+        self._admission._give_back_pairs(self._organisation, self._pairs)
 
 
 def _decrement(counts: Counter[str], key: str, by: int) -> None:

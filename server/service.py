@@ -1018,10 +1018,9 @@ class AccessService(pb_grpc.AccessServiceServicer):
             counts = np.zeros(pipeline.OUTCOMES, dtype=np.int64)
             keys = KeyBatch()
             pair_outcomes: list[int] = []  # aligned with `keys`
+            lookups = served.reader.key_lookups
             for i, (item, zone) in enumerate(zip(items, zones, strict=True)):
-                result, now = self._recheck_one(
-                    served.reader.key_lookups, served, i, item, zone, request.key_id, who
-                )
+                result, now = self._recheck_one(lookups, served, i, item, zone, request.key_id, who)
                 keys.add(now.audit_key)
                 if now.audit_key:
                     pair_outcomes.append(int(now.verdict.outcome))

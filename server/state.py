@@ -226,6 +226,5 @@ class Lease:
         return self._served
 
     def __exit__(self, *exc: object) -> None:
-        if self._served is not None:
-            served, self._served = self._served, None
-            self._holder._give_back(served)
+        assert self._served is not None  # `__exit__` only follows an `__enter__` that took it
+        self._holder._give_back(self._served)

@@ -158,7 +158,7 @@ class KeyedRecords:
         if self._native_rows is None:
             rows: tuple[Any, ...] = ()
             fields = self.records.dtype.fields
-            if fields is not None and _native_layout(self.records, self.records[:0].copy()):
+            if fields is not None and _native_readable(self.records):
                 rows = (
                     _contiguous(self.offsets, np.uint64),
                     self.records,
@@ -441,12 +441,20 @@ def fill_versions_native(
 def _native_layout(records: npt.NDArray[np.void], out: npt.NDArray[np.void]) -> bool:
     """Whether the native core can read `records` and write `out` as they are: contiguous,
     one dtype, int32 validity bounds."""
-    fields = records.dtype.fields
     return (
-        records.dtype == out.dtype
-        and records.flags.c_contiguous
+        _native_readable(records)
+        and records.dtype == out.dtype
         and out.flags.c_contiguous
         and out.flags.writeable
+    )
+
+
+def _native_readable(records: npt.NDArray[np.void]) -> bool:
+    """Whether the native core can read `records` as they are: contiguous, int32 validity
+    bounds."""
+    fields = records.dtype.fields
+    return (
+        records.flags.c_contiguous
         and fields is not None
         and fields.get("valid_from", (None,))[0] == np.dtype("<i4")
         and fields.get("valid_to", (None,))[0] == np.dtype("<i4")
