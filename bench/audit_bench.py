@@ -55,7 +55,7 @@ from bench import build_bench, sync_bench
 from bench.peer_data import WireBatch
 from bench.process_cpu import tree_cpu_seconds
 from bench.report import stats
-from bench.stream import batch_seconds, free_port, unary
+from bench.stream import batch_seconds, free_port, fresh_audit_dir, unary
 from bench.unary_floor import FloorServer
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def server(
     port = free_port()
     args = [sys.executable, "-m", "server", "serve", "--store-root", str(store),
             "--key-file", str(key), "--workers", str(workers), "--audit-dir",
-            str(scratch / "audit"), "--reload-interval-s", "3600",
+            str(fresh_audit_dir(scratch / "audit")), "--reload-interval-s", "3600",
             "--log-level", "WARNING"]  # fmt: skip
     client: dict[str, Any] = {}
     if tls:
@@ -160,7 +160,7 @@ def floor_server(scratch: Path, *, tls: bool, audit: bool = False) -> Iterator[d
     port = free_port()
     args = [sys.executable, "-m", "bench.stream_floor", "--port", str(port), "--workers", "2"]
     if audit:
-        args += ["--audit", str(scratch / "audit")]
+        args += ["--audit", str(fresh_audit_dir(scratch / "audit"))]
     client: dict[str, Any] = {}
     address = f"127.0.0.1:{port}"
     if tls:

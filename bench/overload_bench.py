@@ -46,7 +46,7 @@ import grpc.aio
 import numpy as np
 
 from bench import report
-from bench.stream import free_port
+from bench.stream import free_port, fresh_audit_dir
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
 from server.certs import write_dev_certs
@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         server = subprocess.Popen(
             [sys.executable, "-m", "server", "serve", "--address", f"127.0.0.1:{port}",
              "--workers", "2", "--store-root", str(store), "--key-file", str(key),
-             "--audit-dir", str(work / "audit"), "--clients-file", str(work / "clients.toml"),
+             "--audit-dir", str(fresh_audit_dir(work / "audit")),
+             "--clients-file", str(work / "clients.toml"),
              "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
              "--tls-ca", str(certs / "ca.pem"),
              "--stream-idle-timeout-s", str(args.idle_timeout_s)],

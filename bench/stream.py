@@ -14,6 +14,7 @@ connections). `unary` measures `Check` latency from sequential or concurrent cal
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -35,6 +36,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def fresh_audit_dir(directory: Path) -> Path:
+    """`directory` emptied of what an earlier bench run's server wrote there, and returned.
+
+    A bench server's audit records are scratch: each run writes gigabytes of them (a 500,000-pair
+    stream is a few megabytes of records, and the bench sends hundreds), and kept from run to run
+    they filled the disk. A server started here begins a new chain; nothing reads an earlier
+    run's records."""
+    shutil.rmtree(directory, ignore_errors=True)
+    return directory
 
 
 class LezServer:
@@ -64,7 +76,7 @@ class LezServer:
         self.proc = subprocess.Popen(
             [str(BIN / "lez-server"), "serve", "--store-root", str(self.store),
              "--key-file", str(self.key), "--workers", str(self.workers),
-             "--address", self.address, "--audit-dir", str(self.scratch / "audit"),
+             "--address", self.address, "--audit-dir", str(fresh_audit_dir(self.scratch / "audit")),
              "--reload-interval-s", "3600", "--log-level", "WARNING", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

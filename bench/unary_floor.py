@@ -194,7 +194,9 @@ class FloorServer:
     """`python -m bench.unary_floor` on a loopback port, started and stopped by the bench."""
 
     def __init__(self, mode: str, scratch: Path) -> None:
-        from bench.stream import free_port
+        from bench.stream import free_port, fresh_audit_dir
+
+        fresh_audit_dir(scratch / "audit")
 
         self.mode, self.scratch = mode, scratch
         self.address = f"127.0.0.1:{free_port()}"

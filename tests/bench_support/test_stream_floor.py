@@ -184,3 +184,19 @@ def test_the_audited_unary_floor_records_each_call_before_answering_it(tmp_path:
         r["rpc"] == "Check" and r["keys_count"] == 1 and len(r["keys"]) == 1 for r in records
     )
     assert len({r["request_id"] for r in records}) == 7
+
+
+def test_a_bench_server_starts_on_an_audit_directory_emptied_of_earlier_runs(
+    tmp_path: Path,
+) -> None:
+    """Bench runs left their servers' audit records behind, gigabytes a run, until the disk was
+    full: each bench server's audit directory starts empty."""
+    from bench.stream import fresh_audit_dir
+
+    audit = tmp_path / "audit"
+    (audit / "rotated").mkdir(parents=True)
+    (audit / "audit-w0.jsonl").write_text("{}\n")
+    (audit / "rotated" / "audit-w0.1.jsonl").write_text("{}\n")
+    assert fresh_audit_dir(audit) == audit
+    assert not audit.exists()
+    assert fresh_audit_dir(tmp_path / "never-made") == tmp_path / "never-made"
