@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import build_bench, sync_bench
-from bench.stream import StreamClient, free_port, unary
+from bench.stream import StreamClient, free_port, fresh_audit_dir, unary
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 2
@@ -66,7 +66,8 @@ def server(code: Path, store: Path, key: Path, audit: Path) -> Iterator[str]:
     address = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--store-root", str(store), "--key-file",
-         str(key), "--workers", str(WORKERS), "--address", address, "--audit-dir", str(audit),
+         str(key), "--workers", str(WORKERS), "--address", address,
+         "--audit-dir", str(fresh_audit_dir(audit)),
          "--log-level", "WARNING"],
         cwd=code, env=dict(os.environ, PYTHONPATH=str(code)), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
