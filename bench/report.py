@@ -376,11 +376,19 @@ def audit_table(audit: dict[str, Any]) -> list[str]:
             unary["sequential"],
             unary["concurrent"],
         )
+        by_worker = unary.get("by_worker", {})
+        per_core = "; ".join(
+            f"{name} {fig['sequential_share_of_ceiling']:.0%} ({fig['sequential_calls_per_s']:,.0f}"
+            f" vs {fig['ceiling_calls_per_s']:,.0f})"
+            for name, fig in by_worker.items()
+        )
         rows.append((
             "unary `Check`, one sequential caller, share of the gRPC-plus-one-flush ceiling "
-            "measured in the same run",
+            "measured in the same run"
+            + (" on the same core, mean of the workers" if by_worker else ""),
             f"{unary['sequential_share_of_ceiling']:.0%} ({seq['calls_per_s']:,.0f} vs "
-            f"{ceiling['calls_per_s']:,.0f} calls/s; bar {unary['bar']})",
+            f"{ceiling['calls_per_s']:,.0f} calls/s; bar {unary['bar']})"
+            + (f"; {per_core}" if per_core else ""),
         ))  # fmt: skip
         audited = unary.get("audit_floor")
         if audited:

@@ -17,8 +17,11 @@ alone, so the bench can show where the time of a call goes:
   check and carries one 16-byte key (the request's plate is not keyed here: minimisation is
   another promise, and a key of the same size costs the record the same).
 
-Run as a process of its own (`python -m bench.unary_floor --port P --mode empty|flush --dir D`);
-`FloorServer` starts and stops it. Never used by the product.
+Run as a process of its own (`python -m bench.unary_floor --port P --mode empty|flush|audit --dir D
+[--worker N]`); `FloorServer` starts and stops it. `--worker N` pins it as the service pins its
+worker N (`server.affinity.pin_worker`: the same core), so a floor and a worker of the service
+are compared on one core: on the bench machine the disk's interrupts go to one core, and a
+single check's flush wakes a caller there sooner. Never used by the product.
 """
 
 from __future__ import annotations
@@ -193,12 +196,12 @@ async def serve_until_stopped(
 class FloorServer:
     """`python -m bench.unary_floor` on a loopback port, started and stopped by the bench."""
 
-    def __init__(self, mode: str, scratch: Path) -> None:
+    def __init__(self, mode: str, scratch: Path, worker: int | None = None) -> None:
+        """`worker`: pinned to the core of the service's worker of that index."""
         from bench.stream import free_port, fresh_audit_dir
 
         fresh_audit_dir(scratch / "audit")
-
-        self.mode, self.scratch = mode, scratch
+        self.mode, self.scratch, self.worker = mode, scratch, worker
         self.address = f"127.0.0.1:{free_port()}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -208,6 +211,8 @@ class FloorServer:
         port = self.address.rsplit(":", 1)[1]
         cmd = [sys.executable, "-m", "bench.unary_floor", "--port", port, "--mode", self.mode,
                "--dir", str(self.scratch)]  # fmt: skip
+        if self.worker is not None:
+            cmd += ["--worker", str(self.worker)]
         self.proc = subprocess.Popen(cmd, start_new_session=True)
         with LezClient([self.address]) as client:
             client.wait_until_serving(timeout=60)
@@ -232,7 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         help="empty; flush once a call; or audit: the service's audit record a call",
     )  # fmt: skip
     p.add_argument("--dir", type=Path, required=True, help="scratch folder for the flush file")
+    p.add_argument(
+        "--worker", type=int, default=None,
+        help="pin to the core the service pins its worker of this index to (default: not pinned)",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    if args.worker is not None:
+        from server.affinity import pin_worker
+
+        pin_worker(args.worker)  # before grpc starts its threads: they inherit it
     asyncio.run(_serve(args.port, args.mode, args.dir))
     return 0
 

@@ -117,3 +117,26 @@ def test_the_audit_table_shows_what_the_audit_promise_leaves_of_the_unary_ceilin
     (row,) = [line for line in lines if "audit promise alone" in line]
     assert "85% of the ceiling (1,530 calls/s)" in row and "the service: 75% of it" in row
     assert any("64% (1,150 vs 1,800 calls/s" in line for line in lines)
+
+
+def test_the_unary_row_gives_each_worker_s_share_of_its_own_core_s_ceiling() -> None:
+    """The ladder times the service on each worker against floors pinned to that worker's core;
+    the row gives the mean and each worker's share, rate and ceiling."""
+    point = {"calls_per_s": 1000.0, "p50_ms": 1.0, "p99_ms": 2.0}
+    unary = {
+        "ceiling_grpc_plus_flush": {**point, "calls_per_s": 1500.0},
+        "sequential": {**point, "calls_per_s": 1000.0},
+        "sequential_share_of_ceiling": 0.667,
+        "by_worker": {
+            "worker 0": {"sequential_share_of_ceiling": 0.65, "sequential_calls_per_s": 910.0,
+                         "ceiling_calls_per_s": 1400.0},
+            "worker 1": {"sequential_share_of_ceiling": 0.684, "sequential_calls_per_s": 1090.0,
+                         "ceiling_calls_per_s": 1594.0},
+        },
+        "bar": "at least 0.70 of the ceiling",
+        "concurrent": {**point, "callers": 32, "client_processes": 2, "calls_per_s": 1500.0},
+        "concurrent_speedup_over_sequential": 1.5,
+    }  # fmt: skip
+    (row,) = [line for line in report.audit_table({"unary": unary}) if "one sequential" in line]
+    assert "on the same core, mean of the workers" in row and "67% (1,000 vs 1,500" in row
+    assert "worker 0 65% (910 vs 1,400)" in row and "worker 1 68% (1,090 vs 1,594)" in row
