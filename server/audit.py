@@ -73,6 +73,7 @@ from lez.keys import KEY_BYTES
 from server.audit_checkpoints import Checkpoint, CheckpointFile, last_checkpoint, sign_checkpoint
 from server.audit_key_log import KeyLog
 from server.audit_keys import AuditKeys
+from server.record_template import RecordTemplate, encode_text
 
 log = logging.getLogger("lez.server")
 
@@ -97,6 +98,12 @@ _RECORD_FIELDS: Final = frozenset(
     | {"ruleset_revision", "snapshot_id", "pairs", "outcomes", "status", "keys_count"}
     | {"keys_blake3", "keys_sha256", "keys", "keys_file", "keys_offset", "pair_outcomes"}
 )
+
+
+_VARYING: Final = ("ts", "pairs", "outcomes", "keys_count", "keys_blake3", "keys", "seq", "prev")
+"""The fields in which records written through one template differ (`AuditLog._template`);
+`request_id` too when the records have one."""
+_TEMPLATES_KEPT: Final = 256
 
 
 _CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -133,6 +140,15 @@ def record_body(record: Mapping[str, Any]) -> bytes:
 def record_hash(record: Mapping[str, Any]) -> str:
     """Unkeyed SHA-256 of a record's body: the `hash` of records written before keyed chains."""
     return hashlib.sha256(record_body(record)).hexdigest()
+
+
+def _keys_text(blob: bytes) -> str:
+    """A record's inline `keys` (each key in hex) as the record encoder writes them."""
+    return (
+        "["
+        + ",".join(f'"{blob[i : i + KEY_BYTES].hex()}"' for i in range(0, len(blob), KEY_BYTES))
+        + "]"
+    )
 
 
 def keys_digest(blob: bytes) -> str:
@@ -378,6 +394,8 @@ class AuditLog:
         self._clock = RecordClock()
         self._sync_lock = threading.Lock()  # one flush at a time
         self._prev = GENESIS
+        self._templates: dict[tuple[Any, ...], RecordTemplate] = {}
+        self._outcome_texts: dict[tuple[tuple[str, int], ...], str] = {}
         self._seq = 0
         self._synced = 0  # every record up to this seq is on disk
         self._failed: BaseException | None = None
@@ -693,6 +711,77 @@ class AuditLog:
         else:
             ts, day = now.isoformat(timespec="microseconds"), now.astimezone(dt.UTC).date()
         blob = b"".join(keys.parts)
+        logged = keys.count > self.inline_keys  # the keys go to the key log
+        template = (
+            self._template(
+                rpc, identity, organisation, roles, zone, ruleset_revision, snapshot_id, status,
+                purpose, bool(request_id),
+            )
+            if extra is None and pair_outcomes is None and not logged and type(pairs) is int
+            else None
+        )  # fmt: skip
+        if template is not None:
+            encoded = {
+                "ts": encode_text(ts),
+                "pairs": str(pairs),
+                "outcomes": self._outcomes_text(outcomes),
+                "keys_count": str(keys.count),
+                "keys_blake3": encode_text(keys_digest(blob)),
+                "keys": _keys_text(blob),
+            }
+            if request_id:
+                encoded["request_id"] = encode_text(request_id)
+        else:
+            fields = self._fields(
+                ts, rpc, identity, organisation, roles, zone, ruleset_revision, snapshot_id,
+                pairs, outcomes, keys, blob, status, purpose, request_id, pair_outcomes, extra,
+                logged,
+            )  # fmt: skip
+        with self._lock:
+            self._check_usable()
+            seq = self._seq + 1
+            try:
+                if template is not None:
+                    encoded["seq"], encoded["prev"] = str(seq), encode_text(self._prev)
+                    line, digest = self._signed(template.line(encoded))
+                    key_log = None
+                    if self._rotation_due(day, len(line)):
+                        self._rotate()  # the chain carries across: the line stays as it is
+                else:
+                    fields["seq"], fields["prev"] = seq, self._prev
+                    key_log = self._name_keys(fields) if logged else None
+                    line, digest = self._line(fields)
+                    if self._rotation_due(day, len(line)):
+                        self._rotate()  # a new audit file: a new key log
+                        if logged:
+                            key_log = self._name_keys(fields)
+                            line, digest = self._line(fields)
+                if key_log is not None:  # before the record; synced by the flush before it
+                    key_log.append(blob)
+                if self._offset + len(line) > self._size:
+                    self._extend(self._offset + len(line))
+                write_all(self._fd, line, self._offset)  # over zeros: the size does not change
+            except OSError as exc:
+                raise self._fail(exc, "write") from None
+            self._offset += len(line)
+            self._prev, self._seq = digest, seq
+            if self._file_first_seq is None:
+                self._file_first_seq, self._file_day = seq, day
+            if seq >= self._next_checkpoint_at:  # the first record, then every N
+                self._next_checkpoint_at = seq + self.checkpoint_every_records
+                self._checkpoint_due.set()  # the checkpoint thread signs it, off this path
+        if self._syncer is not None:
+            self._dirty.set()
+        return Appended(seq, digest)
+
+    def _fields(
+        self, ts: str, rpc: str, identity: str, organisation: str, roles: Iterable[str],
+        zone: str, ruleset_revision: str, snapshot_id: str, pairs: int,
+        outcomes: Mapping[str, int], keys: KeyBatch, blob: bytes, status: str, purpose: str,
+        request_id: str, pair_outcomes: bytes | None, extra: Mapping[str, Any] | None,
+        logged: bool,
+    ) -> dict[str, Any]:  # fmt: skip
+        """A record's fields but `seq` and `prev` (and the key log's place when `logged`)."""
         fields: dict[str, Any] = {
             "ts": ts,
             "rpc": rpc,
@@ -720,45 +809,54 @@ class AuditLog:
             if clash:
                 raise ValueError(f"extra audit fields may not replace {sorted(clash)}")
             fields.update(extra)
-        logged = keys.count > self.inline_keys  # the keys go to the key log
         if not logged:
             fields["keys"] = [blob[i : i + KEY_BYTES].hex() for i in range(0, len(blob), KEY_BYTES)]
-        with self._lock:
-            self._check_usable()
-            seq = self._seq + 1
-            fields["seq"], fields["prev"] = seq, self._prev
-            try:
-                key_log = self._name_keys(fields) if logged else None
-                line, digest = self._line(fields)
-                if self._rotation_due(day, len(line)):
-                    self._rotate()  # a new audit file: a new key log
-                    if logged:
-                        key_log = self._name_keys(fields)
-                        line, digest = self._line(fields)
-                if key_log is not None:  # before the record; synced by the flush before it
-                    key_log.append(blob)
-                if self._offset + len(line) > self._size:
-                    self._extend(self._offset + len(line))
-                write_all(self._fd, line, self._offset)  # over zeros: the size does not change
-            except OSError as exc:
-                raise self._fail(exc, "write") from None
-            self._offset += len(line)
-            self._prev, self._seq = digest, seq
-            if self._file_first_seq is None:
-                self._file_first_seq, self._file_day = seq, day
-            if seq >= self._next_checkpoint_at:  # the first record, then every N
-                self._next_checkpoint_at = seq + self.checkpoint_every_records
-                self._checkpoint_due.set()  # the checkpoint thread signs it, off this path
-        if self._syncer is not None:
-            self._dirty.set()
-        return Appended(seq, digest)
+        return fields
 
     def _line(self, fields: Mapping[str, Any]) -> tuple[bytes, str]:
         """A record's line and its hash: the hashed body (see `record_body`) with the hash
         appended, one JSON encoding per record."""
-        body = canonical_json(fields)
+        return self._signed(canonical_json(fields))
+
+    def _signed(self, body: bytes) -> tuple[bytes, str]:
+        """The line of a record whose hashed body (its canonical JSON) is `body`, and its hash."""
         digest = self.keys.mac(body)
         return body[:-1] + b',"hash":"' + digest.encode() + b'"}\n', digest
+
+    def _template(
+        self, rpc: str, identity: str, organisation: str, roles: Iterable[str], zone: str,
+        ruleset_revision: str, snapshot_id: str, status: str, purpose: str, request_id: bool,
+    ) -> RecordTemplate | None:  # fmt: skip
+        """The template of the records with these shared fields (made once, then kept); a
+        record with more fields, a key log or pair outcomes is encoded whole instead."""
+        sorted_roles = tuple(sorted(roles))
+        shape = (rpc, identity, organisation, sorted_roles, zone, ruleset_revision, snapshot_id,
+                 status, purpose, request_id, self._chain)  # fmt: skip
+        template = self._templates.get(shape)
+        if template is None:
+            if len(self._templates) >= _TEMPLATES_KEPT:
+                self._templates.clear()  # callers, zones and snapshots that came and went
+            shared: dict[str, Any] = {
+                "rpc": rpc, "identity": identity, "organisation": organisation,
+                "roles": list(sorted_roles), "zone": zone, "chain": self._chain,
+                "ruleset_revision": ruleset_revision, "snapshot_id": snapshot_id,
+                "status": status,
+            }  # fmt: skip
+            if purpose:
+                shared["purpose"] = purpose
+            varying = _VARYING + (("request_id",) if request_id else ())
+            template = self._templates[shape] = RecordTemplate(shared, varying, canonical_json)
+        return template
+
+    def _outcomes_text(self, outcomes: Mapping[str, int]) -> str:
+        """`outcomes` as the record encoder writes them (kept: a few distinct values)."""
+        items = tuple(outcomes.items())
+        text = self._outcome_texts.get(items)
+        if text is None:
+            if len(self._outcome_texts) >= _TEMPLATES_KEPT:
+                self._outcome_texts.clear()
+            text = self._outcome_texts[items] = canonical_json(dict(items)).decode("ascii")
+        return text
 
     def _name_keys(self, fields: dict[str, Any]) -> KeyLog:
         """Under `_lock`: name in `fields` where the record's keys will go in the key log (a new
