@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -725,10 +726,32 @@ def phase_sync(cfg: Config, res: dict[str, Any]) -> None:
     }
 
 
+FULL_RUN_BYTES = 12 << 30
+"""What a full run keeps and writes under its scratch folder at most: the registers and stores
+of 1M to 16M plates, the peers' copy, the sync's bases and layers, and the servers' audit
+records (about 11 GiB after a full run at 8M plates on the bench machine)."""
+QUICK_RUN_BYTES = 1 << 30
+
+
+def require_disk_space(scratch: Path, needed: int, free: int | None = None) -> None:
+    """Refuse to start when the scratch folder's disk cannot hold a run: `needed` bytes, less
+    what the folder already holds (its registers and stores are reused)."""
+    held = sum(f.stat().st_size for f in scratch.rglob("*") if f.is_file() and not f.is_symlink())
+    free = shutil.disk_usage(scratch).free if free is None else free
+    short = needed - held - free
+    if short > 0:
+        raise SystemExit(
+            f"the bench needs about {needed / 2**30:.0f} GiB under {scratch} ({held / 2**30:.1f} "
+            f"GiB there already) and the disk has {free / 2**30:.1f} GiB free: free "
+            f"{short / 2**30:.1f} GiB more, or point --scratch at a larger disk"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(argv)
     t0 = time.perf_counter()
     cfg.scratch.mkdir(parents=True, exist_ok=True)
+    require_disk_space(cfg.scratch, QUICK_RUN_BYTES if cfg.quick else FULL_RUN_BYTES)
     res: dict[str, Any] = {
         "bench": "lez access service, issue 6",
         "date": report.now(),
