@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ from server.admission import Admission, Caps
 from server.audit import AuditLog, AuditWriter, NoAudit
 from server.audit_keys import ensure_audit_key_file, load_audit_keys
 from server.auth import Authenticator, Identity
-from server.calls import after_answer
 from server.config import MIB, ServerConfig
 from server.guards import ensure_port_free, hold_audit_dir
 from server.metrics import MetricsEndpoint, ServerMetrics, exposition_registry
@@ -140,7 +138,7 @@ class App:
         current = self.holder.current
         self.metrics.serve_snapshot(current.meta if current is not None else None)
         self.audit = open_audit_log(config, self.worker) if not config.audit_off else NoAudit()
-        self.audit.on_write = functools.partial(after_answer, self.metrics.observe_audit_write)
+        self.audit.on_write = self.metrics.observe_audit_write
         auth = Authenticator(config, self.clients)
         self.quotas = QuotaStore(config.state_path)  # opened after the fork, like the store
         self.service = AccessService(

@@ -18,8 +18,6 @@ the zone, the snapshot, pairs, outcomes, the audit id) through `current_call()`.
   Never a plate: the record holds counts and names only.
 - **Metrics.** `server.metrics.ServerMetrics.observe_call`; the role label is the caller's role
   that admits the call (`call_role`).
-- **After the answer.** The log line and the metrics are written at the event loop's next
-  turn (`after_answer`), once the answer is handed to grpc, as is the audit flush's latency.
 - **Stopping.** `end_remaining` ends the streams still running at the end of the grace period
   with `ServerStopping` (UNAVAILABLE, retry elsewhere) at their next read of a request message
   (`server.status`), their answers so far audited. A call cut off by grpc itself instead ends
@@ -34,7 +32,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -68,21 +66,6 @@ NO_ROLE: Final = "none"
 
 assert REQUEST_ID_MIN > PLATE_WIDTH
 assert set(ROLE_ORDER) == set(Role)
-
-
-def after_answer(observe: Callable[..., None], *args: Any) -> None:
-    """`observe(*args)` once the answer is on its way: on an event loop, at its next turn (the
-    answer is handed to grpc first); elsewhere (a flusher thread) now.
-
-    For what observes a call rather than answers it (its metrics, its log line): on the bench
-    machine, whatever runs between an audit flush and the answer runs on cold caches and
-    delays every single check."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        observe(*args)
-    else:
-        loop.call_soon(observe, *args)
 
 
 def request_id(metadata: Iterable[tuple[str, Any]] | None) -> str:
@@ -180,9 +163,7 @@ class CallObserver:
     def end(self, call: CallRecord, code: grpc.StatusCode, reason: str = "") -> None:
         """The call ended with `code` (`reason`: the ErrorInfo reason of an error status)."""
         self.running.discard(call)
-        after_answer(self._report, call, code, reason, time.perf_counter() - call.started)
-
-    def _report(self, call: CallRecord, code: grpc.StatusCode, reason: str, seconds: float) -> None:
+        seconds = time.perf_counter() - call.started
         if self.metrics is not None:
             self.metrics.observe_call(
                 rpc=call.rpc,

@@ -190,25 +190,3 @@ def test_stopping_ends_a_running_stream_with_unavailable(
         ("CheckStream", "chunk", 2, "OK"),
         ("CheckStream", "end", 2, "SHUTDOWN"),
     ]
-
-
-def test_a_call_is_observed_after_its_answer_is_handed_over() -> None:
-    """On an event loop, `after_answer` leaves the observation (metrics, log line) to the loop's
-    next turn, so nothing but the answer follows a single check's audit flush; off a loop (a
-    flusher thread) it observes at once."""
-    import asyncio
-
-    from server.calls import after_answer
-
-    seen: list[str] = []
-
-    async def handler() -> None:
-        after_answer(seen.append, "observed")
-        seen.append("answered")
-        await asyncio.sleep(0)
-
-    asyncio.run(handler())
-    assert seen == ["answered", "observed"]
-    seen.clear()
-    after_answer(seen.append, "now")
-    assert seen == ["now"]
