@@ -128,26 +128,48 @@ def parse(argv: list[str] | None) -> Config:
     p = argparse.ArgumentParser(
         prog="python -m bench.run",
         description=__doc__.split("\n")[0],
+        epilog="A full run keeps about 11 GiB under --scratch and refuses to start when the disk "
+        "cannot hold about 12 GiB there (less what it holds already); the quick run needs 1 GiB.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--plates", type=int, default=8_000_000, help="plates of the main register")
-    p.add_argument("--runs", type=int, default=5, help="timed runs per figure (after a warm-up)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--plates",
+        type=int,
+        default=8_000_000,
+        help="plates of the main register (default 8,000,000)",
+    )
+    p.add_argument(
+        "--runs", type=int, default=5, help="timed runs per figure, after a warm-up (default 5)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=1, help="seed of the generated register and batches (default 1)"
+    )
     p.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
         help="results folder; the default one also rewrites the README's table (a full run only)",
     )
-    p.add_argument("--scratch", type=Path, default=ROOT / "var" / "bench")
-    p.add_argument("--quick", action="store_true", help="small register, few runs (~2 min)")
+    p.add_argument(
+        "--scratch",
+        type=Path,
+        default=ROOT / "var" / "bench",
+        help="folder of the registers, stores and servers' files, reused between runs "
+        "(default var/bench)",
+    )
+    p.add_argument("--quick", action="store_true", help="small register, few runs (about 4 min)")
     p.add_argument("--no-postgres", action="store_true", help="leave PostgreSQL out")
     p.add_argument(
         "--store-sizes",
         default=None,
         help="comma-separated plates of the store-size curve (default 1M,2M,4M,8M,16M)",
     )
-    p.add_argument("--build-runs", type=int, default=None)
+    p.add_argument(
+        "--build-runs",
+        type=int,
+        default=None,
+        help="timed loader builds (default 3; 1 with --quick)",
+    )
     a = p.parse_args(argv)
     if a.quick:
         plates = 200_000 if a.plates == 8_000_000 else a.plates

@@ -230,7 +230,9 @@ class FloorServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.unary_floor", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--port", type=int, required=True, help="loopback port to listen on")
     p.add_argument(
         "--mode", choices=MODES, required=True,

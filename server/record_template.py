@@ -2,10 +2,11 @@
 
 A worker writes the same kind of record over and over: a single check of one caller on one
 zone, revision and snapshot differs from the previous one only in its time, sequence number,
-previous hash, outcome, request id and key. `RecordTemplate` encodes the shared fields once, with
-the record encoder itself (`server.audit.canonical_json`: sorted keys, no spaces, ASCII), and
-keeps the text between the varying fields; a record is then the join of those pieces and its
-varying values, each encoded alone. JSON with sorted keys encodes a value inside an object
+previous hash, pair count, outcomes, request id and keys (with their count and digest).
+`RecordTemplate` encodes the shared fields once, with the record encoder itself
+(`server.audit.canonical_json`: sorted keys, no spaces, ASCII), and keeps the text between the
+varying fields; a record is then the join of those pieces and its varying values, each encoded
+alone. JSON with sorted keys encodes a value inside an object
 exactly as it encodes it alone, so the line is byte for byte the one the encoder gives for the
 whole record (tests/server/test_record_template.py holds the two equal for any text).
 
