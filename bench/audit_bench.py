@@ -548,16 +548,18 @@ def _ladder_figures(
 ) -> dict[str, Any]:  # fmt: skip
     """The ladder's result from each (part, worker)'s runs (`unary_ladder`)."""
 
-    def med(runs_: list[dict[str, float]]) -> dict[str, float]:
-        return {k: float(np.median([r[k] for r in runs_])) for k in runs_[0]}
+    medians = {
+        cell: {k: float(np.median([r[k] for r in runs_])) for k in runs_[0]}
+        for cell, runs_ in rows.items()
+    }
 
     def rate(part: str, w: int) -> float:
-        return med(rows[(part, w)])["calls_per_s"]
+        return medians[(part, w)]["calls_per_s"]
 
     def mean_over_workers(part: str) -> dict[str, Any]:
         figures = {
-            k: round(float(np.mean([med(rows[(part, w)])[k] for w in LADDER_WORKERS])), 3)
-            for k in rows[(part, LADDER_WORKERS[0])][0]
+            k: round(float(np.mean([medians[(part, w)][k] for w in LADDER_WORKERS])), 3)
+            for k in medians[(part, LADDER_WORKERS[0])]
         }
         runs_by_worker = {
             f"worker {w}": [round(r["calls_per_s"], 1) for r in rows[(part, w)]]

@@ -142,13 +142,14 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(record_body(record)).hexdigest()
 
 
+def _key_hexes(blob: bytes) -> list[str]:
+    """A record's inline `keys`: each 16-byte key of `blob` in hex."""
+    return [blob[i : i + KEY_BYTES].hex() for i in range(0, len(blob), KEY_BYTES)]
+
+
 def _keys_text(blob: bytes) -> str:
-    """A record's inline `keys` (each key in hex) as the record encoder writes them."""
-    return (
-        "["
-        + ",".join(f'"{blob[i : i + KEY_BYTES].hex()}"' for i in range(0, len(blob), KEY_BYTES))
-        + "]"
-    )
+    """A record's inline `keys` as the record encoder writes them."""
+    return "[" + ",".join(f'"{key}"' for key in _key_hexes(blob)) + "]"
 
 
 def keys_digest(blob: bytes) -> str:
@@ -810,7 +811,7 @@ class AuditLog:
                 raise ValueError(f"extra audit fields may not replace {sorted(clash)}")
             fields.update(extra)
         if not logged:
-            fields["keys"] = [blob[i : i + KEY_BYTES].hex() for i in range(0, len(blob), KEY_BYTES)]
+            fields["keys"] = _key_hexes(blob)
         return fields
 
     def _line(self, fields: Mapping[str, Any]) -> tuple[bytes, str]:
@@ -826,9 +827,8 @@ class AuditLog:
     def _template(
         self, rpc: str, identity: str, organisation: str, roles: Iterable[str], zone: str,
         ruleset_revision: str, snapshot_id: str, status: str, purpose: str, request_id: bool,
-    ) -> RecordTemplate | None:  # fmt: skip
-        """The template of the records with these shared fields (made once, then kept); a
-        record with more fields, a key log or pair outcomes is encoded whole instead."""
+    ) -> RecordTemplate:  # fmt: skip
+        """The template of the records with these shared fields (made once, then kept)."""
         sorted_roles = tuple(sorted(roles))
         shape = (rpc, identity, organisation, sorted_roles, zone, ruleset_revision, snapshot_id,
                  status, purpose, request_id, self._chain)  # fmt: skip

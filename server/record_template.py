@@ -10,9 +10,10 @@ alone. JSON with sorted keys encodes a value inside an object
 exactly as it encodes it alone, so the line is byte for byte the one the encoder gives for the
 whole record (tests/server/test_record_template.py holds the two equal for any text).
 
-Why: encoding a single check's record as a whole object took about 6 us a call warm and 20 to
-25 us in a serving worker, on the path between the question and the audit flush that every
-answer waits for; the pieces take under 1 us warm.
+Why: building a single check's record as a whole object and encoding it took 5.9 us a call warm
+(a loop of 50,000), and in a serving worker under one sequential caller the fields took 10 us
+and their encoding with the hash 23 us, on the path between the question and the audit flush
+that every answer waits for; joining the pieces took 0.7 us warm.
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ def test_the_bench_refuses_to_start_on_a_disk_that_cannot_hold_it(tmp_path: Path
     much it needs, what its folder holds already and how much more to free."""
     from bench.run import require_disk_space
 
-    (tmp_path / "register.csv").write_bytes(bytes(3 << 20))
-    require_disk_space(tmp_path, 4 << 20, free=2 << 20)  # 3 MiB held + 2 free: enough
-    with pytest.raises(SystemExit, match=r"free 0\.0 GiB more|point --scratch"):
-        require_disk_space(tmp_path, 8 << 20, free=1 << 20)
-    with pytest.raises(SystemExit, match="needs about 2 GiB"):
-        require_disk_space(tmp_path, 2 << 30, free=0)
+    with (tmp_path / "register.csv").open("wb") as held:
+        held.truncate(3 << 30)  # 3 GiB reused by the next run (sparse: no disk taken)
+    require_disk_space(tmp_path, 12 << 30, free=9 << 30)  # 3 held + 9 free: enough
+    with pytest.raises(SystemExit) as refused:
+        require_disk_space(tmp_path, 12 << 30, free=5 << 30)
+    message = str(refused.value)
+    assert "needs about 12 GiB" in message and "3.0 GiB there already" in message
+    assert "5.0 GiB free" in message and "free 4.0 GiB more" in message

@@ -95,6 +95,7 @@ def test_a_log_written_through_templates_is_the_log_written_without(
         directory = tmp_path_factory.mktemp("templated" if templated else "whole")
         log = AuditLog(directory, keys=KEYS, inline_keys=2, preallocate_bytes=1 << 16)
         if not templated:
+            # a template refused: `append` encodes the record whole, as it does a stream chunk
             log._template = lambda *shape: declined.append(shape)  # type: ignore[method-assign,func-returns-value,return-value]
         try:
             _append_all(log, records)
