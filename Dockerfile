@@ -10,7 +10,7 @@
 
 FROM python:3.11-slim-bookworm AS build
 # gcc and the OpenSSL headers compile the native cores (lez/_hmac.c keying, lez/_lookup.c
-# lookup, lez/_enrich.c enrichment)
+# lookup, lez/_enrich.c enrichment, lez/_sort.c the loader's sort)
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -23,7 +23,7 @@ COPY clients clients
 COPY div_standin div_standin
 RUN python -m venv /opt/lez \
  && /opt/lez/bin/pip install --no-cache-dir ".[server,loader]" \
- && cd / && /opt/lez/bin/python -c "import lez._hmac, lez._lookup, lez._enrich"  # the native cores were built
+ && cd / && /opt/lez/bin/python -c "import lez._hmac, lez._lookup, lez._enrich, lez._sort"  # the native cores were built
 
 FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="lez-access" \

@@ -17,7 +17,7 @@ BENCH_PLATES ?= 8000000
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py lez/_hmac.c lez/_lookup.c lez/_enrich.c lez/_buffers.h | tools
+$(STAMP): pyproject.toml setup.py lez/_hmac.c lez/_lookup.c lez/_enrich.c lez/_sort.c lez/_buffers.h | tools
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[server,loader,dev,bench]"

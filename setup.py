@@ -1,10 +1,10 @@
-"""Build hook for the three optional native pieces: batch HMAC keying (lez/_hmac.c), the
-batch lookup in the store's key columns (lez/_lookup.c) and the enrichment of a chunk's records
-(lez/_enrich.c).
+"""Build hook for the four optional native pieces: batch HMAC keying (lez/_hmac.c), the
+batch lookup in the store's key columns (lez/_lookup.c), the enrichment of a chunk's records
+(lez/_enrich.c) and the loader's radix sort of uint64 values (lez/_sort.c).
 
 `optional=True`: where no compiler or OpenSSL headers exist the install still succeeds;
 `lez.keys` falls back to its pure-Python loop (same output, about 10x slower),
-`lez.store.columns` to its NumPy search and `lez.enrich` to its NumPy passes (same output, see
+`lez.store.columns` to its NumPy search and sort and `lez.enrich` to its NumPy passes (same output, see
 their docstrings for the figures).
 """
 
@@ -29,6 +29,13 @@ setup(
         Extension(
             "lez._enrich",
             ["lez/_enrich.c"],
+            depends=["lez/_buffers.h"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
+        Extension(
+            "lez._sort",
+            ["lez/_sort.c"],
             depends=["lez/_buffers.h"],
             extra_compile_args=["-O3"],
             optional=True,

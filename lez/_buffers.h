@@ -1,5 +1,5 @@
-/* What the native cores (lez/_lookup.c, lez/_enrich.c) share: taking a Python buffer as an
- * array of fixed-size items, and reading an unaligned field of a packed record.
+/* What the native cores (lez/_lookup.c, lez/_enrich.c, lez/_sort.c) share: taking a Python
+ * buffer as an array of fixed-size items, and reading an unaligned field of a packed record.
  * Include after <Python.h>. */
 #ifndef LEZ_BUFFERS_H
 #define LEZ_BUFFERS_H
@@ -24,7 +24,7 @@ static int get_array(PyObject *obj, Py_buffer *view, Py_ssize_t item, Py_ssize_t
     return 0;
 }
 
-static int32_t read_i32(const unsigned char *p) {
+static inline int32_t read_i32(const unsigned char *p) {
     int32_t v;
     memcpy(&v, p, sizeof v);
     return v;

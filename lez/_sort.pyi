@@ -1,0 +1,6 @@
+from typing import Any
+
+BUCKETS: int
+
+def partition(values: Any, scratch: Any, starts: Any, /) -> None: ...
+def sort_buckets(scratch: Any, values: Any, starts: Any, first: int, end: int, /) -> None: ...
