@@ -651,14 +651,18 @@ def _order_ties(
     tie[:-1] |= same
     pos = np.flatnonzero(tie)
     rows = order[pos]
-    run = np.cumsum(~np.concatenate([[False], same])[pos])  # increasing per run of ties
+    new_run = np.empty(len(pos), dtype=np.bool_)  # pos[k] starts a run of ties
+    new_run[0] = True
+    np.logical_not(same[pos[1:] - 1], out=new_run[1:])  # (not a pass over all the rows)
+    run = np.cumsum(new_run)  # increasing per run of ties
     # Within a run the full keys are nearly always equal (one plate's versions): order by
     # (run, then) with one stable sort of a combined int64 key (runs arrive in order, so this
     # is a merge of short runs)...
     combined = (run.astype(np.int64) << 32) | (then[rows].astype(np.int64) + 2**31)
     rows = rows[np.argsort(combined, kind="stable")]
     # ...and redo the rare runs that mix keys (a prefix collision) fully.
-    differ = (hi[rows][1:] != hi[rows][:-1]) | (lo[rows][1:] != lo[rows][:-1])
+    run_hi, run_lo = hi[rows], lo[rows]  # one gather each: the rows are scattered
+    differ = (run_hi[1:] != run_hi[:-1]) | (run_lo[1:] != run_lo[:-1])
     mixed_runs = np.unique(run[1:][(run[1:] == run[:-1]) & differ])
     if len(mixed_runs):
         redo = np.flatnonzero(np.isin(run, mixed_runs))
