@@ -14,12 +14,15 @@
  * Why: the loader orders the whole register by key (about 11 million uint64 values for
  * 8 million plates), and NumPy's np.sort took 0.70 s for 11 million uint64 on the bench machine
  * of 2026-12-05 (AMD EPYC; NumPy 2.4 does not use its AVX-512 sort on that processor), against
- * about 0.1 s here on 2 threads. Keys are HMAC outputs, so the top bits spread the values
+ * 0.15-0.17 s here on 2 threads, the scratch array's allocation included. Keys are HMAC outputs, so the top bits spread the values
  * evenly and a bucket (about 5,500 values, 44 KiB) is sorted inside the core's cache: one pass
  * over memory to partition, then a least-significant-digit radix sort of 8-bit digits per
  * bucket, skipping the digits all of a bucket's values share. Any input is sorted correctly;
  * skewed input (few distinct top bits) is only slower. NumPy's sort stays the fallback and the
- * oracle of the property tests (tests/store/test_sort.py).
+ * oracle of the property tests (tests/lez/test_sort_native.py).
+ *
+ * values and scratch must be distinct arrays: sorting from one into itself would scramble it,
+ * so overlapping buffers are refused (ValueError).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,6 +35,12 @@
 #define BUCKETS (1 << TOP_BITS)
 #define DIGITS 7 /* 8-bit digits below the top bits: 56 bits cover the remaining 53 */
 
+/* Whether two buffers of n uint64 values share any byte. */
+static int overlap(const Py_buffer *a, const Py_buffer *b) {
+    const char *p = a->buf, *q = b->buf;
+    return a->len > 0 && b->len > 0 && p < q + b->len && q < p + a->len;
+}
+
 static PyObject *partition(PyObject *self, PyObject *args) {
     PyObject *o_values, *o_scratch, *o_starts;
     if (!PyArg_ParseTuple(args, "OOO:partition", &o_values, &o_scratch, &o_starts)) return NULL;
@@ -43,6 +52,11 @@ static PyObject *partition(PyObject *self, PyObject *args) {
     if (n_scratch != n || n_starts != BUCKETS + 1) {
         PyErr_Format(PyExc_ValueError,
                      "partition: scratch must hold the values and starts %d entries", BUCKETS + 1);
+        goto fail;
+    }
+    if (overlap(&b_values, &b_scratch) || overlap(&b_starts, &b_values) ||
+        overlap(&b_starts, &b_scratch)) {
+        PyErr_SetString(PyExc_ValueError, "partition: values, scratch and starts overlap");
         goto fail;
     }
     const uint64_t *values = b_values.buf;
@@ -123,6 +137,11 @@ static PyObject *sort_buckets(PyObject *self, PyObject *args) {
     const uint64_t *starts = b_starts.buf;
     if (n_values != n || n_starts != BUCKETS + 1 || first < 0 || end > BUCKETS || first > end) {
         PyErr_SetString(PyExc_ValueError, "sort_buckets: arrays or bucket range do not match");
+        goto fail;
+    }
+    if (overlap(&b_scratch, &b_values) || overlap(&b_starts, &b_values) ||
+        overlap(&b_starts, &b_scratch)) {
+        PyErr_SetString(PyExc_ValueError, "sort_buckets: scratch, values and starts overlap");
         goto fail;
     }
     for (Py_ssize_t b = first; b < end; b++) { /* a corrupt starts never reads out of bounds */

@@ -55,11 +55,17 @@ def test_sort_u64_at_scale(make: object, workers: int) -> None:
     assert np.array_equal(array, expected)
 
 
-def test_sort_u64_refuses_what_it_cannot_sort_in_place() -> None:
+def test_sort_u64_refuses_what_it_cannot_sort_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="contiguous uint64"):
         sort_u64(np.arange(10, dtype=np.int64).view(np.uint64)[::2])
     with pytest.raises(ValueError, match="contiguous uint64"):
         sort_u64(np.arange(10, dtype=np.int64))  # type: ignore[arg-type]
+    monkeypatch.setattr(columns, "_native_sort", None)  # NumPy's sort: the same refusals
+    with pytest.raises(ValueError, match="contiguous uint64"):
+        sort_u64(np.arange(10, dtype=np.int64))  # type: ignore[arg-type]
+    values = np.array([3, 1, 2**64 - 1, 0], dtype=np.uint64)
+    sort_u64(values, 2)
+    assert values.tolist() == [0, 1, 3, 2**64 - 1]
 
 
 def test_the_native_core_checks_its_arrays() -> None:
@@ -76,3 +82,19 @@ def test_the_native_core_checks_its_arrays() -> None:
         _sort.sort_buckets(np.empty_like(values), values, starts, 0, _sort.BUCKETS)
     with pytest.raises(ValueError, match="bucket range"):
         _sort.sort_buckets(values.copy(), values, starts, 0, _sort.BUCKETS + 1)
+
+
+def test_the_native_core_refuses_overlapping_arrays() -> None:
+    from lez import _sort
+
+    values = np.arange(10, dtype=np.uint64)
+    starts = np.zeros(_sort.BUCKETS + 1, dtype=np.uint64)
+    with pytest.raises(ValueError, match="overlap"):
+        _sort.partition(values, values, starts)
+    with pytest.raises(ValueError, match="overlap"):
+        _sort.sort_buckets(values, values, starts, 0, _sort.BUCKETS)
+    both = np.zeros(20, dtype=np.uint64)  # two halves of one buffer do not overlap
+    both[:10] = values[::-1]
+    _sort.partition(both[:10], both[10:], starts)
+    _sort.sort_buckets(both[10:], both[:10], starts, 0, _sort.BUCKETS)
+    assert both[:10].tolist() == list(range(10))
