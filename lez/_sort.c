@@ -14,10 +14,13 @@
  * Why: the loader orders the whole register by key (about 11 million uint64 values for
  * 8 million plates), and NumPy's np.sort took 0.70 s for 11 million uint64 on the bench machine
  * of 2026-12-05 (AMD EPYC; NumPy 2.4 does not use its AVX-512 sort on that processor), against
- * 0.15-0.17 s here on 2 threads, the scratch array's allocation included. Keys are HMAC outputs, so the top bits spread the values
- * evenly and a bucket (about 5,500 values, 44 KiB) is sorted inside the core's cache: one pass
- * over memory to partition, then a least-significant-digit radix sort of 8-bit digits per
- * bucket, skipping the digits all of a bucket's values share. Any input is sorted correctly;
+ * 0.15-0.17 s here on 2 threads, the scratch array's allocation included. The maintained
+ * sorts at hand were slower on the same values: pyarrow's (already the loader's CSV reader)
+ * array_sort_indices 1.9-2.0 s, NumPy's stable sort 0.84 s (it radix-sorts only 16-bit
+ * types). Keys are HMAC outputs, so the top bits spread the values evenly and a bucket (about
+ * 5,500 values, 44 KiB) is sorted inside the core's cache: one pass over memory to partition,
+ * then a least-significant-digit radix sort of 8-bit digits per bucket, skipping the digits all
+ * of a bucket's values share. Any input is sorted correctly;
  * skewed input (few distinct top bits) is only slower. NumPy's sort stays the fallback and the
  * oracle of the property tests (tests/lez/test_sort_native.py).
  *
