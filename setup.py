@@ -10,6 +10,9 @@ their docstrings for the figures).
 
 from setuptools import Extension, setup
 
+BUFFER_CORES = ("_lookup", "_enrich", "_sort")
+"""The cores that read NumPy arrays through lez/_buffers.h."""
+
 setup(
     ext_modules=[
         Extension(
@@ -19,26 +22,15 @@ setup(
             extra_compile_args=["-O3"],
             optional=True,
         ),
-        Extension(
-            "lez._lookup",
-            ["lez/_lookup.c"],
-            depends=["lez/_buffers.h"],
-            extra_compile_args=["-O3"],
-            optional=True,
-        ),
-        Extension(
-            "lez._enrich",
-            ["lez/_enrich.c"],
-            depends=["lez/_buffers.h"],
-            extra_compile_args=["-O3"],
-            optional=True,
-        ),
-        Extension(
-            "lez._sort",
-            ["lez/_sort.c"],
-            depends=["lez/_buffers.h"],
-            extra_compile_args=["-O3"],
-            optional=True,
+        *(
+            Extension(
+                f"lez.{core}",
+                [f"lez/{core}.c"],
+                depends=["lez/_buffers.h"],
+                extra_compile_args=["-O3"],
+                optional=True,
+            )
+            for core in BUFFER_CORES
         ),
     ]
 )

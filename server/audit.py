@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -150,6 +151,13 @@ def _key_hexes(blob: bytes) -> list[str]:
 def _keys_text(blob: bytes) -> str:
     """A record's inline `keys` as the record encoder writes them."""
     return "[" + ",".join(f'"{key}"' for key in _key_hexes(blob)) + "]"
+
+
+@functools.lru_cache(maxsize=_TEMPLATES_KEPT)
+def _outcomes_text(outcomes: tuple[tuple[str, int], ...]) -> str:
+    """A record's `outcomes` (as items) as the record encoder writes them (kept: a worker's
+    records hold a few distinct values)."""
+    return canonical_json(dict(outcomes)).decode("ascii")
 
 
 def keys_digest(blob: bytes) -> str:
@@ -396,7 +404,6 @@ class AuditLog:
         self._sync_lock = threading.Lock()  # one flush at a time
         self._prev = GENESIS
         self._templates: dict[tuple[Any, ...], RecordTemplate] = {}
-        self._outcome_texts: dict[tuple[tuple[str, int], ...], str] = {}
         self._seq = 0
         self._synced = 0  # every record up to this seq is on disk
         self._failed: BaseException | None = None
@@ -725,7 +732,7 @@ class AuditLog:
             encoded = {
                 "ts": encode_text(ts),
                 "pairs": str(pairs),
-                "outcomes": self._outcomes_text(outcomes),
+                "outcomes": _outcomes_text(tuple(outcomes.items())),
                 "keys_count": str(keys.count),
                 "keys_blake3": encode_text(keys_digest(blob)),
                 "keys": _keys_text(blob),
@@ -847,16 +854,6 @@ class AuditLog:
             varying = _VARYING + (("request_id",) if request_id else ())
             template = self._templates[shape] = RecordTemplate(shared, varying, canonical_json)
         return template
-
-    def _outcomes_text(self, outcomes: Mapping[str, int]) -> str:
-        """`outcomes` as the record encoder writes them (kept: a few distinct values)."""
-        items = tuple(outcomes.items())
-        text = self._outcome_texts.get(items)
-        if text is None:
-            if len(self._outcome_texts) >= _TEMPLATES_KEPT:
-                self._outcome_texts.clear()
-            text = self._outcome_texts[items] = canonical_json(dict(items)).decode("ascii")
-        return text
 
     def _name_keys(self, fields: dict[str, Any]) -> KeyLog:
         """Under `_lock`: name in `fields` where the record's keys will go in the key log (a new

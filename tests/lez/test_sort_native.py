@@ -9,7 +9,10 @@ threads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,9 +50,11 @@ def test_sort_u64_equals_numpys_sort(values: list[int], workers: int) -> None:
     ],
 )
 @pytest.mark.parametrize("workers", [1, 2, 5])
-def test_sort_u64_at_scale(make: object, workers: int) -> None:
+def test_sort_u64_at_scale(
+    make: Callable[[np.random.Generator, int], npt.NDArray[np.uint64]], workers: int
+) -> None:
     rng = np.random.default_rng(11)
-    array = make(rng, 200_000)  # type: ignore[operator]
+    array = make(rng, 200_000)
     expected = np.sort(array)
     sort_u64(array, workers)
     assert np.array_equal(array, expected)
