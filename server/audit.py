@@ -631,11 +631,18 @@ class AuditLog:
     def sync_through(self, seq: int) -> None:
         """Return once every record up to `seq` is on disk: one fdatasync covers every record
         written before it started (group commit). Raises AuditFailed when the disk refuses."""
+        seconds = self._flush_through(seq)
+        if seconds is not None and self.on_write is not None:
+            self.on_write(seconds)
+
+    def _flush_through(self, seq: int) -> float | None:
+        """`sync_through` without telling `on_write`: the seconds its flush took, None when
+        the records were already on disk."""
         if self._synced >= seq:
-            return
+            return None
         with self._sync_lock:
             if self._synced >= seq:
-                return
+                return None
             with self._lock:
                 self._check_usable()
                 target, fd = self._seq, self._fd
@@ -655,8 +662,7 @@ class AuditLog:
                 for old in [*retired, *(k.fd for k in done_logs)]:  # synced at rotation
                     os.close(old)
             self._synced = max(self._synced, target)
-            if self.on_write is not None:
-                self.on_write(time.perf_counter() - started)
+            return time.perf_counter() - started
 
     async def durable(self, seq: int, *, alone: Callable[[], bool] | None = None) -> None:
         """In an event loop: return once record `seq` is on disk (group commit).
@@ -671,7 +677,9 @@ class AuditLog:
         if self.sync_window_s > 0 or self._synced >= seq:
             return
         if alone is not None and self._seq == seq and alone():
-            self.sync_through(seq)
+            seconds = self._flush_through(seq)
+            if seconds is not None and self.on_write is not None:  # after the answer leaves
+                asyncio.get_running_loop().call_soon(self.on_write, seconds)
             return
         await asyncio.sleep(0)
         if self._synced >= seq:

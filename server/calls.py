@@ -160,10 +160,13 @@ class CallObserver:
         self.running.add(call)
         return call
 
-    def end(self, call: CallRecord, code: grpc.StatusCode, reason: str = "") -> None:
-        """The call ended with `code` (`reason`: the ErrorInfo reason of an error status)."""
+    def end(
+        self, call: CallRecord, code: grpc.StatusCode, reason: str = "", ended: float | None = None
+    ) -> None:
+        """The call ended with `code` (`reason`: the ErrorInfo reason of an error status), at
+        `ended` (`time.perf_counter`; default now)."""
         self.running.discard(call)
-        seconds = time.perf_counter() - call.started
+        seconds = (time.perf_counter() if ended is None else ended) - call.started
         if self.metrics is not None:
             self.metrics.observe_call(
                 rpc=call.rpc,

@@ -161,6 +161,11 @@ class ServerThread:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def settle(self) -> None:
+        """Return once the server's loop has run what it scheduled before now: a unary call's
+        log line and metrics follow its answer by one turn of the loop (`server.status`)."""
+        self.run(asyncio.sleep(0))
+
     def stop(self) -> None:
         self.run(self.app.stop(0))
         self.loop.call_soon_threadsafe(self.loop.stop)

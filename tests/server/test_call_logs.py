@@ -70,6 +70,7 @@ def test_request_ids_join_log_metadata_and_audit(
         stream = stub(ch).CheckStream(iter([chunk(PLATES[:3], [DAY] * 3, zone="Gent")]))
         answers = list(stream)
         _, info = stub(ch).ServerInfo.with_call(pb.ServerInfoRequest())
+    server.settle()  # the last call's line follows its answer
     sent = [sent_id(plain), sent_id(traced), sent_id(stream, stream=True), sent_id(info)]
     assert sent[1] == given  # a sane id from the caller is kept
     assert len(set(sent)) == 4  # the others are new, one per call

@@ -99,6 +99,7 @@ def test_calls_pairs_and_outcomes_move(metrics_server: ServerThread) -> None:
         _check(ch, UNKNOWN_PLATE)  # not in the register
         plates = [v.plate for v in VEHICLES[:3]]
         answers = list(stub(ch).CheckStream(iter([chunk(plates, [DAY] * 3, zone="Gent")])))
+    metrics_server.settle()  # a unary call's metrics follow its answer
     _, after = scrape(port)
     role = {"role": "enforcement"}
 
@@ -143,6 +144,7 @@ def test_refusals_are_counted_by_reason(metrics_server: ServerThread) -> None:
             plates = [VEHICLES[0].plate] * 20
             list(stub(ch).CheckStream(iter([chunk(plates, [DAY] * 20, zone="Gent")])))
         assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    metrics_server.settle()
     _, after = scrape(port)
 
     def moved(name: str, **labels: str) -> float:

@@ -88,6 +88,19 @@ def _calls(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], rpc: s
                and dict(labels)["rpc"] == rpc)  # fmt: skip
 
 
+def _samples_until(
+    metrics_port: int, rpc: str, calls: int
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The endpoint's samples once they count `calls` calls of `rpc` (at most 10 s): a unary
+    call's metrics follow its answer by a turn of the worker's loop (`server.status`)."""
+    deadline = time.monotonic() + 10
+    while True:
+        samples = _samples(metrics_port)
+        if _calls(samples, rpc) >= calls or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.02)
+
+
 def _json_lines(output: str) -> list[dict[str, Any]]:
     lines = []
     for raw in output.splitlines():
@@ -116,8 +129,7 @@ def test_json_log_follows_calls_to_the_audit_and_stops_quietly(
             )
             stream = stub(ch).CheckStream(requests())
             next(stream)
-            samples = _samples(metrics_port)
-            assert _calls(samples, "Check") == 1
+            assert _calls(_samples_until(metrics_port, "Check", 1), "Check") == 1
             proc.send_signal(signal.SIGTERM)  # the stream is still open
             with pytest.raises(grpc.RpcError) as ended:
                 list(stream)
@@ -167,7 +179,7 @@ def test_metrics_aggregate_the_workers_and_count_restarts(
                 info = stub(ch).ServerInfo(pb.ServerInfoRequest(), timeout=30)
                 answered[info.worker] += 1
         total = sum(answered.values())
-        samples = _samples(metrics_port)
+        samples = _samples_until(metrics_port, "ServerInfo", total)
         assert _calls(samples, "ServerInfo") == total  # both workers' calls, in one endpoint
         served = [labels for (name, labels), v in samples.items() if name == "lez_snapshot_info"]
         assert len(served) == 1  # both workers serve the one snapshot
