@@ -21,7 +21,6 @@ Used to show that a restructuring left the figures where they were.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import build_bench, sync_bench
+from bench import build_bench, cli_help, sync_bench
 from bench.stream import StreamClient, free_port, fresh_audit_dir, unary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +102,7 @@ def by_worker(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.ab_servers", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = cli_help.parser("python -m bench.ab_servers", __doc__)
     p.add_argument("--old", required=True, help="the earlier commit to compare with")
     p.add_argument("--plates", type=int, default=8_000_000)
     p.add_argument("--seed", type=int, default=1)

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench import build_bench, sync_bench
+from bench import build_bench, cli_help, sync_bench
 from bench.peer_data import WireBatch
 from bench.process_cpu import tree_cpu_seconds
 from bench.report import stats
@@ -661,8 +661,7 @@ def _parts(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.audit_bench", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = cli_help.parser("python -m bench.audit_bench", __doc__)
     p.add_argument("--plates", type=int, default=8_000_000, help="the bench register [8M]")
     p.add_argument("--seed", type=int, default=1, help="the bench register's seed [1]")
     p.add_argument("--runs", type=int, default=5, help="timed runs of each measurement [5]")

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from bench import report
+from bench import cli_help, report
 from lez.decision import Outcome
 from lez.keys import KEY_BYTES
 from server.audit import AuditLog, KeyBatch
@@ -43,8 +43,7 @@ DAYS_IN_YEAR = 365
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.audit_find_bench", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = cli_help.parser("python -m bench.audit_find_bench", __doc__)
     p.add_argument("--days", type=int, default=10, help="days of logs to write (default 10)")
     p.add_argument("--pairs-per-day", type=int, default=1_500_000)
     p.add_argument("--unary-per-day", type=int, default=20_000, help="one-pair calls a day")

@@ -10,7 +10,6 @@ from `wait4`) and the store size. Results go to stdout and, with --out, to a JSO
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -22,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench import cli_help
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -136,9 +137,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = cli_help.parser("python -m bench.build_bench", __doc__)
     p.add_argument("--plates", type=int, default=8_000_000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--runs", type=int, default=3)

@@ -15,7 +15,6 @@ the reference day for the same municipalities) and checks every run lists the sa
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from bench import report
+from bench import cli_help, report
 from bench.stream import LezServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +81,7 @@ def measure(store: Path, key: Path, scratch: Path, runs: int, workers: int = 2) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.campaign_bench", description=__doc__)
+    p = cli_help.parser("python -m bench.campaign_bench", __doc__)
     p.add_argument("--store", type=Path, required=True, help="store root (read only)")
     p.add_argument("--key", type=Path, required=True, help="the store's HMAC key file")
     p.add_argument("--scratch", type=Path, default=ROOT / "var" / "bench-campaign",

@@ -12,7 +12,6 @@ Brussels and keeps the figures in results.json (`engine`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -22,6 +21,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from bench import cli_help
 from lez import codes
 from lez.days import DAY_OPEN, parse_day
 from lez.decision import BatchInput
@@ -105,7 +105,7 @@ def measure(pairs: int, runs: int, zone_name: str, seed: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = cli_help.parser("python -m bench.engine_bench", __doc__)
     ap.add_argument("--pairs", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--zone", default="Antwerpen")

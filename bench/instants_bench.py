@@ -31,7 +31,6 @@ The bar (issue: decisions by the hour): the instants stream costs at most 5 % mo
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import statistics
@@ -44,7 +43,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench import report
+from bench import cli_help, report
 from bench.peer_data import WireBatch, wire_batch
 from bench.stream import LezServer
 from bench.workload import batch_from_plates, read_plates
@@ -205,7 +204,7 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.instants_bench", description=__doc__)
+    p = cli_help.parser("python -m bench.instants_bench", __doc__)
     p.add_argument("--store", type=Path, required=True, help="store root (lez-loader build)")
     p.add_argument("--key", type=Path, required=True, help="the store's HMAC key file")
     p.add_argument("--extract", type=Path, required=True, help="the store's extract (plates)")

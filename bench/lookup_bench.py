@@ -11,7 +11,6 @@ checks both paths give the same answers.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import report
+from bench import cli_help, report
 from lez.store import open_store
 from lez.store.columns import (
     KeyedRecords,
@@ -109,8 +108,7 @@ def measure(store: Path, queries: int, runs: int, day: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.lookup_bench", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = cli_help.parser("python -m bench.lookup_bench", __doc__)
     p.add_argument("--store", type=Path, required=True, help="a store root (lez-loader build)")
     p.add_argument("--queries", type=int, default=500_000, help="keys looked up per run")
     p.add_argument("--runs", type=int, default=7, help="timed runs (after one warm-up)")

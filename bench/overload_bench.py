@@ -45,7 +45,7 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from bench import report
+from bench import cli_help, report
 from bench.stream import free_port, fresh_audit_dir
 from lez.api.v1 import access_pb2 as pb
 from lez.api.v1 import access_pb2_grpc as pb_grpc
@@ -70,7 +70,7 @@ checks_per_day = 1000000000
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.overload_bench", description=__doc__)
+    p = cli_help.parser("python -m bench.overload_bench", __doc__)
     p.add_argument("--plates", type=int, default=100_000)
     p.add_argument("--streams", type=int, default=50, help="A's streaming clients at once")
     p.add_argument("--pairs", type=int, default=200_000, help="pairs per stream")

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import report
+from bench import cli_help, report
 from server.auth import Identity, Role
 from server.quotas import QuotaStore
 
@@ -35,7 +35,7 @@ WHO = Identity(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.quota_bench", description=__doc__)
+    p = cli_help.parser("python -m bench.quota_bench", __doc__)
     p.add_argument("--calls", type=int, default=20_000, help="charges per process and run")
     p.add_argument("--processes", type=int, default=2, help="processes contending (workers)")
     p.add_argument("--runs", type=int, default=5)

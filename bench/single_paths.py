@@ -24,7 +24,6 @@ by about 10% between runs on a shared machine; the ratios are the point.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -36,6 +35,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from bench import cli_help
 from bench.engine_bench import make_batch
 from lez import keys, plates
 from lez.decision import BatchInput, ItemInput
@@ -227,11 +227,7 @@ def _sha_instructions() -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="python -m bench.single_paths",
-        description=__doc__,
-        formatter_class=argparse.RawTextHelpFormatter,
-    )
+    ap = cli_help.parser("python -m bench.single_paths", __doc__)
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=2000)
     args = ap.parse_args(argv)

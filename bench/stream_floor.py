@@ -36,7 +36,6 @@ be met by any decision code. Never used by the product.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import multiprocessing
 import os
@@ -52,6 +51,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from bench import cli_help
 from bench.report import stats
 from bench.unary_floor import floor_audit_log, floor_credentials, serve_until_stopped
 from lez.api.v1 import access_pb2 as pb
@@ -350,8 +350,7 @@ def measure(plates: int, seed: int, runs: int, scratch: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.stream_floor", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = cli_help.parser("python -m bench.stream_floor", __doc__)
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--port", type=int, help="serve the floor on this loopback port")
     mode.add_argument(
@@ -363,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="CERTS",
         help="with --port: serve mutual TLS on localhost:PORT with the development certificates "
-        "in this folder (server.pem, server.key, ca.pem; `server.certs.write_dev_certs`)",
+        "in this folder (server.pem, server.key, ca.pem; server.certs.write_dev_certs)",
     )
     p.add_argument(
         "--audit",

@@ -32,7 +32,6 @@ Figures (median, min and max of `--runs` runs unless said):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import json
@@ -48,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import build_bench
+from bench import build_bench, cli_help
 from bench.peer_data import WireBatch, wire_batch
 from bench.stream import LezServer, StreamClient, unary
 from bench.workload import batch_from_plates, read_plates
@@ -476,8 +475,7 @@ def _unary_until(
 
 
 def parse(argv: list[str] | None) -> Any:
-    p = argparse.ArgumentParser(prog="python -m bench.sync_bench", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = cli_help.parser("python -m bench.sync_bench", __doc__)
     p.add_argument("--plates", type=int, default=8_000_000)
     p.add_argument("--days", type=int, default=30, help="daily layers before the stream figure")
     p.add_argument("--runs", type=int, default=5)
