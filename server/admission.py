@@ -5,8 +5,9 @@ with a RetryInfo of about a second) work that would pass a cap, before doing any
 
 - **streams**: CheckStreams being served by this worker (`max_streams_per_worker`) and of one
   organisation (`max_org_streams_per_worker`), so one organisation never holds every slot;
-- **pairs in flight**: pairs received and not yet answered (a stream's chunk from its
-  admission to its answer, a recheck's items, a single check) in the worker
+- **pairs in flight**: pairs received and not yet decided (a stream's chunk from its
+  admission to its answer; a recheck's items and a single check until their answer is built,
+  before the flush of their audit record, which holds no store and little memory) in the worker
   (`max_pairs_in_flight`) and of one organisation (`max_org_pairs_in_flight`);
 - **calls in flight** of one organisation, of every kind (`max_org_calls_in_flight`), below
   gRPC's own per-worker limit (`max_concurrent_rpcs`), so one organisation's calls cannot fill

@@ -628,11 +628,18 @@ class AuditLog:
                 "durable record; retry on another worker or replica"
             )
 
-    def sync_through(self, seq: int) -> None:
+    def sync_through(self, seq: int, *, report_soon: bool = False) -> None:
         """Return once every record up to `seq` is on disk: one fdatasync covers every record
-        written before it started (group commit). Raises AuditFailed when the disk refuses."""
+        written before it started (group commit). Raises AuditFailed when the disk refuses.
+        The flush's time goes to `on_write`: at once, or with `report_soon` (in an event loop)
+        at the loop's next turn, so that the answer waiting on the flush does not wait for the
+        metric too."""
         seconds = self._flush_through(seq)
-        if seconds is not None and self.on_write is not None:
+        if seconds is None or self.on_write is None:
+            return
+        if report_soon:
+            asyncio.get_running_loop().call_soon(self.on_write, seconds)
+        else:
             self.on_write(seconds)
 
     def _flush_through(self, seq: int) -> float | None:
@@ -673,13 +680,12 @@ class AuditLog:
         bench machine). Otherwise calls that are ready to run write their records first (one
         turn of the loop), and the flush runs on the flusher thread: the loop goes on serving
         the other calls meanwhile, and records written during the flush ride on the next one
-        (one flush for every call waiting on it)."""
+        (one flush for every call waiting on it). A flush run here reports its time to
+        `on_write` at the loop's next turn, after the answer."""
         if self.sync_window_s > 0 or self._synced >= seq:
             return
         if alone is not None and self._seq == seq and alone():
-            seconds = self._flush_through(seq)
-            if seconds is not None and self.on_write is not None:  # after the answer leaves
-                asyncio.get_running_loop().call_soon(self.on_write, seconds)
+            self.sync_through(seq, report_soon=True)
             return
         await asyncio.sleep(0)
         if self._synced >= seq:

@@ -161,12 +161,16 @@ class CallObserver:
         return call
 
     def end(
-        self, call: CallRecord, code: grpc.StatusCode, reason: str = "", ended: float | None = None
+        self,
+        call: CallRecord,
+        code: grpc.StatusCode,
+        reason: str = "",
+        ended_at: float | None = None,
     ) -> None:
         """The call ended with `code` (`reason`: the ErrorInfo reason of an error status), at
-        `ended` (`time.perf_counter`; default now)."""
+        `ended_at` (`time.perf_counter`; default now)."""
         self.running.discard(call)
-        seconds = (time.perf_counter() if ended is None else ended) - call.started
+        seconds = (time.perf_counter() if ended_at is None else ended_at) - call.started
         if self.metrics is not None:
             self.metrics.observe_call(
                 rpc=call.rpc,
@@ -197,11 +201,18 @@ class CallObserver:
                 fields[name] = value
         log.info("%s %s in %.1f ms", call.rpc, code.name, seconds * 1000, extra={"fields": fields})
 
+    def end_after_answer(self, call: CallRecord, code: grpc.StatusCode, reason: str = "") -> None:
+        """`end` for a unary call, at the event loop's next turn: grpc sends a unary call's
+        answer (or its error) in the turn its handler returns, so the call's metrics and log
+        line follow the answer instead of delaying it. Its duration ends now."""
+        asyncio.get_running_loop().call_soon(self.end, call, code, reason, time.perf_counter())
+
     def end_remaining(self) -> int:
         """End the calls still running (the server stops); returns how many. A stream waiting
         for its client's next message is woken (its task cancelled at that wait, which the
         request reader turns into `ServerStopping`); one busy with a message ends before
-        reading the next. Unary calls have nothing to wait for and finish by themselves."""
+        reading the next. Unary calls have nothing to wait for and finish by themselves (one
+        answered whose `end_after_answer` has not run yet is counted too)."""
         for call in self.running:
             call.stopping = True
             if call.awaiting_input and call.task is not None and not call.task.done():

@@ -87,10 +87,11 @@ class ServerConfig:
     """Calls of one organisation (of every kind) in progress at once in one worker (OVERLOADED
     beyond), so one organisation cannot fill `max_concurrent_rpcs`."""
     max_pairs_in_flight: int = 800_000
-    """Pairs received and not yet answered in one worker (chunks, rechecks, checks); work that
-    would pass it is refused at once (OVERLOADED). Bounds the memory of work in progress."""
+    """Pairs received and not yet decided in one worker (chunks, rechecks, checks; see
+    `server.admission`); work that would pass it is refused at once (OVERLOADED). Bounds the
+    memory of work in progress."""
     max_org_pairs_in_flight: int = 400_000
-    """Pairs of one organisation received and not yet answered in one worker (OVERLOADED
+    """Pairs of one organisation received and not yet decided in one worker (OVERLOADED
     beyond)."""
     stream_idle_timeout_s: float = 30.0
     """A CheckStream that sends no chunk for this long is ended (DEADLINE_EXCEEDED)."""
@@ -428,8 +429,8 @@ _FIELD_DOCS: Final = {
     "max_org_streams_per_worker": "CheckStreams of one organisation per worker (OVERLOADED beyond)",
     "max_org_calls_in_flight": "calls of one organisation in progress per worker (OVERLOADED "
     "beyond)",
-    "max_pairs_in_flight": "pairs received and not yet answered per worker (OVERLOADED beyond)",
-    "max_org_pairs_in_flight": "pairs of one organisation not yet answered per worker "
+    "max_pairs_in_flight": "pairs received and not yet decided per worker (OVERLOADED beyond)",
+    "max_org_pairs_in_flight": "pairs of one organisation not yet decided per worker "
     "(OVERLOADED beyond)",
     "stream_idle_timeout_s": "seconds a CheckStream may send nothing before it is ended",
     "audit_dir": "directory of the hash-chained audit logs",

@@ -677,7 +677,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
     @translate_errors
     async def Check(
         self, request: pb.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.CheckResponse | bytes:
+    ) -> bytes:
         who = self._enter(Rpc.CHECK, context)
         check_text_lengths(request)
         with self.admission.work(who.organisation, 1), self.holder.lease() as served:
@@ -1000,7 +1000,7 @@ class AccessService(pb_grpc.AccessServiceServicer):
     @translate_errors
     async def Recheck(
         self, request: pb.RecheckRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.RecheckResponse:
+    ) -> bytes:
         who = self._enter(Rpc.RECHECK, context)
         items = list(request.decisions)
         if not items:
@@ -1041,15 +1041,15 @@ class AccessService(pb_grpc.AccessServiceServicer):
                 keys=keys,
                 pair_outcomes=bytes(pair_outcomes),
             )
-            response = pb.RecheckResponse(  # built before the flush, sent after it
+            answer_bytes = pb.RecheckResponse(  # built before the flush, sent after it
                 results=results,
                 snapshot_id=served.meta.snapshot_id,
                 ruleset_revision=newest_name,
                 mutation_watermark=served.meta.mutation_watermark,
-            )
-            # no answer before its record is on disk (shared with the calls in progress)
-            await self.audit.durable(recorded.seq, alone=self._alone)
-            return response
+            ).SerializeToString()  # as `Check`'s answer: nothing but the flush after the work
+        # no answer before its record is on disk (shared with the calls in progress)
+        await self.audit.durable(recorded.seq, alone=self._alone)
+        return answer_bytes
 
     # -- FleetStats --
 

@@ -19,7 +19,6 @@ import asyncio
 import functools
 import logging
 import secrets
-import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -340,22 +339,22 @@ def _open_call(
 
 
 def _close_call(
-    servicer: object, call: CallRecord | None, code: grpc.StatusCode, reason: str
+    servicer: object,
+    call: CallRecord | None,
+    code: grpc.StatusCode,
+    reason: str,
+    *,
+    unary: bool = False,
 ) -> None:
+    """End the call's record: a unary call's after its answer (`CallObserver.end_after_answer`),
+    a stream's at once."""
     calls = getattr(servicer, "calls", None)
-    if call is not None and isinstance(calls, CallObserver):
+    if call is None or not isinstance(calls, CallObserver):
+        return
+    if unary:
+        calls.end_after_answer(call, code, reason)
+    else:
         calls.end(call, code, reason)
-
-
-def _close_call_after_answer(
-    servicer: object, call: CallRecord | None, code: grpc.StatusCode, reason: str
-) -> None:
-    """`_close_call` for a unary call, at the loop's next turn: grpc sends a unary call's answer
-    (or its error) in the turn its handler returns, so the call's metrics and log line follow
-    the answer instead of delaying it. Its duration still ends here."""
-    calls = getattr(servicer, "calls", None)
-    if call is not None and isinstance(calls, CallObserver):
-        asyncio.get_running_loop().call_soon(calls.end, call, code, reason, time.perf_counter())
 
 
 def translate_errors(
@@ -379,7 +378,7 @@ def translate_errors(
             code, reason = ended_by(exc, context)
             await _abort_or_reraise(self, handler.__name__, context, exc)
         finally:
-            _close_call_after_answer(self, call, code, reason)
+            _close_call(self, call, code, reason, unary=True)
 
     return wrapper
 

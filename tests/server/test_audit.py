@@ -229,6 +229,7 @@ def test_server_audits_without_plates(
         except grpc.RpcError as exc:
             errors.append(exc.details())  # type: ignore[attr-defined]
     assert len(errors) == 2
+    server.settle()  # the last call's log line follows its answer
     audit_dir = server.app.config.audit_dir
     path = audit_dir / "audit-w0.jsonl"
     records = [r for _, r in audit.read_records(path)]

@@ -216,6 +216,7 @@ def test_no_plate_key_or_organisation_in_the_exposition(
             _check(ch, v.plate)
         with pytest.raises(grpc.RpcError):
             _check(ch, "1-ABC-234", zone="Antwerpen")
+    metrics_server.settle()  # the last call's metrics follow its answer
     text, _ = scrape(_port(metrics_server))
     countries = np.full((len(VEHICLES), 2), list(b"BE"), dtype=np.uint8)
     from lez.plates import as_matrix, normalise_many

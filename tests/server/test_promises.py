@@ -274,14 +274,15 @@ def test_no_answer_while_the_record_is_not_yet_durable(
     assert isinstance(log, AuditLog)
     written = len(list(read_records(log.path)))
     entered, release = threading.Event(), threading.Event()
-    real = log.sync_through
+    real = os.fdatasync
 
-    def blocked(seq: int) -> None:
-        entered.set()
-        release.wait(30)
-        real(seq)
+    def blocked(fd: int) -> None:  # every path to the disk: in the loop, a thread, a stream's
+        if fd == log._fd:
+            entered.set()
+            release.wait(30)
+        real(fd)
 
-    monkeypatch.setattr(log, "sync_through", blocked)
+    monkeypatch.setattr(os, "fdatasync", blocked)
     received: list[Any] = []
 
     def call() -> None:
