@@ -11,7 +11,6 @@ line. Never used by the product.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import statistics
@@ -19,6 +18,7 @@ import time
 
 import grpc
 
+from bench import cli_help
 from server.calls import CallObserver, CallRecord
 from server.logs import configure_logging
 from server.metrics import ServerMetrics
@@ -48,11 +48,11 @@ def _per_call_us(observer: CallObserver, calls: int) -> float:
     return (time.perf_counter() - started) / calls * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = cli_help.parser("python -m bench.call_observation", __doc__)
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     results: dict[str, list[float]] = {name: [] for name, _, _ in CASES}

@@ -3,9 +3,9 @@
 The bench's docstrings are written in Markdown, for the README's readers and the reviewers of
 the code (`**Stream.**`, `` `bench.unary_floor` ``, links). A terminal does not render Markdown,
 so `--help` shows the same text with the marks taken out: emphasis and code marks dropped, a
-link as its text and its address in brackets. Lists, paragraphs and the docstring's own line
-breaks stay as written (`argparse.RawDescriptionHelpFormatter`), so the text reads as the
-docstring does.
+link as its text and its address in brackets (once when they are the same). Lists, paragraphs
+and the docstring's own line breaks stay as written (`argparse.RawDescriptionHelpFormatter`),
+so the text reads as the docstring does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ _CODE: Final = re.compile(r"``\s?(.+?)\s?``|`([^`]+)`")
 def plain_text(markdown: str | None) -> str:
     """`markdown` with its emphasis, code marks and links turned into plain text."""
     text = markdown or ""
-    text = _LINK.sub(r"\1 (\2)", text)
+    text = _LINK.sub(lambda m: m[1] if m[1] == m[2] else f"{m[1]} ({m[2]})", text)
     text = _STRONG.sub(r"\1", text)
     return _CODE.sub(lambda m: m.group(1) or m.group(2), text)
 

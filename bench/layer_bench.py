@@ -20,7 +20,6 @@ Not run by pytest. Example (the figures of the store brief):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench import cli_help
 from bench.build_bench import ensure_key, ensure_register
 from lez import vehicle
 from lez.keys import KEY_BYTES
@@ -138,7 +138,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = cli_help.parser("python -m bench.layer_bench", __doc__)
     p.add_argument("--plates", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--changes", type=int, default=50_000, help="changed keys a day")

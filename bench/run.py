@@ -41,7 +41,6 @@ Exit status 1 when a peer decides differently from the service (results are writ
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import shutil
@@ -60,6 +59,7 @@ from bench import (
     audit_find_bench,
     build_bench,
     campaign_bench,
+    cli_help,
     instants_bench,
     memory,
     pair_breakdown,
@@ -125,12 +125,11 @@ class Config:
 
 
 def parse(argv: list[str] | None) -> Config:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.run",
-        description=__doc__.split("\n")[0],
+    p = cli_help.parser(
+        "python -m bench.run",
+        __doc__,
         epilog="A full run keeps about 11 GiB under --scratch and refuses to start when the disk "
         "cannot hold about 12 GiB there (less what it holds already); the quick run needs 1 GiB.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--plates",

@@ -26,7 +26,6 @@ single check's flush wakes a caller there sooner. Never used by the product.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import os
@@ -40,6 +39,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from bench import cli_help
 from lez.api.v1 import access_pb2 as pb
 
 if TYPE_CHECKING:
@@ -230,9 +230,7 @@ class FloorServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.unary_floor", description=__doc__.splitlines()[0]
-    )
+    p = cli_help.parser("python -m bench.unary_floor", __doc__)
     p.add_argument("--port", type=int, required=True, help="loopback port to listen on")
     p.add_argument(
         "--mode", choices=MODES, required=True,

@@ -19,7 +19,6 @@ Run: `python -m bench.workload EXTRACT --pairs 500000 --seed 1 --from 2026-10-20
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from bench import cli_help
 from lez import plates as lez_plates
 from lez.days import from_day, to_day
 
@@ -478,9 +478,7 @@ def _timestamps(days: npt.NDArray[np.int32], seconds: npt.NDArray[np.int32]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.workload", description=__doc__.split("\n")[0]
-    )
+    parser = cli_help.parser("python -m bench.workload", __doc__)
     parser.add_argument("extract", type=Path)
     parser.add_argument("--pairs", type=int, default=500_000)
     parser.add_argument("--seed", type=int, default=1)

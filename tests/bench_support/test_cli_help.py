@@ -15,25 +15,28 @@ from bench.cli_help import plain_text
 COMMANDS = sorted(
     info.name
     for info in pkgutil.iter_modules(bench.__path__)
-    if "cli_help.parser(" in (Path(bench.__path__[0]) / f"{info.name}.py").read_text()
+    if "\ndef main(" in (Path(bench.__path__[0]) / f"{info.name}.py").read_text()
 )
+"""Every bench module with a command line (`python -m bench.<name>`)."""
 MARKDOWN = re.compile(r"\*\*|`|\]\(")
 
 
 def test_marks_are_taken_out_and_the_words_kept() -> None:
     text = (
         "1. **Stream.** The `CheckStream` against ``bench.unary_floor --mode flush``; see\n"
-        "   [docs/quotas.md](docs/quotas.md) and `a` `b`.\n- a list item stays"
+        "   [docs/quotas.md](docs/quotas.md), [the guide](docs/guide.md) and `a` `b`.\n"
+        "- a list item stays"
     )
     assert plain_text(text) == (
         "1. Stream. The CheckStream against bench.unary_floor --mode flush; see\n"
-        "   docs/quotas.md (docs/quotas.md) and a b.\n- a list item stays"
+        "   docs/quotas.md, the guide (docs/guide.md) and a b.\n- a list item stays"
     )
     assert plain_text(None) == ""
 
 
 def test_the_bench_commands_are_found() -> None:
-    assert {"audit_bench", "build_bench", "stream_floor", "sync_bench"} <= set(COMMANDS)
+    assert {"audit_bench", "build_bench", "run", "unary_floor", "workload"} <= set(COMMANDS)
+    assert "cli_help" not in COMMANDS and "report" not in COMMANDS
 
 
 @pytest.mark.parametrize("name", COMMANDS)
