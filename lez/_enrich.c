@@ -54,28 +54,6 @@ enum Param {
     N_PARAMS
 };
 
-#define MAX_BUFFERS 16
-
-/* The buffers of one call, released together. */
-typedef struct {
-    Py_buffer views[MAX_BUFFERS];
-    int held;
-} Buffers;
-
-static void release_all(Buffers *b) {
-    while (b->held > 0) PyBuffer_Release(&b->views[--b->held]);
-}
-
-/* `get_array` into `b`, released with the call's other buffers; sets *data too. */
-static int take(Buffers *b, PyObject *obj, Py_ssize_t item, Py_ssize_t *count, void **data,
-                const char *name, int writable) {
-    Py_buffer *view = &b->views[b->held];
-    if (get_array(obj, view, item, count, name, writable) < 0) return -1;
-    b->held++;
-    *data = view->buf;
-    return 0;
-}
-
 static uint32_t read_u32(const unsigned char *p) {
     uint32_t v;
     memcpy(&v, p, sizeof v);

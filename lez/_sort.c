@@ -38,32 +38,45 @@
 #define BUCKETS (1 << TOP_BITS)
 #define DIGITS 7 /* 8-bit digits below the top bits: 56 bits cover the remaining 53 */
 
-/* Whether two buffers of n uint64 values share any byte. */
-static int overlap(const Py_buffer *a, const Py_buffer *b) {
-    const char *p = a->buf, *q = b->buf;
-    return a->len > 0 && b->len > 0 && p < q + b->len && q < p + a->len;
+/* Whether any two of the call's buffers share a byte. */
+static int overlap(const Buffers *b) {
+    for (int i = 0; i < b->held; i++) {
+        const char *p = b->views[i].buf;
+        for (int j = i + 1; j < b->held; j++) {
+            const char *q = b->views[j].buf;
+            if (b->views[i].len > 0 && b->views[j].len > 0 && p < q + b->views[j].len &&
+                q < p + b->views[i].len) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Refuse a call (ValueError with `problem`), releasing its buffers. */
+static PyObject *refuse(Buffers *b, const char *problem) {
+    if (problem != NULL) PyErr_SetString(PyExc_ValueError, problem);
+    release_all(b);
+    return NULL;
 }
 
 static PyObject *partition(PyObject *self, PyObject *args) {
     PyObject *o_values, *o_scratch, *o_starts;
     if (!PyArg_ParseTuple(args, "OOO:partition", &o_values, &o_scratch, &o_starts)) return NULL;
-    Py_buffer b_values, b_scratch, b_starts;
+    Buffers b = {.held = 0};
+    void *p_values, *p_scratch, *p_starts;
     Py_ssize_t n, n_scratch, n_starts;
-    if (get_array(o_values, &b_values, 8, &n, "values", 0) < 0) return NULL;
-    if (get_array(o_scratch, &b_scratch, 8, &n_scratch, "scratch", 1) < 0) goto fail_values;
-    if (get_array(o_starts, &b_starts, 8, &n_starts, "starts", 1) < 0) goto fail_scratch;
+    if (take(&b, o_values, 8, &n, &p_values, "values", 0) < 0 ||
+        take(&b, o_scratch, 8, &n_scratch, &p_scratch, "scratch", 1) < 0 ||
+        take(&b, o_starts, 8, &n_starts, &p_starts, "starts", 1) < 0) {
+        return refuse(&b, NULL);
+    }
     if (n_scratch != n || n_starts != BUCKETS + 1) {
-        PyErr_Format(PyExc_ValueError,
-                     "partition: scratch must hold the values and starts %d entries", BUCKETS + 1);
-        goto fail;
+        return refuse(&b, "partition: scratch must hold the values and starts BUCKETS + 1 entries");
     }
-    if (overlap(&b_values, &b_scratch) || overlap(&b_starts, &b_values) ||
-        overlap(&b_starts, &b_scratch)) {
-        PyErr_SetString(PyExc_ValueError, "partition: values, scratch and starts overlap");
-        goto fail;
-    }
-    const uint64_t *values = b_values.buf;
-    uint64_t *scratch = b_scratch.buf, *starts = b_starts.buf;
+    if (overlap(&b)) return refuse(&b, "partition: values, scratch and starts overlap");
+    const uint64_t *values = p_values;
+    uint64_t *scratch = p_scratch, *starts = p_starts;
     Py_BEGIN_ALLOW_THREADS
     uint64_t next[BUCKETS];
     memset(next, 0, sizeof next);
@@ -80,17 +93,8 @@ static PyObject *partition(PyObject *self, PyObject *args) {
         scratch[next[v >> (64 - TOP_BITS)]++] = v;
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&b_starts);
-    PyBuffer_Release(&b_scratch);
-    PyBuffer_Release(&b_values);
+    release_all(&b);
     Py_RETURN_NONE;
-fail:
-    PyBuffer_Release(&b_starts);
-fail_scratch:
-    PyBuffer_Release(&b_scratch);
-fail_values:
-    PyBuffer_Release(&b_values);
-    return NULL;
 }
 
 /* Sort the n values at src by their low 56 bits (8-bit digits, least significant first),
@@ -132,45 +136,33 @@ static PyObject *sort_buckets(PyObject *self, PyObject *args) {
                           &end)) {
         return NULL;
     }
-    Py_buffer b_scratch, b_values, b_starts;
+    Buffers b = {.held = 0};
+    void *p_scratch, *p_values, *p_starts;
     Py_ssize_t n, n_values, n_starts;
-    if (get_array(o_scratch, &b_scratch, 8, &n, "scratch", 1) < 0) return NULL;
-    if (get_array(o_values, &b_values, 8, &n_values, "values", 1) < 0) goto fail_scratch;
-    if (get_array(o_starts, &b_starts, 8, &n_starts, "starts", 0) < 0) goto fail_values;
-    const uint64_t *starts = b_starts.buf;
+    if (take(&b, o_scratch, 8, &n, &p_scratch, "scratch", 1) < 0 ||
+        take(&b, o_values, 8, &n_values, &p_values, "values", 1) < 0 ||
+        take(&b, o_starts, 8, &n_starts, &p_starts, "starts", 0) < 0) {
+        return refuse(&b, NULL);
+    }
+    const uint64_t *starts = p_starts;
     if (n_values != n || n_starts != BUCKETS + 1 || first < 0 || end > BUCKETS || first > end) {
-        PyErr_SetString(PyExc_ValueError, "sort_buckets: arrays or bucket range do not match");
-        goto fail;
+        return refuse(&b, "sort_buckets: arrays or bucket range do not match");
     }
-    if (overlap(&b_scratch, &b_values) || overlap(&b_starts, &b_values) ||
-        overlap(&b_starts, &b_scratch)) {
-        PyErr_SetString(PyExc_ValueError, "sort_buckets: scratch, values and starts overlap");
-        goto fail;
-    }
-    for (Py_ssize_t b = first; b < end; b++) { /* a corrupt starts never reads out of bounds */
-        if (starts[b] > starts[b + 1] || starts[b + 1] > (uint64_t)n) {
-            PyErr_SetString(PyExc_ValueError, "sort_buckets: starts outside the values");
-            goto fail;
+    if (overlap(&b)) return refuse(&b, "sort_buckets: scratch, values and starts overlap");
+    for (Py_ssize_t k = first; k < end; k++) { /* a corrupt starts never reads out of bounds */
+        if (starts[k] > starts[k + 1] || starts[k + 1] > (uint64_t)n) {
+            return refuse(&b, "sort_buckets: starts outside the values");
         }
     }
-    uint64_t *scratch = b_scratch.buf, *values = b_values.buf;
+    uint64_t *scratch = p_scratch, *values = p_values;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t b = first; b < end; b++) {
-        uint64_t a = starts[b], z = starts[b + 1];
+    for (Py_ssize_t k = first; k < end; k++) {
+        uint64_t a = starts[k], z = starts[k + 1];
         if (z > a) sort_bucket(scratch + a, values + a, z - a);
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&b_starts);
-    PyBuffer_Release(&b_values);
-    PyBuffer_Release(&b_scratch);
+    release_all(&b);
     Py_RETURN_NONE;
-fail:
-    PyBuffer_Release(&b_starts);
-fail_values:
-    PyBuffer_Release(&b_values);
-fail_scratch:
-    PyBuffer_Release(&b_scratch);
-    return NULL;
 }
 
 static PyMethodDef methods[] = {

@@ -634,22 +634,11 @@ class AuditLog:
         The flush's time goes to `on_write`: at once, or with `report_soon` (in an event loop)
         at the loop's next turn, so that the answer waiting on the flush does not wait for the
         metric too."""
-        seconds = self._flush_through(seq)
-        if seconds is None or self.on_write is None:
-            return
-        if report_soon:
-            asyncio.get_running_loop().call_soon(self.on_write, seconds)
-        else:
-            self.on_write(seconds)
-
-    def _flush_through(self, seq: int) -> float | None:
-        """`sync_through` without telling `on_write`: the seconds its flush took, None when
-        the records were already on disk."""
         if self._synced >= seq:
-            return None
+            return
         with self._sync_lock:
             if self._synced >= seq:
-                return None
+                return
             with self._lock:
                 self._check_usable()
                 target, fd = self._seq, self._fd
@@ -669,7 +658,13 @@ class AuditLog:
                 for old in [*retired, *(k.fd for k in done_logs)]:  # synced at rotation
                     os.close(old)
             self._synced = max(self._synced, target)
-            return time.perf_counter() - started
+            if self.on_write is None:
+                return
+            seconds = time.perf_counter() - started
+            if report_soon:
+                asyncio.get_running_loop().call_soon(self.on_write, seconds)
+            else:
+                self.on_write(seconds)
 
     async def durable(self, seq: int, *, alone: Callable[[], bool] | None = None) -> None:
         """In an event loop: return once record `seq` is on disk (group commit).
